@@ -1,0 +1,187 @@
+"""Packet commands: ``layers``, ``craft``, ``inspect``, ``shell``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import UserError, app, out
+
+
+@app.command()
+def layers(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List every ftsslab layer with its fields and bindings."""
+    from ..catalog import bindings_of, family_of, fields_of, ftsslab_layers
+
+    rows = [
+        {
+            "layer": cls.__name__,
+            "name": cls._name,
+            "family": family_of(cls),
+            "fields": [{"name": n, "type": t} for n, t in fields_of(cls)],
+            "bindings": [
+                {"lower": b.lower, "upper": b.upper, "when": b.condition} for b in bindings_of(cls)
+            ],
+        }
+        for cls in ftsslab_layers()
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"ftsslab layers ({len(rows)})", show_lines=True)
+    for col in ("family", "layer", "fields", "bindings"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["family"],
+            f"[bold]{row['layer']}[/bold]\n{row['name']}",
+            ", ".join(f["name"] for f in row["fields"]),
+            "\n".join(
+                f"{b['lower']} → {b['upper']}" + (f" ({b['when']})" if b["when"] else "")
+                for b in row["bindings"]
+            )
+            or "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def craft(
+    expr: Annotated[
+        str, typer.Argument(help="Scapy '/' expression, e.g. 'Ether()/IP()/UDP()/b\"hi\"'.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="pcapng file to write.")],
+    count: Annotated[int, typer.Option("--count", "-c", min=1, help="Copies to write.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Build packets from a safe expression (literals and layer calls only) into a pcapng file.
+
+    The expression is parsed, never evaluated: only layer constructors with literal
+    arguments joined by '/' are accepted.
+    """
+    from scapy.utils import PcapNgWriter
+
+    from ..expr import ExprError, parse_packet
+
+    try:
+        pkt = parse_packet(expr)
+    except ExprError as exc:
+        raise UserError(f"bad expression: {exc}") from None
+    data = bytes(pkt)
+    try:
+        with PcapNgWriter(str(output)) as writer:
+            for _ in range(count):
+                writer.write(pkt)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror}") from None
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "output": str(output),
+                    "count": count,
+                    "length": len(data),
+                    "summary": pkt.summary(),
+                    "hex": data.hex(),
+                }
+            )
+        )
+    else:
+        out.print(
+            f"wrote {count} × {len(data)} bytes to [bold]{output}[/bold]: {pkt.summary()}",
+            highlight=False,
+        )
+
+
+def _resolve_layer(name: str):
+    from ..catalog import all_layers
+
+    known = all_layers()
+    if name in known:
+        return known[name]
+    for cls in known.values():
+        if str(cls._name).lower() == name.lower() or cls.__name__.lower() == name.lower():
+            return cls
+    raise UserError(f"unknown layer {name!r} (see `ftsslab layers`)")
+
+
+def read_capture(path: Path):
+    """Yield CapturedPacket for every packet of a pcap/pcapng file, or raise UserError."""
+    from scapy.error import Scapy_Exception
+    from scapy.utils import PcapReader
+
+    from .. import catalog  # noqa: F401  (registers Scapy's and ftsslab's layers)
+    from ..view import CapturedPacket
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        reader = PcapReader(str(path))
+    except (Scapy_Exception, OSError, EOFError, ValueError) as exc:
+        raise UserError(f"{path}: not a pcap or pcapng capture ({exc})") from None
+    with reader:
+        for i, pkt in enumerate(reader, start=1):
+            comments = [
+                c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                for c in (getattr(pkt, "comments", None) or [])
+            ]
+            yield CapturedPacket(i, pkt, pkt.time, getattr(pkt, "sniffed_on", None), comments)
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="pcap or pcapng capture.")],
+    layer: Annotated[
+        str | None, typer.Option("--layer", "-l", help="Only packets with this layer.")
+    ] = None,
+    with_hex: Annotated[bool, typer.Option("--hex", help="Add a hex dump of each packet.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document for all packets.")
+    ] = False,
+) -> None:
+    """Show every packet of a capture as a tree of layers and fields, with comments and
+    interface names."""
+    from ..view import packet_json, packet_tree
+
+    wanted = _resolve_layer(layer) if layer else None
+    shown = []
+    for cp in read_capture(file):
+        if wanted is not None and not cp.pkt.haslayer(wanted):
+            continue
+        shown.append(cp)
+        if not as_json:
+            out.print(packet_tree(cp, with_hex=with_hex))
+    if as_json:
+        out.print_json(json.dumps([packet_json(cp) for cp in shown]))
+    elif not shown:
+        out.print("no packets" + (f" with layer {wanted.__name__}" if wanted else ""))
+
+
+def shell_banner(names: list[str]) -> str:
+    from .. import __version__
+
+    return (
+        f"ftsslab {__version__} shell: Scapy with every ftsslab layer loaded.\n"
+        f"ftsslab layers: {', '.join(names)}\n"
+        "Try: ls(FTSS), explore('ftsslab.layers'), rdpcap('pcaps/reference/ftss.pcapng')"
+    )
+
+
+@app.command()
+def shell() -> None:
+    """Scapy's interactive shell with every ftsslab layer and craft helper loaded."""
+    from scapy.main import interact
+
+    from ..catalog import ftsslab_layers
+    from ..expr import default_namespace
+
+    names = [cls.__name__ for cls in ftsslab_layers()]
+    # Scapy 2.8 drops `mybanner` in its plain-Python shell, so say it ourselves.
+    out.print(shell_banner(names), highlight=False)
+    interact(mydict=default_namespace(), argv=[])

@@ -1,0 +1,166 @@
+"""Safe packet expressions: Scapy's ``/`` syntax, parsed with ``ast``, never evaluated.
+
+``Ether(dst="02:00:00:00:00:02")/IP(dst="10.0.0.2")/UDP(dport=4791)/b"hi"`` is accepted:
+calls of known layer constructors (and a short allowlist of value helpers) with
+literal arguments, joined by ``/``. Names, attributes, subscripts, comprehensions,
+lambdas and every other construct are refused, so a scenario file or a command
+line can never make ftsslab run code.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from scapy.config import conf
+from scapy.packet import Packet, Raw
+
+from .catalog import all_layers
+
+
+class ExprError(ValueError):
+    """A refused or failing expression; the message is one line for the user."""
+
+
+def one_line(exc: BaseException) -> str:
+    """Scapy's multi-line build errors folded into one line, without its RawVal tip."""
+    text = str(exc).split("To inject bytes")[0]
+    return " ".join(text.split()) or type(exc).__name__
+
+
+_LITERALS = (int, float, str, bytes, bool, type(None))
+
+
+def default_namespace() -> dict[str, Callable[..., Any]]:
+    """Layer constructors by class name plus the layer modules' craft helpers."""
+    import ftsslab.layers as layers
+
+    names: dict[str, Callable[..., Any]] = dict(all_layers())
+    for module in layers.MODULES:
+        for helper in getattr(module, "CRAFT_HELPERS", ()):
+            names[helper.__name__] = helper
+    return names
+
+
+class _Builder:
+    def __init__(self, text: str, namespace: Mapping[str, Callable[..., Any]]):
+        self.text = text
+        self.ns = namespace
+
+    def fail(self, node: ast.AST, why: str) -> ExprError:
+        col = getattr(node, "col_offset", 0)
+        return ExprError(f"{why} (at column {col + 1})")
+
+    def value(self, node: ast.AST) -> Any:
+        """A literal, a container of literals, or an allowed call."""
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, _LITERALS):
+                return node.value
+            raise self.fail(node, f"literal {node.value!r} is not allowed")
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            inner = self.value(node.operand)
+            if isinstance(inner, int | float) and not isinstance(inner, bool):
+                return -inner if isinstance(node.op, ast.USub) else inner
+            raise self.fail(node, "a sign goes only before a number")
+        if isinstance(node, ast.List | ast.Tuple):
+            items = [self.value(e) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                raise self.fail(node, "'**' in a dict is not allowed")
+            return {
+                self.value(k): self.value(v) for k, v in zip(node.keys, node.values, strict=True)
+            }
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            left, right = self.value(node.left), self.value(node.right)
+            if isinstance(left, int) and isinstance(right, int):
+                return left | right
+            raise self.fail(node, "'|' combines integers only")
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            return self.stack(node)
+        if isinstance(node, ast.Name):
+            hint = f"; did you mean {node.id}()?" if node.id in self.ns else ""
+            raise self.fail(node, f"bare name {node.id!r} is not allowed{hint}")
+        raise self.fail(node, f"{type(node).__name__} is not allowed in a packet expression")
+
+    def call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name):
+            raise self.fail(node, "only plain layer names can be called (no attributes)")
+        name = node.func.id
+        func = self.ns.get(name)
+        if func is None:
+            raise self.fail(node, f"unknown layer {name!r} (see `ftsslab layers`)")
+        if any(k.arg is None for k in node.keywords):
+            raise self.fail(node, "'**kwargs' is not allowed")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise self.fail(node, "'*args' is not allowed")
+        args = [self.value(a) for a in node.args]
+        kwargs = {k.arg: self.value(k.value) for k in node.keywords}
+        if isinstance(func, type) and issubclass(func, Packet):
+            fields = {f.name for f in func.fields_desc}
+            for key in kwargs:
+                if key not in fields:
+                    raise self.fail(
+                        node, f"{name} has no field {key!r}; fields: {', '.join(sorted(fields))}"
+                    )
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # Scapy raises many types on bad values
+            raise self.fail(node, f"{name}(...): {one_line(exc)}") from None
+
+    def operand(self, node: ast.AST) -> Packet:
+        val = self.value(node)
+        if isinstance(val, str | bytes):
+            return Raw(load=val)
+        if not isinstance(val, Packet):
+            raise self.fail(node, f"{val!r} is not a packet layer")
+        return val
+
+    def stack(self, node: ast.AST) -> Packet:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left = self.stack(node.left)
+            return left / self.operand(node.right)
+        return self.operand(node)
+
+
+@contextmanager
+def offline() -> Iterator[None]:
+    """Build without ARP/ND: an unset Ether.dst becomes broadcast instead of a network query.
+
+    Crafting must be deterministic and must never send traffic to resolve a MAC.
+    """
+    saved = conf.neighbor.resolvers
+    conf.neighbor.resolvers = {}
+    runtime = logging.getLogger("scapy.runtime")
+    level = runtime.level
+    runtime.setLevel(logging.ERROR)  # the "using broadcast" warning is expected here
+    try:
+        yield
+    finally:
+        conf.neighbor.resolvers = saved
+        runtime.setLevel(level)
+
+
+def parse_packet(text: str, namespace: Mapping[str, Callable[..., Any]] | None = None) -> Packet:
+    """Build the packet an expression describes, or raise ExprError.
+
+    The result is frozen: re-dissected from its bytes, so computed lengths,
+    checksums and addresses are the values a capture will show.
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
+    builder = _Builder(text, namespace if namespace is not None else default_namespace())
+    with offline():
+        pkt = builder.stack(tree.body)
+        try:
+            data = bytes(pkt)
+        except Exception as exc:
+            raise ExprError(f"cannot build {pkt.summary()}: {one_line(exc)}") from None
+    return pkt.__class__(data)

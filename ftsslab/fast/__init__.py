@@ -1,0 +1,1 @@
+"""Fast struct/memoryview parsers and builders, proven equal to the Scapy layers."""

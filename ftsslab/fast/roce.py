@@ -1,0 +1,390 @@
+"""Fast RoCEv2 parser/builders: Ether / IPv4|IPv6 / UDP 4791 / BTH / extension headers / ICRC.
+
+The header-chain table (which extension headers follow the BTH for each opcode, IBA
+ch. 9) lives here, without Scapy, and ``ftsslab.layers.roce`` builds its bindings
+from it, so the fast path and the Scapy layers cannot disagree about the order.
+The ICRC (IBA Annex A17) is computed over the invariant fields only: variant IP
+fields (TOS, TTL, checksum / traffic class, flow label, hop limit), the UDP checksum
+and the BTH fecn/becn/resv6 byte are replaced with ones, behind 8 bytes of ones
+that stand for the (absent) LRH.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from zlib import crc32
+
+ROCEV2_UDP_PORT = 4791
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+_VLAN_TYPES = (0x8100, 0x88A8)
+
+# Transport base values of the BTH opcode (upper 3 bits) and operations (lower 5).
+TRANSPORTS = {"RC": 0x00, "UC": 0x20, "RD": 0x40, "UD": 0x60}
+OPS = {
+    "SEND_FIRST": 0x00, "SEND_MIDDLE": 0x01, "SEND_LAST": 0x02,
+    "SEND_LAST_WITH_IMMEDIATE": 0x03, "SEND_ONLY": 0x04, "SEND_ONLY_WITH_IMMEDIATE": 0x05,
+    "RDMA_WRITE_FIRST": 0x06, "RDMA_WRITE_MIDDLE": 0x07, "RDMA_WRITE_LAST": 0x08,
+    "RDMA_WRITE_LAST_WITH_IMMEDIATE": 0x09, "RDMA_WRITE_ONLY": 0x0A,
+    "RDMA_WRITE_ONLY_WITH_IMMEDIATE": 0x0B, "RDMA_READ_REQUEST": 0x0C,
+    "RDMA_READ_RESPONSE_FIRST": 0x0D, "RDMA_READ_RESPONSE_MIDDLE": 0x0E,
+    "RDMA_READ_RESPONSE_LAST": 0x0F, "RDMA_READ_RESPONSE_ONLY": 0x10,
+    "ACKNOWLEDGE": 0x11, "ATOMIC_ACKNOWLEDGE": 0x12, "COMPARE_SWAP": 0x13, "FETCH_ADD": 0x14,
+}
+# Which operations each transport service supports (IBA table 38).
+_UC_OPS = ("SEND_", "RDMA_WRITE_")
+_UD_OPS = ("SEND_ONLY", "SEND_ONLY_WITH_IMMEDIATE")
+
+# Extension headers after the BTH, per operation (IBA 9.2-9.5, table 35).
+_OP_HEADERS = {
+    "SEND_LAST_WITH_IMMEDIATE": ("ImmDt",),
+    "SEND_ONLY_WITH_IMMEDIATE": ("ImmDt",),
+    "RDMA_WRITE_FIRST": ("RETH",),
+    "RDMA_WRITE_LAST_WITH_IMMEDIATE": ("ImmDt",),
+    "RDMA_WRITE_ONLY": ("RETH",),
+    "RDMA_WRITE_ONLY_WITH_IMMEDIATE": ("RETH", "ImmDt"),
+    "RDMA_READ_REQUEST": ("RETH",),
+    "RDMA_READ_RESPONSE_FIRST": ("AETH",),
+    "RDMA_READ_RESPONSE_LAST": ("AETH",),
+    "RDMA_READ_RESPONSE_ONLY": ("AETH",),
+    "ACKNOWLEDGE": ("AETH",),
+    "ATOMIC_ACKNOWLEDGE": ("AETH", "AtomicAckETH"),
+    "COMPARE_SWAP": ("AtomicETH",),
+    "FETCH_ADD": ("AtomicETH",),
+}
+_RESPONSES = ("RDMA_READ_RESPONSE_", "ACKNOWLEDGE", "ATOMIC_ACKNOWLEDGE")
+# Operations whose payload starts a SEND message (claimed by the SEND payload registry).
+SEND_START_OPS = ("SEND_FIRST", "SEND_ONLY", "SEND_ONLY_WITH_IMMEDIATE")
+SEND_PAYLOAD = "SendPayload"
+
+
+def _chains() -> dict[int, tuple[str, ...]]:
+    chains = {}
+    for transport, base in TRANSPORTS.items():
+        for op, value in OPS.items():
+            if transport == "UC" and not op.startswith(_UC_OPS):
+                continue
+            if transport == "UD" and op not in _UD_OPS:
+                continue
+            prefix: tuple[str, ...] = ()
+            if transport == "RD":
+                prefix = ("RDETH",) if op.startswith(_RESPONSES) else ("RDETH", "DETH")
+            elif transport == "UD":
+                prefix = ("DETH",)
+            chain = prefix + _OP_HEADERS.get(op, ())
+            if op in SEND_START_OPS:
+                chain += (SEND_PAYLOAD,)
+            chains[base + value] = chain
+    return chains
+
+
+HEADER_CHAINS = _chains()
+"""BTH opcode -> names of the headers after the BTH (``SendPayload`` = SEND message start)."""
+
+
+def op(transport: str, operation: str) -> int:
+    """BTH opcode value, e.g. ``op("RC", "RDMA_WRITE_ONLY") == 0x0A``."""
+    return TRANSPORTS[transport] + OPS[operation]
+
+
+# ---------------------------------------------------------------- struct formats
+_ETH = struct.Struct("!6s6sH")
+_IP4 = struct.Struct("!BBHHHBBH4s4s")
+_IP6 = struct.Struct("!IHBB16s16s")
+_UDP = struct.Struct("!HHHH")
+_BTH = struct.Struct("!BBHII")
+_U32 = struct.Struct("!I")
+_DETH = struct.Struct("!II")
+_RETH = struct.Struct("!QII")
+_ATOMIC = struct.Struct("!QIQQ")
+_U64 = struct.Struct("!Q")
+_RKEY_ADVERT = struct.Struct("!IBBHQIIQ")
+
+RKEY_ADVERT_MAGIC = 0x524B4559  # "RKEY": tells message 748 apart from other SEND payloads
+RKEY_ADVERT_VERSION = 1
+
+
+def _mac(b: bytes) -> str:
+    return b.hex(":")
+
+
+def _parse_headers(buf: memoryview) -> tuple[int, int, int, int] | None:
+    """(ip version, ip offset, udp offset, end of IP datagram) of an Ether frame."""
+    if len(buf) < _ETH.size:
+        return None
+    off = 12
+    (etype,) = struct.unpack_from("!H", buf, off)
+    off += 2
+    while etype in _VLAN_TYPES and len(buf) >= off + 4:
+        (etype,) = struct.unpack_from("!H", buf, off + 2)
+        off += 4
+    if etype == ETH_P_IP and len(buf) >= off + 20:
+        ihl = (buf[off] & 0x0F) * 4
+        (tot,) = struct.unpack_from("!H", buf, off + 2)
+        if buf[off] >> 4 != 4 or buf[off + 9] != 17 or ihl < 20 or tot < ihl + 8:
+            return None
+        end = off + tot
+        udp = off + ihl
+        version = 4
+    elif etype == ETH_P_IPV6 and len(buf) >= off + 40:
+        (plen,) = struct.unpack_from("!H", buf, off + 4)
+        if buf[off] >> 4 != 6 or buf[off + 6] != 17 or plen < 8:
+            return None
+        end = off + 40 + plen
+        udp = off + 40
+        version = 6
+    else:
+        return None
+    if end > len(buf):
+        return None
+    return version, off, udp, end
+
+
+def _icrc_of(buf: memoryview, version: int, ip: int, udp: int, end: int) -> int:
+    masked = bytearray(buf[ip:end - 4])
+    if version == 4:
+        masked[1] = 0xFF  # TOS
+        masked[8] = 0xFF  # TTL
+        masked[10:12] = b"\xff\xff"  # header checksum
+    else:
+        masked[0] |= 0x0F  # traffic class + flow label
+        masked[1:4] = b"\xff\xff\xff"
+        masked[7] = 0xFF  # hop limit
+    u = udp - ip
+    masked[u + 6:u + 8] = b"\xff\xff"  # UDP checksum
+    masked[u + 12] = 0xFF  # BTH fecn, becn, resv6
+    crc = crc32(masked, crc32(b"\xff" * 8))
+    # The ICRC goes on the wire least significant byte first; return it the way the
+    # BTH ``icrc`` field (a big-endian read of those 4 bytes) shows it.
+    return int.from_bytes(crc.to_bytes(4, "little"), "big")
+
+
+def icrc(frame: bytes | memoryview) -> int:
+    """ICRC of a RoCEv2 Ether frame, as the value of Scapy's ``BTH.icrc`` field.
+
+    Raises ValueError if the frame is not Ether/IP(v4|v6)/UDP with room for BTH + ICRC.
+    """
+    buf = memoryview(frame)
+    hdrs = _parse_headers(buf)
+    if hdrs is None or hdrs[3] - hdrs[2] < _UDP.size + _BTH.size + 4:
+        raise ValueError("not an Ether/IP/UDP/BTH frame")
+    return _icrc_of(buf, *hdrs)
+
+
+def verify_icrc(frame: bytes | memoryview) -> bool:
+    """True if the ICRC at the end of the IP datagram matches the computed one."""
+    try:
+        value = icrc(frame)
+    except ValueError:
+        return False
+    end = _parse_headers(memoryview(frame))[3]  # type: ignore[index]
+    return value == int.from_bytes(frame[end - 4:end], "big")
+
+
+# ---------------------------------------------------------------- parsers
+def parse_bth(buf: bytes | memoryview) -> dict | None:
+    """BTH fields of a UDP payload (ICRC = its last 4 bytes)."""
+    if len(buf) < _BTH.size + 4:
+        return None
+    opcode, flags, pkey, qp, psn = _BTH.unpack_from(buf)
+    return {
+        "opcode": opcode, "solicited": flags >> 7, "migreq": (flags >> 6) & 1,
+        "padcount": (flags >> 4) & 3, "version": flags & 0x0F, "pkey": pkey,
+        "fecn": qp >> 31, "becn": (qp >> 30) & 1, "resv6": (qp >> 24) & 0x3F,
+        "dqpn": qp & 0xFFFFFF, "ackreq": psn >> 31, "resv7": (psn >> 24) & 0x7F,
+        "psn": psn & 0xFFFFFF, "icrc": _U32.unpack_from(buf, len(buf) - 4)[0],
+    }
+
+
+def _split32(v: int, hi: str, lo: str) -> dict:
+    return {hi: v >> 24, lo: v & 0xFFFFFF}
+
+
+def _rdeth(b: memoryview) -> dict:
+    return _split32(_U32.unpack_from(b)[0], "reserved", "eecnxt")
+
+
+def _deth(b: memoryview) -> dict:
+    qkey, v = _DETH.unpack_from(b)
+    return {"qkey": qkey, **_split32(v, "reserved", "srcqp")}
+
+
+def _reth(b: memoryview) -> dict:
+    return dict(zip(("va", "rkey", "dmalen"), _RETH.unpack_from(b), strict=True))
+
+
+def _atomic(b: memoryview) -> dict:
+    return dict(zip(("va", "rkey", "swapdt", "cmpdt"), _ATOMIC.unpack_from(b), strict=True))
+
+
+def _aeth(b: memoryview) -> dict:
+    return _split32(_U32.unpack_from(b)[0], "syndrome", "msn")
+
+
+_EXT = {  # name -> (size, parser)
+    "RDETH": (4, _rdeth),
+    "DETH": (8, _deth),
+    "RETH": (16, _reth),
+    "AtomicETH": (28, _atomic),
+    "AETH": (4, _aeth),
+    "AtomicAckETH": (8, lambda b: {"origremdt": _U64.unpack_from(b)[0]}),
+    "ImmDt": (4, lambda b: {"imm": _U32.unpack_from(b)[0]}),
+}
+
+
+def parse_rkey_advert(buf: bytes | memoryview) -> dict | None:
+    """RKeyAdvert (seed 003 message 748) fields, or None if ``buf`` is not one."""
+    if len(buf) < _RKEY_ADVERT.size:
+        return None
+    magic, version, kind, access, va, rkey, qp, length = _RKEY_ADVERT.unpack_from(buf)
+    if magic != RKEY_ADVERT_MAGIC or version != RKEY_ADVERT_VERSION:
+        return None
+    return {
+        "magic": magic, "version": version, "kind": kind, "access": access, "va": va,
+        "rkey": rkey, "reserved": qp >> 24, "qpn": qp & 0xFFFFFF, "length": length,
+    }
+
+
+def parse_roce(frame: bytes | memoryview) -> dict | None:
+    """Parse a RoCEv2 Ether frame.
+
+    Returns ``{"Ether": {...}, "IP" or "IPv6": {...}, "UDP": {...}, "BTH": {...},
+    <extension header class name>: {...}, ..., "payload": bytes, "icrc_ok": bool}``
+    (plus ``"RKeyAdvert"`` when the SEND payload is one), or None.
+    """
+    buf = memoryview(frame)
+    hdrs = _parse_headers(buf)
+    if hdrs is None:
+        return None
+    version, ip, udp, end = hdrs
+    sport, dport, ulen, uchk = _UDP.unpack_from(buf, udp)
+    if dport != ROCEV2_UDP_PORT or udp + ulen != end:
+        return None
+    bth = parse_bth(buf[udp + 8:end])
+    if bth is None:
+        return None
+    dst, src, etype = _ETH.unpack_from(buf)
+    out: dict = {"Ether": {"dst": _mac(dst), "src": _mac(src), "type": etype}}
+    if version == 4:
+        vihl, tos, tot, ident, frag, ttl, proto, chk, s, d = _IP4.unpack_from(buf, ip)
+        out["IP"] = {
+            "version": 4, "ihl": vihl & 0x0F, "tos": tos, "len": tot, "id": ident,
+            "flags": frag >> 13, "frag": frag & 0x1FFF, "ttl": ttl, "proto": proto,
+            "chksum": chk, "src": socket.inet_ntoa(s), "dst": socket.inet_ntoa(d),
+        }
+    else:
+        vtf, plen, nh, hlim, s, d = _IP6.unpack_from(buf, ip)
+        out["IPv6"] = {
+            "version": 6, "tc": (vtf >> 20) & 0xFF, "fl": vtf & 0xFFFFF, "plen": plen,
+            "nh": nh, "hlim": hlim, "src": socket.inet_ntop(socket.AF_INET6, s),
+            "dst": socket.inet_ntop(socket.AF_INET6, d),
+        }
+    out["UDP"] = {"sport": sport, "dport": dport, "len": ulen, "chksum": uchk}
+    out["BTH"] = bth
+    off, stop = udp + 8 + _BTH.size, end - 4
+    for name in HEADER_CHAINS.get(bth["opcode"], ()):
+        if name == SEND_PAYLOAD:
+            advert = parse_rkey_advert(buf[off:stop])
+            if advert is not None:
+                out["RKeyAdvert"] = advert
+                off += _RKEY_ADVERT.size
+            break
+        size, parser = _EXT[name]
+        if off + size > stop:
+            break  # Scapy leaves a truncated header as Raw payload
+        out[name] = parser(buf[off:])
+        off += size
+    out["payload"] = bytes(buf[off:stop])
+    out["icrc_ok"] = _icrc_of(buf, *hdrs) == bth["icrc"]
+    return out
+
+
+# ---------------------------------------------------------------- builders
+def _ip_checksum(hdr: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def build_roce(
+    *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str, sport: int, opcode: int,
+    dqpn: int, psn: int, headers: bytes = b"", payload: bytes = b"", ackreq: bool = False,
+    solicited: bool = False, pkey: int = 0xFFFF, tos: int = 0, ttl: int = 64, ip_id: int = 1,
+) -> bytes:
+    """Ether/IPv4/UDP(checksum 0)/BTH/headers/payload/ICRC, equal to the Scapy frame
+    ``Ether()/IP(tos, ttl, id)/UDP(sport, dport=4791, chksum=0)/BTH(...)/...``.
+    RoCEv2 NICs send UDP checksum 0 (the ICRC covers the datagram), so we do too."""
+    bth = _BTH.pack(opcode, solicited << 7, pkey, dqpn & 0xFFFFFF,
+                    (ackreq << 31) | (psn & 0xFFFFFF))
+    udp_len = 8 + len(bth) + len(headers) + len(payload) + 4
+    ip = bytearray(_IP4.pack(0x45, tos, 20 + udp_len, ip_id, 0, ttl, 17, 0,
+                             socket.inet_aton(ip_src), socket.inet_aton(ip_dst)))
+    ip[10:12] = _ip_checksum(bytes(ip)).to_bytes(2, "big")
+    eth = _ETH.pack(bytes.fromhex(eth_dst.replace(":", "")),
+                    bytes.fromhex(eth_src.replace(":", "")), ETH_P_IP)
+    frame = bytearray(eth + ip + _UDP.pack(sport, ROCEV2_UDP_PORT, udp_len, 0) + bth
+                      + headers + payload + b"\0\0\0\0")
+    frame[-4:] = _icrc_of(memoryview(frame), 4, 14, 34, len(frame)).to_bytes(4, "big")
+    return bytes(frame)
+
+
+def build_write(*, va: int, rkey: int, data: bytes, imm: int | None = None,
+                transport: str = "RC", **kw) -> bytes:
+    """RDMA WRITE ONLY (WITH IMMEDIATE when ``imm`` is given) carrying ``data``."""
+    hdr = _RETH.pack(va, rkey, len(data))
+    if imm is None:
+        return build_roce(opcode=op(transport, "RDMA_WRITE_ONLY"), headers=hdr, payload=data,
+                          **kw)
+    return build_roce(opcode=op(transport, "RDMA_WRITE_ONLY_WITH_IMMEDIATE"),
+                      headers=hdr + _U32.pack(imm), payload=data, **kw)
+
+
+def build_read_request(*, va: int, rkey: int, dmalen: int, **kw) -> bytes:
+    return build_roce(opcode=op("RC", "RDMA_READ_REQUEST"), headers=_RETH.pack(va, rkey, dmalen),
+                      **kw)
+
+
+def build_read_response(*, syndrome: int, msn: int, data: bytes, **kw) -> bytes:
+    """RC RDMA READ RESPONSE ONLY."""
+    return build_roce(opcode=op("RC", "RDMA_READ_RESPONSE_ONLY"),
+                      headers=_U32.pack((syndrome << 24) | msn), payload=data, **kw)
+
+
+def build_send(*, payload: bytes, imm: int | None = None, **kw) -> bytes:
+    """RC SEND ONLY (WITH IMMEDIATE when ``imm`` is given)."""
+    if imm is None:
+        return build_roce(opcode=op("RC", "SEND_ONLY"), payload=payload, **kw)
+    return build_roce(opcode=op("RC", "SEND_ONLY_WITH_IMMEDIATE"), headers=_U32.pack(imm),
+                      payload=payload, **kw)
+
+
+def build_ack(*, syndrome: int = 0x1F, msn: int, **kw) -> bytes:
+    """RC ACKNOWLEDGE; the default syndrome is ACK with credit count 31 (invalid = none)."""
+    return build_roce(opcode=op("RC", "ACKNOWLEDGE"), headers=_U32.pack((syndrome << 24) | msn),
+                      **kw)
+
+
+def build_nak(*, code: int, msn: int, **kw) -> bytes:
+    """RC ACKNOWLEDGE carrying a NAK (syndrome 0b011xxxxx, ``code`` = NAK code)."""
+    return build_ack(syndrome=0x60 | code, msn=msn, **kw)
+
+
+def build_atomic(*, va: int, rkey: int, swapdt: int, cmpdt: int = 0, fetch_add: bool = False,
+                 **kw) -> bytes:
+    """RC COMPARE SWAP (or FETCH ADD, where ``swapdt`` is the add data)."""
+    opcode = op("RC", "FETCH_ADD" if fetch_add else "COMPARE_SWAP")
+    return build_roce(opcode=opcode, headers=_ATOMIC.pack(va, rkey, swapdt, cmpdt), **kw)
+
+
+def build_atomic_ack(*, msn: int, origremdt: int, syndrome: int = 0x1F, **kw) -> bytes:
+    return build_roce(opcode=op("RC", "ATOMIC_ACKNOWLEDGE"),
+                      headers=_U32.pack((syndrome << 24) | msn) + _U64.pack(origremdt), **kw)
+
+
+def build_rkey_advert(*, va: int, rkey: int, length: int, access: int, qpn: int = 0,
+                      kind: int = 1) -> bytes:
+    """The 32-byte RKeyAdvert SEND payload (put it in ``build_send(payload=...)``)."""
+    return _RKEY_ADVERT.pack(RKEY_ADVERT_MAGIC, RKEY_ADVERT_VERSION, kind, access, va, rkey,
+                             qpn & 0xFFFFFF, length)

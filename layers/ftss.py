@@ -1,0 +1,410 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# This file is part of ftsslab.
+
+"""
+FTSS: the messages a fault tolerant storage system exchanges with its nodes
+over the FTSS interconnection fabric (Fibre Channel, here carried in FCoE).
+
+Seed 000 (HP, "A Fault Tolerant Storage System Having An Interconnection
+Fabric That Also Carries Network Traffic"), Figs. 5-8, and its claims (seed
+004).  The seed gives the behaviour, not the bytes; the wire format is ours:
+
+- one common 4-byte header ``FTSS`` (version, flags, opcode, total length).
+  The opcode's high nibble is what the FTSS link unit 136 needs to "separate
+  an incoming data stream into file I/O transactions [...] and network
+  packets": ``0x0_`` goes to the network routing agent 144, ``0x1_`` to the
+  file operations unit 138.  The message is zero-padded to a 32-bit boundary
+  after ``length`` bytes, so a receiver strips the padding with ``length``;
+- ``PKT`` carries a whole network frame (an Ethernet frame from the node's
+  protocol stack 116, "encapsulating the packet in a protocol of an interface
+  used to implement the FTSS interconnection fabric", claims 7, 14, 22, 31);
+- ``ACK`` is the acknowledgment of Figs. 7A/7B (blocks 160, 170, 174, 178);
+- ``HELLO``/``STATUS`` feed routing table 146 ("port number of the fiber
+  channel port coupled to the destination node, status information");
+- ``WRITE``/``READ``/``LIST``/``DELETE``/``RESPONSE`` are the file I/O
+  transactions of the alternative embodiment, where packets travel "as a file
+  I/O transaction" in directories on the FTSS (claims 6, 13, 21, 30).
+
+The FC frames use TYPE ``FTSS_FC_TYPE`` (0xE0, the first of the FC
+vendor-unique TYPE values 0xE0-0xFF).
+"""
+
+import struct
+
+from scapy.config import conf
+from scapy.fields import (
+    BitField,
+    ByteEnumField,
+    ByteField,
+    ConditionalField,
+    FieldLenField,
+    FieldListField,
+    FlagsField,
+    IntField,
+    LongField,
+    MACField,
+    PacketListField,
+    ShortField,
+    StrLenField,
+    XIntField,
+    XLongField,
+)
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet, bind_layers
+
+from .fc import FC
+
+FTSS_FC_TYPE = 0xE0  # FC TYPE: first vendor-unique value (0xE0-0xFF)
+FTSS_VERSION = 1
+FTSS_HDR_LEN = 4
+FTSS_ALIGN = 4  # messages are padded to 32-bit boundaries
+
+# Opcodes: high nibble 0 = network (routing agent 144), 1 = file I/O (unit 138).
+FTSS_OP_PKT = 0x01
+FTSS_OP_ACK = 0x02
+FTSS_OP_HELLO = 0x03
+FTSS_OP_STATUS = 0x04
+FTSS_OP_WRITE = 0x10
+FTSS_OP_READ = 0x11
+FTSS_OP_LIST = 0x12
+FTSS_OP_DELETE = 0x13
+FTSS_OP_RESPONSE = 0x14
+FTSS_OP_FILE_MASK = 0xF0  # opcode & mask == FTSS_OP_FILE_CLASS -> file I/O
+FTSS_OP_FILE_CLASS = 0x10
+
+FTSS_OPCODES = {
+    FTSS_OP_PKT: "PKT",
+    FTSS_OP_ACK: "ACK",
+    FTSS_OP_HELLO: "HELLO",
+    FTSS_OP_STATUS: "STATUS",
+    FTSS_OP_WRITE: "WRITE",
+    FTSS_OP_READ: "READ",
+    FTSS_OP_LIST: "LIST",
+    FTSS_OP_DELETE: "DELETE",
+    FTSS_OP_RESPONSE: "RESPONSE",
+}
+
+# Header flags (4 bits, LSB first): ALTPATH = sent on the redundant interface
+# after the primary one failed ("retransmit the packet on the other interface").
+FTSS_FLAGS = ["ALTPATH", "RSV1", "RSV2", "RSV3"]
+FTSS_FLAG_ALTPATH = 0x1
+
+# PKT flags (16 bits, LSB first).
+FTSS_PKT_FLAGS = ["BROADCAST", "RETRANSMIT", "EXTERNAL", "ROLLBACK"]
+FTSS_PKT_BROADCAST = 0x1  # "take both the EXTERNAL and FTSS branches" (block 158)
+FTSS_PKT_RETRANSMIT = 0x2  # same msg_id sent again (redundant device/subsystem)
+FTSS_PKT_EXTERNAL = 0x4  # came in from external network 96 (Fig. 8)
+FTSS_PKT_ROLLBACK = 0x8  # re-retrieved from the packet queue to rebuild a dialog
+
+# ACK status: each value is one acknowledgment of Figs. 7A/7B.
+FTSS_ACK_STORED_GUARANTEED = 1  # block 174
+FTSS_ACK_STORED_BEST_EFFORT = 2  # block 160, external destination
+FTSS_ACK_UNDELIVERABLE = 3  # block 170
+FTSS_ACK_DELIVERED = 4  # block 178, destination's receipt
+FTSS_ACK_REJECTED = 5  # FTSS refused to store the message (reason says why)
+FTSS_ACK_STATUS = {
+    FTSS_ACK_STORED_GUARANTEED: "STORED_GUARANTEED",
+    FTSS_ACK_STORED_BEST_EFFORT: "STORED_BEST_EFFORT",
+    FTSS_ACK_UNDELIVERABLE: "UNDELIVERABLE",
+    FTSS_ACK_DELIVERED: "DELIVERED",
+    FTSS_ACK_REJECTED: "REJECTED",
+}
+
+# ACK reason: 0x0_ = REJECTED reasons, 0x1_ = UNDELIVERABLE reasons.
+FTSS_REASON_NONE = 0x00
+FTSS_REASON_MALFORMED = 0x01
+FTSS_REASON_UNKNOWN_OPCODE = 0x02
+FTSS_REASON_OVERSIZE = 0x03
+FTSS_REASON_STORE_FULL = 0x04
+FTSS_REASON_BAD_LENGTH = 0x05
+FTSS_REASON_BAD_VERSION = 0x06
+FTSS_REASON_DEST_DOWN = 0x10  # block 168 "NO": powered down, maintenance
+FTSS_REASON_DEST_UNKNOWN = 0x11  # not in routing table 146 and no external port
+FTSS_ACK_REASONS = {
+    FTSS_REASON_NONE: "NONE",
+    FTSS_REASON_MALFORMED: "MALFORMED",
+    FTSS_REASON_UNKNOWN_OPCODE: "UNKNOWN_OPCODE",
+    FTSS_REASON_OVERSIZE: "OVERSIZE",
+    FTSS_REASON_STORE_FULL: "STORE_FULL",
+    FTSS_REASON_BAD_LENGTH: "BAD_LENGTH",
+    FTSS_REASON_BAD_VERSION: "BAD_VERSION",
+    FTSS_REASON_DEST_DOWN: "DEST_DOWN",
+    FTSS_REASON_DEST_UNKNOWN: "DEST_UNKNOWN",
+}
+
+FTSS_HOLD_TIME = 30  # default seconds a HELLO keeps its routing table entry valid
+
+# Node state in routing table 146 ("status information of the destination node").
+FTSS_NODE_DOWN = 0
+FTSS_NODE_UP = 1
+FTSS_NODE_DRAINING = 2
+FTSS_NODE_MAINTENANCE = 3
+FTSS_NODE_STATES = {
+    FTSS_NODE_DOWN: "DOWN",
+    FTSS_NODE_UP: "UP",
+    FTSS_NODE_DRAINING: "DRAINING",
+    FTSS_NODE_MAINTENANCE: "MAINTENANCE",
+}
+
+# WRITE flags (16 bits, LSB first).
+FTSS_WRITE_FLAGS = ["CREATE", "TRUNCATE", "SYNC"]
+FTSS_WRITE_CREATE = 0x1
+FTSS_WRITE_TRUNCATE = 0x2
+FTSS_WRITE_SYNC = 0x4  # answer only once on RAID 142, not just write cache 140
+
+# File RESPONSE status.
+FTSS_FILE_OK = 0
+FTSS_FILE_NOT_FOUND = 1
+FTSS_FILE_EXISTS = 2
+FTSS_FILE_NO_SPACE = 3
+FTSS_FILE_IO_ERROR = 4
+FTSS_FILE_BAD_REQUEST = 5
+FTSS_FILE_DENIED = 6
+FTSS_FILE_STATUS = {
+    FTSS_FILE_OK: "OK",
+    FTSS_FILE_NOT_FOUND: "NOT_FOUND",
+    FTSS_FILE_EXISTS: "EXISTS",
+    FTSS_FILE_NO_SPACE: "NO_SPACE",
+    FTSS_FILE_IO_ERROR: "IO_ERROR",
+    FTSS_FILE_BAD_REQUEST: "BAD_REQUEST",
+    FTSS_FILE_DENIED: "DENIED",
+}
+
+
+def _filename_fields():
+    """A 16-bit length-prefixed file name: ``name_len`` then ``filename``."""
+    return [
+        FieldLenField("name_len", None, length_of="filename", fmt="!H"),
+        StrLenField("filename", b"", length_from=lambda pkt: pkt.name_len),
+    ]
+
+
+class FTSS(Packet):
+    """Common header; ``length`` counts header + body + payload, not padding."""
+
+    name = "FTSS"
+    fields_desc = [
+        BitField("version", FTSS_VERSION, 4),
+        FlagsField("flags", 0, 4, FTSS_FLAGS),
+        ByteEnumField("opcode", 0, FTSS_OPCODES),
+        ShortField("length", None),
+    ]
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Bytes too short for the header are not an FTSS message: give Raw."""
+        if _pkt is not None and len(_pkt) < FTSS_HDR_LEN:
+            return conf.raw_layer
+        return cls
+
+    def post_build(self, p, pay):
+        if self.length is not None:
+            return p + pay
+        total = len(p) + len(pay)
+        p = p[:2] + struct.pack("!H", total & 0xFFFF) + p[4:]
+        return p + pay + b"\x00" * (-total % FTSS_ALIGN)
+
+    def extract_padding(self, s):
+        body = max(self.length - FTSS_HDR_LEN, 0)
+        return s[:body], s[body:]
+
+    def mysummary(self):
+        return self.sprintf("FTSS v%version% %opcode% len=%length%")
+
+
+class FTSSPacket(Packet):
+    """PKT: a network frame handed to the FTSS for stored, routed delivery."""
+
+    name = "FTSS Network Packet"
+    fields_desc = [
+        XLongField("msg_id", 0),
+        XIntField("src_node", 0),
+        FlagsField("pkt_flags", 0, 16, FTSS_PKT_FLAGS),
+        # seconds to keep the packet in the packet queue after delivery (claim 5)
+        ShortField("retention", 0),
+    ]
+
+    def hashret(self):
+        return struct.pack("!Q", self.msg_id)
+
+    def mysummary(self):
+        return self.sprintf("FTSS PKT id=%msg_id% ") + f"{len(self.payload)}B"
+
+
+class FTSSAck(Packet):
+    """ACK: the answer to the PKT with the same ``msg_id``."""
+
+    name = "FTSS Acknowledgment"
+    fields_desc = [
+        XLongField("msg_id", 0),
+        XIntField("node_id", 0),  # the acknowledging node: FTSS or destination
+        ByteEnumField("status", FTSS_ACK_STORED_GUARANTEED, FTSS_ACK_STATUS),
+        ByteEnumField("reason", FTSS_REASON_NONE, FTSS_ACK_REASONS),
+        ShortField("reserved", 0),
+    ]
+
+    def hashret(self):
+        return struct.pack("!Q", self.msg_id)
+
+    def answers(self, other):
+        return isinstance(other, FTSSPacket) and other.msg_id == self.msg_id
+
+    def mysummary(self):
+        if self.reason == FTSS_REASON_NONE:
+            return self.sprintf("FTSS ACK id=%msg_id% %status%")
+        return self.sprintf("FTSS ACK id=%msg_id% %status% (%reason%)")
+
+
+class FTSSHello(Packet):
+    """HELLO: a node announces itself and the MAC addresses it serves."""
+
+    name = "FTSS Node Hello"
+    kind = "HELLO"
+    fields_desc = [
+        XIntField("node_id", 0),
+        ShortField("seq", 0),
+        ByteEnumField("state", FTSS_NODE_UP, FTSS_NODE_STATES),
+        ByteField("port", 0),  # fibre channel port 134 the node is attached to
+        ShortField("hold_time", FTSS_HOLD_TIME),
+        FieldLenField("mac_count", None, count_of="macs", fmt="!H"),
+        FieldListField(
+            "macs", [], MACField("mac", "00:00:00:00:00:00"), count_from=lambda pkt: pkt.mac_count
+        ),
+    ]
+
+    def hashret(self):
+        return struct.pack("!IH", self.node_id, self.seq)
+
+    def mysummary(self):
+        head = self.sprintf(f"FTSS {self.kind} node=%node_id% %state% port=%port%")
+        return f"{head} {len(self.macs)} MACs"
+
+
+class FTSSStatus(FTSSHello):
+    """STATUS: routing table 146's entry for a node, sent by the FTSS.
+
+    It answers the HELLO with the same ``node_id`` and ``seq``; the FTSS also
+    sends it unsolicited when a node's state changes.
+    """
+
+    name = "FTSS Node Status"
+    kind = "STATUS"
+
+    def answers(self, other):
+        return type(other) is FTSSHello and (other.node_id, other.seq) == (self.node_id, self.seq)
+
+
+class FTSSFileRequest(Packet):
+    """Base of the file I/O requests; ``req_id`` pairs a request with its RESPONSE."""
+
+    opcode = 0
+
+    def hashret(self):
+        return struct.pack("!I", self.req_id)
+
+    def mysummary(self):
+        return f"FTSS {FTSS_OPCODES[self.opcode]} req={self.req_id:#x} {self.filename!r}"
+
+
+class FTSSWrite(FTSSFileRequest):
+    name = "FTSS File Write"
+    opcode = FTSS_OP_WRITE
+    fields_desc = [
+        XIntField("req_id", 0),
+        LongField("offset", 0),
+        FlagsField("wflags", FTSS_WRITE_CREATE, 16, FTSS_WRITE_FLAGS),
+        FieldLenField("name_len", None, length_of="filename", fmt="!H"),
+        FieldLenField("data_len", None, length_of="data", fmt="!I"),
+        StrLenField("filename", b"", length_from=lambda pkt: pkt.name_len),
+        StrLenField("data", b"", length_from=lambda pkt: pkt.data_len),
+    ]
+
+    def mysummary(self):
+        return f"{super().mysummary()} {len(self.data)}B"
+
+
+class FTSSRead(FTSSFileRequest):
+    name = "FTSS File Read"
+    opcode = FTSS_OP_READ
+    fields_desc = [
+        XIntField("req_id", 0),
+        LongField("offset", 0),
+        IntField("count", 0),
+        *_filename_fields(),
+    ]
+
+
+class FTSSList(FTSSFileRequest):
+    name = "FTSS File List"
+    opcode = FTSS_OP_LIST
+    fields_desc = [XIntField("req_id", 0), *_filename_fields()]
+
+
+class FTSSDelete(FTSSFileRequest):
+    name = "FTSS File Delete"
+    opcode = FTSS_OP_DELETE
+    fields_desc = [XIntField("req_id", 0), *_filename_fields()]
+
+
+class FTSSFileName(Packet):
+    """One entry of a LIST response's name list."""
+
+    name = "FTSS File Name"
+    fields_desc = _filename_fields()
+
+    def extract_padding(self, s):
+        return b"", s
+
+
+class FTSSFileResponse(Packet):
+    """RESPONSE: outcome of a file request; READ data or LIST names follow."""
+
+    name = "FTSS File Response"
+    fields_desc = [
+        XIntField("req_id", 0),
+        ByteEnumField("status", FTSS_FILE_OK, FTSS_FILE_STATUS),
+        ByteEnumField("op", FTSS_OP_READ, FTSS_OPCODES),  # opcode of the request
+        ShortField("data_len", None),  # bytes of data, or of the name list
+        ConditionalField(
+            StrLenField("data", b"", length_from=lambda pkt: pkt.data_len),
+            lambda pkt: pkt.op != FTSS_OP_LIST,
+        ),
+        ConditionalField(
+            PacketListField("names", [], FTSSFileName, length_from=lambda pkt: pkt.data_len),
+            lambda pkt: pkt.op == FTSS_OP_LIST,
+        ),
+    ]
+
+    def post_build(self, p, pay):
+        if self.data_len is None:
+            p = p[:6] + struct.pack("!H", (len(p) - 8) & 0xFFFF) + p[8:]
+        return p + pay
+
+    def hashret(self):
+        return struct.pack("!I", self.req_id)
+
+    def answers(self, other):
+        return (
+            isinstance(other, FTSSFileRequest)
+            and other.opcode == self.op
+            and other.req_id == self.req_id
+        )
+
+    def mysummary(self):
+        s = self.sprintf("FTSS RESPONSE req=%req_id% %op% %status%")
+        if self.op == FTSS_OP_LIST:
+            return f"{s} {len(self.names)} names"
+        return f"{s} {len(self.data)}B"
+
+
+bind_layers(FC, FTSS, type=FTSS_FC_TYPE)
+bind_layers(FTSS, FTSSPacket, opcode=FTSS_OP_PKT)
+bind_layers(FTSS, FTSSAck, opcode=FTSS_OP_ACK)
+bind_layers(FTSS, FTSSHello, opcode=FTSS_OP_HELLO)
+bind_layers(FTSS, FTSSStatus, opcode=FTSS_OP_STATUS)
+bind_layers(FTSS, FTSSWrite, opcode=FTSS_OP_WRITE)
+bind_layers(FTSS, FTSSRead, opcode=FTSS_OP_READ)
+bind_layers(FTSS, FTSSList, opcode=FTSS_OP_LIST)
+bind_layers(FTSS, FTSSDelete, opcode=FTSS_OP_DELETE)
+bind_layers(FTSS, FTSSFileResponse, opcode=FTSS_OP_RESPONSE)
+bind_layers(FTSSPacket, Ether)

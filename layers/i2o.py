@@ -1,0 +1,449 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+I2O message frames (Intelligent I/O Architecture 1.5), as exported onto a SAN.
+
+Seed 001 (Intel, "exporting local device access onto a system area network
+using a direct-call interface") has a host's IOP access module accept "an
+inbound message frame from a remote server" and hand it to the local IOP,
+then send the IOP's "outgoing message frame ... out the service connection"
+(Figs. 5 and 6).  The frames themselves are the I2O ones; their layout follows
+Linux's ``include/linux/i2o.h`` (``struct i2o_message``, all little-endian)
+and the Random Block Storage class messages of the I2O specification:
+
+* ``I2OMessage`` -- the four-word standard header: VersionOffset, MsgFlags,
+  MessageSize (32-bit words), TID:12 / InitiatorAddress:12 / Function:8 packed
+  in one LE u32, InitiatorContext, TransactionContext.
+* ``I2OReply`` -- single reply body (DetailedStatusCode, ReqStatus); the
+  MsgFlags reply bit tells it apart from a request.
+* ``I2OBlockRead`` / ``I2OBlockWrite`` / ``I2OBlockCacheFlush`` and the BSA
+  reply payload ``I2OBlockReply``.
+* Scatter-gather elements: ``I2OSGESimple`` (32-bit address),
+  ``I2OSGESimple64`` (after an ``I2OSGEAttributes`` element that turns on
+  64-bit addressing, as Linux emits ``0x7C020002``) and our extension
+  ``I2OSGERemote``: a buffer on another SAN node named by 64-bit virtual
+  address and RKey (seed 003's memory windows), flagged with the address mode
+  the I2O 1.5 SGL truth table lists as INVALID (chain pointer + DIR, 0x34).
+
+Context-field swap (seed 001, steps 530 and 650): the host saves the inbound
+frame's context, gives the IOP its own, and puts the saved one back in the
+outgoing reply, so on the SAN a reply carries exactly the InitiatorContext and
+TransactionContext of its request: ``answers()`` pairs on those.
+
+Carriers: UDP port ``I2O_UDP_PORT`` and the payload of a RoCE SEND
+(``layers/roce.py``'s ``register_send_payload`` with ``looks_like_i2o``).
+"""
+
+import struct
+
+from scapy.fields import (
+    BitEnumField,
+    BitField,
+    ByteEnumField,
+    ByteField,
+    ConditionalField,
+    FlagsField,
+    LEIntField,
+    LEShortField,
+    LEThreeBytesField,
+    MultiEnumField,
+    PacketListField,
+    XByteField,
+    XLEIntField,
+    XLELongField,
+)
+from scapy.layers.inet import UDP
+from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
+
+# Every number (UDP port, MsgFlags, function codes the layers dispatch on, SGL
+# flags) is defined once in the fast module, which cannot import Scapy.
+from ftsslab.fast.i2o import (
+    I2O_BSA_BLOCK_READ,
+    I2O_BSA_BLOCK_WRITE,
+    I2O_BSA_CACHE_FLUSH,
+    I2O_BSA_SGL_OFFSET,
+    I2O_HEADER_LEN,
+    I2O_HEADER_WORDS,
+    I2O_REPLY_ERRORS,
+    I2O_UDP_PORT,
+    I2OVERSION,
+    MSG_FAIL,
+    MSG_REPLY,
+    MSG_RESERVED,
+    SGE_REMOTE_LAST,
+    SGE_SIMPLE_LAST,
+    SGE_SIZE,
+    SGL_ATTR_64BIT_ADDRESS,
+    SGL_ATTRIBUTES,
+    SGL_FLAGS_LAST,
+    sge_kind,
+)
+
+from .roce import register_send_payload
+
+# MsgFlags (the high byte of Linux's 16-bit MSG_* values, e.g. MSG_REPLY 0x8000)
+MSG_FLAG_NAMES = ["static", "ctx64", "res2", "res3", "multi", "fail", "last", "reply"]
+
+# Function codes (Linux i2o.h "I2O_CMD_*", BSA codes from the I2O 1.5 spec)
+I2O_EXEC_FUNCTIONS = {
+    0xA0: "ExecStatusGet", 0xA1: "ExecOutboundInit", 0xA2: "ExecLctNotify",
+    0xA3: "ExecSysTabSet", 0xA5: "ExecBiosInfoSet", 0xA7: "ExecBootDeviceSet",
+    0xA8: "ExecHrtGet", 0xA9: "ExecSwDownload", 0xAB: "ExecSwUpload",
+    0xAD: "ExecSwRemove", 0xAF: "ExecDdmSuspend", 0xB1: "ExecDdmDestroy",
+    0xB2: "ExecAdapterRead", 0xB3: "ExecAdapterAssign", 0xB5: "ExecAdapterRelease",
+    0xB7: "ExecDeviceAssign", 0xB9: "ExecDeviceRelease", 0xBB: "ExecConfigValidate",
+    0xBD: "ExecIopReset", 0xBE: "ExecIopClear", 0xC1: "ExecSysModify",
+    0xC3: "ExecSysQuiesce", 0xC5: "ExecPathQuiesce", 0xC7: "ExecDdmQuiesce",
+    0xC9: "ExecIopConnect", 0xCA: "ExecConnSetup", 0xD1: "ExecSysEnable",
+    0xD3: "ExecPathEnable", 0xD5: "ExecDdmEnable", 0xD7: "ExecPathReset",
+    0xD9: "ExecDdmReset", 0xDD: "ExecStaticMfCreate", 0xDF: "ExecStaticMfRelease",
+}
+I2O_UTIL_FUNCTIONS = {
+    0x00: "UtilNOP", 0x01: "UtilAbort", 0x05: "UtilParamsSet", 0x06: "UtilParamsGet",
+    0x09: "UtilClaim", 0x0B: "UtilClaimRelease", 0x0D: "UtilDeviceReserve",
+    0x0F: "UtilDeviceRelease", 0x10: "UtilConfigDialog", 0x13: "UtilEventRegister",
+    0x14: "UtilEventAck", 0x15: "UtilReplyFaultNotify", 0x17: "UtilLock",
+    0x19: "UtilLockRelease",
+}
+I2O_BSA_FUNCTIONS = {
+    0x25: "BsaStatusCheck", 0x27: "BsaDeviceReset", I2O_BSA_BLOCK_READ: "BsaBlockRead",
+    I2O_BSA_BLOCK_WRITE: "BsaBlockWrite", 0x33: "BsaBlockWriteVerify",
+    0x35: "BsaMediaVerify", I2O_BSA_CACHE_FLUSH: "BsaCacheFlush", 0x41: "BsaMediaMount",
+    0x43: "BsaMediaEject", 0x45: "BsaMediaFormat", 0x49: "BsaMediaLock",
+    0x4B: "BsaMediaUnlock", 0x70: "BsaPowerManagement", 0x71: "BsaBlockReassign",
+}
+I2O_OTHER_FUNCTIONS = {
+    0x81: "ScsiExec", 0x83: "ScsiAbort", 0x85: "BusAdapterReset",
+    0x87: "BusReset", 0x89: "BusScan", 0x8B: "BusQuiesce", 0xFF: "Private",
+}
+I2O_FUNCTIONS = {
+    **I2O_OTHER_FUNCTIONS, **I2O_UTIL_FUNCTIONS, **I2O_BSA_FUNCTIONS, **I2O_EXEC_FUNCTIONS,
+}
+
+# ReqStatus of a reply (Linux I2O_REPLY_STATUS_*)
+I2O_REPLY_STATUS = {
+    0x00: "SUCCESS", 0x01: "ABORT_DIRTY", 0x02: "ABORT_NO_DATA_TRANSFER",
+    0x03: "ABORT_PARTIAL_TRANSFER", 0x04: "ERROR_DIRTY", 0x05: "ERROR_NO_DATA_TRANSFER",
+    0x06: "ERROR_PARTIAL_TRANSFER", 0x08: "PROCESS_ABORT_DIRTY",
+    0x09: "PROCESS_ABORT_NO_DATA_TRANSFER", 0x0A: "PROCESS_ABORT_PARTIAL_TRANSFER",
+    0x0B: "TRANSACTION_ERROR", 0x80: "PROGRESS_REPORT",
+}
+
+# DetailedStatusCode: Linux I2O_DSC_* (generic) and I2O_BSA_DSC_* (block storage)
+I2O_DSC = {
+    0x0000: "SUCCESS", 0x0002: "BAD_KEY", 0x0003: "TCL_ERROR", 0x0004: "REPLY_BUFFER_FULL",
+    0x0005: "NO_SUCH_PAGE", 0x0006: "INSUFFICIENT_RESOURCE_SOFT",
+    0x0007: "INSUFFICIENT_RESOURCE_HARD", 0x0009: "CHAIN_BUFFER_TOO_LARGE",
+    0x000A: "UNSUPPORTED_FUNCTION", 0x000B: "DEVICE_LOCKED", 0x000C: "DEVICE_RESET",
+    0x000D: "INAPPROPRIATE_FUNCTION", 0x000E: "INVALID_INITIATOR_ADDRESS",
+    0x000F: "INVALID_MESSAGE_FLAGS", 0x0010: "INVALID_OFFSET", 0x0011: "INVALID_PARAMETER",
+    0x0012: "INVALID_REQUEST", 0x0013: "INVALID_TARGET_ADDRESS", 0x0014: "MESSAGE_TOO_LARGE",
+    0x0015: "MESSAGE_TOO_SMALL", 0x0016: "MISSING_PARAMETER", 0x0017: "TIMEOUT",
+    0x0018: "UNKNOWN_ERROR", 0x0019: "UNKNOWN_FUNCTION", 0x001A: "UNSUPPORTED_VERSION",
+    0x001B: "DEVICE_BUSY", 0x001C: "DEVICE_NOT_AVAILABLE",
+}
+I2O_BSA_DSC = {
+    0x0000: "SUCCESS", 0x0001: "MEDIA_ERROR", 0x0002: "ACCESS_ERROR", 0x0003: "DEVICE_FAILURE",
+    0x0004: "DEVICE_NOT_READY", 0x0005: "MEDIA_NOT_PRESENT", 0x0006: "MEDIA_LOCKED",
+    0x0007: "MEDIA_FAILURE", 0x0008: "PROTOCOL_FAILURE", 0x0009: "BUS_FAILURE",
+    0x000A: "ACCESS_VIOLATION", 0x000B: "WRITE_PROTECTED", 0x000C: "DEVICE_RESET",
+    0x000D: "VOLUME_CHANGED", 0x000E: "TIMEOUT",
+}
+
+# BSA ControlFlags (I2O_BSA_RD_FLAG_* / I2O_BSA_WR_FLAG_*, 0x80 progress report)
+BSA_READ_FLAG_NAMES = ["dont_retry", "solo", "cache_read", "read_prefetch", "cache_data",
+                       "res5", "res6", "progress"]
+BSA_WRITE_FLAG_NAMES = ["dont_retry", "solo", "dont_cache", "write_thru", "write_to",
+                        "res5", "res6", "progress"]
+BSA_CTL_FLAG_NAMES = ["res0", "res1", "res2", "res3", "res4", "res5", "res6", "progress"]
+
+# SGL element flags (the top byte of FlagsCount; I2O_SGL_FLAGS_*)
+SGL_FLAG_NAMES = ["bc0", "bc1", "dir", "local", "simple", "page", "eob", "last"]
+
+
+class _OptionalNibble(BitField):
+    """A 4-bit field that may be left None; ``post_build`` then fills it in."""
+
+    def i2m(self, pkt, x):
+        return 0 if x is None else x
+
+
+def _is_bsa(pkt):
+    under = pkt.underlayer
+    return isinstance(under, I2OMessage) and under.function in I2O_BSA_FUNCTIONS
+
+
+class I2OMessage(Packet):
+    """Standard I2O message frame header (``struct i2o_message``).
+
+    The TID/InitiatorAddress/Function word is one LE u32 whose C bitfields put
+    TargetAddress in bits 0-11; Scapy reads LE bit groups after reversing the
+    four bytes, hence the field order Function, InitiatorAddress, TargetAddress.
+    """
+
+    name = "I2O Message"
+    fields_desc = [
+        _OptionalNibble("sgl_offset", None, 4),
+        BitField("version", I2OVERSION, 4),
+        FlagsField("msg_flags", 0, 8, MSG_FLAG_NAMES),
+        LEShortField("msg_size", None),
+        BitEnumField("function", 0, 8, I2O_FUNCTIONS, tot_size=-4),
+        BitField("initiator_tid", 1, 12),
+        BitField("target_tid", 0, 12, end_tot_size=-4),
+        XLEIntField("initiator_context", 0),
+        XLEIntField("transaction_context", 0),
+    ]
+
+    def do_dissect(self, s):
+        # A frame shorter than its header is kept whole as a Raw payload
+        # rather than raising half-way through the fields.
+        if len(s) < I2O_HEADER_LEN:
+            self.raw_packet_cache = b""
+            self.raw_packet_cache_fields = {}
+            self.explicit = 1
+            return s
+        return super().do_dissect(s)
+
+    def post_build(self, p, pay):
+        frame = p + pay
+        if self.msg_size is None:
+            frame += b"\x00" * (-len(frame) % 4)
+            frame = frame[:2] + struct.pack("<H", len(frame) // 4) + frame[4:]
+        if self.sgl_offset is None:
+            off = I2O_BSA_SGL_OFFSET if isinstance(self.payload, _I2OBlockRW) else 0
+            frame = bytes([off << 4 | frame[0] & 0x0F]) + frame[1:]
+        return frame
+
+    def extract_padding(self, s):
+        if self.msg_size is None or "transaction_context" not in self.fields:
+            return s, b""
+        body = max(self.msg_size * 4 - I2O_HEADER_LEN, 0)
+        return s[:body], s[body:]
+
+    def guess_payload_class(self, payload):
+        if "transaction_context" not in self.fields:
+            return Raw
+        if self.msg_flags & MSG_REPLY:
+            # The failure reply (MSG_FAIL) carries the rejected frame's
+            # preserved header instead of a status word: left as Raw.
+            return Raw if self.msg_flags & MSG_FAIL else I2OReply
+        return _REQUEST_BODIES.get(self.function, Raw)
+
+    def hashret(self):
+        return struct.pack("<BII", self.function, self.initiator_context,
+                           self.transaction_context)
+
+    def answers(self, other):
+        """A reply answers the request whose contexts it carries back (seed 001, Fig. 6)."""
+        return (isinstance(other, I2OMessage)
+                and bool(self.msg_flags & MSG_REPLY)
+                and not other.msg_flags & MSG_REPLY
+                and self.function == other.function
+                and self.initiator_context == other.initiator_context
+                and self.transaction_context == other.transaction_context)
+
+    def mysummary(self):
+        if self.raw_packet_cache == b"":
+            return "I2O truncated frame"
+        kind = "reply" if self.msg_flags & MSG_REPLY else "request"
+        return self.sprintf(
+            f"I2O %function% {kind} %initiator_tid%->%target_tid% "
+            "ictx=%initiator_context% tctx=%transaction_context%"
+        )
+
+
+class I2OReply(Packet):
+    """Single reply frame body: the status word (``msg->body[0]`` in Linux)."""
+
+    name = "I2O Reply"
+    fields_desc = [
+        MultiEnumField("detailed_status", 0, {0: I2O_DSC, 1: I2O_BSA_DSC},
+                       depends_on=lambda pkt: int(_is_bsa(pkt)), fmt="<H"),
+        ByteField("reserved", 0),  # RetryCount in BSA replies
+        ByteEnumField("req_status", 0, I2O_REPLY_STATUS),
+    ]
+
+    def guess_payload_class(self, payload):
+        if _is_bsa(self) and len(payload) >= 4:
+            return I2OBlockReply
+        return Raw
+
+    def mysummary(self):
+        return self.sprintf("I2O reply %req_status% (%detailed_status%)")
+
+
+class I2OBlockReply(Packet):
+    """BSA success/error reply payload: TransferCount (+ failing address on error)."""
+
+    name = "I2O BSA Block Reply"
+    fields_desc = [
+        LEIntField("transfer_count", 0),
+        ConditionalField(
+            XLELongField("error_address", 0),
+            lambda pkt: isinstance(pkt.underlayer, I2OReply)
+            and pkt.underlayer.req_status in I2O_REPLY_ERRORS,
+        ),
+    ]
+
+    def mysummary(self):
+        return self.sprintf("I2O BSA transferred %transfer_count% bytes")
+
+
+class _I2OSGElement(Packet):
+    """Base of every scatter-gather element: sits inside a PacketListField."""
+
+    def extract_padding(self, s):
+        return b"", s
+
+
+class I2OSGESimple(_I2OSGElement):
+    """Simple address element: FlagsCount word + 32-bit physical address."""
+
+    name = "I2O SGL Simple Element"
+    fields_desc = [
+        LEThreeBytesField("count", 0),
+        FlagsField("flags", SGE_SIMPLE_LAST, 8,
+                   SGL_FLAG_NAMES),
+        XLEIntField("address", 0),
+    ]
+
+    def mysummary(self):
+        return self.sprintf("SGE %count% bytes @%address%")
+
+
+class I2OSGESimple64(I2OSGESimple):
+    """Simple address element with a 64-bit address (after the 64-bit attribute)."""
+
+    name = "I2O SGL Simple Element 64-bit"
+    fields_desc = I2OSGESimple.fields_desc[:2] + [XLELongField("address", 0)]
+
+
+class I2OSGEAttributes(_I2OSGElement):
+    """SGL attributes element; Linux's ``0x7C020002`` turns on 64-bit addresses."""
+
+    name = "I2O SGL Attributes Element"
+    fields_desc = [
+        FlagsField("attribute_flags", SGL_ATTR_64BIT_ADDRESS, -16,
+                   ["res0", "addr64", "trans64", "res3", "res4", "res5", "res6", "res7",
+                    "local_hint", "immediate_hint", "bit_bucket_hint"]),
+        ByteField("element_length", 2),  # in 32-bit words
+        XByteField("flags", SGL_ATTRIBUTES),
+        LEIntField("page_frame_size", 4096),
+    ]
+
+
+class I2OSGERemote(_I2OSGElement):
+    """ftsslab extension: a buffer on another SAN node (seed 003 RKey access).
+
+    Count is the buffer length; the IOP access module moves the data with RDMA
+    to/from ``virtual_address`` under ``rkey`` instead of local DMA.
+    """
+
+    name = "I2O SGL Remote Buffer Element"
+    fields_desc = [
+        LEThreeBytesField("count", 0),
+        FlagsField("flags", SGE_REMOTE_LAST, 8,
+                   SGL_FLAG_NAMES),
+        XLELongField("virtual_address", 0),
+        XLEIntField("rkey", 0),
+    ]
+
+    def mysummary(self):
+        return self.sprintf("SGE remote %count% bytes @%virtual_address% rkey=%rkey%")
+
+
+SGE_CLASSES = {c.__name__: c for c in
+               (I2OSGESimple, I2OSGESimple64, I2OSGEAttributes, I2OSGERemote)}
+
+
+def _next_sge(pkt, lst, cur, remain):
+    """The SGL runs until the element flagged LAST (or bytes run out)."""
+    if cur is not None and int(getattr(cur, "flags", 0)) & SGL_FLAGS_LAST:
+        return None
+    if len(remain) < 4:
+        return None
+    addr64 = any(isinstance(e, I2OSGEAttributes)
+                 and e.attribute_flags & SGL_ATTR_64BIT_ADDRESS
+                 for e in [*lst, cur] if e is not None)
+    kind = sge_kind(remain[3], addr64)
+    if kind is None or len(remain) < SGE_SIZE[kind]:
+        return None
+    return SGE_CLASSES[kind]
+
+
+class _I2OBlockRW(Packet):
+    """BSA block read/write body: flags, timing, byte count, LBA, then the SGL."""
+
+    def post_build(self, p, pay):
+        if self.byte_count is None:
+            total = sum(e.count for e in self.sgl if not isinstance(e, I2OSGEAttributes))
+            p = p[:4] + struct.pack("<I", total) + p[8:]
+        return p + pay
+
+    def mysummary(self):
+        return self.sprintf(f"{self.name} %byte_count% bytes @%byte_address%")
+
+
+class I2OBlockRead(_I2OBlockRW):
+    name = "I2O BSA Block Read"
+    fields_desc = [
+        FlagsField("control_flags", 0, -16, BSA_READ_FLAG_NAMES),
+        ByteField("time_multiplier", 1),
+        ByteField("fetch_ahead", 0),
+        LEIntField("byte_count", None),
+        XLELongField("byte_address", 0),
+        PacketListField("sgl", [], next_cls_cb=_next_sge),
+    ]
+
+
+class I2OBlockWrite(_I2OBlockRW):
+    name = "I2O BSA Block Write"
+    fields_desc = [
+        FlagsField("control_flags", 0, -16, BSA_WRITE_FLAG_NAMES),
+        ByteField("time_multiplier", 1),
+        ByteField("reserved", 0),
+        LEIntField("byte_count", None),
+        XLELongField("byte_address", 0),
+        PacketListField("sgl", [], next_cls_cb=_next_sge),
+    ]
+
+
+class I2OBlockCacheFlush(Packet):
+    name = "I2O BSA Cache Flush"
+    fields_desc = [
+        FlagsField("control_flags", 0, -16, BSA_CTL_FLAG_NAMES),
+        ByteField("time_multiplier", 1),
+        ByteField("reserved", 0),
+    ]
+
+    def mysummary(self):
+        return self.sprintf("I2O BSA cache flush (time multiplier %time_multiplier%)")
+
+
+_REQUEST_BODIES = {
+    I2O_BSA_BLOCK_READ: I2OBlockRead,
+    I2O_BSA_BLOCK_WRITE: I2OBlockWrite,
+    I2O_BSA_CACHE_FLUSH: I2OBlockCacheFlush,
+}
+
+
+def looks_like_i2o(payload: bytes) -> bool:
+    """Whether a RoCE SEND payload is plausibly one I2O frame.
+
+    Version nibble 1, a size of at least the header that fits the payload, a
+    known function, no reserved MsgFlags bits, and an SGL offset inside it.
+    """
+    if len(payload) < I2O_HEADER_LEN:
+        return False
+    vo, flags, size, word1 = struct.unpack_from("<BBHI", payload)
+    sgl_offset = vo >> 4
+    return (vo & 0x0F == I2OVERSION
+            and not flags & MSG_RESERVED
+            and I2O_HEADER_WORDS <= size
+            and size * 4 <= len(payload)
+            and word1 >> 24 in I2O_FUNCTIONS
+            and (sgl_offset == 0 or I2O_HEADER_WORDS <= sgl_offset < size))
+
+
+bind_bottom_up(UDP, I2OMessage, sport=I2O_UDP_PORT)
+bind_layers(UDP, I2OMessage, dport=I2O_UDP_PORT)
+register_send_payload(I2OMessage, looks_like_i2o)

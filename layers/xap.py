@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""XAP: the Extended Addressing Protocol of seed 002 (3Com, switched NAS access).
+
+The seed calls it "EAP"; that name belongs to 802.1X in Scapy and Wireshark, so
+ftsslab calls it XAP.  Seed 002: "An EAP message may have the following format.
+Version 4, Operation 4, Nonce 24, Protocol 8, Source Port 16, Destination Port
+16, Transaction ID 16, Cluster ID 32".  A message tells a switch (or other
+controller) to update its forwarding table for one client connection.
+
+Two forms of a message:
+
+* :class:`XAP` -- the full 15-byte form;
+* :class:`XAPShort` -- 11 bytes: "In some implementations, Cluster ID may be
+  implicit and not separately expressed in the EAP message".
+
+"For cascaded devices, multiple EAP message may be used.  The ordering of the
+EAP messages may indicate the order in which messages pass through switches",
+and "EAP messages may be attached to a communication flow as TCP options, IP
+options, or in a data field".  Hence three carriers, each holding 1..n
+messages in order (first message = first switch on the path):
+
+* TCP option kind 253 (RFC 4727 experiment) in RFC 6994 shared-use form:
+  kind, length, ExID ``0x5841``, messages.  ``TCP(options=[("XAP", [msgs])])``.
+* :class:`IPOption_XAP`, IP option type 158 (copied, control, number 30).
+* :class:`XAPUDP` on UDP port 5016: a 2-byte header (form, count), messages.
+
+Inside one option the form is told by the body length (a multiple of 15 is
+full, of 11 short; the options are too small for 165, the only ambiguous
+length), so one option never mixes forms; building a mix raises ValueError.
+Put full and short messages in separate options, or separate datagrams.
+"""
+
+import functools
+import struct
+
+from scapy.data import IP_PROTOS
+from scapy.fields import (
+    BitEnumField,
+    BitField,
+    ByteEnumField,
+    FieldLenField,
+    IPField,
+    PacketListField,
+    ShortField,
+    X3BytesField,
+    XShortField,
+)
+from scapy.layers.inet import UDP, IPOption, TCPOptions, TCPOptionsField, _IPOption_HDR
+from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
+
+XAP_VERSION = 1
+"""The only version: the seed defines one format."""
+
+XAP_OP_QUERY = 1
+XAP_OP_CHANGE_CONNECTION = 2
+XAP_OP_SET = 3
+XAP_OP_REDIRECT = 4
+XAP_OP_ACK = 8
+"""Seed order for the four seed operations; 0 stays reserved so an all-zero
+message is invalid.  The ack is ours (the seed asks data-carried XAP for "a
+suitable protocol ... to assure and acknowledge receipt"); its code has the
+top bit set so the bit reads as "reply"."""
+
+XAP_OPERATIONS = {
+    XAP_OP_QUERY: "query",
+    XAP_OP_CHANGE_CONNECTION: "change_connection",
+    XAP_OP_SET: "set",
+    XAP_OP_REDIRECT: "redirect",
+    XAP_OP_ACK: "ack",
+}
+
+XAP_FULL_LEN = 15
+XAP_SHORT_LEN = 11
+
+XAP_TCP_OPTION_KIND = 253
+"""RFC 4727 experimental TCP option 1 (254 is TCH's in the seed)."""
+XAP_TCP_OPTION_NAME = "XAP"
+XAP_TCP_EXID = 0x5841
+"""RFC 6994 16-bit ExID: ASCII "XA"; not IANA-registered, unknown to Wireshark."""
+
+XAP_IP_OPTION_NUMBER = 30
+XAP_IP_OPTION_TYPE = 0x80 | XAP_IP_OPTION_NUMBER  # 158: copied, class 0 (control)
+"""Copied into every fragment: non-first fragments lack the transport ports
+that a switch steers by, and the messages carry them."""
+
+XAP_UDP_PORT = 5016
+"""IANA-unassigned registered port (5016-5019 are free, between fmwp and zenginkyo-1)."""
+
+XAP_FORM_SHORT = 0
+XAP_FORM_FULL = 1
+XAP_FORMS = {XAP_FORM_SHORT: "short", XAP_FORM_FULL: "full"}
+
+
+class XAPShort(Packet):
+    """XAP message, short form: the Cluster ID is implicit (the receiving switch)."""
+
+    name = "XAP short form (implicit Cluster ID)"
+    fields_desc = [
+        BitField("version", XAP_VERSION, 4),
+        BitEnumField("operation", XAP_OP_QUERY, 4, XAP_OPERATIONS),
+        X3BytesField("nonce", 0),
+        ByteEnumField("proto", 6, IP_PROTOS),
+        ShortField("sport", 0),
+        ShortField("dport", 0),
+        XShortField("xid", 0),
+    ]
+
+    wire_len = XAP_SHORT_LEN
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Bytes too short for a whole message dissect as Raw rather than raise."""
+        if _pkt and len(_pkt) < cls.wire_len:
+            return Raw
+        return cls
+
+    def extract_padding(self, s):
+        """A message never has a payload: what follows is the next message."""
+        return b"", s
+
+    def hashret(self):
+        return struct.pack("!HI", self.xid, self.nonce)
+
+    def answers(self, other):
+        """An ack answers a non-ack with the same transaction id and nonce."""
+        return (
+            isinstance(other, XAPShort)
+            and self.operation == XAP_OP_ACK
+            and other.operation != XAP_OP_ACK
+            and self.xid == other.xid
+            and self.nonce == other.nonce
+        )
+
+    def mysummary(self):
+        return self.sprintf("XAP %operation% %proto% %sport%>%dport% xid=%xid%")
+
+
+class XAP(XAPShort):
+    """XAP message, full form: the short form plus the Cluster ID that names the
+    switch (an IP address, or a NAT-assigned address for cascaded devices)."""
+
+    name = "XAP (Extended Addressing Protocol)"
+    fields_desc = XAPShort.fields_desc + [IPField("cluster_id", "0.0.0.0")]
+    wire_len = XAP_FULL_LEN
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Redeclared because Scapy only calls a hook defined on the class itself."""
+        return super().dispatch_hook(_pkt, *args, **kargs)
+
+    def mysummary(self):
+        return super().mysummary() + self.sprintf(" cluster=%cluster_id%")
+
+
+def xap_message_class(body_len):
+    """The message class told by a carrier body length, or None if it tells none."""
+    if body_len % XAP_FULL_LEN == 0:
+        return XAP
+    if body_len % XAP_SHORT_LEN == 0:
+        return XAPShort
+    return None
+
+
+def _messages_bytes(messages):
+    """Bytes of an in-order message list; refuses a mix of forms (it would not dissect back)."""
+    kinds = {type(m) for m in messages if isinstance(m, XAPShort)}
+    if len(kinds) > 1:
+        raise ValueError("one XAP carrier holds either full or short messages, not both")
+    return b"".join(bytes(m) for m in messages)
+
+
+def _split_messages(body):
+    """In-order messages of an option body, or None when the length tells no form."""
+    cls = xap_message_class(len(body))
+    if cls is None:
+        return None
+    return [cls(body[i:i + cls.wire_len]) for i in range(0, len(body), cls.wire_len)]
+
+
+def _ip_option_next_cls(pkt, lst, cur, remain):
+    """next_cls_cb for :class:`IPOption_XAP`: the form told by the option length;
+    Raw keeps a body whose length tells none."""
+    if not remain:
+        return None
+    return xap_message_class(max(pkt.length - 2, 0)) or Raw
+
+
+class IPOption_XAP(IPOption):
+    """IP option 158 (RFC 4727 experiment, copied) holding 1..n XAP messages.
+
+    Registering option number 30 makes Scapy dispatch types 30/94/158/222 here;
+    a body whose length tells no form dissects as one Raw element.
+    """
+
+    name = "IP Option XAP (Extended Addressing Protocol)"
+    copy_flag = 1
+    option = XAP_IP_OPTION_NUMBER
+    fields_desc = [
+        _IPOption_HDR,
+        FieldLenField("length", None, fmt="B", length_of="messages", adjust=lambda pkt, n: n + 2),
+        PacketListField(
+            "messages",
+            [],
+            XAP,
+            length_from=lambda pkt: max(pkt.length - 2, 0),
+            next_cls_cb=_ip_option_next_cls,
+        ),
+    ]
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Fewer than the type and length bytes dissect as Raw rather than raise."""
+        if _pkt and len(_pkt) < 2:
+            return Raw
+        return cls
+
+    def post_build(self, p, pay):
+        _messages_bytes(self.messages)  # refuse a mix of forms
+        return p + pay
+
+    def mysummary(self):
+        return f"IP option XAP x{len(self.messages)}"
+
+
+def _udp_next_cls(pkt, lst, cur, remain):
+    """next_cls_cb for :class:`XAPUDP`: ``count`` messages of the header's form."""
+    if not remain or len(lst) + (cur is not None) >= pkt.count:
+        return None
+    return {XAP_FORM_FULL: XAP, XAP_FORM_SHORT: XAPShort}.get(pkt.form, Raw)
+
+
+class XAPUDP(Packet):
+    """XAP messages as UDP data: form (full/short) and count, then the messages.
+
+    The form byte resolves what a length cannot (165 bytes is 11 full or 15
+    short messages); ``form`` and ``count`` are computed when left None.
+    """
+
+    name = "XAP over UDP"
+    fields_desc = [
+        ByteEnumField("form", None, XAP_FORMS),
+        FieldLenField("count", None, fmt="B", count_of="messages"),
+        PacketListField("messages", [], XAP, next_cls_cb=_udp_next_cls),
+    ]
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Fewer than the 2 header bytes dissect as Raw rather than raise."""
+        if _pkt and len(_pkt) < 2:
+            return Raw
+        return cls
+
+    def post_build(self, p, pay):
+        _messages_bytes(self.messages)  # refuse a mix of forms
+        if self.form is None:
+            short = self.messages and type(self.messages[0]) is XAPShort
+            p = bytes([XAP_FORM_SHORT if short else XAP_FORM_FULL]) + p[1:]
+        return p + pay
+
+    def hashret(self):
+        return b"".join(m.hashret() for m in self.messages if isinstance(m, XAPShort))
+
+    def answers(self, other):
+        """A datagram of acks answers the datagram whose messages they ack, in order."""
+        return (
+            isinstance(other, XAPUDP)
+            and len(self.messages) == len(other.messages) > 0
+            and all(
+                isinstance(a, XAPShort) and a.answers(b)
+                for a, b in zip(self.messages, other.messages, strict=True)
+            )
+        )
+
+    def mysummary(self):
+        return self.sprintf(f"XAP/UDP %form% x{len(self.messages)}")
+
+
+# -- TCP option kind 253 ------------------------------------------------------
+# Scapy's TCPOptionsField packs/unpacks options through struct formats only, so
+# the "XAP" entry is registered with no format and TCPOptionsField.m2i/i2m are
+# wrapped once: on dissection an option with our ExID becomes ("XAP", [msgs]);
+# another experiment's kind 253 stays (253, bytes).  Other kinds pass through.
+
+
+def _tcp_option_from_wire(opt):
+    name, value = opt
+    if name != XAP_TCP_OPTION_NAME:
+        return opt
+    exid = struct.pack("!H", XAP_TCP_EXID)
+    messages = _split_messages(value[2:]) if value[:2] == exid else None
+    if messages is None:
+        return XAP_TCP_OPTION_KIND, value
+    return XAP_TCP_OPTION_NAME, messages
+
+
+def _tcp_option_to_wire(opt):
+    if not (isinstance(opt, tuple) and len(opt) == 2):
+        return opt
+    name, value = opt
+    if name not in (XAP_TCP_OPTION_NAME, XAP_TCP_OPTION_KIND) or isinstance(value, bytes | str):
+        return opt
+    messages = [value] if isinstance(value, Packet) else list(value)
+    return XAP_TCP_OPTION_KIND, struct.pack("!H", XAP_TCP_EXID) + _messages_bytes(messages)
+
+
+def _register_tcp_option():
+    """Register kind 253 and wrap TCPOptionsField once (a reload does not re-wrap)."""
+    TCPOptions[0][XAP_TCP_OPTION_KIND] = (XAP_TCP_OPTION_NAME, None)
+    TCPOptions[1][XAP_TCP_OPTION_NAME] = XAP_TCP_OPTION_KIND
+    if getattr(TCPOptionsField.m2i, "_ftsslab_xap", False):
+        return
+    m2i, i2m = TCPOptionsField.m2i, TCPOptionsField.i2m
+
+    @functools.wraps(m2i)
+    def xap_m2i(self, pkt, x):
+        return [_tcp_option_from_wire(o) for o in m2i(self, pkt, x)]
+
+    @functools.wraps(i2m)
+    def xap_i2m(self, pkt, x):
+        if isinstance(x, list):
+            x = [_tcp_option_to_wire(o) for o in x]
+        return i2m(self, pkt, x)
+
+    xap_m2i._ftsslab_xap = xap_i2m._ftsslab_xap = True
+    TCPOptionsField.m2i, TCPOptionsField.i2m = xap_m2i, xap_i2m
+
+
+_register_tcp_option()
+
+bind_bottom_up(UDP, XAPUDP, sport=XAP_UDP_PORT)
+bind_bottom_up(UDP, XAPUDP, dport=XAP_UDP_PORT)
+bind_layers(UDP, XAPUDP, sport=XAP_UDP_PORT, dport=XAP_UDP_PORT)
