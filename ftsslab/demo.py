@@ -22,27 +22,42 @@ _L2 = 'Ether(src="02:00:00:00:00:50", dst="02:00:00:00:00:52")'
 _FABRIC = 'Ether(src="0e:fc:00:01:01:00", dst="0e:fc:00:01:00:00")/FCoE()'
 
 DEMO = [
-    ("FTSS: a server's packet, committed by the FTSS (block 152)",
-     f'{_FABRIC}/FC(d_id="01.00.00", s_id="01.01.00")/FTSS()/FTSSPacket(msg_id=1)/{_L2}/{_IP}'
-     '/UDP(sport=40000, dport=7)/b"hello through the FTSS"'),
-    ("FTSS: ack, stored and delivery guaranteed (block 174)",
-     f'{_FABRIC}/FC(d_id="01.01.00", s_id="01.00.00")/FTSS()'
-     '/FTSSAck(msg_id=1, status="STORED_GUARANTEED")'),
-    ("XAP: the switch is told to redirect a client's connection (seed 002)",
-     f'{_L2}/{_IP}/UDP(sport=5016, dport=5016)/XAPUDP(messages=[XAP(operation="redirect",'
-     ' nonce=0x1234, proto=6, sport=40000, dport=2049, xid=1, cluster_id="192.0.2.1")])'),
-    ("TCH: SYN with HND and the endpoint option (Fig. 4B)",
-     f'{_L2}/{_IP}/TCP(sport=50001, dport=2049, flags="S", reserved=tch("HND"),'
-     ' options=tch_options(endpoint=(40000, "198.51.100.7")))'),
-    ("RDMA WRITE guarded by an RKey (seed 003)",
-     f'{_L2}/{_IP}/UDP(sport=49152, dport=4791, chksum=0)/BTH(opcode="RC_RDMA_WRITE_ONLY",'
-     ' dqpn=17, psn=1)/RETH(va=0x10000, rkey=0xABCD01, dmalen=16)/b"sixteen bytes!!!"'),
-    ("NAK: remote access error (bad RKey)",
-     f'{_L2}/{_IP}/UDP(sport=49152, dport=4791, chksum=0)/BTH(opcode="RC_ACKNOWLEDGE",'
-     ' dqpn=18, psn=1)/nak_aeth("REMOTE_ACCESS_ERROR", msn=1)'),
-    ("I2O BLOCK_READ exported onto the SAN (seed 001)",
-     f'{_L2}/{_IP}/UDP(sport=49122, dport=49122)/I2OMessage(function="BsaBlockRead",'
-     ' initiator_context=7, transaction_context=1)/I2OBlockRead(byte_count=4096, byte_address=0)'),
+    (
+        "FTSS: a server's packet, committed by the FTSS (block 152)",
+        f'{_FABRIC}/FC(d_id="01.00.00", s_id="01.01.00")/FTSS()/FTSSPacket(msg_id=1)/{_L2}/{_IP}'
+        '/UDP(sport=40000, dport=7)/b"hello through the FTSS"',
+    ),
+    (
+        "FTSS: ack, stored and delivery guaranteed (block 174)",
+        f'{_FABRIC}/FC(d_id="01.01.00", s_id="01.00.00")/FTSS()'
+        '/FTSSAck(msg_id=1, status="STORED_GUARANTEED")',
+    ),
+    (
+        "XAP: the switch is told to redirect a client's connection (seed 002)",
+        f'{_L2}/{_IP}/UDP(sport=5016, dport=5016)/XAPUDP(messages=[XAP(operation="redirect",'
+        ' nonce=0x1234, proto=6, sport=40000, dport=2049, xid=1, cluster_id="192.0.2.1")])',
+    ),
+    (
+        "TCH: SYN with HND and the endpoint option (Fig. 4B)",
+        f'{_L2}/{_IP}/TCP(sport=50001, dport=2049, flags="S", reserved=tch("HND"),'
+        ' options=tch_options(endpoint=(40000, "198.51.100.7")))',
+    ),
+    (
+        "RDMA WRITE guarded by an RKey (seed 003)",
+        f'{_L2}/{_IP}/UDP(sport=49152, dport=4791, chksum=0)/BTH(opcode="RC_RDMA_WRITE_ONLY",'
+        ' dqpn=17, psn=1)/RETH(va=0x10000, rkey=0xABCD01, dmalen=16)/b"sixteen bytes!!!"',
+    ),
+    (
+        "NAK: remote access error (bad RKey)",
+        f'{_L2}/{_IP}/UDP(sport=49152, dport=4791, chksum=0)/BTH(opcode="RC_ACKNOWLEDGE",'
+        ' dqpn=18, psn=1)/nak_aeth("REMOTE_ACCESS_ERROR", msn=1)',
+    ),
+    (
+        "I2O BLOCK_READ exported onto the SAN (seed 001)",
+        f'{_L2}/{_IP}/UDP(sport=49122, dport=49122)/I2OMessage(function="BsaBlockRead",'
+        " initiator_context=7, transaction_context=1)"
+        "/I2OBlockRead(byte_count=4096, byte_address=0)",
+    ),
 ]
 
 
@@ -61,8 +76,10 @@ def main(out_dir: Path = Path("demo-out")) -> int:
             writer.packet(iface, bytes(pkt), 1_700_000_000_000_000_000 + i * 1000, [what])
             table.add_row(str(i), what, pkt.summary(), str(len(pkt)))
     console.print(table)
-    console.print(f"capture: [bold]{capture}[/bold]  (open it in Wireshark; "
-                  f"`ftsslab inspect {capture}` shows every field)")
+    console.print(
+        f"capture: [bold]{capture}[/bold]  (open it in Wireshark; "
+        f"`ftsslab inspect {capture}` shows every field)"
+    )
     return _tshark_view(console, capture)
 
 
@@ -72,9 +89,27 @@ def _tshark_view(console: Console, capture: Path) -> int:
         console.print("tshark not found: skipping the Wireshark view")
         return 0
     res = subprocess.run(
-        [tshark, "-r", str(capture), "-T", "fields", "-E", "separator=\t",
-         "-e", "frame.number", "-e", "frame.protocols", "-e", "fcoe.crc.status",
-         "-e", "_ws.malformed"], capture_output=True, text=True, check=False)
+        [
+            tshark,
+            "-r",
+            str(capture),
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+            "-e",
+            "frame.number",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "fcoe.crc.status",
+            "-e",
+            "_ws.malformed",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     table = Table(title="what tshark (Wireshark's engine) sees in the same file")
     for col in ("#", "protocols", "FC CRC"):
         table.add_column(col)

@@ -13,6 +13,7 @@ import ast
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from scapy.config import conf
@@ -164,3 +165,83 @@ def parse_packet(text: str, namespace: Mapping[str, Callable[..., Any]] | None =
         except Exception as exc:
             raise ExprError(f"cannot build {pkt.summary()}: {one_line(exc)}") from None
     return pkt.__class__(data)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A packet pattern: layers in order (not necessarily adjacent), each with field values.
+
+    Written like a packet expression: ``IP(dst="10.0.0.2")/UDP(dport=7)/b"hello"``
+    matches any frame holding an IP layer to 10.0.0.2 and, above it, a UDP layer to
+    port 7 whose payload bytes contain ``hello``.
+    """
+
+    text: str
+    layers: tuple[tuple[type[Packet], tuple[tuple[str, Any], ...]], ...]
+
+    def matches(self, pkt: Packet) -> bool:
+        layer = pkt
+        for cls, fields in self.layers:
+            while layer is not None and layer.__class__.__name__ != "NoPayload":
+                if isinstance(layer, cls) and _fields_equal(layer, fields):
+                    break
+                layer = layer.payload
+            else:
+                return False
+            if layer is None or layer.__class__.__name__ == "NoPayload":
+                return False
+            layer = layer.payload
+        return True
+
+
+def _fields_equal(layer: Packet, fields: tuple[tuple[str, Any], ...]) -> bool:
+    for name, want in fields:
+        if name == "load" and isinstance(layer, Raw):
+            if bytes(want if isinstance(want, bytes) else str(want).encode()) not in layer.load:
+                return False
+            continue
+        fld = layer.get_field(name)
+        got = layer.getfieldval(name)
+        try:
+            want_i = fld.any2i(layer, want)
+        except Exception:
+            return False
+        if got != want_i and str(got) != str(want_i):
+            return False
+    return True
+
+
+def parse_pattern(text: str, namespace: Mapping[str, Callable[..., Any]] | None = None) -> Pattern:
+    """Parse a pattern (same syntax as packets; values are compared, nothing is built)."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
+    builder = _Builder(text, namespace if namespace is not None else default_namespace())
+    items: list[ast.AST] = []
+    node = tree.body
+    while isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        items.insert(0, node.right)
+        node = node.left
+    items.insert(0, node)
+    layers = []
+    for item in items:
+        if isinstance(item, ast.Constant) and isinstance(item.value, str | bytes):
+            layers.append((Raw, (("load", item.value),)))
+            continue
+        if not (isinstance(item, ast.Call) and isinstance(item.func, ast.Name)):
+            raise builder.fail(item, "a pattern is layer calls and byte strings joined by '/'")
+        cls = builder.ns.get(item.func.id)
+        if not (isinstance(cls, type) and issubclass(cls, Packet)):
+            raise builder.fail(item, f"unknown layer {item.func.id!r} (see `ftsslab layers`)")
+        if item.args:
+            raise builder.fail(item, "pattern layers take field=value arguments only")
+        kwargs = {k.arg: builder.value(k.value) for k in item.keywords if k.arg is not None}
+        if len(kwargs) != len(item.keywords):
+            raise builder.fail(item, "'**kwargs' is not allowed")
+        fields = {f.name for f in cls.fields_desc}
+        for key in kwargs:
+            if key not in fields:
+                raise builder.fail(item, f"{cls.__name__} has no field {key!r}")
+        layers.append((cls, tuple(kwargs.items())))
+    return Pattern(text, tuple(layers))

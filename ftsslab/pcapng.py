@@ -42,11 +42,12 @@ class Interface:
 class PcapNgWriter:
     """Write a section with interfaces declared up front (or on first use)."""
 
-    def __init__(self, fh: BinaryIO, application: str = "ftsslab"):
+    def __init__(self, fh: BinaryIO, application: str = "ftsslab", comments: list[str] = ()):
         self.fh = fh
         self.ids: dict[str, int] = {}
         shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-        self.fh.write(_block(_SHB, shb, _option(4, application.encode())))
+        opts = b"".join(_option(_OPT_COMMENT, c.encode()) for c in comments)
+        self.fh.write(_block(_SHB, shb, opts + _option(4, application.encode())))
 
     def interface(self, iface: Interface) -> int:
         if iface.name not in self.ids:

@@ -1,0 +1,395 @@
+"""Scenario commands: ``run``, ``validate``, ``merge``, ``replay`` and the ``lab`` group."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from . import EXIT_INTERNAL, UserError, app, err, out
+
+EXIT_FAILED = 1  # an expectation failed
+
+
+def veth_available() -> str | None:
+    """None when the veth backend can run here, else why not."""
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("ip", "nft", "ethtool"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return "network namespaces are not available"
+    return None
+
+
+def choose_backend(scenario, requested: str):
+    """veth when it can run (root, namespaces), else sim; a forced choice is honoured or refused."""
+    from ..lab.sim import SimBackend
+
+    wanted = requested if requested != "auto" else scenario.backend
+    why_not = veth_available()
+    if wanted == "sim" or (wanted == "auto" and why_not):
+        if scenario.needs_kernel():
+            raise UserError(
+                f"{scenario.path}: this scenario runs commands in hosts, which needs the "
+                f"veth backend ({why_not or 'sim was requested'})"
+            )
+        return SimBackend()
+    if why_not:
+        raise UserError(f"the veth backend cannot run here: {why_not} (try --backend sim)")
+    from ..lab.veth.backend import VethBackend
+
+    return VethBackend()
+
+
+def load(path: Path):
+    from ..lab.scenario import ScenarioErrors, load_scenario
+
+    try:
+        return load_scenario(path)
+    except ScenarioErrors as exc:
+        for line in exc.lines():
+            err.print(line, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check scenario files: every error at once, with its path, line and a hint (exit 2)."""
+    from ..lab.scenario import ScenarioErrors, load_scenario
+
+    report, bad = [], 0
+    for path in files:
+        try:
+            sc = load_scenario(path)
+            report.append({"file": str(path), "ok": True, "name": sc.name, "errors": []})
+        except ScenarioErrors as exc:
+            bad += 1
+            report.append({"file": str(path), "ok": False, "errors": exc.lines()})
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        for r in report:
+            if r["ok"]:
+                out.print(f"[green]ok[/green] {r['file']} ({r['name']})", highlight=False)
+            for line in r["errors"]:
+                err.print(line, highlight=False, soft_wrap=True, markup=False)
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend", "-b", help="veth (real namespaces), sim (virtual clock) or auto."
+        ),
+    ] = "auto",
+    capture: Annotated[
+        Path | None,
+        typer.Option(
+            "--capture", "-w", help="pcapng to write (default captures/<scenario>.pcapng)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Run a scenario: build the lab, play the steps, check the expectations, write the capture.
+
+    Exit status: 0 all expectations passed, 1 one failed, 2 bad file or option, 3 the lab broke.
+    """
+    from ..lab.backend import BackendError
+    from ..lab.capture import write_capture
+    from ..lab.runner import Runner
+
+    if backend not in ("auto", "veth", "sim"):
+        raise UserError(f"--backend must be veth, sim or auto, not {backend!r}")
+    scenario = load(file)
+    chosen = choose_backend(scenario, backend)
+    capture = capture or Path("captures") / f"{scenario.name}.pcapng"
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} {task.fields[step]}"),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        task = progress.add_task(
+            f"{scenario.name} on {chosen.name}", total=len(scenario.steps), step=""
+        )
+
+        def advance(step, i, total):
+            progress.update(task, completed=i, step=step.label)
+
+        try:
+            result = Runner(scenario, chosen, progress=advance).run()
+        except BackendError as exc:
+            err.print(f"[bold red]lab error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
+    written = write_capture(capture, scenario, result.frames, result.events, chosen.name)
+    if as_json:
+        doc = result.as_dict() | {"capture": str(capture), "frames_written": written}
+        out.print_json(json.dumps(doc))
+    else:
+        show_summary(result, capture)
+    if not result.passed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def show_summary(result, capture: Path) -> None:
+    sc = result.scenario
+    table = Table(
+        title=f"{sc.name}: {len(sc.steps)} steps on the [bold]{result.backend}[/bold] "
+        f"backend, {result.duration:.3f} s"
+    )
+    for col in ("", "when", "expectation", "result"):
+        table.add_column(col)
+    for o in result.outcomes:
+        mark = "[green]pass[/green]" if o.passed else "[red]FAIL[/red]"
+        table.add_row(mark, o.at, f"{o.what}\n[dim]{sc.path}:{o.line} {o.where}[/dim]", o.detail)
+    out.print(table)
+    links = Table(title="frames per link")
+    links.add_column("link")
+    links.add_column("frames", justify="right")
+    for name, count in result.frames_per_link().items():
+        links.add_row(name, str(count))
+    out.print(links)
+    if result.events:
+        events = Table(title="events")
+        for col in ("time", "node", "event", "detail"):
+            events.add_column(col)
+        for e in result.events:
+            events.add_row(f"{e.time:.6f}", e.node, e.kind, e.detail)
+        out.print(events)
+    verdict = (
+        "[green]all expectations passed[/green]"
+        if result.passed
+        else f"[red]{sum(not o.passed for o in result.outcomes)} expectation(s) failed[/red]"
+    )
+    out.print(f"{verdict}; capture: [bold]{capture}[/bold]", highlight=False)
+
+
+@app.command()
+def merge(
+    output: Annotated[Path, typer.Argument(help="pcapng to write.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Captures to merge by timestamp.")],
+) -> None:
+    """Merge captures by timestamp, keeping interface names and packet comments."""
+    from ..lab.capture import merge as merge_files
+
+    for path in inputs:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    try:
+        count = merge_files(output, inputs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot merge: {exc}") from None
+    out.print(f"wrote {count} packets to [bold]{output}[/bold]", highlight=False)
+
+
+lab_app = typer.Typer(
+    help="Interactive labs on the veth backend: up, exec, capture, down, ls, clean.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+
+
+def _attach(lab_id: str | None):
+    """The running lab named, or the only one; UserError otherwise."""
+    from ..lab.backend import BackendError
+    from ..lab.veth.backend import VethBackend
+    from ..lab.veth.state import list_labs
+
+    if lab_id is None:
+        labs = [s for s in list_labs() if s.alive()]
+        if len(labs) != 1:
+            ids = ", ".join(s.lab_id for s in labs) or "none"
+            raise UserError(f"{len(labs)} labs are running ({ids}): name one with --lab")
+        lab_id = labs[0].lab_id
+    try:
+        return VethBackend.attach(lab_id)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
+
+
+LabOpt = Annotated[str | None, typer.Option("--lab", help="Lab id (see `ftsslab lab ls`).")]
+
+
+@lab_app.command("up")
+def lab_up(file: Annotated[Path, typer.Argument(help="Scenario YAML (its topology is used).")]):
+    """Build a scenario's topology on veth and leave it running (no steps are played)."""
+    from ..lab.backend import BackendError
+
+    if why := veth_available():
+        raise UserError(f"the veth backend cannot run here: {why}")
+    scenario = load(file)
+    from ..lab.veth.backend import VethBackend
+
+    backend = VethBackend(capture=False)
+    try:
+        backend.up(scenario)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
+    lab_id = backend.detach()
+    out.print(
+        f"lab [bold]{lab_id}[/bold] is up ({scenario.name}: {len(scenario.nodes)} nodes, "
+        f"{len(scenario.links)} links); `ftsslab lab down --lab {lab_id}` removes it",
+        highlight=False,
+    )
+
+
+@lab_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def lab_exec(
+    node: Annotated[str, typer.Argument(help="Node whose namespace runs the command.")],
+    cmd: Annotated[list[str], typer.Argument(help="Command after `--`.")],
+    lab: LabOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before the command is killed.")] = 60,
+):
+    """Run a command inside a node's namespace: `ftsslab lab exec h1 -- ping -c1 10.0.0.2`."""
+    from ..lab.backend import BackendError
+
+    backend = _attach(lab)
+    try:
+        res = backend.exec(node, tuple(cmd), timeout)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
+    out.out(res.stdout, end="", highlight=False)
+    if res.stderr:
+        err.out(res.stderr, end="", highlight=False)
+    raise typer.Exit(res.status)
+
+
+@lab_app.command("capture")
+def lab_capture(
+    output: Annotated[Path, typer.Option("-o", "--output", help="pcapng to write.")],
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=0.1, help="How long.")] = 10,
+    lab: LabOpt = None,
+):
+    """Capture one end of every link of a running lab for a while."""
+    import time
+
+    from ..lab.capture import write_capture
+    from ..lab.veth.capture import Capture
+
+    backend = _attach(lab)
+    state = backend.state
+    scenario = load(Path(state.scenario_path))
+    cap = Capture(state.created)
+    for rec in state.links:
+        cap.add_link(rec["name"], rec["ns_a"], rec["if_a"], rec["a"], rec["b"])
+    cap.start()
+    with Progress(TextColumn("capturing"), BarColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("", total=seconds)
+        start = time.monotonic()
+        while (done := time.monotonic() - start) < seconds:
+            progress.update(task, completed=done)
+            time.sleep(min(0.1, seconds - done))
+    frames = cap.frames()
+    cap.close()
+    count = write_capture(output, scenario, frames, [], "veth")
+    out.print(f"wrote {count} frames to [bold]{output}[/bold]", highlight=False)
+
+
+@lab_app.command("down")
+def lab_down(lab: LabOpt = None):
+    """Remove a running lab (namespaces, links, processes)."""
+    from ..lab.veth.state import remove_lab
+
+    backend = _attach(lab)
+    removed = remove_lab(backend.lab_id, backend.state)
+    out.print(f"lab {backend.lab_id} removed ({len(removed)} items)", highlight=False)
+
+
+@lab_app.command("ls")
+def lab_ls(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List labs on this machine."""
+    from ..lab.veth.state import list_labs
+
+    labs = list_labs()
+    rows = [
+        {
+            "lab": s.lab_id,
+            "scenario": s.scenario,
+            "file": s.scenario_path,
+            "status": s.status,
+            "alive": s.alive(),
+            "nodes": len(s.nodes),
+            "links": len(s.links),
+        }
+        for s in labs
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"labs ({len(rows)})")
+    for col in ("lab", "scenario", "status", "nodes", "links"):
+        table.add_column(col)
+    for r in rows:
+        status = r["status"] if r["alive"] else f"{r['status']} (owner gone: `lab clean`)"
+        table.add_row(r["lab"], r["scenario"], status, str(r["nodes"]), str(r["links"]))
+    out.print(table)
+
+
+@lab_app.command("clean")
+def lab_clean(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Also remove labs whose owner is alive or that were detached."
+        ),
+    ] = False,
+):
+    """Remove what crashed runs left (only ftsslab's own namespaces, links and processes)."""
+    from ..lab.veth.state import clean
+
+    removed = clean(force=force)
+    for line in removed:
+        out.print(f"removed {line}", highlight=False)
+    out.print(f"{len(removed)} items removed", highlight=False)
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="pcap or pcapng to replay.")],
+    into: Annotated[str, typer.Option("--into", help="NODE:IF of a running lab.")],
+    multiplier: Annotated[float | None, typer.Option(help="Speed factor on file times.")] = None,
+    pps: Annotated[float | None, typer.Option(help="Fixed packets per second.")] = None,
+    topspeed: Annotated[bool, typer.Option("--topspeed", help="As fast as possible.")] = False,
+    loop: Annotated[int, typer.Option(min=1, help="Times to play the file.")] = 1,
+    lab: LabOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Replay a capture into a running lab on an absolute timeline; report like tcpreplay."""
+    from ..lab.replay import replay_onto
+
+    if not file.is_file():
+        raise UserError(f"{file}: no such file")
+    backend = _attach(lab)
+    try:
+        report = replay_onto(
+            backend, into, str(file), multiplier=multiplier, pps=pps, topspeed=topspeed, loop=loop
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+    else:
+        out.print(report.summary(), highlight=False)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,96 @@
+"""What the runner needs from a backend; ``veth`` and ``sim`` both provide it.
+
+Times are seconds since the lab came up (virtual in sim, monotonic on veth).
+Every frame a backend sees on a link is a ``CapturedFrame``; every switch
+table change or node process change is an ``Event``. The runner labels what a
+step caused through ``set_step`` so captures can carry it as a pcapng comment.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from .model import ForwardingEntry, Scenario
+
+
+class BackendError(RuntimeError):
+    """The backend cannot do what the scenario asks (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    time: float
+    link: str        # Link.name
+    src: str         # endpoint name the frame left ("h1:eth0")
+    dst: str         # endpoint name it arrived at ("s1:p1")
+    data: bytes
+    step: str        # label of the step running when it was seen ("" before any)
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    node: str
+    kind: str        # "table-add", "table-remove", "kill", "restart", "link-down", "link-up"
+    detail: str      # human-readable, e.g. the entry
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    argv: tuple[str, ...]
+    status: int
+    stdout: str
+    stderr: str
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def up(self, scenario: Scenario) -> None:
+        """Build the topology and start every node. On failure, leave nothing behind."""
+
+    @abstractmethod
+    def down(self) -> None:
+        """Remove everything ``up`` created (idempotent; also after a partial ``up``)."""
+
+    @abstractmethod
+    def now(self) -> float: ...
+
+    @abstractmethod
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass: sleep on veth, run the virtual clock in sim."""
+
+    @abstractmethod
+    def set_step(self, label: str) -> None: ...
+
+    @abstractmethod
+    def send(self, endpoint: str, frame: bytes) -> None:
+        """Put ``frame`` on the wire out of ``endpoint`` ("h1:eth0")."""
+
+    @abstractmethod
+    def exec(self, node: str, argv: tuple[str, ...], timeout: float,
+             background: bool = False) -> ExecResult | None:
+        """Run a command in a node's namespace (veth only; sim raises BackendError)."""
+
+    @abstractmethod
+    def set_link(self, link: str, up: bool) -> None: ...
+
+    @abstractmethod
+    def table(self, switch: str, op: str, entry: ForwardingEntry) -> None:
+        """Add or remove a forwarding entry through the switch's control process."""
+
+    @abstractmethod
+    def entries(self, switch: str) -> list[ForwardingEntry]: ...
+
+    @abstractmethod
+    def process(self, node: str, action: str) -> None:
+        """"kill" (SIGKILL) or "restart" a node's process."""
+
+    @abstractmethod
+    def frames(self) -> list[CapturedFrame]:
+        """Every frame seen so far, one capture per link (no duplicates), in time order."""
+
+    @abstractmethod
+    def events(self) -> list[Event]: ...

@@ -1,0 +1,172 @@
+"""Node kinds: what a scenario's ``kind:`` may name, and what each kind allows.
+
+The loader (``scenario.py``) checks every node against its ``KindSpec``: its
+options (``validate_options``), whether ``kill``/``restart`` apply
+(``has_process``), whether only the veth backend can run it (``needs_kernel``),
+whether its interfaces take IPv4 addresses, whether it has a forwarding table
+(``table`` steps and expectations), and whether it passes frames between its
+interfaces (the loader refuses loops of such nodes: there is no STP).
+
+Later issues add kinds with ``register_kind(KindSpec(...))``; ``option_schema``
+builds a validator (and defaults) from a small declarative table.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OptionIssue:
+    """One problem with a node's options.
+
+    ``key`` is the path below the node (``"disks"``, ``"disks[1]"``, ``""`` for the
+    node as a whole); the loader turns it into ``nodes.<name>.<key>`` and finds its line.
+    """
+
+    key: str
+    message: str
+    hint: str = ""
+
+
+OptionValidator = Callable[[Mapping[str, Any]], list[OptionIssue]]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    name: str
+    has_process: bool                 # a process of its own: `kill:` / `restart:` apply
+    needs_kernel: bool                # only the veth backend can run it
+    validate_options: OptionValidator  # every key of the node except `kind`
+    summary: str                      # one line for docs and `ftsslab` listings
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # merged under the given options
+    ip_interfaces: bool = False       # endpoints of this kind may carry `ipv4:`
+    has_table: bool = False           # a seed-002 forwarding table (`table:` steps/expectations)
+    forwards: bool = False            # passes frames between its interfaces (no loops allowed)
+    reserved_ifaces: frozenset[str] = frozenset({"lo"})  # names a scenario may not use
+
+
+_KINDS: dict[str, KindSpec] = {}
+
+
+def register_kind(spec: KindSpec, *, replace: bool = False) -> KindSpec:
+    """Add a kind; registering a name twice is an error unless ``replace``."""
+    if not spec.name or not spec.name.replace("-", "").isalnum() or spec.name != spec.name.lower():
+        raise ValueError(f"bad kind name {spec.name!r} (lower-case letters, digits, '-')")
+    if spec.name in _KINDS and not replace:
+        raise ValueError(f"kind {spec.name!r} is already registered")
+    _KINDS[spec.name] = spec
+    return spec
+
+
+def unregister_kind(name: str) -> None:
+    """Remove a kind (tests that register temporary kinds clean up with this)."""
+    _KINDS.pop(name, None)
+
+
+def get_kind(name: str) -> KindSpec | None:
+    return _KINDS.get(name)
+
+
+def kind_names() -> list[str]:
+    return sorted(_KINDS)
+
+
+def kinds() -> list[KindSpec]:
+    return [_KINDS[n] for n in sorted(_KINDS)]
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``"did you mean 'x'?"`` for the closest choice, else the list of choices."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    if not choices:
+        return "nothing is allowed here"
+    return "expected one of: " + ", ".join(sorted(choices))
+
+
+# ---- a small declarative option schema ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a kind: its Python type(s), whether required, default, allowed values."""
+
+    types: type | tuple[type, ...]
+    required: bool = False
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None  # returns a message when the value is bad
+    doc: str = ""
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping"}
+    seq = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in seq)
+
+
+def option_schema(fields: Mapping[str, Option]) -> tuple[OptionValidator, dict[str, Any]]:
+    """A validator and the defaults for a kind whose options are ``fields``."""
+    fields = dict(fields)
+
+    def validate(options: Mapping[str, Any]) -> list[OptionIssue]:
+        issues: list[OptionIssue] = []
+        for key, value in options.items():
+            opt = fields.get(key)
+            if opt is None:
+                hint = did_you_mean(key, tuple(fields)) if fields else "this kind takes no options"
+                issues.append(OptionIssue(key, f"unknown option {key!r}", hint))
+                continue
+            types = opt.types if isinstance(opt.types, tuple) else (opt.types,)
+            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+            if not ok:
+                issues.append(OptionIssue(key, f"expected {_type_name(opt.types)}, got {value!r}",
+                                          opt.doc or f"{key}: {_type_name(opt.types)}"))
+                continue
+            if opt.choices is not None and value not in opt.choices:
+                issues.append(OptionIssue(key, f"{value!r} is not allowed",
+                                          "one of: " + ", ".join(map(str, opt.choices))))
+                continue
+            if opt.check is not None:
+                why = opt.check(value)
+                if why:
+                    issues.append(OptionIssue(key, why, opt.doc))
+        for key, opt in fields.items():
+            if opt.required and key not in options:
+                issues.append(OptionIssue("", f"option {key!r} is required", opt.doc))
+        return issues
+
+    defaults = {k: o.default for k, o in fields.items() if not o.required and o.default is not None}
+    return validate, defaults
+
+
+NO_OPTIONS, _ = option_schema({})
+
+
+# ---- the kinds of this issue ---------------------------------------------------------------
+
+HOST = register_kind(KindSpec(
+    name="host",
+    has_process=False,
+    needs_kernel=False,
+    validate_options=NO_OPTIONS,
+    summary="an end host: a namespace with a real kernel stack on veth, a recorder in sim",
+    ip_interfaces=True,
+))
+
+SWITCH = register_kind(KindSpec(
+    name="switch",
+    has_process=True,
+    needs_kernel=False,
+    validate_options=NO_OPTIONS,
+    summary="seed 002's switch: forwarding table (client/VIP -> port, L2 NAT) over a learning "
+            "bridge; its control process can be killed and restarted",
+    has_table=True,
+    forwards=True,
+    reserved_ifaces=frozenset({"lo", "br0"}),
+))

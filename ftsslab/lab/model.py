@@ -1,0 +1,185 @@
+"""A validated scenario, as plain frozen dataclasses.
+
+The loader (``scenario.py``) turns YAML into these or into a list of errors; the
+runner and both backends only ever see these. ``where`` is the YAML path of the
+item (``steps[3].send``) and ``line`` its 1-based line, for runtime messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    node: str
+    iface: str
+    mac: str  # always set: given, or derived deterministically by the loader
+    ipv4: str | None = None  # "10.0.0.1/24" (hosts only)
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}:{self.iface}"
+
+
+@dataclass(frozen=True)
+class Link:
+    a: Endpoint
+    b: Endpoint
+    mtu: int = 1500
+
+    @property
+    def name(self) -> str:
+        return f"{self.a.name} {self.b.name}"
+
+    def other(self, endpoint: str) -> Endpoint:
+        return self.b if self.a.name == endpoint else self.a
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str  # "host", "switch" (more kinds register later)
+    options: dict = field(default_factory=dict)  # kind-specific, validated by the kind's schema
+
+
+@dataclass(frozen=True)
+class ForwardingEntry:
+    """Seed 002's forwarding table: client address/port/protocol and virtual IP -> port.
+
+    ``dst_mac`` is the seed's L2 NAT: the destination MAC rewritten on the way out.
+    """
+
+    vip: str  # the virtual IP (destination address of the client's packets)
+    out_port: str  # switch interface name, e.g. "p2"
+    client_ip: str | None = None  # None = any
+    proto: int | None = None  # IP protocol number (6 tcp, 17 udp), None = any
+    client_port: int | None = None  # transport source port, None = any
+    vport: int | None = None  # transport destination port, None = any
+    dst_mac: str | None = None  # rewrite the destination MAC (the seed's "L2 NAT")
+
+
+# ---- steps -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    where: str
+    line: int
+    label: str  # given `name:` or derived "steps[3]"
+
+
+@dataclass(frozen=True)
+class Send(Step):
+    endpoint: str  # "h1:eth0": frames leave this interface
+    packet: str  # safe expression (ftsslab.expr), checked at load time
+    count: int = 1
+    interval: float = 0.0  # seconds between copies
+
+
+@dataclass(frozen=True)
+class Exec(Step):
+    node: str
+    argv: tuple[str, ...]
+    timeout: float = 30.0
+    background: bool = False  # start and go on; killed at lab down
+
+
+@dataclass(frozen=True)
+class LinkState(Step):
+    link: str  # Link.name
+    up: bool
+
+
+@dataclass(frozen=True)
+class TableOp(Step):
+    switch: str
+    op: Literal["add", "remove"]
+    entry: ForwardingEntry
+
+
+@dataclass(frozen=True)
+class NodeProcess(Step):
+    node: str
+    action: Literal["kill", "restart"]
+
+
+@dataclass(frozen=True)
+class Wait(Step):
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Check(Step):
+    """A named point: evaluate these expectations now."""
+
+    expectations: tuple[Expectation, ...]
+
+
+# ---- expectations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expectation:
+    where: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Received(Expectation):
+    """Frames matching ``match`` that arrived at ``node`` (optionally on one interface)."""
+
+    node: str
+    match: str  # pattern (ftsslab.expr.parse_pattern)
+    iface: str | None = None
+    count: int | None = None  # exact
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class Absent(Expectation):
+    """No frame matching ``match`` on ``link`` (either direction)."""
+
+    link: str
+    match: str
+
+
+@dataclass(frozen=True)
+class CommandResult(Expectation):
+    step: str  # label of an Exec step
+    status: int | None = 0
+    contains: str | None = None  # in stdout
+
+
+@dataclass(frozen=True)
+class TableHas(Expectation):
+    switch: str
+    entry: ForwardingEntry
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    description: str
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...]
+    steps: tuple[Step, ...]
+    expectations: tuple[Expectation, ...]
+    backend: Literal["auto", "veth", "sim"] = "auto"
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def needs_kernel(self) -> bool:
+        """Whether only the veth backend can run it (commands or kinds need a real stack)."""
+        from .kinds import get_kind
+
+        return (
+            any(isinstance(s, Exec) for s in self.steps)
+            or any(isinstance(e, CommandResult) for e in self.expectations)
+            or any(get_kind(n.kind).needs_kernel for n in self.nodes)
+        )

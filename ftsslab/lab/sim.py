@@ -1,0 +1,354 @@
+"""The deterministic sim backend: in-process, virtual clock, no root.
+
+Every node is a sans-IO core (``SIM_NODE_FACTORIES[kind](node, scenario)``): a
+switch is a ``SwitchCore``, a host a passive ``HostCore`` that records what it
+receives (frames it "sends" are the runner's ``send``). Links carry frames with a
+fixed latency on an event queue (``heapq`` ordered by (time, sequence)); time is
+kept in integer nanoseconds, so the same scenario always gives the same frames,
+times and events. Nothing happens between calls: ``advance(s)`` runs the queue up
+to ``now + s`` -- frames still in flight are delivered only by a later ``advance``.
+
+Each frame is captured once on its link, when it enters the link (src = the
+endpoint it left, dst = the peer), labelled with the current step.
+
+A core is any object with ``on_frame(iface, frame, now) -> list[Transmit]``;
+optional members the backend uses when present:
+
+- ``set_port(iface, up)`` -- a link of the node went down/up;
+- ``add(entry, now)`` / ``remove(entry, now)`` -> list[TableEvent], ``entries()``
+  -- forwarding-table nodes (``table`` steps, ``TableHas``);
+- ``has_process`` (bool, default False) -- ``kill``/``restart`` allowed;
+- ``kill_stops_dataplane`` (bool, default True) -- whether a killed node drops
+  every frame until restarted. The switch sets it False: on veth its data plane
+  is the kernel's (bridge + nftables), so killing the control process stops only
+  table changes (they fail until ``restart``), and the table survives;
+- ``on_kill(now)`` / ``on_restart(now)`` -> list[Transmit];
+- ``next_deadline() -> float | None`` and ``on_timer(now) -> list[Transmit]`` for
+  cores with timers (retransmissions and the like).
+
+Later node kinds plug in with ``SIM_NODE_FACTORIES["ftss"] = lambda node, scenario: ...``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backend import Backend, BackendError, CapturedFrame, Event, ExecResult
+from .model import ForwardingEntry, Link, Node, Scenario
+from .switch import SwitchCore, Transmit
+
+__all__ = ["DEFAULT_LATENCY", "SIM_NODE_FACTORIES", "HostCore", "SimBackend", "node_ifaces"]
+
+DEFAULT_LATENCY = 10e-6      # seconds a frame takes to cross a link
+MAX_FRAMES = 1_000_000       # a forwarding loop floods forever: stop with an error instead
+_NS = 1_000_000_000
+
+
+def node_ifaces(node: str, scenario: Scenario) -> list[tuple[str, str]]:
+    """``(iface, mac)`` of ``node``'s link endpoints, in order of appearance."""
+    out = []
+    for link in scenario.links:
+        for ep in (link.a, link.b):
+            if ep.node == node:
+                out.append((ep.iface, ep.mac))
+    return out
+
+
+@dataclass
+class HostCore:
+    """A passive host: records every frame that reaches one of its interfaces."""
+
+    name: str
+    received: list[tuple[float, str, bytes]] = field(default_factory=list)
+    has_process = False
+
+    def on_frame(self, iface: str, frame: bytes, now: float) -> list[Transmit]:
+        self.received.append((now, iface, bytes(frame)))
+        return []
+
+
+def _switch(node: Node, scenario: Scenario) -> SwitchCore:
+    ifaces = node_ifaces(node.name, scenario)
+    # group_fwd_mask 0xfff8 like the veth bridge: link-local groups other than 00-02 pass
+    core = SwitchCore([i for i, _ in ifaces], local_macs=[m for _, m in ifaces],
+                      group_fwd_mask=0xFFF8, name=node.name)
+    core.has_process = True            # switchd, the control process
+    core.kill_stops_dataplane = False  # the kernel keeps forwarding
+    return core
+
+
+SIM_NODE_FACTORIES: dict[str, Callable[[Node, Scenario], Any]] = {
+    "host": lambda node, scenario: HostCore(node.name),
+    "switch": _switch,
+}
+
+
+@dataclass
+class _SimNode:
+    node: Node
+    core: Any
+    alive: bool = True
+    timer_ns: int | None = None   # the deadline currently queued
+
+    @property
+    def has_process(self) -> bool:
+        return bool(getattr(self.core, "has_process", False))
+
+    @property
+    def drops_all(self) -> bool:
+        return not self.alive and bool(getattr(self.core, "kill_stops_dataplane", True))
+
+
+class SimBackend(Backend):
+    name = "sim"
+
+    def __init__(self, latency: float = DEFAULT_LATENCY, max_frames: int = MAX_FRAMES):
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
+        self._latency_ns = round(latency * _NS)
+        self._max_frames = max_frames
+        self._scenario: Scenario | None = None
+        self._reset()
+        self._frames: list[CapturedFrame] = []
+        self._events: list[Event] = []
+        self.stats: dict[str, int] = {}
+
+    def _reset(self) -> None:
+        self._nodes: dict[str, _SimNode] = {}
+        self._links: dict[str, Link] = {}               # canonical name -> link
+        self._link_up: dict[str, bool] = {}
+        self._endpoints: dict[str, Link] = {}           # "h1:eth0" -> its link
+        self._queue: list[tuple[int, int, str, tuple]] = []
+        self._seq = 0
+        self._now_ns = 0
+        self._step = ""
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def up(self, scenario: Scenario) -> None:
+        if self._scenario is not None:
+            raise BackendError("the sim lab is already up")
+        self._reset()
+        self._frames = []
+        self._events = []
+        self.stats = dict.fromkeys(
+            ("sent", "delivered", "dropped_link_down", "dropped_killed", "dropped_mtu",
+             "dropped_no_link"), 0)
+        try:
+            for node in scenario.nodes:
+                factory = SIM_NODE_FACTORIES.get(node.kind)
+                if factory is None:
+                    raise BackendError(f"node {node.name}: kind {node.kind!r} has no sim model "
+                                       f"(sim kinds: {', '.join(sorted(SIM_NODE_FACTORIES))})")
+                self._nodes[node.name] = _SimNode(node, factory(node, scenario))
+            for link in scenario.links:
+                for ep in (link.a, link.b):
+                    if ep.node not in self._nodes:
+                        raise BackendError(f"link {link.name}: no node {ep.node!r}")
+                    if ep.name in self._endpoints:
+                        raise BackendError(f"endpoint {ep.name} is on two links")
+                    self._endpoints[ep.name] = link
+                self._links[link.name] = link
+                self._link_up[link.name] = True
+        except BackendError:
+            self._reset()
+            raise
+        except Exception as exc:
+            self._reset()
+            raise BackendError(f"sim: cannot build the lab: {exc}") from exc
+        self._scenario = scenario
+        for sim in self._nodes.values():
+            self._arm_timer(sim)
+
+    def down(self) -> None:
+        """Drop the topology; ``frames()`` and ``events()`` stay readable."""
+        self._scenario = None
+        self._reset()
+
+    def _need_up(self) -> None:
+        if self._scenario is None:
+            raise BackendError("the sim lab is not up")
+
+    # ---- time --------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._now_ns / _NS
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise BackendError(f"cannot advance by a negative time ({seconds})")
+        self._need_up()
+        target = self._now_ns + round(seconds * _NS)
+        queue = self._queue
+        while queue and queue[0][0] <= target:
+            due, _, kind, payload = heapq.heappop(queue)
+            self._now_ns = due
+            if kind == "deliver":
+                self._deliver(*payload)
+            else:
+                self._timer(*payload)
+        self._now_ns = target
+
+    def set_step(self, label: str) -> None:
+        self._step = label
+
+    def _push(self, due_ns: int, kind: str, payload: tuple) -> None:
+        heapq.heappush(self._queue, (due_ns, self._seq, kind, payload))
+        self._seq += 1
+
+    # ---- frames ------------------------------------------------------------------------
+
+    def send(self, endpoint: str, frame: bytes) -> None:
+        self._need_up()
+        link = self._endpoints.get(endpoint)
+        if link is None:
+            raise BackendError(f"no endpoint {endpoint!r}")
+        data = bytes(frame)
+        if len(data) < 14:
+            raise BackendError(f"{endpoint}: a frame of {len(data)} bytes is shorter than an "
+                               "Ethernet header")
+        tagged = data[12:14] in (b"\x81\x00", b"\x88\xa8")
+        limit = link.mtu + (18 if tagged else 14)
+        if len(data) > limit:
+            raise BackendError(f"{endpoint}: a frame of {len(data)} bytes exceeds the link MTU "
+                               f"{link.mtu} (at most {limit} bytes with the Ethernet header)")
+        self.stats["sent"] += 1
+        self._transmit(link, endpoint, data)
+
+    def _transmit(self, link: Link, src: str, data: bytes) -> None:
+        """``data`` enters ``link`` at ``src``: capture it and queue its arrival."""
+        if not self._link_up[link.name]:
+            self.stats["dropped_link_down"] += 1
+            return
+        if len(data) > link.mtu + 18:
+            self.stats["dropped_mtu"] += 1
+            return
+        if len(self._frames) >= self._max_frames:
+            raise BackendError(f"more than {self._max_frames} frames: a forwarding loop?")
+        dst = link.other(src)
+        self._frames.append(CapturedFrame(self.now(), link.name, src, dst.name, data, self._step))
+        self._push(self._now_ns + self._latency_ns, "deliver", (link.name, dst.node, dst.iface,
+                                                                 data))
+
+    def _deliver(self, link: str, node: str, iface: str, data: bytes) -> None:
+        if not self._link_up[link]:
+            self.stats["dropped_link_down"] += 1
+            return
+        sim = self._nodes[node]
+        if sim.drops_all:
+            self.stats["dropped_killed"] += 1
+            return
+        self.stats["delivered"] += 1
+        self._emit(sim, sim.core.on_frame(iface, data, self.now()))
+
+    def _emit(self, sim: _SimNode, actions: list[Transmit] | None) -> None:
+        for action in actions or ():
+            src = f"{sim.node.name}:{action.port}"
+            link = self._endpoints.get(src)
+            if link is None:
+                self.stats["dropped_no_link"] += 1
+                continue
+            self._transmit(link, src, bytes(action.frame))
+        self._arm_timer(sim)
+
+    def _arm_timer(self, sim: _SimNode) -> None:
+        deadline = getattr(sim.core, "next_deadline", None)
+        if deadline is None:
+            return
+        when = deadline()
+        if when is None:
+            return
+        due = max(self._now_ns, round(when * _NS))
+        if sim.timer_ns is not None and sim.timer_ns <= due:
+            return   # an earlier (or the same) wake-up is already queued
+        sim.timer_ns = due
+        self._push(due, "timer", (sim.node.name, due))
+
+    def _timer(self, node: str, due: int) -> None:
+        sim = self._nodes.get(node)
+        if sim is None or sim.timer_ns != due:
+            return   # superseded by an earlier one
+        sim.timer_ns = None
+        if sim.drops_all:
+            return
+        self._emit(sim, sim.core.on_timer(self.now()))
+
+    # ---- control -----------------------------------------------------------------------
+
+    def exec(self, node: str, argv: tuple[str, ...], timeout: float,
+             background: bool = False) -> ExecResult | None:
+        raise BackendError(f"exec on {node} ({' '.join(argv)}) needs the veth backend "
+                           "(a real kernel stack)")
+
+    def _link(self, name: str) -> Link:
+        link = self._links.get(name)
+        if link is None:
+            parts = name.split()
+            link = self._links.get(" ".join(reversed(parts))) if len(parts) == 2 else None
+        if link is None:
+            raise BackendError(f"no link {name!r}")
+        return link
+
+    def set_link(self, link: str, up: bool) -> None:
+        self._need_up()
+        lk = self._link(link)
+        self._link_up[lk.name] = bool(up)
+        for ep in (lk.a, lk.b):
+            set_port = getattr(self._nodes[ep.node].core, "set_port", None)
+            if set_port is not None:
+                set_port(ep.iface, bool(up))
+        state = "up" if up else "down"
+        self._events.append(Event(self.now(), lk.name, f"link-{state}", f"{lk.name} {state}"))
+
+    def _node(self, name: str) -> _SimNode:
+        self._need_up()
+        sim = self._nodes.get(name)
+        if sim is None:
+            raise BackendError(f"no node {name!r}")
+        return sim
+
+    def _table_core(self, switch: str) -> Any:
+        sim = self._node(switch)
+        if not hasattr(sim.core, "entries"):
+            raise BackendError(f"{switch} ({sim.node.kind}) has no forwarding table")
+        return sim
+
+    def table(self, switch: str, op: str, entry: ForwardingEntry) -> None:
+        sim = self._table_core(switch)
+        if op not in ("add", "remove"):
+            raise BackendError(f"unknown table operation {op!r} (add or remove)")
+        if not sim.alive:
+            raise BackendError(f"{switch}: its control process is not running (killed); "
+                               "restart it first")
+        try:
+            changes = getattr(sim.core, op)(entry, self.now())
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        for ch in changes:
+            self._events.append(Event(self.now(), switch, ch.kind, ch.detail))
+
+    def entries(self, switch: str) -> list[ForwardingEntry]:
+        return list(self._table_core(switch).core.entries())
+
+    def process(self, node: str, action: str) -> None:
+        sim = self._node(node)
+        if not sim.has_process:
+            raise BackendError(f"{node} ({sim.node.kind}) has no process to {action}")
+        if action not in ("kill", "restart"):
+            raise BackendError(f"unknown process action {action!r} (kill or restart)")
+        sim.alive = action == "restart"
+        done = "killed" if action == "kill" else "restarted"
+        self._events.append(Event(self.now(), node, action, f"{node}: process {done}"))
+        hook = getattr(sim.core, f"on_{action}", None)
+        self._emit(sim, hook(self.now()) if hook is not None else None)
+
+    # ---- results -----------------------------------------------------------------------
+
+    def frames(self) -> list[CapturedFrame]:
+        return list(self._frames)   # appended in (virtual) time order
+
+    def events(self) -> list[Event]:
+        return list(self._events)
