@@ -27,3 +27,20 @@ def nothing_left_behind():
     yield
     left = set(_lab_leftovers()) - before
     assert not left, f"the test suite left lab resources behind: {sorted(left)}"
+
+
+def _no_arp() -> None:
+    """Scapy resolves an unset Ether.dst by ARP on the real network: never in tests.
+
+    Frames then get the broadcast address, deterministically and without traffic.
+    """
+    import logging
+
+    import scapy.layers.all  # noqa: F401  (all resolvers registered first, then dropped)
+    from scapy.config import conf
+
+    conf.neighbor.resolvers = {}
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+
+
+_no_arp()

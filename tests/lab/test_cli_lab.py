@@ -19,7 +19,9 @@ name: bound-to-fail
 nodes: {h1: {kind: host}, h2: {kind: host}, s1: {kind: switch}}
 links: ["h1:eth0 s1:p1", "h2:eth0 s1:p2"]
 steps:
-  - send: {from: h1:eth0, packet: 'Ether(dst="02:00:00:00:00:99")/IP(src="10.0.0.1", dst="10.0.0.2")/UDP(sport=1, dport=7)'}
+  - send:
+      from: h1:eth0
+      packet: 'Ether(dst="02:00:00:00:00:99")/IP(src="10.0.0.1", dst="10.0.0.2")/UDP(dport=7)'
 expect:
   - received: {node: h2, match: 'UDP(dport=8)', count: 1}
 """

@@ -200,11 +200,13 @@ local E = {
         expert.group.MALFORMED, expert.severity.ERROR),
     extra = ProtoExpert.new("ftss.expert.extra", "Unexpected bytes after the FTSS body",
         expert.group.PROTOCOL, expert.severity.WARN),
+    inner = ProtoExpert.new("ftss.expert.inner_malformed", "Malformed inner frame",
+        expert.group.MALFORMED, expert.severity.ERROR),
     no_frame = ProtoExpert.new("ftss.expert.no_frame", "FTSS PKT carries no frame",
         expert.group.PROTOCOL, expert.severity.WARN),
 }
 p_ftss.experts = { E.short, E.version, E.opcode, E.length, E.trailing, E.padding, E.truncated,
-    E.field_len, E.extra, E.no_frame }
+    E.field_len, E.extra, E.inner, E.no_frame }
 
 local fc_type_field = Field.new("fc.type")
 local eth_handle = Dissector.get("eth_withoutfcs")
@@ -229,10 +231,12 @@ local function name_of(tbl, v)
 end
 
 -- printable ASCII as is, anything else as \xNN (a file name can hold any byte)
+local function escaped(bytes)
+    return (bytes:gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+
 local function printable(bytes)
-    local s = bytes:gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end)
-    s = s:gsub("'", "\\'")
-    return "'" .. s .. "'"
+    return "'" .. escaped(bytes):gsub("'", "\\'") .. "'"
 end
 
 local function flag_text(value, names)
@@ -286,7 +290,7 @@ function Reader:uint(pfield, size, tree)
 end
 
 -- ``n`` bytes of a length-prefixed field; a length beyond the body raises an expert
-function Reader:bytes(pfield, n, lenname, tree, lenitem)
+function Reader:bytes(pfield, n, lenname, tree, lenitem, text)
     tree = tree or self.tree
     if n > self:left() then
         local item = lenitem or tree
@@ -298,6 +302,10 @@ function Reader:bytes(pfield, n, lenname, tree, lenitem)
     end
     local r = self.tvb:range(self.off, n)
     self.off = self.off + n
+    if text then
+        -- a file name may hold any byte: show it escaped (FT_STRING would warn on a NUL)
+        return tree:add(pfield, r, escaped(r:raw())), r
+    end
     return tree:add(pfield, r), r
 end
 
@@ -329,7 +337,12 @@ local function dissect_pkt(rd, body, pinfo, root)
     pinfo.cols.info:set(summary .. " | ")
     pinfo.cols.info:fence()
     rd.tree:append_text(string.format(", %d-byte frame", n))
-    eth_handle:call(body(rd.off, n):tvb(), pinfo, root)
+    -- the inner dissectors throw on a malformed frame; keep that out of Lua's error path
+    local ok, err = pcall(function() eth_handle:call(body(rd.off, n):tvb(), pinfo, root) end)
+    if not ok then
+        rd.tree:add_proto_expert_info(E.inner, string.format("Malformed inner frame (%d bytes): %s",
+            n, tostring(err):gsub("^.*: ", "")))
+    end
     return summary, true
 end
 
@@ -369,7 +382,7 @@ end
 
 local function add_name(rd, fl, tree)
     local len_item, n = rd:uint(fl.name_len, 2, tree)
-    local item, r = rd:bytes(fl.filename, n, "name_len", tree, len_item)
+    local item, r = rd:bytes(fl.filename, n, "name_len", tree, len_item, true)
     return r:raw(), item
 end
 
@@ -382,7 +395,7 @@ local function dissect_write(rd)
     rd.off = rd.off + 2
     local nl_item, name_len = rd:uint(WRITE.name_len, 2)
     local dl_item, data_len = rd:uint(WRITE.data_len, 4)
-    local _, nr = rd:bytes(WRITE.filename, name_len, "name_len", nil, nl_item)
+    local _, nr = rd:bytes(WRITE.filename, name_len, "name_len", nil, nl_item, true)
     local _, dr = rd:bytes(WRITE.data, data_len, "data_len", nil, dl_item)
     rd:extra()
     return string.format("FTSS WRITE req=%s %s %dB", lhex(req), printable(nr:raw()), dr:len())
