@@ -31,6 +31,7 @@ from .model import (
     TableOp,
     Wait,
 )
+from .switch import format_entry
 
 SETTLE = 0.05  # seconds after each step for frames in flight to land (virtual in sim)
 
@@ -220,20 +221,9 @@ class Runner:
                 present = e.entry in entries
                 verb = "has" if e.present else "lacks"
                 return outcome(
-                    f"{e.switch} table {verb} {describe_entry(e.entry)}",
+                    f"{e.switch} table {verb} {format_entry(e.entry)}",
                     present == e.present,
                     f"{len(entries)} entries",
                 )
         raise TypeError(f"unknown expectation {e!r}")
 
-
-def describe_entry(entry) -> str:
-    parts = [f"vip={entry.vip}"]
-    for name in ("client_ip", "proto", "client_port", "vport"):
-        value = getattr(entry, name)
-        if value is not None:
-            parts.append(f"{name}={value}")
-    parts.append(f"→ {entry.out_port}")
-    if entry.dst_mac:
-        parts.append(f"dst_mac={entry.dst_mac}")
-    return " ".join(parts)
