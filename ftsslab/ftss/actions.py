@@ -53,6 +53,9 @@ FTSS_FILE_DENIED = 6
 FTSS_WRITE_TRUNCATE = 0x2
 FC_FCTL_ANSWER = 0x980000  # exchange responder, last seq, end seq (docs/protocols.md)
 
+# A driver may round deadlines (the sim keeps integer nanoseconds): a timer this close is due.
+TIME_EPS = 1e-9
+
 # ---- ftsslab choices -------------------------------------------------------------------------
 
 FTSS_FC_ID = 0x010000  # the FTSS's FC port id (01.00.00, as in the reference capture)
@@ -66,7 +69,7 @@ REC_DELIVERED = 2  # a stored packet was delivered and is now retained: _DELIVER
 REC_FILE = 3  # a file of a node's spool directory: _FILE_REC + name + data
 
 PKT_REC = struct.Struct("!IQHHBd")  # src_node, msg_id, pkt_flags, retention, origin, stored_at
-DELIVERED_REC = struct.Struct("!Qd")  # record id of the packet, delivered_at
+DELIVERED_REC = struct.Struct("!QdH")  # packet's record id, delivered_at, n; then n node ids
 FILE_REC = struct.Struct("!IH")  # node_id, name_len
 
 ORIGIN_FABRIC = 0  # PKT from a node (Figs. 7A/7B)
@@ -74,7 +77,7 @@ ORIGIN_EXTERNAL = 1  # frame from external port 148 (Fig. 8)
 
 
 def is_group(mac: str) -> bool:
-    """Broadcast or multicast destination (I/G bit): every node gets it (block 158, both branches)."""
+    """Broadcast/multicast destination (I/G bit): block 158 takes both branches."""
     return len(mac) >= 2 and bool(int(mac[:2], 16) & 1)
 
 

@@ -170,3 +170,6 @@ SWITCH = register_kind(KindSpec(
     forwards=True,
     reserved_ifaces=frozenset({"lo", "br0"}),
 ))
+
+# Kinds of later issues register themselves on import (they import this module back).
+import ftsslab.ftss.sim_nodes  # noqa: E402, F401, I001  -- seed 000: `ftss`, `server`

@@ -246,7 +246,7 @@ def test_up_failure_leaves_nothing(labs):
     with pytest.raises(BackendError, match="lab up failed"):
         labs(sc)
     with pytest.raises(BackendError, match="not supported"):
-        labs(Scenario("x", "", "", (Node("f1", "ftss"),), (), (), ()))
+        labs(Scenario("x", "", "", (Node("f1", "no-such-kind"),), (), (), ()))
 
 
 LEAKER = textwrap.dedent("""

@@ -37,6 +37,7 @@ from ..backend import Backend, BackendError, CapturedFrame, Event, ExecResult
 from ..model import ForwardingEntry, Scenario
 from . import names
 from .capture import Capture, close_sockets
+from .drivers import VETH_DRIVERS
 from .netns import (
     NetnsError,
     call_in_netns,
@@ -83,6 +84,7 @@ class VethBackend(Backend):
         self.state: LabState | None = None
         self._capture: Capture | None = None
         self._procs: dict[str, subprocess.Popen] = {}
+        self._scenario_nodes: dict[str, tuple] = {}  # node -> (Node, its endpoints)
         self._bg: list[subprocess.Popen] = []
         self._send_socks: dict[str, socket.socket] = {}
         self._events: list[Event] = []
@@ -133,9 +135,10 @@ class VethBackend(Backend):
             raise BackendError("this backend already holds a lab; call down() first")
         check_support()
         for n in scenario.nodes:
-            if n.kind not in KINDS:
+            if n.kind not in KINDS and n.kind not in VETH_DRIVERS:
+                supported = ", ".join([*KINDS, *VETH_DRIVERS])
                 raise BackendError(f"node {n.name}: kind {n.kind!r} is not supported by the "
-                                   f"veth backend (supported: {', '.join(KINDS)})")
+                                   f"veth backend (supported: {supported})")
         self._install_guard()
         try:
             self._build(scenario)
@@ -176,6 +179,11 @@ class VethBackend(Backend):
                      for n, rec in st.nodes.items() if rec["ifaces"])
         batches: dict[str, list[str]] = {}
         addrs = {(ep.node, ep.iface): ep.ipv4 for ln in sc.links for ep in (ln.a, ln.b)}
+        endpoints: dict[str, list] = {n.name: [] for n in sc.nodes}
+        for ln in sc.links:
+            for ep in (ln.a, ln.b):
+                endpoints[ep.node].append(ep)
+        self._scenario_nodes = {n.name: (n, endpoints[n.name]) for n in sc.nodes}
         for n in sc.nodes:
             ns, ifaces = nss[n.name], st.nodes[n.name]["ifaces"]
             cmds = ["link set lo up"]
@@ -183,6 +191,8 @@ class VethBackend(Backend):
                 cmds.append(f"link add br0 type bridge {BRIDGE_OPTS}")
                 cmds += [f"link set {i} master br0" for i in ifaces]
                 cmds.append("link set br0 up")
+            elif n.kind in VETH_DRIVERS:
+                cmds += VETH_DRIVERS[n.kind].setup(n, endpoints[n.name])
             else:
                 cmds += [f"addr add {addrs[(n.name, i)]} dev {i}" for i in ifaces
                          if addrs.get((n.name, i))]
@@ -193,6 +203,9 @@ class VethBackend(Backend):
         for sw in switches:
             self._start_switchd(sw, wait=False)
         self._wait_links(list(st.nodes))
+        for n in sc.nodes:
+            if n.kind in VETH_DRIVERS:
+                self._start_node(n.name)
         st.save()
         for sw in switches:
             self._wait_switchd(sw)
@@ -330,6 +343,40 @@ class VethBackend(Backend):
         if wait:
             self.state.save()
             self._wait_switchd(node)
+
+    def _start_node(self, node: str) -> None:
+        """Start the node process of a driver kind inside the node's namespace."""
+        assert self.state is not None and self.lab_id is not None
+        if node not in self._scenario_nodes:
+            raise BackendError(f"{node}: only the process that built the lab can start it")
+        n, _ = self._scenario_nodes[node]
+        driver = VETH_DRIVERS[n.kind]
+        ns = self._ns(node)
+        enter = (["nsenter", f"--net={names.NETNS_DIR}/{ns}"] if shutil.which("nsenter")
+                 else ["ip", "netns", "exec", ns])
+        scenario_path = os.path.abspath(self.state.scenario_path)
+        ready = Path(names.lab_dir(self.lab_id), f"{node}.ready")
+        ready.unlink(missing_ok=True)
+        argv = [*enter, self._python, "-m", driver.module,
+                *driver.args(n, scenario_path, names.lab_dir(self.lab_id))]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        with open(os.path.join(names.lab_dir(self.lab_id), f"{node}.err"), "ab") as err:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=err, env=env, start_new_session=True, close_fds=True)
+        self._procs[node] = p
+        self.state.processes[node] = {"pid": p.pid, "start": proc_start_time(p.pid)}
+        deadline = time.monotonic() + self._switchd_timeout
+        while not ready.exists():  # the process writes it once its ports are open
+            if p.poll() is not None:
+                err = Path(names.lab_dir(self.lab_id), f"{node}.err").read_text(errors="replace")
+                tail = err.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+                raise BackendError(f"{node}: node process died: {tail[0]}")
+            if time.monotonic() > deadline:
+                raise BackendError(f"{node}: node process not ready after "
+                                   f"{self._switchd_timeout:g}s")
+            time.sleep(0.02)
 
     def _wait_switchd(self, node: str) -> None:
         assert self.lab_id is not None
@@ -472,20 +519,23 @@ class VethBackend(Backend):
         return [ForwardingEntry(**d) for d in dicts]
 
     def process(self, node: str, action: str) -> None:
-        self._node(node)
-        if self._node(node)["kind"] != "switch":
-            raise BackendError(f"{node}: a {self._node(node)['kind']} has no process")
-        if action == "kill":
-            self._kill_switchd(node)
-        elif action == "restart":
-            self._kill_switchd(node)
-            self._start_switchd(node)
-        else:
+        kind = self._node(node)["kind"]
+        if kind != "switch" and kind not in VETH_DRIVERS:
+            raise BackendError(f"{node}: a {kind} has no process")
+        if action not in ("kill", "restart"):
             raise BackendError(f"process: unknown action {action!r}")
+        self._kill_process(node)  # SIGKILL whichever process the node runs
+        if action == "restart":
+            if kind == "switch":
+                self._start_switchd(node)
+            else:
+                self._start_node(node)
+                self.state.save()
+        name = "switchd" if kind == "switch" else VETH_DRIVERS[kind].module.rsplit(".", 1)[-1]
         self._events.append(Event(self.now(), node, action,
-                                  f"switchd pid {self.state.processes[node]['pid']}"))
+                                  f"{name} pid {self.state.processes[node]['pid']}"))
 
-    def _kill_switchd(self, node: str) -> None:
+    def _kill_process(self, node: str) -> None:
         assert self.state is not None
         p = self._procs.get(node)
         if p is not None:

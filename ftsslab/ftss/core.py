@@ -1,0 +1,884 @@
+"""The FTSS node (seed 000 Fig. 6) as a sans-IO core: flowcharts 150 (Figs. 7A/7B) and 180 (Fig. 8).
+
+``FtssCore`` takes frames from its fabric ports (FCoE, one or more per server: fabric
+A and B) and its external port (plain Ethernet), plus durability and timer events,
+and returns ``Transmit``/``Persist``/``Forget`` actions. Its parts follow Fig. 6:
+
+- link unit 136 (``_link_unit``): checks the FC/FTSS framing, answers bad input with
+  ACK REJECTED, and splits the stream by opcode class: network packets to routing
+  agent 144, file I/O to file operations unit 138;
+- routing agent 144 with routing table 146 (``Route``): inner destination MAC ->
+  node, its fabric ports, its state; filled by HELLO and by ``add_route``;
+- write cache 140 / RAID 142 are the driver's store: the agent emits ``Persist`` at
+  block 154 and decides nothing before ``on_durable``;
+- file operations unit 138 with per-node spool "directories" (records keyed by
+  (node, name)); writes to ``out/`` are packets the agent routes (claims 6, 13, 21, 30).
+
+Delivery state lives in ``Stored`` (one per packet): it is retried on the node's
+other fabric port on timeout, parked while the node cannot receive and resumed when
+it can, and retained after delivery (claims 5, 20, 29) by age and FIFO capacity.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ftsslab.fast import ftss as wire
+from ftsslab.fast.fc import parse_fcoe_frame
+
+from .actions import (
+    DELIVERED_REC,
+    FC_FCTL_ANSWER,
+    FILE_REC,
+    FTSS_ACK_DELIVERED,
+    FTSS_ACK_REJECTED,
+    FTSS_ACK_STORED_BEST_EFFORT,
+    FTSS_ACK_STORED_GUARANTEED,
+    FTSS_ACK_UNDELIVERABLE,
+    FTSS_FC_ID,
+    FTSS_FILE_BAD_REQUEST,
+    FTSS_FILE_DENIED,
+    FTSS_FILE_EXISTS,
+    FTSS_FILE_NO_SPACE,
+    FTSS_FILE_NOT_FOUND,
+    FTSS_FILE_OK,
+    FTSS_FLAG_ALTPATH,
+    FTSS_NODE_DOWN,
+    FTSS_NODE_UP,
+    FTSS_OP_FILE_CLASS,
+    FTSS_OP_FILE_MASK,
+    FTSS_PKT_BROADCAST,
+    FTSS_PKT_EXTERNAL,
+    FTSS_PKT_RETRANSMIT,
+    FTSS_PKT_ROLLBACK,
+    FTSS_REASON_BAD_LENGTH,
+    FTSS_REASON_BAD_VERSION,
+    FTSS_REASON_DEST_DOWN,
+    FTSS_REASON_DEST_UNKNOWN,
+    FTSS_REASON_MALFORMED,
+    FTSS_REASON_NONE,
+    FTSS_REASON_OVERSIZE,
+    FTSS_REASON_STORE_FULL,
+    FTSS_REASON_UNKNOWN_OPCODE,
+    FTSS_VERSION,
+    FTSS_WRITE_TRUNCATE,
+    ORIGIN_EXTERNAL,
+    ORIGIN_FABRIC,
+    PKT_REC,
+    REC_DELIVERED,
+    REC_FILE,
+    REC_PKT,
+    REPLAY_FILE,
+    SPOOL_IN,
+    SPOOL_OUT,
+    TIME_EPS,
+    Forget,
+    Persist,
+    Transmit,
+    is_group,
+)
+
+DEDUPE_MEMORY = 65536  # (source node, msg id) pairs remembered after their record is gone
+
+
+@dataclass
+class Route:
+    """One node in routing table 146 (block 156: "port number ..., status information")."""
+
+    node_id: int
+    macs: set[str]
+    ports: dict[str, str]  # fabric port -> the node's FCoE MAC there; first = fabric A
+    fc_id: int
+    state: int = FTSS_NODE_UP
+    expires: float | None = None  # None: static (configured), never expires
+    files: bool = False  # reads its packets from in/ (file-I/O embodiment)
+
+
+@dataclass
+class Attempt:
+    """Delivery of one stored packet to one node (blocks 176/178, 192)."""
+
+    tries: int = 0
+    ox_id: int | None = None
+    deadline: float | None = None  # None: parked until the node can receive again
+
+
+@dataclass
+class Stored:
+    """A packet in the fault-tolerant medium (block 154 / 182)."""
+
+    rid: int
+    src_node: int
+    msg_id: int
+    pkt_flags: int
+    retention: int
+    origin: int
+    stored_at: float
+    frame: bytes
+    durable: bool = False
+    reply: tuple[str, str, int, int] | None = None  # ack goes to (port, mac, fc_id, ox_id)
+    ack: tuple[int, int] | None = None  # (status, reason) once sent
+    pending: dict[int, Attempt] = field(default_factory=dict)  # node id -> attempt
+    dests: tuple[int, ...] = ()  # fabric nodes it is (was) for: what a replay re-sends
+    delivered_rid: int | None = None
+    delivered_at: float = 0.0
+
+
+@dataclass
+class SpoolFile:
+    rid: int
+    data: bytes
+    durable: bool = False
+
+
+class FtssCore:
+    """FTSS 92: routing agent 144, link unit 136 and file operations unit 138 (sans-IO)."""
+
+    def __init__(
+        self,
+        node_id: int,
+        fabric_ports: dict[str, str],
+        *,
+        external_port: str | None = None,
+        external_macs: Iterable[str] = (),
+        echo_external: bool = False,
+        fc_id: int = FTSS_FC_ID,
+        retry: float = 0.02,
+        retain: float = 0.0,
+        retain_max: int = 1024,
+        capacity: int = 100_000,
+        max_frame: int = 9018,
+    ):
+        """``fabric_ports``: port name -> this node's MAC on it; ``external_port`` (148):
+        where unknown and ``external_macs`` destinations go; ``retain``: seconds a
+        delivered packet stays queued when its PKT asks for none; ``capacity``: records
+        the store may hold (more are REJECTED STORE_FULL)."""
+        self.node_id = node_id
+        self.ports = dict(fabric_ports)
+        self.external_port = external_port
+        self.external_macs = {m.lower() for m in external_macs}
+        self.echo_external = echo_external
+        self.fc_id = fc_id
+        self.retry = retry
+        self.retain = retain
+        self.retain_max = retain_max
+        self.capacity = capacity
+        self.max_frame = max_frame
+        self.port_up = dict.fromkeys(self.ports, True)
+        self.routes: dict[int, Route] = {}
+        self.port_node: dict[str, int] = {}
+        self.stored: dict[int, Stored] = {}  # record id -> packet
+        self.by_msg: dict[tuple[int, int], int] = {}  # (src node, msg id) -> record id
+        self.done: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()  # -> last ack
+        self.retained: deque[int] = deque()  # record ids, oldest delivery first
+        self.files: dict[tuple[int, bytes], SpoolFile] = {}
+        self.file_waiters: dict[int, tuple] = {}  # file record id -> the write to answer
+        self.records = 0  # records the store holds (Persist minus Forget)
+        self.stats: dict[str, int] = {}
+        self._next_rid = 1
+        self._next_ox = 1
+        self._next_ext_msg = 1
+        self._ox: dict[int, tuple[int, int]] = {}  # ox id -> (record id, node id)
+        self._timers: list[tuple[float, int, str, tuple]] = []
+        self._unrouted: list[int] = []  # recovered packets waiting for routing table 146
+        self._seq = 0
+
+    # ---- configuration and state --------------------------------------------------------
+
+    def add_route(
+        self, node_id: int, macs: Iterable[str], ports: dict[str, str], *, fc_id: int | None = None
+    ) -> None:
+        """A static routing table entry (never expires)."""
+        route = self._route(node_id, (fc_id if fc_id is not None else node_id) & 0xFFFFFF)
+        route.macs |= {m.lower() for m in macs}
+        route.ports.update(ports)
+        for port in ports:
+            self.port_node[port] = node_id
+
+    def able(self, node_id: int) -> bool:
+        """Decision blocks 168/186: the node is known, UP and reachable on a fabric port."""
+        route = self.routes.get(node_id)
+        return (
+            route is not None
+            and route.state == FTSS_NODE_UP
+            and any(self.port_up.get(p, False) for p in route.ports)
+        )
+
+    def set_port(self, port: str, up: bool) -> None:
+        if port in self.port_up:
+            self.port_up[port] = up
+
+    def on_port(self, port: str, up: bool, now: float) -> list:
+        """A fabric link went down/up: parked deliveries resume when it comes back."""
+        self.set_port(port, up)
+        return self._resume(now) if up else []
+
+    def lookup(self, mac: str) -> int | None:
+        """Block 156: the node serving inner destination ``mac``."""
+        for route in self.routes.values():
+            if mac in route.macs:
+                return route.node_id
+        return None
+
+    def _route(self, node_id: int, fc_id: int) -> Route:
+        route = self.routes.get(node_id)
+        if route is None:
+            route = self.routes[node_id] = Route(node_id, set(), {}, fc_id)
+        return route
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def _rid(self) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+    def _persist(self, kind: int, payload: bytes) -> Persist:
+        self.records += 1
+        return Persist(self._rid(), kind, payload)
+
+    def _forget(self, rid: int | None, out: list) -> None:
+        if rid is not None:
+            self.records -= 1
+            out.append(Forget(rid))
+
+    def _timer(self, when: float, kind: str, key: tuple) -> None:
+        heapq.heappush(self._timers, (when, self._seq, kind, key))
+        self._seq += 1
+
+    # ---- frames -------------------------------------------------------------------------
+
+    def on_frame(self, port: str, frame: bytes, now: float) -> list:
+        """A frame arrived on a fabric port or the external port; never raises."""
+        try:
+            if port == self.external_port:
+                return self._external(bytes(frame), now)
+            if port in self.ports:
+                return self._link_unit(port, bytes(frame), now)
+            self._count("unknown_port")
+            return []
+        except Exception:  # a bug must not take the node down: count it, drop the frame
+            self._count("internal_error")
+            return []
+
+    def _answer(self, port: str, req: dict, message: bytes, *, flags: int = 0) -> Transmit:
+        """An FTSS message back to where ``req`` (an FC header dict) came from."""
+        return Transmit(
+            port,
+            wire.build_ftss_frame(
+                req["src"], self.ports[port], message, d_id=req["s_id"], s_id=self.fc_id,
+                ox_id=req["ox_id"], f_ctl=FC_FCTL_ANSWER,
+            ),
+        )
+
+    def _reject(self, port: str, fc: dict, msg_id: int, reason: int) -> list:
+        self._count(f"rejected_{reason}")
+        return [self._answer(port, fc, wire.build_ack(msg_id, self.node_id, FTSS_ACK_REJECTED,
+                                                      reason))]
+
+    def _link_unit(self, port: str, frame: bytes, now: float) -> list:
+        """Link unit 136: framing checks, then split by opcode class (Fig. 6)."""
+        fc = parse_fcoe_frame(frame)
+        if fc is None:
+            self._count("malformed")
+            if len(frame) < 14:
+                return []
+            fc = {"src": frame[6:12].hex(":"), "s_id": 0, "ox_id": 0}
+            return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
+        payload = fc["payload"]
+        if fc["type"] != wire.FTSS_FC_TYPE or not fc["crc_ok"] or len(payload) < 4:
+            return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
+        if payload[0] >> 4 != FTSS_VERSION:
+            return self._reject(port, fc, 0, FTSS_REASON_BAD_VERSION)
+        length = int.from_bytes(payload[2:4], "big")
+        if length < 4 or length > len(payload) or len(payload) - length > 3:
+            return self._reject(port, fc, 0, FTSS_REASON_BAD_LENGTH)
+        msg = wire.parse_ftss(payload)
+        if msg is None:
+            return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
+        op = msg["opcode"]
+        if (op & FTSS_OP_FILE_MASK) == FTSS_OP_FILE_CLASS and op != wire.FTSS_OP_RESPONSE:
+            return self._file_unit(port, fc, msg, now)
+        if op == wire.FTSS_OP_PKT:
+            return self._fabric_pkt(port, fc, msg, now)
+        if op == wire.FTSS_OP_ACK:
+            return self._ack(fc, msg, now)
+        if op == wire.FTSS_OP_HELLO:
+            return self._hello(port, fc, msg, now)
+        return self._reject(port, fc, msg.get("msg_id", 0), FTSS_REASON_UNKNOWN_OPCODE)
+
+    # ---- routing table 146 --------------------------------------------------------------
+
+    def _hello(self, port: str, fc: dict, msg: dict, now: float) -> list:
+        """A node registers (node id, MACs, state) on a fabric port; STATUS answers it."""
+        node_id = msg["node_id"]
+        old = self.port_node.get(port)
+        if old is not None and old != node_id and old in self.routes:
+            self.routes[old].ports.pop(port, None)
+        route = self._route(node_id, fc["s_id"])
+        route.fc_id = fc["s_id"]
+        route.ports[port] = fc["src"]
+        self.port_node[port] = node_id
+        macs = {m.lower() for m in msg["macs"]}
+        for other in self.routes.values():
+            if other is not route:
+                other.macs -= macs  # a MAC served by one node only: the newest HELLO wins
+        route.macs |= macs
+        route.state = msg["state"]
+        route.expires = now + msg["hold_time"] if msg["hold_time"] else None
+        if route.expires is not None:
+            self._timer(route.expires, "expire", (node_id,))
+        self._count("hello")
+        status = wire.build_status(node_id, msg["seq"], sorted(route.macs), state=route.state,
+                                   port=msg["port"], hold_time=msg["hold_time"])
+        return [self._answer(port, fc, status), *self._resume(now)]
+
+    def _expire(self, node_id: int, now: float) -> None:
+        route = self.routes.get(node_id)
+        if route is not None and route.expires is not None and route.expires <= now:
+            route.state = FTSS_NODE_DOWN
+            self._count("hold_expired")
+
+    # ---- flowchart 150: packets from the fabric (Figs. 7A/7B) ----------------------------
+
+    def _fabric_pkt(self, port: str, fc: dict, msg: dict, now: float) -> list:
+        """Block 152: receive; block 154: commit (the ACK waits for ``on_durable``)."""
+        key = (msg["src_node"], msg["msg_id"])
+        frame = bytes(msg["payload"])
+        if len(frame) < 14:
+            return self._reject(port, fc, key[1], FTSS_REASON_MALFORMED)
+        if len(frame) > self.max_frame:
+            return self._reject(port, fc, key[1], FTSS_REASON_OVERSIZE)
+        reply = (port, fc["src"], fc["s_id"], fc["ox_id"])
+        rid = self.by_msg.get(key)
+        if rid is not None:  # a retransmit of a packet we hold: exactly once, same answer
+            self._count("duplicate")
+            pkt = self.stored[rid]
+            pkt.reply = reply
+            return [self._ack_to(pkt)] if pkt.ack is not None else []
+        if key in self.done:
+            self._count("duplicate")
+            status, reason = self.done[key]
+            return [self._answer(port, fc, wire.build_ack(key[1], self.node_id, status, reason))]
+        if self.records >= self.capacity:
+            return self._reject(port, fc, key[1], FTSS_REASON_STORE_FULL)
+        flags = msg["pkt_flags"] & ~(FTSS_PKT_RETRANSMIT | FTSS_PKT_ROLLBACK)
+        return self._store(key, flags, msg["retention"], ORIGIN_FABRIC, frame, now, reply)
+
+    def _store(self, key, flags, retention, origin, frame, now, reply) -> list:
+        rec = self._persist(REC_PKT, PKT_REC.pack(key[0], key[1], flags, retention, origin, now)
+                            + frame)
+        pkt = Stored(rec.record_id, key[0], key[1], flags, retention, origin, now, frame,
+                     reply=reply)
+        self.stored[pkt.rid] = pkt
+        self.by_msg[key] = pkt.rid
+        self._count("stored")
+        return [rec]
+
+    def on_durable(self, record_id: int, now: float) -> list:
+        """The store's fsync covered ``record_id``: now the packet may be acknowledged."""
+        try:
+            pkt = self.stored.get(record_id)
+            if pkt is not None and not pkt.durable:
+                pkt.durable = True
+                return self._route_pkt(pkt, now, fresh=True)
+            return self._file_durable(record_id, now)
+        except Exception:
+            self._count("internal_error")
+            return []
+
+    def on_persist_failed(self, record_id: int, now: float) -> list:
+        """The store could not take the record (full, I/O error): REJECTED STORE_FULL."""
+        self.records -= 1
+        pkt = self.stored.pop(record_id, None)
+        if pkt is not None:
+            self.by_msg.pop((pkt.src_node, pkt.msg_id), None)
+            self._count(f"rejected_{FTSS_REASON_STORE_FULL}")
+            if pkt.reply is not None:
+                pkt.ack = (FTSS_ACK_REJECTED, FTSS_REASON_STORE_FULL)
+                return [self._ack_to(pkt)]
+            return []
+        waiter = self.file_waiters.pop(record_id, None)
+        if waiter is None:
+            return []
+        port, fc, msg, key, _ = waiter
+        if self.files.get(key) is not None and self.files[key].rid == record_id:
+            del self.files[key]
+        return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+
+    def _ack_to(self, pkt: Stored) -> Transmit:
+        port, mac, fc_id, ox_id = pkt.reply
+        status, reason = pkt.ack
+        msg = wire.build_ack(pkt.msg_id, self.node_id, status, reason)
+        fc = {"src": mac, "s_id": fc_id, "ox_id": ox_id}
+        return self._answer(port, fc, msg)
+
+    def _acknowledge(self, pkt: Stored, status: int, reason: int, out: list) -> None:
+        pkt.ack = (status, reason)
+        self._count(f"ack_{status}")
+        if pkt.reply is not None and pkt.origin == ORIGIN_FABRIC and pkt.reply[0] in self.ports:
+            out.append(self._ack_to(pkt))
+
+    def _route_pkt(self, pkt: Stored, now: float, *, fresh: bool) -> list:
+        """Blocks 156/158 (and 184/186 for external frames): where does it go?
+
+        ``fresh``: just stored. A recovered packet (not fresh) may already be
+        guaranteed, so it waits for its node instead of becoming undeliverable; its
+        verdict is sent only to a source that asks again (reply is None until then).
+        """
+        out: list = []
+        dst = pkt.frame[0:6].hex(":")
+        external = False
+        if pkt.origin == ORIGIN_EXTERNAL:
+            dests = self._fabric_dests(pkt, dst, exclude=None)
+            pkt.pkt_flags |= FTSS_PKT_EXTERNAL
+            if not dests:  # block 186 NO -> block 188: delete
+                self._count("external_dropped")
+                self._finish(pkt, now, out)
+                return out
+        elif is_group(dst) or pkt.pkt_flags & FTSS_PKT_BROADCAST:
+            # block 158: a broadcast takes both the FTSS and the EXTERNAL branch
+            dests = self._fabric_dests(pkt, dst, exclude=pkt.src_node)
+            external = self.external_port is not None
+            status = (FTSS_ACK_STORED_GUARANTEED if dests else
+                      FTSS_ACK_STORED_BEST_EFFORT if external else FTSS_ACK_UNDELIVERABLE)
+            reason = FTSS_REASON_NONE if dests or external else FTSS_REASON_DEST_UNKNOWN
+            self._acknowledge(pkt, status, reason, out)
+        else:
+            node = None if dst in self.external_macs else self.lookup(dst)
+            if node is None:
+                if self.external_port is None:  # nowhere to send it: block 170
+                    self._acknowledge(pkt, FTSS_ACK_UNDELIVERABLE, FTSS_REASON_DEST_UNKNOWN, out)
+                    self._finish(pkt, now, out)
+                    return out
+                external = True  # "EXTERNAL" branch: block 160 then 164
+                dests = []
+                self._acknowledge(pkt, FTSS_ACK_STORED_BEST_EFFORT, FTSS_REASON_NONE, out)
+            elif fresh and not self.able(node):  # block 168 NO -> 170, 172
+                self._acknowledge(pkt, FTSS_ACK_UNDELIVERABLE, FTSS_REASON_DEST_DOWN, out)
+                self._finish(pkt, now, out)
+                return out
+            else:  # block 168 YES -> block 174
+                dests = [node]
+                self._acknowledge(pkt, FTSS_ACK_STORED_GUARANTEED, FTSS_REASON_NONE, out)
+            external = external or (self.echo_external and self.external_port is not None)
+        if external:  # block 164: transmit the stored copy on external port 148
+            out.append(Transmit(self.external_port, pkt.frame))
+            self._count("external_out")
+        pkt.dests = tuple(dests)
+        for node in dests:  # blocks 176 / 192
+            pkt.pending[node] = Attempt()
+            out += self._attempt(pkt, node, now)
+        if not pkt.pending:
+            self._finish(pkt, now, out)
+        return out
+
+    def _fabric_dests(self, pkt: Stored, dst: str, exclude: int | None) -> list[int]:
+        if is_group(dst) or pkt.pkt_flags & FTSS_PKT_BROADCAST:
+            return sorted(n for n in self.routes if n != exclude and self.able(n))
+        node = self.lookup(dst)
+        return [node] if node is not None and self.able(node) else []
+
+    def _attempt(self, pkt: Stored, node: int, now: float) -> list:
+        """Block 176: transmit to the node, primary port first, the other on each retry."""
+        attempt = pkt.pending[node]
+        route = self.routes.get(node)
+        if route is not None and route.files:
+            attempt.deadline = None  # spooled in its in/ directory: it reads and deletes it
+            return []
+        ports = [p for p in (route.ports if route else ()) if self.port_up.get(p, False)]
+        if not ports or not self.able(node):
+            attempt.deadline = None  # parked: resumes on HELLO / port up
+            self._count("parked")
+            return []
+        port = ports[attempt.tries % len(ports)]
+        if attempt.ox_id is not None:
+            self._ox.pop(attempt.ox_id, None)
+        attempt.ox_id = self._new_ox(pkt.rid, node)
+        flags = pkt.pkt_flags | (FTSS_PKT_RETRANSMIT if attempt.tries else 0)
+        hdr = FTSS_FLAG_ALTPATH if port != next(iter(route.ports)) else 0
+        attempt.tries += 1
+        attempt.deadline = now + self.retry
+        self._timer(attempt.deadline, "retry", (pkt.rid, node, attempt.tries))
+        self._count("transmit" if attempt.tries == 1 else "retransmit")
+        return [self._pkt_frame(pkt, port, route, flags, hdr, attempt.ox_id)]
+
+    def _pkt_frame(self, pkt, port, route, flags, hdr, ox_id) -> Transmit:
+        message = wire.build_pkt(pkt.msg_id, pkt.src_node, pkt.frame, pkt_flags=flags,
+                                 retention=pkt.retention, flags=hdr)
+        return Transmit(port, wire.build_ftss_frame(route.ports[port], self.ports[port], message,
+                                                    d_id=route.fc_id, s_id=self.fc_id,
+                                                    ox_id=ox_id))
+
+    def _new_ox(self, rid: int, node: int) -> int:
+        for _ in range(0xFFFF):
+            ox = self._next_ox
+            self._next_ox = ox % 0xFFFE + 1  # 1..0xFFFE; 0xFFFF means "unassigned"
+            if ox not in self._ox:
+                self._ox[ox] = (rid, node)
+                return ox
+        raise OverflowError("more than 65534 deliveries in flight")
+
+    def _ack(self, fc: dict, msg: dict, now: float) -> list:
+        """Block 178: the destination acknowledges receipt (its unit's ACK DELIVERED)."""
+        if msg["status"] != FTSS_ACK_DELIVERED:
+            self._count("unexpected_ack")
+            return []
+        rid, node = self._ox.get(fc["ox_id"], (None, None))
+        pkt = self.stored.get(rid)
+        if pkt is None or pkt.msg_id != msg["msg_id"] or node not in pkt.pending:
+            self._count("stale_ack")
+            return []
+        del self._ox[fc["ox_id"]]
+        return self._delivered(pkt, node, now)
+
+    def _delivered(self, pkt: Stored, node: int, now: float) -> list:
+        pkt.pending.pop(node, None)
+        self._count("delivered")
+        out: list = []
+        if not pkt.pending:  # a broadcast is deleted only once every node has it
+            self._finish(pkt, now, out)
+        return out
+
+    def _finish(self, pkt: Stored, now: float, out: list) -> None:
+        """Blocks 166/172/188: delete, or keep in the packet queue (claims 5, 20, 29)."""
+        keep = pkt.retention or self.retain
+        if keep and pkt.dests and pkt.delivered_rid is None:
+            pkt.delivered_at = now
+            rec = self._persist(REC_DELIVERED, DELIVERED_REC.pack(pkt.rid, now, len(pkt.dests))
+                                + struct.pack(f"!{len(pkt.dests)}I", *pkt.dests))
+            pkt.delivered_rid = rec.record_id
+            out.append(rec)
+            self.retained.append(pkt.rid)
+            self._timer(now + keep, "retain", (pkt.rid,))
+            while len(self.retained) > self.retain_max:  # FIFO capacity: oldest goes first
+                self._drop(self.stored.get(self.retained.popleft()), out)
+            return
+        self._drop(pkt, out)
+
+    def _drop(self, pkt: Stored | None, out: list) -> None:
+        if pkt is None or pkt.rid not in self.stored:
+            return
+        del self.stored[pkt.rid]
+        key = (pkt.src_node, pkt.msg_id)
+        if self.by_msg.get(key) == pkt.rid:
+            del self.by_msg[key]
+        if pkt.ack is not None and pkt.origin == ORIGIN_FABRIC:
+            self.done[key] = pkt.ack
+            while len(self.done) > DEDUPE_MEMORY:
+                self.done.popitem(last=False)
+        for attempt in pkt.pending.values():
+            self._ox.pop(attempt.ox_id, None)
+        self._forget(pkt.delivered_rid, out)
+        self._forget(pkt.rid, out)
+
+    def _resume(self, now: float) -> list:
+        """A node can receive again: parked deliveries go out (as long as stored)."""
+        out: list = []
+        for pkt in list(self.stored.values()):
+            for node, attempt in list(pkt.pending.items()):
+                if attempt.deadline is None and self.able(node):
+                    out += self._attempt(pkt, node, now)
+        return out
+
+    # ---- flowchart 180: frames from external network 96 (Fig. 8) -------------------------
+
+    def _external(self, frame: bytes, now: float) -> list:
+        """Block 181: receive; block 182: commit; the rest after ``on_durable``."""
+        if len(frame) < 14 or len(frame) > self.max_frame:
+            self._count("external_malformed")
+            return []
+        if self.records >= self.capacity:
+            self._count("external_store_full")
+            return []
+        key = (self.node_id, self._next_ext_msg)
+        self._next_ext_msg += 1
+        return self._store(key, 0, 0, ORIGIN_EXTERNAL, frame, now, None)
+
+    # ---- timers -------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def on_timer(self, now: float) -> list:
+        out: list = []
+        try:
+            while self._timers and self._timers[0][0] <= now + TIME_EPS:
+                _, _, kind, key = heapq.heappop(self._timers)
+                if kind == "retry":
+                    rid, node, tries = key
+                    pkt = self.stored.get(rid)
+                    attempt = pkt.pending.get(node) if pkt else None
+                    if attempt is not None and attempt.tries == tries and attempt.deadline:
+                        out += self._attempt(pkt, node, now)
+                elif kind == "reroute":
+                    out += self._reroute(now)
+                elif kind == "expire":
+                    self._expire(key[0], now)
+                elif kind == "retain":
+                    pkt = self.stored.get(key[0])
+                    if pkt is not None and pkt.delivered_rid is not None:
+                        self.retained.remove(pkt.rid)
+                        self._drop(pkt, out)
+        except Exception:
+            self._count("internal_error")
+        return out
+
+    # ---- roll back (claims 5, 20, 29) ----------------------------------------------------
+
+    def replay(self, node_id: int, since: float, now: float) -> list:
+        """Re-send every stored packet for ``node_id`` received at or after ``since``.
+
+        A redundant application "roll[s] back processing to a known valid point, and
+        re-retrieve[s] the packets from FTSS to reconstruct the network dialog". Sent
+        once, flagged ROLLBACK, so the node's unit hands them over again.
+        """
+        route = self.routes.get(node_id)
+        ports = [p for p in (route.ports if route else ()) if self.port_up.get(p, False)]
+        if not ports:
+            return []
+        out = []
+        for pkt in sorted(self.stored.values(), key=lambda p: (p.stored_at, p.rid)):
+            if pkt.durable and node_id in pkt.dests and pkt.stored_at >= since:
+                ox = self._next_ox
+                self._next_ox = ox % 0xFFFE + 1
+                out.append(self._pkt_frame(pkt, ports[0], route,
+                                           pkt.pkt_flags | FTSS_PKT_ROLLBACK, 0, ox))
+        self.stats["replayed"] = self.stats.get("replayed", 0) + len(out)
+        return out
+
+    # ---- file operations unit 138 (claims 6, 13, 21, 30) --------------------------------
+
+    def _respond(self, port, fc, msg, status, *, data=b"", names=None) -> list:
+        self._count(f"file_{msg['opcode']:#x}_{status}")
+        return [self._answer(port, fc, wire.build_response(msg["req_id"], msg["opcode"],
+                                                           status=status, data=data,
+                                                           names=names))]
+
+    def _file_unit(self, port: str, fc: dict, msg: dict, now: float) -> list:
+        node = self.port_node.get(port)
+        if node is None:  # no HELLO on this port: whose directories?
+            return self._respond(port, fc, msg, FTSS_FILE_DENIED)
+        name, op = msg["filename"], msg["opcode"]
+        if op == wire.FTSS_OP_LIST:
+            if name.rstrip(b"/") + b"/" == SPOOL_IN:
+                self.routes[node].files = True  # it watches in/: spool its packets there
+            prefix = name.rstrip(b"/") + b"/" if name else b""
+            names = sorted(n for n in self._listing(node) if n.startswith(prefix))
+            return self._respond(port, fc, msg, FTSS_FILE_OK, names=names)
+        if not name:
+            return self._respond(port, fc, msg, FTSS_FILE_BAD_REQUEST)
+        if op == wire.FTSS_OP_READ:
+            if name == REPLAY_FILE:
+                sent = self.replay(node, msg["offset"] / 1000, now)
+                count = len(sent).to_bytes(4, "big")
+                return [*sent, *self._respond(port, fc, msg, FTSS_FILE_OK, data=count)]
+            data = self._read(node, name)
+            if data is None:
+                return self._respond(port, fc, msg, FTSS_FILE_NOT_FOUND)
+            end = msg["offset"] + msg["count"] if msg["count"] else None
+            return self._respond(port, fc, msg, FTSS_FILE_OK, data=data[msg["offset"] : end])
+        if op == wire.FTSS_OP_DELETE:
+            return self._delete(port, fc, msg, node, name, now)
+        return self._write(port, fc, msg, node, name, now)
+
+    def _listing(self, node: int) -> list[bytes]:
+        """The node's durable files, plus in/<src>-<msg id> for each packet pending for it."""
+        names = [n for (o, n), f in self.files.items() if o == node and f.durable]
+        names += [self._in_name(p) for p in self.stored.values()
+                  if p.durable and node in p.pending]
+        return names
+
+    @staticmethod
+    def _in_name(pkt: Stored) -> bytes:
+        return SPOOL_IN + f"{pkt.src_node}-{pkt.msg_id}".encode()
+
+    def _spooled(self, node: int, name: bytes) -> Stored | None:
+        if not name.startswith(SPOOL_IN):
+            return None
+        src, _, msg = name[len(SPOOL_IN):].partition(b"-")
+        if not (src.isdigit() and msg.isdigit()):
+            return None
+        pkt = self.stored.get(self.by_msg.get((int(src), int(msg)), 0))
+        return pkt if pkt is not None and pkt.durable and node in pkt.pending else None
+
+    def _read(self, node: int, name: bytes) -> bytes | None:
+        pkt = self._spooled(node, name)
+        if pkt is not None:
+            return pkt.frame
+        f = self.files.get((node, name))
+        return f.data if f is not None and f.durable else None
+
+    def _delete(self, port, fc, msg, node, name, now) -> list:
+        pkt = self._spooled(node, name)
+        if pkt is not None:  # deleting its copy is the node's receipt (block 178, claim 3)
+            return [*self._delivered(pkt, node, now), *self._respond(port, fc, msg,
+                                                                     FTSS_FILE_OK)]
+        f = self.files.get((node, name))
+        if f is None or not f.durable:
+            return self._respond(port, fc, msg, FTSS_FILE_NOT_FOUND)
+        out: list = []
+        del self.files[(node, name)]
+        self._forget(f.rid, out)
+        return [*out, *self._respond(port, fc, msg, FTSS_FILE_OK)]
+
+    def _write(self, port, fc, msg, node, name, now) -> list:
+        """Incoming file I/O is committed first; the answer waits for ``on_durable``."""
+        key = (node, name)
+        if name.startswith(SPOOL_OUT):  # a retransmitted packet file: answer, store once
+            if key in self.files:  # the first copy is being committed: its answer comes
+                self._count("duplicate")
+                return []
+            dup = (node, _out_msg_id(name))
+            rid = self.by_msg.get(dup)
+            if rid is not None or dup in self.done:
+                self._count("duplicate")
+                out = self._respond(port, fc, msg, FTSS_FILE_OK)
+                pkt = self.stored.get(rid)
+                if pkt is not None and pkt.ack is not None:
+                    pkt.reply = (port, fc["src"], fc["s_id"], fc["ox_id"])
+                    out.append(self._ack_to(pkt))
+                elif dup in self.done:
+                    status, reason = self.done[dup]
+                    out += [self._answer(port, fc, wire.build_ack(dup[1], self.node_id, status,
+                                                                  reason))]
+                return out
+        old = self.files.get(key)
+        if old is not None and not msg["wflags"] & FTSS_WRITE_TRUNCATE and msg["offset"] == 0:
+            return self._respond(port, fc, msg, FTSS_FILE_EXISTS)
+        if self.records >= self.capacity:
+            return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+        base = old.data if old is not None and msg["offset"] else b""
+        off = msg["offset"]
+        data = base[:off].ljust(off, b"\0") + msg["data"] + base[off + len(msg["data"]):]
+        rec = self._persist(REC_FILE, FILE_REC.pack(node, len(name)) + name + data)
+        # the old version is forgotten once the new one is durable
+        self.file_waiters[rec.record_id] = (port, _fc_copy(fc), _msg_copy(msg), key,
+                                            old.rid if old is not None else None)
+        self.files[key] = SpoolFile(rec.record_id, data)
+        return [rec]
+
+    def _file_durable(self, rid: int, now: float) -> list:
+        waiter = self.file_waiters.pop(rid, None)
+        if waiter is None:
+            return []
+        port, fc, msg, key, old_rid = waiter
+        out: list = []
+        self._forget(old_rid, out)
+        f = self.files.get(key)
+        if f is None or f.rid != rid:  # overwritten again meanwhile: this version is stale
+            self._forget(rid, out)
+            return out
+        f.durable = True
+        out += self._respond(port, fc, msg, FTSS_FILE_OK)
+        if key[1].startswith(SPOOL_OUT):  # the agent watches out/: a packet arrived (claim 6)
+            out += self._spool_pkt(key, f, (port, fc["src"], fc["s_id"], fc["ox_id"]), now)
+        return out
+
+    def _spool_pkt(self, key: tuple[int, bytes], f: SpoolFile, reply, now: float) -> list:
+        """The agent picks a packet file up from out/ and routes it like a PKT."""
+        pkt = self._file_pkt(key, f, reply, now)
+        if len(f.data) < 14:
+            out: list = []
+            self._acknowledge(pkt, FTSS_ACK_REJECTED, FTSS_REASON_MALFORMED, out)
+            self._drop(pkt, out)
+            return out
+        return self._route_pkt(pkt, now, fresh=True)
+
+    def _file_pkt(self, key: tuple[int, bytes], f: SpoolFile, reply, now: float) -> Stored:
+        """The out/ file becomes the stored packet (same record), keyed like a PKT."""
+        del self.files[key]
+        pkt = Stored(f.rid, key[0], _out_msg_id(key[1]), 0, 0, ORIGIN_FABRIC, now, f.data,
+                     durable=True, reply=reply)
+        self.stored[pkt.rid] = pkt
+        self.by_msg[(pkt.src_node, pkt.msg_id)] = pkt.rid
+        return pkt
+
+    # ---- recovery -----------------------------------------------------------------------
+
+    def recover(self, records: Iterable[tuple[int, int, bytes]], now: float,
+                grace: float = 0.0) -> list:
+        """Rebuild queues from the store's records after a crash, and resume delivery.
+
+        ``records``: (record id, kind, payload) of every durable record, in order.
+        Delivered packets go back into the retention queue. The others are routed
+        again after ``grace`` seconds (time for the nodes' HELLOs to refill routing
+        table 146) without a new ACK: their sources hold one already, or retransmit
+        and get it from the dedupe state; destinations de-duplicate by msg id.
+        """
+        out: list = []
+        delivered: dict[int, tuple[int, float, tuple[int, ...]]] = {}
+        for rid, kind, payload in records:
+            self._next_rid = max(self._next_rid, rid + 1)
+            self.records += 1
+            try:
+                self._recover_one(rid, kind, bytes(payload), delivered, out)
+            except Exception:  # the store's CRC passed, but the bytes are not ours
+                self._count("recover_bad")
+        for (node, name), f in list(self.files.items()):
+            if name.startswith(SPOOL_OUT):  # committed, not yet routed: route it now
+                self._file_pkt((node, name), f, None, now)
+        for pkt in self.stored.values():
+            mark = delivered.pop(pkt.rid, None)
+            if mark is None:
+                self._unrouted.append(pkt.rid)
+                continue
+            pkt.delivered_rid, pkt.delivered_at, pkt.dests = mark
+            self.retained.append(pkt.rid)
+            self._timer(pkt.delivered_at + (pkt.retention or self.retain), "retain", (pkt.rid,))
+        for rid, _, _ in delivered.values():  # a marker whose packet is gone
+            self._forget(rid, out)
+        self._timer(now + grace, "reroute", ())
+        self._count("recovered")
+        return out
+
+    def _recover_one(self, rid: int, kind: int, payload: bytes, delivered: dict, out: list):
+        if kind == REC_PKT:
+            src, msg_id, flags, retention, origin, at = PKT_REC.unpack_from(payload)
+            pkt = Stored(rid, src, msg_id, flags, retention, origin, at,
+                         payload[PKT_REC.size:], durable=True)
+            self.stored[rid] = pkt
+            self.by_msg[(src, msg_id)] = rid
+            if origin == ORIGIN_EXTERNAL:
+                self._next_ext_msg = max(self._next_ext_msg, msg_id + 1)
+        elif kind == REC_DELIVERED:
+            prid, at, count = DELIVERED_REC.unpack_from(payload)
+            dests = struct.unpack_from(f"!{count}I", payload, DELIVERED_REC.size)
+            delivered[prid] = (rid, at, dests)
+        elif kind == REC_FILE:
+            node, nlen = FILE_REC.unpack_from(payload)
+            name = payload[FILE_REC.size : FILE_REC.size + nlen]
+            old = self.files.get((node, name))
+            self._forget(old.rid if old is not None else None, out)
+            self.files[(node, name)] = SpoolFile(rid, payload[FILE_REC.size + nlen :], True)
+        else:
+            self._count("recover_unknown")
+
+    def _reroute(self, now: float) -> list:
+        out: list = []
+        rids, self._unrouted = self._unrouted, []
+        for rid in rids:
+            pkt = self.stored.get(rid)
+            if pkt is not None:
+                out += self._route_pkt(pkt, now, fresh=False)
+        return out
+
+
+def _fc_copy(fc: dict) -> dict:
+    """The FC fields an answer needs (the parsed dict holds a view of the frame)."""
+    return {"src": fc["src"], "s_id": fc["s_id"], "ox_id": fc["ox_id"]}
+
+
+def _msg_copy(msg: dict) -> dict:
+    return {"req_id": msg["req_id"], "opcode": msg["opcode"]}
+
+
+def _out_msg_id(name: bytes) -> int:
+    """``out/<msg id>``: the unit names a packet file by its msg id (else 0)."""
+    tail = name[len(SPOOL_OUT):]
+    return int(tail) if tail.isdigit() and len(tail) < 20 else 0
