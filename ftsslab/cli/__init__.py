@@ -26,7 +26,7 @@ class UserError(Exception):
 
 
 def main() -> None:
-    from . import lab, packets, wireshark  # noqa: F401  (registers the commands)
+    from . import ftss, lab, packets, wireshark  # noqa: F401  (registers the commands)
 
     try:
         app()

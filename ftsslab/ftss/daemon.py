@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import queue
 import selectors
@@ -50,10 +51,15 @@ def link_up(iface: str) -> bool:
         return False
 
 
+def control_path(state_dir: str, node: str) -> str:
+    """The node's control socket: JSON requests such as a retention replay."""
+    return os.path.join(state_dir, f"{node}.ctl")
+
+
 class NodeProcess:
     """One loop: frames in, core actions out, store completions, timers, link state."""
 
-    def __init__(self, core, ifaces: list[str], store: Store | None):
+    def __init__(self, core, ifaces: list[str], store: Store | None, control: str | None = None):
         self.core = core
         self.store = store
         self.socks = {i: open_port(i) for i in ifaces}
@@ -65,6 +71,14 @@ class NodeProcess:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.control = None
+        if control is not None:
+            if os.path.exists(control):
+                os.unlink(control)
+            self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.control.bind(control)
+            self.control.setblocking(False)
+            self.sel.register(self.control, selectors.EVENT_READ, "control")
         self.tombstones = 0
         self.live: dict[int, int] = {}  # record id -> store seq of its live record
 
@@ -108,6 +122,8 @@ class NodeProcess:
             for key, _ in self.sel.select(timeout):
                 if key.data is None:
                     self._drain_durable()
+                elif key.data == "control":
+                    self._serve_control()
                 else:
                     self._drain_port(key.data)
             now = time.time()
@@ -148,6 +164,24 @@ class NodeProcess:
                 self.run_actions(self.core.on_durable(rid, now))
             else:
                 self.run_actions(self.core.on_persist_failed(rid, now))
+
+    def _serve_control(self) -> None:
+        """``{"op": "replay", "node_id": N, "since": unix time}`` -> ``{"ok", "replayed"}``."""
+        try:
+            data, peer = self.control.recvfrom(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        try:
+            req = json.loads(data)
+            if req.get("op") != "replay" or not hasattr(self.core, "replay"):
+                raise ValueError(f"unknown request {req.get('op')!r}")
+            actions = self.core.replay(int(req["node_id"]), float(req["since"]), time.time())
+            self.run_actions(actions)
+            reply = {"ok": True, "replayed": len(actions)}
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        if peer:
+            self.control.sendto(json.dumps(reply).encode(), peer)
 
     def _drain_port(self, iface: str) -> None:
         s = self.socks[iface]
@@ -191,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(args.state) / node.name
         store = Store([base / "m0", base / "m1"])
         core = make()
-        proc = NodeProcess(core, ifaces, store)
+        proc = NodeProcess(core, ifaces, store, control_path(args.state, node.name))
         records = recovered_live(store)
         proc.live.update({rid: seq for seq, (rid, _, _) in records.items()})
         proc.run_actions(core.recover(list(records.values()), time.time(), grace=grace))
