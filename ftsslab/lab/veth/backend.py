@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -316,7 +317,40 @@ class VethBackend(Backend):
         if self._owner:
             self.down()
 
-    # ---- switchd ------------------------------------------------------------------------------
+    # ---- node processes (switchd, driver kinds) ----------------------------------------------
+    def _spawn(self, node: str, python_args: list[str]) -> subprocess.Popen:
+        """Start ``python <python_args>`` inside the node's namespace, stderr to <node>.err."""
+        assert self.state is not None and self.lab_id is not None
+        ns = self._ns(node)
+        # nsenter --net is lighter than `ip netns exec` (no mount namespace, no sysfs remount;
+        # node processes need neither)
+        enter = (["nsenter", f"--net={names.NETNS_DIR}/{ns}"] if shutil.which("nsenter")
+                 else ["ip", "netns", "exec", ns])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        with open(os.path.join(names.lab_dir(self.lab_id), f"{node}.err"), "ab") as err:
+            p = subprocess.Popen([*enter, self._python, *python_args], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                 start_new_session=True, close_fds=True)
+        self._procs[node] = p
+        self.state.processes[node] = {"pid": p.pid, "start": proc_start_time(p.pid)}
+        return p
+
+    def _wait_ready(self, node: str, what: str, ready: Callable[[], bool]) -> None:
+        """Until ``ready()``; BackendError with the process's last stderr line if it dies."""
+        assert self.lab_id is not None
+        p = self._procs[node]
+        deadline = time.monotonic() + self._switchd_timeout
+        while not ready():
+            if p.poll() is not None:
+                err = Path(names.lab_dir(self.lab_id), f"{node}.err").read_text(errors="replace")
+                tail = err.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+                raise BackendError(f"{what}: process died: {tail[0]}")
+            if time.monotonic() > deadline:
+                raise BackendError(f"{what}: not ready after {self._switchd_timeout:g}s")
+            time.sleep(0.02)
+
     def _start_switchd(self, node: str, wait: bool = True) -> None:
         assert self.state is not None and self.lab_id is not None
         rec = self._switch(node)
@@ -325,78 +359,38 @@ class VethBackend(Backend):
             os.unlink(sock)
         except FileNotFoundError:
             pass
-        # nsenter --net is lighter than `ip netns exec` (no mount namespace, no sysfs remount;
-        # switchd needs neither); -S: switchd needs only the stdlib and ftsslab (PYTHONPATH)
-        enter = (["nsenter", f"--net={names.NETNS_DIR}/{rec['ns']}"] if shutil.which("nsenter")
-                 else ["ip", "netns", "exec", rec["ns"]])
-        argv = [*enter, self._python, "-S", "-m", "ftsslab.lab.veth.switchd",
-                "--lab", self.lab_id, "--node", node, "--ports", ",".join(rec["ifaces"]),
-                "--socket", sock, "--log", names.switchd_log(self.lab_id, node)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        with open(os.path.join(names.lab_dir(self.lab_id), f"{node}.err"), "ab") as err:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err, env=env, start_new_session=True, close_fds=True)
-        self._procs[node] = p
-        self.state.processes[node] = {"pid": p.pid, "start": proc_start_time(p.pid)}
+        # -S: switchd needs only the stdlib and ftsslab (PYTHONPATH)
+        self._spawn(node, ["-S", "-m", "ftsslab.lab.veth.switchd", "--lab", self.lab_id,
+                           "--node", node, "--ports", ",".join(rec["ifaces"]), "--socket", sock,
+                           "--log", names.switchd_log(self.lab_id, node)])
         if wait:
             self.state.save()
             self._wait_switchd(node)
 
     def _start_node(self, node: str) -> None:
-        """Start the node process of a driver kind inside the node's namespace."""
+        """Start the node process of a driver kind and wait until its ports are open."""
         assert self.state is not None and self.lab_id is not None
         if node not in self._scenario_nodes:
             raise BackendError(f"{node}: only the process that built the lab can start it")
         n, _ = self._scenario_nodes[node]
         driver = VETH_DRIVERS[n.kind]
-        ns = self._ns(node)
-        enter = (["nsenter", f"--net={names.NETNS_DIR}/{ns}"] if shutil.which("nsenter")
-                 else ["ip", "netns", "exec", ns])
-        scenario_path = os.path.abspath(self.state.scenario_path)
-        ready = Path(names.lab_dir(self.lab_id), f"{node}.ready")
+        ready = Path(names.lab_dir(self.lab_id), f"{node}.ready")  # the process touches it
         ready.unlink(missing_ok=True)
-        argv = [*enter, self._python, "-m", driver.module,
-                *driver.args(n, scenario_path, names.lab_dir(self.lab_id))]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        with open(os.path.join(names.lab_dir(self.lab_id), f"{node}.err"), "ab") as err:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err, env=env, start_new_session=True, close_fds=True)
-        self._procs[node] = p
-        self.state.processes[node] = {"pid": p.pid, "start": proc_start_time(p.pid)}
-        deadline = time.monotonic() + self._switchd_timeout
-        while not ready.exists():  # the process writes it once its ports are open
-            if p.poll() is not None:
-                err = Path(names.lab_dir(self.lab_id), f"{node}.err").read_text(errors="replace")
-                tail = err.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
-                raise BackendError(f"{node}: node process died: {tail[0]}")
-            if time.monotonic() > deadline:
-                raise BackendError(f"{node}: node process not ready after "
-                                   f"{self._switchd_timeout:g}s")
-            time.sleep(0.02)
+        self._spawn(node, ["-m", driver.module, *driver.args(
+            n, os.path.abspath(self.state.scenario_path), names.lab_dir(self.lab_id))])
+        self._wait_ready(node, f"{node} ({n.kind})", ready.exists)
 
     def _wait_switchd(self, node: str) -> None:
         assert self.lab_id is not None
         sock = names.switchd_socket(self.lab_id, node)
-        p = self._procs[node]
-        deadline = time.monotonic() + self._switchd_timeout
-        while True:
-            if p.poll() is not None:
-                err = Path(names.lab_dir(self.lab_id), f"{node}.err").read_text(errors="replace")
-                tail = err.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
-                raise BackendError(f"switch {node}: control process died: {tail[0]}")
+
+        def answers() -> bool:
             try:
-                if request(sock, {"op": "ping"}, timeout=2).get("ok"):
-                    return
+                return bool(request(sock, {"op": "ping"}, timeout=2).get("ok"))
             except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BackendError(f"switch {node}: control process not ready after "
-                                   f"{self._switchd_timeout:g}s")
-            time.sleep(0.02)
+                return False
+
+        self._wait_ready(node, f"switch {node}: control process", answers)
 
     def _switchd_alive(self, node: str) -> bool:
         assert self.state is not None
