@@ -15,26 +15,43 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import json
 import os
 import queue
 import selectors
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
 
 from ftsslab.lab.scenario import load_scenario
+from ftsslab.lab.veth import names
+from ftsslab.lab.veth.netns import call_in_netns
 
 from .actions import Forget, Persist, Transmit
 from .sim_nodes import ftss_factory, server_factory
 from .store import Store
+from .veth_nodes import SERVER_TAPS
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 REC_FORGET = 15  # tombstone: the record with this key is no longer needed
 OPERSTATE_POLL = 0.02  # seconds between link-state checks
 COMPACT_EVERY = 4096  # tombstones between compactions
+
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+
+
+def open_tap(iface: str) -> int:
+    """Attach to the TAP device ``iface`` (call inside its namespace); non-blocking fd."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", iface.encode(), IFF_TAP | IFF_NO_PI))
+    os.set_blocking(fd, False)
+    return fd
 
 
 def open_port(iface: str) -> socket.socket:
@@ -59,14 +76,19 @@ def control_path(state_dir: str, node: str) -> str:
 class NodeProcess:
     """One loop: frames in, core actions out, store completions, timers, link state."""
 
-    def __init__(self, core, ifaces: list[str], store: Store | None, control: str | None = None):
+    def __init__(self, core, ifaces: list[str], store: Store | None, control: str | None = None,
+                 taps: dict[str, int] | None = None):
+        """``taps``: port name -> file of a TAP device (a server's stack side)."""
         self.core = core
         self.store = store
-        self.socks = {i: open_port(i) for i in ifaces}
-        self.up = {i: link_up(i) for i in ifaces}
+        self.taps = dict(taps or {})
+        self.socks = {i: open_port(i) for i in ifaces if i not in self.taps}
+        self.up = {i: link_up(i) for i in self.socks}
         self.sel = selectors.DefaultSelector()
         for iface, s in self.socks.items():
             self.sel.register(s, selectors.EVENT_READ, iface)
+        for iface, fd in self.taps.items():
+            self.sel.register(fd, selectors.EVENT_READ, iface)
         self.durable: queue.SimpleQueue = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -97,9 +119,13 @@ class NodeProcess:
 
     def transmit(self, a: Transmit) -> None:
         try:
-            self.socks[a.port].send(a.frame)
+            if a.port in self.taps:
+                os.write(self.taps[a.port], a.frame)
+            else:
+                self.socks[a.port].send(a.frame)
         except OSError as exc:  # a down link drops the frame; the core retries elsewhere
-            if exc.errno not in (errno.ENETDOWN, errno.ENXIO, errno.EMSGSIZE, errno.ENOBUFS):
+            if exc.errno not in (errno.ENETDOWN, errno.ENXIO, errno.EMSGSIZE, errno.ENOBUFS,
+                                 errno.EIO, errno.EAGAIN):  # EIO: the TAP is down
                 raise
             if exc.errno == errno.EMSGSIZE:  # a configuration error worth a line in <node>.err
                 print(f"{a.port}: {len(a.frame)}-byte frame exceeds the link MTU",
@@ -184,6 +210,14 @@ class NodeProcess:
             self.control.sendto(json.dumps(reply).encode(), peer)
 
     def _drain_port(self, iface: str) -> None:
+        if iface in self.taps:
+            for _ in range(256):
+                try:
+                    frame = os.read(self.taps[iface], 65536)
+                except (BlockingIOError, InterruptedError):
+                    return
+                self.run_actions(self.core.on_frame(iface, frame, time.time()))
+            return
         s = self.socks[iface]
         for _ in range(256):
             try:
@@ -231,7 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         proc.run_actions(core.recover(list(records.values()), time.time(), grace=grace))
     else:
         make_unit = server_factory(node, scenario)
-        proc = NodeProcess(make_unit(int(time.time()) & 0xFFFFFFFF), ifaces, None)
+        lab_id = os.path.basename(os.path.normpath(args.state))
+        taps = {}
+        for ln in scenario.links:  # the TAP is the peer's interface, in the peer's namespace
+            for ep, peer in ((ln.a, ln.b), (ln.b, ln.a)):
+                if ep.node == node.name and ep.iface in SERVER_TAPS:
+                    taps[ep.iface] = call_in_netns(names.ns_name(lab_id, peer.node), open_tap,
+                                                   peer.iface)
+        proc = NodeProcess(make_unit(int(time.time()) & 0xFFFFFFFF), ifaces, None, taps=taps)
     (Path(args.state) / f"{node.name}.ready").touch()  # the backend waits for this
     proc.loop()
     return 0

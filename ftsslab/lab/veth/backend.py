@@ -149,18 +149,33 @@ class VethBackend(Backend):
                 raise BackendError(f"lab up failed: {exc}") from exc
             raise
 
+    def _tap_link(self, sc: Scenario, ln) -> tuple | None:
+        """(host endpoint, driver endpoint) when the link is a driver's TAP, else None."""
+        kinds = {n.name: n.kind for n in sc.nodes}
+        for ep, other in ((ln.a, ln.b), (ln.b, ln.a)):
+            driver = VETH_DRIVERS.get(kinds[ep.node])
+            if driver is not None and ep.iface in driver.tap_ifaces:
+                return other, ep
+        return None
+
     def _build(self, sc: Scenario) -> None:
         self.lab_id = lab_id = names.new_lab_id()
         st = LabState.new(lab_id, sc.name, sc.path)
         for n in sc.nodes:
             st.nodes[n.name] = {"ns": names.ns_name(lab_id, n.name), "kind": n.kind,
-                                "ifaces": []}
+                                "ifaces": [], "taps": []}
         for ln in sc.links:
-            for ep in (ln.a, ln.b):
-                st.nodes[ep.node]["ifaces"].append(ep.iface)
-            st.links.append({"name": ln.name, "a": ln.a.name, "b": ln.b.name,
-                             "ns_a": st.nodes[ln.a.node]["ns"], "if_a": ln.a.iface,
-                             "ns_b": st.nodes[ln.b.node]["ns"], "if_b": ln.b.iface})
+            tap = self._tap_link(sc, ln)
+            a, b = tap if tap else (ln.a, ln.b)   # a TAP is captured on its host side
+            st.nodes[a.node]["ifaces"].append(a.iface)
+            if tap:
+                st.nodes[a.node]["taps"].append(a.iface)
+            else:
+                st.nodes[b.node]["ifaces"].append(b.iface)
+            st.links.append({"name": ln.name, "a": a.name, "b": b.name,
+                             "ns_a": st.nodes[a.node]["ns"], "if_a": a.iface,
+                             "ns_b": st.nodes[b.node]["ns"], "if_b": b.iface,
+                             "tap": bool(tap)})
         self.state = st
         os.makedirs(names.lab_dir(lab_id), mode=0o700, exist_ok=True)
         st.save()   # first: a crash from here on leaves something clean() finds
@@ -172,22 +187,32 @@ class VethBackend(Backend):
         lines = []
         for ln in sc.links:
             a, b = ln.a, ln.b
-            lines.append(f"link add {a.iface} netns {nss[a.node]} address {a.mac} mtu {ln.mtu} "
-                         f"type veth peer name {b.iface} netns {nss[b.node]} address {b.mac} "
-                         f"mtu {ln.mtu}")
+            if not self._tap_link(sc, ln):
+                lines.append(f"link add {a.iface} netns {nss[a.node]} address {a.mac} "
+                             f"mtu {ln.mtu} type veth peer name {b.iface} netns {nss[b.node]} "
+                             f"address {b.mac} mtu {ln.mtu}")
         ip_batch(lines)
-        map_in_netns((nss[n], checksum_offload_off, (tuple(rec["ifaces"]),))
-                     for n, rec in st.nodes.items() if rec["ifaces"])
+        veths = {n: [i for i in rec["ifaces"] if i not in rec["taps"]]
+                 for n, rec in st.nodes.items()}
+        map_in_netns((nss[n], checksum_offload_off, (tuple(ifaces),))
+                     for n, ifaces in veths.items() if ifaces)
         batches: dict[str, list[str]] = {}
         addrs = {(ep.node, ep.iface): ep.ipv4 for ln in sc.links for ep in (ln.a, ln.b)}
         endpoints: dict[str, list] = {n.name: [] for n in sc.nodes}
+        taps: dict[str, list[str]] = {n.name: [] for n in sc.nodes}
         for ln in sc.links:
+            tap = self._tap_link(sc, ln)
             for ep in (ln.a, ln.b):
-                endpoints[ep.node].append(ep)
+                if not (tap and ep == tap[1]):
+                    endpoints[ep.node].append(ep)
+            if tap:
+                host = tap[0]
+                taps[host.node] += [f"tuntap add dev {host.iface} mode tap",
+                                    f"link set {host.iface} address {host.mac} mtu {ln.mtu}"]
         self._scenario_nodes = {n.name: (n, endpoints[n.name]) for n in sc.nodes}
         for n in sc.nodes:
             ns, ifaces = nss[n.name], st.nodes[n.name]["ifaces"]
-            cmds = ["link set lo up"]
+            cmds = ["link set lo up", *taps[n.name]]
             if n.kind == "switch":
                 cmds.append(f"link add br0 type bridge {BRIDGE_OPTS}")
                 cmds += [f"link set {i} master br0" for i in ifaces]
@@ -249,9 +274,10 @@ class VethBackend(Backend):
 
     def _wait_links(self, nodes: list[str], timeout: float = 5.0) -> None:
         assert self.state is not None
-        jobs = [(self.state.nodes[n]["ns"], wait_running, (tuple(self.state.nodes[n]["ifaces"]),
-                                                           timeout))
-                for n in nodes if self.state.nodes[n]["ifaces"]]
+        veths = {n: tuple(i for i in self.state.nodes[n]["ifaces"]
+                          if i not in self.state.nodes[n].get("taps", ())) for n in nodes}
+        jobs = [(self.state.nodes[n]["ns"], wait_running, (veths[n], timeout))
+                for n in nodes if veths[n]]
         late = [i for res in map_in_netns(jobs) for i in res]
         if late:
             raise BackendError(f"interfaces not running after {timeout:g}s: {', '.join(late)}")
@@ -478,11 +504,14 @@ class VethBackend(Backend):
     def set_link(self, link: str, up: bool) -> None:
         rec = self._link(link)
         state = "up" if up else "down"
+        # a TAP link has one netdev (the host side); the node process holds the other end
+        ends = [(rec["ns_a"], rec["if_a"])] + ([] if rec.get("tap") else
+                                               [(rec["ns_b"], rec["if_b"])])
         try:
-            for ns, iface in ((rec["ns_a"], rec["if_a"]), (rec["ns_b"], rec["if_b"])):
+            for ns, iface in ends:
                 run(["ip", "-n", ns, "link", "set", iface, state])
             if up:   # carrier goes through linkwatch: wait until frames can pass
-                late = [i for ns, iface in ((rec["ns_a"], rec["if_a"]), (rec["ns_b"], rec["if_b"]))
+                late = [i for ns, iface in ends
                         for i in call_in_netns(ns, wait_running, (iface,), 5.0)]
                 if late:
                     raise BackendError(f"link {rec['name']}: still not running after 5s")

@@ -21,6 +21,9 @@ class VethDriver:
     # `python -m <module> <args>` run in the namespace; args(node, scenario file, lab dir)
     module: str
     args: Callable[[Node, str, str], list[str]]
+    # interfaces that are not veth ends but TAP devices: the peer endpoint's interface is
+    # created as a TAP in the peer's namespace and the node process holds its file
+    tap_ifaces: frozenset[str] = frozenset()
 
 
 VETH_DRIVERS: dict[str, VethDriver] = {}
