@@ -16,7 +16,7 @@ from . import UserError, app, out
 from .lab import LabOpt, _attach, load
 
 ftss_app = typer.Typer(help="The FTSS of a running lab.", no_args_is_help=True)
-app.add_typer(ftss_app, name="ftss")
+app.add_typer(ftss_app, name="ftss", rich_help_panel="Systems")
 
 
 @ftss_app.command("replay")

@@ -62,7 +62,7 @@ def load(path: Path):
         raise typer.Exit(2) from None
 
 
-@app.command()
+@app.command(rich_help_panel="Lab")
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -90,7 +90,7 @@ def validate(
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(rich_help_panel="Lab")
 def run(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     backend: Annotated[
@@ -183,7 +183,7 @@ def show_summary(result, capture: Path) -> None:
     out.print(f"{verdict}; capture: [bold]{capture}[/bold]", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel="Lab")
 def merge(
     output: Annotated[Path, typer.Argument(help="pcapng to write.")],
     inputs: Annotated[list[Path], typer.Argument(help="Captures to merge by timestamp.")],
@@ -205,7 +205,7 @@ lab_app = typer.Typer(
     help="Interactive labs on the veth backend: up, exec, capture, down, ls, clean.",
     no_args_is_help=True,
 )
-app.add_typer(lab_app, name="lab")
+app.add_typer(lab_app, name="lab", rich_help_panel="Lab")
 
 
 def _attach(lab_id: str | None):
@@ -364,7 +364,7 @@ def lab_clean(
     out.print(f"{len(removed)} items removed", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel="Lab")
 def replay(
     file: Annotated[Path, typer.Argument(help="pcap or pcapng to replay.")],
     into: Annotated[str, typer.Option("--into", help="NODE:IF of a running lab.")],

@@ -12,7 +12,7 @@ from rich.table import Table
 from . import UserError, app, out
 
 
-@app.command()
+@app.command(rich_help_panel="Packets")
 def layers(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -51,7 +51,7 @@ def layers(
     out.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Packets")
 def craft(
     expr: Annotated[
         str, typer.Argument(help="Scapy '/' expression, e.g. 'Ether()/IP()/UDP()/b\"hi\"'.")
@@ -134,7 +134,7 @@ def read_capture(path: Path):
             yield CapturedPacket(i, pkt, pkt.time, getattr(pkt, "sniffed_on", None), comments)
 
 
-@app.command()
+@app.command(rich_help_panel="Packets")
 def inspect(
     file: Annotated[Path, typer.Argument(help="pcap or pcapng capture.")],
     layer: Annotated[
@@ -173,7 +173,7 @@ def shell_banner(names: list[str]) -> str:
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Packets")
 def shell() -> None:
     """Scapy's interactive shell with every ftsslab layer and craft helper loaded."""
     from scapy.main import interact

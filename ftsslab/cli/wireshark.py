@@ -13,7 +13,7 @@ from . import UserError, app, out
 wireshark_app = typer.Typer(
     help="Wireshark plugin: Lua dissectors for ftsslab's own formats.", no_args_is_help=True
 )
-app.add_typer(wireshark_app, name="wireshark")
+app.add_typer(wireshark_app, name="wireshark", rich_help_panel="Wireshark")
 
 
 @wireshark_app.command("path")
