@@ -24,6 +24,7 @@ from .core import FtssCore
 from .unit import ServerUnit
 
 FSYNC_DELAY = 100e-6  # virtual seconds an fsync takes
+FCOE_MTU = 2500  # FC-BB-5 "baby jumbo": default MTU of an ftss <-> server (fabric) link
 
 
 def _peer_macs(name: str, scenario: Scenario) -> dict[str, str]:
@@ -238,7 +239,8 @@ FTSS = register_kind(KindSpec(
     validate_options=_FTSS_VALIDATE,
     defaults=_FTSS_DEFAULTS,
     summary="seed 000's fault tolerant storage system: stores, acknowledges and routes "
-            "packets between servers' fabric links and an external port (sim only)",
+            "packets between servers' fabric links and an external port",
+    link_mtu=FCOE_MTU,
 ), replace=True)
 
 SERVER = register_kind(KindSpec(
@@ -248,7 +250,8 @@ SERVER = register_kind(KindSpec(
     validate_options=_SERVER_VALIDATE,
     defaults=_SERVER_DEFAULTS,
     summary="a server's packet conversion and acknowledgment unit 122: its stack link "
-            "<-> FTSS over fabric links A and B (sim only)",
+            "<-> FTSS over fabric links A and B",
+    link_mtu=FCOE_MTU,
 ), replace=True)
 
 SIM_NODE_FACTORIES["ftss"] = _sim_ftss

@@ -46,6 +46,7 @@ class KindSpec:
     ip_interfaces: bool = False       # endpoints of this kind may carry `ipv4:`
     has_table: bool = False           # a seed-002 forwarding table (`table:` steps/expectations)
     forwards: bool = False            # passes frames between its interfaces (no loops allowed)
+    link_mtu: int | None = None       # default MTU of a link whose two ends both set one
     reserved_ifaces: frozenset[str] = frozenset({"lo"})  # names a scenario may not use
 
 

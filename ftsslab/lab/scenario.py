@@ -652,11 +652,11 @@ class _Loader:
     # links ---------------------------------------------------------------------------
     def load_links(self, node: Node | None) -> list[Link]:
         items = self.sequence(node, "links", "links")
-        raw: list[tuple[str, Node, list[dict[str, Any]], int]] = []  # path, node, eps, mtu
+        raw: list[tuple[str, Node, list[dict[str, Any]], int | None]] = []  # path, node, eps, mtu
         for i, item in enumerate(items):
             path = f"links[{i}]"
             eps: list[dict[str, Any]] = []
-            mtu = 1500
+            mtu: int | None = None  # not given: the kinds' default, else 1500
             if isinstance(item, ScalarNode) and item.tag != _NULL:
                 parts = item.value.split()
                 if len(parts) != 2:
@@ -750,6 +750,8 @@ class _Loader:
         counters: dict[str, int] = {}
         links: list[Link] = []
         for lpath, litem, eps, mtu in raw:
+            if mtu is None:
+                mtu = self.default_mtu(eps)
             done: list[Endpoint] = []
             for ep in eps:
                 if ep["ep"] is None:
@@ -775,6 +777,12 @@ class _Loader:
             if len(done) == 2:
                 links.append(Link(a=done[0], b=done[1], mtu=mtu))
         return links
+
+    def default_mtu(self, eps: list[dict[str, Any]]) -> int:
+        """1500, or the kinds' own default when both ends' kinds set one (FCoE: 2500)."""
+        wanted = [getattr(self.kinds.get(ep["ep"][0]), "link_mtu", None) if ep["ep"] else None
+                  for ep in eps]
+        return min(wanted) if len(wanted) == 2 and None not in wanted else 1500
 
     def load_endpoint(self, node: Node, path: str) -> dict[str, Any]:
         out: dict[str, Any] = {"ep": None, "node": node, "path": path}

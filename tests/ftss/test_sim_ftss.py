@@ -82,3 +82,10 @@ links:
     core = backend._nodes["ftss"].core.core
     assert core.lookup("02:00:00:00:00:07") == 7 and core.able(7)
     backend.down()
+
+
+def test_fabric_links_default_to_the_fcoe_baby_jumbo_mtu():
+    text = (ROOT / "scenarios" / "ftss-guaranteed.yaml").read_text()
+    links = {ln.name: ln.mtu for ln in load_scenario_text(text, "g.yaml").links}
+    assert links["srv1:fa ftss:a1"] == 2500  # ftss <-> server: FCoE needs 2500
+    assert links["app1:eth0 srv1:stack"] == 1500  # the stack side is plain Ethernet
