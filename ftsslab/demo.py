@@ -1,7 +1,7 @@
-"""The main job until the lab engine lands: craft one packet per family, inspect, ask tshark.
+"""A tour of the packet side: craft one packet per family, show it, ask tshark.
 
-Run by ``./run demo`` (or ``python -m ftsslab.demo``). Exit status 1 when tshark
-disagrees with ftsslab about a frame (it should never happen).
+``python -m ftsslab.demo``. Exit status 1 when tshark fails or disagrees with
+ftsslab about a frame (malformed, bad FC CRC).
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def _tshark_view(console: Console, capture: Path) -> int:
         bad += crc_text == "BAD" or bool(malformed)
         table.add_row(number, protocols, crc_text)
     console.print(table)
+    if res.returncode != 0 or table.row_count != len(DEMO):
+        console.print(f"[red]tshark failed or read {table.row_count} of {len(DEMO)} frames[/red]")
+        return 1
     if bad:
         console.print(f"[red]{bad} frame(s) malformed or with a bad FC CRC[/red]")
     return 1 if bad else 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scapy.config import conf
-from scapy.packet import Packet, Raw
+from scapy.packet import NoPayload, Packet, Raw
 
 from .catalog import all_layers
 
@@ -103,16 +103,18 @@ class _Builder:
         args = [self.value(a) for a in node.args]
         kwargs = {k.arg: self.value(k.value) for k in node.keywords}
         if isinstance(func, type) and issubclass(func, Packet):
-            fields = {f.name for f in func.fields_desc}
-            for key in kwargs:
-                if key not in fields:
-                    raise self.fail(
-                        node, f"{name} has no field {key!r}; fields: {', '.join(sorted(fields))}"
-                    )
+            self.check_fields(node, func, kwargs)
         try:
             return func(*args, **kwargs)
         except Exception as exc:  # Scapy raises many types on bad values
             raise self.fail(node, f"{name}(...): {one_line(exc)}") from None
+
+    def check_fields(self, node: ast.AST, cls: type[Packet], kwargs: Mapping[str, Any]) -> None:
+        fields = {f.name for f in cls.fields_desc}
+        for key in kwargs:
+            if key not in fields:
+                raise self.fail(node, f"{cls.__name__} has no field {key!r}; "
+                                      f"fields: {', '.join(sorted(fields))}")
 
     def operand(self, node: ast.AST) -> Packet:
         val = self.value(node)
@@ -147,17 +149,22 @@ def offline() -> Iterator[None]:
         runtime.setLevel(level)
 
 
+def _parse(text: str, namespace: Mapping[str, Callable[..., Any]] | None
+           ) -> tuple[ast.Expression, _Builder]:
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
+    return tree, _Builder(text, namespace if namespace is not None else default_namespace())
+
+
 def parse_packet(text: str, namespace: Mapping[str, Callable[..., Any]] | None = None) -> Packet:
     """Build the packet an expression describes, or raise ExprError.
 
     The result is frozen: re-dissected from its bytes, so computed lengths,
     checksums and addresses are the values a capture will show.
     """
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
-    builder = _Builder(text, namespace if namespace is not None else default_namespace())
+    tree, builder = _parse(text, namespace)
     with offline():
         pkt = builder.stack(tree.body)
         try:
@@ -182,14 +189,10 @@ class Pattern:
     def matches(self, pkt: Packet) -> bool:
         layer = pkt
         for cls, fields in self.layers:
-            while layer is not None and layer.__class__.__name__ != "NoPayload":
-                if isinstance(layer, cls) and _fields_equal(layer, fields):
-                    break
+            while not (isinstance(layer, cls) and _fields_equal(layer, fields)):
+                if isinstance(layer, NoPayload):
+                    return False
                 layer = layer.payload
-            else:
-                return False
-            if layer is None or layer.__class__.__name__ == "NoPayload":
-                return False
             layer = layer.payload
         return True
 
@@ -213,11 +216,7 @@ def _fields_equal(layer: Packet, fields: tuple[tuple[str, Any], ...]) -> bool:
 
 def parse_pattern(text: str, namespace: Mapping[str, Callable[..., Any]] | None = None) -> Pattern:
     """Parse a pattern (same syntax as packets; values are compared, nothing is built)."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
-    builder = _Builder(text, namespace if namespace is not None else default_namespace())
+    tree, builder = _parse(text, namespace)
     items: list[ast.AST] = []
     node = tree.body
     while isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
@@ -239,9 +238,6 @@ def parse_pattern(text: str, namespace: Mapping[str, Callable[..., Any]] | None 
         kwargs = {k.arg: builder.value(k.value) for k in item.keywords if k.arg is not None}
         if len(kwargs) != len(item.keywords):
             raise builder.fail(item, "'**kwargs' is not allowed")
-        fields = {f.name for f in cls.fields_desc}
-        for key in kwargs:
-            if key not in fields:
-                raise builder.fail(item, f"{cls.__name__} has no field {key!r}")
+        builder.check_fields(item, cls, kwargs)
         layers.append((cls, tuple(kwargs.items())))
     return Pattern(text, tuple(layers))

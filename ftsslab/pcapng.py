@@ -7,9 +7,12 @@ the scenario step behind a packet. Nanosecond timestamps (if_tsresol = 9).
 
 from __future__ import annotations
 
+import io
+import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 LINKTYPE_ETHERNET = 1
 _SHB, _IDB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
@@ -72,3 +75,40 @@ class PcapNgWriter:
         )
         opts = b"".join(_option(_OPT_COMMENT, c.encode()) for c in comments)
         self.fh.write(_block(_EPB, body + _pad(data), opts))
+
+
+@dataclass
+class ReadPacket:
+    """One packet of a capture: Scapy's dissection and what the file says about it."""
+
+    pkt: Any            # the Scapy packet
+    time: float
+    interface: str | None
+    comments: list[str]
+    data: bytes         # the bytes as captured (not re-encoded)
+
+
+def read_packets(source: str | os.PathLike | bytes | bytearray) -> Iterator[ReadPacket]:
+    """Every packet of a pcap or pcapng file (a path or its bytes; gzip works too).
+
+    ValueError when the data is not a capture file.
+    """
+    from scapy.error import Scapy_Exception
+    from scapy.utils import PcapReader
+
+    handle: Any = (io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray)
+                   else os.fspath(source))
+    try:
+        reader = PcapReader(handle)
+    except (Scapy_Exception, EOFError, ValueError) as exc:
+        raise ValueError(f"not a pcap or pcapng capture ({exc})") from None
+    with reader:
+        try:
+            for pkt in reader:
+                comments = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                            for c in (getattr(pkt, "comments", None) or [])]
+                original = getattr(pkt, "original", None)
+                yield ReadPacket(pkt, float(pkt.time), getattr(pkt, "sniffed_on", None),
+                                 comments, bytes(original) if original is not None else bytes(pkt))
+        except (Scapy_Exception, EOFError) as exc:
+            raise ValueError(f"not a pcap or pcapng capture ({exc})") from None

@@ -444,6 +444,7 @@ def looks_like_i2o(payload: bytes) -> bool:
             and (sgl_offset == 0 or I2O_HEADER_WORDS <= sgl_offset < size))
 
 
+bind_layers(UDP, I2OMessage, sport=I2O_UDP_PORT, dport=I2O_UDP_PORT)
 bind_bottom_up(UDP, I2OMessage, sport=I2O_UDP_PORT)
-bind_layers(UDP, I2OMessage, dport=I2O_UDP_PORT)
+bind_bottom_up(UDP, I2OMessage, dport=I2O_UDP_PORT)
 register_send_payload(I2OMessage, looks_like_i2o)

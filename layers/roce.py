@@ -38,7 +38,7 @@ from scapy.fields import (
     XIntField,
     XLongField,
 )
-from scapy.layers.inet import IP
+from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import (
     Packet,
@@ -50,6 +50,8 @@ from scapy.packet import (
 
 from ftsslab.fast import roce as _fast
 from ftsslab.fast.roce import RKEY_ADVERT_MAGIC, RKEY_ADVERT_VERSION, ROCEV2_UDP_PORT
+
+ROCEV2_SOURCE_PORT = 0xC000  # first port of the RoCEv2 source-port range (entropy)
 
 __all__ = [
     "AETH_ACK", "AETH_CREDITS_INVALID", "AETH_NAK", "AETH_RNR_NAK", "HEADER_CHAINS", "NAK_CODES",
@@ -387,5 +389,8 @@ for _cls, _name in (
 ):
     bind_top_down(BTH, _cls, opcode=_fast.op("RD" if _cls is RDETH else "RC", _name))
 bind_top_down(BTH, DETH, opcode=_fast.op("UD", "SEND_ONLY"))
+# Scapy binds only dport 4791, so UDP()/BTH() kept sport 53 and dissected as DNS: give it
+# a source port from the RoCEv2 range (0xC000-0xFFFF) as NICs do.
+bind_top_down(UDP, BTH, sport=ROCEV2_SOURCE_PORT, dport=ROCEV2_UDP_PORT)
 
 CRAFT_HELPERS = (ack_aeth, rnr_nak_aeth, nak_aeth)  # callable from `ftsslab craft` expressions

@@ -1,32 +1,38 @@
 """Suite-wide guard: after the whole run, no lab namespace, link or process is left."""
 
 import os
-import subprocess
 
 import pytest
 
+LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon")
 
-def _lab_leftovers() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    spaces = [line.split()[0] for line in res.stdout.splitlines()
-              if line.startswith("fl") and "-" in line.split()[0]]
-    procs = subprocess.run(["pgrep", "-f", "ftsslab.lab.veth.switchd"], capture_output=True,
-                           text=True, check=False).stdout.split()
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
-                           check=False).stdout
-    root_links = [line.split(":")[1].strip() for line in links.splitlines()
-                  if line.split(":")[1].strip().startswith("fl")]
-    return spaces + [f"switchd pid {p}" for p in procs] + root_links
+
+def lab_leftovers() -> tuple[set, set, set]:
+    """(namespaces, root links, node processes) that look like ftsslab's labs."""
+    from ftsslab.lab.veth import names
+
+    nss = {n for n in names.list_netns() if n.startswith(names.PREFIX)}
+    try:
+        links = {d for d in os.listdir("/sys/class/net") if d.startswith(names.PREFIX)}
+    except FileNotFoundError:
+        links = set()
+    procs = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if any(module in f.read() for module in LAB_PROCESSES):
+                    procs.add(int(pid))
+        except OSError:
+            pass
+    return nss, links, procs
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
-    before = set(_lab_leftovers())
+    before = lab_leftovers()
     yield
-    left = set(_lab_leftovers()) - before
-    assert not left, f"the test suite left lab resources behind: {sorted(left)}"
+    left = [sorted(map(str, new - old)) for old, new in zip(before, lab_leftovers(), strict=True)]
+    assert not any(left), f"the test suite left lab resources behind: {left}"
 
 
 def _no_arp() -> None:

@@ -3,11 +3,12 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.config import conf
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from ftsslab.expr import ExprError, parse_packet
+from ftsslab.expr import ExprError, parse_packet, parse_pattern
 
 
 def test_stack_with_literals_builds_and_freezes():
@@ -36,9 +37,26 @@ def test_craft_helpers_are_callable():
     assert kinds[:4] == ["TCHEndpoint", "NOP", "NOP", "TCHUpdate"]
 
 
-def test_unset_ether_dst_is_broadcast_without_any_arp():
+def test_unset_ether_dst_is_broadcast_without_any_arp(monkeypatch):
+    asked = []  # a resolver that would send ARP: it must never be consulted
+    monkeypatch.setattr(conf.neighbor, "resolvers",
+                        {(Ether, IP): lambda l2, l3: asked.append(l3.dst) or "02:00:00:00:00:99"})
     pkt = parse_packet('Ether()/IP(src="10.9.0.1", dst="10.9.0.2")')
     assert pkt[Ether].dst == "ff:ff:ff:ff:ff:ff"
+    assert asked == []
+
+
+@pytest.mark.parametrize("pattern, hit", [
+    ('IP(dst="10.9.0.2")/UDP(dport=7)/b"ell"', True),   # layers need not be adjacent
+    ('Ether()/UDP()', True),
+    ('UDP()/IP()', False),                              # order matters
+    ('TCP()', False),                                   # a missing layer
+    ('UDP(dport=8)', False),                            # a wrong field
+    ('UDP()/b"nope"', False),                           # payload containment
+])
+def test_patterns_match_layers_in_order(pattern, hit):
+    pkt = parse_packet('Ether()/IP(src="10.9.0.1", dst="10.9.0.2")/UDP(dport=7)/b"hello"')
+    assert parse_pattern(pattern).matches(pkt) is hit
 
 
 @pytest.mark.parametrize(

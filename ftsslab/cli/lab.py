@@ -208,7 +208,7 @@ lab_app = typer.Typer(
 app.add_typer(lab_app, name="lab", rich_help_panel="Lab")
 
 
-def _attach(lab_id: str | None):
+def attach(lab_id: str | None):
     """The running lab named, or the only one; UserError otherwise."""
     from ..lab.backend import BackendError
     from ..lab.veth.backend import VethBackend
@@ -264,7 +264,7 @@ def lab_exec(
     """Run a command inside a node's namespace: `ftsslab lab exec h1 -- ping -c1 10.0.0.2`."""
     from ..lab.backend import BackendError
 
-    backend = _attach(lab)
+    backend = attach(lab)
     try:
         res = backend.exec(node, tuple(cmd), timeout)
     except BackendError as exc:
@@ -287,7 +287,7 @@ def lab_capture(
     from ..lab.capture import write_capture
     from ..lab.veth.capture import Capture
 
-    backend = _attach(lab)
+    backend = attach(lab)
     state = backend.state
     scenario = load(Path(state.scenario_path))
     cap = Capture(state.created)
@@ -311,7 +311,7 @@ def lab_down(lab: LabOpt = None):
     """Remove a running lab (namespaces, links, processes)."""
     from ..lab.veth.state import remove_lab
 
-    backend = _attach(lab)
+    backend = attach(lab)
     removed = remove_lab(backend.lab_id, backend.state)
     out.print(f"lab {backend.lab_id} removed ({len(removed)} items)", highlight=False)
 
@@ -380,7 +380,7 @@ def replay(
 
     if not file.is_file():
         raise UserError(f"{file}: no such file")
-    backend = _attach(lab)
+    backend = attach(lab)
     try:
         report = replay_onto(
             backend, into, str(file), multiplier=multiplier, pps=pps, topspeed=topspeed, loop=loop

@@ -113,25 +113,17 @@ def _resolve_layer(name: str):
 
 def read_capture(path: Path):
     """Yield CapturedPacket for every packet of a pcap/pcapng file, or raise UserError."""
-    from scapy.error import Scapy_Exception
-    from scapy.utils import PcapReader
-
     from .. import catalog  # noqa: F401  (registers Scapy's and ftsslab's layers)
+    from ..pcapng import read_packets
     from ..view import CapturedPacket
 
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        reader = PcapReader(str(path))
-    except (Scapy_Exception, OSError, EOFError, ValueError) as exc:
-        raise UserError(f"{path}: not a pcap or pcapng capture ({exc})") from None
-    with reader:
-        for i, pkt in enumerate(reader, start=1):
-            comments = [
-                c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
-                for c in (getattr(pkt, "comments", None) or [])
-            ]
-            yield CapturedPacket(i, pkt, pkt.time, getattr(pkt, "sniffed_on", None), comments)
+        for i, p in enumerate(read_packets(path), start=1):
+            yield CapturedPacket(i, p.pkt, p.time, p.interface, p.comments)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 @app.command(rich_help_panel="Packets")

@@ -23,6 +23,7 @@ import selectors
 import socket
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ftsslab.lab.veth.netns import call_in_netns
 
 from .actions import Forget, Persist, Transmit
 from .sim_nodes import ftss_factory, server_factory
-from .store import Store
+from .store import Store, StoreClosed, StoreFull
 from .veth_nodes import SERVER_TAPS
 
 ETH_P_ALL = 0x0003
@@ -68,9 +69,38 @@ def link_up(iface: str) -> bool:
         return False
 
 
+def next_epoch(state_dir: str, node: str) -> int:
+    """A msg-id epoch never used before by this node: a counter kept (fsync'd) in the lab dir.
+
+    Wall-clock seconds would repeat for a unit killed and restarted within one second,
+    and the FTSS would take its new packets for retransmits of old ones.
+    """
+    path = Path(state_dir) / f"{node}.epoch"
+    try:
+        epoch = int(path.read_text()) + 1
+    except (OSError, ValueError):
+        epoch = 1
+    with open(path, "w") as f:
+        f.write(str(epoch))
+        f.flush()
+        os.fsync(f.fileno())
+    return epoch & 0xFFFFFFFF
+
+
 def control_path(state_dir: str, node: str) -> str:
     """The node's control socket: JSON requests such as a retention replay."""
     return os.path.join(state_dir, f"{node}.ctl")
+
+
+def control_request(state_dir: str, node: str, request: dict, timeout: float = 5.0) -> dict:
+    """Send one JSON request to a running node process and return its JSON reply (OSError
+    when nothing answers)."""
+    with tempfile.TemporaryDirectory(prefix="ftsslab-") as tmp, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(os.path.join(tmp, "reply"))
+        s.settimeout(timeout)
+        s.sendto(json.dumps(request).encode(), control_path(state_dir, node))
+        return json.loads(s.recv(4096))
 
 
 class NodeProcess:
@@ -110,8 +140,11 @@ class NodeProcess:
             if isinstance(a, Transmit):
                 self.transmit(a)
             elif isinstance(a, Persist):
-                self.live[a.record_id] = self.store.submit_cb(
-                    a.kind, a.record_id, a.payload, self._done(a.record_id))
+                try:
+                    self.live[a.record_id] = self.store.submit_cb(
+                        a.kind, a.record_id, a.payload, self._done(a.record_id))
+                except (StoreFull, StoreClosed):  # the core answers REJECTED STORE_FULL
+                    self.run_actions(self.core.on_persist_failed(a.record_id, time.time()))
             elif isinstance(a, Forget):
                 self.live.pop(a.record_id, None)
                 self.store.submit_cb(REC_FORGET, a.record_id, b"", lambda seq, err: None)
@@ -272,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 if ep.node == node.name and ep.iface in SERVER_TAPS:
                     taps[ep.iface] = call_in_netns(names.ns_name(lab_id, peer.node), open_tap,
                                                    peer.iface)
-        proc = NodeProcess(make_unit(int(time.time()) & 0xFFFFFFFF), ifaces, None, taps=taps)
+        proc = NodeProcess(make_unit(next_epoch(args.state, node.name)), ifaces, None, taps=taps)
     (Path(args.state) / f"{node.name}.ready").touch()  # the backend waits for this
     proc.loop()
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..pcapng import Interface, PcapNgWriter
+from ..pcapng import Interface, PcapNgWriter, read_packets
 from .backend import CapturedFrame, Event
 from .model import Scenario
 
@@ -51,18 +51,11 @@ def write_capture(
 
 def merge(out: Path, inputs: list[Path]) -> int:
     """Merge captures by timestamp, keeping interface names and packet comments."""
-    from scapy.utils import PcapReader
-
     packets = []
     for n, path in enumerate(inputs):
-        with PcapReader(str(path)) as reader:
-            for i, pkt in enumerate(reader):
-                name = getattr(pkt, "sniffed_on", None) or f"{path.name}#0"
-                comments = [
-                    c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
-                    for c in (getattr(pkt, "comments", None) or [])
-                ]
-                packets.append((int(pkt.time * 10**9), n, i, name, path.name, bytes(pkt), comments))
+        for i, p in enumerate(read_packets(path)):
+            packets.append((round(p.time * 10**9), n, i, p.interface or f"{path.name}#0",
+                            path.name, p.data, p.comments))
     packets.sort(key=lambda p: p[:3])
     with out.open("wb") as fh:
         writer = PcapNgWriter(fh, comments=[f"merged by ftsslab from {len(inputs)} files"])

@@ -23,6 +23,11 @@ class Endpoint:
         return f"{self.node}:{self.iface}"
 
 
+def max_frame(data: bytes, mtu: int) -> int:
+    """The longest frame a link of ``mtu`` carries: MTU + Ethernet header (+ one VLAN tag)."""
+    return mtu + (18 if data[12:14] in (b"\x81\x00", b"\x88\xa8") else 14)
+
+
 @dataclass(frozen=True)
 class Link:
     a: Endpoint

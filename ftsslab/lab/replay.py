@@ -20,12 +20,13 @@ are the clock and sleep, so in the sim the replay runs on virtual time.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ..pcapng import read_packets
 
 __all__ = [
     "ReplayReport", "build_schedule", "read_capture", "replay", "replay_onto", "run_schedule",
@@ -37,23 +38,9 @@ Schedule = list[tuple[float, bytes]]
 def read_capture(source: str | os.PathLike | bytes | bytearray) -> list[tuple[float, bytes]]:
     """``(timestamp, frame)`` of every packet of a pcap or pcapng file (path or its bytes).
 
-    Gzip-compressed files work too (Scapy's reader detects them). ValueError when the
-    data is not a capture file.
+    ValueError when the data is not a capture file.
     """
-    from scapy.error import Scapy_Exception
-    from scapy.utils import PcapReader
-
-    handle: Any = (io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray)
-                   else os.fspath(source))
-    out: list[tuple[float, bytes]] = []
-    try:
-        with PcapReader(handle) as reader:
-            for pkt in reader:
-                data = getattr(pkt, "original", None)
-                out.append((float(pkt.time), bytes(data) if data is not None else bytes(pkt)))
-    except (Scapy_Exception, EOFError) as exc:
-        raise ValueError(f"not a pcap/pcapng capture: {exc}") from None
-    return out
+    return [(p.time, p.data) for p in read_packets(source)]
 
 
 def build_schedule(packets: Iterable[tuple[float, bytes] | bytes], *,

@@ -184,7 +184,7 @@ class Runner:
                     return outcome(
                         f"{where} received {e.count} × {e.match}", n == e.count, f"received {n}"
                     )
-                lo, hi = e.min if e.min is not None else 1, e.max
+                lo, hi = e.min or 0, e.max
                 ok = n >= lo and (hi is None or n <= hi)
                 bound = f"{lo}..{hi}" if hi is not None else f"≥ {lo}"
                 return outcome(f"{where} received {bound} × {e.match}", ok, f"received {n}")

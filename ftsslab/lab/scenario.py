@@ -43,6 +43,7 @@ from .model import (
     TableHas,
     TableOp,
     Wait,
+    max_frame,
 )
 from .model import Node as ModelNode
 
@@ -1081,11 +1082,12 @@ class _Loader:
             self.err(path, node, f"the frame starts with {type(pkt).__name__}, not Ether",
                      'frames go on Ethernet links: start with Ether(dst="...")/...')
             return
-        size = len(bytes(pkt))
+        data = bytes(pkt)
         mtu = self.mtu.get(endpoint or "", 1500)
-        if size > mtu + 18:
-            self.err(path, node, f"the frame is {size} bytes, more than the link MTU {mtu} "
-                     "+ 18 header bytes", "make it smaller or raise the link's mtu:")
+        if len(data) > max_frame(data, mtu):
+            self.err(path, node, f"the frame is {len(data)} bytes, more than the link MTU {mtu} "
+                     f"+ {max_frame(data, mtu) - mtu} header bytes",
+                     "make it smaller or raise the link's mtu:")
 
     def entry(self, node: Node, path: str, switch: str | None) -> ForwardingEntry | None:
         m = self.mapping(node, path, ENTRY_KEYS, required=("vip", "port"),
@@ -1205,8 +1207,8 @@ class _Loader:
                 self.err(f"{kpath}.min", m["min"][1], f"min {lo} is more than max {hi}",
                          "swap them")
                 return None
-            if not counts:
-                counts["min"] = 1
+            if "count" not in counts and "min" not in counts:
+                counts["min"] = 0 if "max" in counts else 1  # bare `received:` means "some"
             if node is None or match is None or any(
                     v is None for k, v in counts.items() if k in m):
                 return None

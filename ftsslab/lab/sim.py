@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import Backend, BackendError, CapturedFrame, Event, ExecResult
-from .model import ForwardingEntry, Link, Node, Scenario
+from .model import ForwardingEntry, Link, Node, Scenario, max_frame
 from .switch import SwitchCore, Transmit
 
 __all__ = ["DEFAULT_LATENCY", "SIM_NODE_FACTORIES", "HostCore", "SimBackend", "node_ifaces"]
@@ -210,8 +210,7 @@ class SimBackend(Backend):
         if len(data) < 14:
             raise BackendError(f"{endpoint}: a frame of {len(data)} bytes is shorter than an "
                                "Ethernet header")
-        tagged = data[12:14] in (b"\x81\x00", b"\x88\xa8")
-        limit = link.mtu + (18 if tagged else 14)
+        limit = max_frame(data, link.mtu)
         if len(data) > limit:
             raise BackendError(f"{endpoint}: a frame of {len(data)} bytes exceeds the link MTU "
                                f"{link.mtu} (at most {limit} bytes with the Ethernet header)")
@@ -223,7 +222,7 @@ class SimBackend(Backend):
         if not self._link_up[link.name]:
             self.stats["dropped_link_down"] += 1
             return
-        if len(data) > link.mtu + 18:
+        if len(data) > max_frame(data, link.mtu):
             self.stats["dropped_mtu"] += 1
             return
         if len(self._frames) >= self._max_frames:

@@ -4,7 +4,7 @@ An unmodified program on app1 (a Python UDP socket) sends numbered datagrams to 
 through server units and the FTSS, while the FTSS process is killed and restarted at
 random moments. From the capture: every datagram whose PKT the FTSS acknowledged as
 STORED_GUARANTEED reached app2, and app2's stack never got one twice.
-CI runs a few kills; the soak (`FTSSLAB_KILLS=1000 pytest -m slow tests/ftss/test_veth_crash.py`)
+CI runs a few kills; the soak (`FTSSLAB_KILLS=1000 pytest tests/ftss/test_veth_crash.py`)
 runs as many as asked.
 """
 

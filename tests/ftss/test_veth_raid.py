@@ -1,16 +1,12 @@
 """RAID 142 on real files: a corrupted mirror member is detected and served from the other."""
 
-import json
-import os
-import socket
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from ftsslab.expr import parse_packet
-from ftsslab.ftss.daemon import control_path
+from ftsslab.ftss.daemon import control_request
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 
@@ -21,15 +17,6 @@ pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not _netns_works(), reason="needs root and namespaces")]
 DIALOG = ('Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")/IP(src="10.0.0.1",'
           ' dst="10.0.0.2")/UDP(sport=5000, dport=9)/b"dialog"')
-
-
-def ask(path: str, request: dict) -> dict:
-    reply = os.path.join(tempfile.mkdtemp(), "r")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.bind(reply)
-        s.settimeout(5)
-        s.sendto(json.dumps(request).encode(), path)
-        return json.loads(s.recv(4096))
 
 
 def test_corrupted_member_is_served_from_its_mirror_and_repaired():
@@ -53,8 +40,8 @@ def test_corrupted_member_is_served_from_its_mirror_and_repaired():
         backend.process("ftss", "restart")
         backend.advance(1.0)
         since = time.time() - 60
-        reply = ask(control_path(names.lab_dir(backend.lab_id), "ftss"),
-                    {"op": "replay", "node_id": 2, "since": since})
+        reply = control_request(names.lab_dir(backend.lab_id), "ftss",
+                                {"op": "replay", "node_id": 2, "since": since})
         assert reply == {"ok": True, "replayed": 3}  # all three came back from member m1
         backend.advance(0.5)
         got = [f for f in backend.frames() if f.dst == "app2:eth0" and b"dialog" in f.data]

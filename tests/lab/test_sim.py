@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from ftsslab.expr import parse_packet, parse_pattern
-from ftsslab.lab import sim as simmod
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.model import Endpoint, ForwardingEntry, Link, Node, Scenario
 from ftsslab.lab.sim import SIM_NODE_FACTORIES, SimBackend
@@ -276,7 +275,6 @@ def test_registry_hook_timers_and_kill_drops_everything(monkeypatch):
     b.advance(0.01)
     assert len(b.frames()) == 5
     b.down()
-    assert simmod.DEFAULT_LATENCY == 10e-6
 
 
 def test_link_local_groups_like_the_veth_bridge(lab):
@@ -287,3 +285,18 @@ def test_link_local_groups_like_the_veth_bridge(lab):
         lab.send("h1:eth0", bytes.fromhex(dst) + src + b"\x88\x8e" + b"\0" * 46)
         lab.advance(0.001)
         assert len(lab.frames()) - n - 1 == reached, dst
+
+
+def test_received_with_only_max_allows_none():
+    from ftsslab.lab.runner import Runner
+    from ftsslab.lab.scenario import load_scenario_text
+
+    text = """
+name: at-most
+nodes: {h1: {kind: host}, h2: {kind: host}, s1: {kind: switch}}
+links: ["h1:eth0 s1:p1", "h2:eth0 s1:p2"]
+expect:
+  - received: {node: h2, match: 'UDP()', max: 0}
+"""
+    result = Runner(load_scenario_text(text, "m.yaml"), SimBackend()).run()
+    assert result.passed, [o.detail for o in result.outcomes]

@@ -18,6 +18,7 @@ import pytest
 
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.model import Endpoint, ForwardingEntry, Link, Node, Scenario
+from tests.conftest import lab_leftovers
 
 pytestmark = pytest.mark.root
 
@@ -56,24 +57,10 @@ def three_hosts() -> Scenario:
 LINK = {"h1": "h1:eth0 s1:p1", "h2": "h2:eth0 s1:p2", "h3": "s1:p3 h3:eth0"}
 
 
-def leftovers() -> tuple[set, set, set]:
-    nss = {n for n in names.list_netns() if n.startswith("fl")}
-    links = {d for d in os.listdir("/sys/class/net") if d.startswith("fl")}
-    procs = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"ftsslab.lab.veth.switchd" in f.read():
-                    procs.add(int(pid))
-        except OSError:
-            pass
-    return nss, links, procs
-
-
 @pytest.fixture
 def labs(request):
     """Make labs with ``labs(scenario)``; all are removed afterwards and leaks asserted."""
-    before = leftovers()
+    before = lab_leftovers()
     made: list[VethBackend] = []
 
     def make(scenario: Scenario | None = None) -> VethBackend:
@@ -85,8 +72,8 @@ def labs(request):
     yield make
     for b in made:
         b.down()
-    after = leftovers()
-    for kind, old, new in zip(("namespaces", "root links", "switchd processes"), before, after,
+    after = lab_leftovers()
+    for kind, old, new in zip(("namespaces", "root links", "node processes"), before, after,
                               strict=True):
         assert new <= old, f"leaked {kind}: {sorted(new - old)}"
     for b in made:

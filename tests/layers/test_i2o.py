@@ -251,7 +251,7 @@ def test_reply_answers_request_with_the_same_contexts():
     req, rep = I2OMessage(bytes(_request())), I2OMessage(bytes(_reply()))
     assert rep.answers(req) and not req.answers(rep)
     assert rep.hashret() == req.hashret()
-    udp_req = Ether(bytes(Ether() / IP() / UDP(sport=49152, dport=I2O_UDP_PORT) / _request()))
+    udp_req = Ether(bytes(Ether() / IP() / UDP(dport=I2O_UDP_PORT) / _request()))
     udp_rep = Ether(bytes(Ether() / IP() / UDP(sport=I2O_UDP_PORT) / _reply()))
     assert udp_rep[I2OMessage].answers(udp_req[I2OMessage])
 
@@ -285,7 +285,7 @@ def test_udp_binding_both_directions():
 
 
 def test_roce_send_payload_is_dissected_as_i2o():
-    frame = Ether() / IP() / UDP(sport=49152, dport=4791) / BTH() / _request()
+    frame = Ether() / IP() / UDP(dport=4791) / BTH() / _request()
     assert frame[BTH].opcode == 4  # bound as RC SEND_ONLY payload
     pkt = Ether(bytes(frame))
     assert I2OBlockRead in pkt and Raw not in pkt and Padding not in pkt

@@ -306,11 +306,11 @@ def test_fuzz_udp_carrier(data):
 @FUZZ
 @given(st.binary(min_size=40, max_size=60))
 def test_fuzz_tcp_options(data):
+    # Stock Scapy 2.8 gives up on a short TCP-AO option (kind 29): not ours, keep it out.
+    data = data.replace(b"\x1d", b"\x1e")
     frame = Ether(with_lengths(TCP_HDR, len(data)) + data)
     frame.summary()
-    if TCP not in frame:  # stock Scapy gives up on a short TCP-AO option (kind 29): not ours
-        assert b"\x1d" in data[:40]
-        return
+    assert TCP in frame
     parsed = [p["messages"] for p in fast.parse_xap_tcp_options(data[:40])]
     xap = [[fields_of(m) for m in v] for n, v in frame[TCP].options if n == "XAP"]
     # Scapy goes on past a length < 2 and reads a truncated last option; the fast
