@@ -31,34 +31,22 @@ SENDER = ("import socket,time\\n"
           "while s.recv(65536): pass\\n"
           "print('MBps', {mb}/(time.perf_counter()-t))\\n")
 
-APPS = """
-  - endpoints:
-      - {{node: app1, interface: eth0, mac: "02:00:00:00:00:01", ipv4: 10.0.0.1/24}}
-      - {{node: {a}, interface: {ai}}}
-  - endpoints:
-      - {{node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}}
-      - {{node: {b}, interface: {bi}}}
-"""
-FTSS = """name: bench-ftss
-nodes:
-  ftss: {kind: ftss}
-  srv1: {kind: server, node_id: 1}
-  srv2: {kind: server, node_id: 2}
-  app1: {kind: host}
-  app2: {kind: host}
-links:
-  - {endpoints: ["srv1:fa", "ftss:a1"], mtu: 2500}
-  - {endpoints: ["srv1:fb", "ftss:b1"], mtu: 2500}
-  - {endpoints: ["srv2:fa", "ftss:a2"], mtu: 2500}
-  - {endpoints: ["srv2:fb", "ftss:b2"], mtu: 2500}
-""" + APPS.format(a="srv1", ai="stack", b="srv2", bi="stack")
+ROOT = Path(__file__).resolve().parents[1]
+# the two-server topology of the http-kill scenario; the baseline puts a switch in its place
+FTSS = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0] + "\n"
 SWITCH = """name: bench-switch
 nodes:
   s1: {kind: switch}
   app1: {kind: host}
   app2: {kind: host}
 links:
-""" + APPS.format(a="s1", ai="p1", b="s1", bi="p2")
+  - endpoints:
+      - {node: app1, interface: eth0, mac: "02:00:00:00:00:01", ipv4: 10.0.0.1/24}
+      - {node: s1, interface: p1}
+  - endpoints:
+      - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
+      - {node: s1, interface: p2}
+"""
 
 
 def steps(mb: int) -> str:

@@ -29,6 +29,9 @@ def test_reference_packets_dissect_fully_and_are_named(family):
     for pkt in rdpcap(str(REFERENCE / f"{family}.pcapng")):
         assert pkt.comments, "every reference packet carries its comment"
         assert carries(pkt, family), f"{pkt.summary()}: no {family} layer found"
+        comment = pkt.comments[0].decode()
+        if family == "tch" and TCP in pkt and any(f in comment for f in ("HND", "SET", "END")):
+            assert pkt[TCP].reserved, f"{comment}: the TCH flags are not in TCP.reserved"
 
 
 def carries(pkt, family: str) -> bool:

@@ -8,8 +8,8 @@ calls ``core.on_durable(record_id)`` once an fsync covered a ``Persist`` -- only
 then may an acknowledgment that guarantees anything leave (seed 000 block 154
 before blocks 160/174).
 
-The constants repeat ``layers/ftss.py`` so the hot path never imports Scapy; a test
-proves they are equal.
+The wire numbers come from ``ftsslab/fast/ftss.py`` (Scapy-free, checked against
+``layers/ftss.py`` by tests/layers/test_ftss.py), so the hot path never imports Scapy.
 """
 
 from __future__ import annotations
@@ -17,46 +17,46 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-# ---- wire numbers (layers/ftss.py) ------------------------------------------------------------
-
-FTSS_VERSION = 1
-FTSS_FLAG_ALTPATH = 0x1
-FTSS_OP_FILE_MASK = 0xF0
-FTSS_OP_FILE_CLASS = 0x10
-FTSS_PKT_BROADCAST = 0x1
-FTSS_PKT_RETRANSMIT = 0x2
-FTSS_PKT_EXTERNAL = 0x4
-FTSS_PKT_ROLLBACK = 0x8
-FTSS_ACK_STORED_GUARANTEED = 1
-FTSS_ACK_STORED_BEST_EFFORT = 2
-FTSS_ACK_UNDELIVERABLE = 3
-FTSS_ACK_DELIVERED = 4
-FTSS_ACK_REJECTED = 5
-FTSS_REASON_NONE = 0x00
-FTSS_REASON_MALFORMED = 0x01
-FTSS_REASON_UNKNOWN_OPCODE = 0x02
-FTSS_REASON_OVERSIZE = 0x03
-FTSS_REASON_STORE_FULL = 0x04
-FTSS_REASON_BAD_LENGTH = 0x05
-FTSS_REASON_BAD_VERSION = 0x06
-FTSS_REASON_DEST_DOWN = 0x10
-FTSS_REASON_DEST_UNKNOWN = 0x11
-FTSS_NODE_DOWN = 0
-FTSS_NODE_UP = 1
-FTSS_NODE_MAINTENANCE = 3
-FTSS_FILE_OK = 0
-FTSS_FILE_NOT_FOUND = 1
-FTSS_FILE_EXISTS = 2
-FTSS_FILE_NO_SPACE = 3
-FTSS_FILE_BAD_REQUEST = 5
-FTSS_FILE_DENIED = 6
-FTSS_WRITE_TRUNCATE = 0x2
-FC_FCTL_ANSWER = 0x980000  # exchange responder, last seq, end seq (docs/protocols.md)
-
-# A driver may round deadlines (the sim keeps integer nanoseconds): a timer this close is due.
-TIME_EPS = 1e-9
+# ---- wire numbers: ftsslab/fast/ftss.py (Scapy-free) holds them; re-exported for the cores
+from ftsslab.fast.ftss import (  # noqa: E402, F401
+    FC_FCTL_ANSWER,
+    FTSS_ACK_DELIVERED,
+    FTSS_ACK_REJECTED,
+    FTSS_ACK_STORED_BEST_EFFORT,
+    FTSS_ACK_STORED_GUARANTEED,
+    FTSS_ACK_UNDELIVERABLE,
+    FTSS_FILE_BAD_REQUEST,
+    FTSS_FILE_DENIED,
+    FTSS_FILE_EXISTS,
+    FTSS_FILE_NO_SPACE,
+    FTSS_FILE_NOT_FOUND,
+    FTSS_FILE_OK,
+    FTSS_FLAG_ALTPATH,
+    FTSS_NODE_DOWN,
+    FTSS_NODE_MAINTENANCE,
+    FTSS_NODE_UP,
+    FTSS_OP_FILE_CLASS,
+    FTSS_OP_FILE_MASK,
+    FTSS_PKT_BROADCAST,
+    FTSS_PKT_EXTERNAL,
+    FTSS_PKT_RETRANSMIT,
+    FTSS_PKT_ROLLBACK,
+    FTSS_REASON_BAD_LENGTH,
+    FTSS_REASON_BAD_VERSION,
+    FTSS_REASON_DEST_DOWN,
+    FTSS_REASON_DEST_UNKNOWN,
+    FTSS_REASON_MALFORMED,
+    FTSS_REASON_NONE,
+    FTSS_REASON_OVERSIZE,
+    FTSS_REASON_STORE_FULL,
+    FTSS_REASON_UNKNOWN_OPCODE,
+    FTSS_VERSION,
+    FTSS_WRITE_TRUNCATE,
+)
 
 # ---- ftsslab choices -------------------------------------------------------------------------
+
+TIME_EPS = 1e-9
 
 FTSS_FC_ID = 0x010000  # the FTSS's FC port id (01.00.00, as in the reference capture)
 REPLAY_FILE = b".replay"  # READ of it = "roll back": re-send my retained dialog since `offset` ms

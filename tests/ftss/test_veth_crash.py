@@ -17,7 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from ftsslab.fast.ftss import parse_ftss_frame
+from ftsslab.fast.ftss import (
+    FTSS_ACK_STORED_GUARANTEED,
+    FTSS_OP_ACK,
+    FTSS_OP_PKT,
+    parse_ftss_frame,
+)
 from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario_text
 
@@ -31,26 +36,9 @@ SENDER = ("import socket,time,sys\\n"
           "for i in range({n}):\\n"
           "    s.sendto(b'seq%08d' % i, ('10.0.0.2', 9999)); time.sleep({gap})\\n")
 
-TOPOLOGY = """
-name: ftss-crash
-nodes:
-  ftss: {kind: ftss}
-  srv1: {kind: server, node_id: 1}
-  srv2: {kind: server, node_id: 2}
-  app1: {kind: host}
-  app2: {kind: host}
-links:
-  - {endpoints: ["srv1:fa", "ftss:a1"], mtu: 2500}
-  - {endpoints: ["srv1:fb", "ftss:b1"], mtu: 2500}
-  - {endpoints: ["srv2:fa", "ftss:a2"], mtu: 2500}
-  - {endpoints: ["srv2:fb", "ftss:b2"], mtu: 2500}
-  - endpoints:
-      - {node: app1, interface: eth0, mac: "02:00:00:00:00:01", ipv4: 10.0.0.1/24}
-      - {node: srv1, interface: stack}
-  - endpoints:
-      - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
-      - {node: srv2, interface: stack}
-"""
+ROOT = Path(__file__).resolve().parents[2]
+# the two-server topology of the http-kill scenario (apps with addresses, fabric A and B)
+TOPOLOGY = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0] + "\n"
 
 
 def scenario_text(kills: int, rng: random.Random, n: int, gap: float) -> str:
@@ -97,10 +85,11 @@ def test_nothing_guaranteed_is_lost_or_duplicated(kills, tmp_path: Path):
         msg = parse_ftss_frame(f.data)
         if msg is None:
             continue
-        if f.src.startswith("srv1:") and msg.get("opcode") == 0x01:
+        if f.src.startswith("srv1:") and msg.get("opcode") == FTSS_OP_PKT:
             if (num := numbers(f.data)) is not None:
                 sent_as[msg["msg_id"]] = num
-        elif f.dst.startswith("srv1:") and msg.get("opcode") == 0x02 and msg.get("status") == 1:
+        elif (f.dst.startswith("srv1:") and msg.get("opcode") == FTSS_OP_ACK
+              and msg.get("status") == FTSS_ACK_STORED_GUARANTEED):
             guaranteed.add(msg["msg_id"])
     promised = {sent_as[m] for m in guaranteed if m in sent_as}
     assert len(promised) > 50, f"seed {seed}: too few guaranteed packets to judge"

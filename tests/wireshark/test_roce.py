@@ -139,27 +139,18 @@ def advert_frames(draw) -> Packet:
     return pkt / Raw(tail) if tail else pkt
 
 
-COMPARED = {"frames": 0}  # non-RD random frames whose fields were compared, all examples
-
-
+# RD frames are left out: tshark 4.0 reads the RD opcodes' headers 8 bytes off
+# (docs/protocols.md, "Known limits") and throws on short ones; that is not our layer.
+# 6 examples x 50 frames: 300 non-RD frames compared field by field.
 @given(packets=st.lists(st.one_of(roce_frames(), advert_frames())
-                        .map(_known_kind).map(_not_management_qp),
+                        .map(_known_kind).map(_not_management_qp).filter(_not_rd),
                         min_size=50, max_size=50))
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
 def test_random_frames_agree(tmp_path_factory, packets):
     # No shrinking: each step would run tshark again; the failure message names the frame.
-    # RD frames are left out: tshark 4.0 reads the RD opcodes' headers 8 bytes off
-    # (docs/protocols.md, "Known limits") and throws on short ones; that is not our layer.
-    packets = [_dissected(p) for p in packets if _not_rd(p)]
-    COMPARED["frames"] += len(packets)
-    agrees(tmp_path_factory.mktemp("roce"), packets, args=QUIET_ARGS)
-
-
-def test_random_frames_were_enough():
-    """Runs after test_random_frames_agree (file order): >= 200 frames compared field by field."""
-    if COMPARED["frames"]:
-        assert COMPARED["frames"] >= 200
+    agrees(tmp_path_factory.mktemp("roce"), [_dissected(p) for p in packets], args=QUIET_ARGS)
 
 
 def _send(payload: bytes) -> bytes:

@@ -52,7 +52,7 @@ from .netns import (
     run,
     wait_running,
 )
-from .state import LabState, load, remove_lab
+from .state import LabState, kill_and_wait, load, remove_lab
 from .switchd import SwitchdError, entry_summary, read_kernel_entries, request, validate_entry
 
 KINDS = ("host", "switch")
@@ -566,10 +566,7 @@ class VethBackend(Backend):
             return
         rec = self.state.processes.get(node)
         if rec and pid_alive(rec["pid"], rec.get("start")):
-            os.kill(rec["pid"], signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while pid_alive(rec["pid"]) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            kill_and_wait([rec["pid"]])
 
     def frames(self) -> list[CapturedFrame]:
         return self._capture.frames() if self._capture is not None else []

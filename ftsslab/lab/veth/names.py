@@ -19,9 +19,6 @@ NETNS_DIR = "/run/netns"
 LAB_ID_RE = re.compile(r"^[0-9a-f]{5}$")
 NS_RE = re.compile(r"^fl([0-9a-f]{5})-([a-z][a-z0-9]*)$")
 ROOT_IF_RE = re.compile(r"^fl([0-9a-f]{5})\w{0,8}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-
-
 def new_lab_id() -> str:
     """A fresh id not used by any namespace or state file on this machine."""
     used = set(namespace_lab_ids()) | set(state_lab_ids())
@@ -33,13 +30,6 @@ def new_lab_id() -> str:
 
 def ns_name(lab_id: str, node: str) -> str:
     return f"{PREFIX}{lab_id}-{node}"
-
-
-def root_ifname(lab_id: str, suffix: str) -> str:
-    name = f"{PREFIX}{lab_id}{suffix}"
-    if len(name) > 15:
-        raise ValueError(f"interface name {name!r} longer than 15 chars")
-    return name
 
 
 def lab_dir(lab_id: str) -> str:

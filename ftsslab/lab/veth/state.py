@@ -77,7 +77,8 @@ def list_labs() -> list[LabState]:
     return [s for lab_id in names.state_lab_ids() if (s := load(lab_id)) is not None]
 
 
-def _kill_and_wait(pids: list[int], timeout: float = 5.0) -> list[int]:
+def kill_and_wait(pids: list[int], timeout: float = 5.0) -> list[int]:
+    """SIGKILL ``pids`` and wait (reaping our children) until they are gone; the killed ones."""
     killed = []
     for pid in pids:
         try:
@@ -111,7 +112,7 @@ def remove_lab(lab_id: str, state: LabState | None = None) -> list[str]:
         for rec in list(state.processes.values()) + list(state.background):
             if pid_alive(rec["pid"], rec.get("start")):
                 pids.add(rec["pid"])
-    for pid in _kill_and_wait(sorted(pids)):
+    for pid in kill_and_wait(sorted(pids)):
         removed.append(f"process {pid}")
     if nss:
         ip_batch([f"netns del {n}" for n in nss], force=True)

@@ -38,6 +38,9 @@ import socket
 import sys
 import time
 
+from ..model import ForwardingEntry
+from ..switch import format_entry
+
 # Kept import-light (no argparse, dataclasses or ftsslab.lab.model): a lab starts one switchd
 # per switch, and interpreter start-up is most of their cost. Entries are plain dicts with
 # ForwardingEntry's field names; the backend converts.
@@ -57,14 +60,18 @@ class SwitchdError(Exception):
 # ---- entries <-> rules ------------------------------------------------------------------------
 
 def entry_summary(e: dict) -> str:
-    parts = [f"vip={e['vip']}"]
-    for k in ("client_ip", "proto", "client_port", "vport"):
-        if e.get(k) is not None:
-            parts.append(f"{k}={e[k]}")
-    parts.append(f"-> {e['out_port']}")
-    if e.get("dst_mac") is not None:
-        parts.append(f"dst_mac={e['dst_mac']}")
-    return " ".join(parts)
+    return format_entry(ForwardingEntry(**e))
+
+
+def _recv_line(s: socket.socket) -> bytes:
+    """Read one newline-ended message (or what came before the peer closed)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def validate_entry(d: dict, ports: list[str] | None = None) -> dict:
@@ -291,12 +298,7 @@ class Switchd:
             with conn:
                 conn.settimeout(5)
                 try:
-                    data = b""
-                    while not data.endswith(b"\n"):
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
+                    data = _recv_line(conn)
                     try:
                         reply = self.handle(json.loads(data or b"{}"))
                     except (SwitchdError, ValueError) as exc:
@@ -312,12 +314,7 @@ def request(sock_path: str, req: dict, timeout: float = 10.0) -> dict:
         s.settimeout(timeout)
         s.connect(sock_path)
         s.sendall(json.dumps(req).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = _recv_line(s)
     if not data:
         raise ConnectionError("switchd closed the connection")
     return json.loads(data)
@@ -328,7 +325,6 @@ USAGE = "usage: switchd --lab ID --node NAME --ports p1,p2 --socket PATH [--log 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts: dict[str, str] = {}
     if len(args) % 2 or not all(a.startswith("--") for a in args[::2]):
         print(USAGE, file=sys.stderr)
         return 2
