@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from scapy.config import conf
+from scapy.fields import FieldListField, IP6Field, IPField, MACField, MultipleTypeField
+from scapy.fields import _FieldContainer as FieldContainer
+from scapy.layers.inet6 import IP6ListField
 from scapy.packet import NoPayload, Packet, Raw
 
 from .catalog import all_layers
@@ -33,6 +38,16 @@ def one_line(exc: BaseException) -> str:
 
 
 _LITERALS = (int, float, str, bytes, bool, type(None))
+
+# Bounds, so no expression can exhaust the recursion limit, memory or time: Scapy builds and
+# dissects a packet recursively (a few frames per layer) and '/' copies what is left of it.
+MAX_CHARS = 1_000_000   # the expression's text
+MAX_LAYERS = 100        # layers joined by '/'
+MAX_DEPTH = 32          # nesting inside one layer's arguments (calls, lists, signs, '|')
+MAX_NODES = 100_000     # syntax-tree nodes in all
+
+NOT_LITERAL = "addresses must be literal IPv4/IPv6 addresses, not host names, networks or ranges"
+_MAC = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}")
 
 
 def default_namespace() -> dict[str, Callable[..., Any]]:
@@ -110,11 +125,14 @@ class _Builder:
             raise self.fail(node, f"{name}(...): {one_line(exc)}") from None
 
     def check_fields(self, node: ast.AST, cls: type[Packet], kwargs: Mapping[str, Any]) -> None:
-        fields = {f.name for f in cls.fields_desc}
-        for key in kwargs:
+        fields = {f.name: f for f in cls.fields_desc}
+        for key, value in kwargs.items():
             if key not in fields:
                 raise self.fail(node, f"{cls.__name__} has no field {key!r}; "
                                       f"fields: {', '.join(sorted(fields))}")
+            why = _address_problem(fields[key], value)
+            if why:
+                raise self.fail(node, f"{cls.__name__}.{key}: {why}")
 
     def operand(self, node: ast.AST) -> Packet:
         val = self.value(node)
@@ -125,10 +143,103 @@ class _Builder:
         return val
 
     def stack(self, node: ast.AST) -> Packet:
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-            left = self.stack(node.left)
-            return left / self.operand(node.right)
-        return self.operand(node)
+        pkt = None
+        for item in _layers(node):
+            layer = self.operand(item)
+            pkt = layer if pkt is None else pkt / layer
+        return pkt
+
+
+def _layers(node: ast.AST) -> list[ast.AST]:
+    """The operands of a '/' chain, left to right (walked without recursion)."""
+    items: list[ast.AST] = []
+    while isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        items.append(node.right)
+        node = node.left
+    items.append(node)
+    return items[::-1]
+
+
+def _check_size(tree: ast.Expression) -> None:
+    """Refuse what would exhaust the builder or Scapy: too many layers, nodes or levels."""
+    layers = _layers(tree.body)
+    if len(layers) > MAX_LAYERS:
+        raise ExprError(f"{len(layers)} layers joined by '/'; at most {MAX_LAYERS}")
+    count, nodes = len(layers), 0
+    todo = [(item, 1) for item in layers]
+    while todo and count <= MAX_LAYERS:
+        node, depth = todo.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ExprError(f"expression too large: more than {MAX_NODES} syntax nodes")
+        if depth > MAX_DEPTH:
+            raise ExprError(f"expression nested too deeply: more than {MAX_DEPTH} levels "
+                            f"(at column {getattr(node, 'col_offset', 0) + 1})")
+        count += isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)  # a nested '/'
+        todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    if count > MAX_LAYERS:
+        raise ExprError(f"more than {MAX_LAYERS} layers joined by '/' (some in parentheses)")
+
+
+def _leaf_fields(fld: Any) -> Iterator[tuple[Any, bool]]:
+    """(field, takes a list) for each field a wrapper (conditional, multiple-type, list of)
+    may hand a value to."""
+    todo = [(fld, False)]
+    while todo:
+        f, listed = todo.pop()
+        if isinstance(f, MultipleTypeField):
+            todo += [(sub, listed) for sub, _ in f.flds] + [(f.dflt, listed)]
+        elif isinstance(f, FieldContainer):
+            todo.append((f.fld, listed))
+        elif isinstance(f, FieldListField):
+            todo.append((f.field, True))
+        else:
+            yield f, listed or isinstance(f, IP6ListField)
+
+
+def _address_problem(fld: Any, value: Any) -> str | None:
+    """Why ``value`` is not a literal address for an address field, or None.
+
+    Scapy resolves whatever an IP field's value is not the literal of (a host name, a
+    network, a range) by DNS, while crafting and while matching; a MAC field takes the
+    characters of a name as its bytes. Neither may happen silently.
+    """
+    leaves = list(_leaf_fields(fld))
+    families = {socket.AF_INET for f, _ in leaves if isinstance(f, IPField)}
+    families |= {socket.AF_INET6 for f, _ in leaves if isinstance(f, IP6Field | IP6ListField)}
+    mac = any(isinstance(f, MACField) for f, _ in leaves)
+    if not (families or mac):
+        return None
+    listed = any(in_list for _, in_list in leaves)
+    # (a list for a single IP field is Scapy's packet set: one packet per address)
+    values = value if isinstance(value, list) or (listed and isinstance(value, tuple)) \
+        else [value]
+    for v in values:
+        if v is None:
+            continue
+        if families and not _literal_ip(v, families):
+            return f"{NOT_LITERAL} (got {v!r})"
+        if mac and isinstance(v, str) and not _MAC.fullmatch(v):
+            return f"MAC addresses must be literal, like 02:00:00:00:00:01 (got {v!r})"
+    return None
+
+
+def _literal_ip(value: Any, families: set[int]) -> bool:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(value, str):
+        return False
+    addr = value.partition("%")[0]  # a scope ("fe80::1%eth0") is not resolved
+    for family in families:
+        try:
+            socket.inet_pton(family, addr)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 @contextmanager
@@ -151,10 +262,16 @@ def offline() -> Iterator[None]:
 
 def _parse(text: str, namespace: Mapping[str, Callable[..., Any]] | None
            ) -> tuple[ast.Expression, _Builder]:
+    if len(text) > MAX_CHARS:
+        raise ExprError(f"expression too long: {len(text)} characters; at most {MAX_CHARS}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # the parser's own limits, far above ours
+        raise ExprError(f"expression too large or nested too deeply for the parser "
+                        f"(at most {MAX_LAYERS} layers, {MAX_DEPTH} levels)") from None
+    _check_size(tree)
     return tree, _Builder(text, namespace if namespace is not None else default_namespace())
 
 
@@ -217,14 +334,8 @@ def _fields_equal(layer: Packet, fields: tuple[tuple[str, Any], ...]) -> bool:
 def parse_pattern(text: str, namespace: Mapping[str, Callable[..., Any]] | None = None) -> Pattern:
     """Parse a pattern (same syntax as packets; values are compared, nothing is built)."""
     tree, builder = _parse(text, namespace)
-    items: list[ast.AST] = []
-    node = tree.body
-    while isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-        items.insert(0, node.right)
-        node = node.left
-    items.insert(0, node)
     layers = []
-    for item in items:
+    for item in _layers(tree.body):
         if isinstance(item, ast.Constant) and isinstance(item.value, str | bytes):
             layers.append((Raw, (("load", item.value),)))
             continue

@@ -1,38 +1,57 @@
-"""Suite-wide guard: after the whole run, no lab namespace, link or process is left."""
-
-import os
+"""Suite-wide rules: environment requirements by marker, no skipping in CI, no lab left behind."""
 
 import pytest
 
-LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon")
+from tests import support
 
 
-def lab_leftovers() -> tuple[set, set, set]:
-    """(namespaces, root links, node processes) that look like ftsslab's labs."""
-    from ftsslab.lab.veth import names
+def _in_ci(reason: str) -> str:
+    return (f"CI=true, so this skip is a failure: {reason.removeprefix('Skipped: ')}\n"
+            "CI must run the whole suite: install what is missing (./run tests does).")
 
-    nss = {n for n in names.list_netns() if n.startswith(names.PREFIX)}
-    try:
-        links = {d for d in os.listdir("/sys/class/net") if d.startswith(names.PREFIX)}
-    except FileNotFoundError:
-        links = set()
-    procs = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if any(module in f.read() for module in LAB_PROCESSES):
-                    procs.add(int(pid))
-        except OSError:
-            pass
-    return nss, links, procs
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in support.REQUIREMENTS:
+        if item.get_closest_marker(marker) and (reason := support.missing(marker)):
+            if support.IN_CI:
+                pytest.fail(_in_ci(reason), pytrace=False)
+            pytest.skip(reason)
+
+
+def _fail_skip(rep: pytest.TestReport | pytest.CollectReport) -> None:
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    rep.outcome, rep.longrepr = "failed", _in_ci(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI any other skip fails too, unless the test is a deliberately opt-in soak (slow)."""
+    rep = yield
+    if (support.IN_CI and rep.skipped and not hasattr(rep, "wasxfail")
+            and not item.get_closest_marker("slow")):
+        _fail_skip(rep)
+    return rep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """Under CI a module that skips itself (allow_module_level, importorskip) fails."""
+    rep = yield
+    if support.IN_CI and rep.skipped:
+        _fail_skip(rep)
+    return rep
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
-    before = lab_leftovers()
+    """No lab namespace, root link or node process of this run is left after it.
+
+    Labs of other runs on the same machine (their owner is alive) are not ours to count.
+    """
+    before = support.lab_resources()
     yield
-    left = [sorted(map(str, new - old)) for old, new in zip(before, lab_leftovers(), strict=True)]
-    assert not any(left), f"the test suite left lab resources behind: {left}"
+    left = support.leaked(before)
+    assert not left, "the test suite left lab resources behind:\n" + "\n".join(map(str, left))
 
 
 def _no_arp() -> None:

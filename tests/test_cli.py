@@ -110,3 +110,91 @@ def test_shell_banner_names_the_layers():
     assert res.returncode == 0, res.stderr
     assert "ftsslab layers:" in res.stdout + res.stderr
     assert "LAYERS 4" in res.stdout
+
+
+def test_inspect_shows_the_good_packets_then_names_the_damage(tmp_path):
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes((REFERENCE / "fc.pcapng").read_bytes()[:3000])
+    res = ftsslab("inspect", str(cut))
+    assert_one_line_error(res, f"{cut}: damaged at byte 2896, block 21 (Enhanced Packet Block)",
+                          "cut short in the middle of a packet", "18 good packets before it")
+    assert "#18 " in res.stdout and "#19 " not in res.stdout
+    assert "WARNING" not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("count", ["0", "1000001", "1000000000"])
+def test_craft_count_is_bounded(tmp_path, count):
+    res = ftsslab("craft", "IP()", "-o", str(tmp_path / "x.pcapng"), "--count", count)
+    assert_one_line_error(res, "--count must be from 1 to 1,000,000")
+
+
+def test_craft_refuses_a_huge_stack_in_one_line(tmp_path):
+    res = ftsslab("craft", "/".join(["IP()"] * 2500), "-o", str(tmp_path / "x.pcapng"))
+    assert_one_line_error(res, "bad expression: 2500 layers joined by '/'; at most 100")
+
+
+# A resolver asked for a name (not a numeric address: Scapy's import converts a few) ends
+# the process with status 99: one DNS lookup fails the test.
+NO_DNS = (
+    "import os, socket\n"
+    "def guard(real):\n"
+    "    def lookup(host, *args, **kwargs):\n"
+    "        for family in (socket.AF_INET, socket.AF_INET6):\n"
+    "            try:\n"
+    "                socket.inet_pton(family, str(host).partition('%')[0])\n"
+    "                return real(host, *args, **kwargs)\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "        os.write(2, b'name lookup: %r\\n' % (host,))\n"
+    "        os._exit(99)\n"
+    "    return lookup\n"
+    "for name in ('getaddrinfo', 'gethostbyname', 'gethostbyname_ex', 'gethostbyaddr'):\n"
+    "    setattr(socket, name, guard(getattr(socket, name)))\n"
+    "from ftsslab.cli import main\n"
+    "main()\n"
+)
+
+
+def ftsslab_without_dns(*args):
+    return subprocess.run([sys.executable, "-c", NO_DNS, *args], capture_output=True, text=True,
+                          env=dict(os.environ, COLUMNS="200"), timeout=120)
+
+
+def test_craft_never_resolves_a_name(tmp_path):
+    out = tmp_path / "x.pcapng"
+    for expr in ('Ether()/IP(dst="example.com")', 'Ether()/IPv6(dst="example.com")'):
+        assert_one_line_error(ftsslab_without_dns("craft", expr, "-o", str(out)),
+                              "addresses must be literal")
+    res = ftsslab_without_dns("craft", 'Ether()/IPv6(src="fe80::1", dst="fe80::2")/UDP()'
+                              '/b"literal"', "-o", str(out))
+    assert res.returncode == 0, res.stderr
+
+
+def test_validate_never_resolves_a_name(tmp_path):
+    text = (ROOT / "scenarios" / "switch-learning.yaml").read_text()
+    assert 'dst="10.0.0.2")/UDP' in text
+    scenario = tmp_path / "names.yaml"
+    scenario.write_text(text.replace('dst="10.0.0.2")/UDP', 'dst="example.com")/UDP'))
+    res = ftsslab_without_dns("validate", str(scenario))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "name lookup" not in res.stderr
+    assert "steps[1].send.packet: IP.dst: addresses must be literal" in res.stdout + res.stderr
+
+
+def test_craft_shows_progress_when_writing_many_copies(tmp_path, monkeypatch):
+    """A bar on a terminal (stderr) for many copies (10,000 or more); nothing for a few."""
+    import io
+
+    from rich.console import Console
+
+    from ftsslab.cli import packets
+    from ftsslab.pcapng import read_packets
+
+    for count, bar in ((30_000, True), (10, False)):
+        screen = io.StringIO()
+        monkeypatch.setattr(packets, "err", Console(file=screen, force_terminal=True, width=100),
+                            raising=False)
+        out = tmp_path / f"{count}.pcapng"
+        packets.craft('Ether()/IP(src="10.9.0.1", dst="10.9.0.2")', out, count=count)
+        assert (f"writing {out}" in screen.getvalue()) is bar
+        assert sum(1 for _ in read_packets(out)) == count

@@ -102,3 +102,87 @@ def test_arbitrary_text_is_built_or_refused_never_crashes(text):
     except ExprError:
         return
     assert bytes(pkt)
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("/".join(["UDP()"] * 2001), "2001 layers joined by '/'; at most 100"),
+    ("/".join(["UDP()"] * 101), "101 layers"),
+    ("/".join(["IP()"] * 20001), "too large or nested too deeply for the parser"),
+    ("IP(ttl=" + "-" * 40 + "1)", "nested too deeply: more than 32 levels"),
+    ("IP(ttl=" + "-" * 5000 + "1)", "too large or nested too deeply"),
+    ("IP(flags=" + "|".join(["1"] * 5000) + ")", "nested too deeply"),
+    ("IP()/(" * 40 + "UDP()" + ")" * 40, "nested too deeply"),
+    ("/".join(["(UDP()/(UDP()/(UDP()/UDP())))"] * 30), "more than 100 layers"),
+    ("TCP(options=[" + ",".join(["('NOP', None)"] * 40000) + "])", "more than 100000 syntax"),
+    ('IP()/b"' + "x" * 1_000_001 + '"', "expression too long"),
+])
+def test_size_is_bounded_with_a_clear_message(expr, message):
+    """No expression reaches the recursion limit: Scapy's or the builder's."""
+    with pytest.raises(ExprError) as info:
+        parse_packet(expr)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_largest_allowed_stack_builds():
+    pkt = parse_packet("Ether()/" + "/".join(["IP()"] * 98) + '/b"end"')
+    assert len(pkt.layers()) == 100 and bytes(pkt).endswith(b"end")
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Every name lookup is recorded (and fails): a test then asserts there was none."""
+    import socket
+
+    asked = []
+
+    def lookup(*args, **kwargs):
+        asked.append(args[0])
+        raise socket.gaierror(socket.EAI_NONAME, "lookups are forbidden in this test")
+
+    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
+        monkeypatch.setattr(socket, name, lookup)
+    return asked
+
+
+@pytest.mark.parametrize("expr", [
+    'IP(dst="example.com")',
+    'IP(src="example.com", dst="10.9.0.2")',
+    'IP(dst=b"example.com")',
+    'IP(dst="10.9.0.0/24")',                      # a network: Scapy resolves its base too
+    'IP(dst=("10.9.0.1", "10.9.0.9"))',           # a range
+    'IP(dst=["10.9.0.1", "example.com"])',
+    'IP(dst="10.1")',                             # inet_aton shorthand is not literal
+    'IPv6(dst="example.com")',
+    'IPv6(src="example.com")',
+    'IPv6(dst="::1")/IPv6ExtHdrRouting(addresses=["example.com"])',
+    'ARP(pdst="example.com")',
+    'Ether()/ARP(psrc="example.com")',
+    'Ether(dst="example.com")',
+    'FTSSHello(macs=["02:00:00:00:00:01", "example.com"])',
+    'IP(src="10.9.0.1", dst="10.9.0.2")/UDP()/XAPUDP(messages=[XAP(cluster_id="example.com")])',
+])
+def test_host_names_are_refused_and_never_looked_up(no_dns, expr):
+    with pytest.raises(ExprError) as info:
+        parse_packet(expr)
+    assert "addresses must be literal" in str(info.value)
+    assert no_dns == []
+
+
+def test_patterns_refuse_host_names_too(no_dns):
+    """A pattern's values are converted when it matches: a name would be resolved then."""
+    with pytest.raises(ExprError, match="addresses must be literal"):
+        parse_pattern('IP(dst="example.com")/UDP(dport=7)')
+    assert no_dns == []
+
+
+def test_literal_addresses_resolve_nothing(no_dns):
+    pkt = parse_packet('Ether(src="02:00:00:00:00:01", dst="2:0:0:0:0:2")'
+                       '/IPv6(src="fe80::1", dst="fe80::2%lo")/UDP(dport=7)')
+    assert pkt[Ether].dst == "02:00:00:00:00:02"
+    pkt = parse_packet('Ether()/ARP(psrc="10.9.0.1", pdst="10.9.0.2", hwdst="02:00:00:00:00:02")')
+    assert pkt.pdst == "10.9.0.2"
+    pkt = parse_packet('IP(src="10.9.0.1", dst=["10.9.0.2", "10.9.0.3"])/UDP()')
+    assert pkt[IP].dst == "10.9.0.2"
+    assert parse_pattern('IP(dst="10.9.0.2")').matches(
+        parse_packet('Ether()/IP(src="10.9.0.1", dst="10.9.0.2")'))
+    assert no_dns == []

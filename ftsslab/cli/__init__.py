@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="ftsslab: a Scapy-based lab for the FTSS, switched-NAS (XAP/TCH), RKey RDMA and I2O"
@@ -31,14 +32,15 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False,
+                  soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # never a traceback for users; say what broke
         err.print(
-            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}",
+            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}",
             highlight=False,
             soft_wrap=True,
         )

@@ -26,8 +26,8 @@ def replay_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Roll back: the FTSS re-sends a node's retained packets stored in the last SINCE seconds."""
-    from ..ftss.daemon import control_request
     from ..lab.veth import names
+    from ..lab.veth.control import control_request
 
     backend = attach(lab)
     scenario = load(Path(backend.state.scenario_path))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -138,7 +139,8 @@ def run(
         try:
             result = Runner(scenario, chosen, progress=advance).run()
         except BackendError as exc:
-            err.print(f"[bold red]lab error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]lab error:[/bold red] {escape(str(exc))}", highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(EXIT_INTERNAL) from None
     written = write_capture(capture, scenario, result.frames, result.events, chosen.name)
     if as_json:

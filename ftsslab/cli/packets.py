@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import UserError, app, out
+from . import UserError, app, err, out
+
+MAX_COUNT = 1_000_000   # copies `craft` writes at most: about 3 s and 100 MB for a small frame
+PROGRESS_FROM = 10_000  # fewer copies take well under a second: no progress bar
 
 
 @app.command(rich_help_panel="Packets")
@@ -57,27 +65,44 @@ def craft(
         str, typer.Argument(help="Scapy '/' expression, e.g. 'Ether()/IP()/UDP()/b\"hi\"'.")
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="pcapng file to write.")],
-    count: Annotated[int, typer.Option("--count", "-c", min=1, help="Copies to write.")] = 1,
+    count: Annotated[
+        int, typer.Option("--count", "-c", help=f"Copies to write, 1 to {MAX_COUNT:,}.")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Build packets from a safe expression (literals and layer calls only) into a pcapng file.
 
     The expression is parsed, never evaluated: only layer constructors with literal
-    arguments joined by '/' are accepted.
+    arguments joined by '/' are accepted, at most 100 layers; addresses must be literal
+    (nothing is resolved by DNS or ARP).
     """
-    from scapy.utils import PcapNgWriter
+    from scapy.config import conf
 
     from ..expr import ExprError, parse_packet
+    from ..pcapng import LINKTYPE_ETHERNET, Interface, PcapNgWriter
 
+    if not 1 <= count <= MAX_COUNT:
+        raise UserError(f"--count must be from 1 to {MAX_COUNT:,} (got {count:,})")
     try:
         pkt = parse_packet(expr)
     except ExprError as exc:
         raise UserError(f"bad expression: {exc}") from None
     data = bytes(pkt)
+    iface = Interface("craft", "ftsslab craft",
+                      conf.l2types.layer2num.get(type(pkt), LINKTYPE_ETHERNET))
+    stamp = time.time_ns()
     try:
-        with PcapNgWriter(str(output)) as writer:
-            for _ in range(count):
-                writer.write(pkt)
+        with output.open("wb") as fh, Progress(
+            TextColumn(f"writing {output}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=err, transient=True,
+            disable=as_json or count < PROGRESS_FROM,
+        ) as progress:
+            task = progress.add_task("", total=count)
+            writer = PcapNgWriter(fh)
+            for i in range(count):
+                writer.packet(iface, data, stamp)
+                if i % PROGRESS_FROM == 0:
+                    progress.update(task, completed=i)
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror}") from None
     if as_json:
@@ -111,8 +136,12 @@ def _resolve_layer(name: str):
     raise UserError(f"unknown layer {name!r} (see `ftsslab layers`)")
 
 
-def read_capture(path: Path):
-    """Yield CapturedPacket for every packet of a pcap/pcapng file, or raise UserError."""
+def read_capture(path: Path) -> Iterator:
+    """Yield CapturedPacket for every packet of a pcap/pcapng file.
+
+    UserError when the file cannot be read; pcapng.CaptureError after the good
+    packets when it is damaged (or is not a capture).
+    """
     from .. import catalog  # noqa: F401  (registers Scapy's and ftsslab's layers)
     from ..pcapng import read_packets
     from ..view import CapturedPacket
@@ -122,8 +151,22 @@ def read_capture(path: Path):
     try:
         for i, p in enumerate(read_packets(path), start=1):
             yield CapturedPacket(i, p.pkt, p.time, p.interface, p.comments)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def quiet_scapy() -> Iterator[None]:
+    """No Scapy WARNING lines while dissecting: odd bytes are shown, the error line says why."""
+    loggers = [logging.getLogger(n) for n in ("scapy", "scapy.runtime")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 @app.command(rich_help_panel="Packets")
@@ -138,20 +181,33 @@ def inspect(
     ] = False,
 ) -> None:
     """Show every packet of a capture as a tree of layers and fields, with comments and
-    interface names."""
+    interface names.
+
+    A damaged capture: the packets before the damage, then one line saying at which
+    byte, in which record or block, and what is wrong; exit status 2.
+    """
+    from ..pcapng import CaptureError
     from ..view import packet_json, packet_tree
 
     wanted = _resolve_layer(layer) if layer else None
     shown = []
-    for cp in read_capture(file):
-        if wanted is not None and not cp.pkt.haslayer(wanted):
-            continue
-        shown.append(cp)
-        if not as_json:
-            out.print(packet_tree(cp, with_hex=with_hex))
-    if as_json:
-        out.print_json(json.dumps([packet_json(cp) for cp in shown]))
-    elif not shown:
+    damage = None
+    with quiet_scapy():
+        try:
+            for cp in read_capture(file):
+                if wanted is not None and not cp.pkt.haslayer(wanted):
+                    continue
+                shown.append(cp)
+                if not as_json:
+                    out.print(packet_tree(cp, with_hex=with_hex))
+        except CaptureError as exc:
+            damage = exc
+        if as_json:
+            out.print_json(json.dumps([packet_json(cp) for cp in shown]))
+    if damage is not None:
+        good = f"; {damage.packets} good packets before it" if damage.packets else ""
+        raise UserError(f"{damage}{good}")
+    if not as_json and not shown:
         out.print("no packets" + (f" with layer {wanted.__name__}" if wanted else ""))
 
 

@@ -14,9 +14,12 @@ and returns ``Transmit``/``Persist``/``Forget`` actions. Its parts follow Fig. 6
 - file operations unit 138 with per-node spool "directories" (records keyed by
   (node, name)); writes to ``out/`` are packets the agent routes (claims 6, 13, 21, 30).
 
-Delivery state lives in ``Stored`` (one per packet): it is retried on the node's
-other fabric port on timeout, parked while the node cannot receive and resumed when
-it can, and retained after delivery (claims 5, 20, 29) by age and FIFO capacity.
+A stored packet (``Stored``) is committed, then routed to its destinations' lanes
+(``delivery.Outbox``: in store order per node, one fabric port at a time, the other
+after a timeout or a link failure, parked while the node cannot receive), and
+retained after delivery (claims 5, 20, 29) by age and FIFO capacity.
+
+Bad input is answered or counted; an exception out of this module is a bug.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from ftsslab.fast import ftss as wire
 from ftsslab.fast.fc import parse_fcoe_frame
@@ -49,8 +53,6 @@ from .actions import (
     FTSS_FLAG_ALTPATH,
     FTSS_NODE_DOWN,
     FTSS_NODE_UP,
-    FTSS_OP_FILE_CLASS,
-    FTSS_OP_FILE_MASK,
     FTSS_PKT_BROADCAST,
     FTSS_PKT_EXTERNAL,
     FTSS_PKT_RETRANSMIT,
@@ -81,8 +83,20 @@ from .actions import (
     Transmit,
     is_group,
 )
+from .delivery import WINDOW, Delivery, Lane, LaneEvent, Outbox, Rto
 
+HELLO_RESTART_SEQ = 1  # a unit's HELLOs carry seq 1 until it is in sync after a (re)start
 DEDUPE_MEMORY = 65536  # (source node, msg id) pairs remembered after their record is gone
+MAX_FILE = 64 << 10  # bytes a spool file may hold (a packet file is one frame)
+FILE_OPS = frozenset({wire.FTSS_OP_WRITE, wire.FTSS_OP_READ, wire.FTSS_OP_LIST,
+                      wire.FTSS_OP_DELETE})
+
+
+class Timer(Enum):
+    LANE = "lane"  # key: node id -- its oldest delivery in flight is due
+    EXPIRE = "expire"  # key: node id -- its HELLO hold time ends
+    RETAIN = "retain"  # key: record id -- a retained packet's time is up
+    REROUTE = "reroute"  # after recovery: route what the store gave back
 
 
 @dataclass
@@ -96,15 +110,6 @@ class Route:
     state: int = FTSS_NODE_UP
     expires: float | None = None  # None: static (configured), never expires
     files: bool = False  # reads its packets from in/ (file-I/O embodiment)
-
-
-@dataclass
-class Attempt:
-    """Delivery of one stored packet to one node (blocks 176/178, 192)."""
-
-    tries: int = 0
-    ox_id: int | None = None
-    deadline: float | None = None  # None: parked until the node can receive again
 
 
 @dataclass
@@ -122,9 +127,9 @@ class Stored:
     durable: bool = False
     reply: tuple[str, str, int, int] | None = None  # ack goes to (port, mac, fc_id, ox_id)
     ack: tuple[int, int] | None = None  # (status, reason) once sent
-    pending: dict[int, Attempt] = field(default_factory=dict)  # node id -> attempt
+    pending: set[int] = field(default_factory=set)  # nodes that have not acknowledged it
     dests: tuple[int, ...] = ()  # fabric nodes it is (was) for: what a replay re-sends
-    delivered_rid: int | None = None
+    delivered_rid: int | None = None  # the DELIVERED marker: it is retained
     delivered_at: float = 0.0
 
 
@@ -148,15 +153,21 @@ class FtssCore:
         echo_external: bool = False,
         fc_id: int = FTSS_FC_ID,
         retry: float = 0.02,
+        window: int = WINDOW,
         retain: float = 0.0,
         retain_max: int = 1024,
         capacity: int = 100_000,
+        capacity_bytes: int = 1 << 30,
+        max_file: int = MAX_FILE,
         max_frame: int = 9018,
     ):
         """``fabric_ports``: port name -> this node's MAC on it; ``external_port`` (148):
-        where unknown and ``external_macs`` destinations go; ``retain``: seconds a
-        delivered packet stays queued when its PKT asks for none; ``capacity``: records
-        the store may hold (more are REJECTED STORE_FULL)."""
+        where unknown and ``external_macs`` destinations go; ``retry``: the first
+        retransmission timeout (it adapts to the measured round trip); ``window``:
+        unacknowledged deliveries per node; ``retain``: seconds a delivered packet stays
+        queued when its PKT asks for none; ``capacity``/``capacity_bytes``: records and
+        payload bytes the store may hold (more are REJECTED STORE_FULL); ``max_file``: bytes
+        one spool file may hold."""
         self.node_id = node_id
         self.ports = dict(fabric_ports)
         self.external_port = external_port
@@ -164,13 +175,17 @@ class FtssCore:
         self.echo_external = echo_external
         self.fc_id = fc_id
         self.retry = retry
+        self.window = window
         self.retain = retain
         self.retain_max = retain_max
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
+        self.max_file = max_file
         self.max_frame = max_frame
         self.port_up = dict.fromkeys(self.ports, True)
         self.routes: dict[int, Route] = {}
         self.port_node: dict[str, int] = {}
+        self.lanes: dict[int, Outbox] = {}
         self.stored: dict[int, Stored] = {}  # record id -> packet
         self.by_msg: dict[tuple[int, int], int] = {}  # (src node, msg id) -> record id
         self.done: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()  # -> last ack
@@ -178,13 +193,18 @@ class FtssCore:
         self.files: dict[tuple[int, bytes], SpoolFile] = {}
         self.file_waiters: dict[int, tuple] = {}  # file record id -> the write to answer
         self.records = 0  # records the store holds (Persist minus Forget)
+        self.bytes = 0  # their payload bytes
+        self._sizes: dict[int, int] = {}  # record id -> payload bytes
         self.stats: dict[str, int] = {}
+        self.decisions: OrderedDict[tuple[int, int], dict] = OrderedDict()  # see report()
         self._next_rid = 1
         self._next_ox = 1
         self._next_ext_msg = 1
         self._ox: dict[int, tuple[int, int]] = {}  # ox id -> (record id, node id)
-        self._timers: list[tuple[float, int, str, tuple]] = []
-        self._unrouted: list[int] = []  # recovered packets waiting for routing table 146
+        self._timers: list[tuple[float, int, Timer, int]] = []
+        # (record id, fresh) waiting for routing table 146 after recovery, in store order
+        self._unrouted: list[tuple[int, bool]] = []
+        self._recovering = False  # from recover() until the grace for HELLOs is over
         self._seq = 0
 
     # ---- configuration and state --------------------------------------------------------
@@ -213,9 +233,21 @@ class FtssCore:
             self.port_up[port] = up
 
     def on_port(self, port: str, up: bool, now: float) -> list:
-        """A fabric link went down/up: parked deliveries resume when it comes back."""
-        self.set_port(port, up)
-        return self._resume(now) if up else []
+        """A fabric link went down/up. Down: the lane that used it goes back N on the
+        other port at once (or parks). Up: parked lanes resume."""
+        if port not in self.port_up or self.port_up[port] == up:
+            return []
+        self.port_up[port] = up
+        if up:
+            return self._resume(now)
+        out: list = []
+        node = self.port_node.get(port)
+        lane = self.lanes.get(node) if node is not None else None
+        if lane is not None and lane.port == port and lane.state is not Lane.SPOOLED:
+            lane.port = None  # what was in flight there is lost: go back N on the other port
+            lane.requeue()
+            out += self._kick(lane, now)
+        return out
 
     def lookup(self, mac: str) -> int | None:
         """Block 156: the node serving inner destination ``mac``."""
@@ -224,11 +256,42 @@ class FtssCore:
                 return route.node_id
         return None
 
+    def report(self) -> dict:
+        """What the FTSS decided, per message (the backends compare these): for each
+        (source node, msg id), the ACK status, and per destination node the fabric
+        (A = 0, B = 1) its DELIVERED acknowledgment came back on, and whether it was
+        retained afterwards."""
+        return {
+            "stats": dict(self.stats),
+            "decisions": [{"src": k[0], "msg": k[1], **v} for k, v in self.decisions.items()],
+        }
+
+    def _decide(self, pkt: Stored, **what) -> None:
+        if pkt.origin != ORIGIN_FABRIC:
+            return
+        key = (pkt.src_node, pkt.msg_id)
+        entry = self.decisions.get(key)
+        if entry is None:
+            entry = self.decisions[key] = {"ack": None, "delivered": {}, "retained": False}
+            while len(self.decisions) > DEDUPE_MEMORY:
+                self.decisions.popitem(last=False)
+        for k, v in what.items():
+            if k == "delivered":
+                entry["delivered"].update(v)
+            else:
+                entry[k] = v
+
     def _route(self, node_id: int, fc_id: int) -> Route:
         route = self.routes.get(node_id)
         if route is None:
             route = self.routes[node_id] = Route(node_id, set(), {}, fc_id)
         return route
+
+    def _lane(self, node: int) -> Outbox:
+        lane = self.lanes.get(node)
+        if lane is None:
+            lane = self.lanes[node] = Outbox(node, Rto(self.retry))
+        return lane
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -238,35 +301,41 @@ class FtssCore:
         self._next_rid += 1
         return rid
 
+    def _room(self, size: int) -> bool:
+        return self.records < self.capacity and self.bytes + size <= self.capacity_bytes
+
     def _persist(self, kind: int, payload: bytes) -> Persist:
+        rec = Persist(self._rid(), kind, payload)
         self.records += 1
-        return Persist(self._rid(), kind, payload)
+        self.bytes += len(payload)
+        self._sizes[rec.record_id] = len(payload)
+        return rec
 
     def _forget(self, rid: int | None, out: list) -> None:
         if rid is not None:
-            self.records -= 1
+            self._release(rid)
             out.append(Forget(rid))
 
-    def _timer(self, when: float, kind: str, key: tuple) -> None:
+    def _release(self, rid: int) -> None:
+        self.records -= 1
+        self.bytes -= self._sizes.pop(rid, 0)
+
+    def _timer(self, when: float, kind: Timer, key: int = 0) -> None:
         heapq.heappush(self._timers, (when, self._seq, kind, key))
         self._seq += 1
 
     # ---- frames -------------------------------------------------------------------------
 
     def on_frame(self, port: str, frame: bytes, now: float) -> list:
-        """A frame arrived on a fabric port or the external port; never raises."""
-        try:
-            if port == self.external_port:
-                return self._external(bytes(frame), now)
-            if port in self.ports:
-                return self._link_unit(port, bytes(frame), now)
-            self._count("unknown_port")
-            return []
-        except Exception:  # a bug must not take the node down: count it, drop the frame
-            self._count("internal_error")
-            return []
+        """A frame arrived on a fabric port or the external port."""
+        if port == self.external_port:
+            return self._external(bytes(frame), now)
+        if port in self.ports:
+            return self._link_unit(port, bytes(frame), now)
+        self._count("unknown_port")
+        return []
 
-    def _answer(self, port: str, req: dict, message: bytes, *, flags: int = 0) -> Transmit:
+    def _answer(self, port: str, req: dict, message: bytes) -> Transmit:
         """An FTSS message back to where ``req`` (an FC header dict) came from."""
         return Transmit(
             port,
@@ -302,12 +371,12 @@ class FtssCore:
         if msg is None:
             return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
         op = msg["opcode"]
-        if (op & FTSS_OP_FILE_MASK) == FTSS_OP_FILE_CLASS and op != wire.FTSS_OP_RESPONSE:
+        if op in FILE_OPS:
             return self._file_unit(port, fc, msg, now)
         if op == wire.FTSS_OP_PKT:
             return self._fabric_pkt(port, fc, msg, now)
         if op == wire.FTSS_OP_ACK:
-            return self._ack(fc, msg, now)
+            return self._ack(port, fc, msg, now)
         if op == wire.FTSS_OP_HELLO:
             return self._hello(port, fc, msg, now)
         return self._reject(port, fc, msg.get("msg_id", 0), FTSS_REASON_UNKNOWN_OPCODE)
@@ -332,11 +401,20 @@ class FtssCore:
         route.state = msg["state"]
         route.expires = now + msg["hold_time"] if msg["hold_time"] else None
         if route.expires is not None:
-            self._timer(route.expires, "expire", (node_id,))
+            self._timer(route.expires, Timer.EXPIRE, node_id)
         self._count("hello")
         status = wire.build_status(node_id, msg["seq"], sorted(route.macs), state=route.state,
                                    port=msg["port"], hold_time=msg["hold_time"])
-        return [self._answer(port, fc, status), *self._resume(now)]
+        out = [self._answer(port, fc, status)]
+        lane = self.lanes.get(node_id)
+        if lane is not None and self.able(node_id):
+            if msg["seq"] == HELLO_RESTART_SEQ:  # a new unit: what was in flight is lost
+                lane.fire(LaneEvent.RESTARTED)
+                self._count("node_restarted")
+            if lane.state is Lane.PROBING:  # the node speaks: probe it now, not after a back-off
+                lane.rto.backoff = 0
+                out += self._probe(lane, now)
+        return out + self._resume(now)
 
     def _expire(self, node_id: int, now: float) -> None:
         route = self.routes.get(node_id)
@@ -355,8 +433,18 @@ class FtssCore:
         if len(frame) > self.max_frame:
             return self._reject(port, fc, key[1], FTSS_REASON_OVERSIZE)
         reply = (port, fc["src"], fc["s_id"], fc["ox_id"])
+        again = self._again(key, reply)
+        if again is not None:  # a retransmit of a packet we hold: exactly once, same answer
+            return again
+        if not self._room(PKT_REC.size + len(frame)):
+            return self._reject(port, fc, key[1], FTSS_REASON_STORE_FULL)
+        flags = msg["pkt_flags"] & ~(FTSS_PKT_RETRANSMIT | FTSS_PKT_ROLLBACK)
+        return self._store(key, flags, msg["retention"], ORIGIN_FABRIC, frame, now, reply)
+
+    def _again(self, key: tuple[int, int], reply: tuple) -> list | None:
+        """The answer to a packet seen before (held or settled), or None for a new one."""
         rid = self.by_msg.get(key)
-        if rid is not None:  # a retransmit of a packet we hold: exactly once, same answer
+        if rid is not None:
             self._count("duplicate")
             pkt = self.stored[rid]
             pkt.reply = reply
@@ -364,11 +452,10 @@ class FtssCore:
         if key in self.done:
             self._count("duplicate")
             status, reason = self.done[key]
-            return [self._answer(port, fc, wire.build_ack(key[1], self.node_id, status, reason))]
-        if self.records >= self.capacity:
-            return self._reject(port, fc, key[1], FTSS_REASON_STORE_FULL)
-        flags = msg["pkt_flags"] & ~(FTSS_PKT_RETRANSMIT | FTSS_PKT_ROLLBACK)
-        return self._store(key, flags, msg["retention"], ORIGIN_FABRIC, frame, now, reply)
+            fc = {"src": reply[1], "s_id": reply[2], "ox_id": reply[3]}
+            return [self._answer(reply[0], fc, wire.build_ack(key[1], self.node_id, status,
+                                                              reason))]
+        return None
 
     def _store(self, key, flags, retention, origin, frame, now, reply) -> list:
         rec = self._persist(REC_PKT, PKT_REC.pack(key[0], key[1], flags, retention, origin, now)
@@ -382,19 +469,18 @@ class FtssCore:
 
     def on_durable(self, record_id: int, now: float) -> list:
         """The store's fsync covered ``record_id``: now the packet may be acknowledged."""
-        try:
-            pkt = self.stored.get(record_id)
-            if pkt is not None and not pkt.durable:
-                pkt.durable = True
-                return self._route_pkt(pkt, now, fresh=True)
-            return self._file_durable(record_id, now)
-        except Exception:
-            self._count("internal_error")
-            return []
+        pkt = self.stored.get(record_id)
+        if pkt is not None and not pkt.durable:
+            pkt.durable = True
+            if self._recovering:  # routed after what the store gave back, in order
+                self._unrouted.append((pkt.rid, True))
+                return []
+            return self._route_pkt(pkt, now, fresh=True)
+        return self._file_durable(record_id, now)
 
     def on_persist_failed(self, record_id: int, now: float) -> list:
         """The store could not take the record (full, I/O error): REJECTED STORE_FULL."""
-        self.records -= 1
+        self._release(record_id)
         pkt = self.stored.pop(record_id, None)
         if pkt is not None:
             self.by_msg.pop((pkt.src_node, pkt.msg_id), None)
@@ -421,6 +507,7 @@ class FtssCore:
     def _acknowledge(self, pkt: Stored, status: int, reason: int, out: list) -> None:
         pkt.ack = (status, reason)
         self._count(f"ack_{status}")
+        self._decide(pkt, ack=status)
         if pkt.reply is not None and pkt.origin == ORIGIN_FABRIC and pkt.reply[0] in self.ports:
             out.append(self._ack_to(pkt))
 
@@ -471,9 +558,11 @@ class FtssCore:
             out.append(Transmit(self.external_port, pkt.frame))
             self._count("external_out")
         pkt.dests = tuple(dests)
-        for node in dests:  # blocks 176 / 192
-            pkt.pending[node] = Attempt()
-            out += self._attempt(pkt, node, now)
+        pkt.pending = set(dests)
+        for node in dests:  # blocks 176 / 192: into the node's lane, in store order
+            lane = self._lane(node)
+            lane.queue[pkt.rid] = Delivery(pkt.rid)
+            out += self._flow(lane, now)
         if not pkt.pending:
             self._finish(pkt, now, out)
         return out
@@ -484,29 +573,78 @@ class FtssCore:
         node = self.lookup(dst)
         return [node] if node is not None and self.able(node) else []
 
-    def _attempt(self, pkt: Stored, node: int, now: float) -> list:
-        """Block 176: transmit to the node, primary port first, the other on each retry."""
-        attempt = pkt.pending[node]
-        route = self.routes.get(node)
+    # ---- lanes: block 176, in order, one port at a time ----------------------------------
+
+    def _up_ports(self, route: Route) -> list[str]:
+        return [p for p in route.ports if self.port_up.get(p, False)]
+
+    def _flow(self, lane: Outbox, now: float) -> list:
+        """Send from the head of the lane while the window allows (state FLOWING)."""
+        route = self.routes.get(lane.node)
         if route is not None and route.files:
-            attempt.deadline = None  # spooled in its in/ directory: it reads and deletes it
+            if lane.state is not Lane.SPOOLED:
+                lane.requeue()
+                lane.fire(LaneEvent.SPOOL)
+            lane.deadline = None
             return []
-        ports = [p for p in (route.ports if route else ()) if self.port_up.get(p, False)]
-        if not ports or not self.able(node):
-            attempt.deadline = None  # parked: resumes on HELLO / port up
-            self._count("parked")
+        if lane.state is Lane.SPOOLED:
             return []
-        port = ports[attempt.tries % len(ports)]
-        if attempt.ox_id is not None:
-            self._ox.pop(attempt.ox_id, None)
-        attempt.ox_id = self._new_ox(pkt.rid, node)
-        flags = pkt.pkt_flags | (FTSS_PKT_RETRANSMIT if attempt.tries else 0)
+        if not self.able(lane.node) or lane.pick_port(self._up_ports(route)) is None:
+            if lane.park():
+                self._count("parked")
+            return []
+        out = [self._transmit(lane, route, d, now) for d in lane.take(self.window)]
+        self._arm(lane)
+        return out
+
+    def _probe(self, lane: Outbox, now: float, *, switch: bool = False) -> list:
+        """PROBING: only the oldest unacknowledged packet goes out (on the other port)."""
+        route = self.routes.get(lane.node)
+        if route is None or not self.able(lane.node) or \
+                lane.pick_port(self._up_ports(route), switch=switch) is None:
+            return self._flow(lane, now)
+        head = lane.take_head()
+        if head is None:
+            return []
+        out = [self._transmit(lane, route, head, now)]
+        self._arm(lane)
+        return out
+
+    def _transmit(self, lane: Outbox, route: Route, delivery: Delivery, now: float) -> Transmit:
+        pkt = self.stored[delivery.rid]
+        port = lane.port
+        flags = pkt.pkt_flags | (FTSS_PKT_RETRANSMIT if delivery.tries else 0)
         hdr = FTSS_FLAG_ALTPATH if port != next(iter(route.ports)) else 0
-        attempt.tries += 1
-        attempt.deadline = now + self.retry
-        self._timer(attempt.deadline, "retry", (pkt.rid, node, attempt.tries))
-        self._count("transmit" if attempt.tries == 1 else "retransmit")
-        return [self._pkt_frame(pkt, port, route, flags, hdr, attempt.ox_id)]
+        if not delivery.ox_id:  # an exchange only for what is on the wire
+            delivery.ox_id = self._new_ox(delivery.rid, lane.node)
+        delivery.tries += 1
+        delivery.sent_at = now
+        self._count("transmit" if delivery.tries == 1 else "retransmit")
+        return self._pkt_frame(pkt, port, route, flags, hdr, delivery.ox_id)
+
+    def _arm(self, lane: Outbox) -> None:
+        """The lane's deadline: its oldest delivery in flight plus the retransmission
+        timeout. One wake-up is queued at a time; it re-queues itself if the deadline moved
+        later meanwhile (acks move it on every delivery)."""
+        if lane.due() is None:
+            return
+        if lane.timer_at is None or lane.deadline < lane.timer_at:
+            lane.timer_at = lane.deadline
+            self._timer(lane.deadline, Timer.LANE, lane.node)
+
+    def _kick(self, lane: Outbox, now: float) -> list:
+        """Send what the lane's state allows now (after its port or its node changed)."""
+        return self._probe(lane, now) if lane.state is Lane.PROBING else self._flow(lane, now)
+
+    def _lane_timeout(self, lane: Outbox, now: float) -> list:
+        if lane.state is Lane.SPOOLED or not lane.flight:
+            return []
+        self._count("timeout")
+        lane.rto.timed_out()
+        if not self.able(lane.node):
+            return self._flow(lane, now)  # parks it
+        lane.fire(LaneEvent.TIMEOUT)
+        return self._probe(lane, now, switch=True)
 
     def _pkt_frame(self, pkt, port, route, flags, hdr, ox_id) -> Transmit:
         message = wire.build_pkt(pkt.msg_id, pkt.src_node, pkt.frame, pkt_flags=flags,
@@ -515,32 +653,44 @@ class FtssCore:
                                                     d_id=route.fc_id, s_id=self.fc_id,
                                                     ox_id=ox_id))
 
-    def _new_ox(self, rid: int, node: int) -> int:
-        for _ in range(0xFFFF):
+    def _free_ox(self) -> int:
+        for _ in range(0xFFFE):
             ox = self._next_ox
             self._next_ox = ox % 0xFFFE + 1  # 1..0xFFFE; 0xFFFF means "unassigned"
             if ox not in self._ox:
-                self._ox[ox] = (rid, node)
                 return ox
         raise OverflowError("more than 65534 deliveries in flight")
 
-    def _ack(self, fc: dict, msg: dict, now: float) -> list:
+    def _new_ox(self, rid: int, node: int) -> int:
+        ox = self._free_ox()
+        self._ox[ox] = (rid, node)
+        return ox
+
+    def _ack(self, port: str, fc: dict, msg: dict, now: float) -> list:
         """Block 178: the destination acknowledges receipt (its unit's ACK DELIVERED)."""
         if msg["status"] != FTSS_ACK_DELIVERED:
             self._count("unexpected_ack")
             return []
         rid, node = self._ox.get(fc["ox_id"], (None, None))
         pkt = self.stored.get(rid)
-        if pkt is None or pkt.msg_id != msg["msg_id"] or node not in pkt.pending:
+        if pkt is None or pkt.msg_id != msg["msg_id"] or node != msg["node_id"] or \
+                node not in pkt.pending:
             self._count("stale_ack")
             return []
-        del self._ox[fc["ox_id"]]
+        route = self.routes.get(node)
+        fabric = list(route.ports).index(port) if route and port in route.ports else None
+        self._decide(pkt, delivered={str(node): fabric})
         return self._delivered(pkt, node, now)
 
     def _delivered(self, pkt: Stored, node: int, now: float) -> list:
-        pkt.pending.pop(node, None)
+        pkt.pending.discard(node)
         self._count("delivered")
         out: list = []
+        lane = self.lanes.get(node)
+        delivery = lane.acked(pkt.rid, now) if lane is not None else None
+        if delivery is not None:
+            self._ox.pop(delivery.ox_id, None)
+            out += self._flow(lane, now)
         if not pkt.pending:  # a broadcast is deleted only once every node has it
             self._finish(pkt, now, out)
         return out
@@ -555,7 +705,8 @@ class FtssCore:
             pkt.delivered_rid = rec.record_id
             out.append(rec)
             self.retained.append(pkt.rid)
-            self._timer(now + keep, "retain", (pkt.rid,))
+            self._decide(pkt, retained=True)
+            self._timer(now + keep, Timer.RETAIN, pkt.rid)
             while len(self.retained) > self.retain_max:  # FIFO capacity: oldest goes first
                 self._drop(self.stored.get(self.retained.popleft()), out)
             return
@@ -572,18 +723,20 @@ class FtssCore:
             self.done[key] = pkt.ack
             while len(self.done) > DEDUPE_MEMORY:
                 self.done.popitem(last=False)
-        for attempt in pkt.pending.values():
-            self._ox.pop(attempt.ox_id, None)
+        for node in pkt.pending:
+            lane = self.lanes.get(node)
+            delivery = lane.drop(pkt.rid) if lane is not None else None
+            if delivery is not None:
+                self._ox.pop(delivery.ox_id, None)
         self._forget(pkt.delivered_rid, out)
         self._forget(pkt.rid, out)
 
     def _resume(self, now: float) -> list:
-        """A node can receive again: parked deliveries go out (as long as stored)."""
+        """A node can receive again: its parked lane flows."""
         out: list = []
-        for pkt in list(self.stored.values()):
-            for node, attempt in list(pkt.pending.items()):
-                if attempt.deadline is None and self.able(node):
-                    out += self._attempt(pkt, node, now)
+        for lane in self.lanes.values():
+            if lane.state is Lane.PARKED and self.able(lane.node):
+                out += self._flow(lane, now)
         return out
 
     # ---- flowchart 180: frames from external network 96 (Fig. 8) -------------------------
@@ -593,7 +746,7 @@ class FtssCore:
         if len(frame) < 14 or len(frame) > self.max_frame:
             self._count("external_malformed")
             return []
-        if self.records >= self.capacity:
+        if not self._room(PKT_REC.size + len(frame)):
             self._count("external_store_full")
             return []
         key = (self.node_id, self._next_ext_msg)
@@ -607,26 +760,27 @@ class FtssCore:
 
     def on_timer(self, now: float) -> list:
         out: list = []
-        try:
-            while self._timers and self._timers[0][0] <= now + TIME_EPS:
-                _, _, kind, key = heapq.heappop(self._timers)
-                if kind == "retry":
-                    rid, node, tries = key
-                    pkt = self.stored.get(rid)
-                    attempt = pkt.pending.get(node) if pkt else None
-                    if attempt is not None and attempt.tries == tries and attempt.deadline:
-                        out += self._attempt(pkt, node, now)
-                elif kind == "reroute":
-                    out += self._reroute(now)
-                elif kind == "expire":
-                    self._expire(key[0], now)
-                elif kind == "retain":
-                    pkt = self.stored.get(key[0])
-                    if pkt is not None and pkt.delivered_rid is not None:
-                        self.retained.remove(pkt.rid)
-                        self._drop(pkt, out)
-        except Exception:
-            self._count("internal_error")
+        while self._timers and self._timers[0][0] <= now + TIME_EPS:
+            when, _, kind, key = heapq.heappop(self._timers)
+            if kind is Timer.LANE:
+                lane = self.lanes.get(key)
+                if lane is None or lane.timer_at != when:
+                    continue  # superseded by an earlier wake-up
+                lane.timer_at = None
+                if lane.deadline is not None and lane.deadline > now + TIME_EPS:
+                    lane.timer_at = lane.deadline  # acks moved it on: sleep again
+                    self._timer(lane.deadline, Timer.LANE, lane.node)
+                elif lane.deadline is not None:
+                    out += self._lane_timeout(lane, now)
+            elif kind is Timer.REROUTE:
+                out += self._reroute(now)
+            elif kind is Timer.EXPIRE:
+                self._expire(key, now)
+            elif kind is Timer.RETAIN:
+                pkt = self.stored.get(key)
+                if pkt is not None and pkt.delivered_rid is not None:
+                    self.retained.remove(pkt.rid)
+                    self._drop(pkt, out)
         return out
 
     # ---- roll back (claims 5, 20, 29) ----------------------------------------------------
@@ -645,10 +799,9 @@ class FtssCore:
         out = []
         for pkt in sorted(self.stored.values(), key=lambda p: (p.stored_at, p.rid)):
             if pkt.durable and node_id in pkt.dests and pkt.stored_at >= since:
-                ox = self._next_ox
-                self._next_ox = ox % 0xFFFE + 1
                 out.append(self._pkt_frame(pkt, ports[0], route,
-                                           pkt.pkt_flags | FTSS_PKT_ROLLBACK, 0, ox))
+                                           pkt.pkt_flags | FTSS_PKT_ROLLBACK, 0,
+                                           self._free_ox()))
         self.stats["replayed"] = self.stats.get("replayed", 0) + len(out)
         return out
 
@@ -668,6 +821,9 @@ class FtssCore:
         if op == wire.FTSS_OP_LIST:
             if name.rstrip(b"/") + b"/" == SPOOL_IN:
                 self.routes[node].files = True  # it watches in/: spool its packets there
+                lane = self.lanes.get(node)
+                if lane is not None:
+                    self._flow(lane, now)  # nothing more is sent to it
             prefix = name.rstrip(b"/") + b"/" if name else b""
             names = sorted(n for n in self._listing(node) if n.startswith(prefix))
             return self._respond(port, fc, msg, FTSS_FILE_OK, names=names)
@@ -702,7 +858,7 @@ class FtssCore:
         if not name.startswith(SPOOL_IN):
             return None
         src, _, msg = name[len(SPOOL_IN):].partition(b"-")
-        if not (src.isdigit() and msg.isdigit()):
+        if not (src.isdigit() and msg.isdigit() and len(src) < 20 and len(msg) < 21):
             return None
         pkt = self.stored.get(self.by_msg.get((int(src), int(msg)), 0))
         return pkt if pkt is not None and pkt.durable and node in pkt.pending else None
@@ -717,6 +873,7 @@ class FtssCore:
     def _delete(self, port, fc, msg, node, name, now) -> list:
         pkt = self._spooled(node, name)
         if pkt is not None:  # deleting its copy is the node's receipt (block 178, claim 3)
+            self._decide(pkt, delivered={str(node): None})
             return [*self._delivered(pkt, node, now), *self._respond(port, fc, msg,
                                                                      FTSS_FILE_OK)]
         f = self.files.get((node, name))
@@ -728,35 +885,34 @@ class FtssCore:
         return [*out, *self._respond(port, fc, msg, FTSS_FILE_OK)]
 
     def _write(self, port, fc, msg, node, name, now) -> list:
-        """Incoming file I/O is committed first; the answer waits for ``on_durable``."""
+        """Incoming file I/O is committed first; the answer waits for ``on_durable``.
+
+        A write may extend a file but not leave a hole (offset past its end: BAD_REQUEST),
+        and no file grows past ``max_file`` (NO_SPACE): one frame never becomes a big record.
+        """
         key = (node, name)
         if name.startswith(SPOOL_OUT):  # a retransmitted packet file: answer, store once
             if key in self.files:  # the first copy is being committed: its answer comes
                 self._count("duplicate")
                 return []
             dup = (node, _out_msg_id(name))
-            rid = self.by_msg.get(dup)
-            if rid is not None or dup in self.done:
-                self._count("duplicate")
-                out = self._respond(port, fc, msg, FTSS_FILE_OK)
-                pkt = self.stored.get(rid)
-                if pkt is not None and pkt.ack is not None:
-                    pkt.reply = (port, fc["src"], fc["s_id"], fc["ox_id"])
-                    out.append(self._ack_to(pkt))
-                elif dup in self.done:
-                    status, reason = self.done[dup]
-                    out += [self._answer(port, fc, wire.build_ack(dup[1], self.node_id, status,
-                                                                  reason))]
-                return out
+            again = self._again(dup, (port, fc["src"], fc["s_id"], fc["ox_id"]))
+            if again is not None:
+                return [*self._respond(port, fc, msg, FTSS_FILE_OK), *again]
         old = self.files.get(key)
         if old is not None and not msg["wflags"] & FTSS_WRITE_TRUNCATE and msg["offset"] == 0:
             return self._respond(port, fc, msg, FTSS_FILE_EXISTS)
-        if self.records >= self.capacity:
-            return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
         base = old.data if old is not None and msg["offset"] else b""
         off = msg["offset"]
-        data = base[:off].ljust(off, b"\0") + msg["data"] + base[off + len(msg["data"]):]
-        rec = self._persist(REC_FILE, FILE_REC.pack(node, len(name)) + name + data)
+        if off > len(base):
+            return self._respond(port, fc, msg, FTSS_FILE_BAD_REQUEST)
+        data = base[:off] + msg["data"] + base[off + len(msg["data"]):]
+        if len(data) > self.max_file:
+            return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+        payload = FILE_REC.pack(node, len(name)) + name + data
+        if not self._room(len(payload)):
+            return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+        rec = self._persist(REC_FILE, payload)
         # the old version is forgotten once the new one is durable
         self.file_waiters[rec.record_id] = (port, _fc_copy(fc), _msg_copy(msg), key,
                                             old.rid if old is not None else None)
@@ -809,16 +965,19 @@ class FtssCore:
         Delivered packets go back into the retention queue. The others are routed
         again after ``grace`` seconds (time for the nodes' HELLOs to refill routing
         table 146) without a new ACK: their sources hold one already, or retransmit
-        and get it from the dedupe state; destinations de-duplicate by msg id.
+        and get it from the dedupe state; destinations de-duplicate by msg id. Packets
+        committed during the grace are routed (and acknowledged) right after them.
         """
         out: list = []
         delivered: dict[int, tuple[int, float, tuple[int, ...]]] = {}
         for rid, kind, payload in records:
             self._next_rid = max(self._next_rid, rid + 1)
             self.records += 1
+            self.bytes += len(payload)
+            self._sizes[rid] = len(payload)
             try:
                 self._recover_one(rid, kind, bytes(payload), delivered, out)
-            except Exception:  # the store's CRC passed, but the bytes are not ours
+            except struct.error:  # the store's CRC passed, but the bytes are not ours
                 self._count("recover_bad")
         for (node, name), f in list(self.files.items()):
             if name.startswith(SPOOL_OUT):  # committed, not yet routed: route it now
@@ -826,14 +985,16 @@ class FtssCore:
         for pkt in self.stored.values():
             mark = delivered.pop(pkt.rid, None)
             if mark is None:
-                self._unrouted.append(pkt.rid)
+                self._unrouted.append((pkt.rid, False))
                 continue
             pkt.delivered_rid, pkt.delivered_at, pkt.dests = mark
             self.retained.append(pkt.rid)
-            self._timer(pkt.delivered_at + (pkt.retention or self.retain), "retain", (pkt.rid,))
+            self._timer(pkt.delivered_at + (pkt.retention or self.retain), Timer.RETAIN,
+                        pkt.rid)
         for rid, _, _ in delivered.values():  # a marker whose packet is gone
             self._forget(rid, out)
-        self._timer(now + grace, "reroute", ())
+        self._recovering = True
+        self._timer(now + grace, Timer.REROUTE)
         self._count("recovered")
         return out
 
@@ -860,12 +1021,14 @@ class FtssCore:
             self._count("recover_unknown")
 
     def _reroute(self, now: float) -> list:
+        """The grace after recovery is over: route what the store gave back, then what
+        arrived meanwhile (held so that nothing new overtakes an old packet)."""
         out: list = []
-        rids, self._unrouted = self._unrouted, []
-        for rid in rids:
+        held, self._unrouted, self._recovering = self._unrouted, [], False
+        for rid, fresh in held:
             pkt = self.stored.get(rid)
             if pkt is not None:
-                out += self._route_pkt(pkt, now, fresh=False)
+                out += self._route_pkt(pkt, now, fresh=fresh)
         return out
 
 

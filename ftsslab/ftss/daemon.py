@@ -3,12 +3,14 @@
 ``python -m ftsslab.ftss.daemon --scenario FILE --node NAME --state DIR`` runs inside
 the node's namespace and touches ``DIR/<node>.ready`` once its ports are open. It holds
 one AF_PACKET socket per interface, the node's sans-IO core (``FtssCore`` or
-``ServerUnit``, built exactly as the sim builds it), and for the FTSS
-the mirrored group-commit ``Store`` in ``DIR/<node>/m0`` and ``m1``. A ``Persist``
-becomes a store submission; only when its fsync is done does the core hear
-``on_durable`` and may acknowledge (block 154 before 160/174). A ``Forget`` appends a
-tombstone. After a SIGKILL, the restarted process recovers the records that are
-still live and ``FtssCore.recover`` resumes delivery.
+``ServerUnit``, built exactly as the sim builds it), and a group-commit ``Store``: the
+FTSS's is mirrored in ``DIR/<node>/m0`` and ``m1``, a server's in ``DIR/<node>/seen``
+keeps the keys it handed to its stack. A ``Persist`` becomes a store submission; only
+when its fsync is done does the core hear ``on_durable`` and may acknowledge (block 154
+before 160/174). A ``Forget`` appends a tombstone. After a SIGKILL, the restarted
+process recovers the records that are still live and the core's ``recover`` resumes.
+Link state comes from the kernel (``LinkMonitor``: netlink inside the namespace, and
+any send or receive that finds a link down), the moment it changes.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import selectors
 import socket
 import struct
 import sys
-import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
+from ftsslab.lab.veth.control import control_path
+from ftsslab.lab.veth.linkstate import LinkMonitor
 from ftsslab.lab.veth.netns import call_in_netns
 
 from .actions import Forget, Persist, Transmit
@@ -39,8 +43,10 @@ from .veth_nodes import SERVER_TAPS
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 REC_FORGET = 15  # tombstone: the record with this key is no longer needed
-OPERSTATE_POLL = 0.02  # seconds between link-state checks
 COMPACT_EVERY = 4096  # tombstones between compactions
+SO_RCVBUFFORCE = 33
+CONTROL_MAX = 60_000  # bytes of one control reply (an AF_UNIX datagram)
+RCVBUF = 8 << 20
 
 
 TUNSETIFF = 0x400454CA
@@ -57,16 +63,13 @@ def open_tap(iface: str) -> int:
 
 def open_port(iface: str) -> socket.socket:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:  # a burst must wait in the socket, not be dropped (root may exceed rmem_max)
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.bind((iface, 0))
     s.setblocking(False)
     return s
-
-
-def link_up(iface: str) -> bool:
-    try:
-        return Path(f"/sys/class/net/{iface}/operstate").read_text().strip() in ("up", "unknown")
-    except OSError:
-        return False
 
 
 def next_epoch(state_dir: str, node: str) -> int:
@@ -87,24 +90,14 @@ def next_epoch(state_dir: str, node: str) -> int:
     return epoch & 0xFFFFFFFF
 
 
-def control_path(state_dir: str, node: str) -> str:
-    """The node's control socket: JSON requests such as a retention replay."""
-    return os.path.join(state_dir, f"{node}.ctl")
-
-
-def control_request(state_dir: str, node: str, request: dict, timeout: float = 5.0) -> dict:
-    """Send one JSON request to a running node process and return its JSON reply (OSError
-    when nothing answers)."""
-    with tempfile.TemporaryDirectory(prefix="ftsslab-") as tmp, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.bind(os.path.join(tmp, "reply"))
-        s.settimeout(timeout)
-        s.sendto(json.dumps(request).encode(), control_path(state_dir, node))
-        return json.loads(s.recv(4096))
-
-
 class NodeProcess:
-    """One loop: frames in, core actions out, store completions, timers, link state."""
+    """One loop: frames in, core actions out, store completions, timers, link state.
+
+    A core that raises is a bug, not bad input: the exception is counted
+    (``internal_errors``, answered by the control request ``stats``) and its traceback
+    goes to ``<node>.err``; the node keeps serving, and the run that started it fails
+    (``VethBackend.problems``).
+    """
 
     def __init__(self, core, ifaces: list[str], store: Store | None, control: str | None = None,
                  taps: dict[str, int] | None = None):
@@ -113,16 +106,17 @@ class NodeProcess:
         self.store = store
         self.taps = dict(taps or {})
         self.socks = {i: open_port(i) for i in ifaces if i not in self.taps}
-        self.up = {i: link_up(i) for i in self.socks}
+        self.links = LinkMonitor(list(self.socks))
         self.sel = selectors.DefaultSelector()
         for iface, s in self.socks.items():
             self.sel.register(s, selectors.EVENT_READ, iface)
         for iface, fd in self.taps.items():
             self.sel.register(fd, selectors.EVENT_READ, iface)
+        self.sel.register(self.links, selectors.EVENT_READ, _LINKS)
         self.durable: queue.SimpleQueue = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, _DURABLE)
         self.control = None
         if control is not None:
             if os.path.exists(control):
@@ -130,9 +124,28 @@ class NodeProcess:
             self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.control.bind(control)
             self.control.setblocking(False)
-            self.sel.register(self.control, selectors.EVENT_READ, "control")
+            self.sel.register(self.control, selectors.EVENT_READ, _CONTROL)
+        self.internal_errors = 0
+        self.counters: dict[str, int] = {}  # what the process itself dropped (MTU, no buffer)
+        self._seen_down: set[str] = set()  # a send or receive found the link down
         self.tombstones = 0
         self.live: dict[int, int] = {}  # record id -> store seq of its live record
+        for iface, up in self.links.up.items():  # a link that is down at start
+            if not up:
+                self.run_actions(self._call("on_port", iface, False, time.time()))
+
+    def _call(self, method: str, *args) -> list:
+        """``core.<method>(*args)``; an exception is a bug of the core: counted and logged."""
+        try:
+            return getattr(self.core, method)(*args)
+        except Exception:
+            self.internal_errors += 1
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
+            return []
+
+    def _bump(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
 
     # ---- actions -----------------------------------------------------------------------
     def run_actions(self, actions: list) -> None:
@@ -140,15 +153,23 @@ class NodeProcess:
             if isinstance(a, Transmit):
                 self.transmit(a)
             elif isinstance(a, Persist):
-                try:
-                    self.live[a.record_id] = self.store.submit_cb(
-                        a.kind, a.record_id, a.payload, self._done(a.record_id))
-                except (StoreFull, StoreClosed):  # the core answers REJECTED STORE_FULL
-                    self.run_actions(self.core.on_persist_failed(a.record_id, time.time()))
+                self.persist(a)
             elif isinstance(a, Forget):
                 self.live.pop(a.record_id, None)
                 self.store.submit_cb(REC_FORGET, a.record_id, b"", lambda seq, err: None)
                 self.tombstones += 1
+
+    def persist(self, a: Persist) -> None:
+        try:
+            self.live[a.record_id] = self.store.submit_cb(a.kind, a.record_id, a.payload,
+                                                          self._done(a.record_id))
+            return
+        except (StoreFull, StoreClosed):  # the core answers REJECTED STORE_FULL
+            pass
+        except ValueError:  # a record the store cannot hold: the core should never ask
+            self.internal_errors += 1
+            traceback.print_exc(file=sys.stderr)
+        self.run_actions(self._call("on_persist_failed", a.record_id, time.time()))
 
     def transmit(self, a: Transmit) -> None:
         try:
@@ -156,13 +177,19 @@ class NodeProcess:
                 os.write(self.taps[a.port], a.frame)
             else:
                 self.socks[a.port].send(a.frame)
-        except OSError as exc:  # a down link drops the frame; the core retries elsewhere
-            if exc.errno not in (errno.ENETDOWN, errno.ENXIO, errno.EMSGSIZE, errno.ENOBUFS,
-                                 errno.EIO, errno.EAGAIN):  # EIO: the TAP is down
+        except OSError as exc:  # the frame is lost; the core retries it
+            if exc.errno in (errno.ENETDOWN, errno.ENXIO) and a.port in self.socks:
+                self._seen_down.add(a.port)  # a link down before netlink said so
+            elif exc.errno == errno.EMSGSIZE:  # a configuration error worth a line in <node>.err
+                if not self.counters.get("dropped_mtu"):
+                    print(f"{a.port}: {len(a.frame)}-byte frame exceeds the link MTU",
+                          file=sys.stderr, flush=True)
+                self._bump("dropped_mtu")
+            elif exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EIO, errno.ENETDOWN,
+                               errno.ENXIO):  # EIO: the TAP is down
+                self._bump("dropped_tx")
+            else:
                 raise
-            if exc.errno == errno.EMSGSIZE:  # a configuration error worth a line in <node>.err
-                print(f"{a.port}: {len(a.frame)}-byte frame exceeds the link MTU",
-                      file=sys.stderr, flush=True)
 
     def _done(self, rid: int):
         def done(_seq: int, error: BaseException | None) -> None:  # on the store's writer
@@ -172,41 +199,40 @@ class NodeProcess:
 
     # ---- loop --------------------------------------------------------------------------
     def loop(self) -> None:
-        next_poll = 0.0
         while True:
-            now = time.time()
             deadline = self.core.next_deadline()
-            timeout = OPERSTATE_POLL if deadline is None else max(0.0, min(deadline - now,
-                                                                         OPERSTATE_POLL))
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
             for key, _ in self.sel.select(timeout):
-                if key.data is None:
+                if key.data is _DURABLE:
                     self._drain_durable()
-                elif key.data == "control":
+                elif key.data is _CONTROL:
                     self._serve_control()
+                elif key.data is _LINKS:
+                    self._link_changes(self.links.changes())
                 else:
                     self._drain_port(key.data)
+            self._link_changes([])
             now = time.time()
-            if now >= next_poll:
-                next_poll = now + OPERSTATE_POLL
-                for iface in self.socks:
-                    state = link_up(iface)
-                    if state != self.up[iface]:
-                        self.up[iface] = state
-                        self.run_actions(self._port(iface, state, now))
             deadline = self.core.next_deadline()
             if deadline is not None and deadline <= now:
-                self.run_actions(self.core.on_timer(now))
+                self.run_actions(self._call("on_timer", now))
             if self.store is not None and self.tombstones >= COMPACT_EVERY:
                 # queued behind every submission so far: exactly the live records survive
                 self.tombstones = 0
                 live = dict(self.live)
                 self.store.compact(lambda r, live=live: live.get(r.key) == r.seq)
 
-    def _port(self, iface: str, up: bool, now: float) -> list:
-        if hasattr(self.core, "on_port"):
-            return self.core.on_port(iface, up, now)
-        self.core.set_port(iface, up)
-        return []
+    def _link_changes(self, changes: list[tuple[str, bool]]) -> None:
+        """Tell the core of every link that went down or up (netlink, or a failed send)."""
+        while True:
+            failed, self._seen_down = self._seen_down, set()
+            for iface in sorted(failed):
+                changes += self.links.mark(iface, False)
+            if not changes:
+                return
+            for iface, up in changes:
+                self.run_actions(self._call("on_port", iface, up, time.time()))
+            changes = []
 
     def _drain_durable(self) -> None:
         try:
@@ -220,27 +246,45 @@ class NodeProcess:
                 return
             now = time.time()
             if error is None:
-                self.run_actions(self.core.on_durable(rid, now))
+                self.run_actions(self._call("on_durable", rid, now))
             else:
-                self.run_actions(self.core.on_persist_failed(rid, now))
+                self.run_actions(self._call("on_persist_failed", rid, now))
 
     def _serve_control(self) -> None:
-        """``{"op": "replay", "node_id": N, "since": unix time}`` -> ``{"ok", "replayed"}``."""
+        """JSON requests: ``{"op": "stats"}`` -> the core's counters and the process's own;
+        ``{"op": "report"}`` -> the core's ``report()``;
+        ``{"op": "replay", "node_id": N, "since": unix time}`` -> ``{"ok", "replayed"}``."""
         try:
-            data, peer = self.control.recvfrom(4096)
+            data, peer = self.control.recvfrom(65536)
         except (BlockingIOError, InterruptedError):
             return
         try:
             req = json.loads(data)
-            if req.get("op") != "replay" or not hasattr(self.core, "replay"):
-                raise ValueError(f"unknown request {req.get('op')!r}")
-            actions = self.core.replay(int(req["node_id"]), float(req["since"]), time.time())
-            self.run_actions(actions)
-            reply = {"ok": True, "replayed": len(actions)}
+            op = req.get("op") if isinstance(req, dict) else None
+            if op == "stats":
+                reply = {"ok": True, "internal_errors": self.internal_errors,
+                         "stats": dict(getattr(self.core, "stats", {})),
+                         "process": dict(self.counters)}
+            elif op == "report" and hasattr(self.core, "report"):
+                reply = {"ok": True, "report": self.core.report()}
+            elif op == "replay" and hasattr(self.core, "replay"):
+                actions = self._call("replay", int(req["node_id"]), float(req["since"]),
+                                     time.time())
+                self.run_actions(actions)
+                reply = {"ok": True, "replayed": len(actions)}
+            else:
+                raise ValueError(f"unknown request {op!r}")
         except (ValueError, KeyError, TypeError) as exc:
             reply = {"ok": False, "error": str(exc)}
         if peer:
-            self.control.sendto(json.dumps(reply).encode(), peer)
+            data = json.dumps(reply).encode()
+            if len(data) > CONTROL_MAX:
+                data = json.dumps({"ok": False, "error": f"reply of {len(data)} bytes is too "
+                                   "large for the control socket"}).encode()
+            try:
+                self.control.sendto(data, peer)
+            except OSError:  # the asker gave up
+                pass
 
     def _drain_port(self, iface: str) -> None:
         if iface in self.taps:
@@ -249,7 +293,7 @@ class NodeProcess:
                     frame = os.read(self.taps[iface], 65536)
                 except (BlockingIOError, InterruptedError):
                     return
-                self.run_actions(self.core.on_frame(iface, frame, time.time()))
+                self.run_actions(self._call("on_frame", iface, frame, time.time()))
             return
         s = self.socks[iface]
         for _ in range(256):
@@ -257,9 +301,19 @@ class NodeProcess:
                 frame, addr = s.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as exc:
+                # a packet socket reports its link going down once (sk_err); the frames
+                # already queued are still there
+                if exc.errno not in (errno.ENETDOWN, errno.ENXIO):
+                    raise
+                self._seen_down.add(iface)
+                continue
             if addr[2] == PACKET_OUTGOING:
                 continue
-            self.run_actions(self.core.on_frame(iface, frame, time.time()))
+            self.run_actions(self._call("on_frame", iface, frame, time.time()))
+
+
+_DURABLE, _CONTROL, _LINKS = object(), object(), object()  # selector keys besides ports
 
 
 def recovered_live(store: Store) -> dict[int, tuple[int, int, bytes]]:
@@ -287,25 +341,26 @@ def main(argv: list[str] | None = None) -> int:
     node = scenario.node(args.node)
     ifaces = sorted({ep.iface for ln in scenario.links for ep in (ln.a, ln.b)
                      if ep.node == node.name})
+    base = Path(args.state) / node.name
+    taps = {}
     if node.kind == "ftss":
         make, grace = ftss_factory(node, scenario)
-        base = Path(args.state) / node.name
-        store = Store([base / "m0", base / "m1"])
+        store = Store([base / "m0", base / "m1"])  # RAID 1 (seed 000: RAID 142)
         core = make()
-        proc = NodeProcess(core, ifaces, store, control_path(args.state, node.name))
-        records = recovered_live(store)
-        proc.live.update({rid: seq for seq, (rid, _, _) in records.items()})
-        proc.run_actions(core.recover(list(records.values()), time.time(), grace=grace))
     else:
         make_unit = server_factory(node, scenario)
         lab_id = os.path.basename(os.path.normpath(args.state))
-        taps = {}
         for ln in scenario.links:  # the TAP is the peer's interface, in the peer's namespace
             for ep, peer in ((ln.a, ln.b), (ln.b, ln.a)):
                 if ep.node == node.name and ep.iface in SERVER_TAPS:
                     taps[ep.iface] = call_in_netns(names.ns_name(lab_id, peer.node), open_tap,
                                                    peer.iface)
-        proc = NodeProcess(make_unit(next_epoch(args.state, node.name)), ifaces, None, taps=taps)
+        store, grace = Store([base / "seen"]), 0.0  # the keys it handed to its stack
+        core = make_unit(next_epoch(args.state, node.name))
+    proc = NodeProcess(core, ifaces, store, control_path(args.state, node.name), taps=taps)
+    records = recovered_live(store)
+    proc.live.update({rid: seq for seq, (rid, _, _) in records.items()})
+    proc.run_actions(core.recover(list(records.values()), time.time(), grace=grace))
     (Path(args.state) / f"{node.name}.ready").touch()  # the backend waits for this
     proc.loop()
     return 0

@@ -5,15 +5,25 @@ It sits where a network adapter would be: frames from the server's protocol stac
 (first embodiment, solid line) or packet files written to ``out/`` (alternative
 embodiment, dotted line: ``mode="file"``); it waits for the FTSS's ACK and
 retransmits, same msg id, on the other fabric link on timeout or link failure.
+Like the FTSS's own lanes it sends in order, one link at a time, at most ``window``
+unacknowledged (``delivery.Outbox``), so the FTSS stores a server's packets in the
+order the stack sent them.
+
 Packets from the FTSS go up to the stack once per (source node, msg id) and are
 acknowledged DELIVERED (block 178, claims 3, 18, 27); in file mode it polls its
-``in/`` directory, reads each packet file and deletes it (the receipt).
+``in/`` directory, reads each packet file and deletes it (the receipt). The keys it
+delivered are persisted (``Persist`` of ``REC_SEEN``, not waited for): a unit restarted
+after its DELIVERED ack was lost still refuses the FTSS's retransmission.
+
+After a (re)start its HELLOs carry seq 1 and a fabric port takes no packets until the
+FTSS's STATUS answered a HELLO on it: whatever the FTSS sent before it heard of the
+restart is dropped, and re-sent from the oldest (``LaneEvent.RESTARTED``).
 """
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from ftsslab.fast import ftss as wire
 from ftsslab.fast.fc import parse_fcoe_frame
@@ -32,19 +42,18 @@ from .actions import (
     SPOOL_IN,
     SPOOL_OUT,
     TIME_EPS,
+    Forget,
+    Persist,
     Transmit,
 )
+from .delivery import WINDOW, Delivery, Lane, LaneEvent, Outbox, Rto
 
 MEMORY = 65536  # msg ids remembered for de-duplication and outcomes
-
-
-@dataclass
-class Outgoing:
-    msg_id: int
-    frame: bytes
-    tries: int = 0
-    deadline: float = 0.0
-    port: str = ""
+BACKLOG = 4096  # stack frames waiting for the FTSS; more are dropped like a full NIC ring
+REC_SEEN = 4  # record kind: a (source node, msg id) this unit handed to its stack
+SEEN_REC = struct.Struct("!IQ")
+HELLO_RESTART_SEQ = 1
+FTSS_NODE = 0  # the unit's one lane goes to the FTSS
 
 
 class ServerUnit:
@@ -62,6 +71,7 @@ class ServerUnit:
         ftss_fc_id: int = FTSS_FC_ID,
         mode: str = "packet",
         retry: float = 0.02,
+        window: int = WINDOW,
         max_tries: int = 1000,
         hello_interval: float = 1.0,
         hold_time: int = 3,
@@ -70,7 +80,9 @@ class ServerUnit:
     ):
         """``fabric``: port -> own MAC, fabric A first; ``ftss_macs``: port -> the FTSS's
         MAC on that link; ``macs``: inner MACs the stack uses (announced in HELLO);
-        ``epoch``: high 32 bits of msg ids, new after each restart so ids never repeat."""
+        ``retry``: the first retransmission timeout (it adapts to the measured round
+        trip); ``epoch``: high 32 bits of msg ids, new after each restart so ids never
+        repeat."""
         if mode not in ("packet", "file"):
             raise ValueError(f"mode must be 'packet' or 'file', not {mode!r}")
         self.node_id = node_id
@@ -81,17 +93,21 @@ class ServerUnit:
         self.fc_id = fc_id
         self.ftss_fc_id = ftss_fc_id
         self.mode = mode
-        self.retry = retry
+        self.window = window
         self.max_tries = max_tries
         self.hello_interval = hello_interval
         self.hold_time = hold_time
         self.poll = poll
         self.port_up = dict.fromkeys(self.fabric, True)
-        self.pending: dict[int, Outgoing] = {}
+        self.synced: set[str] = set()  # ports a STATUS answered on since the start
+        self.lane = Outbox(FTSS_NODE, Rto(retry))
+        self.frames: dict[int, bytes] = {}  # msg id -> stack frame, until acknowledged
         self.outcome: OrderedDict[int, int] = OrderedDict()  # msg id -> ACK status
-        self.seen: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self.seen: OrderedDict[tuple[int, int], int] = OrderedDict()  # -> its record id
+        self.latest: dict[int, int] = {}  # source node -> highest msg id handed up
         self.stats: dict[str, int] = {}
         self._next_msg = (epoch << 32) | 1
+        self._next_rid = 1
         self._next_req = 0x80000000  # LIST/READ/DELETE; WRITE req ids are msg ids
         self._reqs: dict[int, tuple[int, bytes]] = {}  # req id -> (opcode, name)
         self._reading: set[bytes] = set()
@@ -104,6 +120,11 @@ class ServerUnit:
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
+
+    @property
+    def pending(self) -> dict[int, bytes]:
+        """Stack frames sent (or waiting) for the FTSS and not acknowledged yet."""
+        return self.frames
 
     def _up_ports(self) -> list[str]:
         return [p for p in self.fabric if self.port_up.get(p)]
@@ -119,56 +140,91 @@ class ServerUnit:
             s_id=self.fc_id, ox_id=ox, f_ctl=f_ctl))
 
     def set_port(self, port: str, up: bool) -> None:
-        """A fabric link went down/up: what waits on a dead link goes out on the other now."""
-        if port not in self.port_up:
-            return
+        self.port_up[port] = up
+
+    def on_port(self, port: str, up: bool, now: float) -> list[Transmit]:
+        """A fabric link went down/up: what was in flight on a dead link goes out on the
+        other one at once, in order; a link back up ends parking."""
+        if port not in self.port_up or self.port_up[port] == up:
+            return []
         self.port_up[port] = up
         if not up:
-            for out in self.pending.values():
-                if out.port == port:
-                    out.deadline = 0.0
+            self.synced.discard(port)
+            if self.lane.port == port:  # what was in flight there is lost: go back N
+                self.lane.port = None
+                self.lane.requeue()
+        elif self.lane.state is not Lane.PARKED:
+            return []
+        return self._kick(now)
 
-    # ---- from the stack -------------------------------------------------------------------
+    # ---- from the stack: the lane to the FTSS ---------------------------------------------
 
     def on_frame(self, port: str, frame: bytes, now: float) -> list[Transmit]:
-        """A frame from the stack or the fabric; never raises."""
-        try:
-            if port == self.stack_port:
-                return self._from_stack(bytes(frame), now)
-            if port in self.fabric:
-                return self._from_fabric(port, bytes(frame), now)
-            self._count("unknown_port")
-        except Exception:
-            self._count("internal_error")
+        """A frame from the stack or the fabric."""
+        if port == self.stack_port:
+            return self._from_stack(bytes(frame), now)
+        if port in self.fabric:
+            return self._from_fabric(port, bytes(frame), now)
+        self._count("unknown_port")
         return []
 
     def _from_stack(self, frame: bytes, now: float) -> list[Transmit]:
         if len(frame) < 14:
             self._count("stack_runt")
             return []
+        if len(self.frames) >= BACKLOG:
+            self._count("dropped_backlog")
+            return []
         msg_id = self._next_msg
         self._next_msg += 1
-        out = self.pending[msg_id] = Outgoing(msg_id, frame)
+        self.frames[msg_id] = frame
+        self.lane.queue[msg_id] = Delivery(msg_id)
         self._count("from_stack")
-        return self._send(out, now)
+        return self._flow(now)
 
-    def _send(self, out: Outgoing, now: float) -> list[Transmit]:
-        """Fabric A first; every retry (timeout, link down) on the other link, same msg id."""
-        ports = self._up_ports() or list(self.fabric)
-        port = ports[out.tries % len(ports)]
-        out.port = port
-        out.tries += 1
-        out.deadline = now + self.retry
+    def _kick(self, now: float) -> list[Transmit]:
+        return self._probe(now) if self.lane.state is Lane.PROBING else self._flow(now)
+
+    def _flow(self, now: float) -> list[Transmit]:
+        lane = self.lane
+        if lane.pick_port(self._up_ports()) is None:
+            lane.park()
+            return []
+        out = [self._send(d, now) for d in lane.take(self.window)]
+        lane.due()
+        return out
+
+    def _probe(self, now: float, *, switch: bool = False) -> list[Transmit]:
+        lane = self.lane
+        lane.requeue()
+        while lane.queue and next(iter(lane.queue.values())).tries >= self.max_tries:
+            msg_id, _ = lane.queue.popitem(last=False)
+            del self.frames[msg_id]
+            self._count("gave_up")
+        if lane.pick_port(self._up_ports(), switch=switch) is None:
+            return self._flow(now)
+        head = lane.take_head()
+        if head is None:  # every frame gave up: nothing left to probe with
+            return []
+        out = [self._send(head, now)]
+        lane.due()
+        return out
+
+    def _send(self, delivery: Delivery, now: float) -> Transmit:
+        port = self.lane.port
+        msg_id = delivery.rid
+        delivery.tries += 1
+        delivery.sent_at = now
         hdr = FTSS_FLAG_ALTPATH if port != next(iter(self.fabric)) else 0
         if self.mode == "file":
-            name = SPOOL_OUT + str(out.msg_id).encode()
-            message = wire.build_write(out.msg_id & 0xFFFFFFFF, name, out.frame, flags=hdr)
+            name = SPOOL_OUT + str(msg_id).encode()
+            message = wire.build_write(msg_id & 0xFFFFFFFF, name, self.frames[msg_id], flags=hdr)
         else:
-            flags = FTSS_PKT_RETRANSMIT if out.tries > 1 else 0
-            message = wire.build_pkt(out.msg_id, self.node_id, out.frame, pkt_flags=flags,
+            flags = FTSS_PKT_RETRANSMIT if delivery.tries > 1 else 0
+            message = wire.build_pkt(msg_id, self.node_id, self.frames[msg_id], pkt_flags=flags,
                                      flags=hdr)
-        self._count("sent" if out.tries == 1 else "retransmit")
-        return [self._frame(port, message)]
+        self._count("sent" if delivery.tries == 1 else "retransmit")
+        return self._frame(port, message)
 
     # ---- from the fabric ------------------------------------------------------------------
 
@@ -183,44 +239,87 @@ class ServerUnit:
                                                      FTSS_REASON_MALFORMED), answer=fc)]
         op = msg["opcode"]
         if op == wire.FTSS_OP_PKT:
+            if port not in self.synced:  # sent before the FTSS heard of our (re)start
+                self._count("before_sync")
+                return []
             return self._incoming(port, fc, msg["msg_id"], msg["src_node"], msg["pkt_flags"],
                                   bytes(msg["payload"]))
         if op == wire.FTSS_OP_ACK:
-            self._acked(msg["msg_id"], msg["status"])
-        elif op == wire.FTSS_OP_RESPONSE:
-            return self._response(port, msg)
-        elif op == wire.FTSS_OP_STATUS:
+            return self._acked(msg["msg_id"], msg["status"], now)
+        if op == wire.FTSS_OP_RESPONSE:
+            return self._response(port, msg, now)
+        if op == wire.FTSS_OP_STATUS:
             self._count("status")
+            self.synced.add(port)
         else:
             self._count("unexpected")
         return []
 
-    def _incoming(self, port, fc, msg_id, src, flags, inner, *, ack=True) -> list[Transmit]:
+    def _incoming(self, port, fc, msg_id, src, flags, inner, *, ack=True) -> list:
         """Blocks 176/178: up the stack once per (source, msg id), then ACK DELIVERED."""
-        out: list[Transmit] = []
+        out: list = []
         key = (src, msg_id)
         if key in self.seen and not flags & FTSS_PKT_ROLLBACK:
             self._count("duplicate")
         else:
-            self.seen[key] = None
-            while len(self.seen) > MEMORY:
-                self.seen.popitem(last=False)
             self._count("to_stack")
             out.append(Transmit(self.stack_port, inner))
+            if msg_id < self.latest.get(src, 0) and msg_id >> 32 == self.latest[src] >> 32:
+                self._count("reordered")  # the FTSS promises order per source: never seen
+            self.latest[src] = max(msg_id, self.latest.get(src, 0))
         if ack:
             out.append(self._frame(port, wire.build_ack(msg_id, self.node_id, FTSS_ACK_DELIVERED),
                                    answer=fc))
+        if key not in self.seen:
+            out += self._remember(key)
         return out
 
-    def _acked(self, msg_id: int, status: int) -> None:
-        out = self.pending.pop(msg_id, None)
-        if out is None:
+    def _remember(self, key: tuple[int, int]) -> list:
+        """Persist the key (after the ack: the record only closes the window of a restart)."""
+        rid = self._next_rid
+        self._next_rid += 1
+        self.seen[key] = rid
+        out: list = [Persist(rid, REC_SEEN, SEEN_REC.pack(*key))]
+        while len(self.seen) > MEMORY:
+            _, old = self.seen.popitem(last=False)
+            out.append(Forget(old))
+        return out
+
+    def _acked(self, msg_id: int, status: int, now: float) -> list[Transmit]:
+        if msg_id not in self.frames:
             self._count("stale_ack")
-            return
+            return []
+        del self.frames[msg_id]
         self._count(f"ack_{status}")
         self.outcome[msg_id] = status
         while len(self.outcome) > MEMORY:
             self.outcome.popitem(last=False)
+        self.lane.acked(msg_id, now)
+        return self._flow(now)
+
+    def report(self) -> dict:
+        return {"stats": dict(self.stats)}
+
+    # ---- durability of the seen keys ----------------------------------------------------
+
+    def on_durable(self, record_id: int, now: float) -> list:
+        return []
+
+    def on_persist_failed(self, record_id: int, now: float) -> list:
+        self._count("seen_not_persisted")
+        return []
+
+    def recover(self, records, now: float, grace: float = 0.0) -> list:
+        """The keys a previous life of this unit handed up (``REC_SEEN`` records)."""
+        for rid, kind, payload in records:
+            self._next_rid = max(self._next_rid, rid + 1)
+            if kind == REC_SEEN and len(payload) == SEEN_REC.size:
+                self.seen[SEEN_REC.unpack(payload)] = rid
+        out: list = []
+        while len(self.seen) > MEMORY:
+            _, old = self.seen.popitem(last=False)
+            out.append(Forget(old))
+        return out
 
     # ---- file-I/O embodiment ------------------------------------------------------------
 
@@ -232,14 +331,14 @@ class ServerUnit:
                  wire.FTSS_OP_DELETE: wire.build_delete}[op]
         return self._frame(port, build(req, name))
 
-    def _response(self, port: str, msg: dict) -> list[Transmit]:
+    def _response(self, port: str, msg: dict, now: float) -> list:
         req = self._reqs.pop(msg["req_id"], None)
         if req is None:  # a WRITE's answer: OK is followed by the ACK that settles it
+            out: list = []
             if msg["status"] != FTSS_FILE_OK:
-                ids = [m for m in self.pending if m & 0xFFFFFFFF == msg["req_id"]]
-                for msg_id in ids:
-                    self._acked(msg_id, FTSS_ACK_REJECTED)
-            return []
+                for msg_id in [m for m in self.frames if m & 0xFFFFFFFF == msg["req_id"]]:
+                    out += self._acked(msg_id, FTSS_ACK_REJECTED, now)
+            return out
         op, name = req
         if msg["status"] != FTSS_FILE_OK:
             self._reading.discard(name)
@@ -251,7 +350,8 @@ class ServerUnit:
             return [self._request(port, wire.FTSS_OP_READ, n) for n in new]
         if op == wire.FTSS_OP_READ:
             src, _, msg_id = name[len(SPOOL_IN):].partition(b"-")
-            key = (int(src), int(msg_id)) if src.isdigit() and msg_id.isdigit() else (0, 0)
+            ok = src.isdigit() and msg_id.isdigit() and len(src) < 11 and len(msg_id) < 21
+            key = (int(src), int(msg_id)) if ok else (0, 0)
             out = self._incoming(port, None, key[1], key[0], 0, msg["data"], ack=False)
             # deleting it is the receipt (block 178)
             return [*out, self._request(port, wire.FTSS_OP_DELETE, name)]
@@ -264,32 +364,33 @@ class ServerUnit:
         times = [self._next_hello]
         if self._next_poll is not None:
             times.append(self._next_poll)
-        times += [o.deadline for o in self.pending.values()]
+        if self.lane.deadline is not None:
+            times.append(self.lane.deadline)
         return min(times)
 
-    def on_timer(self, now: float) -> list[Transmit]:
-        out: list[Transmit] = []
+    def on_timer(self, now: float) -> list:
+        out: list = []
         due = now + TIME_EPS
-        try:
-            if due >= self._next_hello:  # HELLO on every link: routing table 146 learns us
-                self._seq = (self._seq + 1) & 0xFFFF
-                for i, port in enumerate(self._up_ports()):
-                    out.append(self._frame(port, wire.build_hello(
-                        self.node_id, self._seq, self.macs, state=FTSS_NODE_UP, port=i,
-                        hold_time=self.hold_time)))
-                self._next_hello = now + self.hello_interval
-            if self._next_poll is not None and due >= self._next_poll:
-                ports = self._up_ports()
-                if ports:
-                    self._reading.clear()  # lost answers are asked for again
-                    out.append(self._request(ports[0], wire.FTSS_OP_LIST, SPOOL_IN.rstrip(b"/")))
-                self._next_poll = now + self.poll
-            for msg in [o for o in self.pending.values() if o.deadline <= due]:
-                if msg.tries >= self.max_tries:
-                    del self.pending[msg.msg_id]
-                    self._count("gave_up")
-                    continue
-                out += self._send(msg, now)
-        except Exception:
-            self._count("internal_error")
+        if due >= self._next_hello:  # HELLO on every link: routing table 146 learns us
+            if not self.synced:  # seq 1 says "(re)started" until a STATUS answered
+                self._seq = HELLO_RESTART_SEQ
+            else:  # then 2 .. 0xFFFF, round and round
+                self._seq = self._seq + 1 if HELLO_RESTART_SEQ < self._seq < 0xFFFF else 2
+            for i, port in enumerate(self._up_ports()):
+                out.append(self._frame(port, wire.build_hello(
+                    self.node_id, self._seq, self.macs, state=FTSS_NODE_UP, port=i,
+                    hold_time=self.hold_time)))
+            self._next_hello = now + self.hello_interval
+        if self._next_poll is not None and due >= self._next_poll:
+            ports = [p for p in self._up_ports() if p in self.synced] or self._up_ports()
+            if ports:
+                self._reading.clear()  # lost answers are asked for again
+                out.append(self._request(ports[0], wire.FTSS_OP_LIST, SPOOL_IN.rstrip(b"/")))
+            self._next_poll = now + self.poll
+        if self.lane.deadline is not None and due >= self.lane.deadline:
+            self._count("timeout")
+            self.lane.rto.timed_out()
+            if self._up_ports():
+                self.lane.fire(LaneEvent.TIMEOUT)
+            out += self._probe(now, switch=True)
         return out

@@ -94,3 +94,14 @@ class Backend(ABC):
 
     @abstractmethod
     def events(self) -> list[Event]: ...
+
+    def reports(self) -> dict[str, dict]:
+        """Node name -> what its core reports of its own decisions (``report()``), for the
+        nodes whose kind keeps one; read before the lab goes down."""
+        return {}
+
+    def problems(self) -> list[str]:
+        """What went wrong inside the lab itself, one line each: a node process that died
+        without a ``kill`` step, a node that caught a bug of its own (internal errors).
+        The runner fails a run that has any. The sim has none: there a bug raises."""
+        return []

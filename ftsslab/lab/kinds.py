@@ -1,7 +1,9 @@
 """Node kinds: what a scenario's ``kind:`` may name, and what each kind allows.
 
 The loader (``scenario.py``) checks every node against its ``KindSpec``: its
-options (``validate_options``), whether ``kill``/``restart`` apply
+options (``validate_options``), then those options against the links
+(``validate_topology``: what a backend would refuse at lab-up is an error in the
+file instead), whether ``kill``/``restart`` apply
 (``has_process``), whether only the veth backend can run it (``needs_kernel``),
 whether its interfaces take IPv4 addresses, whether it has a forwarding table
 (``table`` steps and expectations), and whether it passes frames between its
@@ -14,6 +16,7 @@ builds a validator (and defaults) from a small declarative table.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +39,33 @@ OptionValidator = Callable[[Mapping[str, Any]], list[OptionIssue]]
 
 
 @dataclass(frozen=True)
+class Port:
+    """One interface of a node, with the far end of its link."""
+
+    iface: str
+    mac: str
+    mtu: int
+    peer_node: str
+    peer_kind: str
+    peer_iface: str
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as a topology check sees it: options with defaults, and its ports."""
+
+    name: str
+    kind: str
+    options: Mapping[str, Any]  # the kind's defaults under what the file gives
+    given: frozenset[str]  # option keys written in the file (the rest are defaults)
+    ports: Mapping[str, Port]  # by interface, in order of appearance in `links`
+
+
+# (the node, every node of the scenario by name) -> issues, keyed like OptionIssue
+TopologyValidator = Callable[[NodeView, Mapping[str, NodeView]], list[OptionIssue]]
+
+
+@dataclass(frozen=True)
 class KindSpec:
     name: str
     has_process: bool                 # a process of its own: `kill:` / `restart:` apply
@@ -48,6 +78,8 @@ class KindSpec:
     forwards: bool = False            # passes frames between its interfaces (no loops allowed)
     link_mtu: int | None = None       # default MTU of a link whose two ends both set one
     reserved_ifaces: frozenset[str] = frozenset({"lo"})  # names a scenario may not use
+    # options against the links; runs only when validate_options found nothing
+    validate_topology: TopologyValidator | None = None
 
 
 _KINDS: dict[str, KindSpec] = {}
@@ -94,13 +126,19 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """One option of a kind: its Python type(s), whether required, default, allowed values."""
+    """One option of a kind: its Python type(s), whether required, default, allowed values.
+
+    ``range`` bounds a number (inclusive; floats must be finite), or the length of a
+    list. ``check`` returns a message (or an ``OptionIssue`` keyed below the option,
+    ``"[1].macs"``) when the value is bad. ``doc`` is the hint: say the range there.
+    """
 
     types: type | tuple[type, ...]
     required: bool = False
     default: Any = None
     choices: tuple[Any, ...] | None = None
-    check: Callable[[Any], str | None] | None = None  # returns a message when the value is bad
+    range: tuple[int | float, int | float] | None = None
+    check: Callable[[Any], str | OptionIssue | None] | None = None
     doc: str = ""
 
 
@@ -133,9 +171,16 @@ def option_schema(fields: Mapping[str, Option]) -> tuple[OptionValidator, dict[s
                 issues.append(OptionIssue(key, f"{value!r} is not allowed",
                                           "one of: " + ", ".join(map(str, opt.choices))))
                 continue
+            if opt.range is not None:
+                why = _out_of_range(value, opt.range)
+                if why:
+                    issues.append(OptionIssue(key, why, opt.doc))
+                    continue
             if opt.check is not None:
                 why = opt.check(value)
-                if why:
+                if isinstance(why, OptionIssue):
+                    issues.append(OptionIssue(key + why.key, why.message, why.hint or opt.doc))
+                elif why:
                     issues.append(OptionIssue(key, why, opt.doc))
         for key, opt in fields.items():
             if opt.required and key not in options:
@@ -144,6 +189,19 @@ def option_schema(fields: Mapping[str, Option]) -> tuple[OptionValidator, dict[s
 
     defaults = {k: o.default for k, o in fields.items() if not o.required and o.default is not None}
     return validate, defaults
+
+
+def _out_of_range(value: Any, bounds: tuple[int | float, int | float]) -> str | None:
+    lo, hi = bounds
+    if isinstance(value, list):
+        return None if lo <= len(value) <= hi else f"{len(value)} items; {lo}..{hi} allowed"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number ({lo}..{hi})"
+    if isinstance(value, int | float) and lo <= value <= hi:
+        return None
+    if value <= 0 < lo:
+        return f"{value}: must be > 0 ({lo}..{hi})"
+    return f"{value} is out of range ({lo}..{hi})"
 
 
 NO_OPTIONS, _ = option_schema({})

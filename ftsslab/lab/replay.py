@@ -38,7 +38,8 @@ Schedule = list[tuple[float, bytes]]
 def read_capture(source: str | os.PathLike | bytes | bytearray) -> list[tuple[float, bytes]]:
     """``(timestamp, frame)`` of every packet of a pcap or pcapng file (path or its bytes).
 
-    ValueError when the data is not a capture file.
+    ``pcapng.CaptureError`` (a ValueError) when the data is not a capture file or is damaged:
+    all of it is read before a replay starts, so a damaged file sends nothing.
     """
     return [(p.time, p.data) for p in read_packets(source)]
 

@@ -60,6 +60,7 @@ class RunResult:
     events: list[Event] = field(default_factory=list)
     step_times: list[tuple[str, float]] = field(default_factory=list)
     duration: float = 0.0
+    reports: dict[str, dict] = field(default_factory=dict)  # node -> its core's report()
 
     @property
     def passed(self) -> bool:
@@ -80,6 +81,7 @@ class RunResult:
             "frames_per_link": self.frames_per_link(),
             "events": [e.__dict__ for e in self.events],
             "steps": [{"label": s, "time": round(t, 6)} for s, t in self.step_times],
+            "reports": self.reports,
         }
 
 
@@ -126,6 +128,9 @@ class Runner:
             self.backend.set_step("")
             self.backend.advance(SETTLE)
             result.outcomes += self.evaluate(self.scenario.expectations, at="end")
+            result.outcomes += [Outcome("lab", 0, "end", "the lab's own processes are sound",
+                                        False, p) for p in self.backend.problems()]
+            result.reports = self.backend.reports()
             result.duration = self.backend.now()
             result.frames = self.backend.frames()
             result.events = self.backend.events()

@@ -23,7 +23,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .kinds import KindSpec, OptionIssue, did_you_mean, get_kind, kind_names
+from .kinds import KindSpec, NodeView, OptionIssue, Port, did_you_mean, get_kind, kind_names
 from .kinds import kinds as all_kinds
 from .model import (
     Absent,
@@ -58,6 +58,18 @@ NODE_RE = re.compile(r"[a-z][a-z0-9]*")
 NODE_MAX = 10
 IFACE_RE = re.compile(r"[a-z][a-z0-9_-]*")
 IFACE_MAX = 15
+# Words `ip link` takes as its own keywords, exactly or (IP_ABBREVIATED) abbreviated:
+# `a` is `address`, `b` `broadcast`. The veth backend names interfaces where a keyword
+# may stand, so such a name fails at lab-up; `all` and `default` the kernel refuses.
+IP_KEYWORDS = frozenset({
+    "up", "down", "name", "index", "brd", "qlen", "mtu", "xdp", "xdpgeneric", "xdpdrv",
+    "xdpoffload", "netns", "multicast", "allmulticast", "promisc", "trailers", "arp",
+    "carrier", "vf", "vrf", "group", "mode", "state", "protodown", "dev", "parentdev",
+    "gso_max_size", "gso_max_segs", "gro_max_size", "gso_ipv4_max_size", "gro_ipv4_max_size",
+    "all", "default"})
+IP_ABBREVIATED = ("link", "address", "broadcast", "txqueuelen", "txqlen", "master", "nomaster",
+                  "dynamic", "type", "alias", "numtxqueues", "numrxqueues", "addrgenmode",
+                  "link-netnsid", "help")
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 LABEL_MAX = 64
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -212,6 +224,9 @@ class _Loader:
         self.link_where: dict[str, tuple[str, int | None]] = {}  # Link.name -> path, line
         self.tables: dict[str, list[ForwardingEntry]] = {}  # switch -> entries along the steps
         self.killed: dict[str, str] = {}                # node -> label of the step that killed it
+        self.checked: dict[str, tuple[MappingNode, frozenset[str]]] = {}  # node with valid
+        #                                               options -> its mapping, keys given
+        self.unlinked: set[str] = set()                 # nodes named in a link that failed
 
     # -- reporting --
     def err(self, path: str, where: Node | int | None, message: str, hint: str = "") -> None:
@@ -469,6 +484,12 @@ class _Loader:
                      f"a lower-case letter, then letters/digits/'_'/'-', at most {IFACE_MAX} "
                      "characters (Linux interface names)")
             return False
+        word = text if text in IP_KEYWORDS else next(
+            (k for k in IP_ABBREVIATED if k.startswith(text)), None)
+        if word is not None:
+            self.err(path, node, f"interface name {text!r} reads as the `ip link` keyword "
+                     f"{word!r}", f"the veth backend cannot create it; e.g. {text}0")
+            return False
         return True
 
     def endpoint_text(self, text: str, node: Node, path: str) -> tuple[str, str] | None:
@@ -562,6 +583,7 @@ class _Loader:
                 backend = got
         nodes = self.load_nodes(top["nodes"][1] if "nodes" in top else None)
         links = self.load_links(top["links"][1] if "links" in top else None)
+        self.check_topology(nodes, links)
         steps = self.load_steps(top["steps"][1] if "steps" in top else None)
         expectations = self.load_expectations(
             top["expect"][1] if "expect" in top else None, "expect", None)
@@ -642,13 +664,39 @@ class _Loader:
                 issues = list(spec.validate_options(options))
             except Exception as exc:  # a kind's validator must not crash the loader
                 issues = [OptionIssue("", f"kind {kind!r} cannot check its options: {exc}", "")]
-            for issue in issues:
-                where = _find(vnode, issue.key) or vnode
-                sub = f"{path}.{issue.key}" if issue.key else path
-                self.err(sub, where, issue.message, issue.hint)
+            self.option_issues(name, vnode, issues)
             if valid:
                 out.append(ModelNode(name=name, kind=kind, options={**spec.defaults, **options}))
+                if not issues:
+                    self.checked[name] = (vnode, frozenset(options))
         return out
+
+    def option_issues(self, name: str, vnode: MappingNode, issues: list[OptionIssue]) -> None:
+        for issue in issues:
+            where = _find(vnode, issue.key) or vnode
+            path = f"nodes.{name}.{issue.key}" if issue.key else f"nodes.{name}"
+            self.err(path, where, issue.message, issue.hint)
+
+    def check_topology(self, nodes: list[ModelNode], links: list[Link]) -> None:
+        """Each kind's ``validate_topology``, among the nodes whose options are valid."""
+        kinds = {n.name: n.kind for n in nodes}
+        ports: dict[str, dict[str, Port]] = {n.name: {} for n in nodes}
+        for link in links:
+            for ep, peer in ((link.a, link.b), (link.b, link.a)):
+                if ep.node in ports and peer.node in kinds:
+                    ports[ep.node][ep.iface] = Port(ep.iface, ep.mac, link.mtu, peer.node,
+                                                    kinds[peer.node], peer.iface)
+        views = {n.name: NodeView(n.name, n.kind, n.options, self.checked[n.name][1],
+                                  ports[n.name]) for n in nodes if n.name in self.checked}
+        for name, (vnode, _) in self.checked.items():
+            spec = self.kinds[name]
+            if spec is None or spec.validate_topology is None or name in self.unlinked:
+                continue
+            try:
+                issues = list(spec.validate_topology(views[name], views))
+            except Exception as exc:  # a kind's validator must not crash the loader
+                issues = [OptionIssue("", f"kind {spec.name!r} cannot check its links: {exc}")]
+            self.option_issues(name, vnode, issues)
 
     # links ---------------------------------------------------------------------------
     def load_links(self, node: Node | None) -> list[Link]:
@@ -666,7 +714,8 @@ class _Loader:
                     continue
                 for part in parts:
                     ep = self.endpoint_text(part, item, path)
-                    eps.append({"ep": ep, "node": item, "path": path})
+                    eps.append({"ep": ep, "node": item, "path": path,
+                                "name": part.split(":")[0]})
             elif isinstance(item, MappingNode):
                 m = self.mapping(item, path, LINK_KEYS, required=("endpoints",))
                 if m is None:
@@ -777,6 +826,8 @@ class _Loader:
                     self.mtu[ep] = mtu
             if len(done) == 2:
                 links.append(Link(a=done[0], b=done[1], mtu=mtu))
+            else:  # its nodes miss a port: their options are not checked against the links
+                self.unlinked.update(ep["name"] for ep in eps if ep.get("name"))
         return links
 
     def default_mtu(self, eps: list[dict[str, Any]]) -> int:
@@ -804,6 +855,7 @@ class _Loader:
             got = self.text(m["interface"][1], f"{path}.interface", "an interface name")
             if got is not None and self.iface_name(got, m["interface"][1], f"{path}.interface"):
                 iface = got
+        out["name"] = name
         if name and iface:
             out["ep"] = (name, iface)
         if "mac" in m:

@@ -26,12 +26,19 @@ optional members the backend uses when present:
 - ``next_deadline() -> float | None`` and ``on_timer(now) -> list[Transmit]`` for
   cores with timers (retransmissions and the like).
 
+A run never loops without end, nor ends in a traceback: a node whose timer keeps
+firing at one virtual instant (``MAX_SPINS`` times with no frame for it in between),
+more than ``MAX_FRAMES`` captured frames or ``MAX_EVENTS`` queue events, or a core
+that raises end it with a ``BackendError`` naming the node or link (the CLI exits 3).
+
 Later node kinds plug in with ``SIM_NODE_FACTORIES["ftss"] = lambda node, scenario: ...``.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +50,11 @@ from .switch import SwitchCore, Transmit
 __all__ = ["DEFAULT_LATENCY", "SIM_NODE_FACTORIES", "HostCore", "SimBackend", "node_ifaces"]
 
 DEFAULT_LATENCY = 10e-6      # seconds a frame takes to cross a link
-MAX_FRAMES = 1_000_000       # a forwarding loop floods forever: stop with an error instead
+# Captured frames in one run (a forwarding loop floods forever): room for a `send` of the
+# loader's largest count (1000000) flooded by a 4-port switch, 4 captured frames per copy.
+MAX_FRAMES = 4_000_000
+MAX_EVENTS = 40_000_000      # queue events in one run: ends runs no frame limit catches
+MAX_SPINS = 10_000           # timer firings of one node at one instant: it is stuck
 _NS = 1_000_000_000
 
 
@@ -92,6 +103,8 @@ class _SimNode:
     core: Any
     alive: bool = True
     timer_ns: int | None = None   # the deadline currently queued
+    spin_ns: int = -1             # the instant of the last timer firings ...
+    spins: int = 0                # ... and how many, since a frame last arrived
 
     @property
     def has_process(self) -> bool:
@@ -105,11 +118,13 @@ class _SimNode:
 class SimBackend(Backend):
     name = "sim"
 
-    def __init__(self, latency: float = DEFAULT_LATENCY, max_frames: int = MAX_FRAMES):
+    def __init__(self, latency: float = DEFAULT_LATENCY, max_frames: int = MAX_FRAMES,
+                 max_events: int = MAX_EVENTS):
         if latency < 0:
             raise ValueError("latency must be >= 0")
         self._latency_ns = round(latency * _NS)
         self._max_frames = max_frames
+        self._max_events = max_events
         self._scenario: Scenario | None = None
         self._reset()
         self._frames: list[CapturedFrame] = []
@@ -125,6 +140,8 @@ class SimBackend(Backend):
         self._seq = 0
         self._now_ns = 0
         self._step = ""
+        self._done = 0                                  # queue events processed
+        self._timers: Counter[str] = Counter()          # node -> its timer firings
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -186,6 +203,13 @@ class SimBackend(Backend):
         while queue and queue[0][0] <= target:
             due, _, kind, payload = heapq.heappop(queue)
             self._now_ns = due
+            self._done += 1
+            if self._done > self._max_events:
+                busiest = "".join(f" (node {node}'s timer fired {n} times)"
+                                  for node, n in self._timers.most_common(1))
+                raise BackendError(f"more than {self._max_events} sim events in this run"
+                                   f"{busiest}: the run would not end in reasonable time; "
+                                   "shorten waits or raise intervals")
             if kind == "deliver":
                 self._deliver(*payload)
             else:
@@ -226,7 +250,10 @@ class SimBackend(Backend):
             self.stats["dropped_mtu"] += 1
             return
         if len(self._frames) >= self._max_frames:
-            raise BackendError(f"more than {self._max_frames} frames: a forwarding loop?")
+            busiest, n = Counter(f.link for f in self._frames).most_common(1)[0]
+            raise BackendError(f"more than {self._max_frames} frames in this run ({n} on link "
+                               f"{busiest}): a forwarding loop, or more traffic than the sim "
+                               "keeps; send fewer frames")
         dst = link.other(src)
         self._frames.append(CapturedFrame(self.now(), link.name, src, dst.name, data, self._step))
         self._push(self._now_ns + self._latency_ns, "deliver", (link.name, dst.node, dst.iface,
@@ -241,7 +268,8 @@ class SimBackend(Backend):
             self.stats["dropped_killed"] += 1
             return
         self.stats["delivered"] += 1
-        self._emit(sim, sim.core.on_frame(iface, data, self.now()))
+        sim.spins = 0  # new input: another timer at this instant is progress
+        self._emit(sim, self._model(sim, "on_frame", iface, data, self.now()))
 
     def _emit(self, sim: _SimNode, actions: list[Transmit] | None) -> None:
         for action in actions or ():
@@ -253,13 +281,23 @@ class SimBackend(Backend):
             self._transmit(link, src, bytes(action.frame))
         self._arm_timer(sim)
 
+    def _model(self, sim: _SimNode, method: str, *args: Any) -> Any:
+        """``sim.core.<method>(*args)``; a model that raises ends the run, naming the node."""
+        try:
+            return getattr(sim.core, method)(*args)
+        except Exception as exc:
+            raise BackendError(f"node {sim.node.name}: its {sim.node.kind} model failed in "
+                               f"{method}: {type(exc).__name__}: {exc}") from exc
+
     def _arm_timer(self, sim: _SimNode) -> None:
-        deadline = getattr(sim.core, "next_deadline", None)
-        if deadline is None:
+        if not hasattr(sim.core, "next_deadline"):
             return
-        when = deadline()
+        when = self._model(sim, "next_deadline")
         if when is None:
             return
+        if not math.isfinite(when):
+            raise BackendError(f"node {sim.node.name}: its {sim.node.kind} model asked for a "
+                               f"timer at {when}")
         due = max(self._now_ns, round(when * _NS))
         if sim.timer_ns is not None and sim.timer_ns <= due:
             return   # an earlier (or the same) wake-up is already queued
@@ -273,7 +311,15 @@ class SimBackend(Backend):
         sim.timer_ns = None
         if sim.drops_all:
             return
-        self._emit(sim, sim.core.on_timer(self.now()))
+        if sim.spin_ns != due:
+            sim.spin_ns, sim.spins = due, 0
+        sim.spins += 1
+        if sim.spins > MAX_SPINS:
+            raise BackendError(f"node {node}: its timer fired {MAX_SPINS} times at "
+                               f"{self.now():.9f} s and virtual time did not move on: its "
+                               f"{sim.node.kind} model is stuck (an option out of range?)")
+        self._timers[node] += 1
+        self._emit(sim, self._model(sim, "on_timer", self.now()))
 
     # ---- control -----------------------------------------------------------------------
 
@@ -296,9 +342,9 @@ class SimBackend(Backend):
         lk = self._link(link)
         self._link_up[lk.name] = bool(up)
         for ep in (lk.a, lk.b):
-            set_port = getattr(self._nodes[ep.node].core, "set_port", None)
-            if set_port is not None:
-                set_port(ep.iface, bool(up))
+            sim = self._nodes[ep.node]
+            if hasattr(sim.core, "set_port"):
+                self._model(sim, "set_port", ep.iface, bool(up))
         state = "up" if up else "down"
         self._events.append(Event(self.now(), lk.name, f"link-{state}", f"{lk.name} {state}"))
 
@@ -341,8 +387,8 @@ class SimBackend(Backend):
         sim.alive = action == "restart"
         done = "killed" if action == "kill" else "restarted"
         self._events.append(Event(self.now(), node, action, f"{node}: process {done}"))
-        hook = getattr(sim.core, f"on_{action}", None)
-        self._emit(sim, hook(self.now()) if hook is not None else None)
+        hook = f"on_{action}"
+        self._emit(sim, self._model(sim, hook, self.now()) if hasattr(sim.core, hook) else None)
 
     # ---- results -----------------------------------------------------------------------
 
@@ -351,3 +397,7 @@ class SimBackend(Backend):
 
     def events(self) -> list[Event]:
         return list(self._events)
+
+    def reports(self) -> dict[str, dict]:
+        return {name: sim.core.report() for name, sim in self._nodes.items()
+                if callable(getattr(sim.core, "report", None))}

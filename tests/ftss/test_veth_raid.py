@@ -6,15 +6,12 @@ from pathlib import Path
 import pytest
 
 from ftsslab.expr import parse_packet
-from ftsslab.ftss.daemon import control_request
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
-
-from ..lab.test_veth import _netns_works
+from ftsslab.lab.veth.control import control_request
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(not _netns_works(), reason="needs root and namespaces")]
+pytestmark = pytest.mark.root
 DIALOG = ('Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")/IP(src="10.0.0.1",'
           ' dst="10.0.0.2")/UDP(sport=5000, dport=9)/b"dialog"')
 

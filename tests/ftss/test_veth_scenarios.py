@@ -7,11 +7,8 @@ import pytest
 from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario
 
-from ..lab.test_veth import _netns_works
-
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(not _netns_works(), reason="needs root and namespaces")]
+pytestmark = pytest.mark.root
 
 
 @pytest.mark.parametrize("name", ["ftss-http-kill", "ftss-guaranteed", "ftss-undeliverable"])

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from .test_veth import _netns_works
+from tests import support
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
-veth = pytest.mark.skipif(not _netns_works(), reason="needs root and network namespaces")
+veth = pytest.mark.root
 
 FAILING = """
 name: bound-to-fail
@@ -33,6 +33,7 @@ def ftsslab(*args, cwd=None):
                           env=dict(os.environ, COLUMNS="200"))
 
 
+@pytest.mark.tshark
 def test_run_sim_json_and_capture(tmp_path):
     cap = tmp_path / "tc.pcapng"
     res = ftsslab("run", str(SCENARIOS / "table-change.yaml"), "--backend", "sim", "--json",
@@ -63,11 +64,11 @@ def test_failing_expectation_exits_1_and_says_why(tmp_path):
 def test_failing_scenario_on_veth_leaves_nothing(tmp_path):
     bad = tmp_path / "fail.yaml"
     bad.write_text(FAILING)
+    before = support.lab_resources()
     res = ftsslab("run", str(bad), "-w", str(tmp_path / "f.pcapng"))
     assert res.returncode == 1
     assert "veth backend" in res.stdout  # the default on a root machine, and the summary says so
-    assert subprocess.run(["ip", "netns", "list"], capture_output=True,
-                          text=True).stdout.count("fl") == 0
+    assert support.leaked(before) == []
 
 
 def test_validate_reports_every_error_with_line_and_exit_2(tmp_path):
@@ -85,6 +86,7 @@ def test_needs_kernel_refused_on_sim_with_exit_2():
     assert "needs the veth backend" in res.stderr
 
 
+@pytest.mark.tshark
 def test_merge_keeps_interfaces_and_time_order(tmp_path):
     caps = []
     for name in ("table-change", "link-failure"):

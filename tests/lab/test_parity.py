@@ -1,5 +1,7 @@
 """The same crafted-packet scenarios on both backends make the same forwarding decisions.
 
+Every shipped scenario runs on both backends, or needs a kernel stack and says so.
+
 A decision is where each injected frame (or its L2-NAT rewrite) was seen: which link,
 from which endpoint to which, during which step. Frames the veth hosts' real kernels
 add on their own (ARP replies, ICMP errors) are not injected frames and are left out.
@@ -16,11 +18,33 @@ from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.sim import SimBackend
 
-from .test_veth import _netns_works
-
 ROOT = Path(__file__).resolve().parents[2]
-CRAFTED = [ROOT / "scenarios" / "table-change.yaml", ROOT / "scenarios" / "link-failure.yaml",
-           ROOT / "tests" / "lab" / "good" / "sim-redirect.yaml"]
+SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+FTSS_KINDS = {"ftss", "server"}  # their decisions are compared in tests/ftss/test_parity.py
+
+
+def _crafted(path: Path) -> bool:
+    sc = load_scenario(path)
+    return not sc.needs_kernel() and not any(n.kind in FTSS_KINDS for n in sc.nodes)
+
+
+CRAFTED = [p for p in SHIPPED if _crafted(p)] + [ROOT / "tests" / "lab" / "good" /
+                                                  "sim-redirect.yaml"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_scenario_runs_on_both_backends_or_says_why(path):
+    """A scenario that needs a kernel stack declares `backend: veth` with a comment above it
+    saying why; every other one must not pin a backend (both run it, and a parity test
+    compares them)."""
+    sc = load_scenario(path)
+    lines = path.read_text().splitlines()
+    pinned = [i for i, line in enumerate(lines) if line.startswith("backend:")]
+    if sc.needs_kernel():
+        assert sc.backend == "veth" and pinned, f"{path.name}: needs `backend: veth`"
+        assert lines[pinned[0] - 1].startswith("#"), f"{path.name}: say why above `backend:`"
+    else:
+        assert sc.backend == "auto", f"{path.name}: runs on both backends; do not pin one"
 
 
 def decisions(result, scenario) -> Counter:
@@ -30,7 +54,6 @@ def decisions(result, scenario) -> Counter:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(not _netns_works(), reason="needs root and network namespaces")
 @pytest.mark.parametrize("path", CRAFTED, ids=lambda p: p.stem)
 def test_veth_and_sim_forward_alike(path):
     from ftsslab.lab.veth.backend import VethBackend

@@ -19,6 +19,7 @@ from ftsslab.lab.replay import (
     run_schedule,
 )
 from ftsslab.lab.sim import SimBackend
+from ftsslab.pcapng import CaptureError
 
 PKTS = [(100.0, b"a" * 100), (100.5, b"b" * 100), (102.0, b"c" * 100)]
 
@@ -138,6 +139,21 @@ def test_read_pcap_and_pcapng(tmp_path, writer):
 def test_read_rejects_garbage():
     with pytest.raises(ValueError, match="not a pcap"):
         read_capture(b"this is not a capture file at all")
+
+
+@pytest.mark.parametrize("writer", [PcapWriter, PcapNgWriter])
+def test_a_damaged_capture_is_refused_before_anything_is_sent(tmp_path, writer):
+    """A cut-short file is not replayed as a shorter one: nothing goes out, the error says where."""
+    path = tmp_path / "x.cap"
+    w = writer(str(path))
+    for p in frames_for_files():
+        w.write(p)
+    w.close()
+    path.write_bytes(path.read_bytes()[:-5])
+    sent = []
+    with pytest.raises(CaptureError, match=r"damaged at byte \d+.*cut short") as info:
+        replay(path, sent.append, topspeed=True)
+    assert sent == [] and info.value.packets == 3 and str(path) in str(info.value)
 
 
 def test_replay_onto_sim_backend(tmp_path):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftsslab.lab import kinds
-from ftsslab.lab.kinds import KindSpec, Option, option_schema, register_kind, unregister_kind
+from ftsslab.lab.kinds import (
+    KindSpec,
+    Option,
+    OptionIssue,
+    option_schema,
+    register_kind,
+    unregister_kind,
+)
 from ftsslab.lab.model import (
     Check,
     CommandResult,
@@ -363,3 +373,145 @@ def test_errors_api():
         "file": "f.yaml", "line": 3, "path": "steps[0].wait",
         "message": "duration must be >= 0, got -1",
         "hint": 'seconds: a number like 0.5, or text like "200ms" or "2s"'}
+
+
+# ---- what a backend refuses at lab-up is an error in the file ------------------------------
+
+LAB_UP = [HERE / "broken" / name for name in (
+    "41-ftss-option-ranges.yaml", "42-server-links.yaml", "43-ftss-links.yaml",
+    "44-option-macs.yaml", "45-ip-keyword-ifnames.yaml")]
+
+
+def test_validate_rejects_what_failed_at_lab_up():
+    """These files passed `validate`, then hung the sim or failed at lab-up (exit 3)."""
+    res = subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
+                          "validate", *map(str, LAB_UP)], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, COLUMNS="300"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and "ok " not in res.stdout
+    for path in LAB_UP:
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith(f"{path}:")]
+        want = sum(ln.startswith("# expect:") for ln in path.read_text().splitlines())
+        assert len(lines) == want, (path.name, lines)
+        assert all(LINE_RE.match(ln) and "(hint: " in ln for ln in lines), lines
+
+
+def test_option_ranges():
+    validate, _ = option_schema({
+        "n": Option(int, range=(1, 65535), doc="n: 1..65535"),
+        "t": Option((int, float), range=(1e-4, 60), doc="t: seconds, 0.0001..60"),
+        "xs": Option(list, range=(1, 2), check=lambda v: OptionIssue("[1]", "bad item")
+                     if len(v) > 1 and v[1] == "bad" else None),
+    })
+
+    def issues(**options):
+        return [(i.key, i.message, i.hint) for i in validate(options)]
+
+    assert issues(n=1, t=60, xs=["a"]) == issues(n=65535, t=1e-4, xs=["a", "b"]) == []
+    assert issues(n=2**70) == [("n", f"{2**70} is out of range (1..65535)", "n: 1..65535")]
+    assert issues(n=0) == [("n", "0: must be > 0 (1..65535)", "n: 1..65535")]
+    assert issues(t=float("inf"))[0][1] == "inf is not a finite number (0.0001..60)"
+    assert issues(t=float("nan"))[0][1] == "nan is not a finite number (0.0001..60)"
+    assert issues(t=1e-300)[0][1] == "1e-300 is out of range (0.0001..60)"
+    assert issues(xs=[])[0][:2] == ("xs", "0 items; 1..2 allowed")
+    assert issues(xs=["a", "bad"]) == [("xs[1]", "bad item", "")]
+
+
+def test_topology_hook_sees_ports_defaults_and_peers():
+    seen = {}
+
+    def links(node, nodes):
+        seen[node.name] = node
+        return [OptionIssue("port", f"{node.options['port']!r} is not on a link")] \
+            if node.options["port"] not in node.ports else []
+
+    validate, defaults = option_schema({"port": Option(str, default="p1"),
+                                        "size": Option(int, range=(1, 9))})
+    register_kind(KindSpec(name="topo-test", has_process=False, needs_kernel=False,
+                           validate_options=validate, summary="", defaults=defaults,
+                           validate_topology=links))
+    try:
+        s = load_scenario_text("name: x\nnodes:\n  t1: {kind: topo-test}\n  h1: {kind: host}\n"
+                               "links: [t1:p1 h1:eth0]\n")
+        t1 = seen["t1"]
+        assert t1.given == frozenset() and t1.options == {"port": "p1"}
+        port = t1.ports["p1"]
+        assert (port.peer_node, port.peer_kind, port.peer_iface, port.mtu) == \
+            ("h1", "host", "eth0", 1500) and port.mac == s.links[0].a.mac
+        lines = errors_of("name: x\nnodes:\n  t1: {kind: topo-test}\n  t2:\n    kind: topo-test\n"
+                          "    port: p9\n  t3: {kind: topo-test, port: p9, size: 0}\n"
+                          "  h1: {kind: host}\nlinks: [t1:p1 h1:eth0, t4:p1 h1:eth1]\n")
+        assert any(ln.startswith("t.yaml:6: nodes.t2.port: 'p9' is not on a link")
+                   for ln in lines), lines                 # the line of the given option
+        assert any("nodes.t3.size" in ln for ln in lines)  # bad options: no link check
+        assert not any("nodes.t3.port" in ln for ln in lines), lines
+        assert sum("not on a link" in ln for ln in lines) == 1, lines
+        seen.clear()
+        lines = errors_of("name: x\nnodes:\n  t1: {kind: topo-test}\n  h1: {kind: host}\n"
+                          "links: [t1:p1 h1:up]\n")      # its link failed: no link check
+        assert "t1" not in seen and len(lines) == 1 and "keyword 'up'" in lines[0]
+    finally:
+        unregister_kind("topo-test")
+
+
+def test_crashing_topology_validator_is_reported():
+    def boom(node, nodes):
+        raise RuntimeError("kaboom")
+
+    register_kind(KindSpec(name="boom-test", has_process=False, needs_kernel=False,
+                           validate_options=kinds.NO_OPTIONS, summary="",
+                           validate_topology=boom))
+    try:
+        line, = errors_of("name: x\nnodes: {b1: {kind: boom-test}}\n")
+        assert line.startswith("t.yaml:2: nodes.b1: kind 'boom-test' cannot check its links: "
+                               "kaboom")
+    finally:
+        unregister_kind("boom-test")
+
+
+def test_server_node_ids_are_unique_and_defaults_named():
+    text = (HERE.parent.parent / "scenarios" / "ftss-link-failure.yaml").read_text()
+    load_scenario_text(text)
+    lines = errors_of(text.replace("node_id: 2", "node_id: 1"))
+    assert lines == ["t.yaml:11: nodes.srv2.node_id: node id 1 is also srv1's (hint: node ids "
+                     "are unique: the FTSS tells nodes (and its own external frames) apart by "
+                     "them)"]
+    lines = errors_of(text.replace('"srv2:fb ftss:b2"', '"srv2:f2 ftss:b2"'))
+    assert "t.yaml:11: nodes.srv2.fabric[1]: fabric interface 'fb' is not an interface of " \
+        "srv2 on a link (hint: srv2's interfaces on links: fa, f2, stack; fabric defaults " \
+        "to [fa, fb])" in lines
+
+
+@pytest.mark.root
+def test_ip_keyword_names_are_what_iproute2_misreads():
+    """The loader refuses a name exactly when `ip link` cannot take it where the veth
+    backend puts it (`ip link set NAME up`, `link add NAME ... type veth`)."""
+    ns = f"ftsslab-kwtest-{os.getpid()}"   # not fl<id>-…: no lab's namespace
+    names = sorted({"a", "b", "ad", "br", "d", "h", "l", "m", "n", "t", "up", "down", "mode",
+                    "state", "type", "link", "alias", "help", "dev", "name", "master", "txq",
+                    "all", "default", "e", "p", "u", "eth0", "fa", "fb", "stack", "a1", "up1",
+                    "ext", "mod", "stat", "x_y-z"})
+
+    def ip(*args):
+        return subprocess.run(["ip", "-n", ns, *args], capture_output=True, timeout=10)
+
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+    try:
+        for name in names:
+            refused = not _loads_iface(name)
+            created = ip("link", "add", name, "address", "02:00:00:00:00:01", "type", "veth",
+                         "peer", "name", "kwpeer").returncode == 0 and \
+                ip("link", "set", name, "up").returncode == 0
+            ip("link", "del", "dev", "kwpeer")
+            assert created != refused, name
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
+
+
+def _loads_iface(name: str) -> bool:
+    try:
+        load_scenario_text(f"name: x\nnodes: {{h1: {{kind: host}}, h2: {{kind: host}}}}\n"
+                           f"links: ['h1:{name} h2:eth0']\n")
+        return True
+    except ScenarioErrors:
+        return False

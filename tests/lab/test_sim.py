@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import pytest
 
 from ftsslab.expr import parse_packet, parse_pattern
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.model import Endpoint, ForwardingEntry, Link, Node, Scenario
-from ftsslab.lab.sim import SIM_NODE_FACTORIES, SimBackend
+from ftsslab.lab.scenario import MAX_COUNT
+from ftsslab.lab.sim import MAX_FRAMES, MAX_SPINS, SIM_NODE_FACTORIES, SimBackend
 from ftsslab.lab.switch import Transmit
 
 MAC = {"h1": "02:00:00:01:00:00", "h2": "02:00:00:02:00:00", "h3": "02:00:00:03:00:00"}
@@ -300,3 +304,126 @@ expect:
 """
     result = Runner(load_scenario_text(text, "m.yaml"), SimBackend()).run()
     assert result.passed, [o.detail for o in result.outcomes]
+
+
+# ---- guards: a run always ends, with a BackendError naming the culprit ----------------------
+
+class StuckCore:
+    """A timer that re-arms at the same instant ``spins`` times, then moves on."""
+
+    has_process = False
+
+    def __init__(self, spins, step=0.0, fail=False):
+        self.spins, self.step, self.fail = spins, step, fail
+        self.at = 0.0
+
+    def on_frame(self, iface, frame, now):
+        return []
+
+    def next_deadline(self):
+        return self.at if self.spins > 0 else None
+
+    def on_timer(self, now):
+        if self.fail:
+            raise struct.error("'H' format requires 0 <= number <= 65535")
+        self.spins -= 1
+        self.at = now + self.step
+        return []
+
+
+def lab_with(monkeypatch, core, **limits):
+    monkeypatch.setitem(SIM_NODE_FACTORIES, "stuck", lambda node, sc: core)
+    b = SimBackend(**limits)
+    b.up(scenario(extra_nodes=(Node("x1", "stuck"),)))
+    return b
+
+
+def test_a_timer_stuck_at_one_instant_ends_the_run_naming_the_node(monkeypatch):
+    b = lab_with(monkeypatch, StuckCore(MAX_SPINS * 2))
+    with pytest.raises(BackendError, match=rf"node x1: its timer fired {MAX_SPINS} times at "
+                       r"0\.000000000 s .* stuck"):
+        b.advance(1)
+    b.down()
+    b = lab_with(monkeypatch, StuckCore(MAX_SPINS // 2))   # re-arming a while is fine
+    b.advance(1)
+    b.down()
+
+
+class PingCore:
+    """Answers each frame from its timer at the arrival instant, ``limit`` times."""
+
+    has_process = False
+
+    def __init__(self, limit, start):
+        self.limit, self.wake = limit, 0.0 if start else None
+        self.frame = frame(TO_H2)
+
+    def on_frame(self, iface, frame, now):
+        self.wake = now
+        return []
+
+    def next_deadline(self):
+        return self.wake
+
+    def on_timer(self, now):
+        self.wake = None
+        if self.limit == 0:
+            return []
+        self.limit -= 1
+        return [Transmit("eth0", self.frame)]
+
+
+def test_frames_for_a_node_are_progress_at_the_same_instant(monkeypatch):
+    """Two nodes talking at zero latency fire their timers at one instant, each after a frame
+    arrived: that is an exchange, not a stuck node."""
+    monkeypatch.setitem(SIM_NODE_FACTORIES, "ping",
+                        lambda node, sc: PingCore(2 * MAX_SPINS, start=node.name == "p1"))
+    b = SimBackend(latency=0)
+    b.up(Scenario("t", "<t>", "", (Node("p1", "ping"), Node("p2", "ping")),
+                  (Link(ep("p1", "eth0", MAC["h1"]), ep("p2", "eth0", MAC["h2"])),), (), ()))
+    b.advance(0.01)
+    assert len(b.frames()) == 4 * MAX_SPINS and b.now() == 0.01
+    b.down()
+
+
+def test_a_timer_creeping_forward_is_stopped_by_the_event_bound(monkeypatch):
+    b = lab_with(monkeypatch, StuckCore(10**9, step=1e-9), max_events=5000)
+    with pytest.raises(BackendError, match=r"more than 5000 sim events .*node x1's timer"):
+        b.advance(3600)
+    b.down()
+
+
+def test_a_model_that_raises_is_a_backend_error_naming_the_node(monkeypatch):
+    b = lab_with(monkeypatch, StuckCore(1, fail=True))
+    with pytest.raises(BackendError, match=r"node x1: its stuck model failed in on_timer: "
+                       r"error: 'H' format"):
+        b.advance(1)
+    b.down()
+    core = StuckCore(1)
+    core.next_deadline = lambda: math.inf
+    with pytest.raises(BackendError, match="node x1: its stuck model asked for a timer at inf"):
+        lab_with(monkeypatch, core)
+
+
+def test_the_largest_send_through_a_switch_fits_the_frame_limit():
+    """A `send` of MAX_COUNT copies flooded by a 4-port switch: 4 captured frames a copy."""
+    assert MAX_FRAMES >= 4 * MAX_COUNT
+    sw4 = scenario(extra_links=(Link(ep("h4", "eth0", "02:00:00:04:00:00"),
+                                     ep("s1", "p4", "02:00:00:09:04:00")),),
+                   extra_nodes=(Node("h4", "host"),))
+    n, data = 500, frame(BCAST_UDP)
+    b = SimBackend(max_frames=4 * n)
+    b.up(sw4)
+    for _ in range(n):
+        b.send("h1:eth0", data)
+    b.advance(0.01)
+    assert len(b.frames()) == 4 * n
+    b.down()
+    b = SimBackend(max_frames=4 * n - 1)
+    b.up(sw4)
+    for _ in range(n):
+        b.send("h1:eth0", data)
+    with pytest.raises(BackendError, match=rf"more than {4 * n - 1} frames in this run "
+                       r"\(\d+ on link h\d:eth0 s1:p\d\): a forwarding loop, or more traffic"):
+        b.advance(0.01)
+    b.down()

@@ -1,14 +1,13 @@
 """The veth backend on real namespaces (root only).
 
 Every lab a test builds is torn down by a fixture finalizer, also when the test
-fails, and the finalizer asserts that no ``fl*`` namespace, root link or
-switchd process that appeared during the test is left.
+fails, and the finalizer asserts that no ``fl*`` namespace, root link or node
+process that appeared during the test is left (other runs' live labs aside).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,26 +17,11 @@ import pytest
 
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.model import Endpoint, ForwardingEntry, Link, Node, Scenario
-from tests.conftest import lab_leftovers
+from ftsslab.lab.veth import names, state
+from ftsslab.lab.veth.backend import VethBackend
+from tests import support
 
 pytestmark = pytest.mark.root
-
-
-def _netns_works() -> bool:
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None:
-        return False
-    try:
-        return subprocess.run(["ip", "netns", "list"], capture_output=True,
-                              timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-if not _netns_works():
-    pytest.skip("needs root, `ip netns` and nft", allow_module_level=True)
-
-from ftsslab.lab.veth import names, state  # noqa: E402
-from ftsslab.lab.veth.backend import VethBackend  # noqa: E402
 
 MAC = {"h1": "02:00:00:01:00:00", "h2": "02:00:00:02:00:00", "h3": "02:00:00:03:00:00"}
 IP = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}
@@ -60,7 +44,7 @@ LINK = {"h1": "h1:eth0 s1:p1", "h2": "h2:eth0 s1:p2", "h3": "s1:p3 h3:eth0"}
 @pytest.fixture
 def labs(request):
     """Make labs with ``labs(scenario)``; all are removed afterwards and leaks asserted."""
-    before = lab_leftovers()
+    before = support.lab_resources()
     made: list[VethBackend] = []
 
     def make(scenario: Scenario | None = None) -> VethBackend:
@@ -72,10 +56,8 @@ def labs(request):
     yield make
     for b in made:
         b.down()
-    after = lab_leftovers()
-    for kind, old, new in zip(("namespaces", "root links", "node processes"), before, after,
-                              strict=True):
-        assert new <= old, f"leaked {kind}: {sorted(new - old)}"
+    leaked = support.leaked(before)
+    assert not leaked, "leaked:\n" + "\n".join(map(str, leaked))
     for b in made:
         if b.lab_id:
             assert not os.path.exists(names.state_path(b.lab_id))

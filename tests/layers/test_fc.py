@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import inspect
-import shutil
 import struct
 import subprocess
 import zlib
@@ -378,7 +377,6 @@ def _expected_row(pkt: Packet) -> list[str]:
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_reference_crc_good_and_fields_match(tmp_path):
     path = tmp_path / "fc.pcapng"
     write_family("fc", path)
@@ -387,7 +385,6 @@ def test_tshark_reference_crc_good_and_fields_match(tmp_path):
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_fast_builder_crc_good_and_bad_crc_flagged(tmp_path):
     frames = [
         fast.build_fcoe_frame(

@@ -1,6 +1,5 @@
 """FTSS layers (layers/ftss.py), fast parser/builders and reference frames."""
 
-import shutil
 import struct
 import subprocess
 
@@ -426,7 +425,6 @@ def test_fuzz_under_carrier(hdr, data):
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_fc_type_crc_and_payload(tmp_path):
     frames = [p for _, p in REFERENCE]
     path = tmp_path / "ftss.pcap"

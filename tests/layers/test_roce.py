@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from zlib import crc32
 
@@ -393,7 +392,6 @@ _TSHARK_FIELDS = {
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_dissects_like_scapy(tmp_path):
     # Wireshark 4.0 decodes the RD opcode range (0x40-0x5f) of RoCE with an 8-byte
     # offset (not the IBA RDETH/DETH order), so RD frames are only checked for no errors.

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
 import struct
 import subprocess
 
@@ -437,7 +436,6 @@ def test_reference_fast_equals_scapy(comment, pkt):
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_reference(tmp_path):
     from ftsslab.reference import write_family
 

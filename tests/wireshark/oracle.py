@@ -9,7 +9,6 @@ field Scapy shows, tshark must show the same value in the same occurrence.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -17,16 +16,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from scapy.packet import Packet
 from scapy.utils import rdpcap
 
 from ftsslab.catalog import nested_layers
 from ftsslab.pcapng import Interface, PcapNgWriter
 from ftsslab.wireshark import lua_scripts
+from tests import support
 
-TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+TSHARK = support.tshark()  # tests that run it are marked `tshark` (tests/conftest.py)
 
 SEVERITY_WARN = 0x600000  # _ws.expert.severity: chat 0x200000, note 0x400000, warn, error 0x800000
 

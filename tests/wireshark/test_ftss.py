@@ -36,13 +36,12 @@ from tests.wireshark.oracle import (
     TSHARK,
     assert_agrees,
     cleanliness,
-    needs_tshark,
     reference,
     run_tshark,
     write_pcap,
 )
 
-pytestmark = [pytest.mark.tshark, needs_tshark]
+pytestmark = pytest.mark.tshark
 
 ABBREV = {
     FTSS: "ftss",

@@ -48,13 +48,12 @@ from .oracle import (
     assert_agrees,
     cleanliness,
     lua_stderr,
-    needs_tshark,
     reference,
     run_tshark,
     write_pcap,
 )
 
-pytestmark = [pytest.mark.tshark, needs_tshark]
+pytestmark = pytest.mark.tshark
 
 ABBREV: dict[type[Packet], str] = {
     I2OMessage: "i2o",

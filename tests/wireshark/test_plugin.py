@@ -8,9 +8,9 @@ import pytest
 
 from ftsslab.wireshark import lua_scripts
 
-from .oracle import TSHARK, lua_stderr, needs_tshark
+from .oracle import TSHARK, lua_stderr
 
-pytestmark = [pytest.mark.tshark, needs_tshark]
+pytestmark = pytest.mark.tshark
 
 # (table, selector) -> the ftsslab protocol expected there, from `tshark -G decodes`
 REGISTRATIONS = {

@@ -32,13 +32,12 @@ from tests.wireshark.oracle import (
     Frame,
     cleanliness,
     compare,
-    needs_tshark,
     reference,
     run_tshark,
     write_pcap,
 )
 
-pytestmark = [pytest.mark.tshark, needs_tshark]
+pytestmark = pytest.mark.tshark
 
 ABBREV: dict[type[Packet], str] = {RKeyAdvert: "rkeyadvert"}
 NOT_OURS: dict[type[Packet], str] = {

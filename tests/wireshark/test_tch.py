@@ -30,13 +30,12 @@ from tests.wireshark.oracle import (
     assert_agrees,
     cleanliness,
     lua_stderr,
-    needs_tshark,
     reference,
     run_tshark,
     write_pcap,
 )
 
-pytestmark = [pytest.mark.tshark, needs_tshark]
+pytestmark = pytest.mark.tshark
 
 ABBREV: dict[type[Packet], str] = {TCHMessage: "tch.msg"}
 # Public Packet classes of layers/tch.py that Wireshark dissects natively: none. (TCP's

@@ -43,13 +43,12 @@ from tests.wireshark.oracle import (
     cleanliness,
     compare,
     lua_stderr,
-    needs_tshark,
     reference,
     run_tshark,
     write_pcap,
 )
 
-pytestmark = [pytest.mark.tshark, needs_tshark]
+pytestmark = pytest.mark.tshark
 
 ABBREV: dict[type[Packet], str] = {
     XAP: "xap",  # both message forms share the prefix: xap.xid matches either

@@ -38,6 +38,7 @@ from ..backend import Backend, BackendError, CapturedFrame, Event, ExecResult
 from ..model import ForwardingEntry, Scenario
 from . import names
 from .capture import Capture, close_sockets
+from .control import control_request
 from .drivers import VETH_DRIVERS
 from .netns import (
     NetnsError,
@@ -97,6 +98,7 @@ class VethBackend(Backend):
         self._owner = True
         self._guarded = False
         self._old_handlers: dict[int, object] = {}
+        self._killed: set[str] = set()  # nodes whose process a step killed (not restarted)
 
     # ---- maps from the state record -----------------------------------------------------------
     def _node(self, node: str) -> dict:
@@ -355,12 +357,18 @@ class VethBackend(Backend):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        # recorded before it exists: a SIGKILL of this process from here on leaves a state
+        # file that names it (``clean`` also finds it by the lab dir on its command line)
+        self.state.processes[node] = {"pid": None, "start": None}
+        self.state.save()
         with open(os.path.join(names.lab_dir(self.lab_id), f"{node}.err"), "ab") as err:
             p = subprocess.Popen([*enter, self._python, *python_args], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=err, env=env,
                                  start_new_session=True, close_fds=True)
         self._procs[node] = p
         self.state.processes[node] = {"pid": p.pid, "start": proc_start_time(p.pid)}
+        self.state.save()
+        self._killed.discard(node)
         return p
 
     def _wait_ready(self, node: str, what: str, ready: Callable[[], bool]) -> None:
@@ -548,6 +556,7 @@ class VethBackend(Backend):
         if action not in ("kill", "restart"):
             raise BackendError(f"process: unknown action {action!r}")
         self._kill_process(node)  # SIGKILL whichever process the node runs
+        self._killed.add(node)
         if action == "restart":
             if kind == "switch":
                 self._start_switchd(node)
@@ -570,6 +579,45 @@ class VethBackend(Backend):
 
     def frames(self) -> list[CapturedFrame]:
         return self._capture.frames() if self._capture is not None else []
+
+    def reports(self) -> dict[str, dict]:
+        assert self.lab_id is not None
+        out = {}
+        for node, p in sorted(self._procs.items()):
+            if p.poll() is None and self._node(node)["kind"] in VETH_DRIVERS:
+                try:
+                    reply = control_request(names.lab_dir(self.lab_id), node, {"op": "report"})
+                except (OSError, ValueError):
+                    continue
+                if reply.get("ok"):
+                    out[node] = reply["report"]
+        return out
+
+    def problems(self) -> list[str]:
+        """Node processes that died on their own, or that report internal errors."""
+        assert self.lab_id is not None
+        out = []
+        lab_dir = names.lab_dir(self.lab_id)
+        for node, p in sorted(self._procs.items()):
+            if node in self._killed:
+                continue
+            err = os.path.join(lab_dir, f"{node}.err")
+            if p.poll() is not None:
+                tail = Path(err).read_text(errors="replace").strip().splitlines()[-1:]
+                out.append(f"{node}: its process exited (status {p.returncode}) with no kill "
+                           f"step: {tail[0] if tail else 'no message'} (see {err})")
+                continue
+            if self._node(node)["kind"] not in VETH_DRIVERS:
+                continue
+            try:
+                reply = control_request(lab_dir, node, {"op": "stats"})
+            except (OSError, ValueError) as exc:
+                out.append(f"{node}: its process does not answer its control socket ({exc})")
+                continue
+            if reply.get("internal_errors"):
+                out.append(f"{node}: {reply['internal_errors']} internal error(s), a bug in "
+                           f"its core: tracebacks in {err}")
+        return out
 
     def events(self) -> list[Event]:
         return list(self._events)

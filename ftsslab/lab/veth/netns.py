@@ -217,7 +217,11 @@ def proc_start_time(pid: int) -> int | None:
     return int(data.rsplit(")", 1)[1].split()[19])
 
 
-def pid_alive(pid: int, start_time: int | None = None) -> bool:
+def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
+    """``pid`` runs and is not a zombie (and started at ``start_time``, when given); a
+    process recorded before it was started has no pid yet (None)."""
+    if pid is None:
+        return False
     st = proc_start_time(pid)
     if st is None:
         return False

@@ -99,6 +99,8 @@ def kill_and_wait(pids: list[int], timeout: float = 5.0) -> list[int]:
 
 def remove_lab(lab_id: str, state: LabState | None = None) -> list[str]:
     """Remove everything of lab ``lab_id`` (processes, namespaces, root links, run files)."""
+    if not names.LAB_ID_RE.match(lab_id):  # "" would name the whole run directory
+        raise ValueError(f"not a lab id: {lab_id!r}")
     removed: list[str] = []
     prefix = f"{names.PREFIX}{lab_id}-"
     nss = {n for n in names.list_netns() if n.startswith(prefix)}
@@ -108,6 +110,7 @@ def remove_lab(lab_id: str, state: LabState | None = None) -> list[str]:
     nss = sorted(nss)
     inodes = {i for n in nss if (i := netns_inode(n)) is not None}
     pids = set(pids_in_netns(inodes)) if inodes else set()
+    pids |= set(pids_naming(names.lab_dir(lab_id)))
     if state:
         for rec in list(state.processes.values()) + list(state.background):
             if pid_alive(rec["pid"], rec.get("start")):
@@ -130,6 +133,21 @@ def remove_lab(lab_id: str, state: LabState | None = None) -> list[str]:
     except FileNotFoundError:
         pass
     return removed
+
+
+def pids_naming(lab_dir: str) -> list[int]:
+    """Processes whose command line names ``lab_dir`` (every node process of that lab does,
+    even one that has not entered its namespace yet)."""
+    me, needle, found = os.getpid(), os.fsencode(lab_dir), []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if int(entry) != me and any(a == needle or a.startswith(needle + b"/") for a in args):
+            found.append(int(entry))
+    return found
 
 
 def _root_links() -> list[str]:

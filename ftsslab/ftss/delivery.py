@@ -1,0 +1,209 @@
+"""How the FTSS delivers to one node: a lane per destination, in store order (sans-IO).
+
+Fibre Channel delivers a sequence in order; the FTSS keeps that promise per
+destination: every node's packets leave in the order the FTSS committed them, on
+one fabric port at a time, with at most ``window`` unacknowledged. A lane is an
+explicit state machine (``LANE_TRANSITIONS``, in the style of h11's ``_state.py``):
+
+- FLOWING: sends from the head of its queue while fewer than ``window`` are in flight;
+- PROBING: the oldest unacknowledged packet timed out, or the node announced a restart
+  (what was in flight to it is lost). Everything in flight goes back to the queue, and
+  only the head is resent (on the other fabric port after a timeout) until it is
+  acknowledged: nothing newer can overtake it. Its acknowledgment resumes FLOWING;
+- PARKED: the node cannot receive (down, hold time expired, no fabric port up);
+  nothing is sent until it can (HELLO, a link back up);
+- SPOOLED: the node reads its packets from its ``in/`` directory (file-I/O
+  embodiment); nothing is ever sent.
+
+The retransmission timeout adapts to the measured round trip (``Rto``, RFC 6298 with
+Karn's rule), so a slow receiver is not flooded with copies.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+
+RTO_MIN = 0.02  # seconds: a loaded machine stalls a process (or an fsync) for ms at a time
+RTO_MAX = 1.0  # back-off cap: a node that returns is probed again within a second
+WINDOW = 32  # unacknowledged deliveries per node: fits a receiver's socket buffer
+
+
+class ProtocolError(Exception):
+    """An event that the state machine does not allow in its current state (a bug)."""
+
+
+class Lane(Enum):
+    FLOWING = "flowing"
+    PROBING = "probing"
+    PARKED = "parked"
+    SPOOLED = "spooled"
+
+
+class LaneEvent(Enum):
+    TIMEOUT = "timeout"  # the oldest unacknowledged delivery was not acknowledged in time
+    PROBE_ACKED = "probe-acked"  # the resent head arrived (or none is left): flow again
+    UNABLE = "unable"  # the node went down or lost every fabric port
+    ABLE = "able"  # HELLO or a link back up
+    RESTARTED = "restarted"  # its HELLO says it (re)started: what was in flight is lost
+    SPOOL = "spool"  # the node LISTed its in/ directory: it reads files from now on
+
+
+LANE_TRANSITIONS: dict[tuple[Lane, LaneEvent], Lane] = {
+    (Lane.FLOWING, LaneEvent.TIMEOUT): Lane.PROBING,
+    (Lane.PROBING, LaneEvent.TIMEOUT): Lane.PROBING,
+    (Lane.PROBING, LaneEvent.PROBE_ACKED): Lane.FLOWING,
+    (Lane.FLOWING, LaneEvent.UNABLE): Lane.PARKED,
+    (Lane.PROBING, LaneEvent.UNABLE): Lane.PARKED,
+    (Lane.PARKED, LaneEvent.UNABLE): Lane.PARKED,
+    (Lane.PARKED, LaneEvent.ABLE): Lane.FLOWING,
+    (Lane.FLOWING, LaneEvent.ABLE): Lane.FLOWING,
+    (Lane.PROBING, LaneEvent.ABLE): Lane.PROBING,
+    (Lane.FLOWING, LaneEvent.RESTARTED): Lane.PROBING,
+    (Lane.PROBING, LaneEvent.RESTARTED): Lane.PROBING,
+    (Lane.PARKED, LaneEvent.RESTARTED): Lane.PARKED,
+    (Lane.SPOOLED, LaneEvent.RESTARTED): Lane.SPOOLED,
+    (Lane.FLOWING, LaneEvent.SPOOL): Lane.SPOOLED,
+    (Lane.PROBING, LaneEvent.SPOOL): Lane.SPOOLED,
+    (Lane.PARKED, LaneEvent.SPOOL): Lane.SPOOLED,
+    (Lane.SPOOLED, LaneEvent.SPOOL): Lane.SPOOLED,
+}
+
+
+@dataclass
+class Rto:
+    """RFC 6298: SRTT/RTTVAR from first transmissions only, exponential back-off."""
+
+    initial: float
+    srtt: float | None = None
+    rttvar: float = 0.0
+    backoff: int = 0
+
+    @property
+    def value(self) -> float:
+        base = self.initial if self.srtt is None else self.srtt + 4 * self.rttvar
+        floor = min(RTO_MIN, self.initial)  # a smaller initial timeout asks for a lower floor
+        return min(RTO_MAX, max(floor, base) * (1 << self.backoff))
+
+    def sample(self, rtt: float) -> None:
+        rtt = max(rtt, 0.0)
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.backoff = 0
+
+    def timed_out(self) -> None:
+        if self.value < RTO_MAX:
+            self.backoff += 1
+
+
+@dataclass
+class Delivery:
+    """One stored packet on its way to one node (blocks 176/178)."""
+
+    rid: int
+    ox_id: int = 0  # one FC exchange for every copy (an ACK of any copy settles it); 0: unsent
+    tries: int = 0
+    sent_at: float = 0.0
+
+
+@dataclass
+class Outbox:
+    """The lane of one destination node: its queue, what is in flight, its timer."""
+
+    node: int
+    rto: Rto
+    state: Lane = Lane.FLOWING
+    queue: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)  # not in flight
+    flight: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)  # sent, unacked
+    port: str | None = None  # the fabric port every transmission uses, until it fails
+    deadline: float | None = None  # when its oldest delivery in flight is due
+    timer_at: float | None = None  # the wake-up queued for it (never later than deadline)
+
+    def fire(self, event: LaneEvent) -> Lane:
+        new = LANE_TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise ProtocolError(f"lane to node {self.node}: {event.value} while "
+                                f"{self.state.value}")
+        self.state = new
+        return new
+
+    def requeue(self) -> None:
+        """Everything in flight goes back to the head of the queue, in order (go back N).
+
+        What is in flight is older than anything queued: the queue is filled from its head.
+        """
+        if self.flight:
+            self.flight.update(self.queue)
+            self.queue, self.flight = self.flight, OrderedDict()
+
+    def pending(self) -> int:
+        return len(self.queue) + len(self.flight)
+
+    def pick_port(self, up_ports: list[str], *, switch: bool = False) -> str | None:
+        """The port the lane uses: its current one while it is up (the first up port
+        otherwise); the next up port on ``switch`` (a timeout: "the packet will be
+        transmitted using a redundant interface")."""
+        if not up_ports:
+            return None
+        if self.port in up_ports:
+            if switch:
+                self.port = up_ports[(up_ports.index(self.port) + 1) % len(up_ports)]
+        else:
+            self.port = up_ports[0]
+        return self.port
+
+    def park(self) -> bool:
+        """Nothing can be sent: all back to the queue, PARKED. True if it just parked."""
+        was = self.state is Lane.PARKED
+        self.requeue()
+        self.fire(LaneEvent.UNABLE)
+        self.deadline = None
+        return not was
+
+    def take(self, window: int) -> list[Delivery]:
+        """What may go out now, oldest first, moved in flight: up to ``window`` when
+        FLOWING (a parked lane resumes), nothing while PROBING."""
+        if self.state is Lane.PARKED:
+            self.fire(LaneEvent.ABLE)
+        out = []
+        while self.state is Lane.FLOWING and self.queue and len(self.flight) < window:
+            rid, delivery = self.queue.popitem(last=False)
+            self.flight[rid] = delivery
+            out.append(delivery)
+        return out
+
+    def take_head(self) -> Delivery | None:
+        """PROBING: everything back to the queue, and only its head in flight. With
+        nothing to probe with there is nothing to protect: the lane flows again."""
+        self.requeue()
+        if not self.queue:
+            if self.state is Lane.PROBING:
+                self.fire(LaneEvent.PROBE_ACKED)
+            self.deadline = None
+            return None
+        rid, delivery = self.queue.popitem(last=False)
+        self.flight[rid] = delivery
+        return delivery
+
+    def due(self) -> float | None:
+        """When the oldest delivery in flight times out (None: nothing in flight)."""
+        self.deadline = (next(iter(self.flight.values())).sent_at + self.rto.value
+                         if self.flight else None)
+        return self.deadline
+
+    def acked(self, rid: int, now: float) -> Delivery | None:
+        """A receipt: out of the lane, an RTT sample (Karn: first transmissions only),
+        and a PROBING lane whose probe arrived flows again."""
+        delivery = self.drop(rid)
+        if delivery is not None and delivery.tries == 1:
+            self.rto.sample(now - delivery.sent_at)
+        if self.state is Lane.PROBING and not self.flight:
+            self.fire(LaneEvent.PROBE_ACKED)
+        return delivery
+
+    def drop(self, rid: int) -> Delivery | None:
+        return self.flight.pop(rid, None) or self.queue.pop(rid, None)

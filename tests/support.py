@@ -1,0 +1,152 @@
+"""What tests need from the machine, and what counts as a lab this run leaked.
+
+Requirements are markers (``tshark``, ``root``) checked in one place (``tests/conftest.py``): a
+missing one skips the test, and under ``CI=true`` every skip except the deliberate ones (tests
+marked ``slow``) is a failure, so CI cannot go green without running the suite.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import time
+from typing import NamedTuple
+
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+
+LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon")
+SETTLE = 0.5  # seconds a leak must persist (see ``leaked``)
+
+
+def tshark() -> str | None:
+    """The tshark binary the tests run (None when it is not on PATH)."""
+    return shutil.which("tshark")
+
+
+def _tshark_missing() -> str | None:
+    return None if tshark() else "needs tshark: it is not on PATH (Debian package tshark)"
+
+
+@functools.cache
+def _netns_missing() -> str | None:
+    if os.geteuid() != 0:
+        return f"needs root for network namespaces (euid is {os.geteuid()})"
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if shutil.which(tool) is None:
+            return f"needs `{tool}`: it is not on PATH (Debian package {package})"
+    try:
+        res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"needs `ip netns`: {exc}"
+    return None if res.returncode == 0 else f"needs `ip netns`: {res.stderr.strip()}"
+
+
+REQUIREMENTS = {"tshark": _tshark_missing, "root": _netns_missing}
+
+
+def missing(marker: str) -> str | None:
+    """Why the machine cannot run tests marked ``marker`` (None when it can)."""
+    return REQUIREMENTS[marker]()
+
+
+# ------------------------------------------------------------------------------- lab leaks
+
+
+class Resource(NamedTuple):
+    """A namespace, root link or node process named like ftsslab's, and its lab (if known)."""
+
+    kind: str  # "netns" | "link" | "process"
+    name: str  # for a process: "<pid>@<start time>: <cmdline>", so a reused pid is new
+    lab: str | None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} (lab {self.lab or 'unknown'})"
+
+
+def _lab_of_cmdline(args: list[str]) -> str | None:
+    """The lab a node process serves: ``--lab <id>`` or a path under ``RUN_DIR/<id>``."""
+    from ftsslab.lab.veth import names
+
+    run_dir = names.RUN_DIR.rstrip("/") + "/"
+    for flag, arg in zip(["", *args], args, strict=False):
+        lab = arg if flag == "--lab" else arg.removeprefix(run_dir).split("/", 1)[0]
+        if (flag == "--lab" or arg.startswith(run_dir)) and names.LAB_ID_RE.match(lab):
+            return lab
+    return None
+
+
+def lab_resources() -> set[Resource]:
+    """Every namespace, root link and node process on this machine that looks like a lab's."""
+    from ftsslab.lab.veth import names
+    from ftsslab.lab.veth.netns import proc_start_time
+
+    found = set()
+    for ns in names.list_netns():
+        if ns.startswith(names.PREFIX):
+            found.add(Resource("netns", ns, (names.parse_ns(ns) or (None,))[0]))
+    try:
+        links = os.listdir("/sys/class/net")
+    except FileNotFoundError:
+        links = []
+    for d in links:
+        if d.startswith(names.PREFIX):
+            m = names.ROOT_IF_RE.match(d)
+            found.add(Resource("link", d, m.group(1) if m else None))
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if any(module in cmdline for module in LAB_PROCESSES):
+            args = cmdline.rstrip(b"\0").decode(errors="replace").split("\0")
+            name = f"{pid}@{proc_start_time(int(pid))}: {' '.join(args)}"
+            found.add(Resource("process", name, _lab_of_cmdline(args)))
+    return found
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _ours(pid: int | None) -> bool:
+    """``pid`` is this process or one of its descendants (the test's owner subprocesses)."""
+    me, seen = os.getpid(), set()
+    while pid is not None and pid > 1 and pid not in seen:
+        if pid == me:
+            return True
+        seen.add(pid)
+        pid = _parent(pid)
+    return False
+
+
+def someone_elses(lab: str | None) -> bool:
+    """``lab``'s state file names a live owner outside this process tree: another run's lab."""
+    from ftsslab.lab.veth import state
+    from ftsslab.lab.veth.netns import pid_alive
+
+    st = state.load(lab) if lab else None
+    return (st is not None and not _ours(st.owner_pid)
+            and pid_alive(st.owner_pid, st.owner_start))
+
+
+def leaked(before: set[Resource]) -> list[Resource]:
+    """What appeared since ``before`` and is not another run's live lab.
+
+    Another run's lab can vanish between listing it and reading its state file, so a leak must
+    still be there, unclaimed, a moment later.
+    """
+    def new() -> set[Resource]:
+        return {r for r in lab_resources() - before if not someone_elses(r.lab)}
+
+    found = new()
+    if found:
+        time.sleep(SETTLE)
+        found &= new()
+    return sorted(found)

@@ -1,0 +1,124 @@
+"""The suite's own rules: CI=true turns environment skips into failures; the lab leak classifier."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ftsslab.lab.veth import names
+from ftsslab.lab.veth.netns import proc_start_time
+from ftsslab.lab.veth.state import LabState
+from tests import support
+from tests.support import Resource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NEEDS = textwrap.dedent("""
+    import pytest
+
+    @pytest.mark.tshark
+    def test_dissects():
+        pass
+
+    def test_skips_at_run_time():
+        pytest.skip("no frobnicator")
+
+    @pytest.mark.slow
+    def test_soak():
+        pytest.skip("a soak: select it with -m slow")
+""")
+MODULE_SKIP = 'import pytest\npytest.skip("no frobnicator here", allow_module_level=True)\n'
+
+
+def _pytest(tmp_path: Path, ci: bool, **sources: str) -> subprocess.CompletedProcess:
+    """A pytest run of test modules under the suite's conftest without tshark (an empty PATH)."""
+    for name, source in sources.items():
+        (tmp_path / f"{name}.py").write_text(source)
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(PATH=str(tmp_path / "bin"), PYTHONPATH=str(ROOT), **({"CI": "true"} if ci else {}))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "tests.conftest",
+                           "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
+                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_without_ci_a_missing_tool_skips_with_its_reason(tmp_path):
+    res = _pytest(tmp_path, ci=False, test_needs=NEEDS, test_module_skip=MODULE_SKIP)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "needs tshark: it is not on PATH" in res.stdout
+    assert "4 skipped" in res.stdout and "failed" not in res.stdout
+
+
+def test_with_ci_every_skip_but_the_opt_in_soak_fails(tmp_path):
+    res = _pytest(tmp_path, ci=True, test_needs=NEEDS)
+    out = res.stdout
+    assert res.returncode == 1, out + res.stderr
+    assert "CI=true, so this skip is a failure: needs tshark: it is not on PATH" in out
+    failed = {line.split()[1].split("::")[-1] for line in out.splitlines()
+              if line.startswith(("FAILED", "ERROR"))}
+    assert failed == {"test_dissects", "test_skips_at_run_time"}, out
+    assert "1 skipped" in out and "a soak: select it with -m slow" in out
+
+
+def test_with_ci_a_module_that_skips_itself_fails(tmp_path):
+    res = _pytest(tmp_path, ci=True, test_module_skip=MODULE_SKIP)
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "ERROR test_module_skip.py - CI=true, so this skip is a failure: no frobnicator here" \
+        in res.stdout
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(names, "RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(support, "SETTLE", 0)
+    return tmp_path
+
+
+def _owned_by(lab: str, pid: int, start: int | None) -> None:
+    LabState(lab_id=lab, owner_pid=pid, owner_start=start, created=0.0).save()
+
+
+def test_only_a_live_owner_outside_this_run_makes_a_lab_someone_elses(run_dir):
+    assert not support.someone_elses(None) and not support.someone_elses("aaaaa")  # no state
+    _owned_by("bbbbb", 1, proc_start_time(1))                  # another run's, still running
+    _owned_by("ccccc", 1, proc_start_time(1) + 1)              # its owner died (pid recycled)
+    _owned_by("ddddd", os.getpid(), proc_start_time(os.getpid()))  # this run's own
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        _owned_by("eeeee", child.pid, proc_start_time(child.pid))  # an owner this run started
+        got = {lab: support.someone_elses(lab) for lab in ("bbbbb", "ccccc", "ddddd", "eeeee")}
+    finally:
+        child.kill()
+        child.wait()
+    assert got == {"bbbbb": True, "ccccc": False, "ddddd": False, "eeeee": False}
+
+
+def test_leaked_counts_what_this_run_left_and_not_other_runs_labs(run_dir, monkeypatch):
+    _owned_by("bbbbb", 1, proc_start_time(1))
+    old = Resource("netns", "flaaaaa-h1", "aaaaa")
+    foreign = {Resource("netns", "flbbbbb-h1", "bbbbb"), Resource("link", "flbbbbbp1", "bbbbb"),
+               Resource("process", "9@1: python -m ftsslab.ftss.daemon", "bbbbb")}
+    ours = {Resource("netns", "flccccc-s1", "ccccc"), Resource("link", "flnolab", None),
+            Resource("process", "7@1: python -m ftsslab.lab.veth.switchd", None)}
+    now = {old} | foreign | ours
+    monkeypatch.setattr(support, "lab_resources", lambda: now)
+    assert support.leaked({old}) == sorted(ours)
+    assert support.leaked({old} | ours) == []
+    snapshots = iter([now, {old}])  # another run's lab went away while it was being classified
+    monkeypatch.setattr(support, "lab_resources", lambda: next(snapshots))
+    assert support.leaked({old}) == []
+
+
+def test_a_node_process_is_traced_to_its_lab_by_its_command_line(run_dir):
+    switchd = ["python", "-S", "-m", "ftsslab.lab.veth.switchd", "--lab", "a1b2c", "--node", "s1"]
+    daemon = ["python", "-m", "ftsslab.ftss.daemon", "--state", f"{run_dir}/0f0f0"]
+    socket = ["python", "-m", "ftsslab.lab.veth.switchd", "--socket", f"{run_dir}/12345/s1.sock"]
+    assert support._lab_of_cmdline(switchd) == "a1b2c"
+    assert support._lab_of_cmdline(daemon) == "0f0f0"
+    assert support._lab_of_cmdline(socket) == "12345"
+    assert support._lab_of_cmdline(["python", "-m", "ftsslab.ftss.daemon", "a1b2c",
+                                    "--state", "/elsewhere/a1b2c"]) is None
