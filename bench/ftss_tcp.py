@@ -1,39 +1,48 @@
-"""End-to-end TCP throughput between two servers through the FTSS, against a plain switch.
+"""TCP through the FTSS against a plain switch, and the FTSS's CPU per carried frame.
 
-    python bench/ftss_tcp.py [--mbytes N] [--json]      (root: real namespaces)
+    python bench/ftss_tcp.py [--mbytes N] [--rounds R] [--baseline REV] [--json]   (root)
 
-Both runs use the same unmodified programs (Python sockets on app1 and app2, real kernel
-TCP). Through the FTSS every frame is committed to the mirrored store (fsync, group commit)
-before it is acknowledged and delivered; the baseline is a learning switch on veth,
-measured in the same run. The ratio is the figure to compare.
+Every round measures, in the same run and on the same box:
+
+- **switch**: app1 -> app2 through a learning switch on veth (the baseline path);
+- **ftss**: the same unmodified programs (Python sockets, real kernel TCP) through two
+  server units and the FTSS, which commits every frame to its mirrored store before it
+  acknowledges and delivers it;
+- **base** (``--baseline REV``): the FTSS path of an earlier revision, from a
+  ``git worktree`` of it, with this same harness.
+
+Throughput is the receiver's MB/s. CPU per carried frame is the CPU time (user + system,
+from ``/proc/<pid>/stat``: the kernel's per-process accounting, far less sensitive to a
+loaded machine than wall time) that the FTSS and both server processes spent during the
+transfer, over the frames the two servers' stacks received through the FTSS (the TAPs'
+``rx_packets``: data and TCP acknowledgments). The figures to compare are the ratios
+ftss/switch and ftss/base, and µs per frame, each within one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from ftsslab.lab.runner import Runner
-from ftsslab.lab.scenario import load_scenario_text
-from ftsslab.lab.veth.backend import VethBackend
-
-RECEIVER = ("import socket\\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\\n"
-            "s.bind(('10.0.0.2', 5001)); s.listen(1); c,_=s.accept()\\n"
-            "while c.recv(65536): pass\\n"
-            "c.close()\\n")
-SENDER = ("import socket,time\\n"
-          "data=b'x'*({mb}*1000000); s=socket.create_connection(('10.0.0.2', 5001))\\n"
-          "t=time.perf_counter(); s.sendall(data); s.shutdown(socket.SHUT_WR)\\n"
-          "while s.recv(65536): pass\\n"
-          "print('MBps', {mb}/(time.perf_counter()-t))\\n")
-
 ROOT = Path(__file__).resolve().parents[1]
-# the two-server topology of the http-kill scenario; the baseline puts a switch in its place
-FTSS = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0] + "\n"
+RECEIVER = ("import socket,sys,time\n"  # argv[1]: where it writes the MB/s it received at
+            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.bind(('10.0.0.2', 5001)); s.listen(1); c,_=s.accept(); n=0; t=None\n"
+            "while True:\n"
+            "    b=c.recv(1<<20)\n"
+            "    if not b: break\n"
+            "    t=t or time.perf_counter(); n+=len(b)\n"
+            "open(sys.argv[1],'w').write(str(n/1e6/(time.perf_counter()-t)))\n")
+SENDER = ("import socket\n"
+          "data=b'x'*({mb}*1000000); s=socket.create_connection(('10.0.0.2', 5001))\n"
+          "s.sendall(data); s.close()\n")
 SWITCH = """name: bench-switch
 nodes:
   s1: {kind: switch}
@@ -47,43 +56,130 @@ links:
       - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
       - {node: s1, interface: p2}
 """
+WORKER = "bench-worker"  # argv[1] of this script run as one measurement
 
 
-def steps(mb: int) -> str:
-    return f"""steps:
-  - exec: {{node: app2, background: true, cmd: [python3, -c, "{RECEIVER}"]}}
-  - wait: 0.5
-  - name: send
-    exec: {{node: app1, timeout: 300, cmd: [python3, -c, "{SENDER.format(mb=mb)}"]}}
-expect:
-  - command: {{step: send, status: 0, contains: MBps}}
-"""
+def topology(kind: str) -> str:
+    """The http-kill scenario's two servers and FTSS, or a switch in their place."""
+    if kind == "switch":
+        return SWITCH
+    text = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0]
+    return text + "\nsteps: []\n"
 
 
-def measure(text: str, mb: int) -> float:
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pids`` so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / tick, system / tick
+
+
+def rx_packets(ns: str, iface: str) -> int:
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat",
+                          f"/sys/class/net/{iface}/statistics/rx_packets"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+def worker(kind: str, mb: int) -> dict:
+    """One transfer on a fresh lab (runs with whichever ftsslab is on sys.path)."""
+    from ftsslab.lab.scenario import load_scenario_text
+    from ftsslab.lab.veth.backend import VethBackend
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"
-        path.write_text(text + steps(mb))
-        runner = Runner(load_scenario_text(path.read_text(), str(path)), VethBackend(capture=False))
-        result = runner.run()
-        if not result.passed:
-            sys.exit(f"{text.split()[1]}: {[o.detail for o in result.outcomes]}")
-        return float(runner.execs["send"].stdout.split()[-1])
+        path.write_text(topology(kind))
+        backend = VethBackend(capture=False)
+        backend.up(load_scenario_text(path.read_text(), str(path)))
+        try:
+            result = Path(tmp) / "mbps"
+            backend.exec("app2", ("python3", "-c", RECEIVER, str(result)), 1, background=True)
+            time.sleep(0.5)
+            pids = [rec["pid"] for node, rec in backend.state.processes.items()
+                    if node in ("ftss", "srv1", "srv2")]
+            apps = [(backend.namespace(h), "eth0") for h in ("app1", "app2")]
+            cpu0, rx0 = cpu_seconds(pids), sum(rx_packets(*a) for a in apps)
+            res = backend.exec("app1", ("python3", "-c", SENDER.format(mb=mb)), 600)
+            deadline = time.monotonic() + 60
+            while not result.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cpu1, rx1 = cpu_seconds(pids), sum(rx_packets(*a) for a in apps)
+            if res.status != 0 or not result.exists():
+                raise SystemExit(f"{kind}: transfer failed: {res.stderr.strip()[-300:]}")
+            mbps = float(result.read_text())
+        finally:
+            backend.down()
+    frames = rx1 - rx0
+    out = {"MBps": mbps}
+    if kind != "switch":
+        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        out |= {"frames": frames, "user_s": user, "sys_s": system,
+                "us_per_frame": (user + system) / frames * 1e6 if frames else None}
+    return out
+
+
+def measure(kind: str, mb: int, pythonpath: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    res = subprocess.run([sys.executable, __file__, WORKER, kind, str(mb)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise SystemExit(f"{kind} ({pythonpath}): {res.stderr.strip()[-500:]}")
+    return json.loads(res.stdout)
+
+
+def baseline_tree(rev: str) -> Path:
+    tree = Path(tempfile.mkdtemp(prefix="ftsslab-base-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                   check=True, capture_output=True)
+    return tree
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mbytes", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", metavar="REV", help="also measure the FTSS path of REV")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    switch = measure(SWITCH, args.mbytes)
-    ftss = measure(FTSS, args.mbytes)
-    row = {"mbytes": args.mbytes, "switch_MBps": round(switch, 1), "ftss_MBps": round(ftss, 2),
-           "ftss_over_switch": round(ftss / switch, 4)}
-    print(json.dumps(row, indent=2) if args.json else
-          f"TCP {args.mbytes} MB: switch {switch:.1f} MB/s, through the FTSS {ftss:.2f} MB/s "
-          f"({ftss / switch:.3f}×)")
+    tree = baseline_tree(args.baseline) if args.baseline else None
+    runs: dict[str, list[dict]] = {"switch": [], "ftss": [], "base": []}
+    try:
+        for _ in range(args.rounds):  # interleaved: drift of the machine hits all alike
+            runs["switch"].append(measure("switch", args.mbytes, str(ROOT)))
+            runs["ftss"].append(measure("ftss", args.mbytes, str(ROOT)))
+            if tree is not None:
+                runs["base"].append(measure("ftss", args.mbytes, str(tree)))
+    finally:
+        if tree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           capture_output=True)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items() if v}
+    summary = {"mbytes": args.mbytes, "rounds": args.rounds, "median": med,
+               "ftss_over_switch": med["ftss"]["MBps"] / med["switch"]["MBps"], "runs": runs}
+    if "base" in med:
+        summary |= {"base_over_switch": med["base"]["MBps"] / med["switch"]["MBps"],
+                    "ratio_gain": (med["ftss"]["MBps"] / med["base"]["MBps"])}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"TCP {args.mbytes} MB, median of {args.rounds} interleaved rounds")
+    for kind, m in med.items():
+        extra = (f", {m['us_per_frame']:.0f} µs CPU per carried frame ({m['frames']:.0f} frames;"
+                 f" user {m['user_s']:.2f} s, system {m['sys_s']:.2f} s)"
+                 if "us_per_frame" in m else "")
+        print(f"  {kind:6s} {m['MBps']:8.2f} MB/s{extra}")
+    print(f"  ftss/switch = {summary['ftss_over_switch']:.4f}")
+    if "base" in med:
+        print(f"  base/switch = {summary['base_over_switch']:.4f}; "
+              f"ftss/base = {summary['ratio_gain']:.2f}×")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == WORKER:
+        print(json.dumps(worker(sys.argv[2], int(sys.argv[3]))))
+    else:
+        main()

@@ -24,6 +24,8 @@ from scapy.fields import _FieldContainer as FieldContainer
 from scapy.layers.inet6 import IP6ListField
 from scapy.packet import NoPayload, Packet, Raw
 
+from ftsslab.layers import check_tcp_options
+
 from .catalog import all_layers
 
 
@@ -285,6 +287,7 @@ def parse_packet(text: str, namespace: Mapping[str, Callable[..., Any]] | None =
     with offline():
         pkt = builder.stack(tree.body)
         try:
+            check_tcp_options(pkt)  # Scapy would wrap the data offset: a corrupt header
             data = bytes(pkt)
         except Exception as exc:
             raise ExprError(f"cannot build {pkt.summary()}: {one_line(exc)}") from None

@@ -8,22 +8,30 @@ Reader: struct-based, so merge and replay never dissect; Scapy dissects a packet
 when its ``pkt`` is asked for. Scapy's own reader stops quietly at the first damage;
 this one yields every good packet and then raises ``CaptureError`` saying at which
 byte, in which record or block, and what is wrong, so a damaged capture never passes
-for a shorter good one.
+for a shorter good one. It reads the whole file and indexes it into columns
+(``Capture``): a run of plain Enhanced Packet Blocks or pcap records costs one struct
+call per packet and no object, which is what lets replay keep up with tcpreplay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
+import mmap
 import os
+import stat
 import struct
 import zlib
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate, repeat
 from typing import Any, BinaryIO
 
 LINKTYPE_ETHERNET = 1
+Buffer = bytes | bytearray | mmap.mmap
 _SHB, _IDB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
 _OPT_END, _OPT_COMMENT = 0, 1
 _IF_NAME, _IF_DESCRIPTION, _IF_TSRESOL = 2, 3, 9
@@ -144,6 +152,12 @@ _BLOCK_NAMES = {_SHB: "Section Header Block", _IDB: "Interface Description Block
                 10: "Decryption Secrets Block"}
 _IF_TSOFFSET = 14
 _CUT = "the file appears to have been cut short in the middle of a"  # tshark's words
+# The previous block's trailing length, then an Enhanced Packet Block's type, length,
+# interface id, time (high, low) and captured length: one struct call per packet
+_EPB_HEAD = {e: struct.Struct(e + "IIIIIII").unpack_from for e in "<>"}
+_U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
+_WORDS = {e: struct.Struct(e + "II").unpack_from for e in "<>"}  # a packet's time stamp
+_U32PACK = struct.Struct("<I").pack
 
 
 def _registered(kind: int) -> bool:
@@ -157,32 +171,156 @@ def _registered(kind: int) -> bool:
 
 
 class _Damage(Exception):
-    """Raised inside the reader; read_packets adds the source and the packet count."""
+    """Raised inside the reader; the caller adds the source and the packet count.
 
-    def __init__(self, offset: int, where: str, reason: str):
-        self.offset, self.where, self.reason = offset, where, reason
+    ``short``: the data ran out (in a gzip file, the stream's own damage is then the cause).
+    """
+
+    def __init__(self, offset: int, where: str, reason: str, short: bool = False):
+        self.offset, self.where, self.reason, self.short = offset, where, reason, short
 
 
 def _short(offset: int, where: str, need: int, got: int, packet: bool,
            part: str = "") -> _Damage:
     return _Damage(offset, where, f"{part}cut short, {got} of its {need} bytes are there "
-                                  f"({_CUT} {'packet' if packet else 'block'})")
+                                  f"({_CUT} {'packet' if packet else 'block'})", short=True)
 
 
-class _Stream:
-    """``read`` that counts bytes and turns a broken gzip stream into damage."""
+@dataclass(frozen=True)
+class CaptureInterface:
+    """An interface of a capture (a pcap file has one): how its packets' times are read."""
 
-    def __init__(self, fh: BinaryIO):
-        self.fh, self.offset = fh, 0
+    name: str | None
+    linktype: int
+    snaplen: int
+    per_second: int
+    offset: int     # if_tsoffset, seconds
+    endian: str
+    scale: int      # ticks = first stamp word * scale + second: 2**32 (pcapng), per_second (pcap)
 
-    def read(self, n: int) -> bytes:
-        try:
-            data = self.fh.read(n)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise _Damage(self.offset, "", f"the gzip stream is damaged or cut short ({exc})") \
-                from None
-        self.offset += len(data)
-        return data
+
+class Capture:
+    """Every packet of a capture as columns over the file's bytes: no object per packet.
+
+    Packet ``i`` is ``data[offsets[i]:offsets[i] + lengths[i]]`` on interface
+    ``interfaces[ifaces[i]]``; in every record and packet block its time is the two 32-bit
+    words 16 bytes before the data and its original length the word just before it, so
+    times are read only when asked for. Replay and merge use these columns directly;
+    ``read_packets`` makes a ``ReadPacket`` of each.
+    """
+
+    def __init__(self, data: Buffer, source: str | None):
+        self.data, self.source = data, source
+        self.offsets, self.lengths, self.ifaces = array("Q"), array("Q"), array("I")
+        self.interfaces: list[CaptureInterface] = []
+        self.comments: dict[int, list[str]] = {}   # packet number -> its comments
+        self.untimed: set[int] = set()             # Simple Packet Blocks: no time (0)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def ticks(self) -> list[int]:
+        """Each packet's time in its interface's units (``per_second``), from the file."""
+        data, ifs = self.data, self.interfaces
+        starts = map((-16).__add__, self.offsets)
+        if len(ifs) == 1:
+            scale, words = ifs[0].scale, _WORDS[ifs[0].endian]
+            ticks = [a * scale + b for a, b in map(words, repeat(data), starts)]
+        else:
+            ticks = []
+            for k, at in zip(self.ifaces, starts, strict=True):
+                a, b = _WORDS[ifs[k].endian](data, at)
+                ticks.append(a * ifs[k].scale + b)
+        for i in self.untimed:
+            ticks[i] = 0
+        return ticks
+
+    def times(self) -> list[float]:
+        """Each packet's time in seconds since the epoch (``ReadPacket.time``)."""
+        return self._scaled(lambda i: (lambda t: t / i.per_second + i.offset))
+
+    def times_ns(self) -> list[int]:
+        """Each packet's time in nanoseconds: exact at a resolution of 1 ns or coarser."""
+        if [(i.per_second, i.offset) for i in self.interfaces] == [(10**9, 0)]:
+            return self.ticks()  # ftsslab's own captures
+        return self._scaled(lambda i: (lambda t: t * 10**9 // i.per_second + i.offset * 10**9))
+
+    def _scaled(self, per_iface: Callable) -> list:
+        ticks, convert = self.ticks(), [per_iface(i) for i in self.interfaces]
+        if len(convert) == 1:
+            return list(map(convert[0], ticks))
+        return [convert[k](t) for k, t in zip(self.ifaces, ticks, strict=True)]
+
+    def wirelen(self, i: int) -> int:
+        return _U32[self.interfaces[self.ifaces[i]].endian](self.data, self.offsets[i] - 4)[0]
+
+    def packets(self) -> Iterator[ReadPacket]:
+        for i, (at, length, k, stamp) in enumerate(
+                zip(self.offsets, self.lengths, self.ifaces, self.times(), strict=True)):
+            iface = self.interfaces[k]
+            yield ReadPacket(stamp, iface.name, list(self.comments.get(i, ())),
+                             bytes(self.data[at:at + length]), iface.linktype, self.wirelen(i))
+
+
+def _read(source: str | os.PathLike | bytes | bytearray) -> tuple[Capture, CaptureError | None]:
+    """The capture's good packets and the damage after them, if any."""
+    name = None if isinstance(source, bytes | bytearray) else os.fspath(source)
+    if name is None:
+        data: Buffer = bytes(source)
+    else:
+        with open(name, "rb") as fh:
+            data = _map(fh)
+    gzipped = data[:2] == b"\x1f\x8b"
+    broken = None
+    if gzipped:
+        data, broken = _gunzip(data)
+    cap = Capture(data, name)
+    try:
+        (_walk_pcapng if data[:4] == _SHB_MAGIC else _walk_pcap)(cap)
+        damage = broken
+    except _Damage as exc:
+        damage = exc
+        if exc.short and broken is not None:  # the data ran out where the gzip stream broke
+            damage = _Damage(exc.offset, "", broken.reason)
+    if damage is None:
+        return cap, None
+    return cap, CaptureError(damage.offset, damage.where, damage.reason, source=name,
+                             packets=len(cap), gzipped=gzipped)
+
+
+def _map(fh: BinaryIO) -> Buffer:
+    """A regular file's bytes, mapped (copy-on-write, never written): not read into memory,
+    so a 100 MB capture costs nothing before its packets are used. (Truncating the file
+    while it is mapped kills the reader with SIGBUS; other files are read.)"""
+    info = os.fstat(fh.fileno())
+    if stat.S_ISREG(info.st_mode) and info.st_size:
+        with contextlib.suppress(OSError):  # a file system that cannot map it: read it
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    return fh.read()
+
+
+def _gunzip(data: Buffer) -> tuple[bytearray, _Damage | None]:
+    """As much as decompresses, and the damage (at its end) if the stream is broken."""
+    out = bytearray()
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data))
+    try:
+        while chunk := stream.read1(1 << 20):  # read1: what a call decoded is never lost
+            out += chunk
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        return out, _Damage(len(out), "", f"the gzip stream is damaged or cut short ({exc})")
+    return out, None
+
+
+def load_capture(source: str | os.PathLike | bytes | bytearray) -> Capture:
+    """Every packet of a pcap or pcapng file (a path or its bytes; gzip works too), at once.
+
+    CaptureError (a ValueError) when the data is not a capture file or is damaged anywhere;
+    OSError when a path cannot be read.
+    """
+    cap, damage = _read(source)
+    if damage is not None:
+        raise damage
+    return cap
 
 
 def read_packets(source: str | os.PathLike | bytes | bytearray) -> Iterator[ReadPacket]:
@@ -191,101 +329,143 @@ def read_packets(source: str | os.PathLike | bytes | bytearray) -> Iterator[Read
     CaptureError (a ValueError) when the data is not a capture file, or after the last
     good packet when it is damaged; OSError when a path cannot be read.
     """
-    name = None if isinstance(source, bytes | bytearray) else os.fspath(source)
-    raw: BinaryIO = (io.BytesIO(bytes(source)) if name is None else open(name, "rb"))
-    count = 0
-    with raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
-        stream = _Stream(gzip.GzipFile(fileobj=raw) if gzipped else raw)
-        try:
-            magic = stream.read(4)
-            reader = _read_pcapng if magic == _SHB_MAGIC else _read_pcap
-            for pkt in reader(stream, magic):
-                count += 1
-                yield pkt
-        except _Damage as exc:
-            raise CaptureError(exc.offset, exc.where, exc.reason, source=name, packets=count,
-                               gzipped=gzipped) from None
+    cap, damage = _read(source)
+    yield from cap.packets()
+    if damage is not None:
+        raise damage
 
 
-def _read_pcap(stream: _Stream, magic: bytes) -> Iterator[ReadPacket]:
+def merge(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> int:
+    """Merge captures by time into the pcapng ``out``; the number of packets written.
+
+    Interfaces keep their names (one output interface per name; an unnamed one is
+    ``<file>#<n>``), packets their comments and original lengths; packets of the same
+    time stay in input order. Every input is read and checked before ``out`` is opened,
+    so a damaged one (CaptureError) writes nothing. No object per packet but the output's
+    byte strings.
+    """
+    caps = [load_capture(p) for p in inputs]
+    stamps = [t for cap in caps for t in cap.times_ns()]
+    order = sorted(range(len(stamps)), key=stamps.__getitem__)  # stable: ties by input
+    owner = array("I")
+    for n, cap in enumerate(caps):
+        owner.extend(array("I", [n]) * len(cap))
+    firsts = list(accumulate((len(cap) for cap in caps), initial=0))
+    head, end_of_options = struct.Struct("<IIIIII").pack, struct.pack("<HH", _OPT_END, 0)
+    tails = [struct.Struct(f"<{pad}xI").pack for pad in range(4)]  # padding, trailing length
+    with open(out, "wb") as fh:
+        w = PcapNgWriter(fh, comments=[f"merged by ftsslab from {len(inputs)} files"])
+        ids, views, swapped = [], [], []
+        for path, cap in zip(inputs, caps, strict=True):
+            src = os.path.basename(path)
+            ids.append([w.interface(Interface(i.name or f"{src}#{k}", f"from {src}", i.linktype))
+                        for k, i in enumerate(cap.interfaces)])
+            views.append(memoryview(cap.data))
+            swapped.append([i.endian != "<" for i in cap.interfaces])
+        parts: list[bytes | memoryview] = []
+        for g in order:
+            n = owner[g]
+            cap, i, t = caps[n], g - firsts[n], stamps[g]
+            at, caplen, k = cap.offsets[i], cap.lengths[i], cap.ifaces[i]
+            pad = -caplen % 4
+            opts = b""
+            if i in cap.comments:
+                opts = b"".join(_option(_OPT_COMMENT, c.encode()) for c in cap.comments[i])
+                opts += end_of_options
+            total = 32 + caplen + pad + len(opts)
+            parts.append(head(_EPB, total, ids[n][k], t >> 32, t & 0xFFFFFFFF, caplen))
+            if swapped[n][k]:  # the original length, then the data
+                parts += (_U32PACK(cap.wirelen(i)), views[n][at:at + caplen])
+            else:
+                parts.append(views[n][at - 4:at + caplen])
+            if opts:
+                parts += (b"\0" * pad, opts, _U32PACK(total))
+            else:
+                parts.append(tails[pad](total))
+            if len(parts) > 16384:
+                fh.write(b"".join(parts))
+                parts.clear()
+        fh.write(b"".join(parts))
+    return len(order)
+
+
+def _walk_pcap(cap: Capture) -> None:
+    buf, end = cap.data, len(cap.data)
+    magic = bytes(buf[:4])
     if magic not in _PCAP_MAGIC:
         what = "an empty file" if not magic else f"it starts with {magic.hex(' ')}"
         raise _Damage(0, "", f"not a pcap or pcapng capture: {what}")
     endian, per_second = _PCAP_MAGIC[magic]
-    header = stream.read(20)
-    if len(header) < 20:
-        raise _short(0, "pcap file header", 24, 4 + len(header), False)
-    major, minor, _, _, snaplen, linktype = struct.unpack(endian + "HHiIII", header)
+    if end < 24:
+        raise _short(0, "pcap file header", 24, end, False)
+    major, minor, _, _, snaplen, linktype = struct.unpack_from(endian + "HHiIII", buf, 4)
     if major != 2:
         raise _Damage(4, "pcap file header", f"version {major}.{minor}, not 2.x")
+    cap.interfaces.append(CaptureInterface(None, linktype, snaplen, per_second, 0, endian,
+                                           per_second))
     limit = min(max(snaplen, MAX_SNAPLEN), MAX_BLOCK)
-    record = struct.Struct(endian + "IIII")
-    n = 0
-    while True:
-        start = stream.offset
-        hdr = stream.read(16)
-        if not hdr:
-            return
-        n += 1
-        if len(hdr) < 16:
-            raise _short(start, f"record {n}", 16, len(hdr), True, "header ")
-        sec, frac, caplen, wirelen = record.unpack(hdr)
-        if caplen > limit:
-            raise _Damage(start + 8, f"record {n}", f"captured length {caplen} is absurd "
-                          f"(snapshot length {snaplen}; at most {limit} is accepted)")
-        data = stream.read(caplen)
-        if len(data) < caplen:
-            raise _short(start, f"record {n}", 16 + caplen, 16 + len(data), True)
-        yield ReadPacket((sec * per_second + frac) / per_second, None, [], data, linktype,
-                         wirelen)
+    record = struct.Struct(endian + "IIII").unpack_from
+    add_offset, add_length = cap.offsets.append, cap.lengths.append
+    pos = 24
+    while pos + 16 <= end:
+        caplen = record(buf, pos)[2]
+        if caplen > limit or pos + 16 + caplen > end:
+            break
+        add_offset(pos + 16)
+        add_length(caplen)
+        pos += 16 + caplen
+    cap.ifaces = array("I", bytes(4 * len(cap)))  # all on the one interface
+    if pos == end:
+        return
+    where, avail = f"record {len(cap) + 1}", end - pos
+    if avail < 16:
+        raise _short(pos, where, 16, avail, True, "header ")
+    caplen = record(buf, pos)[2]
+    if caplen > limit:
+        raise _Damage(pos + 8, where, f"captured length {caplen} is absurd "
+                      f"(snapshot length {snaplen}; at most {limit} is accepted)")
+    raise _short(pos, where, 16 + caplen, avail, True)
 
 
-@dataclass
-class _Iface:
-    linktype: int
-    snaplen: int
-    name: str | None
-    per_second: int
-    offset: int
-
-
-def _read_pcapng(stream: _Stream, magic: bytes) -> Iterator[ReadPacket]:
+def _walk_pcapng(cap: Capture) -> None:
+    buf, end = cap.data, len(cap.data)
+    add_offset, add_length, add_iface = cap.offsets.append, cap.lengths.append, cap.ifaces.append
     endian = "<"
-    ifaces: list[_Iface] = []
-    head, n = magic, 0
+    section: list[CaptureInterface] = []    # this section's interfaces, by interface id
+    first = 0                               # the number of the section's first interface
+    pos = n = 0
     while True:
-        start = stream.offset - len(head)
-        head += stream.read(8 - len(head))
-        if not head:
+        if section:
+            before = len(cap)
+            pos = _epb_run(cap, pos, endian, len(section), first)
+            n += len(cap) - before
+        if pos >= end:
             return
+        start, avail = pos, end - pos
         n += 1
-        if head[:4] == _SHB_MAGIC:  # a new section: its own byte order and interfaces
-            head += stream.read(12 - len(head))
-            if len(head) < 12:
-                raise _short(start, f"block {n} (Section Header Block)", 28, len(head), False)
-            if head[8:12] not in _BOM:
+        if buf[start:start + 4] == _SHB_MAGIC:  # a new section: its own byte order, interfaces
+            if avail < 12:
+                raise _short(start, f"block {n} (Section Header Block)", 28, avail, False)
+            bom = bytes(buf[start + 8:start + 12])
+            if bom not in _BOM:
                 raise _Damage(start + 8, f"block {n} (Section Header Block)",
-                              f"bad byte-order magic {head[8:12].hex(' ')}")
-            endian, ifaces = _BOM[head[8:12]], []
-        if len(head) < 8:
-            raise _short(start, f"block {n}", 8, len(head), False, "header ")
-        kind, total = struct.unpack_from(endian + "II", head)
+                              f"bad byte-order magic {bom.hex(' ')}")
+            endian, section, first = _BOM[bom], [], len(cap.interfaces)
+        if avail < 8:
+            raise _short(start, f"block {n}", 8, avail, False, "header ")
+        kind, total = struct.unpack_from(endian + "II", buf, start)
         where = f"block {n} ({_BLOCK_NAMES.get(kind, f'type {kind:#x}')})"
         least = 28 if kind == _SHB else 12
         if total < least or total % 4 or total > MAX_BLOCK:
             raise _Damage(start + 4, where, f"total length {total} is impossible "
                                             f"(a multiple of 4 from {least} to {MAX_BLOCK})")
-        rest = stream.read(total - len(head))
-        if len(rest) < total - len(head):
-            raise _short(start, where, total, len(head) + len(rest), kind in _PACKET_BLOCKS)
-        block, head = head + rest, b""
-        (trailer,) = struct.unpack_from(endian + "I", block, total - 4)
+        if total > avail:
+            raise _short(start, where, total, avail, kind in _PACKET_BLOCKS)
+        (trailer,) = _U32[endian](buf, start + total - 4)
         if trailer != total:
             raise _Damage(start + total - 4, where,
                           f"total length {total} at its start but {trailer} at its end")
-        body, base = block[8:-4], start + 8
+        body, base = bytes(buf[start + 8:start + total - 4]), start + 8
         if not _registered(kind):
             raise _Damage(start, where, "not a registered or local-use block type")
         if kind == _SHB:
@@ -294,9 +474,48 @@ def _read_pcapng(stream: _Stream, magic: bytes) -> Iterator[ReadPacket]:
                 raise _Damage(base + 4, where, f"pcapng version {major}.{minor}, not 1.x")
             _options(body, 16, endian, base, where)
         elif kind == _IDB:
-            ifaces.append(_interface(body, endian, base, where))
+            section.append(_interface(body, endian, base, where))
+            cap.interfaces.append(section[-1])
         elif kind in _PACKET_BLOCKS:
-            yield _packet(kind, body, endian, base, where, ifaces)
+            at, caplen, ifid, comments = _packet(kind, body, endian, base, where, section)
+            if kind == _SPB:
+                cap.untimed.add(len(cap))
+            if comments:
+                cap.comments[len(cap)] = comments
+            add_offset(base + at)
+            add_length(caplen)
+            add_iface(first + ifid)
+        pos = start + total
+
+
+def _epb_run(cap: Capture, pos: int, endian: str, nif: int, first: int) -> int:
+    """Index the run of Enhanced Packet Blocks without options (so with nothing to check but
+    their lengths and interface) from ``pos``; where it ends. One struct call per block also
+    checks the trailing length of the block before; a block that fails is left to the
+    careful path."""
+    buf, end, before = cap.data, len(cap.data), len(cap)
+    head, add_offset, add_length = _EPB_HEAD[endian], cap.offsets.append, cap.lengths.append
+    last = _U32[endian](buf, pos - 4)[0]  # the block before was checked whole
+    limit, most = end - 24, MAX_BLOCK  # (the loop is the reader's hot path: locals only)
+    while pos <= limit:
+        trailer, kind, total, ifid, _, _, caplen = head(buf, pos - 4)
+        after = pos + total
+        if (trailer != last or kind != 6 or total != (caplen + 35 & -4) or ifid >= nif
+                or after > end or total > most):  # a block of 32 bytes + data padded to 4
+            break
+        add_offset(pos + 28)
+        add_length(caplen)
+        pos, last = after, total
+    if len(cap) > before and _U32[endian](buf, pos - 4)[0] != last:  # the last one's trailer
+        cap.offsets.pop()
+        cap.lengths.pop()
+        pos -= last
+    if nif == 1:
+        cap.ifaces.extend(array("I", [first]) * (len(cap) - before))
+    else:
+        u32 = _U32[endian]
+        cap.ifaces.extend(first + u32(buf, at - 20)[0] for at in cap.offsets[before:])
+    return pos
 
 
 def _options(body: bytes, at: int, endian: str, base: int, where: str) -> dict[int, list[bytes]]:
@@ -323,7 +542,7 @@ def _text(values: list[bytes]) -> list[str]:
     return [v.decode("utf-8", "replace") for v in values]
 
 
-def _interface(body: bytes, endian: str, base: int, where: str) -> _Iface:
+def _interface(body: bytes, endian: str, base: int, where: str) -> CaptureInterface:
     if len(body) < 8:
         raise _Damage(base, where, f"{len(body)} bytes of body, 8 needed")
     linktype, _, snaplen = struct.unpack_from(endian + "HHI", body)
@@ -340,26 +559,25 @@ def _interface(body: bytes, endian: str, base: int, where: str) -> _Iface:
             raise _Damage(base, where, f"if_tsoffset of {len(value)} bytes, 8 expected")
         (offset,) = struct.unpack(endian + "q", value)
     name = _text(opts[_IF_NAME])[0] if _IF_NAME in opts else None
-    return _Iface(linktype, snaplen, name, per_second, offset)
+    return CaptureInterface(name, linktype, snaplen, per_second, offset, endian, 2**32)
 
 
 def _packet(kind: int, body: bytes, endian: str, base: int, where: str,
-            ifaces: list[_Iface]) -> ReadPacket:
+            ifaces: list[CaptureInterface]) -> tuple[int, int, int, list[str]]:
+    """(where its data starts in the body, its length, its interface id, its comments)."""
     if kind == _SPB:  # interface 0, no time, no options
         if len(body) < 4:
             raise _Damage(base, where, f"{len(body)} bytes of body, 4 needed")
         if not ifaces:
             raise _Damage(base, where, "no interface is described before it")
-        iface = ifaces[0]
         (wirelen,) = struct.unpack_from(endian + "I", body)
-        caplen = min(wirelen, iface.snaplen or wirelen, len(body) - 4)
-        return ReadPacket(0.0, iface.name, [], body[4:4 + caplen], iface.linktype, wirelen)
+        return 4, min(wirelen, ifaces[0].snaplen or wirelen, len(body) - 4), 0, []
     if len(body) < 20:
         raise _Damage(base, where, f"{len(body)} bytes of body, 20 needed")
     if kind == _EPB:
-        ifid, high, low, caplen, wirelen = struct.unpack_from(endian + "IIIII", body)
+        ifid, _, _, caplen, _ = struct.unpack_from(endian + "IIIII", body)
     else:  # the obsolete Packet Block
-        ifid, _, high, low, caplen, wirelen = struct.unpack_from(endian + "HHIIII", body)
+        ifid, _, _, _, caplen, _ = struct.unpack_from(endian + "HHIIII", body)
     if ifid >= len(ifaces):
         raise _Damage(base, where, f"unknown interface id {ifid} "
                                    f"(the section describes {len(ifaces)})")
@@ -367,7 +585,4 @@ def _packet(kind: int, body: bytes, endian: str, base: int, where: str,
         raise _Damage(base + 12, where, f"captured length {caplen} does not fit in the block "
                                         f"({len(body) - 20} bytes of packet data)")
     opts = _options(body, 20 + caplen + (-caplen % 4), endian, base, where)
-    iface = ifaces[ifid]
-    stamp = ((high << 32) | low) / iface.per_second + iface.offset
-    return ReadPacket(stamp, iface.name, _text(opts.get(_OPT_COMMENT, [])),
-                      body[20:20 + caplen], iface.linktype, wirelen)
+    return 20, caplen, ifid, _text(opts.get(_OPT_COMMENT, []))

@@ -52,123 +52,66 @@ from scapy.fields import (
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, bind_layers
 
+from ftsslab.fast.ftss import (  # noqa: F401  (the wire numbers, importable from here too)
+    FTSS_ACK_DELIVERED,
+    FTSS_ACK_REASONS,
+    FTSS_ACK_REJECTED,
+    FTSS_ACK_STATUS,
+    FTSS_ACK_STORED_BEST_EFFORT,
+    FTSS_ACK_STORED_GUARANTEED,
+    FTSS_ACK_UNDELIVERABLE,
+    FTSS_ALIGN,
+    FTSS_FC_TYPE,
+    FTSS_FILE_BAD_REQUEST,
+    FTSS_FILE_DENIED,
+    FTSS_FILE_EXISTS,
+    FTSS_FILE_IO_ERROR,
+    FTSS_FILE_NO_SPACE,
+    FTSS_FILE_NOT_FOUND,
+    FTSS_FILE_OK,
+    FTSS_FILE_STATUS,
+    FTSS_FLAG_ALTPATH,
+    FTSS_FLAGS,
+    FTSS_HDR_LEN,
+    FTSS_HOLD_TIME,
+    FTSS_NODE_DOWN,
+    FTSS_NODE_DRAINING,
+    FTSS_NODE_MAINTENANCE,
+    FTSS_NODE_STATES,
+    FTSS_NODE_UP,
+    FTSS_OP_ACK,
+    FTSS_OP_DELETE,
+    FTSS_OP_FILE_CLASS,
+    FTSS_OP_FILE_MASK,
+    FTSS_OP_HELLO,
+    FTSS_OP_LIST,
+    FTSS_OP_PKT,
+    FTSS_OP_READ,
+    FTSS_OP_RESPONSE,
+    FTSS_OP_STATUS,
+    FTSS_OP_WRITE,
+    FTSS_OPCODES,
+    FTSS_PKT_BROADCAST,
+    FTSS_PKT_EXTERNAL,
+    FTSS_PKT_FLAGS,
+    FTSS_PKT_RETRANSMIT,
+    FTSS_PKT_ROLLBACK,
+    FTSS_REASON_BAD_LENGTH,
+    FTSS_REASON_BAD_VERSION,
+    FTSS_REASON_DEST_DOWN,
+    FTSS_REASON_DEST_UNKNOWN,
+    FTSS_REASON_MALFORMED,
+    FTSS_REASON_NONE,
+    FTSS_REASON_OVERSIZE,
+    FTSS_REASON_STORE_FULL,
+    FTSS_REASON_UNKNOWN_OPCODE,
+    FTSS_VERSION,
+    FTSS_WRITE_CREATE,
+    FTSS_WRITE_FLAGS,
+    FTSS_WRITE_SYNC,
+)
+
 from .fc import FC
-
-FTSS_FC_TYPE = 0xE0  # FC TYPE: first vendor-unique value (0xE0-0xFF)
-FTSS_VERSION = 1
-FTSS_HDR_LEN = 4
-FTSS_ALIGN = 4  # messages are padded to 32-bit boundaries
-
-# Opcodes: high nibble 0 = network (routing agent 144), 1 = file I/O (unit 138).
-FTSS_OP_PKT = 0x01
-FTSS_OP_ACK = 0x02
-FTSS_OP_HELLO = 0x03
-FTSS_OP_STATUS = 0x04
-FTSS_OP_WRITE = 0x10
-FTSS_OP_READ = 0x11
-FTSS_OP_LIST = 0x12
-FTSS_OP_DELETE = 0x13
-FTSS_OP_RESPONSE = 0x14
-FTSS_OP_FILE_MASK = 0xF0  # opcode & mask == FTSS_OP_FILE_CLASS -> file I/O
-FTSS_OP_FILE_CLASS = 0x10
-
-FTSS_OPCODES = {
-    FTSS_OP_PKT: "PKT",
-    FTSS_OP_ACK: "ACK",
-    FTSS_OP_HELLO: "HELLO",
-    FTSS_OP_STATUS: "STATUS",
-    FTSS_OP_WRITE: "WRITE",
-    FTSS_OP_READ: "READ",
-    FTSS_OP_LIST: "LIST",
-    FTSS_OP_DELETE: "DELETE",
-    FTSS_OP_RESPONSE: "RESPONSE",
-}
-
-# Header flags (4 bits, LSB first): ALTPATH = sent on the redundant interface
-# after the primary one failed ("retransmit the packet on the other interface").
-FTSS_FLAGS = ["ALTPATH", "RSV1", "RSV2", "RSV3"]
-FTSS_FLAG_ALTPATH = 0x1
-
-# PKT flags (16 bits, LSB first).
-FTSS_PKT_FLAGS = ["BROADCAST", "RETRANSMIT", "EXTERNAL", "ROLLBACK"]
-FTSS_PKT_BROADCAST = 0x1  # "take both the EXTERNAL and FTSS branches" (block 158)
-FTSS_PKT_RETRANSMIT = 0x2  # same msg_id sent again (redundant device/subsystem)
-FTSS_PKT_EXTERNAL = 0x4  # came in from external network 96 (Fig. 8)
-FTSS_PKT_ROLLBACK = 0x8  # re-retrieved from the packet queue to rebuild a dialog
-
-# ACK status: each value is one acknowledgment of Figs. 7A/7B.
-FTSS_ACK_STORED_GUARANTEED = 1  # block 174
-FTSS_ACK_STORED_BEST_EFFORT = 2  # block 160, external destination
-FTSS_ACK_UNDELIVERABLE = 3  # block 170
-FTSS_ACK_DELIVERED = 4  # block 178, destination's receipt
-FTSS_ACK_REJECTED = 5  # FTSS refused to store the message (reason says why)
-FTSS_ACK_STATUS = {
-    FTSS_ACK_STORED_GUARANTEED: "STORED_GUARANTEED",
-    FTSS_ACK_STORED_BEST_EFFORT: "STORED_BEST_EFFORT",
-    FTSS_ACK_UNDELIVERABLE: "UNDELIVERABLE",
-    FTSS_ACK_DELIVERED: "DELIVERED",
-    FTSS_ACK_REJECTED: "REJECTED",
-}
-
-# ACK reason: 0x0_ = REJECTED reasons, 0x1_ = UNDELIVERABLE reasons.
-FTSS_REASON_NONE = 0x00
-FTSS_REASON_MALFORMED = 0x01
-FTSS_REASON_UNKNOWN_OPCODE = 0x02
-FTSS_REASON_OVERSIZE = 0x03
-FTSS_REASON_STORE_FULL = 0x04
-FTSS_REASON_BAD_LENGTH = 0x05
-FTSS_REASON_BAD_VERSION = 0x06
-FTSS_REASON_DEST_DOWN = 0x10  # block 168 "NO": powered down, maintenance
-FTSS_REASON_DEST_UNKNOWN = 0x11  # not in routing table 146 and no external port
-FTSS_ACK_REASONS = {
-    FTSS_REASON_NONE: "NONE",
-    FTSS_REASON_MALFORMED: "MALFORMED",
-    FTSS_REASON_UNKNOWN_OPCODE: "UNKNOWN_OPCODE",
-    FTSS_REASON_OVERSIZE: "OVERSIZE",
-    FTSS_REASON_STORE_FULL: "STORE_FULL",
-    FTSS_REASON_BAD_LENGTH: "BAD_LENGTH",
-    FTSS_REASON_BAD_VERSION: "BAD_VERSION",
-    FTSS_REASON_DEST_DOWN: "DEST_DOWN",
-    FTSS_REASON_DEST_UNKNOWN: "DEST_UNKNOWN",
-}
-
-FTSS_HOLD_TIME = 30  # default seconds a HELLO keeps its routing table entry valid
-
-# Node state in routing table 146 ("status information of the destination node").
-FTSS_NODE_DOWN = 0
-FTSS_NODE_UP = 1
-FTSS_NODE_DRAINING = 2
-FTSS_NODE_MAINTENANCE = 3
-FTSS_NODE_STATES = {
-    FTSS_NODE_DOWN: "DOWN",
-    FTSS_NODE_UP: "UP",
-    FTSS_NODE_DRAINING: "DRAINING",
-    FTSS_NODE_MAINTENANCE: "MAINTENANCE",
-}
-
-# WRITE flags (16 bits, LSB first).
-FTSS_WRITE_FLAGS = ["CREATE", "TRUNCATE", "SYNC"]
-FTSS_WRITE_CREATE = 0x1
-FTSS_WRITE_TRUNCATE = 0x2
-FTSS_WRITE_SYNC = 0x4  # answer only once on RAID 142, not just write cache 140
-
-# File RESPONSE status.
-FTSS_FILE_OK = 0
-FTSS_FILE_NOT_FOUND = 1
-FTSS_FILE_EXISTS = 2
-FTSS_FILE_NO_SPACE = 3
-FTSS_FILE_IO_ERROR = 4
-FTSS_FILE_BAD_REQUEST = 5
-FTSS_FILE_DENIED = 6
-FTSS_FILE_STATUS = {
-    FTSS_FILE_OK: "OK",
-    FTSS_FILE_NOT_FOUND: "NOT_FOUND",
-    FTSS_FILE_EXISTS: "EXISTS",
-    FTSS_FILE_NO_SPACE: "NO_SPACE",
-    FTSS_FILE_IO_ERROR: "IO_ERROR",
-    FTSS_FILE_BAD_REQUEST: "BAD_REQUEST",
-    FTSS_FILE_DENIED: "DENIED",
-}
 
 
 def _filename_fields():

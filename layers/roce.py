@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scapy.contrib.roce import AETH, BTH, opcode
+from scapy.contrib.roce import AETH, BTH
 from scapy.fields import (
     BitField,
     ByteEnumField,
@@ -38,20 +38,28 @@ from scapy.fields import (
     XIntField,
     XLongField,
 )
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import (
     Packet,
     Raw,
     bind_bottom_up,
     bind_top_down,
-    split_bottom_up,
 )
 
 from ftsslab.fast import roce as _fast
-from ftsslab.fast.roce import RKEY_ADVERT_MAGIC, RKEY_ADVERT_VERSION, ROCEV2_UDP_PORT
-
-ROCEV2_SOURCE_PORT = 0xC000  # first port of the RoCEv2 source-port range (entropy)
+from ftsslab.fast.roce import (
+    AETH_ACK,
+    AETH_CREDITS_INVALID,
+    AETH_NAK,
+    AETH_RNR_NAK,
+    NAK_CODES,
+    RKEY_ACCESS_FLAGS,
+    RKEY_ADVERT_KINDS,
+    RKEY_ADVERT_MAGIC,
+    RKEY_ADVERT_VERSION,
+    ROCEV2_UDP_PORT,
+)
 
 __all__ = [
     "AETH_ACK", "AETH_CREDITS_INVALID", "AETH_NAK", "AETH_RNR_NAK", "HEADER_CHAINS", "NAK_CODES",
@@ -173,17 +181,6 @@ class ImmDt(_ChainedHeader, Packet):
 
 
 # ---------------------------------------------------------------- AETH syndrome
-AETH_ACK = 0  # syndrome bits 6-5 (IBA 9.7.5.1 table 42)
-AETH_RNR_NAK = 1
-AETH_NAK = 3
-AETH_CREDITS_INVALID = 31  # ACK credit count 0b11111: no end-to-end credits advertised
-NAK_CODES = {
-    0: "PSN_SEQUENCE_ERROR",
-    1: "INVALID_REQUEST",
-    2: "REMOTE_ACCESS_ERROR",  # seed 003: RKey/range does not match -> "not granted access"
-    3: "REMOTE_OPERATIONAL_ERROR",
-    4: "INVALID_RD_REQUEST",
-}
 _NAK_BY_NAME = {v: k for k, v in NAK_CODES.items()}
 
 
@@ -258,21 +255,6 @@ class SendPayload(Packet):
 
 
 # ---------------------------------------------------------------- RKey advertisement
-RKEY_ADVERT_KINDS = {
-    1: "BIND",  # message 748: RKey bound to [va, va+length)
-    2: "UNBIND",  # seed: BindRKey with null address and zero length = UnbindRKey
-}
-RKEY_ACCESS_FLAGS = [  # bits 0-4 have the values of ibverbs' IBV_ACCESS_*
-    "LOCAL_WRITE",
-    "REMOTE_WRITE",
-    "REMOTE_READ",
-    "REMOTE_ATOMIC",
-    "BIND",  # the peer may bind memory windows under this key (IBV_ACCESS_MW_BIND)
-    "ONE_SHOT",  # seed: "translation for the RKey is disabled" after first RDMA
-    "VIRTUAL",  # va is a kernel virtual address, not an effective address
-]
-
-
 class RKeyAdvert(Packet):
     """Seed 003 message 748: a bound RKey and its address range, sent to the peer.
 
@@ -372,13 +354,10 @@ HEADER_CHAINS: dict[int, tuple[type[Packet], ...]] = {
 }
 """BTH opcode -> header classes after the BTH (IBA ch. 9)."""
 
-# Scapy binds AETH right after the BTH of RD ACKNOWLEDGE, but RD responses carry an
-# RDETH first (IBA 9.2): replace that binding, and make BTH()/AETH() an RC ACK.
-_RD_ACK = opcode("RD", "ACKNOWLEDGE")[0]
-split_bottom_up(BTH, AETH, opcode=_RD_ACK)
-bind_top_down(BTH, AETH, opcode=opcode("RC", "ACKNOWLEDGE")[0])
+# Only opcodes after which Scapy binds nothing get a header: Scapy's own AETH bindings (RC
+# and RD ACKNOWLEDGE) stay, so packets that Scapy dissects dissect as before.
 for _code, _chain in sorted(HEADER_CHAINS.items()):
-    if _chain and ({"opcode": _code}, _chain[0]) not in BTH.payload_guess:
+    if _chain and not any(fval == {"opcode": _code} for fval, _ in BTH.payload_guess):
         bind_bottom_up(BTH, _chain[0], opcode=_code)
 bind_bottom_up(AETH, AtomicAckETH)  # its dispatch_hook keeps only ATOMIC ACKNOWLEDGE's
 for _cls, _name in (
@@ -389,8 +368,21 @@ for _cls, _name in (
 ):
     bind_top_down(BTH, _cls, opcode=_fast.op("RD" if _cls is RDETH else "RC", _name))
 bind_top_down(BTH, DETH, opcode=_fast.op("UD", "SEND_ONLY"))
-# Scapy binds only dport 4791, so UDP()/BTH() kept sport 53 and dissected as DNS: give it
-# a source port from the RoCEv2 range (0xC000-0xFFFF) as NICs do.
-bind_top_down(UDP, BTH, sport=ROCEV2_SOURCE_PORT, dport=ROCEV2_UDP_PORT)
+
+_RD_ACK = _fast.op("RD", "ACKNOWLEDGE")
+_SCAPY_RD_ACK = ({"opcode": _RD_ACK}, AETH)
+_IBA_RD_ACK = ({"opcode": _RD_ACK}, RDETH)
+
+
+def read_rd_ack_per_iba(enabled: bool) -> None:
+    """Dissect RD ACKNOWLEDGE as BTH/RDETH/AETH (IBA 9.2), or as Scapy does (BTH/AETH).
+
+    Scapy binds AETH right after the BTH of RD ACKNOWLEDGE; the bytes cannot tell the two
+    readings apart, so the IBA one is opt-in (``ftsslab.layers.strict()``).  The binding is
+    replaced in place, so the order of ``BTH.payload_guess`` stays Scapy's.
+    """
+    old, new = (_SCAPY_RD_ACK, _IBA_RD_ACK) if enabled else (_IBA_RD_ACK, _SCAPY_RD_ACK)
+    BTH.payload_guess = [new if guess == old else guess for guess in BTH.payload_guess]
+
 
 CRAFT_HELPERS = (ack_aeth, rnr_nak_aeth, nak_aeth)  # callable from `ftsslab craft` expressions

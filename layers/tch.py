@@ -14,12 +14,11 @@ connection between the first and the second device, extended by
 * the "TCH endpoint" option, kind 255, length 8 (client port 16, client IPv4
   address 32) and the "update" option, kind 254, length 10 (sequence 32,
   acknowledgment 32): "The option kind values 255 and 254 ... are temporary
-  option numbers".  Both are registered in Scapy's ``TCPOptions`` and dissect
-  to the named tuples :class:`TCHEndpoint` and :class:`TCHUpdate`.
-
-Importing this module also makes Scapy refuse TCP option lists longer than the
-40 bytes the 4-bit data offset can describe (stock Scapy 2.8 silently wraps the
-data offset and emits a corrupt header): ``TCPOptionsField.i2m`` is wrapped once.
+  option numbers".  ``("TCHEndpoint", (port, "10.0.0.1"))`` and
+  ``("TCHUpdate", (seq, ack))`` build them and they dissect to the named tuples
+  :class:`TCHEndpoint` and :class:`TCHUpdate`, through ftsslab's TCP-option hook
+  (``_tcp_options``, which leaves options of other kinds to Scapy).
+  :func:`tch_options` refuses a list longer than the 40 bytes a TCP header holds.
 
 Second embodiment (seed 002, Fig. 9): "Three kinds of packets are included in
 the TCH protocol. They are an Open packet, an Open Response packet and a
@@ -54,29 +53,56 @@ from scapy.fields import (
     StrLenField,
     XIntField,
 )
-from scapy.layers.inet import TCP, UDP, TCPOptions, TCPOptionsField
+from scapy.layers.inet import TCP, UDP
 from scapy.packet import Packet, bind_bottom_up, bind_layers
 
-# --- first embodiment: flags in TCP.reserved -------------------------------
+from ftsslab.fast.tch import (  # noqa: F401  (the wire numbers, importable from here too)
+    TCH_END,
+    TCH_ENDPOINT_KIND,
+    TCH_ENDPOINT_LEN,
+    TCH_FLAGS,
+    TCH_FULL,
+    TCH_HALF_CLIENT,
+    TCH_HALF_CLUSTER,
+    TCH_HANDOFF_TYPES,
+    TCH_HEADER_LEN,
+    TCH_HND,
+    TCH_INITIATOR_FIRST,
+    TCH_INITIATOR_OTHER,
+    TCH_INITIATOR_SECOND,
+    TCH_INITIATORS,
+    TCH_MAX_APP_STATE,
+    TCH_MAX_MESSAGE,
+    TCH_MESSAGE,
+    TCH_MESSAGE_TYPES,
+    TCH_MSG_ACK,
+    TCH_MSG_COMPLETE,
+    TCH_MSG_DONE,
+    TCH_MSG_FAIL,
+    TCH_MSG_HANDOFF,
+    TCH_MSG_NONE,
+    TCH_MSG_UPDATE,
+    TCH_OPEN,
+    TCH_OPEN_RESPONSE,
+    TCH_PACKET_TYPES,
+    TCH_PREDICTIVE,
+    TCH_SET,
+    TCH_STATE_LEN,
+    TCH_STATUS_CLIENT_CLOSED,
+    TCH_STATUS_DENIED,
+    TCH_STATUS_OK,
+    TCH_STATUS_SUPERSEDED,
+    TCH_STATUS_TIMEOUT,
+    TCH_STATUSES,
+    TCH_UDP_PORT,
+    TCH_UPDATE_KIND,
+    TCH_UPDATE_LEN,
+    TCH_VERSION,
+)
 
-TCH_HND = 0x4
-"""Reserved bit 0x4: "this message is part of a TCH session"."""
-TCH_SET = 0x2
-"""Reserved bit 0x2: "to force a handoff"."""
-TCH_END = 0x1
-"""Reserved bit 0x1: "to indicate completion of the handoff"."""
-TCH_FLAGS = {"HND": TCH_HND, "SET": TCH_SET, "END": TCH_END}
+from . import _tcp_options
 
-# --- first embodiment: TCP options -----------------------------------------
-
-TCH_ENDPOINT_KIND = 255
-"""Endpoint option kind: the seed's temporary number (field 471)."""
-TCH_UPDATE_KIND = 254
-"""Update option kind: the seed's temporary number (field 481)."""
-TCH_ENDPOINT_LEN = 8
-TCH_UPDATE_LEN = 10
-TCP_MAX_OPTIONS_LEN = 40
-"""A 4-bit data offset counts at most 15 words: 60 - 20 header bytes."""
+# --- first embodiment: flags in TCP.reserved and TCP options ------------------
 
 
 class TCHEndpoint(NamedTuple):
@@ -93,10 +119,28 @@ class TCHUpdate(NamedTuple):
     ack: int
 
 
-TCPOptions[0][TCH_ENDPOINT_KIND] = ("TCHEndpoint", "!HI")
-TCPOptions[0][TCH_UPDATE_KIND] = ("TCHUpdate", "!II")
-TCPOptions[1]["TCHEndpoint"] = TCH_ENDPOINT_KIND
-TCPOptions[1]["TCHUpdate"] = TCH_UPDATE_KIND
+def _endpoint_bytes(value: tuple[int, str | int]) -> bytes:
+    port, ip = value
+    if isinstance(ip, str):
+        return struct.pack("!H4s", port, socket.inet_aton(ip))
+    return struct.pack("!HI", port, ip)
+
+
+def _endpoint(raw: bytes) -> tuple[str, TCHEndpoint] | None:
+    if len(raw) != TCH_ENDPOINT_LEN - 2:
+        return None
+    port, ip = struct.unpack("!H4s", raw)
+    return "TCHEndpoint", TCHEndpoint(port, socket.inet_ntoa(ip))
+
+
+def _update(raw: bytes) -> tuple[str, TCHUpdate] | None:
+    if len(raw) != TCH_UPDATE_LEN - 2:
+        return None
+    return "TCHUpdate", TCHUpdate(*struct.unpack("!II", raw))
+
+
+_tcp_options.register(TCH_ENDPOINT_KIND, "TCHEndpoint", _endpoint_bytes, _endpoint)
+_tcp_options.register(TCH_UPDATE_KIND, "TCHUpdate", lambda v: struct.pack("!II", *v), _update)
 
 
 def tch(*names: str) -> int:
@@ -129,6 +173,7 @@ def tch_options(
     ``others`` (e.g. MSS) come first, then the endpoint option, then two NOPs
     so that the update option's numbers are 32-bit aligned, and an EOL ends
     the list ("TCP options are to be terminated with an option of type 0").
+    ValueError when the list does not fit the 40 bytes of a TCP header.
     """
     opts = list(others)
     if endpoint is not None:
@@ -136,150 +181,11 @@ def tch_options(
     if update is not None:
         opts += [("NOP", None), ("NOP", None), ("TCHUpdate", TCHUpdate(*update))]
     opts.append(("EOL", None))
+    _tcp_options.check_options(opts)
     return opts
 
 
-def _ipv4_to_int(ip: str) -> int:
-    return struct.unpack("!I", socket.inet_aton(ip))[0]
-
-
-def _tch_i2m(i2m):
-    """Wrap ``TCPOptionsField.i2m``: dotted endpoint addresses, 40-byte limit."""
-
-    @functools.wraps(i2m)
-    def wrapper(self, pkt, x):
-        if x:
-            x = [
-                (name, (val[0], _ipv4_to_int(val[1])))
-                if name == "TCHEndpoint" and isinstance(val, tuple) and len(val) == 2
-                and isinstance(val[1], str)
-                else (name, val)
-                for name, val in x
-            ]
-        raw = i2m(self, pkt, x)
-        if len(raw) > TCP_MAX_OPTIONS_LEN:
-            raise ValueError(
-                f"TCP options are {len(raw)} bytes; the TCP header allows at most "
-                f"{TCP_MAX_OPTIONS_LEN}"
-            )
-        return raw
-
-    wrapper.ftsslab_tch = wrapper
-    return wrapper
-
-
-def _tch_m2i(m2i):
-    """Wrap ``TCPOptionsField.m2i``: well-formed TCH options become named tuples."""
-
-    @functools.wraps(m2i)
-    def wrapper(self, pkt, x):
-        return [
-            (name, _TCH_DECODERS[name](*val))
-            if name in _TCH_DECODERS and isinstance(val, tuple)
-            else (name, val)
-            for name, val in m2i(self, pkt, x)
-        ]
-
-    wrapper.ftsslab_tch = wrapper
-    return wrapper
-
-
-_TCH_DECODERS = {
-    "TCHEndpoint": lambda port, ip: TCHEndpoint(port, socket.inet_ntoa(struct.pack("!I", ip))),
-    "TCHUpdate": TCHUpdate,
-}
-
-
-def _wrapped_by_tch(func) -> bool:
-    """True when ``func`` or anything it wraps is one of our wrappers.
-
-    The marker points at the wrapper itself: ``functools.wraps`` copies it onto
-    whoever wraps us, and there it must not count.
-    """
-    while func is not None:
-        if getattr(func, "ftsslab_tch", None) is func:
-            return True
-        func = getattr(func, "__wrapped__", None)
-    return False
-
-
-# Wrap once, even if this module is reloaded or other helpers wrap too (each
-# wrapper calls the one it replaced, so the chain stays intact).
-if not _wrapped_by_tch(TCPOptionsField.i2m):
-    TCPOptionsField.i2m = _tch_i2m(TCPOptionsField.i2m)
-if not _wrapped_by_tch(TCPOptionsField.m2i):
-    TCPOptionsField.m2i = _tch_m2i(TCPOptionsField.m2i)
-
 # --- second embodiment: Open / Open Response / Message over UDP -------------
-
-TCH_UDP_PORT = 4494
-"""UDP port of TCH messages: IANA-unassigned (4489-4499 is a gap in the
-registered range) and not claimed by any tshark dissector."""
-TCH_VERSION = 1
-
-TCH_OPEN = 1
-TCH_OPEN_RESPONSE = 2
-TCH_MESSAGE = 3
-TCH_PACKET_TYPES = {TCH_OPEN: "Open", TCH_OPEN_RESPONSE: "OpenResponse", TCH_MESSAGE: "Message"}
-
-TCH_MSG_NONE = 0
-TCH_MSG_UPDATE = 1
-TCH_MSG_FAIL = 2
-TCH_MSG_DONE = 3
-TCH_MSG_HANDOFF = 4
-TCH_MSG_COMPLETE = 5
-TCH_MSG_ACK = 6
-TCH_MESSAGE_TYPES = {
-    TCH_MSG_NONE: "none",
-    TCH_MSG_UPDATE: "Update",
-    TCH_MSG_FAIL: "Fail",
-    TCH_MSG_DONE: "Done",
-    TCH_MSG_HANDOFF: "Handoff",
-    TCH_MSG_COMPLETE: "Complete",
-    TCH_MSG_ACK: "Ack",
-}
-
-TCH_FULL = 1
-TCH_HALF_CLIENT = 2
-TCH_HALF_CLUSTER = 3
-TCH_PREDICTIVE = 4
-TCH_HANDOFF_TYPES = {
-    TCH_FULL: "full",
-    TCH_HALF_CLIENT: "half-client",
-    TCH_HALF_CLUSTER: "half-cluster",
-    TCH_PREDICTIVE: "predictive",
-}
-
-TCH_STATUS_OK = 0
-TCH_STATUS_TIMEOUT = 1
-TCH_STATUS_DENIED = 2
-TCH_STATUS_CLIENT_CLOSED = 3
-TCH_STATUS_SUPERSEDED = 4
-TCH_STATUSES = {
-    TCH_STATUS_OK: "ok",
-    TCH_STATUS_TIMEOUT: "timeout",
-    TCH_STATUS_DENIED: "denied",
-    TCH_STATUS_CLIENT_CLOSED: "client-closed",
-    TCH_STATUS_SUPERSEDED: "superseded",
-}
-
-TCH_INITIATOR_FIRST = 1
-TCH_INITIATOR_SECOND = 2
-TCH_INITIATOR_OTHER = 3
-TCH_INITIATORS = {
-    TCH_INITIATOR_FIRST: "first",
-    TCH_INITIATOR_SECOND: "second",
-    TCH_INITIATOR_OTHER: "other",
-}
-
-TCH_HEADER_LEN = 16
-TCH_STATE_LEN = 68
-TCH_MAX_IP_PACKET = 1500
-"""The seed's "1500-byte Ethernet payload": the whole IP packet must fit it."""
-TCH_MAX_MESSAGE = TCH_MAX_IP_PACKET - 20 - 8
-"""Bytes left for a TCH message after a 20-byte IPv4 and an 8-byte UDP header."""
-TCH_MAX_APP_STATE = TCH_MAX_MESSAGE - TCH_HEADER_LEN - TCH_STATE_LEN
-"""Application state that fits next to the TCP state block (1388 bytes)."""
 
 
 class _Kind(NamedTuple):

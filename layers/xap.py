@@ -30,7 +30,6 @@ length), so one option never mixes forms; building a mix raises ValueError.
 Put full and short messages in separate options, or separate datagrams.
 """
 
-import functools
 import struct
 
 from scapy.data import IP_PROTOS
@@ -45,50 +44,33 @@ from scapy.fields import (
     X3BytesField,
     XShortField,
 )
-from scapy.layers.inet import UDP, IPOption, TCPOptions, TCPOptionsField, _IPOption_HDR
+from scapy.layers.inet import UDP, IPOption, _IPOption_HDR
 from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
 
-XAP_VERSION = 1
-"""The only version: the seed defines one format."""
+from ftsslab.fast.xap import (  # noqa: F401  (the wire numbers, importable from here too)
+    XAP_FORM_FULL,
+    XAP_FORM_SHORT,
+    XAP_FORMS,
+    XAP_FULL_LEN,
+    XAP_IP_OPTION_NUMBER,
+    XAP_IP_OPTION_TYPE,
+    XAP_OP_ACK,
+    XAP_OP_CHANGE_CONNECTION,
+    XAP_OP_QUERY,
+    XAP_OP_REDIRECT,
+    XAP_OP_SET,
+    XAP_OPERATIONS,
+    XAP_SHORT_LEN,
+    XAP_TCP_EXID,
+    XAP_TCP_OPTION_KIND,
+    XAP_UDP_PORT,
+    XAP_VERSION,
+)
 
-XAP_OP_QUERY = 1
-XAP_OP_CHANGE_CONNECTION = 2
-XAP_OP_SET = 3
-XAP_OP_REDIRECT = 4
-XAP_OP_ACK = 8
-"""Seed order for the four seed operations; 0 stays reserved so an all-zero
-message is invalid.  The ack is ours (the seed asks data-carried XAP for "a
-suitable protocol ... to assure and acknowledge receipt"); its code has the
-top bit set so the bit reads as "reply"."""
+from . import _tcp_options
 
-XAP_OPERATIONS = {
-    XAP_OP_QUERY: "query",
-    XAP_OP_CHANGE_CONNECTION: "change_connection",
-    XAP_OP_SET: "set",
-    XAP_OP_REDIRECT: "redirect",
-    XAP_OP_ACK: "ack",
-}
-
-XAP_FULL_LEN = 15
-XAP_SHORT_LEN = 11
-
-XAP_TCP_OPTION_KIND = 253
-"""RFC 4727 experimental TCP option 1 (254 is TCH's in the seed)."""
 XAP_TCP_OPTION_NAME = "XAP"
-XAP_TCP_EXID = 0x5841
-"""RFC 6994 16-bit ExID: ASCII "XA"; not IANA-registered, unknown to Wireshark."""
-
-XAP_IP_OPTION_NUMBER = 30
-XAP_IP_OPTION_TYPE = 0x80 | XAP_IP_OPTION_NUMBER  # 158: copied, class 0 (control)
-"""Copied into every fragment: non-first fragments lack the transport ports
-that a switch steers by, and the messages carry them."""
-
-XAP_UDP_PORT = 5016
-"""IANA-unassigned registered port (5016-5019 are free, between fmwp and zenginkyo-1)."""
-
-XAP_FORM_SHORT = 0
-XAP_FORM_FULL = 1
-XAP_FORMS = {XAP_FORM_SHORT: "short", XAP_FORM_FULL: "full"}
+"""The name ``TCP.options`` gives kind 253 with ftsslab's ExID."""
 
 
 class XAPShort(Packet):
@@ -276,56 +258,21 @@ class XAPUDP(Packet):
 
 
 # -- TCP option kind 253 ------------------------------------------------------
-# Scapy's TCPOptionsField packs/unpacks options through struct formats only, so
-# the "XAP" entry is registered with no format and TCPOptionsField.m2i/i2m are
-# wrapped once: on dissection an option with our ExID becomes ("XAP", [msgs]);
-# another experiment's kind 253 stays (253, bytes).  Other kinds pass through.
+# Through ftsslab's TCP-option hook: an option with our ExID dissects as ("XAP", [msgs]);
+# another experiment's kind 253 stays (253, bytes), as Scapy gives it.
 
 
-def _tcp_option_from_wire(opt):
-    name, value = opt
-    if name != XAP_TCP_OPTION_NAME:
-        return opt
-    exid = struct.pack("!H", XAP_TCP_EXID)
-    messages = _split_messages(value[2:]) if value[:2] == exid else None
-    if messages is None:
-        return XAP_TCP_OPTION_KIND, value
-    return XAP_TCP_OPTION_NAME, messages
-
-
-def _tcp_option_to_wire(opt):
-    if not (isinstance(opt, tuple) and len(opt) == 2):
-        return opt
-    name, value = opt
-    if name not in (XAP_TCP_OPTION_NAME, XAP_TCP_OPTION_KIND) or isinstance(value, bytes | str):
-        return opt
+def _tcp_option_bytes(value: Packet | list[Packet]) -> bytes:
     messages = [value] if isinstance(value, Packet) else list(value)
-    return XAP_TCP_OPTION_KIND, struct.pack("!H", XAP_TCP_EXID) + _messages_bytes(messages)
+    return struct.pack("!H", XAP_TCP_EXID) + _messages_bytes(messages)
 
 
-def _register_tcp_option():
-    """Register kind 253 and wrap TCPOptionsField once (a reload does not re-wrap)."""
-    TCPOptions[0][XAP_TCP_OPTION_KIND] = (XAP_TCP_OPTION_NAME, None)
-    TCPOptions[1][XAP_TCP_OPTION_NAME] = XAP_TCP_OPTION_KIND
-    if getattr(TCPOptionsField.m2i, "_ftsslab_xap", False):
-        return
-    m2i, i2m = TCPOptionsField.m2i, TCPOptionsField.i2m
-
-    @functools.wraps(m2i)
-    def xap_m2i(self, pkt, x):
-        return [_tcp_option_from_wire(o) for o in m2i(self, pkt, x)]
-
-    @functools.wraps(i2m)
-    def xap_i2m(self, pkt, x):
-        if isinstance(x, list):
-            x = [_tcp_option_to_wire(o) for o in x]
-        return i2m(self, pkt, x)
-
-    xap_m2i._ftsslab_xap = xap_i2m._ftsslab_xap = True
-    TCPOptionsField.m2i, TCPOptionsField.i2m = xap_m2i, xap_i2m
+def _tcp_option(raw: bytes) -> tuple[str, list[Packet]] | None:
+    messages = _split_messages(raw[2:]) if raw[:2] == struct.pack("!H", XAP_TCP_EXID) else None
+    return None if messages is None else (XAP_TCP_OPTION_NAME, messages)
 
 
-_register_tcp_option()
+_tcp_options.register(XAP_TCP_OPTION_KIND, XAP_TCP_OPTION_NAME, _tcp_option_bytes, _tcp_option)
 
 bind_bottom_up(UDP, XAPUDP, sport=XAP_UDP_PORT)
 bind_bottom_up(UDP, XAPUDP, dport=XAP_UDP_PORT)

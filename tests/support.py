@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
-LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon")
+LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon", b"ftsslab.lab.veth.impaird")
 SETTLE = 0.5  # seconds a leak must persist (see ``leaked``)
 
 
@@ -127,13 +127,19 @@ def _ours(pid: int | None) -> bool:
 
 
 def someone_elses(lab: str | None) -> bool:
-    """``lab``'s state file names a live owner outside this process tree: another run's lab."""
+    """``lab``'s state file names a live owner outside this process tree -- or, for a
+    detached lab (``lab up``: its owner has exited), a live parent of that owner outside
+    this process tree: another run's lab."""
     from ftsslab.lab.veth import state
     from ftsslab.lab.veth.netns import pid_alive
 
     st = state.load(lab) if lab else None
-    return (st is not None and not _ours(st.owner_pid)
-            and pid_alive(st.owner_pid, st.owner_start))
+    if st is None:
+        return False
+    if pid_alive(st.owner_pid, st.owner_start):
+        return not _ours(st.owner_pid)
+    return (st.detached and pid_alive(st.parent_pid, st.parent_start)
+            and not _ours(st.parent_pid))
 
 
 def leaked(before: set[Resource]) -> list[Resource]:

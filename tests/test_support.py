@@ -97,6 +97,17 @@ def test_only_a_live_owner_outside_this_run_makes_a_lab_someone_elses(run_dir):
     assert got == {"bbbbb": True, "ccccc": False, "ddddd": False, "eeeee": False}
 
 
+def test_a_detached_lab_is_someone_elses_while_its_owners_parent_lives(run_dir):
+    """`lab up` exits and leaves its lab detached: whose it is, its parent (the shell or
+    test run that asked for it) tells."""
+    dead = 2**22 + 1  # above pid_max: never a live process
+    for lab, parent in (("fffff", 1), ("ggggg", os.getpid()), ("hhhhh", dead)):
+        LabState(lab_id=lab, owner_pid=dead, owner_start=None, created=0.0, detached=True,
+                 parent_pid=parent, parent_start=proc_start_time(parent)).save()
+    assert [support.someone_elses(lab) for lab in ("fffff", "ggggg", "hhhhh")] == [
+        True, False, False]
+
+
 def test_leaked_counts_what_this_run_left_and_not_other_runs_labs(run_dir, monkeypatch):
     _owned_by("bbbbb", 1, proc_start_time(1))
     old = Resource("netns", "flaaaaa-h1", "aaaaa")

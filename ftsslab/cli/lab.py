@@ -11,8 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 
 from . import EXIT_INTERNAL, UserError, app, err, out
 
@@ -113,38 +111,18 @@ def run(
     Exit status: 0 all expectations passed, 1 one failed, 2 bad file or option, 3 the lab broke.
     """
     from ..lab.backend import BackendError
-    from ..lab.capture import write_capture
-    from ..lab.runner import Runner
 
     if backend not in ("auto", "veth", "sim"):
         raise UserError(f"--backend must be veth, sim or auto, not {backend!r}")
     scenario = load(file)
     chosen = choose_backend(scenario, backend)
-    capture = capture or Path("captures") / f"{scenario.name}.pcapng"
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} {task.fields[step]}"),
-        console=err,
-        transient=True,
-        disable=as_json,
-    ) as progress:
-        task = progress.add_task(
-            f"{scenario.name} on {chosen.name}", total=len(scenario.steps), step=""
-        )
-
-        def advance(step, i, total):
-            progress.update(task, completed=i, step=step.label)
-
-        try:
-            result = Runner(scenario, chosen, progress=advance).run()
-        except BackendError as exc:
-            err.print(f"[bold red]lab error:[/bold red] {escape(str(exc))}", highlight=False,
-                      soft_wrap=True)
-            raise typer.Exit(EXIT_INTERNAL) from None
-    written = write_capture(capture, scenario, result.frames, result.events, chosen.name)
+    capture = capture or default_capture(scenario)
+    try:
+        result, doc = execute(scenario, chosen, capture, progress=not as_json)
+    except BackendError as exc:
+        show_lab_error(exc)
+        raise typer.Exit(EXIT_INTERNAL) from None
     if as_json:
-        doc = result.as_dict() | {"capture": str(capture), "frames_written": written}
         out.print_json(json.dumps(doc))
     else:
         show_summary(result, capture)
@@ -152,7 +130,47 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
+def default_capture(scenario) -> Path:
+    return Path("captures") / f"{scenario.name}.pcapng"
+
+
+def execute(scenario, backend, capture: Path, progress: bool = True):
+    """Play a loaded scenario (progress bar on stderr), write its capture: (result, JSON doc).
+
+    Shared by `run` and `tour`; a BackendError (the lab broke) is the caller's to report.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from ..lab.capture import write_capture
+    from ..lab.runner import Runner
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} {task.fields[step]}"),
+        console=err,
+        transient=True,
+        disable=not progress or not err.is_terminal,  # a log gets no stray blank line
+    ) as bar:
+        task = bar.add_task(f"{scenario.name} on {backend.name}", total=len(scenario.steps),
+                            step="")
+
+        def advance(step, i, total):
+            bar.update(task, completed=i, step=step.label)
+
+        result = Runner(scenario, backend, progress=advance).run()
+    written = write_capture(capture, scenario, result.frames, result.events, backend.name)
+    return result, result.as_dict() | {"capture": str(capture), "frames_written": written}
+
+
+def show_lab_error(exc: Exception) -> None:
+    err.print(f"[bold red]lab error:[/bold red] {escape(str(exc))}", highlight=False,
+              soft_wrap=True)
+
+
 def show_summary(result, capture: Path) -> None:
+    from rich.table import Table
+
     sc = result.scenario
     table = Table(
         title=f"{sc.name}: {len(sc.steps)} steps on the [bold]{result.backend}[/bold] "
@@ -191,7 +209,7 @@ def merge(
     inputs: Annotated[list[Path], typer.Argument(help="Captures to merge by timestamp.")],
 ) -> None:
     """Merge captures by timestamp, keeping interface names and packet comments."""
-    from ..lab.capture import merge as merge_files
+    from ..pcapng import merge as merge_files
 
     for path in inputs:
         if not path.is_file():
@@ -210,20 +228,29 @@ lab_app = typer.Typer(
 app.add_typer(lab_app, name="lab", rich_help_panel="Lab")
 
 
-def attach(lab_id: str | None):
-    """The running lab named, or the only one; UserError otherwise."""
-    from ..lab.backend import BackendError
-    from ..lab.veth.backend import VethBackend
-    from ..lab.veth.state import list_labs
+def lab_state(lab_id: str | None):
+    """The state record of the lab named, or of the only running one; UserError otherwise."""
+    from ..lab.veth.state import list_labs, load
 
     if lab_id is None:
         labs = [s for s in list_labs() if s.alive()]
         if len(labs) != 1:
             ids = ", ".join(s.lab_id for s in labs) or "none"
             raise UserError(f"{len(labs)} labs are running ({ids}): name one with --lab")
-        lab_id = labs[0].lab_id
+        return labs[0]
+    state = load(lab_id)
+    if state is None:
+        raise UserError(f"no lab {lab_id!r} (see `ftsslab lab ls`)")
+    return state
+
+
+def attach(lab_id: str | None):
+    """A backend driving the lab named, or the only running one; UserError otherwise."""
+    from ..lab.backend import BackendError
+    from ..lab.veth.backend import VethBackend
+
     try:
-        return VethBackend.attach(lab_id)
+        return VethBackend.attach(lab_state(lab_id).lab_id)
     except BackendError as exc:
         raise UserError(str(exc)) from None
 
@@ -286,6 +313,8 @@ def lab_capture(
     """Capture one end of every link of a running lab for a while."""
     import time
 
+    from rich.progress import BarColumn, Progress, TextColumn
+
     from ..lab.capture import write_capture
     from ..lab.veth.capture import Capture
 
@@ -321,6 +350,8 @@ def lab_down(lab: LabOpt = None):
 @lab_app.command("ls")
 def lab_ls(as_json: Annotated[bool, typer.Option("--json")] = False):
     """List labs on this machine."""
+    from rich.table import Table
+
     from ..lab.veth.state import list_labs
 
     labs = list_labs()
@@ -378,17 +409,38 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Replay a capture into a running lab on an absolute timeline; report like tcpreplay."""
-    from ..lab.replay import replay_onto
+    # the hot path of a whole-command race with tcpreplay: no VethBackend, no Scapy
+    from ..lab.replay import PacketSocket, read_capture
+    from ..lab.replay import replay as play
+    from ..lab.veth.netns import NetnsError, call_in_netns
 
     if not file.is_file():
         raise UserError(f"{file}: no such file")
-    backend = attach(lab)
+    state = lab_state(lab)
+    node, _, iface = into.partition(":")
+    rec = state.nodes.get(node)
+    if rec is None or iface not in rec.get("ifaces", []):
+        raise UserError(f"no endpoint {into!r} in lab {state.lab_id}")
     try:
-        report = replay_onto(
-            backend, into, str(file), multiplier=multiplier, pps=pps, topspeed=topspeed, loop=loop
-        )
+        frames = read_capture(file)
+    except OSError as exc:
+        raise UserError(f"{file}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    try:
+        sock = call_in_netns(rec["ns"], PacketSocket, iface)
+    except NetnsError as exc:
+        show_lab_error(exc)
+        raise typer.Exit(EXIT_INTERNAL) from None
+    except OSError as exc:
+        raise UserError(f"{into}: {exc.strerror or exc}") from None
+    try:
+        report = play(frames, sock, multiplier=multiplier, pps=pps, topspeed=topspeed,
+                      loop=loop)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        sock.close()
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:

@@ -11,16 +11,18 @@ bytes Scapy builds.  No Scapy import here: this is the forwarding hot path.
 from __future__ import annotations
 
 import struct
+import zlib
+from typing import NamedTuple
 
 from ftsslab.fast import fc as _fc
 
-# Numbers shared with layers/ftss.py (a test proves they are equal).
-FTSS_FC_TYPE = 0xE0
-FC_RCTL_DD_UNSOL_DATA = 0x04  # FC defaults shared with layers/fc.py
-FC_FCTL_SINGLE = 0x290000
-FC_RX_ID_UNASSIGNED = 0xFFFF
+# The wire numbers of FTSS, defined here only (ftsslab.layers.ftss and ftss.lua use them).
+FTSS_FC_TYPE = 0xE0  # FC TYPE: first vendor-unique value (0xE0-0xFF)
 FTSS_VERSION = 1
 FTSS_HDR_LEN = 4
+FTSS_ALIGN = 4  # messages are padded to 32-bit boundaries
+
+# Opcodes: high nibble 0 = network (routing agent 144), 1 = file I/O (unit 138).
 FTSS_OP_PKT = 0x01
 FTSS_OP_ACK = 0x02
 FTSS_OP_HELLO = 0x03
@@ -30,22 +32,48 @@ FTSS_OP_READ = 0x11
 FTSS_OP_LIST = 0x12
 FTSS_OP_DELETE = 0x13
 FTSS_OP_RESPONSE = 0x14
-FTSS_ACK_STORED_GUARANTEED = 1
-FTSS_NODE_UP = 1
-FTSS_HOLD_TIME = 30
-FTSS_WRITE_CREATE = 0x1
-FTSS_FILE_OK = 0
-FTSS_FLAG_ALTPATH = 0x1
-FTSS_OP_FILE_MASK = 0xF0
+FTSS_OP_FILE_MASK = 0xF0  # opcode & mask == FTSS_OP_FILE_CLASS -> file I/O
 FTSS_OP_FILE_CLASS = 0x10
-FTSS_PKT_BROADCAST = 0x1
-FTSS_PKT_RETRANSMIT = 0x2
-FTSS_PKT_EXTERNAL = 0x4
-FTSS_PKT_ROLLBACK = 0x8
-FTSS_ACK_STORED_BEST_EFFORT = 2
-FTSS_ACK_UNDELIVERABLE = 3
-FTSS_ACK_DELIVERED = 4
-FTSS_ACK_REJECTED = 5
+
+FTSS_OPCODES = {
+    FTSS_OP_PKT: "PKT",
+    FTSS_OP_ACK: "ACK",
+    FTSS_OP_HELLO: "HELLO",
+    FTSS_OP_STATUS: "STATUS",
+    FTSS_OP_WRITE: "WRITE",
+    FTSS_OP_READ: "READ",
+    FTSS_OP_LIST: "LIST",
+    FTSS_OP_DELETE: "DELETE",
+    FTSS_OP_RESPONSE: "RESPONSE",
+}
+
+# Header flags (4 bits, LSB first): ALTPATH = sent on the redundant interface
+# after the primary one failed ("retransmit the packet on the other interface").
+FTSS_FLAGS = ["ALTPATH", "RSV1", "RSV2", "RSV3"]
+FTSS_FLAG_ALTPATH = 0x1
+
+# PKT flags (16 bits, LSB first).
+FTSS_PKT_FLAGS = ["BROADCAST", "RETRANSMIT", "EXTERNAL", "ROLLBACK"]
+FTSS_PKT_BROADCAST = 0x1  # "take both the EXTERNAL and FTSS branches" (block 158)
+FTSS_PKT_RETRANSMIT = 0x2  # same msg_id sent again (redundant device/subsystem)
+FTSS_PKT_EXTERNAL = 0x4  # came in from external network 96 (Fig. 8)
+FTSS_PKT_ROLLBACK = 0x8  # re-retrieved from the packet queue to rebuild a dialog
+
+# ACK status: each value is one acknowledgment of Figs. 7A/7B.
+FTSS_ACK_STORED_GUARANTEED = 1  # block 174
+FTSS_ACK_STORED_BEST_EFFORT = 2  # block 160, external destination
+FTSS_ACK_UNDELIVERABLE = 3  # block 170
+FTSS_ACK_DELIVERED = 4  # block 178, destination's receipt
+FTSS_ACK_REJECTED = 5  # FTSS refused to store the message (reason says why)
+FTSS_ACK_STATUS = {
+    FTSS_ACK_STORED_GUARANTEED: "STORED_GUARANTEED",
+    FTSS_ACK_STORED_BEST_EFFORT: "STORED_BEST_EFFORT",
+    FTSS_ACK_UNDELIVERABLE: "UNDELIVERABLE",
+    FTSS_ACK_DELIVERED: "DELIVERED",
+    FTSS_ACK_REJECTED: "REJECTED",
+}
+
+# ACK reason: 0x0_ = REJECTED reasons, 0x1_ = UNDELIVERABLE reasons.
 FTSS_REASON_NONE = 0x00
 FTSS_REASON_MALFORMED = 0x01
 FTSS_REASON_UNKNOWN_OPCODE = 0x02
@@ -53,17 +81,64 @@ FTSS_REASON_OVERSIZE = 0x03
 FTSS_REASON_STORE_FULL = 0x04
 FTSS_REASON_BAD_LENGTH = 0x05
 FTSS_REASON_BAD_VERSION = 0x06
-FTSS_REASON_DEST_DOWN = 0x10
-FTSS_REASON_DEST_UNKNOWN = 0x11
+FTSS_REASON_DEST_DOWN = 0x10  # block 168 "NO": powered down, maintenance
+FTSS_REASON_DEST_UNKNOWN = 0x11  # not in routing table 146 and no external port
+FTSS_ACK_REASONS = {
+    FTSS_REASON_NONE: "NONE",
+    FTSS_REASON_MALFORMED: "MALFORMED",
+    FTSS_REASON_UNKNOWN_OPCODE: "UNKNOWN_OPCODE",
+    FTSS_REASON_OVERSIZE: "OVERSIZE",
+    FTSS_REASON_STORE_FULL: "STORE_FULL",
+    FTSS_REASON_BAD_LENGTH: "BAD_LENGTH",
+    FTSS_REASON_BAD_VERSION: "BAD_VERSION",
+    FTSS_REASON_DEST_DOWN: "DEST_DOWN",
+    FTSS_REASON_DEST_UNKNOWN: "DEST_UNKNOWN",
+}
+
+FTSS_HOLD_TIME = 30  # default seconds a HELLO keeps its routing table entry valid
+
+# Node state in routing table 146 ("status information of the destination node").
 FTSS_NODE_DOWN = 0
+FTSS_NODE_UP = 1
+FTSS_NODE_DRAINING = 2
 FTSS_NODE_MAINTENANCE = 3
+FTSS_NODE_STATES = {
+    FTSS_NODE_DOWN: "DOWN",
+    FTSS_NODE_UP: "UP",
+    FTSS_NODE_DRAINING: "DRAINING",
+    FTSS_NODE_MAINTENANCE: "MAINTENANCE",
+}
+
+# WRITE flags (16 bits, LSB first).
+FTSS_WRITE_FLAGS = ["CREATE", "TRUNCATE", "SYNC"]
+FTSS_WRITE_CREATE = 0x1
+FTSS_WRITE_TRUNCATE = 0x2
+FTSS_WRITE_SYNC = 0x4  # answer only once on RAID 142, not just write cache 140
+
+# File RESPONSE status.
+FTSS_FILE_OK = 0
 FTSS_FILE_NOT_FOUND = 1
 FTSS_FILE_EXISTS = 2
 FTSS_FILE_NO_SPACE = 3
+FTSS_FILE_IO_ERROR = 4
 FTSS_FILE_BAD_REQUEST = 5
 FTSS_FILE_DENIED = 6
-FTSS_WRITE_TRUNCATE = 0x2
-FC_FCTL_ANSWER = 0x980000  # exchange responder, last seq, end seq (docs/protocols.md)
+FTSS_FILE_STATUS = {
+    FTSS_FILE_OK: "OK",
+    FTSS_FILE_NOT_FOUND: "NOT_FOUND",
+    FTSS_FILE_EXISTS: "EXISTS",
+    FTSS_FILE_NO_SPACE: "NO_SPACE",
+    FTSS_FILE_IO_ERROR: "IO_ERROR",
+    FTSS_FILE_BAD_REQUEST: "BAD_REQUEST",
+    FTSS_FILE_DENIED: "DENIED",
+}
+
+# FC header values of FTSS frames (the numbers are FC's: ftsslab.fast.fc).
+FC_RCTL_DD_UNSOL_DATA = _fc.FC_RCTL_DD_UNSOL_DATA  # request and answer
+FC_FCTL_SINGLE = _fc.FC_FCTL_SINGLE  # request: a one-frame sequence opening an exchange
+FC_FCTL_ANSWER = _fc.FC_FCTL_EXCH_CONTEXT | _fc.FC_FCTL_LAST_SEQ | _fc.FC_FCTL_END_SEQ
+"""F_CTL of an answer: it closes the request's exchange (docs/protocols.md)."""
+FC_RX_ID_UNASSIGNED = _fc.FC_RX_ID_UNASSIGNED
 
 _HDR = struct.Struct("!BBH")  # version<<4 | flags, opcode, length
 _PKT = struct.Struct("!QIHH")  # msg_id, src_node, flags, retention
@@ -80,78 +155,143 @@ def _mac(b) -> str:
     return bytes(b).hex(":")
 
 
-def _parse_pkt(d: dict, body: memoryview) -> dict | None:
+# ---- typed records: the one decoder; the cores read these, ``parse_ftss`` renders dicts
+
+
+class Pkt(NamedTuple):
+    msg_id: int
+    src_node: int
+    pkt_flags: int
+    retention: int
+    payload: memoryview  # the inner Ethernet frame
+
+
+class Ack(NamedTuple):
+    msg_id: int
+    node_id: int
+    status: int
+    reason: int
+    reserved: int
+
+
+class Hello(NamedTuple):  # also STATUS
+    node_id: int
+    seq: int
+    state: int
+    port: int
+    hold_time: int
+    mac_count: int
+    macs: list[str]
+
+
+class Write(NamedTuple):
+    req_id: int
+    offset: int
+    wflags: int
+    name_len: int
+    data_len: int
+    filename: bytes
+    data: bytes
+
+
+class Read(NamedTuple):
+    req_id: int
+    offset: int
+    count: int
+    name_len: int
+    filename: bytes
+
+
+class Named(NamedTuple):  # LIST and DELETE
+    req_id: int
+    name_len: int
+    filename: bytes
+
+
+class Response(NamedTuple):
+    req_id: int
+    status: int
+    op: int
+    data_len: int
+    data: bytes | None  # None for a LIST's answer, which has ``names``
+    names: list[bytes] | None
+
+
+class Unknown(NamedTuple):  # an opcode with no body format: the link unit rejects it
+    payload: memoryview
+
+
+Body = Pkt | Ack | Hello | Write | Read | Named | Response | Unknown
+
+
+class Message(NamedTuple):
+    """One FTSS message: the header fields and the body as a typed record."""
+
+    version: int
+    flags: int
+    opcode: int
+    length: int
+    body: Body
+
+
+def _pkt(body: memoryview) -> Pkt | None:
     if len(body) < _PKT.size:
         return None
-    d["msg_id"], d["src_node"], d["pkt_flags"], d["retention"] = _PKT.unpack_from(body)
-    d["payload"] = body[_PKT.size :]
-    return d
+    return Pkt(*_PKT.unpack_from(body), body[_PKT.size :])
 
 
-def _parse_ack(d: dict, body: memoryview) -> dict | None:
-    if len(body) != _ACK.size:
-        return None
-    d["msg_id"], d["node_id"], d["status"], d["reason"], d["reserved"] = _ACK.unpack(body)
-    return d
+def _ack(body: memoryview) -> Ack | None:
+    return Ack(*_ACK.unpack(body)) if len(body) == _ACK.size else None
 
 
-def _parse_hello(d: dict, body: memoryview) -> dict | None:
+def _hello(body: memoryview) -> Hello | None:
     if len(body) < _HELLO.size:
         return None
-    (d["node_id"], d["seq"], d["state"], d["port"], d["hold_time"], count) = _HELLO.unpack_from(
-        body
-    )
+    node_id, seq, state, port, hold_time, count = _HELLO.unpack_from(body)
     if len(body) != _HELLO.size + 6 * count:
         return None
-    d["mac_count"] = count
     off = _HELLO.size
-    d["macs"] = [_mac(body[off + 6 * i : off + 6 * i + 6]) for i in range(count)]
-    return d
+    macs = [_mac(body[off + 6 * i : off + 6 * i + 6]) for i in range(count)]
+    return Hello(node_id, seq, state, port, hold_time, count, macs)
 
 
-def _parse_write(d: dict, body: memoryview) -> dict | None:
+def _write(body: memoryview) -> Write | None:
     if len(body) < _WRITE.size:
         return None
-    d["req_id"], d["offset"], d["wflags"], nlen, dlen = _WRITE.unpack_from(body)
+    req_id, offset, wflags, nlen, dlen = _WRITE.unpack_from(body)
     if len(body) != _WRITE.size + nlen + dlen:
         return None
-    d["name_len"], d["data_len"] = nlen, dlen
-    d["filename"] = bytes(body[_WRITE.size : _WRITE.size + nlen])
-    d["data"] = bytes(body[_WRITE.size + nlen :])
-    return d
+    return Write(req_id, offset, wflags, nlen, dlen, bytes(body[_WRITE.size : _WRITE.size + nlen]),
+                 bytes(body[_WRITE.size + nlen :]))
 
 
-def _parse_read(d: dict, body: memoryview) -> dict | None:
+def _read(body: memoryview) -> Read | None:
     if len(body) < _READ.size:
         return None
-    d["req_id"], d["offset"], d["count"], nlen = _READ.unpack_from(body)
+    req_id, offset, count, nlen = _READ.unpack_from(body)
     if len(body) != _READ.size + nlen:
         return None
-    d["name_len"], d["filename"] = nlen, bytes(body[_READ.size :])
-    return d
+    return Read(req_id, offset, count, nlen, bytes(body[_READ.size :]))
 
 
-def _parse_named(d: dict, body: memoryview) -> dict | None:
+def _named(body: memoryview) -> Named | None:
     if len(body) < _NAMED.size:
         return None
-    d["req_id"], nlen = _NAMED.unpack_from(body)
+    req_id, nlen = _NAMED.unpack_from(body)
     if len(body) != _NAMED.size + nlen:
         return None
-    d["name_len"], d["filename"] = nlen, bytes(body[_NAMED.size :])
-    return d
+    return Named(req_id, nlen, bytes(body[_NAMED.size :]))
 
 
-def _parse_response(d: dict, body: memoryview) -> dict | None:
+def _response(body: memoryview) -> Response | None:
     if len(body) < _RESP.size:
         return None
-    d["req_id"], d["status"], d["op"], dlen = _RESP.unpack_from(body)
+    req_id, status, op, dlen = _RESP.unpack_from(body)
     if len(body) != _RESP.size + dlen:
         return None
-    d["data_len"] = dlen
     data = body[_RESP.size :]
-    if d["op"] != FTSS_OP_LIST:
-        d["data"] = bytes(data)
-        return d
+    if op != FTSS_OP_LIST:
+        return Response(req_id, status, op, dlen, bytes(data), None)
     names, off = [], 0
     while off < dlen:
         if off + 2 > dlen:
@@ -161,28 +301,27 @@ def _parse_response(d: dict, body: memoryview) -> dict | None:
         if off > dlen:
             return None
         names.append(bytes(data[off - nlen : off]))
-    d["names"] = names
-    return d
+    return Response(req_id, status, op, dlen, None, names)
 
 
 _BODY = {
-    FTSS_OP_PKT: _parse_pkt,
-    FTSS_OP_ACK: _parse_ack,
-    FTSS_OP_HELLO: _parse_hello,
-    FTSS_OP_STATUS: _parse_hello,
-    FTSS_OP_WRITE: _parse_write,
-    FTSS_OP_READ: _parse_read,
-    FTSS_OP_LIST: _parse_named,
-    FTSS_OP_DELETE: _parse_named,
-    FTSS_OP_RESPONSE: _parse_response,
+    FTSS_OP_PKT: _pkt,
+    FTSS_OP_ACK: _ack,
+    FTSS_OP_HELLO: _hello,
+    FTSS_OP_STATUS: _hello,
+    FTSS_OP_WRITE: _write,
+    FTSS_OP_READ: _read,
+    FTSS_OP_LIST: _named,
+    FTSS_OP_DELETE: _named,
+    FTSS_OP_RESPONSE: _response,
 }
 
 
-def parse_ftss(buf: bytes | memoryview) -> dict | None:
+def decode(buf: bytes | memoryview) -> Message | None:
     """One FTSS message (padding after ``length`` ignored); None if malformed.
 
-    An unknown opcode gives the header fields and the body as ``"payload"``,
-    so the link unit can still reject it with UNKNOWN_OPCODE.
+    An unknown opcode gives an ``Unknown`` body, so the link unit can still reject it
+    with UNKNOWN_OPCODE.
     """
     mv = memoryview(buf)
     if len(mv) < FTSS_HDR_LEN:
@@ -190,13 +329,21 @@ def parse_ftss(buf: bytes | memoryview) -> dict | None:
     vf, opcode, length = _HDR.unpack_from(mv)
     if length < FTSS_HDR_LEN or length > len(mv):
         return None
-    d = {"version": vf >> 4, "flags": vf & 0xF, "opcode": opcode, "length": length}
-    body = mv[FTSS_HDR_LEN:length]
     parse = _BODY.get(opcode)
-    if parse is None:
-        d["payload"] = body
-        return d
-    return parse(d, body)
+    body = parse(mv[FTSS_HDR_LEN:length]) if parse else Unknown(mv[FTSS_HDR_LEN:length])
+    return None if body is None else Message(vf >> 4, vf & 0xF, opcode, length, body)
+
+
+def parse_ftss(buf: bytes | memoryview) -> dict | None:
+    """``decode`` as a dict of the Scapy field names of the header and the body (a LIST
+    response's ``names``, any other response's ``data``)."""
+    msg = decode(buf)
+    if msg is None:
+        return None
+    d = {"version": msg.version, "flags": msg.flags, "opcode": msg.opcode, "length": msg.length}
+    d.update((k, v) for k, v in msg.body._asdict().items()
+             if not (isinstance(msg.body, Response) and v is None))
+    return d
 
 
 def parse_ftss_frame(frame: bytes | memoryview) -> dict | None:
@@ -244,6 +391,31 @@ def build_ftss_frame(
         parameter=parameter,
         payload=message,
     )
+
+
+class FrameHead:
+    """The frames between two MACs, built fast: the Ether + FCoE header is made once.
+
+    ``frame`` gives exactly the bytes of ``build_ftss_frame`` with the same arguments (SOF
+    i3, EOF t, R_CTL unsolicited data, no sequence or parameter; tests prove it equal):
+    the cores send every FTSS frame of a link through one of these.
+    """
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, dst: str, src: str):
+        self.prefix = (bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", ""))
+                       + _U16.pack(_fc.FCOE_ETHERTYPE) + bytes(13) + bytes((_fc.FC_SOF_I3,)))
+
+    def frame(self, message: bytes, d_id: int, s_id: int, ox_id: int,
+              f_ctl: int = FC_FCTL_SINGLE) -> bytes:
+        fc = _FC_HEAD.pack(FC_RCTL_DD_UNSOL_DATA << 24 | d_id, s_id, FTSS_FC_TYPE << 24 | f_ctl,
+                           0, 0, 0, ox_id, FC_RX_ID_UNASSIGNED, 0) + message
+        return self.prefix + fc + _FC_TRAILER.pack(zlib.crc32(fc), _fc.FC_EOF_T, bytes(3))
+
+
+_FC_HEAD = struct.Struct("!IIIBBHHHI")  # the FC header from R_CTL|D_ID on (FC-FS)
+_FC_TRAILER = struct.Struct("<IB3s")  # FC CRC (LSB first), FCoE EOF, reserved
 
 
 def build_ftss(opcode: int, body: bytes, *, flags: int = 0) -> bytes:

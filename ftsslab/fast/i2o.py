@@ -29,9 +29,6 @@ MSG_REPLY = 0x80
 I2O_BSA_BLOCK_READ = 0x30
 I2O_BSA_BLOCK_WRITE = 0x31
 I2O_BSA_CACHE_FLUSH = 0x37
-I2O_BSA_FUNCTION_CODES = frozenset(
-    {0x25, 0x27, 0x30, 0x31, 0x33, 0x35, 0x37, 0x41, 0x43, 0x45, 0x49, 0x4B, 0x70, 0x71}
-)
 I2O_REPLY_ERRORS = (0x04, 0x05, 0x06)  # ERROR_DIRTY / _NO_DATA / _PARTIAL: + address
 
 SGL_FLAGS_DIR = 0x04
@@ -44,6 +41,88 @@ SGL_REMOTE = 0x34  # chain pointer + DIR: INVALID in the I2O 1.5 truth table
 SGL_ATTR_64BIT_ADDRESS = 0x0002
 SGE_SIMPLE_LAST = SGL_FLAGS_LAST | SGL_FLAGS_END_OF_BUFFER | SGL_FLAGS_SIMPLE
 SGE_REMOTE_LAST = SGL_FLAGS_LAST | SGL_FLAGS_END_OF_BUFFER | SGL_REMOTE
+
+# Names of the enum and flag fields (ftsslab.layers.i2o and i2o.lua use them).
+MSG_FLAG_NAMES = ["static", "ctx64", "res2", "res3", "multi", "fail", "last", "reply"]
+
+# Function codes (Linux i2o.h "I2O_CMD_*", BSA codes from the I2O 1.5 spec)
+I2O_EXEC_FUNCTIONS = {
+    0xA0: "ExecStatusGet", 0xA1: "ExecOutboundInit", 0xA2: "ExecLctNotify",
+    0xA3: "ExecSysTabSet", 0xA5: "ExecBiosInfoSet", 0xA7: "ExecBootDeviceSet",
+    0xA8: "ExecHrtGet", 0xA9: "ExecSwDownload", 0xAB: "ExecSwUpload",
+    0xAD: "ExecSwRemove", 0xAF: "ExecDdmSuspend", 0xB1: "ExecDdmDestroy",
+    0xB2: "ExecAdapterRead", 0xB3: "ExecAdapterAssign", 0xB5: "ExecAdapterRelease",
+    0xB7: "ExecDeviceAssign", 0xB9: "ExecDeviceRelease", 0xBB: "ExecConfigValidate",
+    0xBD: "ExecIopReset", 0xBE: "ExecIopClear", 0xC1: "ExecSysModify",
+    0xC3: "ExecSysQuiesce", 0xC5: "ExecPathQuiesce", 0xC7: "ExecDdmQuiesce",
+    0xC9: "ExecIopConnect", 0xCA: "ExecConnSetup", 0xD1: "ExecSysEnable",
+    0xD3: "ExecPathEnable", 0xD5: "ExecDdmEnable", 0xD7: "ExecPathReset",
+    0xD9: "ExecDdmReset", 0xDD: "ExecStaticMfCreate", 0xDF: "ExecStaticMfRelease",
+}
+I2O_UTIL_FUNCTIONS = {
+    0x00: "UtilNOP", 0x01: "UtilAbort", 0x05: "UtilParamsSet", 0x06: "UtilParamsGet",
+    0x09: "UtilClaim", 0x0B: "UtilClaimRelease", 0x0D: "UtilDeviceReserve",
+    0x0F: "UtilDeviceRelease", 0x10: "UtilConfigDialog", 0x13: "UtilEventRegister",
+    0x14: "UtilEventAck", 0x15: "UtilReplyFaultNotify", 0x17: "UtilLock",
+    0x19: "UtilLockRelease",
+}
+I2O_BSA_FUNCTIONS = {
+    0x25: "BsaStatusCheck", 0x27: "BsaDeviceReset", I2O_BSA_BLOCK_READ: "BsaBlockRead",
+    I2O_BSA_BLOCK_WRITE: "BsaBlockWrite", 0x33: "BsaBlockWriteVerify",
+    0x35: "BsaMediaVerify", I2O_BSA_CACHE_FLUSH: "BsaCacheFlush", 0x41: "BsaMediaMount",
+    0x43: "BsaMediaEject", 0x45: "BsaMediaFormat", 0x49: "BsaMediaLock",
+    0x4B: "BsaMediaUnlock", 0x70: "BsaPowerManagement", 0x71: "BsaBlockReassign",
+}
+I2O_OTHER_FUNCTIONS = {
+    0x81: "ScsiExec", 0x83: "ScsiAbort", 0x85: "BusAdapterReset",
+    0x87: "BusReset", 0x89: "BusScan", 0x8B: "BusQuiesce", 0xFF: "Private",
+}
+I2O_FUNCTIONS = {
+    **I2O_OTHER_FUNCTIONS, **I2O_UTIL_FUNCTIONS, **I2O_BSA_FUNCTIONS, **I2O_EXEC_FUNCTIONS,
+}
+
+# ReqStatus of a reply (Linux I2O_REPLY_STATUS_*)
+I2O_REPLY_STATUS = {
+    0x00: "SUCCESS", 0x01: "ABORT_DIRTY", 0x02: "ABORT_NO_DATA_TRANSFER",
+    0x03: "ABORT_PARTIAL_TRANSFER", 0x04: "ERROR_DIRTY", 0x05: "ERROR_NO_DATA_TRANSFER",
+    0x06: "ERROR_PARTIAL_TRANSFER", 0x08: "PROCESS_ABORT_DIRTY",
+    0x09: "PROCESS_ABORT_NO_DATA_TRANSFER", 0x0A: "PROCESS_ABORT_PARTIAL_TRANSFER",
+    0x0B: "TRANSACTION_ERROR", 0x80: "PROGRESS_REPORT",
+}
+
+# DetailedStatusCode: Linux I2O_DSC_* (generic) and I2O_BSA_DSC_* (block storage)
+I2O_DSC = {
+    0x0000: "SUCCESS", 0x0002: "BAD_KEY", 0x0003: "TCL_ERROR", 0x0004: "REPLY_BUFFER_FULL",
+    0x0005: "NO_SUCH_PAGE", 0x0006: "INSUFFICIENT_RESOURCE_SOFT",
+    0x0007: "INSUFFICIENT_RESOURCE_HARD", 0x0009: "CHAIN_BUFFER_TOO_LARGE",
+    0x000A: "UNSUPPORTED_FUNCTION", 0x000B: "DEVICE_LOCKED", 0x000C: "DEVICE_RESET",
+    0x000D: "INAPPROPRIATE_FUNCTION", 0x000E: "INVALID_INITIATOR_ADDRESS",
+    0x000F: "INVALID_MESSAGE_FLAGS", 0x0010: "INVALID_OFFSET", 0x0011: "INVALID_PARAMETER",
+    0x0012: "INVALID_REQUEST", 0x0013: "INVALID_TARGET_ADDRESS", 0x0014: "MESSAGE_TOO_LARGE",
+    0x0015: "MESSAGE_TOO_SMALL", 0x0016: "MISSING_PARAMETER", 0x0017: "TIMEOUT",
+    0x0018: "UNKNOWN_ERROR", 0x0019: "UNKNOWN_FUNCTION", 0x001A: "UNSUPPORTED_VERSION",
+    0x001B: "DEVICE_BUSY", 0x001C: "DEVICE_NOT_AVAILABLE",
+}
+I2O_BSA_DSC = {
+    0x0000: "SUCCESS", 0x0001: "MEDIA_ERROR", 0x0002: "ACCESS_ERROR", 0x0003: "DEVICE_FAILURE",
+    0x0004: "DEVICE_NOT_READY", 0x0005: "MEDIA_NOT_PRESENT", 0x0006: "MEDIA_LOCKED",
+    0x0007: "MEDIA_FAILURE", 0x0008: "PROTOCOL_FAILURE", 0x0009: "BUS_FAILURE",
+    0x000A: "ACCESS_VIOLATION", 0x000B: "WRITE_PROTECTED", 0x000C: "DEVICE_RESET",
+    0x000D: "VOLUME_CHANGED", 0x000E: "TIMEOUT",
+}
+
+# BSA ControlFlags (I2O_BSA_RD_FLAG_* / I2O_BSA_WR_FLAG_*, 0x80 progress report)
+BSA_READ_FLAG_NAMES = ["dont_retry", "solo", "cache_read", "read_prefetch", "cache_data",
+                       "res5", "res6", "progress"]
+BSA_WRITE_FLAG_NAMES = ["dont_retry", "solo", "dont_cache", "write_thru", "write_to",
+                        "res5", "res6", "progress"]
+BSA_CTL_FLAG_NAMES = ["res0", "res1", "res2", "res3", "res4", "res5", "res6", "progress"]
+
+# SGL element flags (the top byte of FlagsCount; I2O_SGL_FLAGS_*)
+SGL_FLAG_NAMES = ["bc0", "bc1", "dir", "local", "simple", "page", "eob", "last"]
+SGL_ATTR_FLAG_NAMES = ["res0", "addr64", "trans64", "res3", "res4", "res5", "res6", "res7",
+                       "local_hint", "immediate_hint", "bit_bucket_hint"]
+I2O_BSA_FUNCTION_CODES = frozenset(I2O_BSA_FUNCTIONS)
 
 _HEADER = struct.Struct("<BBHIII")
 _STATUS = struct.Struct("<HBB")

@@ -101,8 +101,36 @@ _ATOMIC = struct.Struct("!QIQQ")
 _U64 = struct.Struct("!Q")
 _RKEY_ADVERT = struct.Struct("!IBBHQIIQ")
 
+# The wire numbers of the AETH syndrome and RKeyAdvert, defined here only
+# (ftsslab.layers.roce and roce.lua use them).
+AETH_ACK = 0  # syndrome bits 6-5 (IBA 9.7.5.1 table 42)
+AETH_RNR_NAK = 1
+AETH_NAK = 3
+AETH_CREDITS_INVALID = 31  # ACK credit count 0b11111: no end-to-end credits advertised
+NAK_CODES = {
+    0: "PSN_SEQUENCE_ERROR",
+    1: "INVALID_REQUEST",
+    2: "REMOTE_ACCESS_ERROR",  # seed 003: RKey/range does not match -> "not granted access"
+    3: "REMOTE_OPERATIONAL_ERROR",
+    4: "INVALID_RD_REQUEST",
+}
+
 RKEY_ADVERT_MAGIC = 0x524B4559  # "RKEY": tells message 748 apart from other SEND payloads
 RKEY_ADVERT_VERSION = 1
+RKEY_ADVERT_LEN = _RKEY_ADVERT.size  # 32: a multiple of 4, so the BTH pad count stays 0
+RKEY_ADVERT_KINDS = {
+    1: "BIND",  # message 748: RKey bound to [va, va+length)
+    2: "UNBIND",  # seed: BindRKey with null address and zero length = UnbindRKey
+}
+RKEY_ACCESS_FLAGS = [  # bits 0-4 have the values of ibverbs' IBV_ACCESS_*
+    "LOCAL_WRITE",
+    "REMOTE_WRITE",
+    "REMOTE_READ",
+    "REMOTE_ATOMIC",
+    "BIND",  # the peer may bind memory windows under this key (IBV_ACCESS_MW_BIND)
+    "ONE_SHOT",  # seed: "translation for the RKey is disabled" after first RDMA
+    "VIRTUAL",  # va is a kernel virtual address, not an effective address
+]
 
 
 def _mac(b: bytes) -> str:

@@ -11,13 +11,92 @@ from __future__ import annotations
 import socket
 import struct
 
-TCH_HND, TCH_SET, TCH_END = 0x4, 0x2, 0x1
+# The wire numbers of TCH, defined here only (ftsslab.layers.tch and tch.lua use them).
+TCH_HND = 0x4
+"""Reserved bit 0x4: "this message is part of a TCH session"."""
+TCH_SET = 0x2
+"""Reserved bit 0x2: "to force a handoff"."""
+TCH_END = 0x1
+"""Reserved bit 0x1: "to indicate completion of the handoff"."""
 TCH_FLAGS = {"HND": TCH_HND, "SET": TCH_SET, "END": TCH_END}
-TCH_ENDPOINT_KIND, TCH_UPDATE_KIND = 255, 254
-TCH_OPEN, TCH_MESSAGE = 1, 3
-TCH_MSG_UPDATE, TCH_MSG_HANDOFF = 1, 4
-TCH_MAX_MESSAGE = 1500 - 20 - 8
+
+TCH_ENDPOINT_KIND = 255
+"""Endpoint option kind: the seed's temporary number (field 471)."""
+TCH_UPDATE_KIND = 254
+"""Update option kind: the seed's temporary number (field 481)."""
+TCH_ENDPOINT_LEN = 8
+TCH_UPDATE_LEN = 10
 TCP_MAX_OPTIONS_LEN = 40
+"""A 4-bit data offset counts at most 15 words: 60 - 20 header bytes."""
+
+TCH_UDP_PORT = 4494
+"""UDP port of TCH messages: IANA-unassigned (4489-4499 is a gap in the
+registered range) and not claimed by any tshark dissector."""
+TCH_VERSION = 1
+
+TCH_OPEN = 1
+TCH_OPEN_RESPONSE = 2
+TCH_MESSAGE = 3
+TCH_PACKET_TYPES = {TCH_OPEN: "Open", TCH_OPEN_RESPONSE: "OpenResponse", TCH_MESSAGE: "Message"}
+
+TCH_MSG_NONE = 0
+TCH_MSG_UPDATE = 1
+TCH_MSG_FAIL = 2
+TCH_MSG_DONE = 3
+TCH_MSG_HANDOFF = 4
+TCH_MSG_COMPLETE = 5
+TCH_MSG_ACK = 6
+TCH_MESSAGE_TYPES = {
+    TCH_MSG_NONE: "none",
+    TCH_MSG_UPDATE: "Update",
+    TCH_MSG_FAIL: "Fail",
+    TCH_MSG_DONE: "Done",
+    TCH_MSG_HANDOFF: "Handoff",
+    TCH_MSG_COMPLETE: "Complete",
+    TCH_MSG_ACK: "Ack",
+}
+
+TCH_FULL = 1
+TCH_HALF_CLIENT = 2
+TCH_HALF_CLUSTER = 3
+TCH_PREDICTIVE = 4
+TCH_HANDOFF_TYPES = {
+    TCH_FULL: "full",
+    TCH_HALF_CLIENT: "half-client",
+    TCH_HALF_CLUSTER: "half-cluster",
+    TCH_PREDICTIVE: "predictive",
+}
+
+TCH_STATUS_OK = 0
+TCH_STATUS_TIMEOUT = 1
+TCH_STATUS_DENIED = 2
+TCH_STATUS_CLIENT_CLOSED = 3
+TCH_STATUS_SUPERSEDED = 4
+TCH_STATUSES = {
+    TCH_STATUS_OK: "ok",
+    TCH_STATUS_TIMEOUT: "timeout",
+    TCH_STATUS_DENIED: "denied",
+    TCH_STATUS_CLIENT_CLOSED: "client-closed",
+    TCH_STATUS_SUPERSEDED: "superseded",
+}
+
+TCH_INITIATOR_FIRST = 1
+TCH_INITIATOR_SECOND = 2
+TCH_INITIATOR_OTHER = 3
+TCH_INITIATORS = {
+    TCH_INITIATOR_FIRST: "first",
+    TCH_INITIATOR_SECOND: "second",
+    TCH_INITIATOR_OTHER: "other",
+}
+
+TCH_HEADER_LEN = 16
+TCH_STATE_LEN = 68
+TCH_MAX_IP_PACKET = 1500
+"""The seed's "1500-byte Ethernet payload": the whole IP packet must fit it."""
+TCH_MAX_MESSAGE = TCH_MAX_IP_PACKET - 20 - 8
+"""Bytes left for a TCH message after a 20-byte IPv4 and an 8-byte UDP header."""
+TCH_MAX_APP_STATE = TCH_MAX_MESSAGE - TCH_HEADER_LEN - TCH_STATE_LEN
+"""Application state that fits next to the TCP state block (1388 bytes)."""
 
 _TCP = struct.Struct("!HHIIHHHH")
 _ENDPOINT = struct.Struct("!BBH4s")

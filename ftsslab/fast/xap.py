@@ -4,24 +4,54 @@
 Each ``parse_*`` returns a dict keyed by the Scapy field names of
 ``ftsslab.layers.xap`` (messages as a list of such dicts) or None for anything
 short or malformed; it never raises.  ``build_*`` give the exact bytes Scapy
-builds.  The numbers below mirror the layer module (a test checks they agree).
+builds.
 """
 
 import socket
 import struct
 from collections.abc import Iterable, Mapping
 
+# The wire numbers of XAP, defined here only (ftsslab.layers.xap and xap.lua use them).
 XAP_VERSION = 1
+"""The only version: the seed defines one format."""
+
+XAP_OP_QUERY = 1
+XAP_OP_CHANGE_CONNECTION = 2
+XAP_OP_SET = 3
+XAP_OP_REDIRECT = 4
 XAP_OP_ACK = 8
+"""Seed order for the four seed operations; 0 stays reserved so an all-zero
+message is invalid.  The ack is ours (the seed asks data-carried XAP for "a
+suitable protocol ... to assure and acknowledge receipt"); its code has the
+top bit set so the bit reads as "reply"."""
+
+XAP_OPERATIONS = {
+    XAP_OP_QUERY: "query",
+    XAP_OP_CHANGE_CONNECTION: "change_connection",
+    XAP_OP_SET: "set",
+    XAP_OP_REDIRECT: "redirect",
+    XAP_OP_ACK: "ack",
+}
+
 XAP_FULL_LEN = 15
 XAP_SHORT_LEN = 11
+
 XAP_TCP_OPTION_KIND = 253
+"""RFC 4727 experimental TCP option 1 (254 is TCH's in the seed)."""
 XAP_TCP_EXID = 0x5841
+"""RFC 6994 16-bit ExID: ASCII "XA"; not IANA-registered, unknown to Wireshark."""
+
 XAP_IP_OPTION_NUMBER = 30
-XAP_IP_OPTION_TYPE = 0x80 | XAP_IP_OPTION_NUMBER
+XAP_IP_OPTION_TYPE = 0x80 | XAP_IP_OPTION_NUMBER  # 158: copied, class 0 (control)
+"""Copied into every fragment: non-first fragments lack the transport ports
+that a switch steers by, and the messages carry them."""
+
 XAP_UDP_PORT = 5016
+"""IANA-unassigned registered port (5016-5019 are free, between fmwp and zenginkyo-1)."""
+
 XAP_FORM_SHORT = 0
 XAP_FORM_FULL = 1
+XAP_FORMS = {XAP_FORM_SHORT: "short", XAP_FORM_FULL: "full"}
 
 _SHORT = struct.Struct("!IBHHH")  # version|operation|nonce, proto, sport, dport, xid
 _FULL = struct.Struct("!IBHHH4s")  # ... cluster_id

@@ -28,11 +28,12 @@ import heapq
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from ftsslab.fast import ftss as wire
-from ftsslab.fast.fc import parse_fcoe_frame
+from ftsslab.fast.fc import Fcoe, decode_fcoe
 
 from .actions import (
     DELIVERED_REC,
@@ -83,13 +84,22 @@ from .actions import (
     Transmit,
     is_group,
 )
-from .delivery import WINDOW, Delivery, Lane, LaneEvent, Outbox, Rto
+from .delivery import RETRY, WINDOW, Delivery, Lane, LaneEvent, Outbox, Rto
+from .packet import PacketEvent, PacketState, Stored
 
 HELLO_RESTART_SEQ = 1  # a unit's HELLOs carry seq 1 until it is in sync after a (re)start
 DEDUPE_MEMORY = 65536  # (source node, msg id) pairs remembered after their record is gone
 MAX_FILE = 64 << 10  # bytes a spool file may hold (a packet file is one frame)
 FILE_OPS = frozenset({wire.FTSS_OP_WRITE, wire.FTSS_OP_READ, wire.FTSS_OP_LIST,
                       wire.FTSS_OP_DELETE})
+
+
+class Peer(NamedTuple):
+    """Where a request came from, so its answer goes back there (the FC fields it needs)."""
+
+    src: str  # its MAC
+    s_id: int
+    ox_id: int
 
 
 class Timer(Enum):
@@ -113,27 +123,6 @@ class Route:
 
 
 @dataclass
-class Stored:
-    """A packet in the fault-tolerant medium (block 154 / 182)."""
-
-    rid: int
-    src_node: int
-    msg_id: int
-    pkt_flags: int
-    retention: int
-    origin: int
-    stored_at: float
-    frame: bytes
-    durable: bool = False
-    reply: tuple[str, str, int, int] | None = None  # ack goes to (port, mac, fc_id, ox_id)
-    ack: tuple[int, int] | None = None  # (status, reason) once sent
-    pending: set[int] = field(default_factory=set)  # nodes that have not acknowledged it
-    dests: tuple[int, ...] = ()  # fabric nodes it is (was) for: what a replay re-sends
-    delivered_rid: int | None = None  # the DELIVERED marker: it is retained
-    delivered_at: float = 0.0
-
-
-@dataclass
 class SpoolFile:
     rid: int
     data: bytes
@@ -152,7 +141,7 @@ class FtssCore:
         external_macs: Iterable[str] = (),
         echo_external: bool = False,
         fc_id: int = FTSS_FC_ID,
-        retry: float = 0.02,
+        retry: float = RETRY,
         window: int = WINDOW,
         retain: float = 0.0,
         retain_max: int = 1024,
@@ -184,8 +173,10 @@ class FtssCore:
         self.max_frame = max_frame
         self.port_up = dict.fromkeys(self.ports, True)
         self.routes: dict[int, Route] = {}
+        self.mac_node: dict[str, int] = {}  # inner MAC -> the node serving it (its index)
         self.port_node: dict[str, int] = {}
         self.lanes: dict[int, Outbox] = {}
+        self._heads: dict[tuple[str, str], wire.FrameHead] = {}  # (port, peer MAC) ->
         self.stored: dict[int, Stored] = {}  # record id -> packet
         self.by_msg: dict[tuple[int, int], int] = {}  # (src node, msg id) -> record id
         self.done: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()  # -> last ack
@@ -215,6 +206,7 @@ class FtssCore:
         """A static routing table entry (never expires)."""
         route = self._route(node_id, (fc_id if fc_id is not None else node_id) & 0xFFFFFF)
         route.macs |= {m.lower() for m in macs}
+        self.mac_node.update(dict.fromkeys(route.macs, node_id))
         route.ports.update(ports)
         for port in ports:
             self.port_node[port] = node_id
@@ -251,10 +243,7 @@ class FtssCore:
 
     def lookup(self, mac: str) -> int | None:
         """Block 156: the node serving inner destination ``mac``."""
-        for route in self.routes.values():
-            if mac in route.macs:
-                return route.node_id
-        return None
+        return self.mac_node.get(mac)
 
     def report(self) -> dict:
         """What the FTSS decided, per message (the backends compare these): for each
@@ -263,6 +252,7 @@ class FtssCore:
         retained afterwards."""
         return {
             "stats": dict(self.stats),
+            "lanes": {str(n): lane.report() for n, lane in sorted(self.lanes.items())},
             "decisions": [{"src": k[0], "msg": k[1], **v} for k, v in self.decisions.items()],
         }
 
@@ -335,84 +325,87 @@ class FtssCore:
         self._count("unknown_port")
         return []
 
-    def _answer(self, port: str, req: dict, message: bytes) -> Transmit:
-        """An FTSS message back to where ``req`` (an FC header dict) came from."""
-        return Transmit(
-            port,
-            wire.build_ftss_frame(
-                req["src"], self.ports[port], message, d_id=req["s_id"], s_id=self.fc_id,
-                ox_id=req["ox_id"], f_ctl=FC_FCTL_ANSWER,
-            ),
-        )
+    def _head(self, port: str, dst: str) -> wire.FrameHead:
+        """The Ether/FCoE header of our frames to ``dst`` on ``port``, made once."""
+        head = self._heads.get((port, dst))
+        if head is None:
+            head = self._heads[(port, dst)] = wire.FrameHead(dst, self.ports[port])
+        return head
 
-    def _reject(self, port: str, fc: dict, msg_id: int, reason: int) -> list:
+    def _answer(self, port: str, req: Peer | Fcoe, message: bytes) -> Transmit:
+        """An FTSS message back to where ``req`` came from."""
+        return Transmit(port, self._head(port, req.src).frame(
+            message, req.s_id, self.fc_id, req.ox_id, FC_FCTL_ANSWER))
+
+    def _reject(self, port: str, fc: Peer | Fcoe, msg_id: int, reason: int) -> list:
         self._count(f"rejected_{reason}")
         return [self._answer(port, fc, wire.build_ack(msg_id, self.node_id, FTSS_ACK_REJECTED,
                                                       reason))]
 
     def _link_unit(self, port: str, frame: bytes, now: float) -> list:
         """Link unit 136: framing checks, then split by opcode class (Fig. 6)."""
-        fc = parse_fcoe_frame(frame)
+        fc = decode_fcoe(frame)
         if fc is None:
             self._count("malformed")
             if len(frame) < 14:
                 return []
-            fc = {"src": frame[6:12].hex(":"), "s_id": 0, "ox_id": 0}
+            fc = Peer(frame[6:12].hex(":"), 0, 0)
             return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
-        payload = fc["payload"]
-        if fc["type"] != wire.FTSS_FC_TYPE or not fc["crc_ok"] or len(payload) < 4:
+        payload = fc.payload
+        if fc.type != wire.FTSS_FC_TYPE or not fc.crc_ok or len(payload) < 4:
             return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
         if payload[0] >> 4 != FTSS_VERSION:
             return self._reject(port, fc, 0, FTSS_REASON_BAD_VERSION)
         length = int.from_bytes(payload[2:4], "big")
         if length < 4 or length > len(payload) or len(payload) - length > 3:
             return self._reject(port, fc, 0, FTSS_REASON_BAD_LENGTH)
-        msg = wire.parse_ftss(payload)
+        msg = wire.decode(payload)
         if msg is None:
             return self._reject(port, fc, 0, FTSS_REASON_MALFORMED)
-        op = msg["opcode"]
+        op, body = msg.opcode, msg.body
         if op in FILE_OPS:
-            return self._file_unit(port, fc, msg, now)
+            return self._file_unit(port, fc, op, body, now)
         if op == wire.FTSS_OP_PKT:
-            return self._fabric_pkt(port, fc, msg, now)
+            return self._fabric_pkt(port, fc, body, now)
         if op == wire.FTSS_OP_ACK:
-            return self._ack(port, fc, msg, now)
+            return self._ack(port, fc, body, now)
         if op == wire.FTSS_OP_HELLO:
-            return self._hello(port, fc, msg, now)
-        return self._reject(port, fc, msg.get("msg_id", 0), FTSS_REASON_UNKNOWN_OPCODE)
+            return self._hello(port, fc, body, now)
+        return self._reject(port, fc, 0, FTSS_REASON_UNKNOWN_OPCODE)
 
     # ---- routing table 146 --------------------------------------------------------------
 
-    def _hello(self, port: str, fc: dict, msg: dict, now: float) -> list:
+    def _hello(self, port: str, fc: Fcoe, msg: wire.Hello, now: float) -> list:
         """A node registers (node id, MACs, state) on a fabric port; STATUS answers it."""
-        node_id = msg["node_id"]
+        node_id = msg.node_id
         old = self.port_node.get(port)
         if old is not None and old != node_id and old in self.routes:
             self.routes[old].ports.pop(port, None)
-        route = self._route(node_id, fc["s_id"])
-        route.fc_id = fc["s_id"]
-        route.ports[port] = fc["src"]
+        route = self._route(node_id, fc.s_id)
+        route.fc_id = fc.s_id
+        route.ports[port] = fc.src
         self.port_node[port] = node_id
-        macs = {m.lower() for m in msg["macs"]}
+        macs = {m.lower() for m in msg.macs}
         for other in self.routes.values():
             if other is not route:
                 other.macs -= macs  # a MAC served by one node only: the newest HELLO wins
         route.macs |= macs
-        route.state = msg["state"]
-        route.expires = now + msg["hold_time"] if msg["hold_time"] else None
+        self.mac_node.update(dict.fromkeys(macs, node_id))
+        route.state = msg.state
+        route.expires = now + msg.hold_time if msg.hold_time else None
         if route.expires is not None:
             self._timer(route.expires, Timer.EXPIRE, node_id)
         self._count("hello")
-        status = wire.build_status(node_id, msg["seq"], sorted(route.macs), state=route.state,
-                                   port=msg["port"], hold_time=msg["hold_time"])
+        status = wire.build_status(node_id, msg.seq, sorted(route.macs), state=route.state,
+                                   port=msg.port, hold_time=msg.hold_time)
         out = [self._answer(port, fc, status)]
         lane = self.lanes.get(node_id)
         if lane is not None and self.able(node_id):
-            if msg["seq"] == HELLO_RESTART_SEQ:  # a new unit: what was in flight is lost
+            if msg.seq == HELLO_RESTART_SEQ:  # a new unit: what was in flight is lost
                 lane.fire(LaneEvent.RESTARTED)
                 self._count("node_restarted")
             if lane.state is Lane.PROBING:  # the node speaks: probe it now, not after a back-off
-                lane.rto.backoff = 0
+                lane.rto.reset_backoff()
                 out += self._probe(lane, now)
         return out + self._resume(now)
 
@@ -424,22 +417,22 @@ class FtssCore:
 
     # ---- flowchart 150: packets from the fabric (Figs. 7A/7B) ----------------------------
 
-    def _fabric_pkt(self, port: str, fc: dict, msg: dict, now: float) -> list:
+    def _fabric_pkt(self, port: str, fc: Fcoe, msg: wire.Pkt, now: float) -> list:
         """Block 152: receive; block 154: commit (the ACK waits for ``on_durable``)."""
-        key = (msg["src_node"], msg["msg_id"])
-        frame = bytes(msg["payload"])
+        key = (msg.src_node, msg.msg_id)
+        frame = bytes(msg.payload)
         if len(frame) < 14:
             return self._reject(port, fc, key[1], FTSS_REASON_MALFORMED)
         if len(frame) > self.max_frame:
             return self._reject(port, fc, key[1], FTSS_REASON_OVERSIZE)
-        reply = (port, fc["src"], fc["s_id"], fc["ox_id"])
+        reply = (port, fc.src, fc.s_id, fc.ox_id)
         again = self._again(key, reply)
         if again is not None:  # a retransmit of a packet we hold: exactly once, same answer
             return again
         if not self._room(PKT_REC.size + len(frame)):
             return self._reject(port, fc, key[1], FTSS_REASON_STORE_FULL)
-        flags = msg["pkt_flags"] & ~(FTSS_PKT_RETRANSMIT | FTSS_PKT_ROLLBACK)
-        return self._store(key, flags, msg["retention"], ORIGIN_FABRIC, frame, now, reply)
+        flags = msg.pkt_flags & ~(FTSS_PKT_RETRANSMIT | FTSS_PKT_ROLLBACK)
+        return self._store(key, flags, msg.retention, ORIGIN_FABRIC, frame, now, reply)
 
     def _again(self, key: tuple[int, int], reply: tuple) -> list | None:
         """The answer to a packet seen before (held or settled), or None for a new one."""
@@ -452,7 +445,7 @@ class FtssCore:
         if key in self.done:
             self._count("duplicate")
             status, reason = self.done[key]
-            fc = {"src": reply[1], "s_id": reply[2], "ox_id": reply[3]}
+            fc = Peer(reply[1], reply[2], reply[3])
             return [self._answer(reply[0], fc, wire.build_ack(key[1], self.node_id, status,
                                                               reason))]
         return None
@@ -470,8 +463,8 @@ class FtssCore:
     def on_durable(self, record_id: int, now: float) -> list:
         """The store's fsync covered ``record_id``: now the packet may be acknowledged."""
         pkt = self.stored.get(record_id)
-        if pkt is not None and not pkt.durable:
-            pkt.durable = True
+        if pkt is not None and pkt.state is PacketState.COMMITTING:
+            pkt.fire(PacketEvent.DURABLE)
             if self._recovering:  # routed after what the store gave back, in order
                 self._unrouted.append((pkt.rid, True))
                 return []
@@ -483,6 +476,7 @@ class FtssCore:
         self._release(record_id)
         pkt = self.stored.pop(record_id, None)
         if pkt is not None:
+            pkt.fire(PacketEvent.FAILED)
             self.by_msg.pop((pkt.src_node, pkt.msg_id), None)
             self._count(f"rejected_{FTSS_REASON_STORE_FULL}")
             if pkt.reply is not None:
@@ -492,16 +486,16 @@ class FtssCore:
         waiter = self.file_waiters.pop(record_id, None)
         if waiter is None:
             return []
-        port, fc, msg, key, _ = waiter
+        port, fc, req, key, _ = waiter
         if self.files.get(key) is not None and self.files[key].rid == record_id:
             del self.files[key]
-        return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+        return self._respond(port, fc, req, FTSS_FILE_NO_SPACE)
 
     def _ack_to(self, pkt: Stored) -> Transmit:
         port, mac, fc_id, ox_id = pkt.reply
         status, reason = pkt.ack
         msg = wire.build_ack(pkt.msg_id, self.node_id, status, reason)
-        fc = {"src": mac, "s_id": fc_id, "ox_id": ox_id}
+        fc = Peer(mac, fc_id, ox_id)
         return self._answer(port, fc, msg)
 
     def _acknowledge(self, pkt: Stored, status: int, reason: int, out: list) -> None:
@@ -559,6 +553,8 @@ class FtssCore:
             self._count("external_out")
         pkt.dests = tuple(dests)
         pkt.pending = set(dests)
+        if dests:
+            pkt.fire(PacketEvent.ROUTED)
         for node in dests:  # blocks 176 / 192: into the node's lane, in store order
             lane = self._lane(node)
             lane.queue[pkt.rid] = Delivery(pkt.rid)
@@ -649,9 +645,8 @@ class FtssCore:
     def _pkt_frame(self, pkt, port, route, flags, hdr, ox_id) -> Transmit:
         message = wire.build_pkt(pkt.msg_id, pkt.src_node, pkt.frame, pkt_flags=flags,
                                  retention=pkt.retention, flags=hdr)
-        return Transmit(port, wire.build_ftss_frame(route.ports[port], self.ports[port], message,
-                                                    d_id=route.fc_id, s_id=self.fc_id,
-                                                    ox_id=ox_id))
+        return Transmit(port, self._head(port, route.ports[port]).frame(
+            message, route.fc_id, self.fc_id, ox_id))
 
     def _free_ox(self) -> int:
         for _ in range(0xFFFE):
@@ -666,14 +661,14 @@ class FtssCore:
         self._ox[ox] = (rid, node)
         return ox
 
-    def _ack(self, port: str, fc: dict, msg: dict, now: float) -> list:
+    def _ack(self, port: str, fc: Fcoe, msg: wire.Ack, now: float) -> list:
         """Block 178: the destination acknowledges receipt (its unit's ACK DELIVERED)."""
-        if msg["status"] != FTSS_ACK_DELIVERED:
+        if msg.status != FTSS_ACK_DELIVERED:
             self._count("unexpected_ack")
             return []
-        rid, node = self._ox.get(fc["ox_id"], (None, None))
+        rid, node = self._ox.get(fc.ox_id, (None, None))
         pkt = self.stored.get(rid)
-        if pkt is None or pkt.msg_id != msg["msg_id"] or node != msg["node_id"] or \
+        if pkt is None or pkt.msg_id != msg.msg_id or node != msg.node_id or \
                 node not in pkt.pending:
             self._count("stale_ack")
             return []
@@ -698,7 +693,8 @@ class FtssCore:
     def _finish(self, pkt: Stored, now: float, out: list) -> None:
         """Blocks 166/172/188: delete, or keep in the packet queue (claims 5, 20, 29)."""
         keep = pkt.retention or self.retain
-        if keep and pkt.dests and pkt.delivered_rid is None:
+        if keep and pkt.state is PacketState.DELIVERING:
+            pkt.fire(PacketEvent.RETAIN)
             pkt.delivered_at = now
             rec = self._persist(REC_DELIVERED, DELIVERED_REC.pack(pkt.rid, now, len(pkt.dests))
                                 + struct.pack(f"!{len(pkt.dests)}I", *pkt.dests))
@@ -715,6 +711,7 @@ class FtssCore:
     def _drop(self, pkt: Stored | None, out: list) -> None:
         if pkt is None or pkt.rid not in self.stored:
             return
+        pkt.fire(PacketEvent.DROP)
         del self.stored[pkt.rid]
         key = (pkt.src_node, pkt.msg_id)
         if self.by_msg.get(key) == pkt.rid:
@@ -778,7 +775,7 @@ class FtssCore:
                 self._expire(key, now)
             elif kind is Timer.RETAIN:
                 pkt = self.stored.get(key)
-                if pkt is not None and pkt.delivered_rid is not None:
+                if pkt is not None and pkt.state is PacketState.RETAINED:
                     self.retained.remove(pkt.rid)
                     self._drop(pkt, out)
         return out
@@ -807,17 +804,19 @@ class FtssCore:
 
     # ---- file operations unit 138 (claims 6, 13, 21, 30) --------------------------------
 
-    def _respond(self, port, fc, msg, status, *, data=b"", names=None) -> list:
-        self._count(f"file_{msg['opcode']:#x}_{status}")
-        return [self._answer(port, fc, wire.build_response(msg["req_id"], msg["opcode"],
-                                                           status=status, data=data,
-                                                           names=names))]
+    def _respond(self, port, fc, req: tuple[int, int], status, *, data=b"", names=None) -> list:
+        """The RESPONSE to request ``req`` = (req id, opcode)."""
+        self._count(f"file_{req[1]:#x}_{status}")
+        return [self._answer(port, fc, wire.build_response(req[0], req[1], status=status,
+                                                           data=data, names=names))]
 
-    def _file_unit(self, port: str, fc: dict, msg: dict, now: float) -> list:
+    def _file_unit(self, port: str, fc: Fcoe, op: int, msg, now: float) -> list:
+        """``msg``: the typed body of a WRITE, READ, LIST or DELETE."""
         node = self.port_node.get(port)
+        req = (msg.req_id, op)
         if node is None:  # no HELLO on this port: whose directories?
-            return self._respond(port, fc, msg, FTSS_FILE_DENIED)
-        name, op = msg["filename"], msg["opcode"]
+            return self._respond(port, fc, req, FTSS_FILE_DENIED)
+        name = msg.filename
         if op == wire.FTSS_OP_LIST:
             if name.rstrip(b"/") + b"/" == SPOOL_IN:
                 self.routes[node].files = True  # it watches in/: spool its packets there
@@ -826,22 +825,22 @@ class FtssCore:
                     self._flow(lane, now)  # nothing more is sent to it
             prefix = name.rstrip(b"/") + b"/" if name else b""
             names = sorted(n for n in self._listing(node) if n.startswith(prefix))
-            return self._respond(port, fc, msg, FTSS_FILE_OK, names=names)
+            return self._respond(port, fc, req, FTSS_FILE_OK, names=names)
         if not name:
-            return self._respond(port, fc, msg, FTSS_FILE_BAD_REQUEST)
+            return self._respond(port, fc, req, FTSS_FILE_BAD_REQUEST)
         if op == wire.FTSS_OP_READ:
             if name == REPLAY_FILE:
-                sent = self.replay(node, msg["offset"] / 1000, now)
+                sent = self.replay(node, msg.offset / 1000, now)
                 count = len(sent).to_bytes(4, "big")
-                return [*sent, *self._respond(port, fc, msg, FTSS_FILE_OK, data=count)]
+                return [*sent, *self._respond(port, fc, req, FTSS_FILE_OK, data=count)]
             data = self._read(node, name)
             if data is None:
-                return self._respond(port, fc, msg, FTSS_FILE_NOT_FOUND)
-            end = msg["offset"] + msg["count"] if msg["count"] else None
-            return self._respond(port, fc, msg, FTSS_FILE_OK, data=data[msg["offset"] : end])
+                return self._respond(port, fc, req, FTSS_FILE_NOT_FOUND)
+            end = msg.offset + msg.count if msg.count else None
+            return self._respond(port, fc, req, FTSS_FILE_OK, data=data[msg.offset : end])
         if op == wire.FTSS_OP_DELETE:
-            return self._delete(port, fc, msg, node, name, now)
-        return self._write(port, fc, msg, node, name, now)
+            return self._delete(port, fc, req, node, name, now)
+        return self._write(port, fc, req, msg, node, name, now)
 
     def _listing(self, node: int) -> list[bytes]:
         """The node's durable files, plus in/<src>-<msg id> for each packet pending for it."""
@@ -870,21 +869,21 @@ class FtssCore:
         f = self.files.get((node, name))
         return f.data if f is not None and f.durable else None
 
-    def _delete(self, port, fc, msg, node, name, now) -> list:
+    def _delete(self, port, fc, req, node, name, now) -> list:
         pkt = self._spooled(node, name)
         if pkt is not None:  # deleting its copy is the node's receipt (block 178, claim 3)
             self._decide(pkt, delivered={str(node): None})
-            return [*self._delivered(pkt, node, now), *self._respond(port, fc, msg,
+            return [*self._delivered(pkt, node, now), *self._respond(port, fc, req,
                                                                      FTSS_FILE_OK)]
         f = self.files.get((node, name))
         if f is None or not f.durable:
-            return self._respond(port, fc, msg, FTSS_FILE_NOT_FOUND)
+            return self._respond(port, fc, req, FTSS_FILE_NOT_FOUND)
         out: list = []
         del self.files[(node, name)]
         self._forget(f.rid, out)
-        return [*out, *self._respond(port, fc, msg, FTSS_FILE_OK)]
+        return [*out, *self._respond(port, fc, req, FTSS_FILE_OK)]
 
-    def _write(self, port, fc, msg, node, name, now) -> list:
+    def _write(self, port, fc, req, msg: wire.Write, node, name, now) -> list:
         """Incoming file I/O is committed first; the answer waits for ``on_durable``.
 
         A write may extend a file but not leave a hole (offset past its end: BAD_REQUEST),
@@ -896,25 +895,25 @@ class FtssCore:
                 self._count("duplicate")
                 return []
             dup = (node, _out_msg_id(name))
-            again = self._again(dup, (port, fc["src"], fc["s_id"], fc["ox_id"]))
+            again = self._again(dup, (port, fc.src, fc.s_id, fc.ox_id))
             if again is not None:
-                return [*self._respond(port, fc, msg, FTSS_FILE_OK), *again]
+                return [*self._respond(port, fc, req, FTSS_FILE_OK), *again]
         old = self.files.get(key)
-        if old is not None and not msg["wflags"] & FTSS_WRITE_TRUNCATE and msg["offset"] == 0:
-            return self._respond(port, fc, msg, FTSS_FILE_EXISTS)
-        base = old.data if old is not None and msg["offset"] else b""
-        off = msg["offset"]
+        if old is not None and not msg.wflags & FTSS_WRITE_TRUNCATE and msg.offset == 0:
+            return self._respond(port, fc, req, FTSS_FILE_EXISTS)
+        base = old.data if old is not None and msg.offset else b""
+        off = msg.offset
         if off > len(base):
-            return self._respond(port, fc, msg, FTSS_FILE_BAD_REQUEST)
-        data = base[:off] + msg["data"] + base[off + len(msg["data"]):]
+            return self._respond(port, fc, req, FTSS_FILE_BAD_REQUEST)
+        data = base[:off] + msg.data + base[off + len(msg.data):]
         if len(data) > self.max_file:
-            return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+            return self._respond(port, fc, req, FTSS_FILE_NO_SPACE)
         payload = FILE_REC.pack(node, len(name)) + name + data
         if not self._room(len(payload)):
-            return self._respond(port, fc, msg, FTSS_FILE_NO_SPACE)
+            return self._respond(port, fc, req, FTSS_FILE_NO_SPACE)
         rec = self._persist(REC_FILE, payload)
         # the old version is forgotten once the new one is durable
-        self.file_waiters[rec.record_id] = (port, _fc_copy(fc), _msg_copy(msg), key,
+        self.file_waiters[rec.record_id] = (port, _fc_copy(fc), req, key,
                                             old.rid if old is not None else None)
         self.files[key] = SpoolFile(rec.record_id, data)
         return [rec]
@@ -923,7 +922,7 @@ class FtssCore:
         waiter = self.file_waiters.pop(rid, None)
         if waiter is None:
             return []
-        port, fc, msg, key, old_rid = waiter
+        port, fc, req, key, old_rid = waiter
         out: list = []
         self._forget(old_rid, out)
         f = self.files.get(key)
@@ -931,9 +930,9 @@ class FtssCore:
             self._forget(rid, out)
             return out
         f.durable = True
-        out += self._respond(port, fc, msg, FTSS_FILE_OK)
+        out += self._respond(port, fc, req, FTSS_FILE_OK)
         if key[1].startswith(SPOOL_OUT):  # the agent watches out/: a packet arrived (claim 6)
-            out += self._spool_pkt(key, f, (port, fc["src"], fc["s_id"], fc["ox_id"]), now)
+            out += self._spool_pkt(key, f, (port, fc.src, fc.s_id, fc.ox_id), now)
         return out
 
     def _spool_pkt(self, key: tuple[int, bytes], f: SpoolFile, reply, now: float) -> list:
@@ -950,7 +949,7 @@ class FtssCore:
         """The out/ file becomes the stored packet (same record), keyed like a PKT."""
         del self.files[key]
         pkt = Stored(f.rid, key[0], _out_msg_id(key[1]), 0, 0, ORIGIN_FABRIC, now, f.data,
-                     durable=True, reply=reply)
+                     PacketState.HELD, reply=reply)
         self.stored[pkt.rid] = pkt
         self.by_msg[(pkt.src_node, pkt.msg_id)] = pkt.rid
         return pkt
@@ -988,12 +987,13 @@ class FtssCore:
                 self._unrouted.append((pkt.rid, False))
                 continue
             pkt.delivered_rid, pkt.delivered_at, pkt.dests = mark
+            pkt.state = PacketState.RETAINED  # as it was when the marker was written
             self.retained.append(pkt.rid)
             self._timer(pkt.delivered_at + (pkt.retention or self.retain), Timer.RETAIN,
                         pkt.rid)
         for rid, _, _ in delivered.values():  # a marker whose packet is gone
             self._forget(rid, out)
-        self._recovering = True
+        self._recovering = bool(self._unrouted)  # nothing to keep the order of otherwise
         self._timer(now + grace, Timer.REROUTE)
         self._count("recovered")
         return out
@@ -1002,7 +1002,7 @@ class FtssCore:
         if kind == REC_PKT:
             src, msg_id, flags, retention, origin, at = PKT_REC.unpack_from(payload)
             pkt = Stored(rid, src, msg_id, flags, retention, origin, at,
-                         payload[PKT_REC.size:], durable=True)
+                         payload[PKT_REC.size:], PacketState.HELD)
             self.stored[rid] = pkt
             self.by_msg[(src, msg_id)] = rid
             if origin == ORIGIN_EXTERNAL:
@@ -1032,13 +1032,9 @@ class FtssCore:
         return out
 
 
-def _fc_copy(fc: dict) -> dict:
+def _fc_copy(fc: Peer | Fcoe) -> Peer:
     """The FC fields an answer needs (the parsed dict holds a view of the frame)."""
-    return {"src": fc["src"], "s_id": fc["s_id"], "ox_id": fc["ox_id"]}
-
-
-def _msg_copy(msg: dict) -> dict:
-    return {"req_id": msg["req_id"], "opcode": msg["opcode"]}
+    return Peer(fc.src, fc.s_id, fc.ox_id)
 
 
 def _out_msg_id(name: bytes) -> int:

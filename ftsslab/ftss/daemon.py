@@ -20,7 +20,6 @@ import errno
 import fcntl
 import json
 import os
-import queue
 import selectors
 import socket
 import struct
@@ -32,21 +31,18 @@ from pathlib import Path
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.control import control_path
-from ftsslab.lab.veth.linkstate import LinkMonitor
+from ftsslab.lab.veth.linkstate import LinkMonitor, iface_mtu
 from ftsslab.lab.veth.netns import call_in_netns
+from ftsslab.lab.veth.ring import PacketRing
 
 from .actions import Forget, Persist, Transmit
+from .kinds import SERVER_TAPS
 from .sim_nodes import ftss_factory, server_factory
-from .store import Store, StoreClosed, StoreFull
-from .veth_nodes import SERVER_TAPS
+from .store import Store
 
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
-REC_FORGET = 15  # tombstone: the record with this key is no longer needed
-COMPACT_EVERY = 4096  # tombstones between compactions
-SO_RCVBUFFORCE = 33
+REC_FORGET = 15  # tombstone: the records whose ids it lists (8 bytes each) are not needed
+COMPACT_EVERY = 1 << 16  # forgotten records between compactions (each reads the whole log)
 CONTROL_MAX = 60_000  # bytes of one control reply (an AF_UNIX datagram)
-RCVBUF = 8 << 20
 
 
 TUNSETIFF = 0x400454CA
@@ -59,17 +55,6 @@ def open_tap(iface: str) -> int:
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", iface.encode(), IFF_TAP | IFF_NO_PI))
     os.set_blocking(fd, False)
     return fd
-
-
-def open_port(iface: str) -> socket.socket:
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    try:  # a burst must wait in the socket, not be dropped (root may exceed rmem_max)
-        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-    except OSError:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-    s.bind((iface, 0))
-    s.setblocking(False)
-    return s
 
 
 def next_epoch(state_dir: str, node: str) -> int:
@@ -105,7 +90,8 @@ class NodeProcess:
         self.core = core
         self.store = store
         self.taps = dict(taps or {})
-        self.socks = {i: open_port(i) for i in ifaces if i not in self.taps}
+        # a receive ring per port: frames are read from shared memory, not one recv each
+        self.socks = {i: PacketRing(i, iface_mtu(i)) for i in ifaces if i not in self.taps}
         self.links = LinkMonitor(list(self.socks))
         self.sel = selectors.DefaultSelector()
         for iface, s in self.socks.items():
@@ -113,7 +99,8 @@ class NodeProcess:
         for iface, fd in self.taps.items():
             self.sel.register(fd, selectors.EVENT_READ, iface)
         self.sel.register(self.links, selectors.EVENT_READ, _LINKS)
-        self.durable: queue.SimpleQueue = queue.SimpleQueue()
+        self.durable: list[tuple[int, BaseException | None]] = []  # filled by the writer
+        self._woken = False  # a wake-up byte is in the pipe: the writer need not write one
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, _DURABLE)
@@ -130,6 +117,9 @@ class NodeProcess:
         self._seen_down: set[str] = set()  # a send or receive found the link down
         self.tombstones = 0
         self.live: dict[int, int] = {}  # record id -> store seq of its live record
+        self._flushes = hasattr(core, "flush")
+        self._persists: list[Persist] = []  # this turn's records, submitted together
+        self._forgets: list[int] = []  # this turn's forgotten record ids: one tombstone
         for iface, up in self.links.up.items():  # a link that is down at start
             if not up:
                 self.run_actions(self._call("on_port", iface, False, time.time()))
@@ -149,27 +139,40 @@ class NodeProcess:
 
     # ---- actions -----------------------------------------------------------------------
     def run_actions(self, actions: list) -> None:
+        """Frames go out at once; records wait for ``flush_store`` (end of the loop's turn)."""
         for a in actions:
             if isinstance(a, Transmit):
                 self.transmit(a)
             elif isinstance(a, Persist):
-                self.persist(a)
+                self._persists.append(a)
             elif isinstance(a, Forget):
                 self.live.pop(a.record_id, None)
-                self.store.submit_cb(REC_FORGET, a.record_id, b"", lambda seq, err: None)
-                self.tombstones += 1
+                self._forgets.append(a.record_id)
 
-    def persist(self, a: Persist) -> None:
-        try:
-            self.live[a.record_id] = self.store.submit_cb(a.kind, a.record_id, a.payload,
-                                                          self._done(a.record_id))
+    def flush_store(self) -> None:
+        """This turn's records as one submission, its forgotten ids as one tombstone."""
+        if self.store is None:
             return
-        except (StoreFull, StoreClosed):  # the core answers REJECTED STORE_FULL
-            pass
-        except ValueError:  # a record the store cannot hold: the core should never ask
-            self.internal_errors += 1
-            traceback.print_exc(file=sys.stderr)
-        self.run_actions(self._call("on_persist_failed", a.record_id, time.time()))
+        while self._persists or self._forgets:
+            persists, self._persists = self._persists, []
+            items = [(a.kind, a.record_id, a.payload, self._done(a.record_id))
+                     for a in persists]
+            if self._forgets:
+                forgets, self._forgets = self._forgets, []
+                items.append((REC_FORGET, 0, struct.pack(f"!{len(forgets)}Q", *forgets),
+                              _ignore))
+                self.tombstones += len(forgets)
+            refused = []
+            for a, seq in zip(persists, self.store.submit_many(items), strict=False):
+                if isinstance(seq, int):
+                    self.live[a.record_id] = seq
+                    continue
+                if isinstance(seq, ValueError):  # a record the store cannot hold: a bug
+                    self.internal_errors += 1
+                    print(f"store refused record {a.record_id}: {seq}", file=sys.stderr)
+                refused.append(a.record_id)  # full or closed: REJECTED STORE_FULL
+            for rid in refused:
+                self.run_actions(self._call("on_persist_failed", rid, time.time()))
 
     def transmit(self, a: Transmit) -> None:
         try:
@@ -193,8 +196,10 @@ class NodeProcess:
 
     def _done(self, rid: int):
         def done(_seq: int, error: BaseException | None) -> None:  # on the store's writer
-            self.durable.put((rid, error))
-            os.write(self.wake_w, b"x")
+            self.durable.append((rid, error))
+            if not self._woken:  # one wake-up for a whole group commit, not one per record
+                self._woken = True
+                os.write(self.wake_w, b"x")
         return done
 
     # ---- loop --------------------------------------------------------------------------
@@ -202,7 +207,9 @@ class NodeProcess:
         while True:
             deadline = self.core.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.time())
-            for key, _ in self.sel.select(timeout):
+            # completed commits first: their acknowledgments free the senders' windows
+            for key, _ in sorted(self.sel.select(timeout), key=lambda e: e[0].data is not
+                                 _DURABLE):
                 if key.data is _DURABLE:
                     self._drain_durable()
                 elif key.data is _CONTROL:
@@ -216,7 +223,10 @@ class NodeProcess:
             deadline = self.core.next_deadline()
             if deadline is not None and deadline <= now:
                 self.run_actions(self._call("on_timer", now))
-            if self.store is not None and self.tombstones >= COMPACT_EVERY:
+            if self._flushes:  # the core's end of a batch of events
+                self.run_actions(self._call("flush", now))
+            self.flush_store()
+            if self.tombstones >= COMPACT_EVERY:
                 # queued behind every submission so far: exactly the live records survive
                 self.tombstones = 0
                 live = dict(self.live)
@@ -239,12 +249,10 @@ class NodeProcess:
             os.read(self.wake_r, 65536)
         except BlockingIOError:
             pass
-        while True:
-            try:
-                rid, error = self.durable.get_nowait()
-            except queue.Empty:
-                return
-            now = time.time()
+        self._woken = False  # first: a record done from here on wakes the loop again
+        done, self.durable = self.durable, []
+        now = time.time()
+        for rid, error in done:
             if error is None:
                 self.run_actions(self._call("on_durable", rid, now))
             else:
@@ -295,25 +303,19 @@ class NodeProcess:
                     return
                 self.run_actions(self._call("on_frame", iface, frame, time.time()))
             return
-        s = self.socks[iface]
-        for _ in range(256):
-            try:
-                frame, addr = s.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # a packet socket reports its link going down once (sk_err); the frames
-                # already queued are still there
-                if exc.errno not in (errno.ENETDOWN, errno.ENXIO):
-                    raise
-                self._seen_down.add(iface)
-                continue
-            if addr[2] == PACKET_OUTGOING:
-                continue
+        ring = self.socks[iface]
+        frames = ring.frames(256)
+        if not frames and ring.pending_error() in (errno.ENETDOWN, errno.ENXIO):
+            self._seen_down.add(iface)  # the socket reports its link going down once
+        for frame in frames:
             self.run_actions(self._call("on_frame", iface, frame, time.time()))
 
 
 _DURABLE, _CONTROL, _LINKS = object(), object(), object()  # selector keys besides ports
+
+
+def _ignore(_seq: int, _error: BaseException | None) -> None:
+    """A tombstone's completion: nothing waits for it."""
 
 
 def recovered_live(store: Store) -> dict[int, tuple[int, int, bytes]]:
@@ -325,7 +327,8 @@ def recovered_live(store: Store) -> dict[int, tuple[int, int, bytes]]:
     live: dict[int, tuple[int, tuple[int, int, bytes]]] = {}
     for r in store.recovered:
         if r.kind == REC_FORGET:
-            live.pop(r.key, None)
+            for (rid,) in struct.iter_unpack("!Q", r.payload[: len(r.payload) // 8 * 8]):
+                live.pop(rid, None)
         else:
             live[r.key] = (r.seq, (r.key, r.kind, r.payload))
     return dict(sorted(live.values()))
@@ -361,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     records = recovered_live(store)
     proc.live.update({rid: seq for seq, (rid, _, _) in records.items()})
     proc.run_actions(core.recover(list(records.values()), time.time(), grace=grace))
+    proc.flush_store()
     (Path(args.state) / f"{node.name}.ready").touch()  # the backend waits for this
     proc.loop()
     return 0

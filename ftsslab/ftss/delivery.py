@@ -16,7 +16,9 @@ explicit state machine (``LANE_TRANSITIONS``, in the style of h11's ``_state.py`
   embodiment); nothing is ever sent.
 
 The retransmission timeout adapts to the measured round trip (``Rto``, RFC 6298 with
-Karn's rule), so a slow receiver is not flooded with copies.
+Karn's rule), so a slow receiver is not flooded with copies; a timeout that proves
+spurious -- an ACK of a copy sent before it arrives while probing (F-RTO, RFC 5682) --
+gives back what was in flight instead of sending it all again.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
-RTO_MIN = 0.02  # seconds: a loaded machine stalls a process (or an fsync) for ms at a time
+# seconds: a loaded machine stalls a process (or an fsync) for ms at a time, and a lost
+# link or a restarted node is told explicitly (netlink, HELLO seq 1): a timeout is rare
+RTO_MIN = 0.1
+RETRY = 0.2  # the first timeout, before a round trip was measured (RFC 6298 says 1 s)
 RTO_MAX = 1.0  # back-off cap: a node that returns is probed again within a second
-WINDOW = 32  # unacknowledged deliveries per node: fits a receiver's socket buffer
+WINDOW = 256  # unacknowledged deliveries per node: fits a receiver's 8 MiB socket buffer
 
 
 class ProtocolError(Exception):
@@ -79,12 +84,15 @@ class Rto:
     srtt: float | None = None
     rttvar: float = 0.0
     backoff: int = 0
+    value: float = 0.0  # the timeout now (kept current: every deadline reads it)
 
-    @property
-    def value(self) -> float:
+    def __post_init__(self) -> None:
+        self._update()
+
+    def _update(self) -> None:
         base = self.initial if self.srtt is None else self.srtt + 4 * self.rttvar
         floor = min(RTO_MIN, self.initial)  # a smaller initial timeout asks for a lower floor
-        return min(RTO_MAX, max(floor, base) * (1 << self.backoff))
+        self.value = min(RTO_MAX, max(floor, base) * (1 << self.backoff))
 
     def sample(self, rtt: float) -> None:
         rtt = max(rtt, 0.0)
@@ -94,10 +102,16 @@ class Rto:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.backoff = 0
+        self._update()
 
     def timed_out(self) -> None:
         if self.value < RTO_MAX:
             self.backoff += 1
+            self._update()
+
+    def reset_backoff(self) -> None:
+        self.backoff = 0
+        self._update()
 
 
 @dataclass
@@ -122,12 +136,19 @@ class Outbox:
     port: str | None = None  # the fabric port every transmission uses, until it fails
     deadline: float | None = None  # when its oldest delivery in flight is due
     timer_at: float | None = None  # the wake-up queued for it (never later than deadline)
+    # PROBING after a timeout: an ACK of a copy sent before it says the timeout was
+    # spurious (the ACKs were late, not the packets lost: F-RTO, RFC 5682); after a
+    # restart nothing sent before can be trusted
+    spurious: bool = False
+    lost: bool = False
 
     def fire(self, event: LaneEvent) -> Lane:
         new = LANE_TRANSITIONS.get((self.state, event))
         if new is None:
             raise ProtocolError(f"lane to node {self.node}: {event.value} while "
                                 f"{self.state.value}")
+        if event in (LaneEvent.TIMEOUT, LaneEvent.RESTARTED):
+            self.spurious, self.lost = False, event is LaneEvent.RESTARTED or self.lost
         self.state = new
         return new
 
@@ -142,6 +163,12 @@ class Outbox:
 
     def pending(self) -> int:
         return len(self.queue) + len(self.flight)
+
+    def report(self) -> dict:
+        """Its state and timer, for ``report()``: what a slow or stuck lane looks like."""
+        return {"state": self.state.value, "queued": len(self.queue),
+                "in_flight": len(self.flight), "port": self.port,
+                "srtt": self.rto.srtt, "rttvar": self.rto.rttvar, "rto": self.rto.value}
 
     def pick_port(self, up_ports: list[str], *, switch: bool = False) -> str | None:
         """The port the lane uses: its current one while it is up (the first up port
@@ -184,6 +211,7 @@ class Outbox:
             if self.state is Lane.PROBING:
                 self.fire(LaneEvent.PROBE_ACKED)
             self.deadline = None
+            self.spurious = self.lost = False
             return None
         rid, delivery = self.queue.popitem(last=False)
         self.flight[rid] = delivery
@@ -197,13 +225,30 @@ class Outbox:
 
     def acked(self, rid: int, now: float) -> Delivery | None:
         """A receipt: out of the lane, an RTT sample (Karn: first transmissions only),
-        and a PROBING lane whose probe arrived flows again."""
+        and a PROBING lane whose probe arrived flows again -- without sending again what
+        was in flight, if ACKs of those copies came meanwhile (the timeout was spurious)."""
+        queued = rid in self.queue
         delivery = self.drop(rid)
         if delivery is not None and delivery.tries == 1:
             self.rto.sample(now - delivery.sent_at)
-        if self.state is Lane.PROBING and not self.flight:
-            self.fire(LaneEvent.PROBE_ACKED)
+        if self.state is Lane.PROBING:
+            if queued and delivery is not None and delivery.tries and not self.lost:
+                self.spurious = True
+            if not self.flight:
+                self.fire(LaneEvent.PROBE_ACKED)
+                self._resume_flight(now)
         return delivery
+
+    def _resume_flight(self, now: float) -> None:
+        """After a probe: a spurious timeout gives back what was in flight (not sent
+        again, a fresh timeout each) and its back-off; a real loss sends it all again."""
+        if self.spurious:
+            self.rto.reset_backoff()
+            while self.queue and next(iter(self.queue.values())).tries:
+                rid, delivery = self.queue.popitem(last=False)
+                delivery.sent_at = now
+                self.flight[rid] = delivery
+        self.spurious = self.lost = False
 
     def drop(self, rid: int) -> Delivery | None:
         return self.flight.pop(rid, None) or self.queue.pop(rid, None)

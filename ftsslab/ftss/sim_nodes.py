@@ -1,10 +1,11 @@
-"""Scenario kinds `ftss` (``FtssCore``) and `server` (``ServerUnit``) and their sim models.
+"""The cores of the `ftss` and `server` kinds, built from a scenario, and their sim models.
 
-Importing this module registers both kinds and their sim models (``kinds.py`` does,
-at its end). A server has two fabric links to the FTSS (``fa``, ``fb``: fabric A and
-B) and a ``stack`` link: its peer (a ``host``) stands for the server's own protocol
-stack 116, so ``send: {from: app1:eth0, ...}`` is the application sending and
-``received: {node: app1, ...}`` counts what unit 122 handed up. In the sim, a node's
+``ftss_factory``/``server_factory`` build ``FtssCore``/``ServerUnit`` from a node's
+options exactly as the veth daemon does. A server has two fabric links to the FTSS
+(``fa``, ``fb``: fabric A and B) and a ``stack`` link: its peer (a ``host``) stands for
+the server's own protocol stack 116, so ``send: {from: app1:eth0, ...}`` is the
+application sending and ``received: {node: app1, ...}`` counts what unit 122 handed
+up. In the sim, a node's
 store is a dict and durability is a virtual fsync ``fsync_delay`` after a ``Persist``
 (``SimDurable``): everything submitted before the fsync completes at once (group
 commit). Killing a node loses what was not fsynced; restarting it recovers the rest
@@ -13,21 +14,17 @@ commit). Killing a node loses what was not fsynced; restarting it recovers the r
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from ftsslab.lab.kinds import KindSpec, NodeView, Option, OptionIssue, option_schema, register_kind
 from ftsslab.lab.model import Node, Scenario
-from ftsslab.lab.sim import SIM_NODE_FACTORIES, node_ifaces
+from ftsslab.lab.sim import node_ifaces
 
 from .actions import FTSS_FC_ID, TIME_EPS, Forget, Persist, Transmit
-from .core import MAX_FILE, FtssCore
-from .delivery import WINDOW
+from .core import FtssCore
 from .unit import ServerUnit
 
 FSYNC_DELAY = 100e-6  # virtual seconds an fsync takes
-FCOE_MTU = 2500  # FC-BB-5 "baby jumbo": default MTU of an ftss <-> server (fabric) link
 
 
 def _peer_macs(name: str, scenario: Scenario) -> dict[str, str]:
@@ -73,9 +70,14 @@ class SimDurable:
                 out.append(action)
         return out
 
+    def _flush(self, now: float) -> list[Transmit]:
+        """A sim event is a batch of one: the core's ``flush`` after each."""
+        flush = getattr(self.core, "flush", None)
+        return self._run(flush(now), now) if flush is not None else []
+
     def on_frame(self, iface: str, frame: bytes, now: float) -> list[Transmit]:
         self._now = now
-        return self._run(self.core.on_frame(iface, frame, now), now)
+        return self._run(self.core.on_frame(iface, frame, now), now) + self._flush(now)
 
     def set_port(self, iface: str, up: bool) -> None:
         self._ready += self._run(self.core.on_port(iface, up, self._now), self._now)
@@ -101,7 +103,7 @@ class SimDurable:
                 self.store[p.record_id] = (p.kind, p.payload)
         for p in done:
             out += self._run(self.core.on_durable(p.record_id, now), now)
-        return out + self._run(self.core.on_timer(now), now)
+        return out + self._run(self.core.on_timer(now), now) + self._flush(now)
 
     def report(self) -> dict:
         return self.core.report()
@@ -171,207 +173,13 @@ def server_factory(node: Node, scenario: Scenario) -> Callable[[int], ServerUnit
     return make
 
 
-def _sim_ftss(node: Node, scenario: Scenario) -> SimDurable:
+def sim_ftss(node: Node, scenario: Scenario) -> SimDurable:
     make, grace = ftss_factory(node, scenario)
     return SimDurable(make, node.options["fsync_delay"], grace)
 
 
-def _sim_server(node: Node, scenario: Scenario) -> SimDurable:
+def sim_server(node: Node, scenario: Scenario) -> SimDurable:
     """Each life of the unit gets the next msg-id epoch (the veth daemon's epoch file)."""
     make = server_factory(node, scenario)
     lives = iter(range(2**32))
     return SimDurable(lambda: make(next(lives)), FSYNC_DELAY, 0.0)
-
-
-NODE_ID = (1, 2**32 - 1)  # node ids are 32-bit fields of HELLO, PKT and ACK
-MAX_MACS = 256  # MACs in one list option; a HELLO with 256 is a 1612-byte frame (FCoE MTU 2500)
-_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-
-
-def _macs(value: list) -> OptionIssue | None:
-    """Unicast MACs as text (the cores parse them when the lab comes up)."""
-    for i, mac in enumerate(value):
-        if not isinstance(mac, str):
-            return OptionIssue(f"[{i}]", f"expected a MAC address, got {mac!r}",
-                               'quote MACs: YAML reads 12:34:56:00:00:02 unquoted as a number')
-        if not _MAC_RE.fullmatch(mac.lower()):
-            return OptionIssue(f"[{i}]", f"not a MAC address: {mac!r}",
-                               'six hex bytes like "02:00:00:00:00:07" (quote it)')
-        if int(mac[:2], 16) & 1:
-            return OptionIssue(f"[{i}]", f"{mac} is a group address",
-                               "these are the MACs of hosts: unicast, like 02:..")
-    return None
-
-
-def _ifaces(value: list) -> OptionIssue | None:
-    for i, iface in enumerate(value):
-        if not isinstance(iface, str):
-            return OptionIssue(f"[{i}]", f"expected an interface name, got {iface!r}")
-        if iface in value[:i]:
-            return OptionIssue(f"[{i}]", f"{iface!r} is listed twice")
-    return None
-
-
-ROUTE_KEYS = ("node_id", "macs", "ports")
-
-
-def _routes(value: list) -> OptionIssue | None:
-    hint = "each route is {node_id: 1..4294967295, macs: [MAC, ..], ports: [1 or 2 ifaces]}"
-    for i, r in enumerate(value):
-        if not isinstance(r, dict) or set(r) - set(ROUTE_KEYS) or "node_id" not in r:
-            return OptionIssue(f"[{i}]", f"not a route: {r!r}", hint)
-        node_id = r["node_id"]
-        if isinstance(node_id, bool) or not isinstance(node_id, int) or \
-                not NODE_ID[0] <= node_id <= NODE_ID[1]:
-            return OptionIssue(f"[{i}].node_id", f"not a node id: {node_id!r}", hint)
-        macs, ports = r.get("macs", []), r.get("ports", [])
-        if not isinstance(macs, list) or len(macs) > MAX_MACS:
-            return OptionIssue(f"[{i}].macs", f"not a list of up to {MAX_MACS} MACs: {macs!r}",
-                               hint)
-        if not isinstance(ports, list) or not 1 <= len(ports) <= 2:
-            return OptionIssue(f"[{i}].ports", f"not a list of 1 or 2 interfaces: {ports!r}",
-                               hint)
-        for key, why in (("macs", _macs(macs)), ("ports", _ifaces(ports))):
-            if why is not None:
-                return OptionIssue(f"[{i}].{key}{why.key}", why.message, why.hint or hint)
-    return None
-
-
-def _not_on_link(node: NodeView) -> str:
-    return f"{node.name}'s interfaces on links: {', '.join(node.ports) or 'none'}"
-
-
-def _ftss_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
-    """What ``ftss_factory`` needs of the links: its external and route ports exist."""
-    o, issues = node.options, []
-    ext = o.get("external")
-    if ext is not None and ext not in node.ports:
-        issues.append(OptionIssue("external", f"{ext!r} is not an interface of {node.name} "
-                                  "on a link", _not_on_link(node)))
-    for i, route in enumerate(o.get("routes", ())):
-        if route["node_id"] == o["node_id"]:
-            issues.append(OptionIssue(f"routes[{i}].node_id", f"{route['node_id']} is "
-                                      f"{node.name}'s own node id", "route to other nodes"))
-        for j, port in enumerate(route.get("ports", ())):
-            where = f"routes[{i}].ports[{j}]"
-            if port not in node.ports:
-                issues.append(OptionIssue(where, f"{port!r} is not an interface of "
-                                          f"{node.name} on a link", _not_on_link(node)))
-            elif port == ext:
-                issues.append(OptionIssue(where, f"{port!r} is the external port",
-                                          "routes name fabric ports"))
-    return issues
-
-
-def _server_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
-    """What ``server_factory`` needs of the links, and a node id no other node uses."""
-    o, issues = node.options, []
-    for i, iface in enumerate(o["fabric"]):
-        if iface not in node.ports:
-            default = "" if "fabric" in node.given else "; fabric defaults to [fa, fb]"
-            issues.append(OptionIssue(f"fabric[{i}]", f"fabric interface {iface!r} is not an "
-                                      f"interface of {node.name} on a link",
-                                      _not_on_link(node) + default))
-    stack = o["stack"]
-    if stack not in node.ports:
-        default = "" if "stack" in node.given else "; stack defaults to 'stack'"
-        issues.append(OptionIssue("stack", f"stack interface {stack!r} is not an interface of "
-                                  f"{node.name} on a link", _not_on_link(node) + default))
-    elif stack in o["fabric"]:
-        key = "stack" if "stack" in node.given else f"fabric[{o['fabric'].index(stack)}]"
-        issues.append(OptionIssue(key, f"{stack!r} is both the stack and a fabric interface",
-                                  "the stack link and the fabric links are different links"))
-    order = list(nodes)  # a clash of two servers is reported on the later one
-    for other in nodes.values():
-        earlier = other.kind == "server" and order.index(other.name) < order.index(node.name)
-        if (earlier or other.kind == "ftss") and other.options["node_id"] == o["node_id"]:
-            issues.append(OptionIssue("node_id", f"node id {o['node_id']} is also "
-                                      f"{other.name}'s", "node ids are unique: the FTSS tells "
-                                      "nodes (and its own external frames) apart by them"))
-    return issues
-
-
-_FTSS_VALIDATE, _FTSS_DEFAULTS = option_schema({
-    "node_id": Option(int, default=92, range=NODE_ID,
-                      doc="node_id: the FTSS's node id, 1..4294967295"),
-    "external": Option(str, doc="external: the interface of external network port 148"),
-    "external_macs": Option(list, range=(0, MAX_MACS), check=_macs,
-                            doc="external_macs: up to 256 unicast MACs always sent out the "
-                                "external port"),
-    "echo_external": Option(bool, default=False, doc="echo_external: copy fabric traffic out"),
-    "retry": Option((int, float), default=0.02, range=(1e-4, 60),
-                    doc="retry: the first retransmission timeout in seconds (then it follows "
-                        "the measured round trip), 0.0001..60"),
-    "window": Option(int, default=WINDOW, range=(1, 1024),
-                     doc="window: unacknowledged deliveries per node, 1..1024"),
-    "retain": Option((int, float), default=0, range=(0, 65535),
-                     doc="retain: seconds delivered packets stay, 0..65535 (like the PKT's "
-                         "16-bit retention)"),
-    "retain_max": Option(int, default=1024, range=(1, 1_000_000),
-                         doc="retain_max: packets the retention FIFO holds, 1..1000000"),
-    "capacity": Option(int, default=100_000, range=(1, 10_000_000),
-                       doc="capacity: records the store holds, 1..10000000"),
-    "capacity_bytes": Option(int, default=1 << 30, range=(1 << 16, 1 << 40),
-                             doc="capacity_bytes: payload bytes the store holds, "
-                                 "65536..2^40"),
-    "max_file": Option(int, default=MAX_FILE, range=(1 << 10, 1 << 24),
-                       doc="max_file: bytes one spool file may hold, 1024..16777216"),
-    "fsync_delay": Option((int, float), default=FSYNC_DELAY, range=(0, 1),
-                          doc="fsync_delay: virtual seconds an fsync takes (sim), 0..1"),
-    "recover_grace": Option((int, float), default=0.5, range=(0, 60),
-                            doc="recover_grace: seconds after a restart before recovered "
-                                "packets are routed, 0..60"),
-    "routes": Option(list, range=(0, 256), check=_routes,
-                     doc="routes: up to 256 of {node_id: N, macs: [..], ports: [a1]}"),
-})
-
-_SERVER_VALIDATE, _SERVER_DEFAULTS = option_schema({
-    "node_id": Option(int, required=True, range=NODE_ID,
-                      doc="node_id: the server's node id, 1..4294967295"),
-    "mode": Option(str, default="packet", choices=("packet", "file")),
-    "fabric": Option(list, default=["fa", "fb"], range=(1, 2), check=_ifaces,
-                     doc="fabric: 1 or 2 interfaces toward the FTSS, fabric A first"),
-    "stack": Option(str, default="stack",
-                    doc="stack: the interface toward the server's stack, not a fabric one"),
-    "macs": Option(list, range=(0, MAX_MACS), check=_macs,
-                   doc="macs: up to 256 inner MACs served (default: the stack link's peer)"),
-    "retry": Option((int, float), default=0.02, range=(1e-4, 60),
-                    doc="retry: the first retransmission timeout in seconds (then it follows "
-                        "the measured round trip), 0.0001..60"),
-    "window": Option(int, default=WINDOW, range=(1, 1024),
-                     doc="window: unacknowledged packets to the FTSS, 1..1024"),
-    "hello_interval": Option((int, float), default=0.2, range=(1e-3, 60),
-                             doc="hello_interval: seconds between HELLOs, 0.001..60"),
-    "hold_time": Option(int, default=1, range=(1, 65535),
-                        doc="hold_time: whole seconds the FTSS keeps the route without a "
-                            "HELLO, 1..65535 (16 bits in HELLO)"),
-    "poll": Option((int, float), default=0.005, range=(1e-3, 60),
-                   doc="poll: seconds between listings of in/ (file mode), 0.001..60"),
-})
-
-FTSS = register_kind(KindSpec(
-    name="ftss",
-    has_process=True,
-    needs_kernel=False,
-    validate_options=_FTSS_VALIDATE,
-    defaults=_FTSS_DEFAULTS,
-    summary="seed 000's fault tolerant storage system: stores, acknowledges and routes "
-            "packets between servers' fabric links and an external port",
-    link_mtu=FCOE_MTU,
-    validate_topology=_ftss_topology,
-), replace=True)
-
-SERVER = register_kind(KindSpec(
-    name="server",
-    has_process=True,
-    needs_kernel=False,
-    validate_options=_SERVER_VALIDATE,
-    defaults=_SERVER_DEFAULTS,
-    summary="a server's packet conversion and acknowledgment unit 122: its stack link "
-            "<-> FTSS over fabric links A and B",
-    link_mtu=FCOE_MTU,
-    validate_topology=_server_topology,
-), replace=True)
-
-SIM_NODE_FACTORIES["ftss"] = _sim_ftss
-SIM_NODE_FACTORIES["server"] = _sim_server

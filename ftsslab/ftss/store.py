@@ -17,7 +17,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,6 +94,10 @@ class Store:
         if not members:
             raise ValueError("a store needs at least one member directory")
         self._f = files if files is not None else OsFiles()
+        # the real disk's mirror members are written in parallel; a simulated disk (tests)
+        # keeps one order of operations
+        self._mirror = (ThreadPoolExecutor(max(1, len(members) - 1), "ftss-store-mirror")
+                        if files is None and len(members) > 1 else None)
         self._members = [str(m) for m in members]
         self._health = {m: MemberHealth() for m in self._members}
         self._segment_bytes = segment_bytes
@@ -110,6 +114,7 @@ class Store:
         self._pending = 0
         self._closing = False
         self._queue: deque = deque()
+        self._idle = False  # the writer waits for work (set and read with the lock held)
         self._cond = threading.Condition()
         self._writer = threading.Thread(target=self._run, name="ftss-store-writer", daemon=True)
         self._writer.start()
@@ -125,6 +130,20 @@ class Store:
     def submit_cb(self, kind: int, key: int, payload: bytes, done: Done) -> int:
         """Queue a record and return its seq; ``done(seq, error)`` runs on the writer thread."""
         return self._enqueue(kind, key, payload, done)
+
+    def submit_many(self, items: Sequence[tuple[int, int, bytes, Done]]) -> list[int | Exception]:
+        """``submit_cb`` for many records at once, in order, with one wake-up of the writer:
+        the seq of each, or the exception (``StoreFull``, ``StoreClosed``, ``ValueError``)
+        that refused it."""
+        out: list[int | Exception] = []
+        with self._cond:
+            for kind, key, payload, done in items:
+                try:
+                    out.append(self._enqueue_locked(kind, key, payload, done))
+                except (StoreFull, StoreClosed, ValueError) as exc:
+                    out.append(exc)
+            self._wake()
+        return out
 
     def compact(self, keep: Callable[[Record], bool]) -> Future:
         """Rewrite the log keeping only records ``keep`` accepts; resolves to the bytes freed.
@@ -153,6 +172,8 @@ class Store:
             self._closing = True
             self._cond.notify()
         self._writer.join()
+        if self._mirror is not None:
+            self._mirror.shutdown()
         for m in list(self._fds):
             self._close_fd(m)
 
@@ -171,20 +192,30 @@ class Store:
             raise self._error
 
     def _enqueue(self, kind: int, key: int, payload: bytes, done: Future | Done) -> int:
+        with self._cond:
+            seq = self._enqueue_locked(kind, key, payload, done)
+            self._wake()
+        return seq
+
+    def _wake(self) -> None:
+        """(With the lock held.) A busy writer takes the queue when its commit is done: only
+        a waiting one needs the (costly) notification."""
+        if self._idle:
+            self._cond.notify()
+
+    def _enqueue_locked(self, kind: int, key: int, payload: bytes, done: Future | Done) -> int:
         if not (0 <= kind <= MAX_KIND and 0 <= key <= MAX_KEY and len(payload) <= MAX_PAYLOAD):
             raise ValueError("kind must fit 8 bits, key 64 bits, payload 16 MiB")
-        with self._cond:
-            self._check_open()
-            seq = self._next_seq
-            data = encode(seq, kind, key, payload)
-            if self._capacity is not None and (
-                self._used + self._pending + len(data) > self._capacity
-            ):
-                raise StoreFull(f"{len(data)} more bytes would exceed {self._capacity}")
-            self._next_seq = seq + 1
-            self._pending += len(data)
-            self._queue.append((seq, data, done))
-            self._cond.notify()
+        self._check_open()
+        seq = self._next_seq
+        data = encode(seq, kind, key, payload)
+        if self._capacity is not None and (
+            self._used + self._pending + len(data) > self._capacity
+        ):
+            raise StoreFull(f"{len(data)} more bytes would exceed {self._capacity}")
+        self._next_seq = seq + 1
+        self._pending += len(data)
+        self._queue.append((seq, data, done))
         return seq
 
     # -------------------------------------------------------------------------------- writer
@@ -193,7 +224,9 @@ class Store:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                 if not self._queue:
                     return
                 if isinstance(self._queue[0], _Compact):
@@ -216,10 +249,19 @@ class Store:
         data = b"".join(item[1] for item in batch) if len(batch) > 1 else batch[0][1]
         error: BaseException | None = self._error
         if error is None:
-            for m in list(self._fds):
-                self._guard(m, self._f.write, self._fds[m], data)
-            for m in list(self._fds):
-                self._guard(m, self._f.fsync, self._fds[m])
+            members = list(self._fds)
+            if self._mirror is not None and len(members) > 1:
+                # one thread per extra member: the mirrors' write + fsync overlap (fsync
+                # releases the GIL), so a commit takes the slowest member, not their sum
+                jobs = [self._mirror.submit(self._write_sync, m, data) for m in members[1:]]
+                self._write_sync(members[0], data)
+                for job in jobs:
+                    job.result()
+            else:
+                for m in members:
+                    self._guard(m, self._f.write, self._fds[m], data)
+                for m in list(self._fds):  # a member whose write failed is out already
+                    self._guard(m, self._f.fsync, self._fds[m])
             error = self._error
         with self._cond:
             self._pending -= len(data)
@@ -230,6 +272,14 @@ class Store:
             _resolve(done, seq, error)
         if error is None and self._active_size >= self._segment_bytes:
             self._roll()
+
+    def _write_sync(self, m: str, data: bytes) -> None:
+        """One member's share of a commit (on the writer or a mirror thread)."""
+        fd = self._fds.get(m)
+        if fd is not None:
+            self._guard(m, self._f.write, fd, data)
+        if m in self._fds:
+            self._guard(m, self._f.fsync, fd)
 
     def _roll(self) -> None:
         """Seal the active segment and start the next; its name is durable before any ack."""

@@ -12,8 +12,9 @@ order the stack sent them.
 Packets from the FTSS go up to the stack once per (source node, msg id) and are
 acknowledged DELIVERED (block 178, claims 3, 18, 27); in file mode it polls its
 ``in/`` directory, reads each packet file and deletes it (the receipt). The keys it
-delivered are persisted (``Persist`` of ``REC_SEEN``, not waited for): a unit restarted
-after its DELIVERED ack was lost still refuses the FTSS's retransmission.
+delivered are persisted (one ``REC_SEEN`` record per ``flush``, the end of a batch of
+events; nothing waits for it): a unit restarted after its DELIVERED ack was lost still
+refuses the FTSS's retransmission.
 
 After a (re)start its HELLOs carry seq 1 and a fabric port takes no packets until the
 FTSS's STATUS answered a HELLO on it: whatever the FTSS sent before it heard of the
@@ -26,7 +27,7 @@ import struct
 from collections import OrderedDict
 
 from ftsslab.fast import ftss as wire
-from ftsslab.fast.fc import parse_fcoe_frame
+from ftsslab.fast.fc import Fcoe, decode_fcoe
 
 from .actions import (
     FC_FCTL_ANSWER,
@@ -46,13 +47,14 @@ from .actions import (
     Persist,
     Transmit,
 )
-from .delivery import WINDOW, Delivery, Lane, LaneEvent, Outbox, Rto
+from .delivery import RETRY, WINDOW, Delivery, Lane, LaneEvent, Outbox, Rto
 
 MEMORY = 65536  # msg ids remembered for de-duplication and outcomes
 BACKLOG = 4096  # stack frames waiting for the FTSS; more are dropped like a full NIC ring
-REC_SEEN = 4  # record kind: a (source node, msg id) this unit handed to its stack
+REC_SEEN = 4  # record kind: (source node, msg id) keys this unit handed to its stack
 SEEN_REC = struct.Struct("!IQ")
 HELLO_RESTART_SEQ = 1
+SYNC_RETRY = 0.02  # seconds between HELLOs before the first STATUS
 FTSS_NODE = 0  # the unit's one lane goes to the FTSS
 
 
@@ -70,7 +72,7 @@ class ServerUnit:
         fc_id: int,
         ftss_fc_id: int = FTSS_FC_ID,
         mode: str = "packet",
-        retry: float = 0.02,
+        retry: float = RETRY,
         window: int = WINDOW,
         max_tries: int = 1000,
         hello_interval: float = 1.0,
@@ -99,11 +101,14 @@ class ServerUnit:
         self.hold_time = hold_time
         self.poll = poll
         self.port_up = dict.fromkeys(self.fabric, True)
+        self._heads = {p: wire.FrameHead(self.ftss_macs[p], mac) for p, mac in self.fabric.items()}
         self.synced: set[str] = set()  # ports a STATUS answered on since the start
         self.lane = Outbox(FTSS_NODE, Rto(retry))
         self.frames: dict[int, bytes] = {}  # msg id -> stack frame, until acknowledged
         self.outcome: OrderedDict[int, int] = OrderedDict()  # msg id -> ACK status
-        self.seen: OrderedDict[tuple[int, int], int] = OrderedDict()  # -> its record id
+        self.seen: OrderedDict[tuple[int, int], int | None] = OrderedDict()  # -> its record
+        self._fresh: list[tuple[int, int]] = []  # keys not in a record yet
+        self._records: dict[int, int] = {}  # record id -> keys of it still remembered
         self.latest: dict[int, int] = {}  # source node -> highest msg id handed up
         self.stats: dict[str, int] = {}
         self._next_msg = (epoch << 32) | 1
@@ -129,15 +134,14 @@ class ServerUnit:
     def _up_ports(self) -> list[str]:
         return [p for p in self.fabric if self.port_up.get(p)]
 
-    def _frame(self, port: str, message: bytes, *, answer: dict | None = None) -> Transmit:
+    def _frame(self, port: str, message: bytes, *, answer: Fcoe | None = None) -> Transmit:
         if answer is not None:
-            ox, f_ctl = answer["ox_id"], FC_FCTL_ANSWER
+            ox, f_ctl = answer.ox_id, FC_FCTL_ANSWER
         else:
             ox, f_ctl = self._ox, wire.FC_FCTL_SINGLE
             self._ox = self._ox % 0xFFFE + 1
-        return Transmit(port, wire.build_ftss_frame(
-            self.ftss_macs[port], self.fabric[port], message, d_id=self.ftss_fc_id,
-            s_id=self.fc_id, ox_id=ox, f_ctl=f_ctl))
+        return Transmit(port, self._heads[port].frame(message, self.ftss_fc_id, self.fc_id,
+                                                      ox, f_ctl))
 
     def set_port(self, port: str, up: bool) -> None:
         self.port_up[port] = up
@@ -229,25 +233,25 @@ class ServerUnit:
     # ---- from the fabric ------------------------------------------------------------------
 
     def _from_fabric(self, port: str, frame: bytes, now: float) -> list[Transmit]:
-        fc = parse_fcoe_frame(frame)
-        msg = wire.parse_ftss(fc["payload"]) if fc is not None and fc["crc_ok"] else None
-        if msg is None or fc["type"] != wire.FTSS_FC_TYPE:
+        fc = decode_fcoe(frame)
+        msg = wire.decode(fc.payload) if fc is not None and fc.crc_ok else None
+        if msg is None or fc.type != wire.FTSS_FC_TYPE:
             self._count("malformed")
             if fc is None:
                 return []
             return [self._frame(port, wire.build_ack(0, self.node_id, FTSS_ACK_REJECTED,
                                                      FTSS_REASON_MALFORMED), answer=fc)]
-        op = msg["opcode"]
+        op, body = msg.opcode, msg.body
         if op == wire.FTSS_OP_PKT:
             if port not in self.synced:  # sent before the FTSS heard of our (re)start
                 self._count("before_sync")
                 return []
-            return self._incoming(port, fc, msg["msg_id"], msg["src_node"], msg["pkt_flags"],
-                                  bytes(msg["payload"]))
+            return self._incoming(port, fc, body.msg_id, body.src_node, body.pkt_flags,
+                                  bytes(body.payload))
         if op == wire.FTSS_OP_ACK:
-            return self._acked(msg["msg_id"], msg["status"], now)
+            return self._acked(body.msg_id, body.status, now)
         if op == wire.FTSS_OP_RESPONSE:
-            return self._response(port, msg, now)
+            return self._response(port, body, now)
         if op == wire.FTSS_OP_STATUS:
             self._count("status")
             self.synced.add(port)
@@ -275,15 +279,37 @@ class ServerUnit:
         return out
 
     def _remember(self, key: tuple[int, int]) -> list:
-        """Persist the key (after the ack: the record only closes the window of a restart)."""
+        """Remember the key; ``flush`` persists this turn's keys in one record (after the
+        acks: the record only closes the window of a restart)."""
+        self.seen[key] = None  # its record comes with the next flush
+        self._fresh.append(key)
+        return self._evict()
+
+    def _evict(self) -> list:
+        """Keep MEMORY keys; a record whose keys are all gone is forgotten."""
+        out: list = []
+        while len(self.seen) > MEMORY:
+            _, rid = self.seen.popitem(last=False)
+            if rid is not None:
+                self._records[rid] -= 1
+                if not self._records[rid]:
+                    del self._records[rid]
+                    out.append(Forget(rid))
+        return out
+
+    def flush(self, now: float) -> list:
+        """The end of a batch of events: the keys handed up since the last one, as one
+        ``REC_SEEN`` record."""
+        fresh = [k for k in self._fresh if k in self.seen]
+        self._fresh = []
+        if not fresh:
+            return []
         rid = self._next_rid
         self._next_rid += 1
-        self.seen[key] = rid
-        out: list = [Persist(rid, REC_SEEN, SEEN_REC.pack(*key))]
-        while len(self.seen) > MEMORY:
-            _, old = self.seen.popitem(last=False)
-            out.append(Forget(old))
-        return out
+        for key in fresh:
+            self.seen[key] = rid
+        self._records[rid] = len(fresh)
+        return [Persist(rid, REC_SEEN, b"".join(SEEN_REC.pack(*k) for k in fresh))]
 
     def _acked(self, msg_id: int, status: int, now: float) -> list[Transmit]:
         if msg_id not in self.frames:
@@ -298,7 +324,7 @@ class ServerUnit:
         return self._flow(now)
 
     def report(self) -> dict:
-        return {"stats": dict(self.stats)}
+        return {"stats": dict(self.stats), "lane": self.lane.report()}
 
     # ---- durability of the seen keys ----------------------------------------------------
 
@@ -313,13 +339,12 @@ class ServerUnit:
         """The keys a previous life of this unit handed up (``REC_SEEN`` records)."""
         for rid, kind, payload in records:
             self._next_rid = max(self._next_rid, rid + 1)
-            if kind == REC_SEEN and len(payload) == SEEN_REC.size:
-                self.seen[SEEN_REC.unpack(payload)] = rid
-        out: list = []
-        while len(self.seen) > MEMORY:
-            _, old = self.seen.popitem(last=False)
-            out.append(Forget(old))
-        return out
+            if kind == REC_SEEN and payload and len(payload) % SEEN_REC.size == 0:
+                for key in SEEN_REC.iter_unpack(payload):
+                    if key not in self.seen:
+                        self._records[rid] = self._records.get(rid, 0) + 1
+                    self.seen[key] = rid
+        return self._evict()
 
     # ---- file-I/O embodiment ------------------------------------------------------------
 
@@ -331,28 +356,28 @@ class ServerUnit:
                  wire.FTSS_OP_DELETE: wire.build_delete}[op]
         return self._frame(port, build(req, name))
 
-    def _response(self, port: str, msg: dict, now: float) -> list:
-        req = self._reqs.pop(msg["req_id"], None)
+    def _response(self, port: str, msg: wire.Response, now: float) -> list:
+        req = self._reqs.pop(msg.req_id, None)
         if req is None:  # a WRITE's answer: OK is followed by the ACK that settles it
             out: list = []
-            if msg["status"] != FTSS_FILE_OK:
-                for msg_id in [m for m in self.frames if m & 0xFFFFFFFF == msg["req_id"]]:
+            if msg.status != FTSS_FILE_OK:
+                for msg_id in [m for m in self.frames if m & 0xFFFFFFFF == msg.req_id]:
                     out += self._acked(msg_id, FTSS_ACK_REJECTED, now)
             return out
         op, name = req
-        if msg["status"] != FTSS_FILE_OK:
+        if msg.status != FTSS_FILE_OK:
             self._reading.discard(name)
-            self._count(f"file_error_{msg['status']}")
+            self._count(f"file_error_{msg.status}")
             return []
         if op == wire.FTSS_OP_LIST:
-            new = [n for n in msg["names"] if n.startswith(SPOOL_IN) and n not in self._reading]
+            new = [n for n in msg.names or () if n.startswith(SPOOL_IN) and n not in self._reading]
             self._reading.update(new)
             return [self._request(port, wire.FTSS_OP_READ, n) for n in new]
         if op == wire.FTSS_OP_READ:
             src, _, msg_id = name[len(SPOOL_IN):].partition(b"-")
             ok = src.isdigit() and msg_id.isdigit() and len(src) < 11 and len(msg_id) < 21
             key = (int(src), int(msg_id)) if ok else (0, 0)
-            out = self._incoming(port, None, key[1], key[0], 0, msg["data"], ack=False)
+            out = self._incoming(port, None, key[1], key[0], 0, msg.data or b"", ack=False)
             # deleting it is the receipt (block 178)
             return [*out, self._request(port, wire.FTSS_OP_DELETE, name)]
         self._reading.discard(name)
@@ -380,7 +405,9 @@ class ServerUnit:
                 out.append(self._frame(port, wire.build_hello(
                     self.node_id, self._seq, self.macs, state=FTSS_NODE_UP, port=i,
                     hold_time=self.hold_time)))
-            self._next_hello = now + self.hello_interval
+            # until a STATUS answers, HELLO often: the FTSS may be starting too
+            self._next_hello = now + (self.hello_interval if self.synced else
+                                      min(self.hello_interval, SYNC_RETRY))
         if self._next_poll is not None and due >= self._next_poll:
             ports = [p for p in self._up_ports() if p in self.synced] or self._up_ports()
             if ports:

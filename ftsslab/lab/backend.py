@@ -2,8 +2,9 @@
 
 Times are seconds since the lab came up (virtual in sim, monotonic on veth).
 Every frame a backend sees on a link is a ``CapturedFrame``; every switch
-table change or node process change is an ``Event``. The runner labels what a
-step caused through ``set_step`` so captures can carry it as a pcapng comment.
+table change, node process, link state or impairment change is an ``Event``.
+The runner labels what a step caused through ``set_step`` so captures can carry
+it as a pcapng comment.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from .model import ForwardingEntry, Scenario
+from .model import ForwardingEntry, Impairments, Scenario
 
 
 class BackendError(RuntimeError):
@@ -26,13 +27,20 @@ class CapturedFrame:
     dst: str         # endpoint name it arrived at ("s1:p1")
     data: bytes
     step: str        # label of the step running when it was seen ("" before any)
+    impair: str = ""  # what an impaired link did to it (``impair.note``): "lost", "duplicate"..
+
+    @property
+    def delivered(self) -> bool:
+        """It reached ``dst``: an impaired link can lose a frame it captured entering."""
+        return not self.impair.startswith("lost")
 
 
 @dataclass(frozen=True)
 class Event:
     time: float
     node: str
-    kind: str        # "table-add", "table-remove", "kill", "restart", "link-down", "link-up"
+    kind: str        # "table-add", "table-remove", "kill", "restart", "link-down", "link-up",
+    #                  "impair"
     detail: str      # human-readable, e.g. the entry
 
 
@@ -76,6 +84,10 @@ class Backend(ABC):
 
     @abstractmethod
     def set_link(self, link: str, up: bool) -> None: ...
+
+    @abstractmethod
+    def impair(self, link: str, impair: Impairments) -> None:
+        """Replace the impairments of a link ``Scenario.impaired_links`` names (a, b order)."""
 
     @abstractmethod
     def table(self, switch: str, op: str, entry: ForwardingEntry) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..pcapng import Interface, PcapNgWriter, read_packets
+from ..pcapng import Interface, PcapNgWriter
 from .backend import CapturedFrame, Event
 from .model import Scenario
 
@@ -42,23 +42,9 @@ def write_capture(
         for iface in ifaces.values():
             writer.interface(iface)
         for f in sorted(frames, key=lambda f: f.time):
-            comments = [f"{f.src} -> {f.dst}" + (f" [step {f.step}]" if f.step else "")]
+            comments = [f"{f.src} -> {f.dst}" + (f" [step {f.step}]" if f.step else "")
+                        + (f" [{f.impair}]" if f.impair else "")]
             while pending and pending[0].time <= f.time:
                 comments.append(event_text(pending.pop(0)))
             writer.packet(ifaces[f.link], f.data, EPOCH_NS + round(f.time * 1e9), comments)
     return len(frames)
-
-
-def merge(out: Path, inputs: list[Path]) -> int:
-    """Merge captures by timestamp, keeping interface names and packet comments."""
-    packets = []
-    for n, path in enumerate(inputs):
-        for i, p in enumerate(read_packets(path)):
-            packets.append((round(p.time * 10**9), n, i, p.interface or f"{path.name}#0",
-                            path.name, p.data, p.comments))
-    packets.sort(key=lambda p: p[:3])
-    with out.open("wb") as fh:
-        writer = PcapNgWriter(fh, comments=[f"merged by ftsslab from {len(inputs)} files"])
-        for time_ns, _, _, name, source, data, comments in packets:
-            writer.packet(Interface(name, f"from {source}"), data, time_ns, comments)
-    return len(packets)

@@ -1,6 +1,6 @@
 """Node kinds: what a scenario's ``kind:`` may name, and what each kind allows.
 
-The loader (``scenario.py``) checks every node against its ``KindSpec``: its
+The loader (``ftsslab.lab.scenario``) checks every node against its ``KindSpec``: its
 options (``validate_options``), then those options against the links
 (``validate_topology``: what a backend would refuse at lab-up is an error in the
 file instead), whether ``kill``/``restart`` apply
@@ -9,17 +9,26 @@ whether its interfaces take IPv4 addresses, whether it has a forwarding table
 (``table`` steps and expectations), and whether it passes frames between its
 interfaces (the loader refuses loops of such nodes: there is no STP).
 
-Later issues add kinds with ``register_kind(KindSpec(...))``; ``option_schema``
-builds a validator (and defaults) from a small declarative table.
+A kind is registered once, with ``register_kind(KindSpec(...))``: its options
+(``option_schema`` builds a validator and defaults from a small declarative table),
+its sim model and its veth driver. The modules that register kinds are listed in
+``ftsslab/systems.py`` and imported on the first lookup, so the engine imports no
+system and no system module is imported twice over a cycle.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .veth.drivers import VethDriver
+
+if TYPE_CHECKING:
+    from .model import Node, Scenario
 
 
 @dataclass(frozen=True)
@@ -65,17 +74,28 @@ class NodeView:
 TopologyValidator = Callable[[NodeView, Mapping[str, NodeView]], list[OptionIssue]]
 
 
+# (the node, the scenario) -> the node's sim model (a sans-IO core; see ``sim.py``)
+SimFactory = Callable[["Node", "Scenario"], Any]
+
+
 @dataclass(frozen=True)
 class KindSpec:
+    """Everything about one node kind, registered once: the loader, both backends and
+    the docs read it from here."""
+
     name: str
     has_process: bool                 # a process of its own: `kill:` / `restart:` apply
     needs_kernel: bool                # only the veth backend can run it
     validate_options: OptionValidator  # every key of the node except `kind`
     summary: str                      # one line for docs and `ftsslab` listings
+    sim: SimFactory | None = None     # its model in the sim backend (None: veth only)
+    veth: VethDriver | None = None    # how the veth backend realizes it
     defaults: Mapping[str, Any] = field(default_factory=dict)  # merged under the given options
     ip_interfaces: bool = False       # endpoints of this kind may carry `ipv4:`
     has_table: bool = False           # a seed-002 forwarding table (`table:` steps/expectations)
     forwards: bool = False            # passes frames between its interfaces (no loops allowed)
+    kill_stops_dataplane: bool = True  # a killed process takes its frames with it (a
+    #                                    switch's kernel data plane keeps forwarding)
     link_mtu: int | None = None       # default MTU of a link whose two ends both set one
     reserved_ifaces: frozenset[str] = frozenset({"lo"})  # names a scenario may not use
     # options against the links; runs only when validate_options found nothing
@@ -83,6 +103,16 @@ class KindSpec:
 
 
 _KINDS: dict[str, KindSpec] = {}
+_loaded = False
+SYSTEMS = "ftsslab.systems"  # the one module that lists what registers kinds
+
+
+def _load() -> None:
+    """Import the systems list once, on the first lookup: the engine names no system."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        importlib.import_module(SYSTEMS)
 
 
 def register_kind(spec: KindSpec, *, replace: bool = False) -> KindSpec:
@@ -101,14 +131,17 @@ def unregister_kind(name: str) -> None:
 
 
 def get_kind(name: str) -> KindSpec | None:
+    _load()
     return _KINDS.get(name)
 
 
 def kind_names() -> list[str]:
+    _load()
     return sorted(_KINDS)
 
 
 def kinds() -> list[KindSpec]:
+    _load()
     return [_KINDS[n] for n in sorted(_KINDS)]
 
 
@@ -205,30 +238,3 @@ def _out_of_range(value: Any, bounds: tuple[int | float, int | float]) -> str | 
 
 
 NO_OPTIONS, _ = option_schema({})
-
-
-# ---- the kinds of this issue ---------------------------------------------------------------
-
-HOST = register_kind(KindSpec(
-    name="host",
-    has_process=False,
-    needs_kernel=False,
-    validate_options=NO_OPTIONS,
-    summary="an end host: a namespace with a real kernel stack on veth, a recorder in sim",
-    ip_interfaces=True,
-))
-
-SWITCH = register_kind(KindSpec(
-    name="switch",
-    has_process=True,
-    needs_kernel=False,
-    validate_options=NO_OPTIONS,
-    summary="seed 002's switch: forwarding table (client/VIP -> port, L2 NAT) over a learning "
-            "bridge; its control process can be killed and restarted",
-    has_table=True,
-    forwards=True,
-    reserved_ifaces=frozenset({"lo", "br0"}),
-))
-
-# Kinds of later issues register themselves on import (they import this module back).
-import ftsslab.ftss.sim_nodes  # noqa: E402, F401, I001  -- seed 000: `ftss`, `server`

@@ -1,6 +1,6 @@
 """A validated scenario, as plain frozen dataclasses.
 
-The loader (``scenario.py``) turns YAML into these or into a list of errors; the
+The loader (``ftsslab.lab.scenario``) turns YAML into these or into a list of errors; the
 runner and both backends only ever see these. ``where`` is the YAML path of the
 item (``steps[3].send``) and ``line`` its 1-based line, for runtime messages.
 """
@@ -29,10 +29,48 @@ def max_frame(data: bytes, mtu: int) -> int:
 
 
 @dataclass(frozen=True)
+class Impairment:
+    """What a link does to the frames of one direction (``ftsslab.lab.impair``); all off by
+    default. Probabilities are 0..1, times seconds, ``rate`` bits per second (0: no limit)."""
+
+    loss: float = 0.0
+    delay: float = 0.0
+    jitter: float = 0.0      # delay +/- jitter, uniform; at most ``delay``
+    reorder: float = 0.0     # share of frames that skip the delay (needs ``delay``)
+    duplicate: float = 0.0
+    corrupt: float = 0.0     # one bit flipped after the Ethernet header
+    rate: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self != NO_IMPAIRMENT
+
+    def summary(self) -> str:
+        """``loss 1% delay 5ms``: the values that are set, in the file's units."""
+        parts = [f"{k} {getattr(self, k) * 100:g}%" for k in
+                 ("loss", "reorder", "duplicate", "corrupt") if getattr(self, k)]
+        parts += [f"{k} {getattr(self, k) * 1000:g}ms" for k in ("delay", "jitter")
+                  if getattr(self, k)]
+        if self.rate:
+            unit, per = next((u, n) for u, n in (("gbit", 10**9), ("mbit", 10**6),
+                                                  ("kbit", 1000), ("bit", 1)) if self.rate >= n)
+            parts.append(f"rate {self.rate / per:g}{unit}")
+        return " ".join(parts) or "none"
+
+
+NO_IMPAIRMENT = Impairment()
+# (frames leaving the link's ``a`` end, frames leaving its ``b`` end)
+Impairments = tuple[Impairment, Impairment]
+NO_IMPAIRMENTS: Impairments = (NO_IMPAIRMENT, NO_IMPAIRMENT)
+
+
+@dataclass(frozen=True)
 class Link:
     a: Endpoint
     b: Endpoint
     mtu: int = 1500
+    impair: Impairments = NO_IMPAIRMENTS
+    seed: int | None = None  # the link's own seed for its impairments (else the scenario's)
 
     @property
     def name(self) -> str:
@@ -40,6 +78,11 @@ class Link:
 
     def other(self, endpoint: str) -> Endpoint:
         return self.b if self.a.name == endpoint else self.a
+
+    def impair_text(self, impair: Impairments) -> str:
+        """Both directions' impairments in one line (events, reports)."""
+        return (f"{self.a.name} -> {self.b.name}: {impair[0].summary()}; "
+                f"{self.b.name} -> {self.a.name}: {impair[1].summary()}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +159,14 @@ class Wait(Step):
 
 
 @dataclass(frozen=True)
+class SetImpairment(Step):
+    """The link's impairments from now on (both directions; ``NO_IMPAIRMENTS`` clears)."""
+
+    link: str  # Link.name
+    impair: Impairments
+
+
+@dataclass(frozen=True)
 class Check(Step):
     """A named point: evaluate these expectations now."""
 
@@ -175,9 +226,18 @@ class Scenario:
     steps: tuple[Step, ...]
     expectations: tuple[Expectation, ...]
     backend: Literal["auto", "veth", "sim"] = "auto"
+    seed: int = 0  # of every link's impairments, unless the link has its own
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
+
+    def impaired_links(self) -> set[str]:
+        """Links impaired when the lab comes up or by a step: on veth each gets its shim."""
+        return {ln.name for ln in self.links if any(i.active for i in ln.impair)} | {
+            s.link for s in self.steps if isinstance(s, SetImpairment)}
+
+    def link_seed(self, link: Link) -> int:
+        return self.seed if link.seed is None else link.seed
 
     def needs_kernel(self) -> bool:
         """Whether only the veth backend can run it (commands or kinds need a real stack)."""

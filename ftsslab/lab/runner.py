@@ -26,6 +26,7 @@ from .model import (
     Received,
     Scenario,
     Send,
+    SetImpairment,
     Step,
     TableHas,
     TableOp,
@@ -153,6 +154,8 @@ class Runner:
                 )
             case LinkState():
                 b.set_link(step.link, step.up)
+            case SetImpairment():
+                b.impair(step.link, step.impair)
             case TableOp():
                 b.table(step.switch, step.op, step.entry)
             case NodeProcess():
@@ -182,7 +185,7 @@ class Runner:
                     1
                     for d in self._frames()
                     if (d.frame.dst == target if target else d.frame.dst.startswith(e.node + ":"))
-                    and pattern.matches(d.pkt)
+                    and d.frame.delivered and pattern.matches(d.pkt)
                 )
                 where = target or e.node
                 if e.count is not None:

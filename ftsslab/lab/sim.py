@@ -1,6 +1,6 @@
 """The deterministic sim backend: in-process, virtual clock, no root.
 
-Every node is a sans-IO core (``SIM_NODE_FACTORIES[kind](node, scenario)``): a
+Every node is a sans-IO core, made by its kind's ``KindSpec.sim(node, scenario)``: a
 switch is a ``SwitchCore``, a host a passive ``HostCore`` that records what it
 receives (frames it "sends" are the runner's ``send``). Links carry frames with a
 fixed latency on an event queue (``heapq`` ordered by (time, sequence)); time is
@@ -11,18 +11,24 @@ to ``now + s`` -- frames still in flight are delivered only by a later ``advance
 Each frame is captured once on its link, when it enters the link (src = the
 endpoint it left, dst = the peer), labelled with the current step.
 
+A link the scenario impairs (``Scenario.impaired_links``) puts each direction's frames
+through an ``impair.Direction`` seeded from the scenario: a frame it loses is captured
+(``impair="lost"``) and never delivered; a duplicate is captured as a frame of its own; a
+corrupted frame as delivered (``impair`` names the bit). Such a frame is captured with the
+time it entered, but only once its fate is settled -- after its delay and the rate's token
+bucket (``impair.Shaper``; then the link latency) -- so ``frames()`` holds what has been
+delivered or lost by now, as on veth.
+
 A core is any object with ``on_frame(iface, frame, now) -> list[Transmit]``;
 optional members the backend uses when present:
 
 - ``set_port(iface, up)`` -- a link of the node went down/up;
 - ``add(entry, now)`` / ``remove(entry, now)`` -> list[TableEvent], ``entries()``
   -- forwarding-table nodes (``table`` steps, ``TableHas``);
-- ``has_process`` (bool, default False) -- ``kill``/``restart`` allowed;
-- ``kill_stops_dataplane`` (bool, default True) -- whether a killed node drops
-  every frame until restarted. The switch sets it False: on veth its data plane
-  is the kernel's (bridge + nftables), so killing the control process stops only
-  table changes (they fail until ``restart``), and the table survives;
-- ``on_kill(now)`` / ``on_restart(now)`` -> list[Transmit];
+- ``on_kill(now)`` / ``on_restart(now)`` -> list[Transmit] (kinds with
+  ``KindSpec.has_process``; with ``kill_stops_dataplane`` a killed node drops every
+  frame until restarted -- not a switch, whose data plane on veth is the kernel's:
+  killing its control process stops only table changes, and the table survives);
 - ``next_deadline() -> float | None`` and ``on_timer(now) -> list[Transmit]`` for
   cores with timers (retransmissions and the like).
 
@@ -30,8 +36,6 @@ A run never loops without end, nor ends in a traceback: a node whose timer keeps
 firing at one virtual instant (``MAX_SPINS`` times with no frame for it in between),
 more than ``MAX_FRAMES`` captured frames or ``MAX_EVENTS`` queue events, or a core
 that raises end it with a ``BackendError`` naming the node or link (the CLI exits 3).
-
-Later node kinds plug in with ``SIM_NODE_FACTORIES["ftss"] = lambda node, scenario: ...``.
 """
 
 from __future__ import annotations
@@ -39,15 +43,16 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import Backend, BackendError, CapturedFrame, Event, ExecResult
-from .model import ForwardingEntry, Link, Node, Scenario, max_frame
-from .switch import SwitchCore, Transmit
+from .impair import GONE, LINK_DOWN, QUEUE_FULL, Copy, Direction, Shaper, direction_seed, note
+from .kinds import KindSpec, get_kind, kinds
+from .model import ForwardingEntry, Impairments, Link, Node, Scenario, max_frame
+from .switch import Transmit
 
-__all__ = ["DEFAULT_LATENCY", "SIM_NODE_FACTORIES", "HostCore", "SimBackend", "node_ifaces"]
+__all__ = ["DEFAULT_LATENCY", "HostCore", "SimBackend", "node_ifaces"]
 
 DEFAULT_LATENCY = 10e-6      # seconds a frame takes to cross a link
 # Captured frames in one run (a forwarding loop floods forever): room for a `send` of the
@@ -74,32 +79,16 @@ class HostCore:
 
     name: str
     received: list[tuple[float, str, bytes]] = field(default_factory=list)
-    has_process = False
 
     def on_frame(self, iface: str, frame: bytes, now: float) -> list[Transmit]:
         self.received.append((now, iface, bytes(frame)))
         return []
 
 
-def _switch(node: Node, scenario: Scenario) -> SwitchCore:
-    ifaces = node_ifaces(node.name, scenario)
-    # group_fwd_mask 0xfff8 like the veth bridge: link-local groups other than 00-02 pass
-    core = SwitchCore([i for i, _ in ifaces], local_macs=[m for _, m in ifaces],
-                      group_fwd_mask=0xFFF8, name=node.name)
-    core.has_process = True            # switchd, the control process
-    core.kill_stops_dataplane = False  # the kernel keeps forwarding
-    return core
-
-
-SIM_NODE_FACTORIES: dict[str, Callable[[Node, Scenario], Any]] = {
-    "host": lambda node, scenario: HostCore(node.name),
-    "switch": _switch,
-}
-
-
 @dataclass
 class _SimNode:
     node: Node
+    spec: KindSpec
     core: Any
     alive: bool = True
     timer_ns: int | None = None   # the deadline currently queued
@@ -108,11 +97,11 @@ class _SimNode:
 
     @property
     def has_process(self) -> bool:
-        return bool(getattr(self.core, "has_process", False))
+        return self.spec.has_process
 
     @property
     def drops_all(self) -> bool:
-        return not self.alive and bool(getattr(self.core, "kill_stops_dataplane", True))
+        return not self.alive and self.spec.kill_stops_dataplane
 
 
 class SimBackend(Backend):
@@ -128,6 +117,7 @@ class SimBackend(Backend):
         self._scenario: Scenario | None = None
         self._reset()
         self._frames: list[CapturedFrame] = []
+        self._late = False                  # a frame was captured after later ones
         self._events: list[Event] = []
         self.stats: dict[str, int] = {}
 
@@ -142,6 +132,9 @@ class SimBackend(Backend):
         self._step = ""
         self._done = 0                                  # queue events processed
         self._timers: Counter[str] = Counter()          # node -> its timer firings
+        # impaired link -> its directions (frames leaving a, leaving b) and their shapers
+        self._impaired: dict[str, tuple[Direction, Direction]] = {}
+        self._shapers: dict[tuple[str, int], Shaper] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -150,17 +143,19 @@ class SimBackend(Backend):
             raise BackendError("the sim lab is already up")
         self._reset()
         self._frames = []
+        self._late = False
         self._events = []
         self.stats = dict.fromkeys(
             ("sent", "delivered", "dropped_link_down", "dropped_killed", "dropped_mtu",
              "dropped_no_link"), 0)
         try:
             for node in scenario.nodes:
-                factory = SIM_NODE_FACTORIES.get(node.kind)
-                if factory is None:
+                spec = get_kind(node.kind)
+                if spec is None or spec.sim is None:
+                    sim_kinds = ", ".join(k.name for k in kinds() if k.sim is not None)
                     raise BackendError(f"node {node.name}: kind {node.kind!r} has no sim model "
-                                       f"(sim kinds: {', '.join(sorted(SIM_NODE_FACTORIES))})")
-                self._nodes[node.name] = _SimNode(node, factory(node, scenario))
+                                       f"(sim kinds: {sim_kinds})")
+                self._nodes[node.name] = _SimNode(node, spec, spec.sim(node, scenario))
             for link in scenario.links:
                 for ep in (link.a, link.b):
                     if ep.node not in self._nodes:
@@ -170,6 +165,13 @@ class SimBackend(Backend):
                     self._endpoints[ep.name] = link
                 self._links[link.name] = link
                 self._link_up[link.name] = True
+            for name in sorted(scenario.impaired_links()):
+                link = self._links[name]
+                seed = scenario.link_seed(link)
+                self._impaired[name] = (
+                    Direction(direction_seed(seed, name, link.a.name), link.impair[0]),
+                    Direction(direction_seed(seed, name, link.b.name), link.impair[1]))
+                self._set_shapers(link, link.impair)
         except BackendError:
             self._reset()
             raise
@@ -212,6 +214,8 @@ class SimBackend(Backend):
                                    "shorten waits or raise intervals")
             if kind == "deliver":
                 self._deliver(*payload)
+            elif kind == "impaired":
+                self._impaired_out(*payload)
             else:
                 self._timer(*payload)
         self._now_ns = target
@@ -255,9 +259,58 @@ class SimBackend(Backend):
                                f"{busiest}): a forwarding loop, or more traffic than the sim "
                                "keeps; send fewer frames")
         dst = link.other(src)
+        directions = self._impaired.get(link.name)
+        if directions is not None:
+            side = 0 if src == link.a.name else 1
+            for copy in directions[side].decide(data, self._now_ns):
+                if copy.flags & GONE:
+                    self._capture_late(link, side, copy, self._now_ns, self._step)
+                else:
+                    self._push(copy.due_ns, "impaired",
+                               (link.name, side, copy, self._now_ns, self._step))
+            return
         self._frames.append(CapturedFrame(self.now(), link.name, src, dst.name, data, self._step))
         self._push(self._now_ns + self._latency_ns, "deliver", (link.name, dst.node, dst.iface,
                                                                  data))
+
+    def _impaired_out(self, name: str, side: int, copy: Copy, entered_ns: int,
+                      step: str) -> None:
+        """A copy leaves its delay: through the rate's bucket (if any) onto the wire."""
+        link = self._links[name]
+        leaves = self._now_ns
+        if not self._link_up[name]:
+            copy = copy._replace(flags=copy.flags | LINK_DOWN)
+            self.stats["dropped_link_down"] += 1
+        elif (shaper := self._shapers.get((name, side))) is not None:
+            got = shaper.leave(self._now_ns, len(copy.data))
+            if got is None:
+                copy = copy._replace(flags=copy.flags | QUEUE_FULL)
+            else:
+                leaves = got
+        self._capture_late(link, side, copy, entered_ns, step)
+        if not copy.flags & GONE:
+            dst = link.b if side == 0 else link.a
+            self._push(leaves + self._latency_ns, "deliver", (name, dst.node, dst.iface,
+                                                              copy.data))
+
+    def _capture_late(self, link: Link, side: int, copy: Copy, entered_ns: int,
+                      step: str) -> None:
+        src, dst = (link.a, link.b) if side == 0 else (link.b, link.a)
+        frame = CapturedFrame(entered_ns / _NS, link.name, src.name, dst.name, copy.data, step,
+                              note(copy.flags, copy.bit))
+        if self._frames and self._frames[-1].time > frame.time:
+            self._late = True
+        self._frames.append(frame)
+
+    def _set_shapers(self, link: Link, impair: Impairments) -> None:
+        for side, imp in enumerate(impair):
+            shaper = self._shapers.get((link.name, side))
+            if not imp.rate:
+                self._shapers.pop((link.name, side), None)
+            elif shaper is None:
+                self._shapers[(link.name, side)] = Shaper(imp.rate, link.mtu)
+            else:
+                shaper.set_rate(imp.rate)
 
     def _deliver(self, link: str, node: str, iface: str, data: bytes) -> None:
         if not self._link_up[link]:
@@ -348,6 +401,18 @@ class SimBackend(Backend):
         state = "up" if up else "down"
         self._events.append(Event(self.now(), lk.name, f"link-{state}", f"{lk.name} {state}"))
 
+    def impair(self, link: str, impair: Impairments) -> None:
+        self._need_up()
+        lk = self._link(link)
+        directions = self._impaired.get(lk.name)
+        if directions is None:
+            raise BackendError(f"link {lk.name} is not impaired by the scenario (only links "
+                               "with impair: or an impair step can be)")
+        for direction, imp in zip(directions, impair, strict=True):
+            direction.params = imp
+        self._set_shapers(lk, impair)
+        self._events.append(Event(self.now(), lk.name, "impair", lk.impair_text(impair)))
+
     def _node(self, name: str) -> _SimNode:
         self._need_up()
         sim = self._nodes.get(name)
@@ -393,7 +458,8 @@ class SimBackend(Backend):
     # ---- results -----------------------------------------------------------------------
 
     def frames(self) -> list[CapturedFrame]:
-        return list(self._frames)   # appended in (virtual) time order
+        # appended in (virtual) time order, but for frames of impaired links (stable sort)
+        return sorted(self._frames, key=lambda f: f.time) if self._late else list(self._frames)
 
     def events(self) -> list[Event]:
         return list(self._events)

@@ -11,6 +11,7 @@ from ftsslab.fast import ftss as wire
 from ftsslab.ftss import actions as A
 from ftsslab.ftss.actions import Forget, Persist, Transmit
 from ftsslab.ftss.core import FtssCore
+from ftsslab.ftss.delivery import Rto
 from ftsslab.layers import ftss as L
 
 FTSS_MACS = {"a1": "0e:fc:00:00:00:a1", "b1": "0e:fc:00:00:00:b1",
@@ -297,6 +298,24 @@ def test_a_restart_hello_on_an_idle_lane_does_not_stall_it():
         d.frame(port, frame)
     d.frame("a1", pkt(2, inner(APP[2])))
     assert [q["msg_id"] for q in pkts(d.fsync())] == [2]
+
+
+def test_a_spurious_timeout_sends_nothing_twice():
+    """Late ACKs, not lost packets: an ACK of a copy sent before the timeout arrives while
+    probing, so after the probe's ACK the rest stay in flight instead of going again."""
+    d = make(retry=0.01)
+    for msg in range(1, 5):
+        d.frame("a1", pkt(msg, inner(APP[2])))
+    first = pkts(d.fsync(), "a2")
+    (probe,) = pkts(d.tick(0.011))
+    late = wire.build_ack(2, 2, A.FTSS_ACK_DELIVERED)  # msg 2's first copy did arrive
+    assert pkts(d.frame("a2", fabric("a2", late, ox=first[1]["fc"]["ox_id"]))) == []
+    ack = wire.build_ack(1, 2, A.FTSS_ACK_DELIVERED)
+    assert pkts(d.frame("b2", fabric("b2", ack, ox=probe["fc"]["ox_id"]))) == []
+    for msg in (3, 4):
+        ack = wire.build_ack(msg, 2, A.FTSS_ACK_DELIVERED)
+        d.frame("a2", fabric("a2", ack, ox=first[msg - 1]["fc"]["ox_id"]))
+    assert d.core.stored == {} and d.core.stats["retransmit"] == 1
 
 
 def test_the_window_bounds_what_is_in_flight():
@@ -626,3 +645,18 @@ def test_every_frame_is_answered_or_counted_and_records_stay_bounded(msgs):
         assert all(len(p.payload) <= BOUND + 64 + 255 for p in d.unsynced)
         d.fsync()
         d.tick(0.05)
+
+
+def test_the_state_machines_refuse_what_their_tables_do_not_allow():
+    """A packet's life and a lane are explicit tables: an event they do not list is a bug."""
+    from ftsslab.ftss.delivery import LaneEvent, Outbox, ProtocolError
+    from ftsslab.ftss.packet import PACKET_TRANSITIONS, PacketEvent, PacketState, Stored
+
+    pkt = Stored(1, 1, 7, 0, 0, A.ORIGIN_FABRIC, 0.0, b"")
+    with pytest.raises(ProtocolError, match="retain while committing"):
+        pkt.fire(PacketEvent.RETAIN)
+    assert pkt.fire(PacketEvent.DURABLE) is PacketState.HELD and pkt.durable
+    assert {s for s, _ in PACKET_TRANSITIONS} == set(PacketState) - {PacketState.GONE}
+    lane = Outbox(2, Rto(0.1))
+    with pytest.raises(ProtocolError, match="probe-acked while flowing"):
+        lane.fire(LaneEvent.PROBE_ACKED)

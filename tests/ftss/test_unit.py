@@ -208,6 +208,7 @@ class Fabric:
             self.seq += 1
 
     def unit_out(self, node: int, actions: list) -> None:
+        actions = list(actions) + self.units[node].flush(self.now)  # a batch of one event
         for t in actions:
             if isinstance(t, Persist):  # the unit's seen keys: durable at once here
                 self.unit_store[node][t.record_id] = t.payload

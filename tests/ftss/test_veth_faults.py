@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0] + "\n"
-HTTP = "/tmp/ftsslab-http-cut"
+HTTP = "/tmp/ftsslab-http-cut-$FTSSLAB_LAB"  # one directory per lab: runs may overlap
 
 
 def run_veth(text: str, tmp_path: Path):
@@ -42,7 +43,7 @@ def test_fabric_cuts_under_a_download_lose_nothing(tmp_path):
     back: the download completes, same bytes, one TCP connection, no node process died."""
     steps = f"""steps:
   - exec: {{node: app2, cmd: [sh, -c, "rm -rf {HTTP} && mkdir -p {HTTP}/www && head -c 2000000 /dev/urandom > {HTTP}/www/big.bin"]}}
-  - exec: {{node: app2, background: true, cmd: [python3, -m, http.server, "8080", --bind, 10.0.0.2, --directory, {HTTP}/www]}}
+  - exec: {{node: app2, background: true, cmd: [sh, -c, "exec python3 -m http.server 8080 --bind 10.0.0.2 --directory {HTTP}/www"]}}
   - wait: 1.0
   - exec: {{node: app1, background: true, cmd: [sh, -c, "curl -sS --max-time 120 --limit-rate 400k -o {HTTP}/got.bin -w '%{{num_connects}}' http://10.0.0.2:8080/big.bin > {HTTP}/connects && touch {HTTP}/done"]}}
   - wait: 1.0
@@ -55,7 +56,7 @@ def test_fabric_cuts_under_a_download_lose_nothing(tmp_path):
   - link: {{link: "srv2:fb ftss:b2", state: down}}
   - name: finished
     exec: {{node: app1, timeout: 120, cmd: [sh, -c, "while [ ! -f {HTTP}/done ]; do sleep 0.2; done; cmp {HTTP}/www/big.bin {HTTP}/got.bin && echo same-bytes connects=$(cat {HTTP}/connects)"]}}
-  - exec: {{node: app1, cmd: [rm, -rf, {HTTP}]}}
+  - exec: {{node: app1, cmd: [sh, -c, "rm -rf {HTTP}"]}}
 expect:
   - command: {{step: finished, status: 0, contains: "same-bytes connects=1"}}
 """  # noqa: E501
@@ -185,7 +186,6 @@ OPS = st.sampled_from(sorted(set(range(0x20)) | {0x7F, 0xFF}))
 def test_a_daemon_survives_arbitrary_ftss_frames(daemon, msgs):
     """Every frame is answered or counted by the running FTSS, it never dies, and its store
     never holds a record larger than the bound (a spool file's size plus its header)."""
-    import time
 
     backend, ftss_mac, lab_dir = daemon
     before = stats_total(lab_dir)
@@ -207,3 +207,43 @@ def test_a_daemon_survives_arbitrary_ftss_frames(daemon, msgs):
     for seg in glob.glob(os.path.join(lab_dir, "ftss", "m0", "*")):
         records, _ = scan(Path(seg).read_bytes())
         assert all(len(r.payload) <= MAX_FILE + 300 for r in records)
+
+
+def test_a_packet_ring_hands_frames_over_whole_and_in_order():
+    """The daemons' receive ring: every frame, in order, with an 802.1Q tag the veth
+    receive path took off put back, and its own transmissions not looped back."""
+    import subprocess
+
+    from ftsslab.lab.veth.netns import call_in_netns
+    from ftsslab.lab.veth.ring import PacketRing
+
+    ns = f"fltestring{os.getpid() % 10000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["link", "add", "r0", "type", "veth", "peer", "name", "r1"],
+                    ["link", "set", "r0", "up"], ["link", "set", "r1", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True)
+        ring = call_in_netns(ns, PacketRing, "r0", 1500, 1 << 20)
+        tx = call_in_netns(ns, socket_on, "r1")
+        frames = [bytes.fromhex("02000000000102000000000288b5") + b"%05d" % i for i in range(500)]
+        frames.append(bytes.fromhex("020000000001020000000002810003ea8906") + bytes(60))
+        for f in frames:
+            tx.send(f)
+        ring.send(frames[0])  # ours: never read back
+        got: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while len(got) < len(frames) and time.monotonic() < deadline:
+            got += ring.frames(64)
+        assert got == frames and ring.frames(64) == []
+        tx.close()
+        ring.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def socket_on(iface: str):
+    import socket
+
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    s.bind((iface, 0))
+    return s

@@ -15,7 +15,7 @@ from pathlib import Path
 from ftsslab.ftss.daemon import NodeProcess
 from ftsslab.lab.kinds import NO_OPTIONS, KindSpec, register_kind
 from ftsslab.lab.veth.control import control_path
-from ftsslab.lab.veth.drivers import VethDriver, register_veth_driver
+from ftsslab.lab.veth.drivers import VethDriver
 
 
 class FaultyCore:
@@ -35,15 +35,17 @@ class FaultyCore:
         return None
 
 
-def _args(node, scenario: str, lab_dir: str) -> list[str]:
-    return ["--node", node.name, "--kind", node.kind, "--ifaces", "eth0", "--state", lab_dir]
+def _program(node, env) -> list[str]:
+    return ["-m", "tests.lab.faulty_node", "--node", node.name, "--kind", node.kind,
+            "--ifaces", ",".join(env.ifaces), "--state", env.lab_dir]
 
 
 for _kind in ("faulty", "crashing"):
     register_kind(KindSpec(name=_kind, has_process=True, needs_kernel=True,
-                           validate_options=NO_OPTIONS, summary="a test kind with a bug"),
+                           validate_options=NO_OPTIONS, summary="a test kind with a bug",
+                           veth=VethDriver(lambda node, eps: [], _program, control=True)),
                   replace=True)
-    register_veth_driver(_kind, VethDriver(lambda node, eps: [], "tests.lab.faulty_node", _args))
+
 
 
 def main() -> int:

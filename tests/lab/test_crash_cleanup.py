@@ -57,13 +57,13 @@ def test_clean_after_a_kill_during_lab_up(tmp_path):
 def test_clean_finds_a_node_process_before_it_entered_its_namespace():
     """The window the state file alone cannot cover: the owner died after starting a node
     process (still `nsenter`, not yet in its namespace) and before writing its pid. Its
-    command line names the lab's directory: that is enough for `clean` to find it."""
+    command line names the lab's directory: that is enough for `clean` (``remove_lab``)
+    to find it."""
     from ftsslab.lab.veth import names, state
     from ftsslab.lab.veth.netns import pid_alive
 
     lab = names.new_lab_id()
-    st = state.LabState.new(lab)
-    st.owner_pid, st.owner_start = 2**22 + 1, None  # an owner that is gone
+    st = state.LabState.new(lab)  # owned by this test: no other run's `clean` takes it
     st.processes["n1"] = {"pid": None, "start": None}  # recorded before it was started
     os.makedirs(names.lab_dir(lab), exist_ok=True)
     st.save()
@@ -75,7 +75,7 @@ def test_clean_finds_a_node_process_before_it_entered_its_namespace():
         while names.lab_dir(lab).encode() not in cmdline.read_bytes():
             assert time.monotonic() < deadline, cmdline.read_bytes()
             time.sleep(0.01)
-        removed = state.clean()
+        removed = state.remove_lab(lab, state.load(lab))  # what `clean` does for a dead owner
         assert f"process {stray.pid}" in removed, (removed, stray.poll(), cmdline.read_bytes())
         stray.wait(timeout=10)
         assert not pid_alive(stray.pid)

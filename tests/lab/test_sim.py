@@ -9,9 +9,10 @@ import pytest
 
 from ftsslab.expr import parse_packet, parse_pattern
 from ftsslab.lab.backend import BackendError
+from ftsslab.lab.kinds import KindSpec
 from ftsslab.lab.model import Endpoint, ForwardingEntry, Link, Node, Scenario
 from ftsslab.lab.scenario import MAX_COUNT
-from ftsslab.lab.sim import MAX_FRAMES, MAX_SPINS, SIM_NODE_FACTORIES, SimBackend
+from ftsslab.lab.sim import MAX_FRAMES, MAX_SPINS, SimBackend
 from ftsslab.lab.switch import Transmit
 
 MAC = {"h1": "02:00:00:01:00:00", "h2": "02:00:00:02:00:00", "h3": "02:00:00:03:00:00"}
@@ -238,10 +239,19 @@ def test_smaller_mtu_link_drops_forwarded_jumbo():
     b.down()
 
 
+def sim_kind(monkeypatch, name, factory, *, has_process=False):
+    """A kind of the test's own, registered for the test only, with ``factory`` as its
+    sim model."""
+    from ftsslab.lab import kinds
+
+    kinds.kind_names()  # the systems first: the test's kind must not hide a real one
+    monkeypatch.setitem(kinds._KINDS, name, KindSpec(
+        name=name, has_process=has_process, needs_kernel=False,
+        validate_options=kinds.NO_OPTIONS, summary="a test kind", sim=factory))
+
+
 class EchoCore:
     """A later kind: echoes every frame back after 1 ms (a timer), has a process."""
-
-    has_process = True
 
     def __init__(self, name):
         self.pending: list[tuple[float, str, bytes]] = []
@@ -261,7 +271,7 @@ class EchoCore:
 
 
 def test_registry_hook_timers_and_kill_drops_everything(monkeypatch):
-    monkeypatch.setitem(SIM_NODE_FACTORIES, "echo", lambda node, sc: EchoCore(node.name))
+    sim_kind(monkeypatch, "echo", lambda node, sc: EchoCore(node.name), has_process=True)
     sc = Scenario("t", "<t>", "", (Node("h1", "host"), Node("e1", "echo")),
                   (Link(ep("h1", "eth0", MAC["h1"]), ep("e1", "eth0", "02:00:00:0e:00:00")),),
                   (), ())
@@ -311,8 +321,6 @@ expect:
 class StuckCore:
     """A timer that re-arms at the same instant ``spins`` times, then moves on."""
 
-    has_process = False
-
     def __init__(self, spins, step=0.0, fail=False):
         self.spins, self.step, self.fail = spins, step, fail
         self.at = 0.0
@@ -332,7 +340,7 @@ class StuckCore:
 
 
 def lab_with(monkeypatch, core, **limits):
-    monkeypatch.setitem(SIM_NODE_FACTORIES, "stuck", lambda node, sc: core)
+    sim_kind(monkeypatch, "stuck", lambda node, sc: core)
     b = SimBackend(**limits)
     b.up(scenario(extra_nodes=(Node("x1", "stuck"),)))
     return b
@@ -351,8 +359,6 @@ def test_a_timer_stuck_at_one_instant_ends_the_run_naming_the_node(monkeypatch):
 
 class PingCore:
     """Answers each frame from its timer at the arrival instant, ``limit`` times."""
-
-    has_process = False
 
     def __init__(self, limit, start):
         self.limit, self.wake = limit, 0.0 if start else None
@@ -376,8 +382,8 @@ class PingCore:
 def test_frames_for_a_node_are_progress_at_the_same_instant(monkeypatch):
     """Two nodes talking at zero latency fire their timers at one instant, each after a frame
     arrived: that is an exchange, not a stuck node."""
-    monkeypatch.setitem(SIM_NODE_FACTORIES, "ping",
-                        lambda node, sc: PingCore(2 * MAX_SPINS, start=node.name == "p1"))
+    sim_kind(monkeypatch, "ping",
+             lambda node, sc: PingCore(2 * MAX_SPINS, start=node.name == "p1"))
     b = SimBackend(latency=0)
     b.up(Scenario("t", "<t>", "", (Node("p1", "ping"), Node("p2", "ping")),
                   (Link(ep("p1", "eth0", MAC["h1"]), ep("p2", "eth0", MAC["h2"])),), (), ()))

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.fields import ByteField
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import NoPayload, Packet, Padding, Raw
 from scapy.utils import wrpcap
 
@@ -27,6 +28,8 @@ REF = family_packets("fc")
 BOUND_TYPES = {fval["type"] for fval, _cls in FC.payload_guess if "type" in fval}
 ETHER_HDR = bytes.fromhex("0efc000a0b0c0efc00010203") + struct.pack("!H", FCOE_ETHERTYPE)
 DOT1Q_HDR = ETHER_HDR[:12] + bytes.fromhex("8100") + struct.pack("!HH", 1002, FCOE_ETHERTYPE)
+QINQ_HDR = ETHER_HDR[:12] + struct.pack("!HHHHH", 0x88A8, 0x2007, 0x8100, 0x63EA, FCOE_ETHERTYPE)
+HEADERS = {"untagged": ETHER_HDR, "802.1Q": DOT1Q_HDR, "QinQ": QINQ_HDR}
 FC_FIELDS = [f.name for f in FC.fields_desc]
 FCOE_FIELDS = [f.name for f in FCoE.fields_desc]
 
@@ -60,6 +63,16 @@ fcoe_values = st.fixed_dictionaries(
 )
 payloads = st.binary(max_size=64)
 macs = st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":"))
+# none, one or two VLAN tags of any kind, priority and DEI, as Scapy stacks them
+tags = st.lists(st.builds(lambda cls, vlan, prio, dei: cls(vlan=vlan, prio=prio, id=dei),
+                          st.sampled_from([Dot1Q, Dot1AD]), st.integers(0, 0xFFF),
+                          st.integers(0, 7), st.integers(0, 1)), max_size=2)
+
+
+def _tagged(ether: Packet, stack: list[Packet]) -> Packet:
+    for tag in stack:
+        ether = ether / tag.copy()
+    return ether
 
 
 def _fields(layer: Packet, names: list[str]) -> dict:
@@ -67,8 +80,10 @@ def _fields(layer: Packet, names: list[str]) -> dict:
 
 
 def _scapy_view(pkt: Packet) -> dict:
-    """What parse_fcoe_frame must return for an untagged Scapy FCoE frame."""
+    """What parse_fcoe_frame must return for a Scapy FCoE frame, tagged or not."""
     view = {"dst": pkt[Ether].dst, "src": pkt[Ether].src, "ether_type": pkt[Ether].type}
+    tag = pkt[FCoE].underlayer
+    view["vlan"] = tag.vlan if isinstance(tag, Dot1Q | Dot1AD) else None
     view |= _fields(pkt[FCoE], FCOE_FIELDS) | _fields(pkt[FC], FC_FIELDS)
     view["crc_ok"] = verify_fc_crc(pkt)
     return view
@@ -79,7 +94,10 @@ def _assert_fast_equals_scapy(frame: bytes, pkt: Packet) -> None:
     assert got is not None
     payload = got.pop("payload")
     assert got == _scapy_view(pkt)
-    assert bytes(payload) == frame[14 + 14 + 24 : -8]
+    tags, layer = 0, pkt[Ether].payload
+    while isinstance(layer, Dot1Q | Dot1AD):
+        tags, layer = tags + 4, layer.payload
+    assert bytes(payload) == frame[14 + tags + 14 + 24 : -8]
     if isinstance(pkt[FC].payload, Raw):
         assert bytes(payload) == pkt[FC].load
 
@@ -127,12 +145,30 @@ def test_fc_address_field_accepts_and_shows_dotted_form():
     assert FC(bytes(pkt)).s_id == 0x0A0B0C
 
 
-def test_dot1q_tagged_fcoe_dissects():
-    frame = Ether() / Dot1Q(vlan=1002) / FCoE() / FC(ox_id=0x4242) / Raw(b"tagged")
+def test_dot1q_tagged_fcoe_dissects_and_the_fast_parser_reports_the_vlan():
+    frame = Ether() / Dot1Q(vlan=1002, prio=3) / FCoE() / FC(ox_id=0x4242) / Raw(b"tagged")
     got = Ether(bytes(frame))
     assert got[Dot1Q].type == FCOE_ETHERTYPE
     assert got[FC].ox_id == 0x4242 and got[FC].load == b"tagged"
-    assert fast.parse_fcoe_frame(bytes(frame)) is None  # fast path: untagged only
+    fast_view = fast.parse_fcoe_frame(bytes(frame))
+    assert (fast_view["vlan"], fast_view["ether_type"]) == (1002, 0x8100)
+    assert fast_view["ox_id"] == 0x4242 and fast_view["crc_ok"]
+    _assert_fast_equals_scapy(bytes(frame), got)
+
+
+def test_qinq_fcoe_reports_the_inner_vlan():
+    frame = bytes(Ether() / Dot1AD(vlan=7) / Dot1Q(vlan=1002) / FCoE() / FC() / Raw(b"qinq"))
+    got = fast.parse_fcoe_frame(frame)
+    assert (got["vlan"], got["ether_type"], bytes(got["payload"])) == (1002, 0x88A8, b"qinq")
+    _assert_fast_equals_scapy(frame, Ether(frame))
+
+
+def test_tags_before_something_else_or_too_little_are_not_fcoe():
+    assert fast.parse_fcoe_frame(bytes(Ether() / Dot1Q(vlan=1002) / IP() / Raw(bytes(60)))) is None
+    short = bytes(Ether() / Dot1Q() / Dot1Q() / FCoE() / FC())[:64]  # untagged, it would fit
+    pkt = Ether(short)
+    assert not (FC in pkt and "crc" in pkt[FC].fields)
+    assert fast.parse_fcoe_frame(short) is None
 
 
 # --- lengths, CRC, trailers ---
@@ -285,15 +321,12 @@ def test_fuzz_fcoe_alone(data):
 
 
 @FUZZ
-@given(st.binary(max_size=96), st.booleans())
-def test_fuzz_under_ether_and_fast_agrees(data, tagged):
-    frame = (DOT1Q_HDR if tagged else ETHER_HDR) + data
+@given(st.binary(max_size=96), st.sampled_from(sorted(HEADERS)))
+def test_fuzz_under_ether_and_fast_agrees(data, header):
+    frame = HEADERS[header] + data
     pkt = Ether(frame)
     got = fast.parse_fcoe_frame(frame)
     full_fc = FC in pkt and "crc" in pkt[FC].fields
-    if tagged:
-        assert got is None
-        return
     assert (got is not None) == full_fc
     if full_fc:
         _assert_fast_equals_scapy(frame, pkt)
@@ -312,25 +345,33 @@ def test_fuzz_fast_parser_any_bytes(data):
 @pytest.mark.parametrize(("comment", "pkt"), REF, ids=[c for c, _ in REF])
 def test_fast_parser_matches_scapy_on_reference(comment, pkt):
     frame = bytes(pkt)
-    if Dot1Q in pkt:
-        assert fast.parse_fcoe_frame(frame) is None
-        return
     dissected = Ether(frame)
     _assert_fast_equals_scapy(frame, dissected)
     assert fast.parse_fcoe_frame(frame)["crc_ok"] is True
 
 
-@given(fcoe_values, fc_values, payloads, macs, macs)
-def test_fast_parser_matches_scapy_generated(fcoe_v, fc_v, payload, dst, src):
-    frame = bytes(Ether(dst=dst, src=src) / FCoE(**fcoe_v) / FC(**fc_v) / Raw(payload))
+@given(fcoe_values, fc_values, payloads, macs, macs, tags)
+def test_fast_parser_matches_scapy_generated(fcoe_v, fc_v, payload, dst, src, stack):
+    ether = _tagged(Ether(dst=dst, src=src), stack)
+    frame = bytes(ether / FCoE(**fcoe_v) / FC(**fc_v) / Raw(payload))
     _assert_fast_equals_scapy(frame, Ether(frame))
 
 
-@given(fc_values, payloads, macs, macs, u8, u8)
-def test_fast_builder_matches_scapy(fc_v, payload, dst, src, sof, eof):
-    built = fast.build_fcoe_frame(dst, src, payload=payload, sof=sof, eof=eof, **fc_v)
-    scapy = Ether(dst=dst, src=src) / FCoE(sof=sof, eof=eof) / FC(**fc_v) / Raw(payload)
+@given(fc_values, payloads, macs, macs, u8, u8, st.none() | st.integers(0, 0xFFF))
+def test_fast_builder_matches_scapy(fc_v, payload, dst, src, sof, eof, vlan):
+    built = fast.build_fcoe_frame(dst, src, payload=payload, sof=sof, eof=eof, vlan=vlan, **fc_v)
+    ether = Ether(dst=dst, src=src) if vlan is None else Ether(dst=dst, src=src) / Dot1Q(vlan=vlan)
+    scapy = ether / FCoE(sof=sof, eof=eof) / FC(**fc_v) / Raw(payload)
     assert built == bytes(scapy)
+    assert fast.parse_fcoe_frame(built)["vlan"] == vlan
+
+
+@pytest.mark.parametrize("vlan", [-1, 0x1000])
+def test_fast_builder_refuses_a_vlan_id_out_of_range(vlan):
+    with pytest.raises(ValueError, match="VLAN id"):
+        fast.build_fcoe_frame("0e:fc:00:0a:0b:0c", "0e:fc:00:01:02:03", r_ctl=0, d_id=0, s_id=0,
+                              type=0, f_ctl=0, seq_id=0, seq_cnt=0, ox_id=0, rx_id=0,
+                              parameter=0, payload=b"", vlan=vlan)
 
 
 def test_fast_builder_defaults_match_scapy_defaults():

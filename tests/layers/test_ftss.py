@@ -309,16 +309,6 @@ def test_class_names_unique_and_readable():
 # ---- fast module ----
 
 
-def test_fast_constants_match_layer():
-    for k in dir(fast):
-        if k.startswith("FTSS_"):
-            assert getattr(fast, k) == getattr(L, k), k
-    from ftsslab.layers import fc as LFC
-
-    for k in ("FC_RCTL_DD_UNSOL_DATA", "FC_FCTL_SINGLE", "FC_RX_ID_UNASSIGNED"):
-        assert getattr(fast, k) == getattr(LFC, k), k
-
-
 def test_fast_rejects_malformed():
     good = fast.build_ack(1, 2)
     assert fast.parse_ftss(good) is not None
@@ -442,3 +432,42 @@ def test_tshark_fc_type_crc_and_payload(tmp_path):
         pkt = Ether(bytes(frame))
         assert (responder == "1") == bool(pkt[FC].f_ctl & FC_FCTL_EXCH_CONTEXT)
         assert bytes.fromhex(data) == bytes(pkt[FTSS])  # FC payload = the padded FTSS message
+
+
+@pytest.mark.parametrize("tags", [b"\x81\x00\x03\xea", b"\x88\xa8\x00\x07\x81\x00\x03\xea"],
+                         ids=["802.1Q", "QinQ"])
+@pytest.mark.parametrize("comment,frame", REFERENCE, ids=[c for c, _ in REFERENCE])
+def test_vlan_tagged_fast_equals_scapy(comment, frame, tags):
+    """FTSS over FCoE in VLAN 1002 (under QinQ too): read through the tags, as Scapy does."""
+    raw = bytes(frame)
+    tagged = raw[:12] + tags + raw[12:]
+    d = fast.parse_ftss_frame(tagged)
+    assert d is not None and d["fc"]["crc_ok"] and d["fc"]["vlan"] == 1002
+    assert_fast_matches(bytes(Ether(tagged)[FTSS]), d)
+
+
+MACS = st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":"))
+
+
+@settings(max_examples=200)
+@given(MACS, MACS, st.binary(max_size=300), st.integers(0, 2**24 - 1), st.integers(0, 2**24 - 1),
+       st.integers(0, 0xFFFF), st.sampled_from([fast.FC_FCTL_SINGLE, fast.FC_FCTL_ANSWER]))
+def test_frame_head_builds_what_build_ftss_frame_builds(dst, src, message, d_id, s_id, ox, f_ctl):
+    """The hot path's per-link builder is the same wire format as the full builder (and so
+    as Scapy: test_reference_fast_equals_scapy)."""
+    head = fast.FrameHead(dst, src)
+    assert head.frame(message, d_id, s_id, ox, f_ctl) == fast.build_ftss_frame(
+        dst, src, message, d_id=d_id, s_id=s_id, ox_id=ox, f_ctl=f_ctl)
+
+
+@pytest.mark.parametrize("comment,frame", REFERENCE, ids=[c for c, _ in REFERENCE])
+def test_decoded_records_name_the_scapy_fields(comment, frame):
+    """``decode``'s typed records carry Scapy's field names and values (the dict form is
+    made from them)."""
+    raw = bytes(frame)
+    payload = bytes(Ether(raw)[FTSS])
+    msg = fast.decode(payload)
+    assert msg is not None
+    assert_fast_matches(payload, fast.parse_ftss(payload))
+    body = {k: v for k, v in msg.body._asdict().items() if v is not None}
+    assert body.items() <= fast.parse_ftss(payload).items()

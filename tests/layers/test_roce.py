@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from scapy.contrib.roce import AETH, BTH
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapNgWriter
 
-import ftsslab.layers  # noqa: F401  (bindings)
+import ftsslab.layers
 from ftsslab.fast import roce as fast
 from ftsslab.layers.roce import (
     DETH,
@@ -39,6 +39,7 @@ from ftsslab.layers.roce import (
 from ftsslab.reference.roce import packets as reference_packets
 
 EXT = (RDETH, DETH, RETH, AtomicETH, AtomicAckETH, ImmDt, RKeyAdvert)
+RD_ACK = fast.op("RD", "ACKNOWLEDGE")
 ADDR = {"eth_dst": "02:00:00:00:00:02", "eth_src": "02:00:00:00:00:01",
         "ip_src": "198.51.100.1", "ip_dst": "198.51.100.2", "sport": 50000}
 REFERENCE = reference_packets()
@@ -78,6 +79,15 @@ def roce_frames(draw) -> Packet:
     return pkt / Raw(draw(st.binary(min_size=1, max_size=40)))
 
 
+@pytest.fixture
+def iba():
+    """RD ACKNOWLEDGE read per IBA (BTH/RDETH/AETH), as the fast parser reads it (the same
+    for every example of a hypothesis test, so its function scope is no concern)."""
+    ftsslab.layers.strict()
+    yield
+    ftsslab.layers.strict(False)
+
+
 def scapy_matches_fast(pkt: Packet, parsed: dict) -> None:
     """Every layer the fast parser returns equals the dissected Scapy layer."""
     classes = {c.__name__: c for c in (Ether, IP, IPv6, UDP, BTH, AETH, *EXT)}
@@ -86,7 +96,7 @@ def scapy_matches_fast(pkt: Packet, parsed: dict) -> None:
             continue
         layer = pkt[classes[name]]
         assert {k: layer.getfieldval(k) for k in values} == values, name
-    names = {layer.__name__ for layer in pkt.layers()} - {"Raw", "Padding"}
+    names = {layer.__name__ for layer in pkt.layers()} - {"Raw", "Padding", "Dot1Q", "Dot1AD"}
     assert names == set(parsed) - {"payload", "icrc_ok"}
     assert parsed["payload"] == (pkt[Raw].load if Raw in pkt else b"")
 
@@ -104,8 +114,9 @@ def test_layer_roundtrip(cls, data):
 
 
 @given(pkt=roce_frames())
-@settings(max_examples=200, deadline=None)
-def test_frame_roundtrip_and_fast_equal(pkt):
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_frame_roundtrip_and_fast_equal(iba, pkt):
     raw = bytes(pkt)
     dissected = Ether(raw)
     assert bytes(dissected) == raw
@@ -120,13 +131,32 @@ def test_frame_roundtrip_and_fast_equal(pkt):
 
 
 @pytest.mark.parametrize("comment,pkt", REFERENCE, ids=[c for c, _ in REFERENCE])
-def test_reference_fast_equal(comment, pkt):
+def test_reference_fast_equal(iba, comment, pkt):
     raw = bytes(pkt)
     dissected = Ether(raw)
     parsed = fast.parse_roce(raw)
     assert parsed is not None and parsed["icrc_ok"], comment
     scapy_matches_fast(dissected, parsed)
     assert dissected.layers() == pkt.layers()
+
+
+def test_rd_ack_is_read_as_scapy_reads_it_unless_strict():
+    """Scapy binds AETH right after an RD ACKNOWLEDGE's BTH; the IBA reading is opt-in."""
+    frame = bytes(carrier(RD_ACK) / RDETH(eecnxt=0x7E) / ack_aeth(msn=1))
+    guess = list(BTH.payload_guess)
+    assert ({"opcode": RD_ACK}, AETH) in guess and ({"opcode": RD_ACK}, RDETH) not in guess
+    scapy = Ether(frame)
+    assert [type(x) for x in scapy[BTH].iterpayloads()] == [BTH, AETH, Raw]
+    assert scapy[AETH].msn == 0x7E  # the RDETH's EE context, read as Scapy reads it
+    ftsslab.layers.strict()
+    try:
+        iba_read = Ether(frame)
+        assert [type(x) for x in iba_read[BTH].iterpayloads()] == [BTH, RDETH, AETH]
+        assert iba_read[AETH].msn == 1
+        scapy_matches_fast(iba_read, fast.parse_roce(frame))
+    finally:
+        ftsslab.layers.strict(False)
+    assert BTH.payload_guess == guess  # put back in place: the order stays Scapy's
 
 
 def test_reference_is_complete():
@@ -290,8 +320,9 @@ def test_fuzz_layer_alone(cls, blob):
 
 @given(opcode=st.sampled_from(sorted(HEADER_CHAINS)), blob=st.binary(max_size=64),
        cut=st.integers(42, 80))  # inside BTH and after: truncated or bad lengths
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_fuzz_under_carrier(opcode, blob, cut):
+@settings(max_examples=2000, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+def test_fuzz_under_carrier(iba, opcode, blob, cut):
     """Any BTH payload dissects without raising, and the fast parser agrees with Scapy."""
     raw = fast.build_roce(opcode=opcode, payload=blob, dqpn=0x17, psn=0x42, **ADDR)
     pkt = Ether(raw)
@@ -420,3 +451,19 @@ def test_tshark_dissects_like_scapy(tmp_path):
                 assert shown.replace(":", "") == expected, (name, pkt.summary())
             else:
                 assert int(shown, 0) == expected, (name, pkt.summary())
+
+
+@given(pkt=roce_frames(), vlan=st.integers(0, 0xFFF), qinq=st.booleans())
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_vlan_tagged_frames_fast_equal(iba, pkt, vlan, qinq):
+    """Behind an 802.1Q tag (QinQ: under an 802.1ad one) the fast parser reads what Scapy
+    reads; it reports no tag, and the ICRC does not cover the Ethernet header."""
+    tags = Dot1AD(vlan=7) / Dot1Q(vlan=vlan) if qinq else Dot1Q(vlan=vlan)
+    raw = bytes(Ether(dst=pkt.dst, src=pkt.src) / tags / pkt[Ether].payload)
+    dissected = Ether(raw)
+    assert dissected[Dot1Q].vlan == vlan
+    parsed = fast.parse_roce(raw)
+    assert parsed is not None and parsed["icrc_ok"]
+    assert parsed["Ether"]["type"] == (0x88A8 if qinq else 0x8100)
+    scapy_matches_fast(dissected, parsed)

@@ -4,17 +4,18 @@
 
 from __future__ import annotations
 
-import functools
 import struct
 import subprocess
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP, UDP, TCPOptionsField
+from scapy.layers.inet import IP, TCP, UDP, TCPOptions, TCPOptionsField
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+import ftsslab.layers
+from ftsslab.expr import ExprError, parse_packet
 from ftsslab.fast import tch as fast
 from ftsslab.layers import tch as L
 from ftsslab.layers.tch import (
@@ -44,6 +45,7 @@ STATELESS_KINDS = [(L.TCH_OPEN_RESPONSE, 0)] + [
 ]
 STATE_FIELD_NAMES = fast._STATE_KEYS
 FUZZ = settings(max_examples=2000, deadline=None)
+KINDS = {**TCPOptions[1], "TCHEndpoint": L.TCH_ENDPOINT_KIND, "TCHUpdate": L.TCH_UPDATE_KIND}
 
 
 def _inet_sum(data: bytes) -> int:
@@ -179,49 +181,43 @@ def test_tcp_with_options_roundtrip(opts, reserved, payload):
 
 
 def test_malformed_tch_option_stays_raw():
-    """A TCH kind with the wrong length is kept as bytes by Scapy, refused by fast."""
+    """A TCH kind with the wrong length stays (kind, bytes), as Scapy gives it; fast refuses it."""
     opts = TCP(bytes(TCP(options=[(255, b"\x00\x01\x02\x03")]))).options
-    assert opts[0] == ("TCHEndpoint", b"\x00\x01\x02\x03")
+    assert opts[0] == (255, b"\x00\x01\x02\x03")
     assert fast.parse_tch_options(bytes([255, 6, 0, 1, 2, 3])) is None
     assert fast.parse_tch_options(bytes([254, 10, 0])) is None  # runs past the end
     duplicate = fast.build_tch_options(update=(1, 2))[:12] * 2
     assert fast.parse_tch_options(duplicate) is None
 
 
+@pytest.fixture
+def strict_scapy():
+    ftsslab.layers.strict()
+    yield
+    ftsslab.layers.strict(False)
+
+
 @pytest.mark.parametrize("size", range(36, 61))
-def test_option_area_limit(size):
+def test_option_area_limit(size, strict_scapy):
+    """More than 40 bytes: craft, tch_options and strict mode refuse what Scapy builds."""
     options = [("NOP", None)] * size
+    padded = (size + 3) // 4 * 4
     if size <= 40:
         raw = bytes(TCP(options=options))
-        assert raw[12] >> 4 == 5 + (size + 3) // 4 and len(raw) == 20 + (size + 3) // 4 * 4
-    else:
-        padded = (size + 3) // 4 * 4
-        with pytest.raises(ValueError, match=f"TCP options are {padded} bytes; .* at most 40"):
-            bytes(TCP(options=options))
-
-
-def test_option_wrappers_are_installed_once():
-    def markers(func):
-        count = 0
-        while func is not None:
-            count += getattr(func, "ftsslab_tch", None) is func
-            func = getattr(func, "__wrapped__", None)
-        return count
-
-    assert markers(TCPOptionsField.i2m) == 1 and markers(TCPOptionsField.m2i) == 1
-
-    @functools.wraps(TCPOptionsField.i2m)
-    def outer(*args):  # another helper wrapping after us
-        return TCPOptionsField.i2m(*args)
-
-    assert L._wrapped_by_tch(outer) and markers(outer) == 1
-    assert not L._wrapped_by_tch(Ether.do_build)
-
-    def impostor():  # carries a copied marker but wraps nothing of ours
-        return None
-
-    impostor.ftsslab_tch = TCPOptionsField.i2m
-    assert not L._wrapped_by_tch(impostor)
+        assert raw[12] >> 4 == 5 + padded // 4 and len(raw) == 20 + padded
+        return
+    refused = f"TCP options are {padded} bytes; .* at most 40"
+    with pytest.raises(ValueError, match=refused):
+        bytes(TCP(options=options))
+    with pytest.raises(ValueError, match=refused):
+        ftsslab.layers.check_tcp_options(IP() / TCP(options=options))
+    with pytest.raises(ExprError, match=refused):
+        parse_packet(f"IP()/TCP(options={options!r})")
+    with pytest.raises(ValueError, match=f"TCP options are {(size + 4) // 4 * 4} bytes"):
+        tch_options(others=options)  # + EOL
+    ftsslab.layers.strict(False)
+    raw = bytes(TCP(options=options))  # Scapy's own behaviour: the data offset wraps
+    assert len(raw) == 20 + padded and raw[12] >> 4 == (5 + padded // 4) & 0xF
 
 
 # --- second embodiment: messages -----------------------------------------
@@ -460,7 +456,7 @@ def test_tshark_reference(tmp_path):
             assert (int(row["tcp.flags"], 16) >> 9) & 7 == t.reserved, comment
             assert row["tcp.flags.res"] == ("1" if t.reserved else "0"), comment
             kinds = [int(k) for k in row["tcp.option_kind"].split(",") if k]
-            ours = [L.TCPOptions[1].get(n, n) if isinstance(n, str) else n for n, _ in t.options]
+            ours = [KINDS.get(n, n) for n, _ in t.options]
             assert kinds[: len(ours)] == ours and not any(kinds[len(ours):]), comment
             assert row["tcp.checksum.status"] == "1", comment
         else:

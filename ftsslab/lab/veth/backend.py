@@ -13,6 +13,10 @@
 - capture of one end of every link (``capture.py``); ``send`` through one
   AF_PACKET socket per endpoint, opened once on a thread that entered the
   endpoint's namespace;
+- a link the scenario impairs (``Scenario.impaired_links``) gets a namespace of its
+  own in the middle, ``fl<id>-link-<n>``, joined to each end by a veth pair, where
+  its shim process ``impaird`` forwards and impairs the frames (``rate``: a tbf
+  qdisc there) and is the link's capture point;
 - everything is recorded in ``/run/ftsslab/<id>.json`` (``state.py``) before it
   is created; ``up`` failing or interrupted removes what exists, ``down`` is
   idempotent, and an atexit/SIGTERM guard tears the lab down if the owner exits.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import json
 import os
 import shutil
 import signal
@@ -30,16 +35,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from ..backend import Backend, BackendError, CapturedFrame, Event, ExecResult
-from ..model import ForwardingEntry, Scenario
+from ..impair import bucket, direction_seed
+from ..kinds import KindSpec, get_kind, kinds
+from ..model import ForwardingEntry, Impairments, Link, Node, Scenario
 from . import names
 from .capture import Capture, close_sockets
-from .control import control_request
-from .drivers import VETH_DRIVERS
+from .control import control_path, control_request
+from .drivers import NodeEnv
 from .netns import (
     NetnsError,
     call_in_netns,
@@ -56,9 +62,8 @@ from .netns import (
 from .state import LabState, kill_and_wait, load, remove_lab
 from .switchd import SwitchdError, entry_summary, read_kernel_entries, request, validate_entry
 
-KINDS = ("host", "switch")
-BRIDGE_OPTS = "stp_state 0 ageing_time 100000000 mcast_snooping 0 group_fwd_mask 0xfff8"
 TIMEOUT_STATUS = 124   # like coreutils timeout(1)
+SHIM_IFACES = ("a0", "b0")   # in a shim's namespace: the veths toward the link's a and b
 _PKG_PARENT = str(Path(__file__).resolve().parents[3])
 
 
@@ -78,15 +83,18 @@ class VethBackend(Backend):
     name = "veth"
 
     def __init__(self, capture: bool = True, python: str | None = None,
-                 switchd_timeout: float = 15.0) -> None:
+                 ready_timeout: float = 15.0) -> None:
         self._capture_on = capture
         self._python = python or sys.executable
-        self._switchd_timeout = switchd_timeout
+        self._ready_timeout = ready_timeout
         self.lab_id: str | None = None
         self.state: LabState | None = None
         self._capture: Capture | None = None
         self._procs: dict[str, subprocess.Popen] = {}
-        self._scenario_nodes: dict[str, tuple] = {}  # node -> (Node, its endpoints)
+        self._shims: dict[str, subprocess.Popen] = {}   # names.shim_name -> its process
+        self._scenario_nodes: dict[str, Node] = {}  # of the lab this process built
+        self._scenario_links: dict[str, Link] = {}
+        self._rates: dict[tuple[str, int], int] = {}    # (link, side) -> its tbf's rate
         self._bg: list[subprocess.Popen] = []
         self._send_socks: dict[str, socket.socket] = {}
         self._events: list[Event] = []
@@ -128,7 +136,7 @@ class VethBackend(Backend):
 
     def _switch(self, node: str) -> dict:
         rec = self._node(node)
-        if rec["kind"] != "switch":
+        if not _spec(rec["kind"]).has_table:
             raise BackendError(f"{node} is a {rec['kind']}, not a switch")
         return rec
 
@@ -138,8 +146,9 @@ class VethBackend(Backend):
             raise BackendError("this backend already holds a lab; call down() first")
         check_support()
         for n in scenario.nodes:
-            if n.kind not in KINDS and n.kind not in VETH_DRIVERS:
-                supported = ", ".join([*KINDS, *VETH_DRIVERS])
+            spec = get_kind(n.kind)
+            if spec is None or spec.veth is None:
+                supported = ", ".join(k.name for k in kinds() if k.veth is not None)
                 raise BackendError(f"node {n.name}: kind {n.kind!r} is not supported by the "
                                    f"veth backend (supported: {supported})")
         self._install_guard()
@@ -153,10 +162,9 @@ class VethBackend(Backend):
 
     def _tap_link(self, sc: Scenario, ln) -> tuple | None:
         """(host endpoint, driver endpoint) when the link is a driver's TAP, else None."""
-        kinds = {n.name: n.kind for n in sc.nodes}
+        kind = {n.name: n.kind for n in sc.nodes}
         for ep, other in ((ln.a, ln.b), (ln.b, ln.a)):
-            driver = VETH_DRIVERS.get(kinds[ep.node])
-            if driver is not None and ep.iface in driver.tap_ifaces:
+            if ep.iface in _spec(kind[ep.node]).veth.tap_ifaces:
                 return other, ep
         return None
 
@@ -166,8 +174,11 @@ class VethBackend(Backend):
         for n in sc.nodes:
             st.nodes[n.name] = {"ns": names.ns_name(lab_id, n.name), "kind": n.kind,
                                 "ifaces": [], "taps": []}
-        for ln in sc.links:
+        impaired = sc.impaired_links()
+        for i, ln in enumerate(sc.links):
             tap = self._tap_link(sc, ln)
+            if tap and ln.name in impaired:
+                raise BackendError(f"link {ln.name}: a TAP link cannot be impaired")
             a, b = tap if tap else (ln.a, ln.b)   # a TAP is captured on its host side
             st.nodes[a.node]["ifaces"].append(a.iface)
             if tap:
@@ -178,28 +189,36 @@ class VethBackend(Backend):
                              "ns_a": st.nodes[a.node]["ns"], "if_a": a.iface,
                              "ns_b": st.nodes[b.node]["ns"], "if_b": b.iface,
                              "tap": bool(tap)})
+            if ln.name in impaired:
+                shim = names.shim_name(i)
+                st.links[-1] |= {"shim": shim, "ns_shim": names.ns_name(lab_id, shim)}
         self.state = st
         os.makedirs(names.lab_dir(lab_id), mode=0o700, exist_ok=True)
         st.save()   # first: a crash from here on leaves something clean() finds
 
         nss = {n: rec["ns"] for n, rec in st.nodes.items()}
-        ip_batch([f"netns add {ns}" for ns in nss.values()])
+        shims = {rec["name"]: rec["ns_shim"] for rec in st.links if "shim" in rec}
+        ip_batch([f"netns add {ns}" for ns in [*nss.values(), *shims.values()]])
         # IPv6 off before any interface exists: they inherit `default` (no ND/MLD at all)
-        map_in_netns((ns, disable_ipv6, ()) for ns in nss.values())
+        map_in_netns((ns, disable_ipv6, ()) for ns in [*nss.values(), *shims.values()])
         lines = []
         for ln in sc.links:
             a, b = ln.a, ln.b
-            if not self._tap_link(sc, ln):
+            if ln.name in shims:   # a -- a0 [shim] b0 -- b
+                lines += [f"link add {ep.iface} netns {nss[ep.node]} address {ep.mac} "
+                          f"mtu {ln.mtu} type veth peer name {peer} netns {shims[ln.name]} "
+                          f"mtu {ln.mtu}" for ep, peer in zip((a, b), SHIM_IFACES, strict=True)]
+            elif not self._tap_link(sc, ln):
                 lines.append(f"link add {a.iface} netns {nss[a.node]} address {a.mac} "
                              f"mtu {ln.mtu} type veth peer name {b.iface} netns {nss[b.node]} "
                              f"address {b.mac} mtu {ln.mtu}")
         ip_batch(lines)
-        veths = {n: [i for i in rec["ifaces"] if i not in rec["taps"]]
-                 for n, rec in st.nodes.items()}
-        map_in_netns((nss[n], checksum_offload_off, (tuple(ifaces),))
-                     for n, ifaces in veths.items() if ifaces)
-        batches: dict[str, list[str]] = {}
-        addrs = {(ep.node, ep.iface): ep.ipv4 for ln in sc.links for ep in (ln.a, ln.b)}
+        veths = {nss[n]: [i for i in rec["ifaces"] if i not in rec["taps"]]
+                 for n, rec in st.nodes.items()} | dict.fromkeys(shims.values(), SHIM_IFACES)
+        map_in_netns((ns, checksum_offload_off, (tuple(ifaces),))
+                     for ns, ifaces in veths.items() if ifaces)
+        batches: dict[str, list[str]] = {
+            ns: [f"link set dev {i} up" for i in SHIM_IFACES] for ns in shims.values()}
         endpoints: dict[str, list] = {n.name: [] for n in sc.nodes}
         taps: dict[str, list[str]] = {n.name: [] for n in sc.nodes}
         for ln in sc.links:
@@ -211,38 +230,30 @@ class VethBackend(Backend):
                 host = tap[0]
                 taps[host.node] += [f"tuntap add dev {host.iface} mode tap",
                                     f"link set {host.iface} address {host.mac} mtu {ln.mtu}"]
-        self._scenario_nodes = {n.name: (n, endpoints[n.name]) for n in sc.nodes}
+        self._scenario_nodes = {n.name: n for n in sc.nodes}
         for n in sc.nodes:
             ns, ifaces = nss[n.name], st.nodes[n.name]["ifaces"]
-            cmds = ["link set lo up", *taps[n.name]]
-            if n.kind == "switch":
-                cmds.append(f"link add br0 type bridge {BRIDGE_OPTS}")
-                cmds += [f"link set {i} master br0" for i in ifaces]
-                cmds.append("link set br0 up")
-            elif n.kind in VETH_DRIVERS:
-                cmds += VETH_DRIVERS[n.kind].setup(n, endpoints[n.name])
-            else:
-                cmds += [f"addr add {addrs[(n.name, i)]} dev {i}" for i in ifaces
-                         if addrs.get((n.name, i))]
+            cmds = ["link set lo up", *taps[n.name],
+                    *_spec(n.kind).veth.setup(n, endpoints[n.name])]
             cmds += [f"link set {i} up" for i in ifaces]
             batches[ns] = cmds
         ip_batches(batches)
-        switches = [n.name for n in sc.nodes if n.kind == "switch"]
-        for sw in switches:
-            self._start_switchd(sw, wait=False)
-        self._wait_links(list(st.nodes))
-        for n in sc.nodes:
-            if n.kind in VETH_DRIVERS:
-                self._start_node(n.name)
-        st.save()
-        for sw in switches:
-            self._wait_switchd(sw)
+        self._wait_links(list(st.nodes), tuple(shims.values()))
+        self._scenario_links = {ln.name: ln for ln in sc.links}
+        for rec in st.links:
+            if "shim" in rec:
+                self._start_shim(rec, sc)
+        started = [n.name for n in sc.nodes if self._start_process(n.name)]
+        self._wait_processes([*self._shims, *started])
         self._start_mono, self._start_real = time.monotonic(), time.time()
         if self._capture_on:
             cap = Capture(self._start_real)
             self._capture = cap
             for rec in st.links:
-                cap.add_link(rec["name"], rec["ns_a"], rec["if_a"], rec["a"], rec["b"])
+                if "shim" in rec:
+                    cap.add_shim(rec["name"], self._shim_file(rec, "cap"), rec["a"], rec["b"])
+                else:
+                    cap.add_link(rec["name"], rec["ns_a"], rec["if_a"], rec["a"], rec["b"])
             cap.start()
         st.status = "up"
         st.save()
@@ -269,17 +280,20 @@ class VethBackend(Backend):
         self._close_send_sockets()
         for p in self._bg:
             _killpg(p)
-        for p in self._procs.values():
+        for p in [*self._procs.values(), *self._shims.values()]:
             _killpg(p)
         self.state.status = "down"
         remove_lab(self.lab_id, self.state)
 
-    def _wait_links(self, nodes: list[str], timeout: float = 5.0) -> None:
+    def _wait_links(self, nodes: list[str], shims: tuple[str, ...] = (), timeout: float = 5.0,
+                    ) -> None:
+        """Until the veths of ``nodes`` and of the shim namespaces ``shims`` are running."""
         assert self.state is not None
         veths = {n: tuple(i for i in self.state.nodes[n]["ifaces"]
                           if i not in self.state.nodes[n].get("taps", ())) for n in nodes}
         jobs = [(self.state.nodes[n]["ns"], wait_running, (veths[n], timeout))
                 for n in nodes if veths[n]]
+        jobs += [(ns, wait_running, (SHIM_IFACES, timeout)) for ns in shims]
         late = [i for res in map_in_netns(jobs) for i in res]
         if late:
             raise BackendError(f"interfaces not running after {timeout:g}s: {', '.join(late)}")
@@ -346,10 +360,12 @@ class VethBackend(Backend):
             self.down()
 
     # ---- node processes (switchd, driver kinds) ----------------------------------------------
-    def _spawn(self, node: str, python_args: list[str]) -> subprocess.Popen:
-        """Start ``python <python_args>`` inside the node's namespace, stderr to <node>.err."""
+    def _spawn(self, node: str, python_args: list[str], ns: str | None = None,
+               ) -> subprocess.Popen:
+        """Start ``python <python_args>`` inside the node's namespace (or ``ns``), stderr to
+        <node>.err; ``node`` may name a link's shim."""
         assert self.state is not None and self.lab_id is not None
-        ns = self._ns(node)
+        ns = ns or self._ns(node)
         # nsenter --net is lighter than `ip netns exec` (no mount namespace, no sysfs remount;
         # node processes need neither)
         enter = (["nsenter", f"--net={names.NETNS_DIR}/{ns}"] if shutil.which("nsenter")
@@ -365,66 +381,100 @@ class VethBackend(Backend):
             p = subprocess.Popen([*enter, self._python, *python_args], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=err, env=env,
                                  start_new_session=True, close_fds=True)
-        self._procs[node] = p
         self.state.processes[node] = {"pid": p.pid, "start": proc_start_time(p.pid)}
         self.state.save()
-        self._killed.discard(node)
         return p
 
-    def _wait_ready(self, node: str, what: str, ready: Callable[[], bool]) -> None:
-        """Until ``ready()``; BackendError with the process's last stderr line if it dies."""
-        assert self.lab_id is not None
-        p = self._procs[node]
-        deadline = time.monotonic() + self._switchd_timeout
-        while not ready():
-            if p.poll() is not None:
-                err = Path(names.lab_dir(self.lab_id), f"{node}.err").read_text(errors="replace")
-                tail = err.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
-                raise BackendError(f"{what}: process died: {tail[0]}")
-            if time.monotonic() > deadline:
-                raise BackendError(f"{what}: not ready after {self._switchd_timeout:g}s")
-            time.sleep(0.02)
-
-    def _start_switchd(self, node: str, wait: bool = True) -> None:
+    def _start_process(self, node: str) -> bool:
+        """Start the node's process, if its kind has one (it touches ``<node>.ready``)."""
         assert self.state is not None and self.lab_id is not None
-        rec = self._switch(node)
-        sock = names.switchd_socket(self.lab_id, node)
-        try:
-            os.unlink(sock)
-        except FileNotFoundError:
-            pass
-        # -S: switchd needs only the stdlib and ftsslab (PYTHONPATH)
-        self._spawn(node, ["-S", "-m", "ftsslab.lab.veth.switchd", "--lab", self.lab_id,
-                           "--node", node, "--ports", ",".join(rec["ifaces"]), "--socket", sock,
-                           "--log", names.switchd_log(self.lab_id, node)])
-        if wait:
-            self.state.save()
-            self._wait_switchd(node)
-
-    def _start_node(self, node: str) -> None:
-        """Start the node process of a driver kind and wait until its ports are open."""
-        assert self.state is not None and self.lab_id is not None
-        if node not in self._scenario_nodes:
+        n = self._scenario_nodes.get(node)
+        if n is None:
             raise BackendError(f"{node}: only the process that built the lab can start it")
-        n, _ = self._scenario_nodes[node]
-        driver = VETH_DRIVERS[n.kind]
-        ready = Path(names.lab_dir(self.lab_id), f"{node}.ready")  # the process touches it
-        ready.unlink(missing_ok=True)
-        self._spawn(node, ["-m", driver.module, *driver.args(
-            n, os.path.abspath(self.state.scenario_path), names.lab_dir(self.lab_id))])
-        self._wait_ready(node, f"{node} ({n.kind})", ready.exists)
+        driver = _spec(n.kind).veth
+        if driver.program is None:
+            return False
+        names.ready_path(self.lab_id, node).unlink(missing_ok=True)
+        self._procs[node] = self._spawn(node, driver.program(n, self._env(node)))
+        self._killed.discard(node)
+        return True
 
-    def _wait_switchd(self, node: str) -> None:
+    def _shim_file(self, rec: dict, ext: str) -> str:
         assert self.lab_id is not None
-        sock = names.switchd_socket(self.lab_id, node)
+        return os.path.join(names.lab_dir(self.lab_id), f"{rec['shim']}.{ext}")
 
-        def answers() -> bool:
+    def _start_shim(self, rec: dict, sc: Scenario) -> None:
+        """Start the link's shim (``impaird``) with its impairments when the lab comes up."""
+        assert self.lab_id is not None
+        ln = self._scenario_links[rec["name"]]
+        seed = sc.link_seed(ln)
+        cfg = {"ifaces": list(SHIM_IFACES), "mtu": ln.mtu,
+               "seeds": [direction_seed(seed, ln.name, ep.name) for ep in (ln.a, ln.b)],
+               "impair": [asdict(i) for i in ln.impair],
+               "ctl": control_path(names.lab_dir(self.lab_id), rec["shim"]),
+               "cap": self._shim_file(rec, "cap"),
+               "ready": str(names.ready_path(self.lab_id, rec["shim"]))}
+        with open(self._shim_file(rec, "json"), "w") as f:
+            json.dump(cfg, f)
+        self._set_rates(rec, ln, ln.impair)
+        self._shims[rec["shim"]] = self._spawn(
+            rec["shim"], ["-S", "-m", "ftsslab.lab.veth.impaird", self._shim_file(rec, "json")],
+            rec["ns_shim"])
+
+    def _set_rates(self, rec: dict, ln: Link, impair: Impairments) -> None:
+        """A tbf on the shim's veth each direction leaves by, for the directions with a rate."""
+        for side, imp in enumerate(impair):
+            dev = SHIM_IFACES[1 - side]
+            tc = ["tc", "-n", rec["ns_shim"], "qdisc"]
             try:
-                return bool(request(sock, {"op": "ping"}, timeout=2).get("ok"))
-            except OSError:
-                return False
+                if imp.rate:
+                    burst, limit = bucket(imp.rate, ln.mtu)
+                    run([*tc, "replace", "dev", dev, "root", "tbf", "rate", f"{imp.rate}bit",
+                         "burst", str(burst), "limit", str(limit)])
+                elif self._rates.get((ln.name, side)):
+                    run([*tc, "del", "dev", dev, "root"])
+            except NetnsError as exc:
+                raise BackendError(f"link {ln.name}: rate: {exc}") from exc
+            self._rates[(ln.name, side)] = imp.rate
 
-        self._wait_ready(node, f"switch {node}: control process", answers)
+    def _shim_request(self, rec: dict, req: dict) -> dict:
+        assert self.lab_id is not None
+        try:
+            reply = control_request(names.lab_dir(self.lab_id), rec["shim"], req)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"link {rec['name']}: its impairment shim does not answer "
+                               f"({exc})") from exc
+        if not reply.get("ok"):
+            raise BackendError(f"link {rec['name']}: {reply.get('error', 'request failed')}")
+        return reply
+
+    def _env(self, node: str) -> NodeEnv:
+        assert self.state is not None and self.lab_id is not None
+        return NodeEnv(self.lab_id, names.lab_dir(self.lab_id),
+                       os.path.abspath(self.state.scenario_path),
+                       tuple(self.state.nodes[node]["ifaces"]))
+
+    def _wait_processes(self, nodes: list[str]) -> None:
+        """Until every node process touched its ready file; BackendError with the last
+        stderr line of one that dies, or after ``ready_timeout``."""
+        assert self.lab_id is not None
+        deadline = time.monotonic() + self._ready_timeout
+        waiting = list(nodes)
+        while waiting:
+            waiting = [n for n in waiting if not names.ready_path(self.lab_id, n).exists()]
+            for node in waiting:
+                p = self._procs.get(node) or self._shims[node]
+                if p.poll() is not None:
+                    err = Path(names.lab_dir(self.lab_id), f"{node}.err").read_text(
+                        errors="replace")
+                    tail = err.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+                    what = self._node(node)["kind"] if node in self._procs else "impairment shim"
+                    raise BackendError(f"{node} ({what}): process died: {tail[0]}")
+            if waiting and time.monotonic() > deadline:
+                raise BackendError(f"{', '.join(waiting)}: not ready after "
+                                   f"{self._ready_timeout:g}s")
+            if waiting:
+                time.sleep(0.02)
 
     def _switchd_alive(self, node: str) -> bool:
         assert self.state is not None
@@ -479,18 +529,22 @@ class VethBackend(Backend):
         if not argv:
             raise BackendError("exec: empty command")
         full = ["ip", "netns", "exec", ns, *argv]
+        assert self.lab_id is not None
+        # what a command may want to know of its lab: e.g. a directory of its own
+        env = dict(os.environ, FTSSLAB_LAB=self.lab_id, FTSSLAB_NODE=node,
+                   FTSSLAB_LAB_DIR=names.lab_dir(self.lab_id))
         try:
             if background:
                 assert self.state is not None
                 p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True, env=env)
                 self._bg.append(p)
                 self.state.background.append({"pid": p.pid, "start": proc_start_time(p.pid),
                                               "node": node, "argv": list(argv)})
                 self.state.save()
                 return None
             p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True)
+                                 stderr=subprocess.PIPE, start_new_session=True, env=env)
         except OSError as exc:
             raise BackendError(f"exec on {node}: {exc}") from exc
         try:
@@ -515,6 +569,8 @@ class VethBackend(Backend):
         # a TAP link has one netdev (the host side); the node process holds the other end
         ends = [(rec["ns_a"], rec["if_a"])] + ([] if rec.get("tap") else
                                                [(rec["ns_b"], rec["if_b"])])
+        if "shim" in rec and not up:   # what the shim still holds is lost, not sent
+            self._shim_request(rec, {"op": "link", "up": False})
         try:
             for ns, iface in ends:
                 run(["ip", "-n", ns, "link", "set", iface, state])
@@ -526,8 +582,23 @@ class VethBackend(Backend):
                 time.sleep(0.005)
         except NetnsError as exc:
             raise BackendError(f"link {rec['name']}: {exc}") from exc
+        if "shim" in rec and up:
+            self._shim_request(rec, {"op": "link", "up": True})
         self._events.append(Event(self.now(), rec["name"], f"link-{state}",
                                   f"{rec['name']} {state}"))
+
+    def impair(self, link: str, impair: Impairments) -> None:
+        rec = self._link(link)
+        if "shim" not in rec:
+            raise BackendError(f"link {rec['name']} is not impaired by the scenario (only links "
+                               "with impair: or an impair step can be)")
+        ln = self._scenario_links.get(rec["name"])
+        if ln is None:
+            raise BackendError(f"link {rec['name']}: only the process that built the lab can "
+                               "change its impairments")
+        self._set_rates(rec, ln, impair)
+        self._shim_request(rec, {"op": "set", "impair": [asdict(i) for i in impair]})
+        self._events.append(Event(self.now(), rec["name"], "impair", ln.impair_text(impair)))
 
     def table(self, switch: str, op: str, entry: ForwardingEntry) -> None:
         self._switch(switch)
@@ -551,19 +622,18 @@ class VethBackend(Backend):
 
     def process(self, node: str, action: str) -> None:
         kind = self._node(node)["kind"]
-        if kind != "switch" and kind not in VETH_DRIVERS:
+        driver = _spec(kind).veth
+        if driver.program is None:
             raise BackendError(f"{node}: a {kind} has no process")
         if action not in ("kill", "restart"):
             raise BackendError(f"process: unknown action {action!r}")
         self._kill_process(node)  # SIGKILL whichever process the node runs
         self._killed.add(node)
         if action == "restart":
-            if kind == "switch":
-                self._start_switchd(node)
-            else:
-                self._start_node(node)
-                self.state.save()
-        name = "switchd" if kind == "switch" else VETH_DRIVERS[kind].module.rsplit(".", 1)[-1]
+            self._start_process(node)
+            self._wait_processes([node])
+        name = driver.process_name(self._scenario_nodes[node], self._env(node)) \
+            if node in self._scenario_nodes else "process"
         self._events.append(Event(self.now(), node, action,
                                   f"{name} pid {self.state.processes[node]['pid']}"))
 
@@ -584,7 +654,7 @@ class VethBackend(Backend):
         assert self.lab_id is not None
         out = {}
         for node, p in sorted(self._procs.items()):
-            if p.poll() is None and self._node(node)["kind"] in VETH_DRIVERS:
+            if p.poll() is None and _spec(self._node(node)["kind"]).veth.control:
                 try:
                     reply = control_request(names.lab_dir(self.lab_id), node, {"op": "report"})
                 except (OSError, ValueError):
@@ -598,6 +668,14 @@ class VethBackend(Backend):
         assert self.lab_id is not None
         out = []
         lab_dir = names.lab_dir(self.lab_id)
+        assert self.state is not None
+        for rec in self.state.links:
+            p = self._shims.get(rec.get("shim", ""))
+            if p is not None and p.poll() is not None:
+                err = os.path.join(lab_dir, f"{rec['shim']}.err")
+                tail = Path(err).read_text(errors="replace").strip().splitlines()[-1:]
+                out.append(f"link {rec['name']}: its impairment shim exited (status "
+                           f"{p.returncode}): {tail[0] if tail else 'no message'} (see {err})")
         for node, p in sorted(self._procs.items()):
             if node in self._killed:
                 continue
@@ -607,7 +685,7 @@ class VethBackend(Backend):
                 out.append(f"{node}: its process exited (status {p.returncode}) with no kill "
                            f"step: {tail[0] if tail else 'no message'} (see {err})")
                 continue
-            if self._node(node)["kind"] not in VETH_DRIVERS:
+            if not _spec(self._node(node)["kind"]).veth.control:
                 continue
             try:
                 reply = control_request(lab_dir, node, {"op": "stats"})
@@ -630,6 +708,13 @@ class VethBackend(Backend):
         assert self.state is not None
         rec = self.state.processes.get(node)
         return rec["pid"] if rec and self._switchd_alive(node) else None
+
+
+def _spec(kind: str) -> KindSpec:
+    spec = get_kind(kind)
+    if spec is None or spec.veth is None:
+        raise BackendError(f"kind {kind!r} has no veth driver")
+    return spec
 
 
 def _open_send_socket(ifname: str) -> socket.socket:

@@ -10,6 +10,10 @@ its *own* socket appear once too (the kernel skips only the sending socket).
 
 Timestamps are the kernel's (``SO_TIMESTAMPNS``, CLOCK_REALTIME) minus the lab
 start; the step label of a frame is the last ``set_step`` at or before it.
+
+An impaired link has no such socket: its shim (``impaird``) streams each frame once its
+fate is settled -- the time it entered the link, both directions, and what the link did to
+it (``CapturedFrame.impair``) -- and ``add_shim`` reads that stream.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..backend import CapturedFrame
+from ..impair import note
+from .impaird import REC
 from .netns import call_in_netns
 
 ETH_P_ALL = 0x0003
@@ -40,6 +46,14 @@ class _Tap:
     link: str
     here: str    # the captured endpoint's name
     peer: str    # the other end
+
+
+@dataclass
+class _Shim:
+    sock: socket.socket
+    link: str
+    ends: tuple[str, str]   # the link's a and b: frames of the shim's side 0 leave a
+    buf: bytearray
 
 
 def open_packet_socket(ifname: str, rcvbuf: int | None = None) -> socket.socket:
@@ -82,8 +96,10 @@ class Capture:
     def __init__(self, start_real: float) -> None:
         self.start_real = start_real
         self._taps: list[_Tap] = []
+        self._shims: list[_Shim] = []
         self._lock = threading.Lock()
-        self._raw: list[tuple[float, int, str, str, str, bytes]] = []  # (t, seq, link, src, dst)
+        # (t, seq, link, src, dst, data, what an impaired link did to it)
+        self._raw: list[tuple[float, int, str, str, str, bytes, str]] = []
         self._seq = 0
         self._steps_t: list[float] = [float("-inf")]
         self._steps_l: list[str] = [""]
@@ -100,6 +116,21 @@ class Capture:
         with self._lock:
             self._taps.append(tap)
             self._sel.register(sock, selectors.EVENT_READ, tap)
+
+    def add_shim(self, link: str, path: str, a: str, b: str) -> None:
+        """Capture an impaired link from its shim's record stream at ``path``."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        shim = _Shim(sock, link, (a, b), bytearray())
+        with self._lock:
+            self._shims.append(shim)
+            self._sel.register(sock, selectors.EVENT_READ, shim)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="veth-capture", daemon=True)
@@ -129,8 +160,35 @@ class Capture:
                 ts = time.time()
             outgoing = addr[2] == PACKET_OUTGOING
             src, dst = (tap.here, tap.peer) if outgoing else (tap.peer, tap.here)
-            self._raw.append((ts - self.start_real, self._seq, tap.link, src, dst, data))
+            self._raw.append((ts - self.start_real, self._seq, tap.link, src, dst, data, ""))
             self._seq += 1
+
+    def _drain_shim(self, shim: _Shim) -> None:
+        """Read the shim's records so far (caller holds the lock)."""
+        buf = shim.buf
+        while shim.sock.fileno() >= 0:
+            try:
+                chunk = shim.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:   # the shim is gone: what it sent is kept
+                self._sel.unregister(shim.sock)
+                shim.sock.close()
+                break
+            buf += chunk
+        pos, size = 0, REC.size
+        while len(buf) - pos >= size:
+            entered, length, bit, side, flags = REC.unpack_from(buf, pos)
+            if len(buf) < pos + size + length:
+                break
+            src, dst = shim.ends if side == 0 else shim.ends[::-1]
+            self._raw.append((entered / 1e9 - self.start_real, self._seq, shim.link, src, dst,
+                              bytes(buf[pos + size:pos + size + length]), note(flags, bit)))
+            self._seq += 1
+            pos += size + length
+        del buf[:pos]
 
     def _loop(self) -> None:
         while not self._stop:
@@ -144,6 +202,8 @@ class Capture:
                 for key, _ in ready:
                     if key.data is None:
                         os.read(self._wake_r, 4096)
+                    elif isinstance(key.data, _Shim):
+                        self._drain_shim(key.data)
                     else:
                         self._drain(key.data)
 
@@ -151,12 +211,14 @@ class Capture:
         with self._lock:
             for tap in self._taps:
                 self._drain(tap)
+            for shim in self._shims:
+                self._drain_shim(shim)
             raw = sorted(self._raw)
             out = []
-            for t, _seq, link, src, dst, data in raw:
+            for t, _seq, link, src, dst, data, impair in raw:
                 i = bisect.bisect_right(self._steps_t, t) - 1
                 out.append(CapturedFrame(time=t, link=link, src=src, dst=dst, data=data,
-                                         step=self._steps_l[i]))
+                                         step=self._steps_l[i], impair=impair))
             return out
 
     def close(self) -> None:
@@ -175,6 +237,11 @@ class Capture:
                     pass
             close_sockets([t.sock for t in self._taps])
             self._taps.clear()
+            for shim in self._shims:
+                if shim.sock.fileno() >= 0:
+                    self._sel.unregister(shim.sock)
+                    shim.sock.close()
+            self._shims.clear()
             for fd in (self._wake_r, self._wake_w):
                 try:
                     os.close(fd)

@@ -1,9 +1,10 @@
-"""How the veth backend runs node kinds of later issues (FTSS, servers, …).
+"""How the veth backend realizes a node kind: ``KindSpec.veth`` is a ``VethDriver``.
 
-A kind registers a ``VethDriver``: the ``ip`` commands that prepare its
-namespace (beyond bringing its links up) and the module its node process runs
-inside that namespace. The backend starts, SIGKILLs and restarts that process
-for the scenario's ``kill``/``restart`` steps, exactly as it does for switchd.
+A driver gives the ``ip`` commands that prepare the node's namespace once its links
+exist (addresses for a host, the bridge for a switch, promiscuous ports for the FTSS)
+and, for a kind with a process of its own, the Python command line of that process.
+The backend runs it inside the namespace, waits until it touches ``<lab dir>/<node>.ready``,
+and SIGKILLs and restarts it for the scenario's ``kill``/``restart`` steps.
 """
 
 from __future__ import annotations
@@ -15,23 +16,30 @@ from ..model import Endpoint, Node
 
 
 @dataclass(frozen=True)
+class NodeEnv:
+    """What a node process's command line may need to know about its lab."""
+
+    lab_id: str
+    lab_dir: str  # /run/ftsslab/<id>: state, sockets, stores; every process names it
+    scenario_path: str  # absolute path of the scenario file
+    ifaces: tuple[str, ...]  # the node's interfaces, in order of appearance
+
+
+@dataclass(frozen=True)
 class VethDriver:
     # ip -batch commands run in the node's namespace after its links exist
     setup: Callable[[Node, list[Endpoint]], list[str]]
-    # `python -m <module> <args>` run in the namespace; args(node, scenario file, lab dir)
-    module: str
-    args: Callable[[Node, str, str], list[str]]
+    # `python <program(node, env)>` run in the namespace; None: the kind has no process
+    program: Callable[[Node, NodeEnv], list[str]] | None = None
     # interfaces that are not veth ends but TAP devices: the peer endpoint's interface is
     # created as a TAP in the peer's namespace and the node process holds its file
     tap_ifaces: frozenset[str] = frozenset()
+    # its process answers ``<node>.ctl`` (``control.py``): stats for the run's health
+    # check, and its core's report
+    control: bool = False
 
-
-VETH_DRIVERS: dict[str, VethDriver] = {}
-
-
-def register_veth_driver(kind: str, driver: VethDriver) -> None:
-    VETH_DRIVERS[kind] = driver
-
-
-# Kinds of later issues register their drivers on import (they import this module back).
-import ftsslab.ftss.veth_nodes  # noqa: E402, F401, I001  -- seed 000: `ftss`, `server`
+    def process_name(self, node: Node, env: NodeEnv) -> str:
+        """The module the process runs (``switchd``, ``daemon``): names it in events."""
+        args = self.program(node, env) if self.program else []
+        module = args[args.index("-m") + 1] if "-m" in args else "process"
+        return module.rsplit(".", 1)[-1]

@@ -17,6 +17,7 @@ import socket
 import struct
 
 SIOCGIFFLAGS = 0x8913
+SIOCGIFMTU = 0x8921
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 RTMGRP_LINK = 0x1
@@ -33,6 +34,13 @@ def iface_flags(iface: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifr = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", iface.encode(), 0))
     return struct.unpack_from("16sH", ifr)[1]
+
+
+def iface_mtu(iface: str) -> int:
+    """The MTU of ``iface`` in this namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16si12x", iface.encode(), 0))
+    return struct.unpack_from("16si", ifr)[1]
 
 
 def flags_up(flags: int) -> bool:

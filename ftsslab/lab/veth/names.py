@@ -1,7 +1,8 @@
 """Lab ids and the names derived from them (namespaces, run files).
 
 Every namespace of a lab is ``fl<id>-<node>`` (``id`` = 5 hex chars) so two
-labs never collide and ``clean()`` can recognise what belongs to ftsslab.
+labs never collide and ``clean()`` can recognise what belongs to ftsslab; an impaired
+link's shim has ``fl<id>-link-<n>`` (no node name has a ``-``).
 Interfaces keep the scenario's own names inside their namespace; anything the
 backend would create in the root namespace is ``fl<id>…`` and at most 15 chars.
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from pathlib import Path
 
 PREFIX = "fl"
 RUN_DIR = os.environ.get("FTSSLAB_RUN_DIR", "/run/ftsslab")
 NETNS_DIR = "/run/netns"
 
 LAB_ID_RE = re.compile(r"^[0-9a-f]{5}$")
-NS_RE = re.compile(r"^fl([0-9a-f]{5})-([a-z][a-z0-9]*)$")
+NS_RE = re.compile(r"^fl([0-9a-f]{5})-([a-z][a-z0-9]*|link-[0-9]+)$")
 ROOT_IF_RE = re.compile(r"^fl([0-9a-f]{5})\w{0,8}$")
 def new_lab_id() -> str:
     """A fresh id not used by any namespace or state file on this machine."""
@@ -32,12 +34,22 @@ def ns_name(lab_id: str, node: str) -> str:
     return f"{PREFIX}{lab_id}-{node}"
 
 
+def shim_name(link_index: int) -> str:
+    """The shim of the lab's ``link_index``-th link: its namespace suffix, its run files."""
+    return f"link-{link_index}"
+
+
 def lab_dir(lab_id: str) -> str:
     return os.path.join(RUN_DIR, lab_id)
 
 
 def state_path(lab_id: str) -> str:
     return os.path.join(RUN_DIR, f"{lab_id}.json")
+
+
+def ready_path(lab_id: str, node: str) -> Path:
+    """A node process touches this once it serves (the backend waits for it)."""
+    return Path(lab_dir(lab_id), f"{node}.ready")
 
 
 def switchd_socket(lab_id: str, node: str) -> str:

@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from . import names
 from .netns import ip_batch, netns_inode, pid_alive, pids_in_netns, proc_start_time
@@ -38,14 +38,19 @@ class LabState:
     detached: bool = False
     nodes: dict[str, dict] = field(default_factory=dict)        # node -> {"ns", "kind"}
     links: list[dict] = field(default_factory=list)             # {"name","a","b","ns_a",...}
-    processes: dict[str, dict] = field(default_factory=dict)    # node -> {"pid", "start"}
+    # node, or an impaired link's shim (``names.shim_name``) -> {"pid", "start"}
+    processes: dict[str, dict] = field(default_factory=dict)
     background: list[dict] = field(default_factory=list)        # {"pid","start","node","argv"}
+    # who started the owner (a shell, a test run): a detached lab outlives its owner
+    parent_pid: int | None = None
+    parent_start: int | None = None
 
     @classmethod
     def new(cls, lab_id: str, scenario: str = "", path: str = "") -> LabState:
-        pid = os.getpid()
+        pid, ppid = os.getpid(), os.getppid()
         return cls(lab_id=lab_id, owner_pid=pid, owner_start=proc_start_time(pid),
-                   created=time.time(), scenario=scenario, scenario_path=path)
+                   created=time.time(), scenario=scenario, scenario_path=path,
+                   parent_pid=ppid, parent_start=proc_start_time(ppid))
 
     def save(self) -> None:
         os.makedirs(names.RUN_DIR, mode=0o755, exist_ok=True)
@@ -68,8 +73,9 @@ def load(lab_id: str) -> LabState | None:
     try:
         with open(names.state_path(lab_id)) as f:
             data = json.load(f)
-        return LabState(**data)
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        known = {f.name for f in fields(LabState)}  # a newer ftsslab may record more
+        return LabState(**{k: v for k, v in data.items() if k in known})
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, AttributeError):
         return None
 
 

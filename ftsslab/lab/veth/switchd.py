@@ -37,9 +37,11 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 from ..model import ForwardingEntry
 from ..switch import format_entry
+from . import names
 
 # Kept import-light (no argparse, dataclasses or ftsslab.lab.model): a lab starts one switchd
 # per switch, and interpreter start-up is most of their cost. Entries are plain dicts with
@@ -284,7 +286,7 @@ class Switchd:
         return {"ok": True, "mono": mono, "entry": entry,
                 "entries": [e for _, e in self.rules]}
 
-    def serve(self) -> None:
+    def serve(self, ready: Path | None = None) -> None:
         try:
             os.unlink(self.sock_path)
         except FileNotFoundError:
@@ -293,6 +295,8 @@ class Switchd:
         srv.bind(self.sock_path)
         os.chmod(self.sock_path, 0o600)
         srv.listen(16)
+        if ready is not None:
+            ready.touch()  # the backend waits for this: requests are taken from now on
         while True:
             conn, _ = srv.accept()
             with conn:
@@ -342,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     d = Switchd(opts["node"], ports, opts["socket"], opts.get("log"))
     try:
         d.setup()
-        d.serve()
+        d.serve(names.ready_path(opts["lab"], opts["node"]))
     except SwitchdError as exc:
         print(f"switchd: {exc}", file=sys.stderr)
         return 1

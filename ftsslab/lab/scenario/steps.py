@@ -1,0 +1,362 @@
+"""``steps:``: one loader per action key (``STEP_LOADERS``), run in file order.
+
+The loader follows what the steps do (exec labels, killed processes, each switch's
+table) so later steps and expectations are checked against the state at their point.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ..kinds import kinds as all_kinds
+from ..model import (
+    NO_IMPAIRMENTS,
+    Check,
+    Exec,
+    ForwardingEntry,
+    LinkState,
+    NodeProcess,
+    Send,
+    SetImpairment,
+    Step,
+    TableOp,
+    Wait,
+)
+from .context import Context
+from .entries import entry
+from .errors import line
+from .expectations import load_expectations
+from .impair import check_impairable, load_impairments
+from .packets import check_frame, packet_expr
+from .refs import endpoint_ref, link_ref, node_ref, switch_ref
+from .safe_yaml import NULL, describe
+from .values import MAX_COUNT, Items, boolean, duration, integer, mapping, sequence, text
+
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+LABEL_MAX = 64
+SEND_KEYS = ("from", "packet", "count", "interval")
+EXEC_KEYS = ("node", "cmd", "timeout", "background")
+LINKSTATE_KEYS = ("link", "state")
+TABLE_STEP_KEYS = ("switch", "add", "remove")
+CHECK_KEYS = ("name", "expect")
+IMPAIR_STEP_KEYS = ("link", "set", "clear")
+_ARGV_HINT = "a list like [ping, -c, \"1\", 10.0.0.2] or one string split like a shell would"
+
+
+@dataclass(frozen=True)
+class StepAt:
+    """Where a step's action is written, and the step's label."""
+
+    step: str        # "steps[3]": the label of a step without a valid `name:`
+    where: str       # "steps[3].send"
+    line: int
+    label: str
+    named: bool      # the step has its own `name:`
+
+    def fields(self) -> dict[str, Any]:
+        return {"where": self.where, "line": self.line, "label": self.label}
+
+
+def load_steps(ctx: Context, node: Node | None) -> list[Step]:
+    steps: list[Step] = []
+    for i, item in enumerate(sequence(ctx, node, "steps", "steps")):
+        step = load_step(ctx, item, f"steps[{i}]")
+        if step is not None:
+            steps.append(step)
+    return steps
+
+
+def load_step(ctx: Context, item: Node, path: str) -> Step | None:
+    """A mapping with one action key (see ``STEP_LOADERS``) and an optional ``name``."""
+    if not isinstance(item, MappingNode):
+        ctx.err(path, item, f"expected a step, got {describe(item)}",
+                "a mapping with one of: " + ", ".join(STEP_ACTIONS))
+        return None
+    m = mapping(ctx, item, path, STEP_ACTIONS + ("name",))
+    assert m is not None
+    actions = [k for k in m if k in STEP_ACTIONS]
+    label = _label(ctx, m, path)
+    if not actions:
+        if m or not item.value:
+            ctx.err(path, item, "a step needs an action", "one of: " + ", ".join(STEP_ACTIONS))
+        return None
+    if len(actions) > 1:
+        ctx.err(path, m[actions[1]][0], f"one action per step, got {', '.join(actions)}",
+                "split it into several steps")
+        return None
+    action = actions[0]
+    at = StepAt(path, f"{path}.{action}", line(item) or 0, label, "name" in m)
+    step = STEP_LOADERS[action](ctx, m[action][1], at)
+    if isinstance(step, Exec):
+        ctx.exec_steps[label] = step
+    return step
+
+
+def _label(ctx: Context, m: Items, path: str) -> str:
+    if "name" not in m:
+        return path
+    got = text(ctx, m["name"][1], f"{path}.name", "a step name")
+    if got is None:
+        return path
+    return step_label(ctx, got, m["name"][1], f"{path}.name") or path
+
+
+def step_label(ctx: Context, name: str, node: Node, path: str) -> str | None:
+    """A step's name: well formed and unique."""
+    if not LABEL_RE.fullmatch(name) or len(name) > LABEL_MAX:
+        ctx.err(path, node, f"bad step name {name!r}",
+                "letters, digits, '_', '.', '-' (no spaces), at most 64 characters")
+        return None
+    if name in ctx.labels:
+        ctx.err(path, node, f"duplicate step name {name!r}",
+                f"already used on line {line(ctx.labels[name])}")
+        return None
+    ctx.labels[name] = node
+    return name
+
+
+def load_send(ctx: Context, vnode: Node, at: StepAt) -> Send | None:
+    m = mapping(ctx, vnode, at.where, SEND_KEYS, required=("from", "packet"))
+    if m is None:
+        return None
+    endpoint = endpoint_ref(ctx, m["from"][1], f"{at.where}.from") if "from" in m else None
+    packet = None
+    if "packet" in m:
+        got = packet_expr(ctx, m["packet"][1], f"{at.where}.packet", pattern=False)
+        if got is not None:
+            packet, pkt = got
+            check_frame(ctx, pkt, endpoint, m["packet"][1], f"{at.where}.packet")
+    count = 1
+    if "count" in m:
+        count = integer(ctx, m["count"][1], f"{at.where}.count", 1, MAX_COUNT,
+                        f"how many copies: 1 to {MAX_COUNT}") or 1
+    interval = 0.0
+    if "interval" in m:
+        interval = duration(ctx, m["interval"][1], f"{at.where}.interval") or 0.0
+    if endpoint is None or packet is None:
+        return None
+    return Send(**at.fields(), endpoint=endpoint, packet=packet, count=count, interval=interval)
+
+
+def load_exec(ctx: Context, vnode: Node, at: StepAt) -> Exec | None:
+    m = mapping(ctx, vnode, at.where, EXEC_KEYS, required=("node", "cmd"))
+    if m is None:
+        return None
+    node = None
+    if "node" in m:
+        got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
+        if got is not None:
+            node = node_ref(ctx, got, m["node"][1], f"{at.where}.node")
+    argv = load_argv(ctx, m["cmd"][1], f"{at.where}.cmd") if "cmd" in m else None
+    timeout = 30.0
+    if "timeout" in m:
+        timeout = duration(ctx, m["timeout"][1], f"{at.where}.timeout", positive=True) or 30.0
+    background = False
+    if "background" in m:
+        background = bool(boolean(ctx, m["background"][1], f"{at.where}.background"))
+    if node is None or argv is None:
+        return None
+    return Exec(**at.fields(), node=node, argv=argv, timeout=timeout, background=background)
+
+
+def load_argv(ctx: Context, node: Node, path: str) -> tuple[str, ...] | None:
+    """A command: a list of words, or one string split like a shell would (none runs it)."""
+    argv = _words(ctx, node, path)
+    if argv is None:
+        return None
+    if not argv or not argv[0]:
+        ctx.err(path, node, "the command is empty", _ARGV_HINT)
+        return None
+    if any("\0" in a for a in argv):
+        ctx.err(path, node, "the command contains a NUL character", _ARGV_HINT)
+        return None
+    return tuple(argv)
+
+
+def _words(ctx: Context, node: Node, path: str) -> list[str] | None:
+    if isinstance(node, ScalarNode) and node.tag != NULL:
+        try:
+            return shlex.split(node.value)
+        except ValueError as exc:
+            ctx.err(path, node, f"cannot split the command: {exc}", _ARGV_HINT)
+            return None
+    if not isinstance(node, SequenceNode):
+        ctx.err(path, node, f"expected a command, got {describe(node)}", _ARGV_HINT)
+        return None
+    words = []
+    for j, part in enumerate(node.value):
+        got = text(ctx, part, f"{path}[{j}]", "a word")
+        if got is None:
+            return None
+        words.append(got)
+    return words
+
+
+def load_link(ctx: Context, vnode: Node, at: StepAt) -> LinkState | None:
+    m = mapping(ctx, vnode, at.where, LINKSTATE_KEYS, required=("link", "state"))
+    if m is None:
+        return None
+    link = link_ref(ctx, m["link"][1], f"{at.where}.link") if "link" in m else None
+    up = None
+    if "state" in m:
+        got = text(ctx, m["state"][1], f"{at.where}.state", "up or down")
+        if got is not None and got not in ("up", "down"):
+            ctx.err(f"{at.where}.state", m["state"][1], f"unknown link state {got!r}",
+                    "up or down")
+        elif got is not None:
+            up = got == "up"
+    if link is None or up is None:
+        return None
+    return LinkState(**at.fields(), link=link, up=up)
+
+
+def load_table(ctx: Context, vnode: Node, at: StepAt) -> TableOp | None:
+    """Add or remove an entry, following the switch's table along the steps."""
+    m = mapping(ctx, vnode, at.where, TABLE_STEP_KEYS, required=("switch",))
+    if m is None:
+        return None
+    switch = switch_ref(ctx, m["switch"][1], f"{at.where}.switch") if "switch" in m else None
+    ops = [k for k in ("add", "remove") if k in m]
+    if len(ops) != 1:
+        ctx.err(at.where, vnode, "a table step needs exactly one of add:, remove:"
+                if not ops else "a table step takes add: or remove:, not both",
+                "table: {switch: s1, add: {vip: 10.0.0.100, port: p2}}")
+        return None
+    op = ops[0]
+    got = entry(ctx, m[op][1], f"{at.where}.{op}", switch)
+    if switch is None or got is None:
+        return None
+    if switch in ctx.killed:
+        ctx.err(at.where, vnode, f"{switch}'s process is killed at this point "
+                f"({ctx.killed[switch]})", f"add `restart: {switch}` before this step")
+    _apply(ctx, ctx.tables.setdefault(switch, []), op, got, m[op][1], f"{at.where}.{op}")
+    return TableOp(**at.fields(), switch=switch, op=op, entry=got)  # type: ignore[arg-type]
+
+
+def _apply(ctx: Context, table: list[ForwardingEntry], op: str, got: ForwardingEntry,
+           node: Node, path: str) -> None:
+    """Add or remove ``got``: an entry already there, or one never added, is an error."""
+    if op == "add" and got in table:
+        ctx.err(path, node, "the same entry is already in the table",
+                "an earlier step adds it; remove it first or change a field")
+    elif op == "add":
+        table.append(got)
+    elif got not in table:
+        ctx.err(path, node, "no earlier step adds this entry",
+                "tables start empty; the entry must match an added one key for key")
+    else:
+        table.remove(got)
+
+
+def load_impair(ctx: Context, vnode: Node, at: StepAt) -> SetImpairment | None:
+    """The link's impairments from here on: ``set`` replaces them all, ``clear: true`` ends them."""
+    m = mapping(ctx, vnode, at.where, IMPAIR_STEP_KEYS, required=("link",))
+    if m is None:
+        return None
+    link = link_ref(ctx, m["link"][1], f"{at.where}.link") if "link" in m else None
+    ops = [k for k in ("set", "clear") if k in m]
+    if len(ops) != 1:
+        ctx.err(at.where, vnode, "an impair step needs exactly one of set:, clear:" if not ops
+                else "an impair step takes set: or clear:, not both",
+                'impair: {link: "h1:eth0 s1:p1", set: {loss: 5%}} or {link: ..., clear: true}')
+        return None
+    ends = (link.split()[0], link.split()[1]) if link else None
+    impair = None
+    if "set" in m:
+        impair = load_impairments(ctx, m["set"][1], f"{at.where}.set", ends)
+    elif (clear := boolean(ctx, m["clear"][1], f"{at.where}.clear")) is not None:
+        if not clear:
+            ctx.err(f"{at.where}.clear", m["clear"][1], "clear: false changes nothing",
+                    "clear: true, or set: {...}")
+        impair = NO_IMPAIRMENTS
+    if link is None or impair is None or not check_impairable(ctx, ends, vnode, at.where):
+        return None
+    return SetImpairment(**at.fields(), link=link, impair=impair)
+
+
+def load_kill(ctx: Context, vnode: Node, at: StepAt) -> NodeProcess | None:
+    node = _process_node(ctx, vnode, at.where, "kill")
+    if node is None:
+        return None
+    ctx.killed.setdefault(node, at.label)
+    return NodeProcess(**at.fields(), node=node, action="kill")
+
+
+def load_restart(ctx: Context, vnode: Node, at: StepAt) -> NodeProcess | None:
+    node = _process_node(ctx, vnode, at.where, "restart")
+    if node is None:
+        return None
+    ctx.killed.pop(node, None)
+    return NodeProcess(**at.fields(), node=node, action="restart")
+
+
+def _process_node(ctx: Context, vnode: Node, path: str, action: str) -> str | None:
+    """A node whose kind has a process to kill or restart."""
+    got = text(ctx, vnode, path, "a node name")
+    if got is None:
+        return None
+    node = node_ref(ctx, got, vnode, path)
+    if node is None:
+        return None
+    spec = ctx.kinds.get(node)
+    if spec is not None and not spec.has_process:
+        with_proc = [n for n, k in ctx.kinds.items() if k and k.has_process]
+        kinds = [k.name for k in all_kinds() if k.has_process]
+        ctx.err(path, vnode, f"{node} is a {spec.name}, which has no process to {action}",
+                ("nodes with one: " + ", ".join(with_proc)) if with_proc
+                else "kinds with a process: " + ", ".join(kinds))
+        return None
+    return node
+
+
+def load_wait(ctx: Context, vnode: Node, at: StepAt) -> Wait | None:
+    seconds = duration(ctx, vnode, at.where)
+    if seconds is None:
+        return None
+    return Wait(**at.fields(), seconds=seconds)
+
+
+def load_check(ctx: Context, vnode: Node, at: StepAt) -> Check | None:
+    """Expectations at this point of the timeline; the check may name the step."""
+    cm = mapping(ctx, vnode, at.where, CHECK_KEYS, required=("expect",))
+    if cm is None:
+        return None
+    label = at.label
+    if "name" in cm:
+        label = _check_label(ctx, cm["name"][1], at)
+    if "expect" not in cm:
+        return None
+    enode = cm["expect"][1]
+    exps = load_expectations(ctx, enode, f"{at.where}.expect", label)
+    if not exps and isinstance(enode, SequenceNode) and not enode.value:
+        ctx.err(f"{at.where}.expect", enode, "a check needs at least one expectation",
+                "- received: {node: h2, match: 'UDP()'}")
+    return Check(where=at.where, line=at.line, label=label, expectations=tuple(exps))
+
+
+def _check_label(ctx: Context, node: Node, at: StepAt) -> str:
+    """The check's `name:` labels the step, unless the step has a (different) name."""
+    path = f"{at.where}.name"
+    got = text(ctx, node, path, "a check name")
+    if got is None:
+        return at.label
+    if at.named and at.label != at.step and got != at.label:
+        ctx.err(path, node, f"the step is already named {at.label!r}", "give one name")
+    elif not at.named:
+        return step_label(ctx, got, node, path) or at.step
+    return at.label
+
+
+StepLoader = Callable[[Context, Node, StepAt], Step | None]
+STEP_LOADERS: dict[str, StepLoader] = {
+    "send": load_send, "exec": load_exec, "link": load_link, "table": load_table,
+    "kill": load_kill, "restart": load_restart, "wait": load_wait, "check": load_check,
+    "impair": load_impair,
+}
+STEP_ACTIONS = tuple(STEP_LOADERS)
