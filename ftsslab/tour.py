@@ -39,6 +39,14 @@ STOPS = (
         "scenarios/ftss-link-failure.yaml",
     ),
     Stop(
+        "nas-handoff",
+        "seed 002 claims 1, 11: a switch as a virtual IP host; a live TCP connection handed"
+        " between NAS devices without the client noticing",
+        "curl downloads 16 MiB from the VIP; mid-download d1 hands the kernel TCP connection to"
+        " d2 by TCH (TCP_REPAIR, XAP to the switch), and d2 hands it back: same bytes, no reset",
+        "scenarios/nas-handoff.yaml",
+    ),
+    Stop(
         "switch-learning",
         "the lab itself: real kernel stacks in namespaces, the switch seed 002 builds on",
         "three hosts ping and send a UDP burst through a learning switch: it floods the first"

@@ -22,7 +22,10 @@ messages in order (first message = first switch on the path):
 * TCP option kind 253 (RFC 4727 experiment) in RFC 6994 shared-use form:
   kind, length, ExID ``0x5841``, messages.  ``TCP(options=[("XAP", [msgs])])``.
 * :class:`IPOption_XAP`, IP option type 158 (copied, control, number 30).
-* :class:`XAPUDP` on UDP port 5016: a 2-byte header (form, count), messages.
+* :class:`XAPUDP` on UDP port 5016: a 2-byte header (form, count), messages,
+  then TLVs to the end of the datagram (:class:`XAPTLV`; decision D2.10: the
+  message names neither the client nor the device a connection moves to, so
+  :class:`XAPTLVClientIP` and :class:`XAPTLVTargetIP` do).
 
 Inside one option the form is told by the body length (a multiple of 15 is
 full, of 11 short; the options are too small for 165, the only ambiguous
@@ -37,10 +40,12 @@ from scapy.fields import (
     BitEnumField,
     BitField,
     ByteEnumField,
+    ByteField,
     FieldLenField,
     IPField,
     PacketListField,
     ShortField,
+    StrLenField,
     X3BytesField,
     XShortField,
 )
@@ -63,6 +68,10 @@ from ftsslab.fast.xap import (  # noqa: F401  (the wire numbers, importable from
     XAP_SHORT_LEN,
     XAP_TCP_EXID,
     XAP_TCP_OPTION_KIND,
+    XAP_TLV_CLIENT_IP,
+    XAP_TLV_IP_LEN,
+    XAP_TLV_TARGET_IP,
+    XAP_TLV_TYPES,
     XAP_UDP_PORT,
     XAP_VERSION,
 )
@@ -211,11 +220,86 @@ def _udp_next_cls(pkt, lst, cur, remain):
     return {XAP_FORM_FULL: XAP, XAP_FORM_SHORT: XAPShort}.get(pkt.form, Raw)
 
 
+class XAPTLV(Packet):
+    """A TLV after the messages of an XAP datagram: type, length (of the value), value.
+
+    The generic form: an unknown type, or a known one of another length, keeps its
+    value as bytes.  CLIENT_IP and TARGET_IP of 4 bytes dissect as their own classes.
+    """
+
+    name = "XAP TLV"
+    fields_desc = [
+        ByteEnumField("type", 0, XAP_TLV_TYPES),
+        FieldLenField("length", None, fmt="B", length_of="value"),
+        StrLenField("value", b"", length_from=lambda pkt: pkt.length),
+    ]
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """A TLV cut short dissects as Raw; CLIENT_IP/TARGET_IP of 4 bytes as theirs."""
+        if not _pkt:
+            return cls
+        if len(_pkt) < 2 or 2 + _pkt[1] > len(_pkt):
+            return Raw
+        if _pkt[1] == XAP_TLV_IP_LEN:
+            return {XAP_TLV_CLIENT_IP: XAPTLVClientIP,
+                    XAP_TLV_TARGET_IP: XAPTLVTargetIP}.get(_pkt[0], cls)
+        return cls
+
+    def extract_padding(self, s):
+        """A TLV has no payload: what follows is the next TLV."""
+        return b"", s
+
+    def mysummary(self):
+        return self.sprintf("XAP TLV %type% len=%length%")
+
+
+def _address_tlv_hook(cls, _pkt=None, *args, **kargs):
+    """dispatch_hook of the address TLVs: fewer than their 6 bytes dissect as Raw.
+    (Scapy calls only a hook in the class's own namespace, so each class binds it.)"""
+    if _pkt and len(_pkt) < 2 + XAP_TLV_IP_LEN:
+        return Raw
+    return cls
+
+
+class XAPTLVClientIP(XAPTLV):
+    """CLIENT_IP: the client of the connection the datagram's messages are about."""
+
+    name = "XAP TLV client IP"
+    fields_desc = [
+        ByteEnumField("type", XAP_TLV_CLIENT_IP, XAP_TLV_TYPES),
+        ByteField("length", XAP_TLV_IP_LEN),
+        IPField("client_ip", "0.0.0.0"),
+    ]
+    dispatch_hook = classmethod(_address_tlv_hook)
+
+    def mysummary(self):
+        return self.sprintf("XAP client=%client_ip%")
+
+
+class XAPTLVTargetIP(XAPTLV):
+    """TARGET_IP: the own address of the device the connection moves to; in an ack,
+    the flow's owner once the switch has acted."""
+
+    name = "XAP TLV target IP"
+    fields_desc = [
+        ByteEnumField("type", XAP_TLV_TARGET_IP, XAP_TLV_TYPES),
+        ByteField("length", XAP_TLV_IP_LEN),
+        IPField("target_ip", "0.0.0.0"),
+    ]
+    dispatch_hook = classmethod(_address_tlv_hook)
+
+    def mysummary(self):
+        return self.sprintf("XAP target=%target_ip%")
+
+
 class XAPUDP(Packet):
-    """XAP messages as UDP data: form (full/short) and count, then the messages.
+    """XAP messages as UDP data: form (full/short) and count, the messages, then TLVs.
 
     The form byte resolves what a length cannot (165 bytes is 11 full or 15
-    short messages); ``form`` and ``count`` are computed when left None.
+    short messages); ``form`` and ``count`` are computed when left None.  The TLVs
+    run to the end of the datagram (none: the original format); bytes that end
+    inside a TLV become a Raw element of ``tlvs``.
     """
 
     name = "XAP over UDP"
@@ -223,6 +307,7 @@ class XAPUDP(Packet):
         ByteEnumField("form", None, XAP_FORMS),
         FieldLenField("count", None, fmt="B", count_of="messages"),
         PacketListField("messages", [], XAP, next_cls_cb=_udp_next_cls),
+        PacketListField("tlvs", [], XAPTLV),
     ]
 
     @classmethod

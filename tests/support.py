@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
-LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon", b"ftsslab.lab.veth.impaird")
+LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon", b"ftsslab.lab.veth.impaird",
+                 b"ftsslab.nas.switchd", b"ftsslab.nas.device")
 SETTLE = 0.5  # seconds a leak must persist (see ``leaked``)
 
 

@@ -15,6 +15,7 @@ from rich.markup import escape
 from . import EXIT_INTERNAL, UserError, app, err, out
 
 EXIT_FAILED = 1  # an expectation failed
+EVENTS_SHOWN = 40  # events the run table shows (the capture and --json have all)
 
 
 def veth_available() -> str | None:
@@ -192,8 +193,11 @@ def show_summary(result, capture: Path) -> None:
         events = Table(title="events")
         for col in ("time", "node", "event", "detail"):
             events.add_column(col)
-        for e in result.events:
+        for e in result.events[:EVENTS_SHOWN]:
             events.add_row(f"{e.time:.6f}", e.node, e.kind, e.detail)
+        if len(result.events) > EVENTS_SHOWN:
+            events.caption = (f"the first {EVENTS_SHOWN} of {len(result.events)} events; "
+                              "all are comments in the capture, and in --json")
         out.print(events)
     verdict = (
         "[green]all expectations passed[/green]"

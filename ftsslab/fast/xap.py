@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Fast XAP parsers and builders (no Scapy): messages and their three carriers.
+"""Fast XAP parsers and builders (no Scapy): messages, their three carriers, the UDP TLVs.
 
 Each ``parse_*`` returns a dict keyed by the Scapy field names of
 ``ftsslab.layers.xap`` (messages as a list of such dicts) or None for anything
@@ -53,11 +53,23 @@ XAP_FORM_SHORT = 0
 XAP_FORM_FULL = 1
 XAP_FORMS = {XAP_FORM_SHORT: "short", XAP_FORM_FULL: "full"}
 
+XAP_TLV_CLIENT_IP = 1
+XAP_TLV_TARGET_IP = 2
+"""TLVs after the messages of a UDP datagram (decision D2.10: the 15 bytes name neither):
+CLIENT_IP, the client of the connection the messages are about; TARGET_IP, the own
+address of the device the connection moves to (change_connection, redirect), or in an
+ack the flow's owner once the switch has acted.  0 stays reserved; other types are
+skipped by receivers (kept as raw bytes)."""
+XAP_TLV_TYPES = {XAP_TLV_CLIENT_IP: "client_ip", XAP_TLV_TARGET_IP: "target_ip"}
+XAP_TLV_IP_LEN = 4
+"""The value length of CLIENT_IP and TARGET_IP (IPv4); another length is kept raw."""
+
 _SHORT = struct.Struct("!IBHHH")  # version|operation|nonce, proto, sport, dport, xid
 _FULL = struct.Struct("!IBHHH4s")  # ... cluster_id
 _TCP_HDR = struct.Struct("!BBH")  # kind, length, ExID
 _IP_HDR = struct.Struct("!BB")  # type, length
 _UDP_HDR = struct.Struct("!BB")  # form, count
+_TLV_HDR = struct.Struct("!BB")  # type, length (of the value)
 _FORM_SIZE = {XAP_FORM_FULL: XAP_FULL_LEN, XAP_FORM_SHORT: XAP_SHORT_LEN}
 
 
@@ -137,8 +149,35 @@ def parse_xap_ip_option(buf: bytes | memoryview) -> dict | None:
     }
 
 
+def parse_xap_tlv(buf: bytes | memoryview) -> dict | None:
+    """The TLV at the start of ``buf``: type, length and ``client_ip``/``target_ip``
+    (a known type of 4 bytes) or ``value`` (raw bytes, any other TLV)."""
+    if len(buf) < _TLV_HDR.size:
+        return None
+    tlv_type, length = _TLV_HDR.unpack_from(buf)
+    if 2 + length > len(buf):
+        return None
+    value = bytes(buf[2:2 + length])
+    name = XAP_TLV_TYPES.get(tlv_type)
+    if name is not None and length == XAP_TLV_IP_LEN:
+        return {"type": tlv_type, "length": length, name: socket.inet_ntoa(value)}
+    return {"type": tlv_type, "length": length, "value": value}
+
+
+def parse_xap_tlvs(buf: bytes | memoryview) -> list[dict] | None:
+    """Whole TLVs up to the end of ``buf``; None when the bytes end inside one."""
+    tlvs, i = [], 0
+    while i < len(buf):
+        tlv = parse_xap_tlv(buf[i:])
+        if tlv is None:
+            return None
+        tlvs.append(tlv)
+        i += 2 + tlv["length"]
+    return tlvs
+
+
 def parse_xap_udp(buf: bytes | memoryview) -> dict | None:
-    """A UDP payload (XAPUDP): form, count, messages; trailing bytes as "payload"."""
+    """A UDP payload (XAPUDP): form, count, messages, then TLVs to the end."""
     if len(buf) < _UDP_HDR.size:
         return None
     form, count = _UDP_HDR.unpack_from(buf)
@@ -147,8 +186,11 @@ def parse_xap_udp(buf: bytes | memoryview) -> dict | None:
     end = 2 + count * _FORM_SIZE[form]
     if end > len(buf):
         return None
+    tlvs = parse_xap_tlvs(buf[end:])
+    if tlvs is None:
+        return None
     messages = _parse_form(buf[2:end], form, count)
-    return {"form": form, "count": count, "messages": messages, "payload": bytes(buf[end:])}
+    return {"form": form, "count": count, "messages": messages, "tlvs": tlvs}
 
 
 def _walk_options(buf, parse):
@@ -224,7 +266,19 @@ def build_xap_ip_option(messages: Iterable[Mapping]) -> bytes:
     return _IP_HDR.pack(XAP_IP_OPTION_TYPE, 2 + len(body)) + body
 
 
-def build_xap_udp(messages: Iterable[Mapping]) -> bytes:
-    """A UDP payload (XAPUDP) carrying ``messages`` in order."""
+def build_xap_tlv(tlv: Mapping) -> bytes:
+    """One TLV from a dict as ``parse_xap_tlv`` gives it (``length`` is computed)."""
+    name = XAP_TLV_TYPES.get(tlv["type"])
+    if name is not None and name in tlv:
+        value = socket.inet_aton(tlv[name])
+    else:
+        value = bytes(tlv["value"])
+    if len(value) > 0xFF:
+        raise ValueError(f"an XAP TLV value holds at most 255 bytes, not {len(value)}")
+    return _TLV_HDR.pack(tlv["type"], len(value)) + value
+
+
+def build_xap_udp(messages: Iterable[Mapping], tlvs: Iterable[Mapping] = ()) -> bytes:
+    """A UDP payload (XAPUDP) carrying ``messages`` in order, then ``tlvs``."""
     form, count, body = _body(messages)
-    return _UDP_HDR.pack(form, count) + body
+    return _UDP_HDR.pack(form, count) + body + b"".join(build_xap_tlv(t) for t in tlvs)

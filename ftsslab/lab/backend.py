@@ -96,6 +96,11 @@ class Backend(ABC):
     @abstractmethod
     def entries(self, switch: str) -> list[ForwardingEntry]: ...
 
+    def handoff(self, node: str, to: str, client_port: int | None) -> None:
+        """Ask ``node``'s process to hand a live connection to ``to`` (kinds with
+        ``hands_off``); it goes on in the background."""
+        raise BackendError(f"the {self.name} backend cannot hand connections off")
+
     @abstractmethod
     def process(self, node: str, action: str) -> None:
         """"kill" (SIGKILL) or "restart" a node's process."""

@@ -57,6 +57,7 @@ class Port:
     peer_node: str
     peer_kind: str
     peer_iface: str
+    ipv4: str | None = None  # "10.0.0.11/24" when the endpoint has one
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class KindSpec:
     ip_interfaces: bool = False       # endpoints of this kind may carry `ipv4:`
     has_table: bool = False           # a seed-002 forwarding table (`table:` steps/expectations)
     forwards: bool = False            # passes frames between its interfaces (no loops allowed)
+    hands_off: bool = False           # its process answers `handoff` steps (a live
+    #                                   connection moves to another node of the kind)
     kill_stops_dataplane: bool = True  # a killed process takes its frames with it (a
     #                                    switch's kernel data plane keeps forwarding)
     link_mtu: int | None = None       # default MTU of a link whose two ends both set one

@@ -154,6 +154,15 @@ class NodeProcess(Step):
 
 
 @dataclass(frozen=True)
+class Handoff(Step):
+    """Ask ``node`` to hand a live connection it serves to device ``to`` (seed 002's TCH)."""
+
+    node: str
+    to: str
+    client_port: int | None = None  # which connection (None: the one from the lowest port)
+
+
+@dataclass(frozen=True)
 class Wait(Step):
     seconds: float
 
@@ -214,6 +223,19 @@ class TableHas(Expectation):
     switch: str
     entry: ForwardingEntry
     present: bool = True
+
+
+@dataclass(frozen=True)
+class Logged(Expectation):
+    """A node's process logged events of ``event`` whose fields include ``fields`` (the
+    events of its ``report``: a NAS device's requests served, a switch's table changes)."""
+
+    node: str
+    event: str
+    fields: tuple[tuple[str, str | int | float | bool | None], ...] = ()
+    count: int | None = None
+    min: int | None = None
+    max: int | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from .model import (
     CommandResult,
     Exec,
     Expectation,
+    Handoff,
     LinkState,
+    Logged,
     NodeProcess,
     Received,
     Scenario,
@@ -158,6 +160,8 @@ class Runner:
                 b.impair(step.link, step.impair)
             case TableOp():
                 b.table(step.switch, step.op, step.entry)
+            case Handoff():
+                b.handoff(step.node, step.to, step.client_port)
             case NodeProcess():
                 b.process(step.node, step.action)
             case Wait():
@@ -233,5 +237,17 @@ class Runner:
                     present == e.present,
                     f"{len(entries)} entries",
                 )
+            case Logged():
+                events = self.backend.reports().get(e.node, {}).get("events", [])
+                n = sum(1 for ev in events if ev.get("kind") == e.event
+                        and all(ev.get(k) == v for k, v in e.fields))
+                wanted = " ".join(f"{k}={v}" for k, v in e.fields)
+                what = f"{e.node} logged {e.event} {wanted}".rstrip()
+                if e.count is not None:
+                    return outcome(f"{what} × {e.count}", n == e.count, f"logged {n}")
+                lo, hi = e.min or 0, e.max
+                bound = f"{lo}..{hi}" if hi is not None else f"≥ {lo}"
+                return outcome(f"{what} × {bound}", n >= lo and (hi is None or n <= hi),
+                               f"logged {n}")
         raise TypeError(f"unknown expectation {e!r}")
 

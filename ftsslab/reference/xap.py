@@ -5,6 +5,8 @@ Scene (seed 002): client 192.0.2.10:40000 talks NFS (port 2049) to the virtual
 IP of switch 10.0.0.1; cluster devices 10.0.0.11 and 10.0.0.12 move the
 connection; cascaded switches behind the first have the NAT-assigned addresses
 10.1.0.1 and 10.2.0.1.  Device 10.0.0.11 sends the messages; the switch acks.
+Datagrams name the client (CLIENT_IP TLV) and, to move a connection, the device
+it moves to (TARGET_IP, here 10.0.0.12); an ack names the flow's owner.
 """
 
 from scapy.layers.inet import IP, TCP, UDP
@@ -20,9 +22,12 @@ from ftsslab.layers.xap import (
     XAP_OP_SET,
     XAP_OPERATIONS,
     XAP_UDP_PORT,
+    XAPTLV,
     XAPUDP,
     IPOption_XAP,
     XAPShort,
+    XAPTLVClientIP,
+    XAPTLVTargetIP,
 )
 
 SWITCH_MAC, DEVICE1_MAC, DEVICE2_MAC = "02:00:00:00:00:01", "02:00:00:00:00:11", "02:00:00:00:00:12"
@@ -38,11 +43,18 @@ def _msg(op: int, xid: int, cluster: str | None = SWITCH, proto: int = 6) -> XAP
     return XAPShort(**fields) if cluster is None else XAP(cluster_id=cluster, **fields)
 
 
-def _udp(messages: list, to_switch: bool = True) -> Packet:
+def _tlvs(target: str | None = None) -> list[XAPTLV]:
+    """CLIENT_IP, and TARGET_IP when ``target`` is given (D2.10)."""
+    tlvs: list[XAPTLV] = [XAPTLVClientIP(client_ip=CLIENT)]
+    return tlvs + ([XAPTLVTargetIP(target_ip=target)] if target else [])
+
+
+def _udp(messages: list, tlvs: list | None = None, to_switch: bool = True) -> Packet:
     src, dst = (DEVICE1, SWITCH) if to_switch else (SWITCH, DEVICE1)
     macs = (DEVICE1_MAC, SWITCH_MAC) if to_switch else (SWITCH_MAC, DEVICE1_MAC)
     return (Ether(src=macs[0], dst=macs[1]) / IP(src=src, dst=dst, id=1)
-            / UDP(sport=XAP_UDP_PORT, dport=XAP_UDP_PORT) / XAPUDP(messages=messages))
+            / UDP(sport=XAP_UDP_PORT, dport=XAP_UDP_PORT)
+            / XAPUDP(messages=messages, tlvs=tlvs or []))
 
 
 def _tcp(n: int, options: list, ip_options: list | None = None) -> Packet:
@@ -59,22 +71,34 @@ def packets() -> list[tuple[str, Packet]]:
     requests = [XAP_OP_QUERY, XAP_OP_CHANGE_CONNECTION, XAP_OP_SET, XAP_OP_REDIRECT]
     for xid, op in enumerate(requests, start=1):
         name = XAP_OPERATIONS[op]
-        out.append((f"XAP/UDP {name}, full form", _udp([_msg(op, xid)])))
-        out.append((f"XAP/UDP {name}, short form (implicit Cluster ID)",
-                    _udp([_msg(op, 0x10 + xid, None)])))
-    out.append(("XAP/UDP ack of the full-form redirect (xid 4)",
-                _udp([_msg(XAP_OP_ACK, 4)], to_switch=False)))
+        moves = op in (XAP_OP_CHANGE_CONNECTION, XAP_OP_REDIRECT)
+        tlvs = _tlvs(DEVICE2 if moves else None)
+        proto = 17 if op == XAP_OP_REDIRECT else 6  # redirect: a UDP flow, by NAT alone
+        what = "client and target TLVs" if moves else "client TLV"
+        out.append((f"XAP/UDP {name}, full form, {what}",
+                    _udp([_msg(op, xid, proto=proto)], tlvs)))
+        out.append((f"XAP/UDP {name}, short form (implicit Cluster ID), {what}",
+                    _udp([_msg(op, 0x10 + xid, None, proto=proto)], tlvs)))
+    out.append(("XAP/UDP ack of the query (xid 1): the target TLV names the owner",
+                _udp([_msg(XAP_OP_ACK, 1)], _tlvs(DEVICE1), to_switch=False)))
+    out.append(("XAP/UDP ack of the change connection (xid 2): the owner is now 10.0.0.12",
+                _udp([_msg(XAP_OP_ACK, 2)], _tlvs(DEVICE2), to_switch=False)))
     out.append(("XAP/UDP ack of the short-form redirect (xid 0x14), short form",
-                _udp([_msg(XAP_OP_ACK, 0x14, None)], to_switch=False)))
-    out.append(("XAP/UDP redirect of a UDP flow (protocol 17), full form",
-                _udp([_msg(XAP_OP_REDIRECT, 0x20, proto=17)])))
+                _udp([_msg(XAP_OP_ACK, 0x14, None, proto=17)], _tlvs(DEVICE2),
+                     to_switch=False)))
+    out.append(("XAP/UDP change connection without TLVs (the format before D2.10)",
+                _udp([_msg(XAP_OP_CHANGE_CONNECTION, 0x20)])))
+    out.append(("XAP/UDP change connection with an unknown TLV type 127 (skipped)",
+                _udp([_msg(XAP_OP_CHANGE_CONNECTION, 0x21)],
+                     [*_tlvs(DEVICE2), XAPTLV(type=127, value=b"ftsslab")])))
     cascade = [_msg(XAP_OP_CHANGE_CONNECTION, 0x30 + i, c)
                for i, c in enumerate((SWITCH, SWITCH2, "10.2.0.1"))]
     out.append(("XAP/UDP cascaded change connection: 3 full messages, switch order",
-                _udp(cascade)))
-    out.append(("XAP/UDP ack of the cascaded change connection, in order",
-                _udp([_msg(XAP_OP_ACK, 0x30 + i, c)
-                      for i, c in enumerate((SWITCH, SWITCH2, "10.2.0.1"))], False)))
+                _udp(cascade, _tlvs(DEVICE2))))
+    for i, c in enumerate((SWITCH, SWITCH2)):  # each switch acks its own message
+        ack = _udp([_msg(XAP_OP_ACK, 0x30 + i, c)], _tlvs(DEVICE2), False)
+        ack[IP].src = c
+        out.append((f"XAP/UDP ack of cascade message {i + 1} (xid 0x{0x30 + i:x}) from {c}", ack))
 
     out.append(("TCP option 253 ExID 0x5841: redirect, full form",
                 _tcp(2, [("XAP", [_msg(XAP_OP_REDIRECT, 0x40, DEVICE2)])])))

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""XAP (seed 002 "EAP"): messages, the TCP/IP option and UDP carriers, fast path, tshark."""
+"""XAP (seed 002 "EAP"): messages, the TCP/IP option and UDP carriers (with their TLVs),
+fast path, tshark."""
 
 import struct
 import subprocess
@@ -15,7 +16,15 @@ from scapy.utils import wrpcap
 
 from ftsslab.fast import xap as fast
 from ftsslab.layers import xap as L
-from ftsslab.layers.xap import XAP, XAPUDP, IPOption_XAP, XAPShort
+from ftsslab.layers.xap import (
+    XAP,
+    XAPTLV,
+    XAPUDP,
+    IPOption_XAP,
+    XAPShort,
+    XAPTLVClientIP,
+    XAPTLVTargetIP,
+)
 from ftsslab.reference.xap import packets
 
 u16 = st.integers(0, 0xFFFF)
@@ -28,7 +37,17 @@ SHORT = st.fixed_dictionaries({
     "dport": u16,
     "xid": u16,
 })
-FULL = st.builds(lambda f, ip: {**f, "cluster_id": ip}, SHORT, st.ip_addresses(v=4).map(str))
+IPV4 = st.ip_addresses(v=4).map(str)
+FULL = st.builds(lambda f, ip: {**f, "cluster_id": ip}, SHORT, IPV4)
+# TLVs as fast.parse_xap_tlv gives them: the address TLVs, and any type with raw bytes
+# (a known type of another length than 4 stays raw too)
+TLV = st.one_of(
+    st.builds(lambda ip: {"type": 1, "length": 4, "client_ip": ip}, IPV4),
+    st.builds(lambda ip: {"type": 2, "length": 4, "target_ip": ip}, IPV4),
+    st.builds(lambda t, v: {"type": t, "length": len(v), "value": v}, st.integers(0, 255),
+              st.binary(max_size=40)).filter(lambda d: d["type"] not in (1, 2) or d["length"] != 4),
+)
+TLVS = st.lists(TLV, max_size=5)
 
 
 def msg(fields):
@@ -37,6 +56,15 @@ def msg(fields):
 
 def fields_of(pkt):
     return {f.name: pkt.getfieldval(f.name) for f in pkt.fields_desc}
+
+
+def tlv(fields):
+    """The Scapy TLV of a fast TLV dict (the generic class for a raw value)."""
+    if "client_ip" in fields:
+        return XAPTLVClientIP(client_ip=fields["client_ip"])
+    if "target_ip" in fields:
+        return XAPTLVTargetIP(target_ip=fields["target_ip"])
+    return XAPTLV(type=fields["type"], value=fields["value"])
 
 
 def homogeneous(max_full, max_short):
@@ -101,25 +129,79 @@ def test_fast_ack_builder(fields):
 
 # -- UDP carrier -----------------------------------------------------------------
 
-def udp_frame(msgs, **udp):
+def udp_frame(msgs, tlvs=(), **udp):
     return (Ether() / IP(src="10.0.0.11", dst="10.0.0.1") / UDP(**udp)
-            / XAPUDP(messages=[msg(m) for m in msgs]))
+            / XAPUDP(messages=[msg(m) for m in msgs], tlvs=[tlv(t) for t in tlvs]))
 
 
-@given(homogeneous(12, 12))
-def test_udp_roundtrip_autofill_and_fast(msgs):
-    frame = Ether(bytes(udp_frame(msgs)))
+def tlvs_len(tlvs):
+    return sum(2 + t["length"] for t in tlvs)
+
+
+@given(homogeneous(12, 12), TLVS)
+def test_udp_roundtrip_autofill_and_fast(msgs, tlvs):
+    frame = Ether(bytes(udp_frame(msgs, tlvs)))
     assert frame[UDP].sport == frame[UDP].dport == L.XAP_UDP_PORT
     carrier = frame[XAPUDP]
     full = "cluster_id" in msgs[0]
     assert carrier.form == (L.XAP_FORM_FULL if full else L.XAP_FORM_SHORT)
     assert carrier.count == len(msgs)
-    assert frame[UDP].len == 8 + 2 + body_len(msgs)
+    assert frame[UDP].len == 8 + 2 + body_len(msgs) + tlvs_len(tlvs)
     assert [fields_of(m) for m in carrier.messages] == msgs
+    assert [fields_of(t) for t in carrier.tlvs] == tlvs
+    assert not carrier.payload
     payload = bytes(frame[UDP].payload)
     assert fast.parse_xap_udp(payload) == {
-        "form": carrier.form, "count": carrier.count, "messages": msgs, "payload": b""}
-    assert fast.build_xap_udp(msgs) == payload
+        "form": carrier.form, "count": carrier.count, "messages": msgs, "tlvs": tlvs}
+    assert fast.build_xap_udp(msgs, tlvs) == payload
+
+
+@given(TLV)
+def test_tlv_roundtrip_and_fast(fields):
+    raw = bytes(tlv(fields))
+    assert raw[:2] == bytes([fields["type"], fields["length"]])
+    assert fields_of(XAPTLV(raw)) == fields  # the generic class dispatches on the type
+    assert fast.parse_xap_tlv(raw) == fast.parse_xap_tlvs(raw)[0] == fields
+    assert fast.build_xap_tlv(fields) == raw
+
+
+def test_tlv_layout_and_types():
+    """type 1 CLIENT_IP and 2 TARGET_IP, 4-byte IPv4 values; length counts the value only."""
+    assert bytes(XAPTLVClientIP(client_ip="192.0.2.10")) == bytes.fromhex("01 04 c000020a")
+    assert bytes(XAPTLVTargetIP(target_ip="10.0.0.12")) == bytes.fromhex("02 04 0a00000c")
+    assert bytes(XAPTLV(type=9, value=b"ab")) == bytes.fromhex("09 02 6162")
+    assert (L.XAP_TLV_CLIENT_IP, L.XAP_TLV_TARGET_IP, L.XAP_TLV_IP_LEN) == (1, 2, 4)
+    # a known type of another length is kept raw, like an unknown type
+    odd = XAPTLV(bytes.fromhex("01 03 0a0000"))
+    assert type(odd) is XAPTLV and odd.value == b"\n\x00\x00"
+    assert fast.parse_xap_tlv(bytes.fromhex("01 03 0a0000")) == {
+        "type": 1, "length": 3, "value": b"\n\x00\x00"}
+    with pytest.raises(ValueError, match="255"):
+        fast.build_xap_tlv({"type": 9, "value": bytes(256)})
+
+
+def test_udp_without_tlvs_is_the_original_format():
+    """Backward compatible: no TLVs, no byte after the messages, exactly as before D2.10."""
+    raw = bytes(XAPUDP(messages=[XAPShort(operation=L.XAP_OP_SET, nonce=1, sport=2, dport=3,
+                                          xid=4)]))
+    assert raw == bytes.fromhex("00 01 13000001 06 0002 0003 0004")
+    assert XAPUDP(raw).tlvs == []
+    assert fast.parse_xap_udp(raw)["tlvs"] == []
+    assert fast.build_xap_udp(fast.parse_xap_udp(raw)["messages"]) == raw
+
+
+def test_udp_unknown_tlv_is_kept_and_a_cut_tlv_is_refused():
+    msgs = [{"operation": L.XAP_OP_QUERY, "xid": 1}]
+    tlvs = [{"type": 1, "length": 4, "client_ip": "192.0.2.10"},
+            {"type": 200, "length": 3, "value": b"abc"}]
+    raw = fast.build_xap_udp(msgs, tlvs)
+    assert [type(t) for t in XAPUDP(raw).tlvs] == [XAPTLVClientIP, XAPTLV]
+    assert fast.parse_xap_udp(raw)["tlvs"] == tlvs
+    for cut in (raw + b"\x05", raw[:-1]):  # a lone type byte; a value shorter than its length
+        assert fast.parse_xap_udp(cut) is None
+        assert fast.parse_xap_tlvs(cut[13:]) is None
+        assert type(XAPUDP(cut).tlvs[-1]) is Raw  # Scapy keeps the bytes, as Raw
+        assert bytes(XAPUDP(cut)) == cut
 
 
 def test_udp_form_byte_resolves_165_bytes():
@@ -265,13 +347,14 @@ def with_lengths(hdr, n, udp=False):
 @FUZZ
 @given(st.binary(max_size=80))
 def test_fuzz_messages(data):
-    for cls in (XAP, XAPShort, XAPUDP, IPOption_XAP):
+    for cls in (XAP, XAPShort, XAPUDP, IPOption_XAP, XAPTLV, XAPTLVClientIP, XAPTLVTargetIP):
         pkt = cls(data)
         pkt.summary()
         repr(pkt)
     for parse in (fast.parse_xap, fast.parse_xap_short, fast.parse_xap_messages,
                   fast.parse_xap_tcp_option, fast.parse_xap_ip_option, fast.parse_xap_udp,
-                  fast.parse_xap_tcp_options, fast.parse_xap_ip_options):
+                  fast.parse_xap_tcp_options, fast.parse_xap_ip_options, fast.parse_xap_tlv,
+                  fast.parse_xap_tlvs):
         parse(data)
         parse(memoryview(data))
 
@@ -286,6 +369,21 @@ def test_fuzz_udp_carrier(data):
         carrier = frame[XAPUDP]
         assert (parsed["form"], parsed["count"]) == (carrier.form, carrier.count)
         assert parsed["messages"] == [fields_of(m) for m in carrier.messages]
+        assert parsed["tlvs"] == [fields_of(t) for t in carrier.tlvs]
+        if parsed["count"]:  # (no message: the builder cannot tell the form)
+            assert fast.build_xap_udp(parsed["messages"], parsed["tlvs"]) == data
+
+
+@FUZZ
+@given(st.binary(max_size=60))
+def test_fuzz_tlvs(data):
+    """Whatever the fast path accepts as TLVs, Scapy reads the same; otherwise Scapy ends in Raw."""
+    got = XAPUDP(b"\x01\x00" + data).tlvs
+    parsed = fast.parse_xap_tlvs(data)
+    if parsed is None:
+        assert got and type(got[-1]) is Raw
+    else:
+        assert parsed == [fields_of(t) for t in got]
 
 
 @FUZZ
@@ -333,6 +431,9 @@ def test_reference_covers_operations_forms_and_carriers():
                for f in frames if TCP in f)
     assert any(any(isinstance(o, IPOption_XAP) and len(o.messages) >= 2 for o in f[IP].options)
                for f in frames)
+    tlv_types = {type(t) for f in frames if XAPUDP in f for t in f[XAPUDP].tlvs}
+    assert tlv_types == {XAPTLVClientIP, XAPTLVTargetIP, XAPTLV}
+    assert any(XAPUDP in f and not f[XAPUDP].tlvs for f in frames)  # the original format too
 
 
 def _messages(frame):
@@ -364,7 +465,9 @@ def test_reference_fast_equals_scapy(comment, pkt):
     if XAPUDP in frame:
         parsed = fast.parse_xap_udp(bytes(frame[UDP].payload))
         assert parsed["messages"] == [fields_of(m) for m in frame[XAPUDP].messages]
-        assert fast.build_xap_udp(parsed["messages"]) == bytes(frame[UDP].payload)
+        assert parsed["tlvs"] == [fields_of(t) for t in frame[XAPUDP].tlvs]
+        assert fast.build_xap_udp(parsed["messages"], parsed["tlvs"]) == bytes(
+            frame[UDP].payload)
     assert _messages(frame), comment
 
 

@@ -176,9 +176,10 @@ MIRRORS: dict[str, dict[str, object]] = {
     "xap.lua": {
         **_same_names(xap, "XAP_VERSION", "XAP_FULL_LEN", "XAP_SHORT_LEN", "XAP_TCP_OPTION_KIND",
                       "XAP_TCP_EXID", "XAP_IP_OPTION_TYPE", "XAP_UDP_PORT", "XAP_FORM_SHORT",
-                      "XAP_FORM_FULL"),
+                      "XAP_FORM_FULL", "XAP_TLV_CLIENT_IP", "XAP_TLV_TARGET_IP", "XAP_TLV_IP_LEN"),
         "OPERATIONS": xap.XAP_OPERATIONS,
         "FORMS": xap.XAP_FORMS,
+        "TLV_TYPES": xap.XAP_TLV_TYPES,
         # Scapy's names for the XAP message's ByteEnumField("proto", ..., IP_PROTOS)
         "IP_PROTOS": {k: IP_PROTOS[k] for k in IP_PROTOS.keys() if k < 256},
         "IPOPT_CLASSES": _IPOption_HDR.fields_desc[1].i2s,

@@ -9,19 +9,20 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..kinds import did_you_mean
-from ..model import Absent, CommandResult, Expectation, Received, TableHas
+from ..model import Absent, CommandResult, Expectation, Logged, Received, TableHas
 from .context import Context
 from .entries import entry
 from .errors import line
 from .packets import match
 from .refs import link_ref, node_ref, switch_ref
-from .safe_yaml import NULL, describe
+from .safe_yaml import NULL, describe, plain
 from .values import MAX_COUNT, Items, integer, mapping, sequence, text
 
 RECEIVED_KEYS = ("node", "match", "iface", "count", "min", "max")
 ABSENT_KEYS = ("link", "match")
 COMMAND_KEYS = ("step", "status", "contains")
 TABLE_EXPECT_KEYS = ("switch", "has", "lacks")
+LOGGED_KEYS = ("node", "event", "with", "count", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,43 @@ def load_table(ctx: Context, vnode: Node, at: ExpectAt) -> TableHas | None:
     return TableHas(**at.fields(), switch=switch, entry=got, present=ops[0] == "has")
 
 
+def load_logged(ctx: Context, vnode: Node, at: ExpectAt) -> Logged | None:
+    """Events a node's process logged: ``{node: d2, event: request, with: {path: /f}}``."""
+    hint = "logged: {node: d2, event: request, with: {path: /d2/f, status: 200}, count: 1}"
+    m = mapping(ctx, vnode, at.where, LOGGED_KEYS, required=("node", "event"))
+    if m is None:
+        return None
+    node = None
+    if "node" in m:
+        got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
+        node = node_ref(ctx, got, m["node"][1], f"{at.where}.node") if got else None
+        spec = ctx.kinds.get(node) if node else None
+        if spec is not None and not spec.has_process:
+            ctx.err(f"{at.where}.node", m["node"][1], f"a {spec.name} has no process that logs "
+                    "events", hint)
+            node = None
+    event = text(ctx, m["event"][1], f"{at.where}.event", "an event name") \
+        if "event" in m else None
+    fields: list[tuple[str, Any]] = []
+    if "with" in m:
+        wnode = m["with"][1]
+        if not isinstance(wnode, MappingNode):
+            ctx.err(f"{at.where}.with", wnode, f"expected a mapping, got {describe(wnode)}", hint)
+            return None
+        for knode, value in wnode.value:
+            if not isinstance(value, ScalarNode) or not isinstance(knode, ScalarNode):
+                ctx.err(f"{at.where}.with", value, "each field is a plain value", hint)
+                return None
+            fields.append((knode.value, plain(value)))
+    counts = _counts(ctx, m, at.where)
+    if node is None or event is None or counts is None:
+        return None
+    return Logged(**at.fields(), node=node, event=event, fields=tuple(fields), **counts)
+
+
 ExpectationLoader = Callable[[Context, Node, ExpectAt], Expectation | None]
 EXPECTATION_LOADERS: dict[str, ExpectationLoader] = {
     "received": load_received, "absent": load_absent, "command": load_command,
-    "table": load_table,
+    "table": load_table, "logged": load_logged,
 }
 EXPECT_KINDS = tuple(EXPECTATION_LOADERS)

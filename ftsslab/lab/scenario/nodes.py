@@ -120,7 +120,7 @@ def check_topology(ctx: Context, nodes: list[ModelNode], links: list[Link]) -> N
         for ep, peer in ((link.a, link.b), (link.b, link.a)):
             if ep.node in ports and peer.node in kinds:
                 ports[ep.node][ep.iface] = Port(ep.iface, ep.mac, link.mtu, peer.node,
-                                                kinds[peer.node], peer.iface)
+                                                kinds[peer.node], peer.iface, ep.ipv4)
     views = {n.name: NodeView(n.name, n.kind, n.options, ctx.checked[n.name][1],
                               ports[n.name]) for n in nodes if n.name in ctx.checked}
     for name, (vnode, _) in ctx.checked.items():

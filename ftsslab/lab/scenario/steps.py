@@ -20,6 +20,7 @@ from ..model import (
     Check,
     Exec,
     ForwardingEntry,
+    Handoff,
     LinkState,
     NodeProcess,
     Send,
@@ -46,6 +47,7 @@ LINKSTATE_KEYS = ("link", "state")
 TABLE_STEP_KEYS = ("switch", "add", "remove")
 CHECK_KEYS = ("name", "expect")
 IMPAIR_STEP_KEYS = ("link", "set", "clear")
+HANDOFF_KEYS = ("from", "to", "client_port")
 _ARGV_HINT = "a list like [ping, -c, \"1\", 10.0.0.2] or one string split like a shell would"
 
 
@@ -315,6 +317,41 @@ def _process_node(ctx: Context, vnode: Node, path: str, action: str) -> str | No
     return node
 
 
+def load_handoff(ctx: Context, vnode: Node, at: StepAt) -> Handoff | None:
+    """Move a live connection from one node to another of a kind that hands off."""
+    hint = "handoff: {from: d1, to: d2}"
+    m = mapping(ctx, vnode, at.where, HANDOFF_KEYS, required=("from", "to"))
+    if m is None:
+        return None
+    ends = {}
+    for key in ("from", "to"):
+        if key not in m:
+            continue
+        got = text(ctx, m[key][1], f"{at.where}.{key}", "a node name")
+        node = node_ref(ctx, got, m[key][1], f"{at.where}.{key}") if got is not None else None
+        spec = ctx.kinds.get(node) if node is not None else None
+        if node is not None and spec is not None and not spec.hands_off:
+            ctx.err(f"{at.where}.{key}", m[key][1], f"{node} is a {spec.name}, which does not "
+                    "hand connections off", hint)
+            node = None
+        ends[key] = node
+    port = None
+    if "client_port" in m:
+        port = integer(ctx, m["client_port"][1], f"{at.where}.client_port", 1, 65535,
+                       "the client's TCP port, 1..65535")
+    src, dst = ends.get("from"), ends.get("to")
+    if src is None or dst is None:
+        return None
+    if src == dst:
+        ctx.err(f"{at.where}.to", m["to"][1], f"{src} cannot hand off to itself", hint)
+        return None
+    for node in (src, dst):
+        if node in ctx.killed:
+            ctx.err(at.where, vnode, f"{node}'s process is killed at this point "
+                    f"({ctx.killed[node]})", f"add `restart: {node}` before this step")
+    return Handoff(**at.fields(), node=src, to=dst, client_port=port)
+
+
 def load_wait(ctx: Context, vnode: Node, at: StepAt) -> Wait | None:
     seconds = duration(ctx, vnode, at.where)
     if seconds is None:
@@ -357,6 +394,6 @@ StepLoader = Callable[[Context, Node, StepAt], Step | None]
 STEP_LOADERS: dict[str, StepLoader] = {
     "send": load_send, "exec": load_exec, "link": load_link, "table": load_table,
     "kill": load_kill, "restart": load_restart, "wait": load_wait, "check": load_check,
-    "impair": load_impair,
+    "impair": load_impair, "handoff": load_handoff,
 }
 STEP_ACTIONS = tuple(STEP_LOADERS)

@@ -637,6 +637,17 @@ class VethBackend(Backend):
         self._events.append(Event(self.now(), node, action,
                                   f"{name} pid {self.state.processes[node]['pid']}"))
 
+    def handoff(self, node: str, to: str, client_port: int | None) -> None:
+        assert self.lab_id is not None
+        req = {"op": "handoff", "to": to, "client_port": client_port}
+        try:
+            reply = control_request(names.lab_dir(self.lab_id), node, req)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{node}: its process does not answer ({exc})") from exc
+        if not reply.get("ok"):
+            raise BackendError(f"{node}: handoff to {to}: {reply.get('error', 'refused')}")
+        self._events.append(Event(self.now(), node, "handoff", f"{reply['client']} -> {to}"))
+
     def _kill_process(self, node: str) -> None:
         assert self.state is not None
         p = self._procs.get(node)
@@ -698,7 +709,27 @@ class VethBackend(Backend):
         return out
 
     def events(self) -> list[Event]:
-        return list(self._events)
+        """The backend's own events and those node processes log to ``<lab dir>/<node>.events``
+        (JSON lines: ``t`` on CLOCK_MONOTONIC, ``kind``, more fields), in time order."""
+        out = list(self._events)
+        if self.lab_id is None or self.state is None:
+            return out
+        for node in self.state.nodes:
+            path = Path(names.lab_dir(self.lab_id), f"{node}.events")
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                    t, kind = float(rec.pop("t")) - self._start_mono, str(rec.pop("kind"))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue  # a line cut short by a SIGKILL
+                rec.pop("node", None)
+                detail = " ".join(f"{k}={v}" for k, v in sorted(rec.items()) if v is not None)
+                out.append(Event(t, node, kind, detail))
+        return sorted(out, key=lambda e: e.time)
 
     # ---- extras for the CLI and tests --------------------------------------------------------
     def namespace(self, node: str) -> str:

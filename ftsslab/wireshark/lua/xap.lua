@@ -3,7 +3,9 @@
 --
 -- One source of truth: layers/xap.py.  Field abbreviations are "<prefix>.<Scapy field>":
 --   XAP, XAPShort  -> "xap"        (one message, full 15 / short 11 bytes)
---   XAPUDP         -> "xap.udp"    (UDP port 5016: form, count, messages)
+--   XAPUDP         -> "xap.udp"    (UDP port 5016: form, count, messages, TLVs)
+--   XAPTLV, XAPTLVClientIP, XAPTLVTargetIP -> "xap.tlv" (type, length, value / client_ip /
+--                                             target_ip)
 --   IPOption_XAP   -> "xap.ipopt"  (IP option type 158)
 --   TCP option 253 -> "xap.tcpopt" (kind, len, exid; not a Scapy class)
 -- Registration: udp.port 5016, ip.option 158, tcp.option 253 (replaces Wireshark's
@@ -18,11 +20,15 @@ local XAP_IP_OPTION_TYPE = 158
 local XAP_UDP_PORT = 5016
 local XAP_FORM_SHORT = 0
 local XAP_FORM_FULL = 1
+local XAP_TLV_CLIENT_IP = 1
+local XAP_TLV_TARGET_IP = 2
+local XAP_TLV_IP_LEN = 4
 
 -- Value tables: the names of Scapy's enums.
 local OPERATIONS = { [1] = "query", [2] = "change_connection", [3] = "set", [4] = "redirect",
                      [8] = "ack" }
 local FORMS = { [XAP_FORM_SHORT] = "short", [XAP_FORM_FULL] = "full" }
+local TLV_TYPES = { [XAP_TLV_CLIENT_IP] = "client_ip", [XAP_TLV_TARGET_IP] = "target_ip" }
 -- scapy.data.IP_PROTOS (read from /etc/protocols, "-" written "_"), 0..255.
 local IP_PROTOS = {
     [0] = "hopopt", [1] = "icmp", [2] = "igmp", [3] = "ggp", [4] = "ipencap", [5] = "st",
@@ -53,6 +59,7 @@ local IPOPT_NUMBERS = {
 
 local p_xap = Proto("xap", "XAP (Extended Addressing Protocol)")
 local p_udp = Proto("xap.udp", "XAP over UDP")
+local p_tlv = Proto("xap.tlv", "XAP TLV")
 local p_tcpopt = Proto("xap.tcpopt", "TCP Option - XAP (kind 253, ExID 0x5841)")
 local p_ipopt = Proto("xap.ipopt", "IP Option XAP (Extended Addressing Protocol)")
 
@@ -71,6 +78,12 @@ local f = {
     udp_form = ProtoField.uint8("xap.udp.form", "Form", base.DEC, FORMS),
     udp_count = ProtoField.uint8("xap.udp.count", "Count", base.DEC),
     udp_data = ProtoField.bytes("xap.udp.data", "Undissected bytes"),
+    -- XAPTLV, XAPTLVClientIP, XAPTLVTargetIP
+    tlv_type = ProtoField.uint8("xap.tlv.type", "Type", base.DEC, TLV_TYPES),
+    tlv_length = ProtoField.uint8("xap.tlv.length", "Length", base.DEC),
+    tlv_value = ProtoField.bytes("xap.tlv.value", "Value"),
+    tlv_client_ip = ProtoField.ipv4("xap.tlv.client_ip", "Client IP"),
+    tlv_target_ip = ProtoField.ipv4("xap.tlv.target_ip", "Target IP"),
     -- TCP option 253
     tcp_kind = ProtoField.uint8("xap.tcpopt.kind", "Kind", base.DEC),
     tcp_len = ProtoField.uint8("xap.tcpopt.len", "Length", base.DEC),
@@ -88,6 +101,7 @@ local f = {
 p_xap.fields = { f.index, f.version, f.operation, f.nonce, f.proto, f.sport, f.dport, f.xid,
                  f.cluster_id }
 p_udp.fields = { f.udp_form, f.udp_count, f.udp_data }
+p_tlv.fields = { f.tlv_type, f.tlv_length, f.tlv_value, f.tlv_client_ip, f.tlv_target_ip }
 p_tcpopt.fields = { f.tcp_kind, f.tcp_len, f.tcp_exid, f.tcp_data }
 p_ipopt.fields = { f.ip_type, f.ip_copy_flag, f.ip_optclass, f.ip_option, f.ip_length, f.ip_data }
 
@@ -98,6 +112,10 @@ local e = {
                                  expert.group.MALFORMED, expert.severity.WARN),
     count = ProtoExpert.new("xap.count_mismatch", "XAP: count does not match the length",
                             expert.group.MALFORMED, expert.severity.WARN),
+    tlv_cut = ProtoExpert.new("xap.tlv_truncated", "XAP: TLV cut short by the datagram's end",
+                              expert.group.MALFORMED, expert.severity.WARN),
+    tlv_length = ProtoExpert.new("xap.tlv_bad_length", "XAP: address TLV not of 4 bytes",
+                                 expert.group.MALFORMED, expert.severity.WARN),
     operation = ProtoExpert.new("xap.unknown_operation", "XAP: unknown operation",
                                 expert.group.PROTOCOL, expert.severity.WARN),
     form = ProtoExpert.new("xap.unknown_form", "XAP: unknown form",
@@ -107,7 +125,8 @@ local e = {
     exid = ProtoExpert.new("xap.foreign_exid", "TCP option 253 of another experiment",
                            expert.group.PROTOCOL, expert.severity.NOTE),
 }
-p_xap.experts = { e.short, e.bad_length, e.count, e.operation, e.form, e.version, e.exid }
+p_xap.experts = { e.short, e.bad_length, e.count, e.tlv_cut, e.tlv_length, e.operation, e.form,
+                  e.version, e.exid }
 
 -- Wireshark's own RFC 6994 handler for kind 253, kept for other experiments' ExIDs.
 local tcp_option_table = DissectorTable.get("tcp.option")
@@ -225,6 +244,49 @@ end
 
 -- XAP over UDP --------------------------------------------------------------------------
 
+-- The TLVs from offset to the end (XAPTLV, XAPTLVClientIP, XAPTLVTargetIP); returns the
+-- Info text for the known ones ("client=... target=...").
+local function dissect_tlvs(tvb, offset, tree)
+    local len = tvb:len()
+    local texts = {}
+    while offset < len do
+        local left = len - offset
+        local length = left >= 2 and tvb(offset + 1, 1):uint() or nil
+        if length == nil or 2 + length > left then
+            local data = tree:add(f.udp_data, tvb(offset))
+            data:add_proto_expert_info(e.tlv_cut, string.format(
+                "%d bytes after the messages are not a whole TLV (type, length, value)", left))
+            break
+        end
+        local t = tvb(offset, 1):uint()
+        local item = tree:add(p_tlv, tvb(offset, 2 + length))
+        item:add(f.tlv_type, tvb(offset, 1))
+        item:add(f.tlv_length, tvb(offset + 1, 1))
+        local name = TLV_TYPES[t]
+        if name ~= nil and length == XAP_TLV_IP_LEN then
+            local addr = tvb(offset + 2, 4)
+            item:add(t == XAP_TLV_CLIENT_IP and f.tlv_client_ip or f.tlv_target_ip, addr)
+            local text = (t == XAP_TLV_CLIENT_IP and "client=" or "target=")
+                .. tostring(addr:ipv4())
+            item:set_text("XAP TLV " .. name .. ": " .. tostring(addr:ipv4()))
+            texts[#texts + 1] = text
+        else
+            local value = item:add(f.tlv_value, tvb(offset + 2, length))
+            if length == 0 then
+                value:set_text("Value: (none)")
+            end
+            item:set_text(string.format("XAP TLV %s, %d bytes", name or tostring(t), length))
+            if name ~= nil then
+                item:add_proto_expert_info(e.tlv_length, string.format(
+                    "%s TLV of %d bytes (an IPv4 address has %d)", name, length,
+                    XAP_TLV_IP_LEN))
+            end
+        end
+        offset = offset + 2 + length
+    end
+    return table.concat(texts, " ")
+end
+
 function p_udp.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     pinfo.cols.protocol = "XAP"
@@ -258,6 +320,7 @@ function p_udp.dissector(tvb, pinfo, tree)
         local sums = dissect_messages(tvb, 2, n, msglen, item)
         local used = 2 + n * msglen
         local shown = n
+        local tlvs = ""
         if n < count then
             count_item:add_proto_expert_info(e.count, string.format(
                 "Count %d needs %d bytes of %s messages, only %d follow",
@@ -267,14 +330,15 @@ function p_udp.dissector(tvb, pinfo, tree)
                 shown = shown + 1
             end
         elseif used < len then
-            count_item:add_proto_expert_info(e.count, string.format(
-                "%d bytes follow the last of %d messages", len - used, count))
-            item:add(f.udp_data, tvb(used))
+            tlvs = dissect_tlvs(tvb, used, item)
         end
         info = string.format("XAP/UDP %s x%d", FORMS[form], shown)
         item:append_text(", " .. info)
         if #sums > 0 then
             info = info .. ": " .. table.concat(sums, "; ")
+        end
+        if tlvs ~= "" then
+            info = info .. " [" .. tlvs .. "]"
         end
     end
     pinfo.cols.info = info

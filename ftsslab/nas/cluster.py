@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A NAS cluster as its processes see it, derived from the scenario alone: the switch's
+VIP, control address and devices (their own address, MAC and switch port), and each
+device's switch. The switch and every device compute the same view from the same file.
+
+Nonces (the XAP "security token which uniquely identifies a connection participant")
+are assigned by the switch when it starts and written to ``<lab dir>/<switch>.nonces``
+(mode 0600): a device reads its nonce there, as if it had registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftsslab.lab.model import Node, Scenario
+
+PLACEMENTS = ("round-robin", "least-connections", "first", "delayed")
+ROOT_PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
+MAX_FILE_SIZE = 1 << 30
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    ip: str          # the device's own address (TCH, XAP), not the VIP
+    mac: str
+    iface: str       # the device's interface toward the switch
+    switch_port: str  # the switch's port toward the device
+
+
+@dataclass(frozen=True)
+class Cluster:
+    switch: str
+    vip: str
+    vport: int
+    control_ip: str  # the switch's own address: XAP goes there
+    prefix_len: int
+    placement: str
+    root: dict[str, str]  # prefix -> device name
+    devices: dict[str, Device]
+    client_ports: tuple[str, ...]  # the switch's ports that are not toward a device
+
+    def by_ip(self, ip: str) -> Device | None:
+        return next((d for d in self.devices.values() if d.ip == ip), None)
+
+
+def cluster_of(scenario: Scenario, node: str) -> Cluster:
+    """The cluster ``node`` (a nas-switch or a nas device) belongs to."""
+    n = scenario.node(node)
+    if n.kind == "nas":
+        node = next(peer.node for ln in scenario.links for ep, peer in
+                    ((ln.a, ln.b), (ln.b, ln.a)) if ep.node == node)
+        n = scenario.node(node)
+    return _cluster(scenario, n)
+
+
+def _cluster(scenario: Scenario, switch: Node) -> Cluster:
+    o = switch.options
+    addr = ipaddress.IPv4Interface(o["address"])
+    devices, clients = {}, []
+    for ln in scenario.links:
+        for ep, peer in ((ln.a, ln.b), (ln.b, ln.a)):
+            if ep.node != switch.name:
+                continue
+            if scenario.node(peer.node).kind == "nas":
+                devices[peer.node] = Device(peer.node, str(ipaddress.IPv4Interface(
+                    peer.ipv4).ip), peer.mac, peer.iface, ep.iface)
+            else:
+                clients.append(ep.iface)
+    return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
+                   o["placement"], dict(o["root"]), devices, tuple(clients))
+
+
+def nonce_path(lab_dir: str, switch: str) -> Path:
+    return Path(lab_dir) / f"{switch}.nonces"
+
+
+def assign_nonces(lab_dir: str, cluster: Cluster) -> dict[str, int]:
+    """The switch's registration: one random 24-bit nonce per device, kept across a restart
+    of the switch process (written once, fsync'd, then renamed into place)."""
+    path = nonce_path(lab_dir, cluster.switch)
+    if path.exists():
+        return read_nonces(path)
+    nonces, used = {}, {0}
+    for name in sorted(cluster.devices):
+        while (n := secrets.randbits(24)) in used:
+            pass
+        used.add(n)
+        nonces[name] = n
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(nonces, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    return nonces
+
+
+def read_nonces(path: Path) -> dict[str, int]:
+    with open(path) as f:
+        return {str(k): int(v) for k, v in json.load(f).items()}
+
+
+def file_bytes(spec: dict) -> bytes:
+    """A volume file's content: its text, or ``size`` pseudo-random bytes from ``seed``
+    (the same bytes on every device and run, so a client's copy can be checked)."""
+    if "text" in spec:
+        return spec["text"].encode()
+    return random.Random(spec.get("seed", 0)).randbytes(spec["size"])

@@ -1,0 +1,498 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A NAS device's process: ``python -m ftsslab.nas.device --scenario F --node D --state
+LABDIR``, run inside the device's namespace.
+
+It serves the device's volume over HTTP/1.1 on the VIP (``http.HttpServer`` per client
+connection, on kernel TCP sockets: any unmodified client works) and moves live
+connections between devices with the first embodiment of TCH:
+
+- as the first device (``giver.Giver``): on a ``handoff`` request, or when the root
+  directory gives a request's path to another device (claim 10), it gives the connection
+  away; the switch is reprogrammed by XAP change_connection, acked before END (D2.3);
+- as the second device (``tch.TchListener``): on SET it restores the connection in repair
+  mode (the duplicate TCB), on END it leaves repair mode (MORPH) and serves the client
+  from the HTTP state that came with it.
+
+TCH segments go to the device's own address and port ``vport``: an nftables input rule
+keeps them from the kernel, an AF_PACKET socket hands them to this process and a raw
+socket sends its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION
+from ftsslab.lab.scenario import load_scenario
+
+from . import http, repair, tch, xap
+from .bpf import tcp_filter
+from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
+from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, hold
+from .process import NasProcess, packet_socket, set_sysctl
+from .segment import Segment, decode_frame
+from .volume import RootDirectory, Volume, VolumeError
+
+REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
+
+
+@dataclass
+class Client:
+    """One client connection served here."""
+
+    sock: socket.socket
+    core: http.HttpServer
+    peer: tuple[str, int]
+    out: bytearray = field(default_factory=bytearray)  # SendBytes not yet written
+    chunk: tuple[str, int, bytes] | None = None  # SendFile: path, offset, bytes left
+    closing: bool = False
+    gift: Gift | None = None  # set while the connection is being given away
+    ready: Callable[[], None] | None = None  # its selector handler
+
+
+class NasDevice(NasProcess):
+    def __init__(self, cluster: Cluster, node: str, files: dict, redirect: bool,
+                 lab_dir: str) -> None:
+        super().__init__(node, lab_dir)
+        self.cluster, self.me = cluster, cluster.devices[node]
+        self.volume_dir = Path(lab_dir) / node / "volume"
+        self.files, self.redirect = files, redirect
+        self.root = RootDirectory(cluster.root) if cluster.root else None
+        self.clients: dict[socket.socket, Client] = {}
+        self.uploads: dict[tuple[int, str], object] = {}  # (id(client), path) -> Upload
+        # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
+        self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
+        self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0}
+        self._tick_at: float | None = None
+        self.requests.update(handoff=self._request_handoff,
+                             sessions=lambda req: {"sessions": self.sessions()})
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        c, me = self.cluster, self.me
+        for name, value in (("net.ipv4.conf.all.arp_ignore", "1"),
+                            ("net.ipv4.conf.all.arp_announce", "2"),
+                            (f"net.ipv4.conf.{me.iface}.arp_ignore", "1"),
+                            (f"net.ipv4.conf.{me.iface}.arp_announce", "2")):
+            set_sysctl(name, value)
+        # the VIP on lo (LVS-DR style): replies leave with src = VIP (B2.6, L394)
+        subprocess.run(["ip", "addr", "replace", f"{c.vip}/32", "dev", "lo"], check=True,
+                       capture_output=True, timeout=30)
+        self.nft = _nft()
+        self.nft(f"add table inet {GUARD}\n"
+                 f"add chain inet {GUARD} input {{ type filter hook input priority 0; }}\n"
+                 f"flush chain inet {GUARD} input\n"
+                 # TCH segments are the process's (AF_PACKET), never the kernel's
+                 f"add rule inet {GUARD} input ip daddr {me.ip} tcp dport {c.vport} drop\n"
+                 f"add rule inet {GUARD} input ip daddr {me.ip} tcp sport {c.vport} drop")
+        self._volume()
+        self.storage = Volume(self.volume_dir)
+        nonces = read_nonces(_wait_file(nonce_path(self.lab_dir, c.switch)))
+        # a restarted device starts at a new xid: the switch remembers applied (nonce, xid)
+        self.xap = xap.XapClient(nonces[self.me.name], c.control_ip,
+                                 first_xid=secrets.randbits(16))
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((c.vip, c.vport))
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.watch(self.listener, self._accept)
+        self.tch_rx = packet_socket(me.iface, tcp_filter(dst_ip=me.ip, port=c.vport))
+        self.watch(self.tch_rx, self._on_tch)
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((me.ip, 0))
+        self.udp.setblocking(False)
+        self.watch(self.udp, self._on_xap)
+        self.tch_in = tch.TchListener(me.ip, c.vport)
+        self.giver = Giver(self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft,
+                           self._tch_send, self._given)
+
+    def _volume(self) -> None:
+        """The files the scenario gives this device (written once per lab)."""
+        for path, spec in self.files.items():
+            dest = self.volume_dir / path.lstrip("/")
+            if dest.exists():
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".tmp")
+            tmp.write_bytes(file_bytes(spec))
+            # one mtime on every replica: the ETag (size, mtime) says "same file" to a resume
+            os.utime(tmp, ns=(REPLICA_MTIME_NS, REPLICA_MTIME_NS))
+            os.rename(tmp, dest)
+
+    # ---- serving ------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, peer = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            core = http.HttpServer(self.storage, name=self.node, root=self.root,
+                                   redirect=self.redirect)
+            self._serve(Client(sock, core, peer))
+            self.counters["accepted"] += 1
+
+    def _serve(self, cl: Client, actions: list | None = None) -> None:
+        cl.sock.setblocking(False)
+        self.clients[cl.sock] = cl
+        cl.ready = lambda: self._ready(cl)
+        self._apply(cl, actions if actions is not None else cl.core.proceed(time.time()))
+
+    def _readable(self, cl: Client) -> None:
+        if cl.gift is not None or cl.core.paused:
+            self._interest(cl)
+            return
+        try:
+            data = cl.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._apply(cl, cl.core.receive(data, time.time()))
+
+    def _apply(self, cl: Client, actions: list, write: bool = True) -> None:
+        """Carry out the HTTP core's actions (``write``: then write what they queued)."""
+        for a in actions:
+            if isinstance(a, http.SendBytes):
+                cl.out += a.data
+            elif isinstance(a, http.SendFile):
+                cl.chunk = (a.path, a.offset, self.storage.read(a.path, a.offset, a.length))
+            elif isinstance(a, http.WriteUpload):
+                try:
+                    self._upload(cl, a.path).write(a.offset, a.data)
+                except VolumeError:
+                    self._apply(cl, cl.core.committed(False, time.time()), write=False)
+            elif isinstance(a, http.CommitUpload):
+                try:
+                    self._upload(cl, a.path).commit()
+                    ok = True
+                except VolumeError:
+                    ok = False
+                self.uploads.pop((id(cl), a.path), None)
+                self._apply(cl, cl.core.committed(ok, time.time()), write=False)
+            elif isinstance(a, http.AbortUpload):
+                up = self.uploads.pop((id(cl), a.path), None)
+                if up is not None:
+                    up.abort()
+            elif isinstance(a, http.Close):
+                cl.closing = True
+            elif isinstance(a, http.RequestDone):
+                self.event("request", method=a.method, path=a.path, status=a.status,
+                           bytes=a.nbytes, resumed_at=a.resumed_at,
+                           client=f"{cl.peer[0]}:{cl.peer[1]}")
+            elif isinstance(a, http.NotHere):
+                try:
+                    if a.owner not in self.cluster.devices or a.owner == self.node:
+                        raise NotEstablished(f"no other device {a.owner!r}")
+                    self._give(cl, a.owner, f"redirect {a.path}")
+                except NotEstablished:  # answered here after all
+                    self._apply(cl, cl.core.refuse_redirect(time.time()), write=False)
+        if write:
+            self._write(cl)
+
+    def _upload(self, cl: Client, path: str):
+        key = (id(cl), path)
+        if key not in self.uploads:
+            self.uploads[key] = self.storage.open_upload(path)
+        return self.uploads[key]
+
+    def _write(self, cl: Client) -> None:
+        """Write what is pending; body bytes are reported to the core as they go."""
+        while cl.sock in self.clients:
+            if cl.out:
+                n = self._send(cl, cl.out)
+                if n is None:
+                    break
+                del cl.out[:n]
+                continue
+            if cl.chunk is not None and cl.gift is None:
+                path, offset, data = cl.chunk
+                n = self._send(cl, data)
+                if n is None:
+                    break
+                cl.chunk = (path, offset + n, data[n:]) if n < len(data) else None
+                self._apply(cl, cl.core.sent(n, time.time()), write=False)
+                continue
+            if cl.closing:
+                self._drop(cl)
+            break
+        self._interest(cl)
+
+    def _send(self, cl: Client, data) -> int | None:
+        try:
+            n = cl.sock.send(data)
+        except BlockingIOError:
+            return None
+        except OSError:
+            self._drop(cl)
+            return None
+        return n or None
+
+    def _interest(self, cl: Client) -> None:
+        if cl.sock not in self.clients or (cl.gift is not None and cl.gift.frozen):
+            return
+        want_write = bool(cl.out or (cl.chunk and cl.gift is None))
+        want_read = cl.gift is None and not cl.core.paused
+        events = (selectors.EVENT_WRITE if want_write else 0) | \
+            (selectors.EVENT_READ if want_read else 0)
+        if not events:
+            self.unwatch(cl.sock)
+            return
+        try:
+            self.sel.modify(cl.sock, events, cl.ready)
+        except KeyError:
+            self.sel.register(cl.sock, events, cl.ready)
+
+    def _ready(self, cl: Client) -> None:
+        self._write(cl)
+        if cl.sock in self.clients:
+            self._readable(cl)
+
+    def _drop(self, cl: Client, close: bool = True) -> None:
+        """Forget the connection (``close``: and close its socket; a given one is closed)."""
+        self.unwatch(cl.sock)
+        self.clients.pop(cl.sock, None)
+        for key in [k for k in self.uploads if k[0] == id(cl)]:
+            self.uploads.pop(key).abort()
+        if close:
+            cl.sock.close()
+
+    # ---- handoff, first device ----------------------------------------------------------------
+    def _request_handoff(self, req: dict) -> dict:
+        to = req.get("to")
+        if to not in self.cluster.devices or to == self.node:
+            raise ValueError(f"no other device {to!r} (devices: "
+                             f"{', '.join(sorted(self.cluster.devices))})")
+        port = req.get("client_port")
+        busy = [cl for cl in self.clients.values() if cl.gift is None and not cl.closing
+                and (port is None or cl.peer[1] == port)]
+        if not busy:
+            raise LookupError(f"{self.node} serves no connection"
+                              + (f" from port {port}" if port is not None else ""))
+        cl = min(busy, key=lambda c: c.peer[1])
+        if cl.core.uploading is not None:
+            raise ValueError(f"{cl.peer[0]}:{cl.peer[1]} is uploading {cl.core.uploading[0]}: "
+                             "a partial upload does not move yet")
+        self._give(cl, to, "asked")
+        return {"client": f"{cl.peer[0]}:{cl.peer[1]}", "to": to}
+
+    def _give(self, cl: Client, to: str, reason: str) -> None:
+        dev = self.cluster.devices[to]
+        cl.gift = self.giver.give(cl.sock, cl.peer, Target(dev.name, dev.ip, dev.mac), reason,
+                                  flushed=lambda: self._flush(cl), export=cl.core.export,
+                                  reprogram=self._reprogram)
+        self._interest(cl)
+        self._arm()
+
+    def _flush(self, cl: Client) -> bool:
+        """Write the queued status line and headers (no more body): True when none is left."""
+        while cl.out:
+            n = self._send(cl, cl.out)
+            if n is None:
+                return False
+            del cl.out[:n]
+        return True
+
+    def _reprogram(self, gift: Gift) -> None:
+        """D2.3: the first device asks the switch by XAP and sends END only on its ack."""
+        key = xap.FlowKey(gift.client[0], 6, gift.client[1], self.cluster.vip,
+                          self.cluster.vport)
+        gift.xid, acts = self.xap.request(XAP_OP_CHANGE_CONNECTION, key, gift.to.ip,
+                                          time.monotonic())
+        self._xap_actions(acts)
+
+    def _given(self, gift: Gift, given: bool, back: socket.socket | None) -> None:
+        cl = next((c for c in self.clients.values() if c.gift is gift), None)
+        if cl is None:
+            return
+        cl.gift = None
+        if given:
+            self._drop(cl, close=False)
+        elif back is not None:  # frozen and back: the same connection on a new socket
+            self._drop(cl, close=False)
+            core = http.HttpServer.resume(self.storage, gift.exported, name=self.node,
+                                          root=self.root, redirect=False)
+            self._serve(Client(back, core, cl.peer))
+        else:  # never frozen: go on serving
+            self._write(cl)
+
+    # ---- handoff, second device ---------------------------------------------------------------
+    def _restore(self, a: tch.Restore) -> None:
+        """SET arrived: rebuild the client's connection in repair mode (the duplicate TCB)."""
+        try:
+            n = struct.unpack_from(">I", a.state)[0]
+            cp = repair.TcpCheckpoint.unpack(a.state[4:4 + n])
+            exported = a.state[4 + n:]
+            if cp is None:
+                raise ValueError("not a checkpoint")
+            http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
+            hold(self.nft, (cp.remote_ip, cp.remote_port), self.cluster.vip,
+                 self.cluster.vport, False)  # it left here once: the old hold goes
+            sock = repair.restore(cp, sndbuf=SNDBUF)
+        except (ValueError, struct.error, http.ProtocolError, OSError) as exc:
+            self._tch(self.tch_in.restore_failed(a.peer, str(exc), time.monotonic()))
+            return
+        self.incoming[a.peer] = (sock, exported, (cp.remote_ip, cp.remote_port))
+        self._tch(self.tch_in.restored(a.peer, time.monotonic()))
+
+    def _morph(self, a: tch.Morph) -> None:
+        """END arrived: repair off, and the connection is served here."""
+        got = self.incoming.pop(a.peer, None)
+        if got is None:
+            return
+        sock, exported, peer = got
+        repair.leave_repair(sock)
+        core = http.HttpServer.resume(self.storage, exported, name=self.node, root=self.root,
+                                      redirect=self.redirect)
+        self.counters["handoffs_in"] += 1
+        self.event("morph", client=f"{peer[0]}:{peer[1]}")
+        self._serve(Client(sock, core, peer))
+
+    def _tch(self, actions: list) -> None:
+        """The second device's TCH actions."""
+        for a in actions:
+            if isinstance(a, tch.Send):
+                self._tch_send(a.segment)
+            elif isinstance(a, tch.StateChanged):
+                self.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why)
+            elif isinstance(a, tch.Restore):
+                self._restore(a)
+            elif isinstance(a, tch.Morph):
+                self._morph(a)
+            elif isinstance(a, tch.Finished):
+                got = self.incoming.pop(a.peer, None)
+                if got is not None:  # restored, never morphed: this copy must stay silent
+                    repair.close_silently(got[0])
+                self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason)
+        self._arm()
+
+    # ---- TCH and XAP I/O ----------------------------------------------------------------------
+    def _on_tch(self) -> None:
+        now = time.monotonic()
+        for _ in range(256):
+            try:
+                frame = self.tch_rx.recv(65536)
+            except BlockingIOError:
+                break
+            seg = decode_frame(frame)
+            if seg is None:
+                self.counters["tch_malformed"] += 1
+            elif not self.giver.on_segment(seg, now):
+                self._tch(self.tch_in.on_segment(seg, now))
+        self._arm()
+
+    def _tch_send(self, seg: Segment) -> None:
+        try:
+            self.raw.sendto(seg.encode(), (seg.dst, 0))
+        except OSError:
+            pass  # like a lost segment: retransmitted after the RTO
+
+    def _arm(self) -> None:
+        """One timer for the earliest TCH or XAP deadline."""
+        when = min((d for d in (self.tch_in.next_deadline(), self.xap.next_deadline(),
+                                self.giver.next_deadline()) if d is not None), default=None)
+        if when is not None and (self._tick_at is None or when < self._tick_at):
+            self._tick_at = when
+            self.at(when, self._tick)
+
+    def _tick(self) -> None:
+        now, self._tick_at = time.monotonic(), None
+        self.giver.on_timer(now)
+        d = self.tch_in.next_deadline()
+        if d is not None and d <= now:
+            self._tch(self.tch_in.on_timer(now))
+        d = self.xap.next_deadline()
+        if d is not None and d <= now:
+            self._xap_actions(self.xap.on_timer(now))
+        self._arm()
+
+    def _on_xap(self) -> None:
+        for _ in range(64):
+            try:
+                data, (ip, port) = self.udp.recvfrom(65536)
+            except BlockingIOError:
+                return
+            self._xap_actions(self.xap.on_datagram(ip, port, data, time.monotonic()))
+
+    def _xap_actions(self, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, xap.SendDatagram):
+                try:
+                    self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
+                except OSError:
+                    pass  # retransmitted
+            elif isinstance(a, xap.Acked | xap.TimedOut):
+                gift = next((g for g in self.giver.gifts.values() if g.xid == a.xid), None)
+                if gift is None:
+                    continue
+                self.event("xap", xid=a.xid, acked=isinstance(a, xap.Acked))
+                if isinstance(a, xap.Acked):
+                    self.giver.switch_updated(gift)
+                else:
+                    self.giver.switch_failed(gift)
+        self._arm()
+
+    # ---- reports ------------------------------------------------------------------------------
+    def sessions(self) -> list[dict]:
+        return [{"client": f"{cl.peer[0]}:{cl.peer[1]}", "state": cl.core.state.name,
+                 "handoff": cl.gift.to.name if cl.gift else None}
+                for cl in self.clients.values()]
+
+    def stats(self) -> dict:
+        return {**self.counters, "tch_sessions": len(self.tch_in.sessions),
+                "xap": dict(self.xap.stats)}
+
+    def report(self) -> dict:
+        return {**super().report(), "sessions": self.sessions(), "stats": self.stats()}
+
+
+def _nft():
+    from ftsslab.lab.veth.switchd import Nft
+
+    return Nft()
+
+
+def _wait_file(path: Path, timeout: float = 30.0) -> Path:
+    """The switch writes the nonces when it starts (in parallel with the devices)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"nas device: no {path} after {timeout:g}s (is the switch up?)")
+        time.sleep(0.01)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--state", required=True, help="the lab's directory")
+    args = ap.parse_args(argv)
+    scenario = load_scenario(args.scenario)
+    node = scenario.node(args.node)
+    cluster = cluster_of(scenario, args.node)
+    ipaddress.IPv4Address(cluster.vip)
+    dev = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],
+                    args.state)
+    dev.setup()
+    (Path(args.state) / f"{node.name}.ready").touch()
+    dev.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

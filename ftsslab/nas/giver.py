@@ -1,0 +1,258 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The first device's half of a TCH handoff, in the safe order of D2.1, shared by a NAS
+device (a connection it serves) and the NAS switch (delayed binding: the connection its
+own kernel accepted on the VIP).
+
+    open the TCH session (SYN+HND+endpoint) while the connection still runs
+    stop writing; wait (bounded) until the client acked what was written
+    hold the flow: an nft drop in this namespace, an AF_PACKET socket keeping the frames
+    checkpoint the socket (TCP_REPAIR), close it silently (no FIN, no RST)
+    send checkpoint + application state, then SET(update = SND.NXT, RCV.NXT)
+    on the second device's SET: reprogram the switch (the owner's hook), then END
+    on its FIN: FIN; relay the held frames to the second device, in arrival order (D2.5)
+
+A handoff that fails after the freeze restores this side's own checkpoint (the seed's
+``setsockopt(0)``) and relays the held frames back to itself through the switch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import repair, tch
+from .bpf import tcp_filter
+from .process import NasProcess, packet_socket
+from .segment import Segment
+
+GUARD = "ftsslab_nas"  # the inet table of a NAS namespace's own input rules
+SIOCOUTQ = 0x5411
+DRAIN_LIMIT = 0.5     # seconds a handoff waits for the client to ack what was written
+SNDBUF = 256 * 1024   # the send queue a checkpoint may have to carry
+TCH_PORTS = (61000, 61999)  # the first device's side of TCH connections
+
+
+TCP_ESTABLISHED = 1
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+              11: "CLOSING"}  # the kernel's enum, include/net/tcp_states.h
+
+
+class NotEstablished(ValueError):
+    """The connection is not in ESTABLISHED: it cannot be handed off now."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The device a connection goes to: its name, own address and MAC."""
+
+    name: str
+    ip: str
+    mac: str
+
+
+@dataclass
+class Gift:
+    """One connection being given away."""
+
+    sock: socket.socket
+    client: tuple[str, int]
+    to: Target
+    tch: tch.TchFirst
+    reason: str
+    started: float
+    flushed: Callable[[], bool]   # the owner wrote everything it queued into the socket
+    export: Callable[[], bytes]   # the application state, taken at the freeze
+    reprogram: Callable[[Gift], None]  # point the switch at ``to``; then ``switch_updated``
+    drained: bool = False
+    frozen: bool = False
+    checkpoint: repair.TcpCheckpoint | None = None
+    exported: bytes = b""
+    held: list[bytes] = field(default_factory=list)
+    hold_sock: socket.socket | None = None
+    xid: int | None = None  # the owner's XAP request, if any
+
+    @property
+    def name(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}"
+
+
+# (the gift, whether the second device has it, the socket back here when it does not)
+Done = Callable[[Gift, bool, socket.socket | None], None]
+
+
+class Giver:
+    def __init__(self, proc: NasProcess, ip: str, iface: str, self_mac: str, vip: str,
+                 vport: int, nft, send: Callable[[Segment], None], done: Done) -> None:
+        self.proc, self.ip, self.iface, self.self_mac = proc, ip, iface, self_mac
+        self.vip, self.vport, self.nft, self.send, self.done = vip, vport, nft, send, done
+        self.gifts: dict[tuple[str, int], Gift] = {}  # by (second device ip, our TCH port)
+        self.l2 = packet_socket(iface)  # relays held frames
+        self._port = TCH_PORTS[0]
+        self.counters = {"given": 0, "give_failed": 0, "relayed": 0}
+
+    def give(self, sock: socket.socket, client: tuple[str, int], to: Target, reason: str, *,
+             flushed: Callable[[], bool], export: Callable[[], bytes],
+             reprogram: Callable[[Gift], None]) -> Gift:
+        """Start giving the connection away; NotEstablished when it is being set up or torn
+        down (check 11: "A TCH session handoff will not take place during the connection
+        setup phase ... or during the tear down", L296)."""
+        state = tcp_state(sock)
+        if state != TCP_ESTABLISHED:
+            self.proc.event("handoff-refused", client=f"{client[0]}:{client[1]}", to=to.name,
+                            tcp_state=TCP_STATES.get(state, str(state)))
+            raise NotEstablished(f"{client[0]}:{client[1]} is {TCP_STATES.get(state, state)}, "
+                                 "not ESTABLISHED: no handoff during set-up or tear-down")
+        port = self._next_port()
+        first = tch.TchFirst((self.ip, port), (to.ip, self.vport), client, secrets.randbits(32))
+        gift = Gift(sock, client, to, first, reason, time.monotonic(), flushed, export,
+                    reprogram)
+        self.gifts[(to.ip, port)] = gift
+        self.proc.event("handoff-start", client=gift.name, to=to.name, reason=reason)
+        self._actions(gift, first.open(time.monotonic()))
+        self._drain(gift)
+        return gift
+
+    def on_segment(self, seg: Segment, now: float) -> bool:
+        """A TCH segment for one of our sessions (False: not ours)."""
+        gift = self.gifts.get((seg.src, seg.dport))
+        if gift is None:
+            return False
+        self._actions(gift, gift.tch.on_segment(seg, now))
+        return True
+
+    def switch_updated(self, gift: Gift) -> None:
+        self._actions(gift, gift.tch.switch_updated(time.monotonic()))
+
+    def switch_failed(self, gift: Gift) -> None:
+        self._actions(gift, gift.tch.resume(time.monotonic()))
+
+    def next_deadline(self) -> float | None:
+        return min((d for g in self.gifts.values() if (d := g.tch.next_deadline()) is not None),
+                   default=None)
+
+    def on_timer(self, now: float) -> None:
+        for gift in list(self.gifts.values()):
+            d = gift.tch.next_deadline()
+            if d is not None and d <= now:
+                self._actions(gift, gift.tch.on_timer(now))
+
+    # ---- the steps ----------------------------------------------------------------------------
+    def _next_port(self) -> int:
+        lo, hi = TCH_PORTS
+        busy = {p for _, p in self.gifts}
+        for _ in range(hi - lo + 1):
+            self._port = lo + (self._port + 1 - lo) % (hi - lo + 1)
+            if self._port not in busy:
+                return self._port
+        raise LookupError("every TCH port is in use")
+
+    def _drain(self, gift: Gift) -> None:
+        """Wait (bounded) until the client acked what was written: a small checkpoint."""
+        if gift.frozen or gift not in self.gifts.values():
+            return
+        if (gift.flushed() and _outq(gift.sock) == 0) or \
+                time.monotonic() - gift.started > DRAIN_LIMIT:
+            gift.drained = True
+            self._freeze(gift)
+        else:
+            self.proc.at(time.monotonic() + 0.0005, lambda: self._drain(gift))
+
+    def _freeze(self, gift: Gift) -> None:
+        if gift.frozen or not gift.drained or gift.tch.state is not tch.FirstState.ESTABLISHED:
+            return
+        gift.hold_sock = packet_socket(self.iface, tcp_filter(
+            src_ip=gift.client[0], sport=gift.client[1], dst_ip=self.vip, dport=self.vport))
+        self.proc.watch(gift.hold_sock, lambda: self._held(gift))
+        hold(self.nft, gift.client, self.vip, self.vport, True)
+        gift.checkpoint = cp = repair.checkpoint(gift.sock)
+        gift.exported = gift.export()
+        self.proc.unwatch(gift.sock)
+        repair.close_silently(gift.sock)
+        gift.frozen = True
+        state = cp.pack()
+        self.proc.event("freeze", client=gift.name, to=gift.to.name, snd_nxt=cp.snd_nxt,
+                        rcv_nxt=cp.rcv_nxt, send_queue=len(cp.send_queue),
+                        recv_queue=len(cp.recv_queue))
+        self._actions(gift, gift.tch.handoff(struct.pack(">I", len(state)) + state
+                                             + gift.exported, (cp.snd_nxt, cp.rcv_nxt),
+                                             time.monotonic()))
+
+    def _held(self, gift: Gift) -> None:
+        for _ in range(256):
+            try:
+                gift.held.append(gift.hold_sock.recv(65536))
+            except (BlockingIOError, AttributeError):
+                return
+
+    def _actions(self, gift: Gift, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, tch.Send):
+                self.send(a.segment)
+            elif isinstance(a, tch.StateChanged):
+                self.proc.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why)
+                self._freeze(gift)
+            elif isinstance(a, tch.Reprogram):
+                gift.reprogram(gift)
+            elif isinstance(a, tch.Finished):
+                self._finish(gift, a.outcome, a.reason)
+
+    def _finish(self, gift: Gift, outcome: tch.Outcome, reason: str) -> None:
+        self.gifts = {k: v for k, v in self.gifts.items() if v is not gift}
+        given = outcome is tch.Outcome.HANDED_OFF
+        back = None
+        if gift.frozen and not given:  # back here: our own checkpoint again
+            back = repair.restore(gift.checkpoint, sndbuf=SNDBUF)
+            hold(self.nft, gift.client, self.vip, self.vport, False)
+            repair.leave_repair(back)
+        if gift.hold_sock is not None:
+            self._held(gift)
+            self.proc.unwatch(gift.hold_sock)
+            gift.hold_sock.close()
+            gift.hold_sock = None
+        mac = bytes.fromhex((gift.to.mac if given else self.self_mac).replace(":", ""))
+        for frame in gift.held:  # through the switch, in arrival order (D2.5)
+            self.l2.send(mac + frame[6:])
+        self.counters["relayed"] += len(gift.held)
+        self.counters["given" if given else "give_failed"] += 1
+        self.proc.event("handoff-end", client=gift.name, to=gift.to.name, outcome=outcome.name,
+                        reason=reason, held=len(gift.held),
+                        ms=round((time.monotonic() - gift.started) * 1000, 3))
+        self.done(gift, given, back if gift.frozen else None)
+
+
+def hold(nft, client: tuple[str, int], vip: str, vport: int, on: bool) -> None:
+    """Drop (``on``) or stop dropping the client's frames of one connection at this
+    namespace's input: while a connection is frozen, nobody's kernel may answer it."""
+    comment = f"hold {client[0]}:{client[1]}"
+    if on:
+        nft(f"insert rule inet {GUARD} input ip saddr {client[0]} tcp sport {client[1]} "
+            f"ip daddr {vip} tcp dport {vport} drop comment \"{comment}\"")
+        return
+    listing = json.loads(nft(f"list chain inet {GUARD} input", json_out=True))
+    for item in listing.get("nftables", []):
+        rule = item.get("rule")
+        if rule and rule.get("comment") == comment:
+            nft(f"delete rule inet {GUARD} input handle {rule['handle']}")
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of ``sock`` (the first byte of ``struct tcp_info``)."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return 0
+
+
+def _outq(sock: socket.socket) -> int:
+    """Bytes written but not yet acked by the peer (SIOCOUTQ)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock, SIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0

@@ -1,0 +1,178 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The kinds of seed 002: `nas-switch` (the switch as a virtual IP host, with its
+forwarding table, XAP control and placement of new connections) and `nas` (a NAS
+device serving a volume over HTTP/1.1 on the VIP, able to hand a live connection to
+another device by TCH).
+
+Both run a process of their own on veth (``switchd.py``, ``device.py``); the sim twin of
+their control planes is not built yet, so both kinds need the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+from ftsslab.lab.kinds import KindSpec, NodeView, Option, OptionIssue, option_schema, register_kind
+from ftsslab.lab.model import Endpoint, Node
+from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
+
+from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE
+
+
+def _ipv4(value: str) -> str | None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"not an IPv4 address: {value!r}"
+    return None
+
+
+def _iface_addr(value: str) -> str | None:
+    try:
+        ipaddress.IPv4Interface(value)
+    except ValueError:
+        return f"not an address with a prefix length like 10.0.0.254/24: {value!r}"
+    return None if "/" in value else f"{value!r} needs a prefix length, like {value}/24"
+
+
+def _root(value: dict) -> OptionIssue | None:
+    for prefix, device in value.items():
+        if not isinstance(prefix, str) or not ROOT_PREFIX_RE.fullmatch(prefix):
+            return OptionIssue(f".{prefix}", f"not a path prefix: {prefix!r}",
+                               'a prefix starts and ends with "/", like "/d1/"')
+        if not isinstance(device, str):
+            return OptionIssue(f".{prefix}", f"expected a device name, got {device!r}")
+    return None
+
+
+def _files(value: dict) -> OptionIssue | None:
+    hint = 'each file is {size: BYTES (up to 1 GiB), seed: N} or {text: "..."}'
+    for path, spec in value.items():
+        if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/") \
+                or path.endswith("/"):
+            return OptionIssue(f".{path}", f"not a file path: {path!r}",
+                               'an absolute path without "..", like "/d1/big.bin"')
+        if not isinstance(spec, dict) or not spec or set(spec) - {"size", "seed", "text"} \
+                or ("text" in spec) == ("size" in spec):
+            return OptionIssue(f".{path}", f"not a file: {spec!r}", hint)
+        size, seed, body = spec.get("size", 0), spec.get("seed", 0), spec.get("text", "")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE:
+            return OptionIssue(f".{path}.size", f"not a size: {size!r}", hint)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            return OptionIssue(f".{path}.seed", f"not a seed 0..2^32-1: {seed!r}", hint)
+        if not isinstance(body, str):
+            return OptionIssue(f".{path}.text", f"expected text, got {body!r}", hint)
+    return None
+
+
+_SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
+    "vip": Option(str, required=True, check=_ipv4,
+                  doc="vip: the virtual IP address clients talk to, like 10.0.0.100"),
+    "vport": Option(int, default=80, range=(1, 65535),
+                    doc="vport: the service port on the VIP (HTTP), 1..65535"),
+    "address": Option(str, required=True, check=_iface_addr,
+                      doc="address: the switch's own control address with its prefix "
+                          "(XAP is sent to it), like 10.0.0.254/24"),
+    "placement": Option(str, default="round-robin", choices=PLACEMENTS,
+                        doc="placement: how new connections find a device"),
+    "root": Option(dict, default={}, check=_root,
+                   doc='root: the virtual root directory, prefix -> device, like {"/d1/": d1}'),
+})
+
+_NAS_VALIDATE, _NAS_DEFAULTS = option_schema({
+    "files": Option(dict, default={}, check=_files,
+                    doc='files: the volume, path -> {size: N, seed: S} or {text: "..."}'),
+    "redirect": Option(bool, default=True,
+                       doc="redirect: hand a connection to the device the root directory "
+                           "names for a request's path (fast path, claim 10)"),
+})
+
+
+def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
+    """A device has one link, to a nas-switch, with an address in the switch's subnet."""
+    switches = [p for p in node.ports.values() if p.peer_kind == "nas-switch"]
+    if len(node.ports) != 1 or len(switches) != 1:
+        return [OptionIssue("", f"{node.name} needs exactly one link, to a nas-switch "
+                            f"(it has {len(node.ports)})", "links: [\"d1:eth0 s1:p2\"]")]
+    port = switches[0]
+    if port.ipv4 is None:
+        return [OptionIssue("", f"{node.name}:{port.iface} has no address",
+                            "give the device's own address: ipv4: 10.0.0.11/24")]
+    switch = nodes[port.peer_node].options if port.peer_node in nodes else {}
+    if _iface_addr(switch.get("address", "")) is not None:
+        return []  # the switch's own options are wrong: reported there
+    net = ipaddress.IPv4Interface(switch["address"]).network
+    if ipaddress.IPv4Interface(port.ipv4).ip not in net:
+        return [OptionIssue("", f"{node.name}'s address {port.ipv4} is outside "
+                            f"{port.peer_node}'s subnet {net}", "devices and the switch's "
+                            "control address share one subnet")]
+    return []
+
+
+def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
+    issues = []
+    devices = {p.peer_node for p in node.ports.values() if p.peer_kind == "nas"}
+    for prefix, device in node.options["root"].items():
+        if device not in devices:
+            issues.append(OptionIssue(f"root.{prefix}", f"{device!r} is not a nas device on a "
+                                      f"link of {node.name}",
+                                      "devices: " + (", ".join(sorted(devices)) or "none")))
+    if node.options["placement"] == "delayed" and not node.options["root"]:
+        issues.append(OptionIssue("placement", "delayed binding picks the device from the "
+                                  "root directory, which is empty", 'root: {"/d1/": d1}'))
+    if not devices:
+        issues.append(OptionIssue("", f"{node.name} has no nas device on its links",
+                                  "link nas nodes to it"))
+    return issues
+
+
+def _switch_setup(node: Node, endpoints: list[Endpoint]) -> list[str]:
+    from ftsslab.lab.builtin import BRIDGE_OPTS
+
+    o = node.options
+    return [f"link add br0 type bridge {BRIDGE_OPTS}",
+            *[f"link set {ep.iface} master br0" for ep in endpoints], "link set br0 up",
+            f"addr add {o['address']} dev br0", f"addr add {o['vip']}/32 dev br0"]
+
+
+def _device_setup(node: Node, endpoints: list[Endpoint]) -> list[str]:
+    return [f"addr add {ep.ipv4} dev {ep.iface}" for ep in endpoints if ep.ipv4]
+
+
+def _program(module: str):
+    def program(node: Node, env: NodeEnv) -> list[str]:
+        return ["-m", module, "--scenario", env.scenario_path, "--node", node.name,
+                "--state", env.lab_dir]
+    return program
+
+
+NAS_SWITCH = register_kind(KindSpec(
+    name="nas-switch",
+    has_process=True,
+    needs_kernel=True,
+    validate_options=_SWITCH_VALIDATE,
+    defaults=_SWITCH_DEFAULTS,
+    summary="seed 002's switch as a virtual IP host: owns the VIP, places new connections "
+            "on NAS devices and moves them when a device asks by XAP",
+    veth=VethDriver(_switch_setup, _program("ftsslab.nas.switchd"), control=True),
+    has_table=True,
+    forwards=True,
+    kill_stops_dataplane=False,  # the bridge and the nftables table stay in the kernel
+    reserved_ifaces=frozenset({"lo", "br0"}),
+    validate_topology=_switch_topology,
+))
+
+NAS = register_kind(KindSpec(
+    name="nas",
+    has_process=True,
+    needs_kernel=True,
+    validate_options=_NAS_VALIDATE,
+    defaults=_NAS_DEFAULTS,
+    summary="seed 002's NAS device: serves its volume over HTTP/1.1 on the VIP and hands "
+            "live connections to other devices by TCH",
+    veth=VethDriver(_device_setup, _program("ftsslab.nas.device"), control=True),
+    ip_interfaces=True,
+    hands_off=True,
+    validate_topology=_one_switch_link,
+))

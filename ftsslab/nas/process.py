@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What the NAS processes (switch control, device) share: one thread, a ``selectors``
+loop over their sockets, timers on the monotonic clock, the control socket
+(``<lab dir>/<node>.ctl``, see ``ftsslab.lab.veth.control``) and an event log
+(``<lab dir>/<node>.events``, one JSON line per state change or table event), which the
+node's ``report`` returns.
+
+A handler that raises is a bug: it is counted in ``internal_errors`` (which fails the
+run, see ``VethBackend.problems``) with its traceback on stderr, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import selectors
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from ftsslab.lab.veth.control import control_path
+
+CONTROL_MAX = 60_000  # bytes of one control reply (an AF_UNIX datagram)
+EVENTS_KEPT = 2000    # events a report returns (the newest)
+
+
+class NasProcess:
+    def __init__(self, node: str, lab_dir: str) -> None:
+        self.node, self.lab_dir = node, lab_dir
+        self.sel = selectors.DefaultSelector()
+        self.internal_errors = 0
+        self.events: list[dict] = []
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._events_file = open(Path(lab_dir) / f"{node}.events", "a")  # noqa: SIM115
+        path = control_path(lab_dir, node)
+        if os.path.exists(path):
+            os.unlink(path)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.control.bind(path)
+        self.control.setblocking(False)
+        self.watch(self.control, self._serve_control)
+        self.requests: dict[str, Callable[[dict], dict]] = {
+            "stats": lambda req: {"internal_errors": self.internal_errors,
+                                  "stats": self.stats()},
+            "report": lambda req: {"report": self.report()},
+        }
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return {}
+
+    def report(self) -> dict:
+        return {"events": self.events[-EVENTS_KEPT:]}
+
+    # ---- loop ------------------------------------------------------------------------------
+    def watch(self, sock, handler: Callable[[], None],
+              events: int = selectors.EVENT_READ) -> None:
+        """Call ``handler()`` when ``sock`` is readable (or, with ``events``, writable)."""
+        self.sel.register(sock, events, handler)
+
+    def unwatch(self, sock) -> None:
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at monotonic time ``when`` (or soon after)."""
+        heapq.heappush(self._timers, (when, next(self._seq), fn))
+
+    def event(self, kind: str, **detail) -> None:
+        rec = {"t": time.monotonic(), "node": self.node, "kind": kind, **detail}
+        self.events.append(rec)
+        del self.events[:-EVENTS_KEPT]
+        self._events_file.write(json.dumps(rec, sort_keys=True) + "\n")
+        self._events_file.flush()
+
+    def guarded(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 -- a bug in a handler: counted, the node lives on
+            self.internal_errors += 1
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
+
+    def loop(self) -> None:
+        while True:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                self.guarded(key.data)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, fn = heapq.heappop(self._timers)
+                self.guarded(fn)
+
+    # ---- control ---------------------------------------------------------------------------
+    def _serve_control(self) -> None:
+        try:
+            data, peer = self.control.recvfrom(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        try:
+            req = json.loads(data)
+            op = req.get("op") if isinstance(req, dict) else None
+            handler = self.requests.get(op)
+            if handler is None:
+                raise ValueError(f"unknown request {op!r} (known: {', '.join(self.requests)})")
+            reply = {"ok": True, **handler(req)}
+        except (ValueError, KeyError, TypeError, LookupError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        if peer:
+            out = json.dumps(reply).encode()
+            if len(out) > CONTROL_MAX:
+                out = json.dumps({"ok": False, "error": f"reply of {len(out)} bytes is too "
+                                  "large for the control socket"}).encode()
+            try:
+                self.control.sendto(out, peer)
+            except OSError:  # the asker gave up
+                pass
+
+
+def set_sysctl(name: str, value: str) -> None:
+    """``net.ipv4.conf.all.arp_ignore`` = ... in this process's namespace."""
+    with open("/proc/sys/" + name.replace(".", "/"), "w") as f:
+        f.write(value)
+
+
+def packet_socket(iface: str, code: bytes | None = None) -> socket.socket:
+    """A non-blocking AF_PACKET socket on ``iface`` receiving what ``code`` (a BPF filter
+    from ``bpf.tcp_filter``) accepts, never this host's own outgoing frames."""
+    from .bpf import attach
+
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        if code is not None:
+            attach(s, code)
+        s.setsockopt(263, 23, 1)  # SOL_PACKET, PACKET_IGNORE_OUTGOING
+        s.bind((iface, 0x0003 if code is not None else 0))  # ETH_P_ALL once filtered
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s

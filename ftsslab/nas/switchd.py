@@ -1,0 +1,454 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The NAS switch's control process: ``python -m ftsslab.nas.switchd --scenario F --node S
+--state LABDIR``, run inside the switch's namespace.
+
+The data plane stays in the kernel (seed 002 B2.5: "once programmed, the fabric
+bypasses the processor of the switch"): the Linux bridge ``br0`` plus the nftables
+forwarding table of the lab's ``switch`` kind (``ftsslab.lab.veth.switchd``, whose unix
+socket this process also answers, so ``table`` steps and expectations work). This
+process only
+
+- owns the VIP (on ``br0``: the kernel answers ARP for it with the switch's MAC, claims
+  1, 13, 25) and the control address XAP is sent to;
+- places new connections: a SYN to VIP:vport with no forwarding entry is dropped by the
+  ingress chain, seen here on an AF_PACKET socket, given a device by the placement
+  policy, and sent on once the entry is in the kernel (B2.4 (b), the fast path);
+- or, with ``placement: delayed`` (B2.3, B2.4 (a), claims 6-9), accepts the connection
+  itself on the VIP, reads the first request past the TCP header (peeked: the bytes stay
+  in the socket and travel with it), picks the device the root directory names for the
+  path, and hands the live connection to it by TCH as the first device (``giver.py``);
+- applies XAP requests (UDP 5016) through ``XapSwitch`` and acks each only after the
+  kernel table changed (B2.10 step 6);
+- keeps clients off the cluster's internal ports and addresses (B2.7, check 21):
+  dropped and counted at the client ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import ipaddress
+import json
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from ftsslab.fast.tch import TCH_UDP_PORT
+from ftsslab.fast.xap import XAP_UDP_PORT
+from ftsslab.lab.scenario import load_scenario
+from ftsslab.lab.veth import names
+from ftsslab.lab.veth.switchd import (
+    CHAIN,
+    TABLE,
+    Switchd,
+    SwitchdError,
+    _recv_line,
+    entry_rule,
+    read_kernel_entries,
+    validate_entry,
+)
+
+from . import http, xap
+from .bpf import tcp_filter
+from .cluster import Cluster, assign_nonces, cluster_of
+from .giver import GUARD, Gift, Giver, NotEstablished, Target
+from .process import NasProcess, packet_socket
+from .segment import Segment, decode_frame
+from .volume import MemoryCatalog, RootDirectory
+
+FIN, RST = 0x01, 0x04
+LINGER = 2.0  # seconds an ended connection's entry stays (last ACKs, resent FINs)
+BIND_TIMEOUT = 10.0  # seconds delayed binding waits for a connection's first request
+
+
+class NasSwitch(NasProcess):
+    def __init__(self, cluster: Cluster, lab_dir: str, lab_id: str) -> None:
+        super().__init__(cluster.switch, lab_dir)
+        self.cluster = cluster
+        c = cluster
+        nonces = assign_nonces(lab_dir, c)
+        self.devices = {d.name: xap.Device(d.name, nonces[d.name], d.ip, d.mac, d.switch_port)
+                        for d in c.devices.values()}
+        self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip)
+        ports = [*c.client_ports, *(d.switch_port for d in c.devices.values())]
+        self.table = Switchd(c.switch, ports, names.switchd_socket(lab_id, c.switch),
+                             names.switchd_log(lab_id, c.switch))
+        self.rr = 0
+        self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "xap_rx": 0,
+                         "program_failed": 0, "bound": 0, "bind_failed": 0}
+        self.closing: dict[xap.FlowKey, set[str]] = {}  # FIN seen from "client"/"device"
+        self.delayed = c.placement == "delayed"
+        self.root = RootDirectory(c.root) if c.root else None
+        self.binding: dict[socket.socket, tuple[tuple[str, int], float]] = {}  # accepted
+        self._tick_at: float | None = None
+        self.requests.update(table=lambda req: {"entries": self.entries()})
+
+    # ---- kernel set-up -----------------------------------------------------------------------
+    def setup(self) -> None:
+        c = self.cluster
+        fresh = read_kernel_entries(self.table.nft) is None
+        self.table.setup()
+        if fresh:
+            internal = ", ".join([c.control_ip, *(d.ip for d in c.devices.values())])
+            cmds = []
+            for p in c.client_ports:
+                cmds += [
+                    # check 21: internal ports of the VIP and the cluster's own addresses
+                    f"insert rule netdev {TABLE} in_{p} ip daddr {c.vip} udp dport "
+                    f"{{ {TCH_UDP_PORT}, {XAP_UDP_PORT} }} counter drop comment \"internal\"",
+                    f"insert rule netdev {TABLE} in_{p} ip daddr {{ {internal} }} counter "
+                    f"drop comment \"internal\"",
+                ]
+                if not self.delayed:  # a SYN with no entry: placed here (seen on AF_PACKET)
+                    cmds.append(f"add rule netdev {TABLE} in_{p} ip daddr {c.vip} tcp dport "
+                                f"{c.vport} tcp flags & (syn | ack) == syn counter drop "
+                                f"comment \"place\"")
+            cmds += [f"add table inet {GUARD}",
+                     f"add chain inet {GUARD} input {{ type filter hook input priority 0; }}"]
+            if self.delayed:  # TCH replies are the process's, never the kernel's
+                cmds.append(f"add rule inet {GUARD} input ip daddr {c.control_ip} tcp sport "
+                            f"{c.vport} drop")
+            else:  # the VIP on br0 answers ARP; TCP to it is never the switch kernel's
+                cmds.append(f"add rule inet {GUARD} input ip daddr {c.vip} counter drop")
+            self.table.nft("\n".join(cmds))
+        self.table.refresh()
+        for _, e in self.table.rules:  # a restarted process learns who holds what
+            dev = next((d for d in self.devices.values() if d.port == e["out_port"]), None)
+            if dev is not None and e["client_ip"] and e["client_port"] is not None:
+                self.xap.placed(self._key(e), dev.name)
+        if self.delayed:
+            self._setup_delayed()
+        else:
+            code = tcp_filter(dst_ip=c.vip, dport=c.vport, syn_only=True)
+            for p in c.client_ports:
+                s = packet_socket(p, code)
+                self.watch(s, lambda s=s: self._on_syn(s))
+        self.tx = {d.port: packet_socket(d.port) for d in self.devices.values()}
+        # the ends of connections (FIN both ways, or a RST): their entries go
+        ends = tcp_filter(dst_ip=c.vip, dport=c.vport, any_flags=FIN | RST)
+        for p in c.client_ports:
+            s = packet_socket(p, ends)
+            self.watch(s, lambda s=s: self._on_end(s, from_client=True))
+        ends = tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=FIN | RST)
+        for d in self.devices.values():
+            s = packet_socket(d.port, ends)
+            self.watch(s, lambda s=s: self._on_end(s, from_client=False))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.udp.bind((c.control_ip, XAP_UDP_PORT))
+        self.udp.setblocking(False)
+        self.watch(self.udp, self._on_xap)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        Path(self.table.sock_path).unlink(missing_ok=True)
+        srv.bind(self.table.sock_path)
+        srv.listen(16)
+        srv.setblocking(False)
+        self.watch(srv, lambda: self._on_table_request(srv))
+
+    def _key(self, e: dict) -> xap.FlowKey:
+        return xap.FlowKey(e["client_ip"], e["proto"] or 6, e["client_port"], e["vip"],
+                           e["vport"] if e["vport"] is not None else self.cluster.vport)
+
+    def _entry(self, key: xap.FlowKey, dev: xap.Device) -> dict:
+        return {"vip": key.vip, "out_port": dev.port, "client_ip": key.client_ip,
+                "proto": key.proto, "client_port": key.client_port, "vport": key.vport,
+                "dst_mac": dev.mac}
+
+    # ---- placement (fast path) ----------------------------------------------------------------
+    def _on_syn(self, s: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                frame = s.recv(65536)
+            except BlockingIOError:
+                return
+            ihl = (frame[14] & 0xF) * 4
+            client_ip = socket.inet_ntoa(frame[26:30])
+            client_port = int.from_bytes(frame[14 + ihl:16 + ihl])
+            key = xap.FlowKey(client_ip, 6, client_port, self.cluster.vip, self.cluster.vport)
+            owner = self.xap.owner(key)
+            if owner is not None:
+                # the entry exists: the kernel forwarded it; or our earlier SYN is in flight
+                self.counters["syn_seen_with_entry"] += 1
+                self.closing.pop(key, None)  # a new connection on a lingering entry: keep it
+                continue
+            self.closing.pop(key, None)
+            dev = self._choose()
+            self._program(key, None, dev, why="placed")
+            self.xap.placed(key, dev.name)
+            self.counters["syn_placed"] += 1
+            self.tx[dev.port].send(bytes.fromhex(dev.mac.replace(":", "")) + frame[6:])
+
+    def _on_end(self, s: socket.socket, from_client: bool) -> None:
+        """FIN from both sides or a RST: the entry goes ``LINGER`` s later (the last ACKs
+        and retransmitted FINs still need it)."""
+        for _ in range(64):
+            try:
+                frame = s.recv(65536)
+            except BlockingIOError:
+                return
+            ihl = (frame[14] & 0xF) * 4
+            ip = socket.inet_ntoa(frame[26:30] if from_client else frame[30:34])
+            port = int.from_bytes(frame[14 + ihl + (0 if from_client else 2):][:2])
+            flags = frame[14 + ihl + 13]
+            key = xap.FlowKey(ip, 6, port, self.cluster.vip, self.cluster.vport)
+            if self.xap.owner(key) is None:
+                continue
+            seen = self.closing.setdefault(key, set())
+            seen.add("rst" if flags & RST else ("client" if from_client else "device"))
+            if "rst" in seen or {"client", "device"} <= seen:
+                self.at(time.monotonic() + LINGER, lambda key=key: self._expire(key))
+
+    def _expire(self, key: xap.FlowKey) -> None:
+        seen = self.closing.pop(key, None)
+        dev = self.xap.owner(key)
+        if seen is None or dev is None:
+            return
+        entry = validate_entry(self._entry(key, dev), self.table.ports)
+        handles = [h for h, e in self.table.rules if e == entry]
+        if handles:
+            self.table.nft("\n".join(f"delete rule netdev {TABLE} {CHAIN} handle {h}"
+                                      for h in handles))
+            self.table.refresh()
+            self.table.log(op="remove", entry=entry)
+        self.xap.forget(key)
+        self.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
+                   old=dev.name, new=None)
+
+    # ---- delayed binding (the switch as the first device) ---------------------------------------
+    def _setup_delayed(self) -> None:
+        c = self.cluster
+        mac = _mac("br0")
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.giver = Giver(self, c.control_ip, "br0", mac, c.vip, c.vport, self.table.nft,
+                           self._tch_send, self._given)
+        self.tch_rx = packet_socket("br0", tcp_filter(dst_ip=c.control_ip, port=c.vport))
+        self.watch(self.tch_rx, self._on_tch)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((c.vip, c.vport))
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.watch(self.listener, self._accept)
+        self.idle_http = http.HttpServer(MemoryCatalog()).export()  # nothing read yet
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, peer = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            self.binding[sock] = (peer, time.monotonic())
+            self.watch(sock, lambda sock=sock: self._peek(sock))
+            self.at(time.monotonic() + BIND_TIMEOUT, lambda sock=sock: self._unbound(sock))
+
+    def _peek(self, sock: socket.socket) -> None:
+        """Read the first request without taking it (B2.3): its path picks the device."""
+        peer, _ = self.binding[sock]
+        try:
+            data = sock.recv(http.MAX_HEAD, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        req = http.peek_request(data) if data else None
+        if req is None:
+            if not data or len(data) >= http.MAX_HEAD or data.endswith(b"\r\n\r\n"):
+                self._unbound(sock)  # closed, or not a request we can place
+            return
+        owner = self.root.owner(req.path or "/") if self.root else None
+        dev = self.devices.get(owner) or self._choose()
+        self.unwatch(sock)
+        del self.binding[sock]
+        self.event("bind", client=f"{peer[0]}:{peer[1]}", path=req.path, device=dev.name)
+        d = self.cluster.devices[dev.name]
+        try:
+            self.giver.give(sock, peer, Target(d.name, d.ip, d.mac),
+                            f"delayed binding {req.path}", flushed=lambda: True,
+                            export=lambda: self.idle_http, reprogram=self._reprogram)
+        except NotEstablished:  # the client closed already: nothing to hand over
+            self.counters["bind_failed"] += 1
+            sock.close()
+        self._arm()
+
+    def _unbound(self, sock: socket.socket) -> None:
+        """No request (in time): the switch closes what it accepted."""
+        if self.binding.pop(sock, None) is not None:
+            self.unwatch(sock)
+            self.counters["bind_failed"] += 1
+            sock.close()
+
+    def _reprogram(self, gift: Gift) -> None:
+        """The switch is the first device: it changes its own table, no XAP needed."""
+        key = xap.FlowKey(gift.client[0], 6, gift.client[1], self.cluster.vip,
+                          self.cluster.vport)
+        dev = self.devices[gift.to.name]
+        self._program(key, None, dev, why="delayed")
+        self.xap.placed(key, dev.name)
+        self.giver.switch_updated(gift)
+
+    def _given(self, gift: Gift, given: bool, back: socket.socket | None) -> None:
+        self.counters["bound" if given else "bind_failed"] += 1
+        if back is not None:  # the device did not take it: the switch serves no files
+            back.close()
+
+    def _on_tch(self) -> None:
+        now = time.monotonic()
+        for _ in range(256):
+            try:
+                frame = self.tch_rx.recv(65536)
+            except BlockingIOError:
+                break
+            seg = decode_frame(frame)
+            if seg is not None:
+                self.giver.on_segment(seg, now)
+        self._arm()
+
+    def _tch_send(self, seg: Segment) -> None:
+        try:
+            self.raw.sendto(seg.encode(), (seg.dst, 0))
+        except OSError:
+            pass  # like a lost segment: retransmitted after the RTO
+
+    def _arm(self) -> None:
+        when = self.giver.next_deadline()
+        if when is not None and (self._tick_at is None or when < self._tick_at):
+            self._tick_at = when
+            self.at(when, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_at = None
+        self.giver.on_timer(time.monotonic())
+        self._arm()
+
+    def _choose(self) -> xap.Device:
+        devs = [self.devices[n] for n in sorted(self.devices)]
+        policy = self.cluster.placement
+        if policy == "least-connections":
+            load = {d.name: 0 for d in devs}
+            for owner in self.xap.entries().values():
+                load[owner.name] += 1
+            return min(devs, key=lambda d: (load[d.name], d.name))
+        if policy == "first":
+            return devs[0]
+        self.rr += 1
+        return devs[(self.rr - 1) % len(devs)]
+
+    # ---- the kernel table ---------------------------------------------------------------------
+    def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device,
+                 why: str) -> None:
+        """Point the flow's entry at ``new``: the new rule and the removal of the old in one
+        nftables transaction (atomic: every frame sees one of the two)."""
+        t0 = time.monotonic()
+        entry = validate_entry(self._entry(key, new), self.table.ports)
+        cmds = [f"add rule netdev {TABLE} {CHAIN} {entry_rule(entry)}"]
+        if old is not None:
+            gone = validate_entry(self._entry(key, old), self.table.ports)
+            cmds += [f"delete rule netdev {TABLE} {CHAIN} handle {h}"
+                     for h, e in self.table.rules if e == gone]
+        self.table.nft("\n".join(cmds))
+        self.table.refresh()
+        self.table.log(op="move" if old else "add", entry=entry)
+        self.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
+                   old=old.name if old else None, new=new.name,
+                   ms=round((time.monotonic() - t0) * 1000, 3))
+
+    # ---- XAP ----------------------------------------------------------------------------------
+    def _on_xap(self) -> None:
+        for _ in range(64):
+            try:
+                data, (ip, port) = self.udp.recvfrom(65536)
+            except BlockingIOError:
+                return
+            self.counters["xap_rx"] += 1
+            self._run(self.xap.on_datagram(ip, port, data, time.monotonic()))
+
+    def _run(self, actions) -> None:
+        for a in actions:
+            if isinstance(a, xap.Program):
+                try:
+                    self._program(a.key, a.old, a.new, why="xap")
+                except SwitchdError as exc:
+                    self.counters["program_failed"] += 1
+                    self._run(self.xap.program_failed(a.token, str(exc), time.monotonic()))
+                else:
+                    self._run(self.xap.programmed(a.token, time.monotonic()))
+            elif isinstance(a, xap.SendDatagram):
+                try:
+                    self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
+                except OSError:
+                    pass  # the device is gone: it retransmits or times out
+
+    def _on_table_request(self, srv: socket.socket) -> None:
+        """The lab switch protocol (``table`` steps): one JSON line per connection."""
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(5)
+            try:
+                data = _recv_line(conn)
+                try:
+                    reply = self.table.handle(json.loads(data or b"{}"))
+                except (SwitchdError, ValueError) as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                return
+
+    # ---- reports ------------------------------------------------------------------------------
+    def entries(self) -> list[dict]:
+        return [{"client": f"{k.client_ip}:{k.client_port}", "proto": k.proto,
+                 "vip": f"{k.vip}:{k.vport}", "device": owner.name}
+                for k, owner in self.xap.entries().items()]
+
+    def stats(self) -> dict:
+        return {**self.counters, **self._kernel_counters(),
+                **{f"xap_{k}": v for k, v in self.xap.stats.items()}}
+
+    def _kernel_counters(self) -> dict[str, int]:
+        """Frames the ingress chains dropped: ``internal`` (check 21) and ``place`` (SYNs
+        the control process placed), from the rules' nftables counters."""
+        out = {"dropped_internal": 0, "dropped_place": 0}
+        listing = json.loads(self.table.nft(f"list table netdev {TABLE}", json_out=True))
+        for item in listing.get("nftables", []):
+            rule = item.get("rule")
+            name = f"dropped_{rule.get('comment')}" if rule else None
+            if name in out:
+                out[name] += sum(e["counter"]["packets"] for e in rule["expr"]
+                                 if isinstance(e, dict) and "counter" in e)
+        return out
+
+    def report(self) -> dict:
+        return {**super().report(), "entries": self.entries(), "stats": self.stats()}
+
+
+def _mac(iface: str) -> str:
+    """An interface's MAC in this namespace (SIOCGIFHWADDR: /sys is the root namespace's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        got = fcntl.ioctl(s, 0x8927, struct.pack("256s", iface.encode()))
+    return ":".join(f"{b:02x}" for b in got[18:24])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--state", required=True, help="the lab's directory")
+    args = ap.parse_args(argv)
+    cluster = cluster_of(load_scenario(args.scenario), args.node)
+    ipaddress.IPv4Address(cluster.vip)
+    lab_id = Path(args.state).name
+    proc = NasSwitch(cluster, args.state, lab_id)
+    try:
+        proc.setup()
+    except SwitchdError as exc:
+        print(f"nas switchd: {exc}", file=sys.stderr)
+        return 1
+    names.ready_path(lab_id, cluster.switch).touch()
+    proc.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

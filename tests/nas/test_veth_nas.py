@@ -1,0 +1,192 @@
+"""Seed 002 on real namespaces: unmodified curl, kernel TCP moved by TCH + TCP_REPAIR, the
+switch's forwarding table in nftables, XAP on UDP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from ftsslab.lab.runner import Runner
+from ftsslab.lab.scenario import load_scenario
+from ftsslab.lab.veth import names
+from ftsslab.lab.veth.control import control_request
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.root
+
+
+@pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed"])
+def test_scenario_passes_on_veth(name):
+    from ftsslab.lab.veth.backend import VethBackend
+
+    result = Runner(load_scenario(ROOT / "scenarios" / f"{name}.yaml"), VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+
+
+@pytest.fixture
+def lab():
+    from ftsslab.lab.veth.backend import VethBackend
+
+    b = VethBackend()
+    b.up(load_scenario(ROOT / "scenarios" / "nas-handoff.yaml"))
+    try:
+        yield b
+    finally:
+        b.down()
+
+
+def _stats(b, node: str) -> dict:
+    reply = control_request(names.lab_dir(b.lab_id), node, {"op": "stats"})
+    assert reply["ok"], reply
+    return reply["stats"]
+
+
+def _py(b, node: str, code: str) -> str:
+    """Run ``code`` with this interpreter inside ``node``'s namespace; its stdout."""
+    res = b.exec(node, (sys.executable, "-c", textwrap.dedent(code)), timeout=30)
+    assert res.status == 0, res.stderr
+    return res.stdout
+
+
+def test_hnd_without_endpoint_is_reset_and_leaves_no_session(lab):
+    """B2.19 / check 7: a SYN with HND but no endpoint option gets RST from the second
+    device, which keeps no TCB; with the option it answers SYN/ACK+HND."""
+    out = _py(lab, "d1", """
+        import socket, time
+        from ftsslab.nas.bpf import tcp_filter
+        from ftsslab.nas.process import packet_socket
+        from ftsslab.nas.segment import SYN, Segment, decode_frame
+        rx = packet_socket("eth0", tcp_filter(dst_ip="10.0.0.11", port=80))
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        for sport, endpoint in ((61500, None), (61501, (40000, "10.0.0.1"))):
+            seg = Segment("10.0.0.11", "10.0.0.12", sport, 80, 1000, 0, SYN, tch=4,
+                          endpoint=endpoint)
+            raw.sendto(seg.encode(), ("10.0.0.12", 0))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    got = decode_frame(rx.recv(65536))
+                except BlockingIOError:
+                    time.sleep(0.005)
+                    continue
+                if got and got.dport == sport:
+                    print(sport, got.flags, got.tch, got.endpoint)
+                    break
+    """)
+    lines = out.strip().split("\n")
+    assert lines[0] == "61500 20 4 None", out  # RST+ACK (of the TCH session: HND)
+    port, flags, tch_flags, endpoint = lines[1].split(" ", 3)
+    assert (port, int(flags) & 0x12, int(tch_flags) & 4, endpoint) == ("61501", 0x12, 4, "None")
+    assert _stats(lab, "d2")["tch_sessions"] == 1  # only the one with an endpoint option
+
+
+def test_internal_ports_are_unreachable_from_clients(lab):
+    """B2.7 / check 21: a client's frames to VIP:4494/5016 or to the cluster's own addresses
+    are dropped and counted at the switch; no device sees them."""
+    before = _stats(lab, "s1")["dropped_internal"]
+    e = Ether(src="02:00:00:00:01:01", dst="02:00:00:00:ff:ff")
+    frames = [e / IP(src="10.0.0.1", dst="10.0.0.100") / UDP(sport=1, dport=4494),
+              e / IP(src="10.0.0.1", dst="10.0.0.100") / UDP(sport=1, dport=5016),
+              e / IP(src="10.0.0.1", dst="10.0.0.12") / TCP(sport=1, dport=80, flags="S"),
+              e / IP(src="10.0.0.1", dst="10.0.0.254") / UDP(sport=1, dport=5016)]
+    for f in frames:
+        lab.send("c1:eth0", bytes(f))
+    lab.advance(0.3)
+    assert _stats(lab, "s1")["dropped_internal"] - before == len(frames)
+    seen = [f for f in lab.frames() if f.dst.startswith(("d1:", "d2:")) and f.data[23:24] and
+            f.data[12:14] == b"\x08\x00" and socket.inet_ntoa(f.data[26:30]) == "10.0.0.1"]
+    assert not seen
+
+
+def test_xap_wrong_nonce_changes_nothing_and_is_counted(lab):
+    """Check 20 on the real switch: a change_connection with another nonce gets no ack and
+    no table change; the right nonce, sent twice with one xid, is acked twice, applied once."""
+    nonces = json.loads((Path(names.lab_dir(lab.lab_id)) / "s1.nonces").read_text())
+    out = _py(lab, "d1", f"""
+        import socket
+        from ftsslab.nas import xap
+        key = xap.FlowKey("10.0.0.1", 6, 45000, "10.0.0.100", 80)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("10.0.0.11", 0))
+        s.settimeout(1.0)
+        for nonce in ({nonces['d1'] ^ 1}, {nonces['d1']}, {nonces['d1']}):
+            client = xap.XapClient(nonce, "10.0.0.254", first_xid=77)
+            _, acts = client.request(xap.wire.XAP_OP_SET, key, None, 0.0)
+            s.sendto(acts[0].payload, ("10.0.0.254", 5016))
+            try:
+                data, _ = s.recvfrom(2048)
+                print("acked", [type(a).__name__ for a in
+                                client.on_datagram("10.0.0.254", 5016, data, 0.1)])
+            except TimeoutError:
+                print("no-ack")
+    """)
+    assert out.strip().split("\n") == ["no-ack", "acked ['Acked']", "acked ['Acked']"], out
+    stats = _stats(lab, "s1")
+    assert stats["xap_bad_nonce"] == 1 and stats["xap_applied"] == 1, stats
+
+
+@pytest.mark.tshark
+def test_handoff_capture_in_tshark_follows_check_6(tmp_path):
+    """Check 6, read by tshark with ftsslab's dissectors from a real handoff's capture: SYN+HND
+    with one endpoint option (the client's address), SYN/ACK+HND, SET with update =
+    (SND.NXT, RCV.NXT) at the freeze, SET+ACK, END, FIN from the second device, FIN from the
+    first; the second device never sends option 255/254 or END."""
+    from ftsslab.lab.capture import write_capture
+    from ftsslab.lab.veth.backend import VethBackend
+    from ftsslab.wireshark import lua_scripts
+    from tests import support
+
+    scenario = load_scenario(ROOT / "scenarios" / "nas-handoff.yaml")
+    result = Runner(scenario, VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    pcap = tmp_path / "handoff.pcapng"
+    write_capture(pcap, scenario, result.frames, result.events, "veth")
+    fields = ["frame.interface_name", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack",
+              "tcp.flags.fin", "tcp.flags.reset", "tch.flags.hnd", "tch.flags.set",
+              "tch.flags.end", "tch.endpoint.ip", "tch.endpoint.port", "tch.update.seq",
+              "tch.update.ack", "tcp.len", "tcp.srcport", "tcp.dstport"]
+    cmd = [support.tshark(), "-r", str(pcap), "-Y", "tch.flags.hnd == 1 && "
+           "frame.interface_name == \"d1:eth0\"", "-T", "fields", "-E", "separator=|"]
+    for script in lua_scripts():
+        cmd += ["-X", f"lua_script:{script}"]
+    for f in fields:
+        cmd += ["-e", f]
+    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in shown.stdout.splitlines()]
+    d1 = "10.0.0.11"
+    # the TCH session of the handoff d1 -> d2: d1's end is its TCH port (the second handoff,
+    # d2 -> d1, is another session, with d2's TCH port)
+    port = next(r["tcp.srcport"] for r in rows if r["ip.src"] == d1 and r["tcp.dstport"] == "80")
+    first_session = [r for r in rows if (r["ip.src"], r["tcp.srcport"], r["tcp.dstport"]) ==
+                     (d1, port, "80") or (r["ip.dst"], r["tcp.dstport"], r["tcp.srcport"]) ==
+                     (d1, port, "80")]
+
+    def kind(r: dict) -> str:
+        by = "d1" if r["ip.src"] == d1 else "d2"
+        flags = [n for n, k in (("SYN", "tcp.flags.syn"), ("FIN", "tcp.flags.fin"),
+                                ("RST", "tcp.flags.reset"), ("SET", "tch.flags.set"),
+                                ("END", "tch.flags.end")) if r[k] in ("1", "True")]
+        return f"{by}:{'+'.join(flags) or ('data' if r['tcp.len'] != '0' else 'ack')}"
+
+    control = [kind(r) for r in first_session if not kind(r).endswith((":ack", ":data"))]
+    wanted = ["d1:SYN", "d2:SYN", "d1:SET", "d2:SET", "d1:END", "d2:FIN", "d1:FIN"]
+    assert [k for i, k in enumerate(control) if k not in control[:i]][:7] == wanted, control
+    syn = next(r for r in first_session if kind(r) == "d1:SYN")
+    assert (syn["tch.endpoint.ip"], syn["tch.endpoint.port"]) != ("", "")
+    assert syn["tch.endpoint.ip"] == "10.0.0.1"
+    from_d2 = [r for r in first_session if r["ip.src"] != d1]
+    assert all(r["tch.endpoint.ip"] == r["tch.update.seq"] == "" for r in from_d2)
+    assert not any(r["tch.flags.end"] in ("1", "True") for r in from_d2)
+    freeze = next(e for e in result.events if e.node == "d1" and e.kind == "freeze")
+    detail = dict(kv.split("=", 1) for kv in freeze.detail.split())
+    set_row = next(r for r in first_session if kind(r) == "d1:SET")
+    assert (set_row["tch.update.seq"], set_row["tch.update.ack"]) == (detail["snd_nxt"],
+                                                                      detail["rcv_nxt"])
