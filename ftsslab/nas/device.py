@@ -153,7 +153,7 @@ class NasDevice(NasProcess):
         self._apply(cl, actions if actions is not None else cl.core.proceed(time.time()))
 
     def _readable(self, cl: Client) -> None:
-        if cl.gift is not None or cl.core.paused:
+        if (cl.gift is not None and cl.gift.pausing) or cl.core.paused:
             self._interest(cl)
             return
         try:
@@ -219,7 +219,7 @@ class NasDevice(NasProcess):
                     break
                 del cl.out[:n]
                 continue
-            if cl.chunk is not None and cl.gift is None:
+            if cl.chunk is not None and not (cl.gift and cl.gift.pausing):
                 path, offset, data = cl.chunk
                 n = self._send(cl, data)
                 if n is None:
@@ -245,8 +245,9 @@ class NasDevice(NasProcess):
     def _interest(self, cl: Client) -> None:
         if cl.sock not in self.clients or (cl.gift is not None and cl.gift.frozen):
             return
-        want_write = bool(cl.out or (cl.chunk and cl.gift is None))
-        want_read = cl.gift is None and not cl.core.paused
+        paused = cl.gift is not None and cl.gift.pausing
+        want_write = bool(cl.out or (cl.chunk and not paused))
+        want_read = not paused and not cl.core.paused
         events = (selectors.EVENT_WRITE if want_write else 0) | \
             (selectors.EVENT_READ if want_read else 0)
         if not events:
@@ -291,6 +292,8 @@ class NasDevice(NasProcess):
         return {"client": f"{cl.peer[0]}:{cl.peer[1]}", "to": to}
 
     def _give(self, cl: Client, to: str, reason: str) -> None:
+        if cl.gift is not None:  # already moving: the request goes with it, answered there
+            return
         dev = self.cluster.devices[to]
         cl.gift = self.giver.give(cl.sock, cl.peer, Target(dev.name, dev.ip, dev.mac), reason,
                                   flushed=lambda: self._flush(cl), export=cl.core.export,
@@ -327,6 +330,8 @@ class NasDevice(NasProcess):
             core = http.HttpServer.resume(self.storage, gift.exported, name=self.node,
                                           root=self.root, redirect=False)
             self._serve(Client(back, core, cl.peer))
+        elif cl.core.state is http.Conn.REDIRECTING:  # the redirect did not happen
+            self._apply(cl, cl.core.refuse_redirect(time.time()))
         else:  # never frozen: go on serving
             self._write(cl)
 

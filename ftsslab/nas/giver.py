@@ -82,6 +82,12 @@ class Gift:
     def name(self) -> str:
         return f"{self.client[0]}:{self.client[1]}"
 
+    @property
+    def pausing(self) -> bool:
+        """The owner stops writing: the second device answered, the handoff is under way
+        (until then the connection runs as if nothing happened)."""
+        return self.tch.state not in (tch.FirstState.IDLE, tch.FirstState.SYN_SENT)
+
 
 # (the gift, whether the second device has it, the socket back here when it does not)
 Done = Callable[[Gift, bool, socket.socket | None], None]
@@ -116,7 +122,6 @@ class Giver:
         self.gifts[(to.ip, port)] = gift
         self.proc.event("handoff-start", client=gift.name, to=to.name, reason=reason)
         self._actions(gift, first.open(time.monotonic()))
-        self._drain(gift)
         return gift
 
     def on_segment(self, seg: Segment, now: float) -> bool:
@@ -153,19 +158,25 @@ class Giver:
                 return self._port
         raise LookupError("every TCH port is in use")
 
-    def _drain(self, gift: Gift) -> None:
+    def _drain(self, gift: Gift, since: float | None = None) -> None:
         """Wait (bounded) until the client acked what was written: a small checkpoint."""
         if gift.frozen or gift not in self.gifts.values():
             return
+        since = time.monotonic() if since is None else since
         if (gift.flushed() and _outq(gift.sock) == 0) or \
-                time.monotonic() - gift.started > DRAIN_LIMIT:
+                time.monotonic() - since > DRAIN_LIMIT:
             gift.drained = True
             self._freeze(gift)
         else:
-            self.proc.at(time.monotonic() + 0.0005, lambda: self._drain(gift))
+            self.proc.at(time.monotonic() + 0.0005, lambda: self._drain(gift, since))
 
     def _freeze(self, gift: Gift) -> None:
         if gift.frozen or not gift.drained or gift.tch.state is not tch.FirstState.ESTABLISHED:
+            return
+        if tcp_state(gift.sock) != TCP_ESTABLISHED:  # the client closed meanwhile (B2.33)
+            self.proc.event("handoff-refused", client=gift.name, to=gift.to.name,
+                            tcp_state=TCP_STATES.get(tcp_state(gift.sock), "gone"))
+            self._actions(gift, gift.tch.resume(time.monotonic()))
             return
         gift.hold_sock = packet_socket(self.iface, tcp_filter(
             src_ip=gift.client[0], sport=gift.client[1], dst_ip=self.vip, dport=self.vport))
@@ -197,7 +208,8 @@ class Giver:
                 self.send(a.segment)
             elif isinstance(a, tch.StateChanged):
                 self.proc.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why)
-                self._freeze(gift)
+                if a.new is tch.FirstState.ESTABLISHED and a.old is not a.new:
+                    self._drain(gift)  # the owner stops writing now (``pausing``)
             elif isinstance(a, tch.Reprogram):
                 gift.reprogram(gift)
             elif isinstance(a, tch.Finished):

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
 
 
-@pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed"])
+@pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed",
+                                  "nas-handoff-refused"])
 def test_scenario_passes_on_veth(name):
     from ftsslab.lab.veth.backend import VethBackend
 
