@@ -40,7 +40,7 @@ from ftsslab.lab.scenario import load_scenario
 from . import http, repair, tch, xap
 from .bpf import tcp_filter
 from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
-from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, hold
+from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target
 from .process import NasProcess, packet_socket, set_sysctl
 from .segment import Segment, decode_frame
 from .volume import RootDirectory, Volume, VolumeError
@@ -118,7 +118,7 @@ class NasDevice(NasProcess):
         self.watch(self.udp, self._on_xap)
         self.tch_in = tch.TchListener(me.ip, c.vport)
         self.giver = Giver(self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft,
-                           self._tch_send, self._given)
+                           self._tch_send, self._given, self._arm)
 
     def _volume(self) -> None:
         """The files the scenario gives this device (written once per lab)."""
@@ -138,7 +138,7 @@ class NasDevice(NasProcess):
         for _ in range(64):
             try:
                 sock, peer = self.listener.accept()
-            except BlockingIOError:
+            except OSError:  # none pending
                 return
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             core = http.HttpServer(self.storage, name=self.node, root=self.root,
@@ -345,8 +345,7 @@ class NasDevice(NasProcess):
             if cp is None:
                 raise ValueError("not a checkpoint")
             http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
-            hold(self.nft, (cp.remote_ip, cp.remote_port), self.cluster.vip,
-                 self.cluster.vport, False)  # it left here once: the old hold goes
+            self.giver.release((cp.remote_ip, cp.remote_port))  # it left here once
             sock = repair.restore(cp, sndbuf=SNDBUF)
         except (ValueError, struct.error, http.ProtocolError, OSError) as exc:
             self._tch(self.tch_in.restore_failed(a.peer, str(exc), time.monotonic()))
@@ -391,7 +390,7 @@ class NasDevice(NasProcess):
         for _ in range(256):
             try:
                 frame = self.tch_rx.recv(65536)
-            except BlockingIOError:
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 break
             seg = decode_frame(frame)
             if seg is None:
@@ -429,7 +428,7 @@ class NasDevice(NasProcess):
         for _ in range(64):
             try:
                 data, (ip, port) = self.udp.recvfrom(65536)
-            except BlockingIOError:
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             self._xap_actions(self.xap.on_datagram(ip, port, data, time.monotonic()))
 

@@ -36,6 +36,9 @@ SIOCOUTQ = 0x5411
 DRAIN_LIMIT = 0.5     # seconds a handoff waits for the client to ack what was written
 SNDBUF = 256 * 1024   # the send queue a checkpoint may have to carry
 TCH_PORTS = (61000, 61999)  # the first device's side of TCH connections
+HOLD_LINGER = 2.0  # seconds a given connection stays held here after its handoff
+TCH_RETRIES = 3   # resends of a TCH segment (RTO 0.2 s, doubling): a silent second device is
+#                   given up 3 s after the segment -- the longest a frozen client waits
 
 
 TCP_ESTABLISHED = 1
@@ -95,12 +98,18 @@ Done = Callable[[Gift, bool, socket.socket | None], None]
 
 class Giver:
     def __init__(self, proc: NasProcess, ip: str, iface: str, self_mac: str, vip: str,
-                 vport: int, nft, send: Callable[[Segment], None], done: Done) -> None:
+                 vport: int, nft, send: Callable[[Segment], None], done: Done,
+                 arm: Callable[[], None]) -> None:
+        """``send`` puts a TCH segment on the wire, ``done`` takes a finished gift, ``arm``
+        (re)schedules the owner's timer for ``next_deadline`` after every change."""
         self.proc, self.ip, self.iface, self.self_mac = proc, ip, iface, self_mac
         self.vip, self.vport, self.nft, self.send, self.done = vip, vport, nft, send, done
+        self.arm = arm
         self.gifts: dict[tuple[str, int], Gift] = {}  # by (second device ip, our TCH port)
         self.l2 = packet_socket(iface)  # relays held frames
         self._port = TCH_PORTS[0]
+        self._holds: dict[tuple[str, int], int] = {}  # client -> generation of its hold
+        self._gen = 0
         self.counters = {"given": 0, "give_failed": 0, "relayed": 0}
 
     def give(self, sock: socket.socket, client: tuple[str, int], to: Target, reason: str, *,
@@ -116,7 +125,8 @@ class Giver:
             raise NotEstablished(f"{client[0]}:{client[1]} is {TCP_STATES.get(state, state)}, "
                                  "not ESTABLISHED: no handoff during set-up or tear-down")
         port = self._next_port()
-        first = tch.TchFirst((self.ip, port), (to.ip, self.vport), client, secrets.randbits(32))
+        first = tch.TchFirst((self.ip, port), (to.ip, self.vport), client, secrets.randbits(32),
+                             max_retries=TCH_RETRIES)
         gift = Gift(sock, client, to, first, reason, time.monotonic(), flushed, export,
                     reprogram)
         self.gifts[(to.ip, port)] = gift
@@ -137,6 +147,28 @@ class Giver:
 
     def switch_failed(self, gift: Gift) -> None:
         self._actions(gift, gift.tch.resume(time.monotonic()))
+
+    def hold(self, client: tuple[str, int]) -> None:
+        """Drop the client's frames of this connection at this namespace's input: while it
+        is frozen (and just after it left), nobody's kernel may answer it."""
+        self.release(client)
+        self._gen += 1
+        self._holds[client] = self._gen
+        self.nft(f"insert rule inet {GUARD} input ip saddr {client[0]} tcp sport {client[1]} "
+                 f"ip daddr {self.vip} tcp dport {self.vport} drop comment "
+                 f"\"hold {client[0]}:{client[1]}\"")
+
+    def release(self, client: tuple[str, int], generation: int | None = None) -> None:
+        """Stop holding (only the hold ``generation`` when given: a later hold stays)."""
+        if client not in self._holds or generation not in (None, self._holds[client]):
+            return
+        del self._holds[client]
+        comment = f"hold {client[0]}:{client[1]}"
+        listing = json.loads(self.nft(f"list chain inet {GUARD} input", json_out=True))
+        for item in listing.get("nftables", []):
+            rule = item.get("rule")
+            if rule and rule.get("comment") == comment:
+                self.nft(f"delete rule inet {GUARD} input handle {rule['handle']}")
 
     def next_deadline(self) -> float | None:
         return min((d for g in self.gifts.values() if (d := g.tch.next_deadline()) is not None),
@@ -181,7 +213,7 @@ class Giver:
         gift.hold_sock = packet_socket(self.iface, tcp_filter(
             src_ip=gift.client[0], sport=gift.client[1], dst_ip=self.vip, dport=self.vport))
         self.proc.watch(gift.hold_sock, lambda: self._held(gift))
-        hold(self.nft, gift.client, self.vip, self.vport, True)
+        self.hold(gift.client)
         gift.checkpoint = cp = repair.checkpoint(gift.sock)
         gift.exported = gift.export()
         self.proc.unwatch(gift.sock)
@@ -199,7 +231,7 @@ class Giver:
         for _ in range(256):
             try:
                 gift.held.append(gift.hold_sock.recv(65536))
-            except (BlockingIOError, AttributeError):
+            except (OSError, AttributeError):  # none left, ENETDOWN once, or closed
                 return
 
     def _actions(self, gift: Gift, actions: list) -> None:
@@ -214,6 +246,7 @@ class Giver:
                 gift.reprogram(gift)
             elif isinstance(a, tch.Finished):
                 self._finish(gift, a.outcome, a.reason)
+        self.arm()
 
     def _finish(self, gift: Gift, outcome: tch.Outcome, reason: str) -> None:
         self.gifts = {k: v for k, v in self.gifts.items() if v is not gift}
@@ -221,7 +254,7 @@ class Giver:
         back = None
         if gift.frozen and not given:  # back here: our own checkpoint again
             back = repair.restore(gift.checkpoint, sndbuf=SNDBUF)
-            hold(self.nft, gift.client, self.vip, self.vport, False)
+            self.release(gift.client)
             repair.leave_repair(back)
         if gift.hold_sock is not None:
             self._held(gift)
@@ -233,25 +266,13 @@ class Giver:
             self.l2.send(mac + frame[6:])
         self.counters["relayed"] += len(gift.held)
         self.counters["given" if given else "give_failed"] += 1
+        if given:  # frames in flight at the flip are still held; then the kernel sees them
+            n = self._holds.get(gift.client)  # (an unknown flow to it: it would answer RST)
+            self.proc.at(time.monotonic() + HOLD_LINGER, lambda: self.release(gift.client, n))
         self.proc.event("handoff-end", client=gift.name, to=gift.to.name, outcome=outcome.name,
                         reason=reason, held=len(gift.held),
                         ms=round((time.monotonic() - gift.started) * 1000, 3))
         self.done(gift, given, back if gift.frozen else None)
-
-
-def hold(nft, client: tuple[str, int], vip: str, vport: int, on: bool) -> None:
-    """Drop (``on``) or stop dropping the client's frames of one connection at this
-    namespace's input: while a connection is frozen, nobody's kernel may answer it."""
-    comment = f"hold {client[0]}:{client[1]}"
-    if on:
-        nft(f"insert rule inet {GUARD} input ip saddr {client[0]} tcp sport {client[1]} "
-            f"ip daddr {vip} tcp dport {vport} drop comment \"{comment}\"")
-        return
-    listing = json.loads(nft(f"list chain inet {GUARD} input", json_out=True))
-    for item in listing.get("nftables", []):
-        rule = item.get("rule")
-        if rule and rule.get("comment") == comment:
-            nft(f"delete rule inet {GUARD} input handle {rule['handle']}")
 
 
 def tcp_state(sock: socket.socket) -> int:

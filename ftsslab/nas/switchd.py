@@ -81,7 +81,7 @@ class NasSwitch(NasProcess):
         self.closing: dict[xap.FlowKey, set[str]] = {}  # FIN seen from "client"/"device"
         self.delayed = c.placement == "delayed"
         self.root = RootDirectory(c.root) if c.root else None
-        self.binding: dict[socket.socket, tuple[tuple[str, int], float]] = {}  # accepted
+        self.binding: dict[socket.socket, tuple[str, int]] = {}  # accepted: the client
         self._tick_at: float | None = None
         self.requests.update(table=lambda req: {"entries": self.entries()})
 
@@ -161,24 +161,25 @@ class NasSwitch(NasProcess):
         for _ in range(64):
             try:
                 frame = s.recv(65536)
-            except BlockingIOError:
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             ihl = (frame[14] & 0xF) * 4
             client_ip = socket.inet_ntoa(frame[26:30])
             client_port = int.from_bytes(frame[14 + ihl:16 + ihl])
             key = xap.FlowKey(client_ip, 6, client_port, self.cluster.vip, self.cluster.vport)
-            owner = self.xap.owner(key)
-            if owner is not None:
+            self.closing.pop(key, None)  # a new connection (on a lingering entry: it stays)
+            if self.xap.owner(key) is not None:
                 # the entry exists: the kernel forwarded it; or our earlier SYN is in flight
                 self.counters["syn_seen_with_entry"] += 1
-                self.closing.pop(key, None)  # a new connection on a lingering entry: keep it
                 continue
-            self.closing.pop(key, None)
             dev = self._choose()
             self._program(key, None, dev, why="placed")
             self.xap.placed(key, dev.name)
             self.counters["syn_placed"] += 1
-            self.tx[dev.port].send(bytes.fromhex(dev.mac.replace(":", "")) + frame[6:])
+            try:
+                self.tx[dev.port].send(bytes.fromhex(dev.mac.replace(":", "")) + frame[6:])
+            except OSError:  # the device's link is down: the client's retransmitted SYN
+                pass         # follows the entry
 
     def _on_end(self, s: socket.socket, from_client: bool) -> None:
         """FIN from both sides or a RST: the entry goes ``LINGER`` s later (the last ACKs
@@ -186,7 +187,7 @@ class NasSwitch(NasProcess):
         for _ in range(64):
             try:
                 frame = s.recv(65536)
-            except BlockingIOError:
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             ihl = (frame[14] & 0xF) * 4
             ip = socket.inet_ntoa(frame[26:30] if from_client else frame[30:34])
@@ -222,7 +223,7 @@ class NasSwitch(NasProcess):
         mac = _mac("br0")
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.giver = Giver(self, c.control_ip, "br0", mac, c.vip, c.vport, self.table.nft,
-                           self._tch_send, self._given)
+                           self._tch_send, self._given, self._arm)
         self.tch_rx = packet_socket("br0", tcp_filter(dst_ip=c.control_ip, port=c.vport))
         self.watch(self.tch_rx, self._on_tch)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -237,16 +238,16 @@ class NasSwitch(NasProcess):
         for _ in range(64):
             try:
                 sock, peer = self.listener.accept()
-            except BlockingIOError:
+            except OSError:  # none pending
                 return
             sock.setblocking(False)
-            self.binding[sock] = (peer, time.monotonic())
+            self.binding[sock] = peer
             self.watch(sock, lambda sock=sock: self._peek(sock))
             self.at(time.monotonic() + BIND_TIMEOUT, lambda sock=sock: self._unbound(sock))
 
     def _peek(self, sock: socket.socket) -> None:
         """Read the first request without taking it (B2.3): its path picks the device."""
-        peer, _ = self.binding[sock]
+        peer = self.binding[sock]
         try:
             data = sock.recv(http.MAX_HEAD, socket.MSG_PEEK)
         except BlockingIOError:
@@ -299,7 +300,7 @@ class NasSwitch(NasProcess):
         for _ in range(256):
             try:
                 frame = self.tch_rx.recv(65536)
-            except BlockingIOError:
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 break
             seg = decode_frame(frame)
             if seg is not None:
@@ -360,7 +361,7 @@ class NasSwitch(NasProcess):
         for _ in range(64):
             try:
                 data, (ip, port) = self.udp.recvfrom(65536)
-            except BlockingIOError:
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             self.counters["xap_rx"] += 1
             self._run(self.xap.on_datagram(ip, port, data, time.monotonic()))

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.root
 
 
 @pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed",
-                                  "nas-handoff-refused"])
+                                  "nas-handoff-refused", "nas-handoff-resume"])
 def test_scenario_passes_on_veth(name):
     from ftsslab.lab.veth.backend import VethBackend
 
@@ -149,7 +149,10 @@ def test_handoff_capture_in_tshark_follows_check_6(tmp_path):
     result = Runner(scenario, VethBackend()).run()
     assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
     pcap = tmp_path / "handoff.pcapng"
-    write_capture(pcap, scenario, result.frames, result.events, "veth")
+    devices = {socket.inet_aton("10.0.0.11"), socket.inet_aton("10.0.0.12")}
+    tch_frames = [f for f in result.frames  # the device-to-device frames: tshark reads only those
+                  if f.data[12:14] == b"\x08\x00" and {f.data[26:30], f.data[30:34]} == devices]
+    write_capture(pcap, scenario, tch_frames, result.events, "veth")
     fields = ["frame.interface_name", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack",
               "tcp.flags.fin", "tcp.flags.reset", "tch.flags.hnd", "tch.flags.set",
               "tch.flags.end", "tch.endpoint.ip", "tch.endpoint.port", "tch.update.seq",
