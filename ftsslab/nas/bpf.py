@@ -73,6 +73,9 @@ def tcp_filter(*, dst_ip: str | None = None, src_ip: str | None = None,
     return b"".join(out)
 
 
+NOTHING = struct.pack("HBBI", _RET, 0, 0, 0)  # accepts no frame: a socket kept for later
+
+
 def _ip(text: str) -> int:
     return struct.unpack("!I", socket.inet_aton(text))[0]
 

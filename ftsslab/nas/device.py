@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION
+from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY
 from ftsslab.lab.scenario import load_scenario
 
 from . import http, repair, tch, xap
@@ -46,6 +46,7 @@ from .segment import Segment, decode_frame
 from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
+WRITE_TURN = 1 << 20  # body bytes one connection writes per turn of the loop
 
 
 @dataclass
@@ -211,8 +212,11 @@ class NasDevice(NasProcess):
         return self.uploads[key]
 
     def _write(self, cl: Client) -> None:
-        """Write what is pending; body bytes are reported to the core as they go."""
-        while cl.sock in self.clients:
+        """Write what is pending, at most ``WRITE_TURN`` bytes of body per call (the loop
+        has TCH segments and control requests to answer too); body bytes are reported to
+        the core as they go."""
+        budget = WRITE_TURN
+        while cl.sock in self.clients and budget > 0:
             if cl.out:
                 n = self._send(cl, cl.out)
                 if n is None:
@@ -225,6 +229,7 @@ class NasDevice(NasProcess):
                 if n is None:
                     break
                 cl.chunk = (path, offset + n, data[n:]) if n < len(data) else None
+                budget -= n
                 self._apply(cl, cl.core.sent(n, time.time()), write=False)
                 continue
             if cl.closing:
@@ -316,6 +321,7 @@ class NasDevice(NasProcess):
                           self.cluster.vport)
         gift.xid, acts = self.xap.request(XAP_OP_CHANGE_CONNECTION, key, gift.to.ip,
                                           time.monotonic())
+        gift.xid_op = "change"
         self._xap_actions(acts)
 
     def _given(self, gift: Gift, given: bool, back: socket.socket | None) -> None:
@@ -443,12 +449,25 @@ class NasDevice(NasProcess):
                 gift = next((g for g in self.giver.gifts.values() if g.xid == a.xid), None)
                 if gift is None:
                     continue
-                self.event("xap", xid=a.xid, acked=isinstance(a, xap.Acked))
-                if isinstance(a, xap.Acked):
+                asked = gift.xid_op
+                self.event("xap", xid=a.xid, op=asked, acked=isinstance(a, xap.Acked),
+                           owner=getattr(a, "owner_ip", None))
+                if isinstance(a, xap.Acked) and (asked == "change" or a.owner_ip == gift.to.ip):
                     self.giver.switch_updated(gift)
+                elif asked == "change":
+                    # no ack: lost requests, or a lost ack of an applied one -- ask before
+                    # taking the connection back (it must not live on two devices)
+                    self._ask_owner(gift)
                 else:
                     self.giver.switch_failed(gift)
         self._arm()
+
+    def _ask_owner(self, gift: Gift) -> None:
+        key = xap.FlowKey(gift.client[0], 6, gift.client[1], self.cluster.vip,
+                          self.cluster.vport)
+        gift.xid, acts = self.xap.request(XAP_OP_QUERY, key, None, time.monotonic())
+        gift.xid_op = "query"
+        self._xap_actions(acts)
 
     # ---- reports ------------------------------------------------------------------------------
     def sessions(self) -> list[dict]:

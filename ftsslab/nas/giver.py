@@ -17,6 +17,7 @@ A handoff that fails after the freeze restores this side's own checkpoint (the s
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import secrets
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import repair, tch
-from .bpf import tcp_filter
+from .bpf import NOTHING, attach, tcp_filter
 from .process import NasProcess, packet_socket
 from .segment import Segment
 
@@ -79,7 +80,8 @@ class Gift:
     exported: bytes = b""
     held: list[bytes] = field(default_factory=list)
     hold_sock: socket.socket | None = None
-    xid: int | None = None  # the owner's XAP request, if any
+    xid: int | None = None  # the owner's XAP request, if any ...
+    xid_op: str = ""        # ... and what it asked ("change", "query")
 
     @property
     def name(self) -> str:
@@ -109,6 +111,7 @@ class Giver:
         self.l2 = packet_socket(iface)  # relays held frames
         self._port = TCH_PORTS[0]
         self._holds: dict[tuple[str, int], int] = {}  # client -> generation of its hold
+        self._spare: list[socket.socket] = []  # hold sockets between two handoffs
         self._gen = 0
         self.counters = {"given": 0, "give_failed": 0, "relayed": 0}
 
@@ -210,11 +213,21 @@ class Giver:
                             tcp_state=TCP_STATES.get(tcp_state(gift.sock), "gone"))
             self._actions(gift, gift.tch.resume(time.monotonic()))
             return
-        gift.hold_sock = packet_socket(self.iface, tcp_filter(
+        gift.hold_sock = self._hold_socket(tcp_filter(
             src_ip=gift.client[0], sport=gift.client[1], dst_ip=self.vip, dport=self.vport))
         self.proc.watch(gift.hold_sock, lambda: self._held(gift))
         self.hold(gift.client)
-        gift.checkpoint = cp = repair.checkpoint(gift.sock)
+        try:
+            gift.checkpoint = cp = repair.checkpoint(gift.sock)
+        except repair.RepairError as exc:  # the connection stays here, as it was
+            with contextlib.suppress(OSError):
+                gift.sock.setsockopt(socket.IPPROTO_TCP, repair.TCP_REPAIR, 0)
+            self.release(gift.client)
+            self._put_back(gift)
+            self.proc.event("handoff-refused", client=gift.name, to=gift.to.name,
+                            why=str(exc))
+            self._actions(gift, gift.tch.resume(time.monotonic()))
+            return
         gift.exported = gift.export()
         self.proc.unwatch(gift.sock)
         repair.close_silently(gift.sock)
@@ -226,6 +239,23 @@ class Giver:
         self._actions(gift, gift.tch.handoff(struct.pack(">I", len(state)) + state
                                              + gift.exported, (cp.snd_nxt, cp.rcv_nxt),
                                              time.monotonic()))
+
+    def _hold_socket(self, code: bytes) -> socket.socket:
+        """A packet socket for a held flow. Sockets are kept, not closed: closing one waits
+        for an RCU grace period (~10 ms here), which would stall the whole loop."""
+        if not self._spare:
+            return packet_socket(self.iface, code)
+        s = self._spare.pop()
+        attach(s, code)
+        _discard(s)  # frames the old filter let in
+        return s
+
+    def _put_back(self, gift: Gift) -> None:
+        s, gift.hold_sock = gift.hold_sock, None
+        self.proc.unwatch(s)
+        attach(s, NOTHING)
+        _discard(s)
+        self._spare.append(s)
 
     def _held(self, gift: Gift) -> None:
         for _ in range(256):
@@ -258,12 +288,13 @@ class Giver:
             repair.leave_repair(back)
         if gift.hold_sock is not None:
             self._held(gift)
-            self.proc.unwatch(gift.hold_sock)
-            gift.hold_sock.close()
-            gift.hold_sock = None
+            self._put_back(gift)
         mac = bytes.fromhex((gift.to.mac if given else self.self_mac).replace(":", ""))
         for frame in gift.held:  # through the switch, in arrival order (D2.5)
-            self.l2.send(mac + frame[6:])
+            try:
+                self.l2.send(mac + frame[6:])
+            except OSError:  # the link is down: the client retransmits what mattered
+                break
         self.counters["relayed"] += len(gift.held)
         self.counters["given" if given else "give_failed"] += 1
         if given:  # frames in flight at the flip are still held; then the kernel sees them
@@ -273,6 +304,12 @@ class Giver:
                         reason=reason, held=len(gift.held),
                         ms=round((time.monotonic() - gift.started) * 1000, 3))
         self.done(gift, given, back if gift.frozen else None)
+
+
+def _discard(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            sock.recv(65536)
 
 
 def tcp_state(sock: socket.socket) -> int:

@@ -17,6 +17,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -133,13 +134,19 @@ def set_sysctl(name: str, value: str) -> None:
         f.write(value)
 
 
-def packet_socket(iface: str, code: bytes | None = None) -> socket.socket:
+SO_TIMESTAMPNS = 35
+
+
+def packet_socket(iface: str, code: bytes | None = None, stamps: bool = False) -> socket.socket:
     """A non-blocking AF_PACKET socket on ``iface`` receiving what ``code`` (a BPF filter
-    from ``bpf.tcp_filter``) accepts, never this host's own outgoing frames."""
+    from ``bpf.tcp_filter``) accepts, never this host's own outgoing frames; ``stamps``:
+    with the kernel's receive time of each frame (``recv_stamped``)."""
     from .bpf import attach
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
+        if stamps:
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if code is not None:
             attach(s, code)
         s.setsockopt(263, 23, 1)  # SOL_PACKET, PACKET_IGNORE_OUTGOING
@@ -149,3 +156,14 @@ def packet_socket(iface: str, code: bytes | None = None) -> socket.socket:
         s.close()
         raise
     return s
+
+
+def recv_stamped(sock: socket.socket) -> tuple[bytes, int]:
+    """One frame and its kernel receive time (ns, CLOCK_REALTIME): frames of different
+    sockets are read in any order, their stamps say which came first."""
+    frame, anc, _, _ = sock.recvmsg(65536, 64)
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("qq", data)
+            return frame, sec * 10**9 + nsec
+    return frame, time.time_ns()

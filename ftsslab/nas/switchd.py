@@ -54,7 +54,7 @@ from . import http, xap
 from .bpf import tcp_filter
 from .cluster import Cluster, assign_nonces, cluster_of
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
-from .process import NasProcess, packet_socket
+from .process import NasProcess, packet_socket, recv_stamped
 from .segment import Segment, decode_frame
 from .volume import MemoryCatalog, RootDirectory
 
@@ -78,7 +78,9 @@ class NasSwitch(NasProcess):
         self.rr = 0
         self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "xap_rx": 0,
                          "program_failed": 0, "bound": 0, "bind_failed": 0}
-        self.closing: dict[xap.FlowKey, set[str]] = {}  # FIN seen from "client"/"device"
+        # FIN seen from "client"/"device" (or "rst"), and the kernel time of the first
+        self.closing: dict[xap.FlowKey, tuple[set[str], int]] = {}
+        self.handles: dict[xap.FlowKey, int] = {}  # the kernel rule of each flow's entry
         self.delayed = c.placement == "delayed"
         self.root = RootDirectory(c.root) if c.root else None
         self.binding: dict[socket.socket, tuple[str, int]] = {}  # accepted: the client
@@ -101,6 +103,12 @@ class NasSwitch(NasProcess):
                     f"insert rule netdev {TABLE} in_{p} ip daddr {{ {internal} }} counter "
                     f"drop comment \"internal\"",
                 ]
+                # cluster-internal traffic never leaves by a client port (the bridge floods a
+                # frame whose MAC it does not know, e.g. to a device whose link is down)
+                cmds += [f"add chain netdev {TABLE} out_{p} {{ type filter hook egress device "
+                         f"\"{p}\" priority 0; policy accept; }}",
+                         f"add rule netdev {TABLE} out_{p} ip saddr {{ {internal} }} ip daddr "
+                         f"{{ {internal} }} counter drop comment \"internal_out\""]
                 if not self.delayed:  # a SYN with no entry: placed here (seen on AF_PACKET)
                     cmds.append(f"add rule netdev {TABLE} in_{p} ip daddr {c.vip} tcp dport "
                                 f"{c.vport} tcp flags & (syn | ack) == syn counter drop "
@@ -114,26 +122,27 @@ class NasSwitch(NasProcess):
                 cmds.append(f"add rule inet {GUARD} input ip daddr {c.vip} counter drop")
             self.table.nft("\n".join(cmds))
         self.table.refresh()
-        for _, e in self.table.rules:  # a restarted process learns who holds what
+        for handle, e in self.table.rules:  # a restarted process learns who holds what
             dev = next((d for d in self.devices.values() if d.port == e["out_port"]), None)
             if dev is not None and e["client_ip"] and e["client_port"] is not None:
                 self.xap.placed(self._key(e), dev.name)
+                self.handles[self._key(e)] = handle
         if self.delayed:
             self._setup_delayed()
         else:
             code = tcp_filter(dst_ip=c.vip, dport=c.vport, syn_only=True)
             for p in c.client_ports:
-                s = packet_socket(p, code)
+                s = packet_socket(p, code, stamps=True)
                 self.watch(s, lambda s=s: self._on_syn(s))
         self.tx = {d.port: packet_socket(d.port) for d in self.devices.values()}
         # the ends of connections (FIN both ways, or a RST): their entries go
         ends = tcp_filter(dst_ip=c.vip, dport=c.vport, any_flags=FIN | RST)
         for p in c.client_ports:
-            s = packet_socket(p, ends)
+            s = packet_socket(p, ends, stamps=True)
             self.watch(s, lambda s=s: self._on_end(s, from_client=True))
         ends = tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=FIN | RST)
         for d in self.devices.values():
-            s = packet_socket(d.port, ends)
+            s = packet_socket(d.port, ends, stamps=True)
             self.watch(s, lambda s=s: self._on_end(s, from_client=False))
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,14 +169,15 @@ class NasSwitch(NasProcess):
     def _on_syn(self, s: socket.socket) -> None:
         for _ in range(64):
             try:
-                frame = s.recv(65536)
+                frame, stamp = recv_stamped(s)
             except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             ihl = (frame[14] & 0xF) * 4
             client_ip = socket.inet_ntoa(frame[26:30])
             client_port = int.from_bytes(frame[14 + ihl:16 + ihl])
             key = xap.FlowKey(client_ip, 6, client_port, self.cluster.vip, self.cluster.vport)
-            self.closing.pop(key, None)  # a new connection (on a lingering entry: it stays)
+            if key in self.closing and self.closing[key][1] < stamp:
+                del self.closing[key]  # a new connection on a lingering entry: it stays
             if self.xap.owner(key) is not None:
                 # the entry exists: the kernel forwarded it; or our earlier SYN is in flight
                 self.counters["syn_seen_with_entry"] += 1
@@ -186,7 +196,7 @@ class NasSwitch(NasProcess):
         and retransmitted FINs still need it)."""
         for _ in range(64):
             try:
-                frame = s.recv(65536)
+                frame, stamp = recv_stamped(s)
             except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             ihl = (frame[14] & 0xF) * 4
@@ -196,7 +206,7 @@ class NasSwitch(NasProcess):
             key = xap.FlowKey(ip, 6, port, self.cluster.vip, self.cluster.vport)
             if self.xap.owner(key) is None:
                 continue
-            seen = self.closing.setdefault(key, set())
+            seen = self.closing.setdefault(key, (set(), stamp))[0]
             seen.add("rst" if flags & RST else ("client" if from_client else "device"))
             if "rst" in seen or {"client", "device"} <= seen:
                 self.at(time.monotonic() + LINGER, lambda key=key: self._expire(key))
@@ -206,13 +216,13 @@ class NasSwitch(NasProcess):
         dev = self.xap.owner(key)
         if seen is None or dev is None:
             return
-        entry = validate_entry(self._entry(key, dev), self.table.ports)
-        handles = [h for h, e in self.table.rules if e == entry]
-        if handles:
-            self.table.nft("\n".join(f"delete rule netdev {TABLE} {CHAIN} handle {h}"
-                                      for h in handles))
-            self.table.refresh()
-            self.table.log(op="remove", entry=entry)
+        handle = self.handles.pop(key, None)
+        if handle is not None:
+            try:
+                self.table.nft(f"delete rule netdev {TABLE} {CHAIN} handle {handle}")
+            except SwitchdError:
+                pass  # a `table` step removed it already
+            self.table.log(op="remove", entry=self._entry(key, dev))
         self.xap.forget(key)
         self.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                    old=dev.name, new=None)
@@ -341,16 +351,16 @@ class NasSwitch(NasProcess):
     def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device,
                  why: str) -> None:
         """Point the flow's entry at ``new``: the new rule and the removal of the old in one
-        nftables transaction (atomic: every frame sees one of the two)."""
+        nftables transaction (atomic: every frame sees one of the two). The new rule's
+        handle comes back with it: the chain is never listed (that costs O(entries))."""
         t0 = time.monotonic()
         entry = validate_entry(self._entry(key, new), self.table.ports)
         cmds = [f"add rule netdev {TABLE} {CHAIN} {entry_rule(entry)}"]
-        if old is not None:
-            gone = validate_entry(self._entry(key, old), self.table.ports)
-            cmds += [f"delete rule netdev {TABLE} {CHAIN} handle {h}"
-                     for h, e in self.table.rules if e == gone]
-        self.table.nft("\n".join(cmds))
-        self.table.refresh()
+        if key in self.handles:
+            cmds.append(f"delete rule netdev {TABLE} {CHAIN} handle {self.handles[key]}")
+        echoed = json.loads(self.table.nft("\n".join(cmds), echo=True) or "{}")
+        self.handles[key] = next(int(item["add"]["rule"]["handle"]) for item in
+                                 echoed.get("nftables", []) if "rule" in item.get("add", {}))
         self.table.log(op="move" if old else "add", entry=entry)
         self.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
                    old=old.name if old else None, new=new.name,
@@ -410,7 +420,7 @@ class NasSwitch(NasProcess):
     def _kernel_counters(self) -> dict[str, int]:
         """Frames the ingress chains dropped: ``internal`` (check 21) and ``place`` (SYNs
         the control process placed), from the rules' nftables counters."""
-        out = {"dropped_internal": 0, "dropped_place": 0}
+        out = {"dropped_internal": 0, "dropped_place": 0, "dropped_internal_out": 0}
         listing = json.loads(self.table.nft(f"list table netdev {TABLE}", json_out=True))
         for item in listing.get("nftables", []):
             rule = item.get("rule")

@@ -171,7 +171,7 @@ def rules_from_json(text: str) -> list[tuple[int, dict]]:
 class Nft:
     """libnftables through ctypes (one netlink round trip per command); ``nft`` as fallback."""
 
-    JSON, HANDLE = 1 << 4, 1 << 3
+    JSON, HANDLE, ECHO = 1 << 4, 1 << 3, 1 << 5
 
     def __init__(self) -> None:
         import ctypes
@@ -195,17 +195,21 @@ class Nft:
         lib.nft_ctx_buffer_error(self._ctx)
         self._lib = lib
 
-    def __call__(self, cmd: str, json_out: bool = False) -> str:
+    def __call__(self, cmd: str, json_out: bool = False, echo: bool = False) -> str:
+        """Run ``cmd``; ``json_out``: its output as JSON with handles; ``echo``: also what
+        it added (with the new rules' handles: no listing needed to delete them later)."""
         if self._lib is None:
             import subprocess
 
-            argv = ["nft"] + (["-j", "-a"] if json_out else []) + ["-f", "-"]
+            argv = ["nft"] + (["-j", "-a"] if json_out or echo else []) + \
+                (["-e"] if echo else []) + ["-f", "-"]
             cp = subprocess.run(argv, input=cmd, capture_output=True, text=True, timeout=30)
             if cp.returncode != 0:
                 raise SwitchdError(f"nft: {cp.stderr.strip()}")
             return cp.stdout
         lib = self._lib
-        lib.nft_ctx_output_set_flags(self._ctx, (self.JSON | self.HANDLE) if json_out else 0)
+        flags = (self.JSON | self.HANDLE if json_out or echo else 0) | (self.ECHO if echo else 0)
+        lib.nft_ctx_output_set_flags(self._ctx, flags)
         rc = lib.nft_run_cmd_from_buffer(self._ctx, cmd.encode())
         out = (lib.nft_ctx_get_output_buffer(self._ctx) or b"").decode()
         err = (lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode()
