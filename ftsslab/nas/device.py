@@ -37,7 +37,7 @@ from pathlib import Path
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY
 from ftsslab.lab.scenario import load_scenario
 
-from . import http, repair, tch, xap
+from . import http, repair, staging, tch, xap
 from .bpf import tcp_filter
 from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target
@@ -47,6 +47,7 @@ from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
 WRITE_TURN = 1 << 20  # body bytes one connection writes per turn of the loop
+RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Client:
     chunk: tuple[str, int, bytes] | None = None  # SendFile: path, offset, bytes left
     closing: bool = False
     gift: Gift | None = None  # set while the connection is being given away
+    moving: tuple[socket.socket, bytearray] | None = None  # its partial upload, on the way
     ready: Callable[[], None] | None = None  # its selector handler
 
 
@@ -73,6 +75,8 @@ class NasDevice(NasProcess):
         self.root = RootDirectory(cluster.root) if cluster.root else None
         self.clients: dict[socket.socket, Client] = {}
         self.uploads: dict[tuple[int, str], object] = {}  # (id(client), path) -> Upload
+        # partial uploads of connections on their way here: (client, path) -> (Upload, expiry)
+        self.staged: dict[tuple[tuple[str, int], str], tuple[object, float]] = {}
         # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
         self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0}
@@ -106,10 +110,18 @@ class NasDevice(NasProcess):
                                  first_xid=secrets.randbits(16))
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # a small receive queue: what a checkpoint carries of an upload in flight
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.listener.bind((c.vip, c.vport))
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.watch(self.listener, self._accept)
+        self.stager = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.stager.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.stager.bind((me.ip, staging.PORT))
+        self.stager.listen(16)
+        self.stager.setblocking(False)
+        self.watch(self.stager, self._stage_accept)
         self.tch_rx = packet_socket(me.iface, tcp_filter(dst_ip=me.ip, port=c.vport))
         self.watch(self.tch_rx, self._on_tch)
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -123,6 +135,7 @@ class NasDevice(NasProcess):
 
     def _volume(self) -> None:
         """The files the scenario gives this device (written once per lab)."""
+        self.volume_dir.mkdir(parents=True, exist_ok=True)
         for path, spec in self.files.items():
             dest = self.volume_dir / path.lstrip("/")
             if dest.exists():
@@ -207,8 +220,9 @@ class NasDevice(NasProcess):
 
     def _upload(self, cl: Client, path: str):
         key = (id(cl), path)
-        if key not in self.uploads:
-            self.uploads[key] = self.storage.open_upload(path)
+        if key not in self.uploads:  # a connection handed here mid-upload brought its start
+            staged = self.staged.pop((cl.peer, path), None)
+            self.uploads[key] = staged[0] if staged else self.storage.open_upload(path)
         return self.uploads[key]
 
     def _write(self, cl: Client) -> None:
@@ -290,9 +304,6 @@ class NasDevice(NasProcess):
             raise LookupError(f"{self.node} serves no connection"
                               + (f" from port {port}" if port is not None else ""))
         cl = min(busy, key=lambda c: c.peer[1])
-        if cl.core.uploading is not None:
-            raise ValueError(f"{cl.peer[0]}:{cl.peer[1]} is uploading {cl.core.uploading[0]}: "
-                             "a partial upload does not move yet")
         self._give(cl, to, "asked")
         return {"client": f"{cl.peer[0]}:{cl.peer[1]}", "to": to}
 
@@ -301,8 +312,8 @@ class NasDevice(NasProcess):
             return
         dev = self.cluster.devices[to]
         cl.gift = self.giver.give(cl.sock, cl.peer, Target(dev.name, dev.ip, dev.mac), reason,
-                                  flushed=lambda: self._flush(cl), export=cl.core.export,
-                                  reprogram=self._reprogram)
+                                  flushed=lambda: self._flush(cl) and self._upload_moved(cl),
+                                  export=cl.core.export, reprogram=self._reprogram)
         self._interest(cl)
         self._arm()
 
@@ -314,6 +325,40 @@ class NasDevice(NasProcess):
                 return False
             del cl.out[:n]
         return True
+
+    def _upload_moved(self, cl: Client) -> bool:
+        """True once a partial upload is on the second device (``staging.py``), or there is
+        none. Reading stopped when the handoff began, so the bytes received stay put."""
+        if cl.core.uploading is None or cl.gift is None:
+            return True
+        path, received = cl.core.uploading
+        if cl.moving is None:
+            up = self.uploads.get((id(cl), path))
+            data = up.read(0, received) if up is not None and received else b""
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((cl.gift.to.ip, staging.PORT))
+            cl.moving = (s, bytearray(staging.message(cl.peer, path, data)))
+            self.event("upload-move", client=f"{cl.peer[0]}:{cl.peer[1]}", path=path,
+                       bytes=received, to=cl.gift.to.name)
+        s, out = cl.moving
+        try:
+            while out:
+                del out[:s.send(out)]
+            if s.recv(1) == b"K":
+                s.close()
+                cl.moving = None
+                return True
+            raise ConnectionError("the second device did not stage the upload")
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:  # no copy there: the connection stays here
+            s.close()
+            cl.moving = None
+            self.event("handoff-refused", client=f"{cl.peer[0]}:{cl.peer[1]}",
+                       to=cl.gift.to.name, why=f"partial upload not moved: {exc}")
+            self.giver.switch_failed(cl.gift)
+            return False
 
     def _reprogram(self, gift: Gift) -> None:
         """D2.3: the first device asks the switch by XAP and sends END only on its ack."""
@@ -389,6 +434,52 @@ class NasDevice(NasProcess):
                     repair.close_silently(got[0])
                 self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason)
         self._arm()
+
+    def _stage_accept(self) -> None:
+        try:
+            conn, _ = self.stager.accept()
+        except OSError:  # none pending
+            return
+        conn.setblocking(False)
+        got = staging.Incoming()
+        self.watch(conn, lambda: self._stage_read(conn, got))
+
+    def _stage_read(self, conn: socket.socket, got: staging.Incoming) -> None:
+        """A first device's partial upload: staged until its connection arrives."""
+        try:
+            data = conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        got.buf += data
+        whole = got.parse()
+        if whole is None and data:
+            return
+        self.unwatch(conn)
+        if whole:
+            client, path, body = whole
+            try:
+                up = self.storage.open_upload(path)
+                up.write(0, body)
+            except VolumeError:
+                conn.close()  # no "K": the first device keeps the connection
+                return
+            self.staged[(client, path)] = (up, time.monotonic() + staging.STAGED_FOR)
+            self.at(time.monotonic() + staging.STAGED_FOR, self._unstage)
+            try:
+                conn.send(b"K")
+            except OSError:
+                pass
+        conn.close()
+
+    def _unstage(self) -> None:
+        """Staged uploads whose connection never came."""
+        now = time.monotonic()
+        for key, (up, expiry) in list(self.staged.items()):
+            if expiry <= now:
+                del self.staged[key]
+                up.abort()
 
     # ---- TCH and XAP I/O ----------------------------------------------------------------------
     def _on_tch(self) -> None:

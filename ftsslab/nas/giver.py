@@ -35,6 +35,7 @@ from .segment import Segment
 GUARD = "ftsslab_nas"  # the inet table of a NAS namespace's own input rules
 SIOCOUTQ = 0x5411
 DRAIN_LIMIT = 0.5     # seconds a handoff waits for the client to ack what was written
+FLUSH_LIMIT = 10.0    # seconds it waits for its owner (headers written, a partial upload moved)
 SNDBUF = 256 * 1024   # the send queue a checkpoint may have to carry
 TCH_PORTS = (61000, 61999)  # the first device's side of TCH connections
 HOLD_LINGER = 2.0  # seconds a given connection stays held here after its handoff
@@ -198,10 +199,16 @@ class Giver:
         if gift.frozen or gift not in self.gifts.values():
             return
         since = time.monotonic() if since is None else since
-        if (gift.flushed() and _outq(gift.sock) == 0) or \
-                time.monotonic() - since > DRAIN_LIMIT:
+        if gift not in self.gifts.values():
+            return  # the owner gave up (``flushed`` failed)
+        if gift.flushed() and gift in self.gifts.values() and \
+                (_outq(gift.sock) == 0 or time.monotonic() - since > DRAIN_LIMIT):
             gift.drained = True
             self._freeze(gift)
+        elif time.monotonic() - since > FLUSH_LIMIT:  # the owner never got ready: no handoff
+            self.proc.event("handoff-refused", client=gift.name, to=gift.to.name,
+                            why=f"not ready to freeze after {FLUSH_LIMIT:g} s")
+            self.switch_failed(gift)
         else:
             self.proc.at(time.monotonic() + 0.0005, lambda: self._drain(gift, since))
 
