@@ -96,6 +96,10 @@ class Backend(ABC):
     @abstractmethod
     def entries(self, switch: str) -> list[ForwardingEntry]: ...
 
+    def node_events(self, node: str) -> list[dict]:
+        """The events ``node``'s process logged (``kind`` and fields), oldest first."""
+        return list(self.reports().get(node, {}).get("events", []))
+
     def handoff(self, node: str, to: str, client_port: int | None) -> None:
         """Ask ``node``'s process to hand a live connection to ``to`` (kinds with
         ``hands_off``); it goes on in the background."""

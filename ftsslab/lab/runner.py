@@ -238,7 +238,7 @@ class Runner:
                     f"{len(entries)} entries",
                 )
             case Logged():
-                events = self.backend.reports().get(e.node, {}).get("events", [])
+                events = self.backend.node_events(e.node)
                 n = sum(1 for ev in events if ev.get("kind") == e.event
                         and all(ev.get(k) == v for k, v in e.fields))
                 wanted = " ".join(f"{k}={v}" for k, v in e.fields)

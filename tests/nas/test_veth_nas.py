@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,42 @@ def test_handoff_capture_in_tshark_follows_check_6(tmp_path):
     set_row = next(r for r in first_session if kind(r) == "d1:SET")
     assert (set_row["tch.update.seq"], set_row["tch.update.ack"]) == (detail["snd_nxt"],
                                                                       detail["rcv_nxt"])
+
+
+def test_nas_cli_shows_who_holds_which_connection():
+    """`ftsslab nas table` / `sessions` on a lab that `lab up` left running: a live download's
+    entry names its device, and that device lists the connection; wrong nodes exit 2."""
+    def ftsslab(*args, timeout=120):
+        return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
+                               *args], capture_output=True, text=True, timeout=timeout)
+
+    up = ftsslab("lab", "up", str(ROOT / "scenarios" / "nas-redirect.yaml"))
+    assert up.returncode == 0, up.stderr
+    lab_id = up.stdout.split()[1]
+    try:
+        ns = names.ns_name(lab_id, "c1")
+        curl = subprocess.Popen(["ip", "netns", "exec", ns, "curl", "-s", "--limit-rate", "200k",
+                                 "-o", "/dev/null", "http://10.0.0.100/d2/b.bin"])
+        try:
+            deadline, table = time.monotonic() + 30, {}
+            while time.monotonic() < deadline:
+                got = ftsslab("nas", "table", "--lab", lab_id, "--json")
+                assert got.returncode == 0, got.stderr
+                table = json.loads(got.stdout)
+                sessions = json.loads(ftsslab("nas", "sessions", "--lab", lab_id,
+                                              "--json").stdout)
+                if table["s1"] and sessions["d2"]:  # placed round-robin, redirected to d2
+                    break
+                time.sleep(0.1)
+            assert [e["device"] for e in table["s1"]] == ["d2"], table
+            assert [s["client"] for s in sessions["d2"]] == [table["s1"][0]["client"]]
+            assert sessions["d1"] == sessions["d3"] == []
+        finally:
+            curl.kill()
+            curl.wait()
+        wrong = ftsslab("nas", "table", "c1", "--lab", lab_id)
+        assert wrong.returncode == 2 and "c1 is a host, not a nas-switch" in wrong.stderr
+        shown = ftsslab("nas", "sessions", "--lab", lab_id)
+        assert shown.returncode == 0 and "sessions" in shown.stdout
+    finally:
+        assert ftsslab("lab", "down", "--lab", lab_id).returncode == 0

@@ -712,24 +712,32 @@ class VethBackend(Backend):
         """The backend's own events and those node processes log to ``<lab dir>/<node>.events``
         (JSON lines: ``t`` on CLOCK_MONOTONIC, ``kind``, more fields), in time order."""
         out = list(self._events)
-        if self.lab_id is None or self.state is None:
-            return out
-        for node in self.state.nodes:
-            path = Path(names.lab_dir(self.lab_id), f"{node}.events")
-            try:
-                lines = path.read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines:
-                try:
-                    rec = json.loads(line)
-                    t, kind = float(rec.pop("t")) - self._start_mono, str(rec.pop("kind"))
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue  # a line cut short by a SIGKILL
+        for node in self.state.nodes if self.lab_id and self.state else ():
+            for rec in self.node_events(node):
+                t, kind = float(rec.pop("t")) - self._start_mono, str(rec.pop("kind"))
                 rec.pop("node", None)
                 detail = " ".join(f"{k}={v}" for k, v in sorted(rec.items()) if v is not None)
                 out.append(Event(t, node, kind, detail))
         return sorted(out, key=lambda e: e.time)
+
+    def node_events(self, node: str) -> list[dict]:
+        """All of them, from the node's events file (a report holds only the newest)."""
+        if self.lab_id is None:
+            return []
+        try:
+            lines = Path(names.lab_dir(self.lab_id), f"{node}.events").read_text(
+                errors="replace").splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a SIGKILL
+            if isinstance(rec, dict) and isinstance(rec.get("t"), int | float) and "kind" in rec:
+                out.append(rec)
+        return out
 
     # ---- extras for the CLI and tests --------------------------------------------------------
     def namespace(self, node: str) -> str:
