@@ -227,8 +227,8 @@ class TableHas(Expectation):
 
 @dataclass(frozen=True)
 class Logged(Expectation):
-    """A node's process logged events of ``event`` whose fields include ``fields`` (the
-    events of its ``report``: a NAS device's requests served, a switch's table changes)."""
+    """A node's process logged events of ``event`` whose fields include ``fields``
+    (``Backend.node_events``: a NAS device's requests served, a switch's table changes)."""
 
     node: str
     event: str
