@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
-from ftsslab.lab.veth.control import control_path
+from ftsslab.lab.veth.control import control_path, send_reply
 from ftsslab.lab.veth.linkstate import LinkMonitor, iface_mtu
 from ftsslab.lab.veth.netns import call_in_netns
 from ftsslab.lab.veth.ring import PacketRing
@@ -42,7 +42,6 @@ from .store import Store
 
 REC_FORGET = 15  # tombstone: the records whose ids it lists (8 bytes each) are not needed
 COMPACT_EVERY = 1 << 16  # forgotten records between compactions (each reads the whole log)
-CONTROL_MAX = 60_000  # bytes of one control reply (an AF_UNIX datagram)
 
 
 TUNSETIFF = 0x400454CA
@@ -284,15 +283,7 @@ class NodeProcess:
                 raise ValueError(f"unknown request {op!r}")
         except (ValueError, KeyError, TypeError) as exc:
             reply = {"ok": False, "error": str(exc)}
-        if peer:
-            data = json.dumps(reply).encode()
-            if len(data) > CONTROL_MAX:
-                data = json.dumps({"ok": False, "error": f"reply of {len(data)} bytes is too "
-                                   "large for the control socket"}).encode()
-            try:
-                self.control.sendto(data, peer)
-            except OSError:  # the asker gave up
-                pass
+        send_reply(self.control, peer, reply)
 
     def _drain_port(self, iface: str) -> None:
         if iface in self.taps:

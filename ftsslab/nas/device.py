@@ -36,12 +36,13 @@ from pathlib import Path
 
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY
 from ftsslab.lab.scenario import load_scenario
+from ftsslab.lab.veth.netns import write_sysctl
 
 from . import http, repair, staging, tch, xap
 from .bpf import tcp_filter
 from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target
-from .process import NasProcess, packet_socket, set_sysctl
+from .process import NasProcess, packet_socket, send_segment
 from .segment import Segment, decode_frame
 from .volume import RootDirectory, Volume, VolumeError
 
@@ -91,7 +92,7 @@ class NasDevice(NasProcess):
                             ("net.ipv4.conf.all.arp_announce", "2"),
                             (f"net.ipv4.conf.{me.iface}.arp_ignore", "1"),
                             (f"net.ipv4.conf.{me.iface}.arp_announce", "2")):
-            set_sysctl(name, value)
+            write_sysctl(name, value)
         # the VIP on lo (LVS-DR style): replies leave with src = VIP (B2.6, L394)
         subprocess.run(["ip", "addr", "replace", f"{c.vip}/32", "dev", "lo"], check=True,
                        capture_output=True, timeout=30)
@@ -497,10 +498,7 @@ class NasDevice(NasProcess):
         self._arm()
 
     def _tch_send(self, seg: Segment) -> None:
-        try:
-            self.raw.sendto(seg.encode(), (seg.dst, 0))
-        except OSError:
-            pass  # like a lost segment: retransmitted after the RTO
+        send_segment(self.raw, seg)
 
     def _arm(self) -> None:
         """One timer for the earliest TCH or XAP deadline."""

@@ -24,9 +24,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from ftsslab.lab.veth.control import control_path
+from ftsslab.lab.veth.control import control_path, send_reply
 
-CONTROL_MAX = 60_000  # bytes of one control reply (an AF_UNIX datagram)
 EVENTS_KEPT = 2000    # events a report returns (the newest)
 
 
@@ -117,21 +116,15 @@ class NasProcess:
             reply = {"ok": True, **handler(req)}
         except (ValueError, KeyError, TypeError, LookupError) as exc:
             reply = {"ok": False, "error": str(exc)}
-        if peer:
-            out = json.dumps(reply).encode()
-            if len(out) > CONTROL_MAX:
-                out = json.dumps({"ok": False, "error": f"reply of {len(out)} bytes is too "
-                                  "large for the control socket"}).encode()
-            try:
-                self.control.sendto(out, peer)
-            except OSError:  # the asker gave up
-                pass
+        send_reply(self.control, peer, reply)
 
 
-def set_sysctl(name: str, value: str) -> None:
-    """``net.ipv4.conf.all.arp_ignore`` = ... in this process's namespace."""
-    with open("/proc/sys/" + name.replace(".", "/"), "w") as f:
-        f.write(value)
+def send_segment(raw: socket.socket, seg) -> None:
+    """A TCH segment out of a raw IP socket (``segment.Segment``)."""
+    try:
+        raw.sendto(seg.encode(), (seg.dst, 0))
+    except OSError:
+        pass  # like a lost segment: retransmitted after the RTO
 
 
 SO_TIMESTAMPNS = 35

@@ -54,7 +54,7 @@ from . import http, xap
 from .bpf import tcp_filter
 from .cluster import Cluster, assign_nonces, cluster_of
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
-from .process import NasProcess, packet_socket, recv_stamped
+from .process import NasProcess, packet_socket, recv_stamped, send_segment
 from .segment import Segment, decode_frame
 from .volume import MemoryCatalog, RootDirectory
 
@@ -318,10 +318,7 @@ class NasSwitch(NasProcess):
         self._arm()
 
     def _tch_send(self, seg: Segment) -> None:
-        try:
-            self.raw.sendto(seg.encode(), (seg.dst, 0))
-        except OSError:
-            pass  # like a lost segment: retransmitted after the RTO
+        send_segment(self.raw, seg)
 
     def _arm(self) -> None:
         when = self.giver.next_deadline()

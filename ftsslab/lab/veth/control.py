@@ -26,3 +26,20 @@ def control_request(state_dir: str, node: str, request: dict, timeout: float = 5
         s.settimeout(timeout)
         s.sendto(json.dumps(request).encode(), control_path(state_dir, node))
         return json.loads(s.recv(1 << 16))
+
+
+CONTROL_MAX = 60_000  # bytes of one control reply (an AF_UNIX datagram)
+
+
+def send_reply(sock: socket.socket, peer, reply: dict) -> None:
+    """Answer a control request (a reply too large for one datagram becomes an error)."""
+    if not peer:
+        return
+    data = json.dumps(reply).encode()
+    if len(data) > CONTROL_MAX:
+        data = json.dumps({"ok": False, "error": f"reply of {len(data)} bytes is too large "
+                           "for the control socket"}).encode()
+    try:
+        sock.sendto(data, peer)
+    except OSError:  # the asker gave up
+        pass
