@@ -197,6 +197,17 @@ def test_handoff_capture_in_tshark_follows_check_6(tmp_path):
                                                                       detail["rcv_nxt"])
 
 
+STALLED_CLIENT = """
+import socket, sys, time
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+sock.connect((sys.argv[1], 80))
+sock.sendall(f"GET {sys.argv[2]} HTTP/1.1\\r\\nHost: nas\\r\\n\\r\\n".encode())
+sock.recv(1024)
+time.sleep(3600)
+"""
+
+
 def test_nas_cli_shows_who_holds_which_connection():
     """`ftsslab nas table` / `sessions` on a lab that `lab up` left running: a live download's
     entry names its device, and that device lists the connection; wrong nodes exit 2."""
@@ -209,8 +220,11 @@ def test_nas_cli_shows_who_holds_which_connection():
     lab_id = up.stdout.split()[1]
     try:
         ns = names.ns_name(lab_id, "c1")
-        curl = subprocess.Popen(["ip", "netns", "exec", ns, "curl", "-s", "--limit-rate", "200k",
-                                 "-o", "/dev/null", "http://10.0.0.100/d2/b.bin"])
+        # a client that reads the first bytes and then stops: the 3 MB answer cannot fit in the
+        # device's send buffer and this client's small receive window, so the session stays
+        # open until the test kills it (curl's --limit-rate let the kernel buffers absorb it)
+        client = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", STALLED_CLIENT,
+                                 "10.0.0.100", "/d2/b.bin"])
         try:
             deadline, table = time.monotonic() + 30, {}
             while time.monotonic() < deadline:
@@ -226,8 +240,8 @@ def test_nas_cli_shows_who_holds_which_connection():
             assert [s["client"] for s in sessions["d2"]] == [table["s1"][0]["client"]]
             assert sessions["d1"] == sessions["d3"] == []
         finally:
-            curl.kill()
-            curl.wait()
+            client.kill()
+            client.wait()
         wrong = ftsslab("nas", "table", "c1", "--lab", lab_id)
         assert wrong.returncode == 2 and "c1 is a host, not a nas-switch" in wrong.stderr
         shown = ftsslab("nas", "sessions", "--lab", lab_id)
