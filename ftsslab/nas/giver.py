@@ -12,7 +12,8 @@ own kernel accepted on the VIP).
     on its FIN: FIN; relay the held frames to the second device, in arrival order (D2.5)
 
 A handoff that fails after the freeze restores this side's own checkpoint (the seed's
-``setsockopt(0)``) and relays the held frames back to itself through the switch.
+``setsockopt(0)``) and relays the held frames back to itself through the switch; so does
+one where the client sends FIN or RST before the switch is reprogrammed (check 10).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from . import repair, tch
 from .bpf import NOTHING, attach, tcp_filter
 from .process import NasProcess, packet_socket
-from .segment import Segment
+from .segment import FIN, RST, Segment
 
 GUARD = "ftsslab_nas"  # the inet table of a NAS namespace's own input rules
 SIOCOUTQ = 0x5411
@@ -38,6 +39,9 @@ DRAIN_LIMIT = 0.5     # seconds a handoff waits for the client to ack what was w
 FLUSH_LIMIT = 10.0    # seconds it waits for its owner (headers written, a partial upload moved)
 SNDBUF = 256 * 1024   # the send queue a checkpoint may have to carry
 TCH_PORTS = (61000, 61999)  # the first device's side of TCH connections
+# a client's FIN/RST aborts a handoff in these states; once the switch moves (SWITCHING on),
+# the second device holds the connection and the held FIN/RST is relayed to it
+ABORTABLE = (tch.FirstState.TRANSFER, tch.FirstState.SET_SENT)
 HOLD_LINGER = 2.0  # seconds a given connection stays held here after its handoff
 TCH_RETRIES = 3   # resends of a TCH segment (RTO 0.2 s, doubling): a silent second device is
 #                   given up 3 s after the segment -- the longest a frozen client waits
@@ -265,11 +269,18 @@ class Giver:
         self._spare.append(s)
 
     def _held(self, gift: Gift) -> None:
+        closed = False
         for _ in range(256):
             try:
-                gift.held.append(gift.hold_sock.recv(65536))
+                frame = gift.hold_sock.recv(65536)
             except (OSError, AttributeError):  # none left, ENETDOWN once, or closed
-                return
+                break
+            gift.held.append(frame)
+            closed |= _ends(frame)
+        if closed and gift.tch.state in ABORTABLE:
+            # check 10: the client closed (FIN or RST) before the switch moved: both ends
+            # abort, and the held frames, the FIN or RST among them, come back here
+            self._actions(gift, gift.tch.client_closed(time.monotonic()))
 
     def _actions(self, gift: Gift, actions: list) -> None:
         for a in actions:
@@ -311,6 +322,12 @@ class Giver:
                         reason=reason, held=len(gift.held),
                         ms=round((time.monotonic() - gift.started) * 1000, 3))
         self.done(gift, given, back if gift.frozen else None)
+
+
+def _ends(frame: bytes) -> bool:
+    """A client frame with FIN or RST (an IPv4 TCP frame, as the hold filter passes)."""
+    flags = 14 + (frame[14] & 0xF) * 4 + 13 if len(frame) > 14 else len(frame)
+    return flags < len(frame) and bool(frame[flags] & (FIN | RST))
 
 
 def _discard(sock: socket.socket) -> None:

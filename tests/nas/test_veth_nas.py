@@ -135,6 +135,83 @@ def test_xap_wrong_nonce_changes_nothing_and_is_counted(lab):
     assert stats["xap_bad_nonce"] == 1 and stats["xap_applied"] == 1, stats
 
 
+CLOSING_CLIENT = """
+import os, socket, struct, sys, time
+how, events = sys.argv[1], sys.argv[2]
+
+def get(sock):
+    sock.sendall(b"GET /big.bin HTTP/1.1\\r\\nHost: nas\\r\\nRange: bytes=0-999\\r\\n\\r\\n")
+    got = b""
+    while b"\\r\\n\\r\\n" not in got or len(got.split(b"\\r\\n\\r\\n", 1)[1]) < 1000:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got.split(b" ", 2)[1].decode()
+
+sock = socket.create_connection(("10.0.0.100", 80), timeout=20)
+port = sock.getsockname()[1]
+print(port, get(sock), flush=True)
+deadline = time.monotonic() + 30
+while b'"kind": "freeze"' not in open(events, "rb").read():
+    if time.monotonic() > deadline:
+        sys.exit("no freeze")
+    time.sleep(0.001)
+if how == "fin":
+    sock.shutdown(socket.SHUT_WR)
+    print("eof", sock.recv(4096) == b"", flush=True)
+else:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    again = socket.socket()
+    again.settimeout(20)
+    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    again.bind(("10.0.0.1", port))
+    again.connect(("10.0.0.100", 80))
+    print("again", get(again), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_client_close_during_a_handoff_aborts_it_on_both_devices(lab, how):
+    """Check 10: the client sends FIN (or RST) while d1 is frozen in a handoff (d2's answers
+    to d1 are dropped at the switch, so d1 waits in TRANSFER): both devices abort, the TCH
+    session closes, d1 gets the connection back and closes it (FIN) or drops it (RST), the
+    entry goes, and a new connection from the same client port works."""
+    nft = lab.exec("s1", ("nft", "add table bridge check10; add chain bridge check10 mute { "
+                          "type filter hook forward priority 0; }; add rule bridge check10 mute "
+                          "ip saddr 10.0.0.12 ip daddr 10.0.0.11 tcp flags & syn == 0 drop"), 30)
+    assert nft.status == 0, nft.stderr
+    events = Path(names.lab_dir(lab.lab_id)) / "d1.events"
+    client = subprocess.Popen(["ip", "netns", "exec", lab.namespace("c1"), sys.executable, "-c",
+                               CLOSING_CLIENT, how, str(events)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        port, status = client.stdout.readline().split()
+        assert status == "206"
+        lab.handoff("d1", "d2", int(port))
+        out, _ = client.communicate(timeout=60)
+    finally:
+        client.kill()
+        client.wait()
+    assert out.split() == (["eof", "True"] if how == "fin" else ["again", "206"]), out
+    ends = [e for e in lab.node_events("d1") if e["kind"] == "handoff-end"]
+    assert [(e["outcome"], e["reason"]) for e in ends] == [
+        ("ABORTED", "the client closed during the handoff")], ends
+    done = [e for e in lab.node_events("d2") if e["kind"] == "tch-done"]
+    assert [e["outcome"] for e in done] == ["ABORTED"], done
+    assert _stats(lab, "d2")["tch_sessions"] == 0
+    assert control_request(names.lab_dir(lab.lab_id), "d2", {"op": "sessions"})["sessions"] == []
+    if how == "fin":  # FIN both ways: the entry goes LINGER (2 s) later
+        deadline = time.monotonic() + 30
+        while [e for e in lab.entries("s1") if e.client_port == int(port)]:
+            assert time.monotonic() < deadline, lab.entries("s1")
+            time.sleep(0.1)
+    rsts = [f for f in lab.frames() if f.dst.startswith("c1:") and f.data[12:14] == b"\x08\x00"
+            and f.data[23] == 6 and f.data[47] & 0x04]
+    assert not rsts  # the client never saw a reset
+
+
 @pytest.mark.tshark
 def test_handoff_capture_in_tshark_follows_check_6(tmp_path):
     """Check 6, read by tshark with ftsslab's dissectors from a real handoff's capture: SYN+HND
