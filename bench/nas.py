@@ -25,7 +25,10 @@ on an error or Ctrl-C; in it, in order:
    the responses' digests against the volume file.
 2. **throughput**: curl in c1 downloads /big.bin (128 MiB) from the VIP (switch bridge +
    nftables entry, d1's device process) vs curl in h1 from a server in h2 over the plain
-   veth pair. That server mirrors the device's I/O: Python, non-blocking socket with
+   veth pair, as the lab makes host links (checksum offload off: what c1's link has too;
+   the device links keep offload, see ``KindSpec.keeps_offload``) and, the *kernel* arm,
+   with offload and TSO on at both ends as the kernel makes a veth pair. That server
+   mirrors the device's I/O: Python, non-blocking socket with
    SO_SNDBUF 256 KiB, the same file read in 256 KiB ``pread`` chunks and ``send`` from user
    space, waiting in ``select`` when the socket is full. A third arm runs that server in h3,
    a host on the switch's bridge: VIP/bridge is the device process and its nftables entry,
@@ -66,7 +69,7 @@ from ftsslab.lab.scenario import load_scenario  # noqa: E402
 from ftsslab.lab.veth import names  # noqa: E402
 from ftsslab.lab.veth.backend import VethBackend  # noqa: E402
 from ftsslab.lab.veth.control import control_request  # noqa: E402
-from ftsslab.lab.veth.netns import call_in_netns  # noqa: E402
+from ftsslab.lab.veth.netns import call_in_netns, set_checksum_offload  # noqa: E402
 from ftsslab.lab.veth.switchd import CHAIN, TABLE, Nft, entry_rule, validate_entry  # noqa: E402
 from ftsslab.nas.bpf import attach, tcp_filter  # noqa: E402
 
@@ -470,24 +473,33 @@ def curl(lab: Lab, node: str, url: str) -> float:
     return float(speed) / 1e6
 
 
+def offload(lab: Lab, nodes: tuple[str, ...], on: bool) -> None:
+    """The plain pair's checksum offload (so TSO/GSO): off as the lab makes host links, on
+    as the kernel makes a veth pair (the *kernel* arm)."""
+    for node in nodes:
+        call_in_netns(lab.ns(node), set_checksum_offload, ("eth0",), on)
+
+
 def throughput(lab: Lab, rounds: int) -> dict:
     big = lab.path("d1/volume/big.bin")
     for node, ip in (("h2", PLAIN_IP), ("h3", BRIDGED_IP)):
         lab.py(node, PLAIN_SERVER, ip, big, lab.path(f"{node}.ready"))
         lab.wait_file(f"{node}.ready")
     arms = [("vip", "c1", VIP, "d1"), ("plain", "h1", PLAIN_IP, "h2"),
-            ("bridge", "c1", BRIDGED_IP, "h3")]
+            ("bridge", "c1", BRIDGED_IP, "h3"), ("kernel", "h1", PLAIN_IP, "h2")]
     runs: dict[str, list[float]] = {arm[0]: [] for arm in arms}
     retrans = dict.fromkeys(runs, 0)
     for i in range(rounds + 1):  # round 0 warms the page cache and the paths, not counted
         for kind, node, ip, server in arms[::-1] if i % 2 else arms:
             before = counters(lab.ns(server))["Tcp.RetransSegs"]
+            offload(lab, ("h1", "h2"), kind == "kernel")
             mbps = curl(lab, node, f"http://{ip}/big.bin")
             if i:
                 runs[kind].append(mbps)
                 retrans[kind] += counters(lab.ns(server))["Tcp.RetransSegs"] - before
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {"rounds": rounds, "MBps": med, "ratio": med["vip"] / med["plain"],
+            "ratio_kernel": med["vip"] / med["kernel"],
             "bridge_over_plain": med["bridge"] / med["plain"],
             "vip_over_bridge": med["vip"] / med["bridge"], "server_retrans": retrans,
             "server_retrans_per_GB": {k: v / (rounds * (128 << 20) / 1e9)
@@ -646,6 +658,8 @@ def report(res: dict) -> None:
         print(f"throughput (curl, 128 MiB), median of {t['rounds']} interleaved rounds: "
               f"VIP {m['vip']:.1f} MB/s, plain veth {m['plain']:.1f} MB/s: ratio "
               f"{t['ratio']:.3f}")
+        print(f"  the plain pair with checksum offload and TSO on (as the kernel makes it) "
+              f"{m['kernel']:.1f} MB/s: VIP/kernel {t['ratio_kernel']:.3f}")
         print(f"  plain server via the switch's bridge {m['bridge']:.1f} MB/s: bridge/plain "
               f"{t['bridge_over_plain']:.3f}, VIP/bridge {t['vip_over_bridge']:.3f}")
         print("  server retransmits per GB: " + ", ".join(

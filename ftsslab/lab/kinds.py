@@ -100,6 +100,10 @@ class KindSpec:
     kill_stops_dataplane: bool = True  # a killed process takes its frames with it (a
     #                                    switch's kernel data plane keeps forwarding)
     link_mtu: int | None = None       # default MTU of a link whose two ends both set one
+    # veth: its ends keep the kernel's checksum offload (and with it TSO/GSO) on a link whose
+    # other end's kind keeps it too -- nothing there reads or writes frames in user space that
+    # would need complete checksums or frames no bigger than the MTU (the default turns it off)
+    keeps_offload: bool = False
     reserved_ifaces: frozenset[str] = frozenset({"lo"})  # names a scenario may not use
     # options against the links; runs only when validate_options found nothing
     validate_topology: TopologyValidator | None = None

@@ -159,6 +159,7 @@ NAS_SWITCH = register_kind(KindSpec(
     has_table=True,
     forwards=True,
     kill_stops_dataplane=False,  # the bridge and the nftables table stay in the kernel
+    keeps_offload=True,  # its packet sockets read headers only, and only clients' frames whole
     reserved_ifaces=frozenset({"lo", "br0"}),
     validate_topology=_switch_topology,
 ))
@@ -174,5 +175,6 @@ NAS = register_kind(KindSpec(
     veth=VethDriver(_device_setup, _program("ftsslab.nas.device"), control=True),
     ip_interfaces=True,
     hands_off=True,
+    keeps_offload=True,  # held frames come from clients, whose links keep real checksums
     validate_topology=_one_switch_link,
 ))

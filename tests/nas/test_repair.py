@@ -384,7 +384,7 @@ def _build(ns: dict[str, str]) -> None:
         netns.call_in_netns(ns[dev], _vip_sysctls)
     veths = {c: ["eth0"], s: ["p0", "p1", "p2"], ns["d1"]: ["eth0"], ns["d2"]: ["eth0"]}
     for name, ifs in veths.items():  # full checksums on every frame the switch forwards
-        netns.call_in_netns(name, netns.checksum_offload_off, ifs)
+        netns.call_in_netns(name, netns.set_checksum_offload, ifs, False)
         assert netns.call_in_netns(name, netns.wait_running, ifs, BOUND) == []
     netns.call_in_netns(s, nft, 'table netdev sw {\n chain p0 {\n  type filter hook ingress '
                         'device "p0" priority 0\n }\n}\n' + _steer("d1"))

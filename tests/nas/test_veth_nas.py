@@ -90,6 +90,20 @@ def test_hnd_without_endpoint_is_reset_and_leaves_no_session(lab):
     assert _stats(lab, "d2")["tch_sessions"] == 1  # only the one with an endpoint option
 
 
+def test_device_links_keep_offload_and_client_links_do_not(lab):
+    """``keeps_offload``: the switch--device links keep checksum offload and TSO (the data
+    plane is the kernel's); the client's link has it off, so its frames are whole and real."""
+    def features(node: str, iface: str) -> set[str]:
+        r = lab.exec(node, ("ethtool", "-k", iface), timeout=10)
+        assert r.status == 0, r.stderr
+        return {ln.split(":")[0].strip() for ln in r.stdout.splitlines() if ln.endswith(": on")}
+
+    want = {"tx-checksumming", "rx-checksumming", "tx-tcp-segmentation"}
+    assert want <= features("d1", "eth0") and want <= features("s1", "p2")
+    # c1's link is impaired (a shim in the middle): both its veth ends are off
+    assert not want & features("c1", "eth0") and not want & features("s1", "p1")
+
+
 def test_internal_ports_are_unreachable_from_clients(lab):
     """B2.7 / check 21: a client's frames to VIP:4494/5016 or to the cluster's own addresses
     are dropped and counted at the switch; no device sees them."""

@@ -4,7 +4,9 @@
   their two namespaces, so each side carries the scenario's own interface name
   (nothing is created in the root namespace);
 - hosts: a real kernel stack (lo up, the endpoint's MAC/IPv4/MTU, IPv6 off,
-  checksum offload off so captured checksums are real);
+  checksum offload off so captured checksums are real); every veth end has it off
+  except on links whose two kinds say ``KindSpec.keeps_offload`` (their data plane and
+  their user space never touch a frame that needs it: TSO/GSO stay on);
 - switches: bridge ``br0`` (STP off, no ageing within a lab, no multicast
   snooping) for L2 learning, plus the forwarding table as nftables netdev
   ingress rules owned by the switch's control process ``switchd`` (see
@@ -49,7 +51,6 @@ from .drivers import NodeEnv
 from .netns import (
     NetnsError,
     call_in_netns,
-    checksum_offload_off,
     disable_ipv6,
     ip_batch,
     ip_batches,
@@ -57,6 +58,7 @@ from .netns import (
     pid_alive,
     proc_start_time,
     run,
+    set_checksum_offload,
     wait_running,
 )
 from .state import LabState, kill_and_wait, load, remove_lab
@@ -168,6 +170,15 @@ class VethBackend(Backend):
                 return other, ep
         return None
 
+    def _offload_kept(self, sc: Scenario, shims: dict) -> set[tuple[str, str]]:
+        """(node, iface) ends that keep checksum offload: plain veth links whose two kinds
+        say ``keeps_offload`` (an impaired link's shim forwards in user space)."""
+        kind = {n.name: _spec(n.kind) for n in sc.nodes}
+        return {(ep.node, ep.iface) for ln in sc.links
+                if ln.name not in shims and not self._tap_link(sc, ln)
+                and kind[ln.a.node].keeps_offload and kind[ln.b.node].keeps_offload
+                for ep in (ln.a, ln.b)}
+
     def _build(self, sc: Scenario) -> None:
         self.lab_id = lab_id = names.new_lab_id()
         st = LabState.new(lab_id, sc.name, sc.path)
@@ -213,9 +224,10 @@ class VethBackend(Backend):
                              f"mtu {ln.mtu} type veth peer name {b.iface} netns {nss[b.node]} "
                              f"address {b.mac} mtu {ln.mtu}")
         ip_batch(lines)
-        veths = {nss[n]: [i for i in rec["ifaces"] if i not in rec["taps"]]
+        kept = self._offload_kept(sc, shims)
+        veths = {nss[n]: [i for i in rec["ifaces"] if i not in rec["taps"] and (n, i) not in kept]
                  for n, rec in st.nodes.items()} | dict.fromkeys(shims.values(), SHIM_IFACES)
-        map_in_netns((ns, checksum_offload_off, (tuple(ifaces),))
+        map_in_netns((ns, set_checksum_offload, (tuple(ifaces), False))
                      for ns, ifaces in veths.items() if ifaces)
         batches: dict[str, list[str]] = {
             ns: [f"link set dev {i} up" for i in SHIM_IFACES] for ns in shims.values()}

@@ -144,13 +144,14 @@ def _ethtool_set(sock: socket.socket, ifname: str, cmd: int, value: int) -> None
     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
 
 
-def checksum_offload_off(ifnames: Sequence[str]) -> None:
-    """Like ``ethtool -K IF tx off rx off`` (legacy ethtool ioctls), in the current namespace."""
+def set_checksum_offload(ifnames: Sequence[str], on: bool) -> None:
+    """Like ``ethtool -K IF tx on|off rx on|off`` (legacy ethtool ioctls), in the current
+    namespace; TSO/GSO follow tx (the kernel masks them while it is off)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for name in ifnames:
             for cmd in (ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM):
                 try:
-                    _ethtool_set(s, name, cmd, 0)
+                    _ethtool_set(s, name, cmd, int(on))
                 except OSError as exc:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                         raise
