@@ -41,7 +41,7 @@ from ftsslab.lab.veth.netns import write_sysctl
 from . import http, repair, staging, tch, xap
 from .bpf import tcp_filter
 from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
-from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target
+from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
 from .segment import Segment, decode_frame
 from .volume import RootDirectory, Volume, VolumeError
@@ -290,6 +290,8 @@ class NasDevice(NasProcess):
         for key in [k for k in self.uploads if k[0] == id(cl)]:
             self.uploads.pop(key).abort()
         if close:
+            self.event("account", client=f"{cl.peer[0]}:{cl.peer[1]}", why="close",
+                       **tcp_counts(cl.sock))
             cl.sock.close()
 
     # ---- handoff, first device ----------------------------------------------------------------

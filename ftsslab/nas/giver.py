@@ -240,6 +240,7 @@ class Giver:
             self._actions(gift, gift.tch.resume(time.monotonic()))
             return
         gift.exported = gift.export()
+        self.proc.event("account", client=gift.name, why="freeze", **tcp_counts(gift.sock))
         self.proc.unwatch(gift.sock)
         repair.close_silently(gift.sock)
         gift.frozen = True
@@ -342,6 +343,32 @@ def tcp_state(sock: socket.socket) -> int:
         return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
     except OSError:
         return 0
+
+
+# struct tcp_info (include/uapi/linux/tcp.h): offsets of what a device accounts for (check 29)
+_COUNTS = (("retrans", "I", 100), ("bytes_out", "Q", 120), ("bytes_in", "Q", 128),
+           ("segs_in", "I", 152), ("segs_out", "I", 156))
+
+
+_PEER_FIN = (6, 8, 9, 11)  # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING: the client's FIN arrived
+
+
+def tcp_counts(sock: socket.socket) -> dict[str, int]:
+    """What this socket carried for the client, from the kernel (check 29, L326): data bytes
+    the client acked (``bytes_out``) and that came from it (``bytes_in``), data segments each
+    way (MSS-sized, as the client sees them), retransmitted segments, and what was written
+    but not acked yet (``unacked``: sent later by whoever holds the connection then). A
+    restored socket starts from zero, so the devices' figures add up over handoffs."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    except OSError:
+        return {}
+    if len(info) < 160:
+        return {}
+    counts = {name: struct.unpack_from(fmt, info, off)[0] for name, fmt, off in _COUNTS}
+    if info[0] in _PEER_FIN:  # the kernel counts the client's FIN as one byte received
+        counts["bytes_in"] -= 1
+    return counts | {"unacked": _outq(sock)}
 
 
 def _outq(sock: socket.socket) -> int:

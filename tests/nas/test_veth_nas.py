@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -226,20 +227,72 @@ def test_client_close_during_a_handoff_aborts_it_on_both_devices(lab, how):
     assert not rsts  # the client never saw a reset
 
 
+@pytest.fixture(scope="module")
+def handoff_run():
+    """One run of scenarios/nas-handoff.yaml (d1 -> d2 -> d1 mid-download), read by two tests."""
+    from ftsslab.lab.veth.backend import VethBackend
+
+    scenario = load_scenario(ROOT / "scenarios" / "nas-handoff.yaml")
+    result = Runner(scenario, VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    return scenario, result
+
+
+def _tcp_data(frame: bytes) -> tuple[str, str, int, int, int] | None:
+    """(src, dst, client-side port, seq, payload length) of an IPv4 TCP frame, else None."""
+    if frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        return None
+    ihl = (frame[14] & 0xF) * 4
+    total = int.from_bytes(frame[16:18])
+    sport, dport, seq = struct.unpack_from(">HHI", frame, 14 + ihl)
+    doff = (frame[14 + ihl + 12] >> 4) * 4
+    src, dst = socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34])
+    return src, dst, (dport if src == "10.0.0.100" else sport), seq, total - ihl - doff
+
+
+def test_devices_account_for_what_the_client_saw(handoff_run):
+    """Check 29 (L326): the devices' per-session TCP figures, logged when each lets the
+    connection go (``account``: at the freeze, at the close), summed over d1, d2, d1, equal
+    the client link's capture: data bytes and segments each way, retransmissions."""
+    _, result = handoff_run
+    accounts = [(e.node, dict(kv.split("=", 1) for kv in e.detail.split()))
+                for e in result.events if e.kind == "account"]
+    assert [(node, a["why"]) for node, a in accounts] == [
+        ("d1", "freeze"), ("d2", "freeze"), ("d1", "close")], accounts
+    client = {a["client"] for _, a in accounts}
+    assert len(client) == 1
+    port = int(client.pop().split(":")[1])
+    link = next(ln.name for ln in handoff_run[0].links if "c1" in (ln.a.node, ln.b.node))
+    seen = {"segs_out": 0, "bytes_out": 0, "segs_in": 0, "bytes_in": 0, "retrans": 0}
+    top = {}  # the highest sequence number each way so far: below it, a retransmission
+    for f in result.frames:
+        got = _tcp_data(f.data) if f.link == link else None
+        if got is None or got[2] != port or got[4] == 0:
+            continue
+        src, _, _, seq, n = got
+        way = "out" if src == "10.0.0.100" else "in"
+        if way in top and (seq - top[way]) % (1 << 32) > 1 << 31:
+            seen["retrans"] += 1
+        else:
+            seen[f"bytes_{way}"] += n
+            top[way] = (seq + n) % (1 << 32)
+        seen[f"segs_{way}"] += 1
+    total = {k: sum(int(a[k]) for _, a in accounts) for k in seen}
+    assert total == seen and int(accounts[-1][1]["unacked"]) == 0, (total, seen, accounts)
+    assert 64 << 20 < seen["bytes_out"] < (64 << 20) + 1000 and seen["segs_out"] > 40000
+
+
 @pytest.mark.tshark
-def test_handoff_capture_in_tshark_follows_check_6(tmp_path):
+def test_handoff_capture_in_tshark_follows_check_6(tmp_path, handoff_run):
     """Check 6, read by tshark with ftsslab's dissectors from a real handoff's capture: SYN+HND
     with one endpoint option (the client's address), SYN/ACK+HND, SET with update =
     (SND.NXT, RCV.NXT) at the freeze, SET+ACK, END, FIN from the second device, FIN from the
     first; the second device never sends option 255/254 or END."""
     from ftsslab.lab.capture import write_capture
-    from ftsslab.lab.veth.backend import VethBackend
     from ftsslab.wireshark import lua_scripts
     from tests import support
 
-    scenario = load_scenario(ROOT / "scenarios" / "nas-handoff.yaml")
-    result = Runner(scenario, VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    scenario, result = handoff_run
     pcap = tmp_path / "handoff.pcapng"
     devices = {socket.inet_aton("10.0.0.11"), socket.inet_aton("10.0.0.12")}
     tch_frames = [f for f in result.frames  # the device-to-device frames: tshark reads only those
