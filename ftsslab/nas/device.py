@@ -43,7 +43,7 @@ from .bpf import tcp_filter
 from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
-from .segment import Segment, decode_frame
+from .segment import Segment
 from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
@@ -81,7 +81,6 @@ class NasDevice(NasProcess):
         # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
         self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0}
-        self._tick_at: float | None = None
         self.requests.update(handoff=self._request_handoff,
                              sessions=lambda req: {"sessions": self.sessions()})
 
@@ -124,7 +123,7 @@ class NasDevice(NasProcess):
         self.stager.setblocking(False)
         self.watch(self.stager, self._stage_accept)
         self.tch_rx = packet_socket(me.iface, tcp_filter(dst_ip=me.ip, port=c.vport))
-        self.watch(self.tch_rx, self._on_tch)
+        self.watch(self.tch_rx, lambda: self.read_segments(self.tch_rx, self._on_tch))
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((me.ip, 0))
@@ -132,7 +131,10 @@ class NasDevice(NasProcess):
         self.watch(self.udp, self._on_xap)
         self.tch_in = tch.TchListener(me.ip, c.vport)
         self.giver = Giver(self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft,
-                           self._tch_send, self._given, self._arm)
+                           self._tch_send, self._given, self.arm)
+        self.timed(self.giver.next_deadline, self.giver.on_timer)
+        self.timed(self.tch_in.next_deadline, lambda now: self._tch(self.tch_in.on_timer(now)))
+        self.timed(self.xap.next_deadline, lambda now: self._xap_actions(self.xap.on_timer(now)))
 
     def _volume(self) -> None:
         """The files the scenario gives this device (written once per lab)."""
@@ -318,7 +320,7 @@ class NasDevice(NasProcess):
                                   flushed=lambda: self._flush(cl) and self._upload_moved(cl),
                                   export=cl.core.export, reprogram=self._reprogram)
         self._interest(cl)
-        self._arm()
+        self.arm()
 
     def _flush(self, cl: Client) -> bool:
         """Write the queued status line and headers (no more body): True when none is left."""
@@ -436,7 +438,7 @@ class NasDevice(NasProcess):
                 if got is not None:  # restored, never morphed: this copy must stay silent
                     repair.close_silently(got[0])
                 self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason)
-        self._arm()
+        self.arm()
 
     def _stage_accept(self) -> None:
         try:
@@ -485,41 +487,14 @@ class NasDevice(NasProcess):
                 up.abort()
 
     # ---- TCH and XAP I/O ----------------------------------------------------------------------
-    def _on_tch(self) -> None:
-        now = time.monotonic()
-        for _ in range(256):
-            try:
-                frame = self.tch_rx.recv(65536)
-            except OSError:  # nothing more, or ENETDOWN once (the link went down)
-                break
-            seg = decode_frame(frame)
-            if seg is None:
-                self.counters["tch_malformed"] += 1
-            elif not self.giver.on_segment(seg, now):
-                self._tch(self.tch_in.on_segment(seg, now))
-        self._arm()
+    def _on_tch(self, seg: Segment | None, now: float) -> None:
+        if seg is None:
+            self.counters["tch_malformed"] += 1
+        elif not self.giver.on_segment(seg, now):
+            self._tch(self.tch_in.on_segment(seg, now))
 
     def _tch_send(self, seg: Segment) -> None:
         send_segment(self.raw, seg)
-
-    def _arm(self) -> None:
-        """One timer for the earliest TCH or XAP deadline."""
-        when = min((d for d in (self.tch_in.next_deadline(), self.xap.next_deadline(),
-                                self.giver.next_deadline()) if d is not None), default=None)
-        if when is not None and (self._tick_at is None or when < self._tick_at):
-            self._tick_at = when
-            self.at(when, self._tick)
-
-    def _tick(self) -> None:
-        now, self._tick_at = time.monotonic(), None
-        self.giver.on_timer(now)
-        d = self.tch_in.next_deadline()
-        if d is not None and d <= now:
-            self._tch(self.tch_in.on_timer(now))
-        d = self.xap.next_deadline()
-        if d is not None and d <= now:
-            self._xap_actions(self.xap.on_timer(now))
-        self._arm()
 
     def _on_xap(self) -> None:
         for _ in range(64):
@@ -551,7 +526,7 @@ class NasDevice(NasProcess):
                     self._ask_owner(gift)
                 else:
                     self.giver.switch_failed(gift)
-        self._arm()
+        self.arm()
 
     def _ask_owner(self, gift: Gift) -> None:
         key = xap.FlowKey(gift.client[0], 6, gift.client[1], self.cluster.vip,

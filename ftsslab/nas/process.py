@@ -26,6 +26,8 @@ from pathlib import Path
 
 from ftsslab.lab.veth.control import control_path, send_reply
 
+from .segment import decode_frame
+
 EVENTS_KEPT = 2000    # events a report returns (the newest)
 
 
@@ -37,6 +39,8 @@ class NasProcess:
         self.events: list[dict] = []
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self._cores: list[tuple[Callable[[], float | None], Callable[[float], None]]] = []
+        self._tick_at: float | None = None
         self._events_file = open(Path(lab_dir) / f"{node}.events", "a")  # noqa: SIM115
         path = control_path(lab_dir, node)
         if os.path.exists(path):
@@ -73,6 +77,38 @@ class NasProcess:
     def at(self, when: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` at monotonic time ``when`` (or soon after)."""
         heapq.heappush(self._timers, (when, next(self._seq), fn))
+
+    def timed(self, deadline: Callable[[], float | None], fire: Callable[[float], None]) -> None:
+        """A sans-IO core's timer: ``fire(now)`` once ``deadline()`` has passed. One loop
+        timer serves them all; ``arm`` after every change to a core."""
+        self._cores.append((deadline, fire))
+
+    def arm(self) -> None:
+        when = min((d for d in (deadline() for deadline, _ in self._cores) if d is not None),
+                   default=None)
+        if when is not None and (self._tick_at is None or when < self._tick_at):
+            self._tick_at = when
+            self.at(when, self._tick)
+
+    def _tick(self) -> None:
+        now, self._tick_at = time.monotonic(), None
+        for deadline, fire in self._cores:
+            d = deadline()
+            if d is not None and d <= now:
+                fire(now)
+        self.arm()
+
+    def read_segments(self, sock: socket.socket, on_segment: Callable[..., None]) -> None:
+        """The TCH frames waiting on ``sock``: ``on_segment(segment or None if malformed,
+        now)`` for each, then ``arm``."""
+        now = time.monotonic()
+        for _ in range(256):
+            try:
+                frame = sock.recv(65536)
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
+                break
+            on_segment(decode_frame(frame), now)
+        self.arm()
 
     def event(self, kind: str, **detail) -> None:
         rec = {"t": time.monotonic(), "node": self.node, "kind": kind, **detail}

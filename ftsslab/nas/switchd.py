@@ -55,7 +55,7 @@ from .bpf import tcp_filter
 from .cluster import Cluster, assign_nonces, cluster_of
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
 from .process import NasProcess, packet_socket, recv_stamped, send_segment
-from .segment import Segment, decode_frame
+from .segment import Segment
 from .volume import MemoryCatalog, RootDirectory
 
 FIN, RST = 0x01, 0x04
@@ -84,7 +84,6 @@ class NasSwitch(NasProcess):
         self.delayed = c.placement == "delayed"
         self.root = RootDirectory(c.root) if c.root else None
         self.binding: dict[socket.socket, tuple[str, int]] = {}  # accepted: the client
-        self._tick_at: float | None = None
         self.requests.update(table=lambda req: {"entries": self.entries()})
 
     # ---- kernel set-up -----------------------------------------------------------------------
@@ -233,9 +232,10 @@ class NasSwitch(NasProcess):
         mac = _mac("br0")
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.giver = Giver(self, c.control_ip, "br0", mac, c.vip, c.vport, self.table.nft,
-                           self._tch_send, self._given, self._arm)
+                           self._tch_send, self._given, self.arm)
+        self.timed(self.giver.next_deadline, self.giver.on_timer)
         self.tch_rx = packet_socket("br0", tcp_filter(dst_ip=c.control_ip, port=c.vport))
-        self.watch(self.tch_rx, self._on_tch)
+        self.watch(self.tch_rx, lambda: self.read_segments(self.tch_rx, self._on_tch))
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind((c.vip, c.vport))
@@ -282,7 +282,7 @@ class NasSwitch(NasProcess):
         except NotEstablished:  # the client closed already: nothing to hand over
             self.counters["bind_failed"] += 1
             sock.close()
-        self._arm()
+        self.arm()
 
     def _unbound(self, sock: socket.socket) -> None:
         """No request (in time): the switch closes what it accepted."""
@@ -305,31 +305,12 @@ class NasSwitch(NasProcess):
         if back is not None:  # the device did not take it: the switch serves no files
             back.close()
 
-    def _on_tch(self) -> None:
-        now = time.monotonic()
-        for _ in range(256):
-            try:
-                frame = self.tch_rx.recv(65536)
-            except OSError:  # nothing more, or ENETDOWN once (the link went down)
-                break
-            seg = decode_frame(frame)
-            if seg is not None:
-                self.giver.on_segment(seg, now)
-        self._arm()
+    def _on_tch(self, seg: Segment | None, now: float) -> None:
+        if seg is not None:
+            self.giver.on_segment(seg, now)
 
     def _tch_send(self, seg: Segment) -> None:
         send_segment(self.raw, seg)
-
-    def _arm(self) -> None:
-        when = self.giver.next_deadline()
-        if when is not None and (self._tick_at is None or when < self._tick_at):
-            self._tick_at = when
-            self.at(when, self._tick)
-
-    def _tick(self) -> None:
-        self._tick_at = None
-        self.giver.on_timer(time.monotonic())
-        self._arm()
 
     def _choose(self) -> xap.Device:
         devs = [self.devices[n] for n in sorted(self.devices)]
