@@ -3,8 +3,8 @@
 them only the frames they act on (a SYN to the VIP, a device's TCH segments, a held
 flow), never the whole data stream that the kernel forwards or serves.
 
-``tcp_filter`` compiles one conjunction of IPv4/TCP tests on an untagged Ethernet frame
-into ``struct sock_filter`` code, attached with ``SO_ATTACH_FILTER``.
+``tcp_filter`` (and ``udp_filter``) compile one conjunction of IPv4/TCP (UDP) tests on an
+untagged Ethernet frame into ``struct sock_filter`` code, attached with ``SO_ATTACH_FILTER``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,17 @@ def tcp_filter(*, dst_ip: str | None = None, src_ip: str | None = None,
     """Code accepting IPv4 TCP first fragments that match every given test; ``port`` is
     "source or destination port"; ``syn_only`` a SYN without ACK; ``any_flags`` at least
     one of these TCP flag bits (FIN 1, SYN 2, RST 4, ...)."""
+    return _compile(socket.IPPROTO_TCP, dst_ip, src_ip, dport, sport, port, syn_only,
+                    any_flags)
+
+
+def udp_filter(*, dst_ip: str | None = None, dport: int | None = None) -> bytes:
+    """Code accepting IPv4 UDP first fragments to ``dst_ip``:``dport``."""
+    return _compile(socket.IPPROTO_UDP, dst_ip, None, dport, None, None, False, 0)
+
+
+def _compile(proto: int, dst_ip: str | None, src_ip: str | None, dport: int | None,
+             sport: int | None, port: int | None, syn_only: bool, any_flags: int) -> bytes:
     prog: list[tuple[int, int, str | int, str | int]] = []  # code, k, jt, jf (labels)
 
     def must(code: int, k: int, value: int) -> None:
@@ -38,7 +49,7 @@ def tcp_filter(*, dst_ip: str | None = None, src_ip: str | None = None,
         prog.append((_JEQ, value, 0, _DROP))
 
     must(_LD_H_ABS, 12, 0x0800)
-    must(_LD_B_ABS, 23, socket.IPPROTO_TCP)
+    must(_LD_B_ABS, 23, proto)
     prog.append((_LD_H_ABS, 20, 0, 0))
     prog.append((_JSET, 0x1FFF, _DROP, 0))  # not a first fragment
     if src_ip is not None:

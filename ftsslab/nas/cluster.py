@@ -24,6 +24,9 @@ from ftsslab.lab.model import Node, Scenario
 PLACEMENTS = ("round-robin", "least-connections", "first", "delayed")
 ROOT_PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
 MAX_FILE_SIZE = 1 << 30
+# the devices' UDP service on the VIP: echo (RFC 862), stateless, so a flow moves from device
+# to device by a table rewrite alone (check 22, L382)
+ECHO_PORT = 7
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ socket sends its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -40,7 +41,7 @@ from ftsslab.lab.veth.netns import write_sysctl
 
 from . import http, repair, staging, tch, xap
 from .bpf import tcp_filter
-from .cluster import Cluster, cluster_of, file_bytes, nonce_path, read_nonces
+from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
 from .segment import Segment
@@ -48,6 +49,7 @@ from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
 WRITE_TURN = 1 << 20  # body bytes one connection writes per turn of the loop
+UDP_FLOWS_KEPT = 4096  # UDP flows a device remembers (the oldest is forgotten first)
 RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
 
 
@@ -80,7 +82,10 @@ class NasDevice(NasProcess):
         self.staged: dict[tuple[tuple[str, int], str], tuple[object, float]] = {}
         # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
         self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
-        self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0}
+        # the UDP service: flows echoed here (peer -> datagrams), and moves asked (xid -> ...)
+        self.udp_flows: dict[tuple[str, int], int] = {}
+        self.udp_moves: dict[int, tuple[tuple[str, int], str]] = {}
+        self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
         self.requests.update(handoff=self._request_handoff,
                              sessions=lambda req: {"sessions": self.sessions()})
 
@@ -116,6 +121,10 @@ class NasDevice(NasProcess):
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.watch(self.listener, self._accept)
+        self.echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.echo.bind((c.vip, ECHO_PORT))
+        self.echo.setblocking(False)
+        self.watch(self.echo, self._on_echo)
         self.stager = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.stager.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.stager.bind((me.ip, staging.PORT))
@@ -305,12 +314,41 @@ class NasDevice(NasProcess):
         port = req.get("client_port")
         busy = [cl for cl in self.clients.values() if cl.gift is None and not cl.closing
                 and (port is None or cl.peer[1] == port)]
+        udp = [peer for peer in self.udp_flows if peer[1] == port]
+        if not busy and udp:
+            self._move_udp(udp[0], to)
+            return {"client": f"{udp[0][0]}:{port}", "to": to, "proto": "udp"}
         if not busy:
             raise LookupError(f"{self.node} serves no connection"
                               + (f" from port {port}" if port is not None else ""))
         cl = min(busy, key=lambda c: c.peer[1])
         self._give(cl, to, "asked")
         return {"client": f"{cl.peer[0]}:{cl.peer[1]}", "to": to}
+
+    def _move_udp(self, peer: tuple[str, int], to: str) -> None:
+        """A UDP flow has no state here: it moves by the switch's table alone (check 22)."""
+        key = xap.FlowKey(peer[0], socket.IPPROTO_UDP, peer[1], self.cluster.vip, ECHO_PORT)
+        xid, acts = self.xap.request(XAP_OP_CHANGE_CONNECTION, key,
+                                     self.cluster.devices[to].ip, time.monotonic())
+        self.udp_moves[xid] = (peer, to)
+        self._xap_actions(acts)
+
+    def _on_echo(self) -> None:
+        """The UDP service (RFC 862): each datagram back to its sender, from the VIP."""
+        for _ in range(64):
+            try:
+                data, peer = self.echo.recvfrom(65536)
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
+                return
+            if peer not in self.udp_flows:
+                if len(self.udp_flows) >= UDP_FLOWS_KEPT:
+                    del self.udp_flows[next(iter(self.udp_flows))]
+                self.udp_flows[peer] = 0
+                self.event("udp-flow", client=f"{peer[0]}:{peer[1]}")
+            self.udp_flows[peer] += 1
+            self.counters["echoed"] += 1
+            with contextlib.suppress(OSError):  # no buffer: lost, as a datagram may be
+                self.echo.sendto(data, peer)
 
     def _give(self, cl: Client, to: str, reason: str) -> None:
         if cl.gift is not None:  # already moving: the request goes with it, answered there
@@ -511,6 +549,12 @@ class NasDevice(NasProcess):
                     self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
                 except OSError:
                     pass  # retransmitted
+            elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.udp_moves:
+                peer, to = self.udp_moves.pop(a.xid)
+                self.event("udp-moved", client=f"{peer[0]}:{peer[1]}", to=to,
+                           acked=isinstance(a, xap.Acked))
+                if isinstance(a, xap.Acked):
+                    self.udp_flows.pop(peer, None)
             elif isinstance(a, xap.Acked | xap.TimedOut):
                 gift = next((g for g in self.giver.gifts.values() if g.xid == a.xid), None)
                 if gift is None:

@@ -51,8 +51,8 @@ from ftsslab.lab.veth.switchd import (
 )
 
 from . import http, xap
-from .bpf import tcp_filter
-from .cluster import Cluster, assign_nonces, cluster_of
+from .bpf import tcp_filter, udp_filter
+from .cluster import ECHO_PORT, Cluster, assign_nonces, cluster_of
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
 from .process import NasProcess, packet_socket, recv_stamped, send_segment
 from .segment import Segment
@@ -76,7 +76,8 @@ class NasSwitch(NasProcess):
         self.table = Switchd(c.switch, ports, names.switchd_socket(lab_id, c.switch),
                              names.switchd_log(lab_id, c.switch))
         self.rr = 0
-        self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "xap_rx": 0,
+        self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "udp_placed": 0,
+                         "udp_seen_with_entry": 0, "xap_rx": 0,
                          "program_failed": 0, "bound": 0, "bind_failed": 0}
         # FIN seen from "client"/"device" (or "rst"), and the kernel time of the first
         self.closing: dict[xap.FlowKey, tuple[set[str], int]] = {}
@@ -108,6 +109,8 @@ class NasSwitch(NasProcess):
                          f"\"{p}\" priority 0; policy accept; }}",
                          f"add rule netdev {TABLE} out_{p} ip saddr {{ {internal} }} ip daddr "
                          f"{{ {internal} }} counter drop comment \"internal_out\""]
+                cmds.append(f"add rule netdev {TABLE} in_{p} ip daddr {c.vip} udp dport "
+                            f"{ECHO_PORT} counter drop comment \"place\"")
                 if not self.delayed:  # a SYN with no entry: placed here (seen on AF_PACKET)
                     cmds.append(f"add rule netdev {TABLE} in_{p} ip daddr {c.vip} tcp dport "
                                 f"{c.vport} tcp flags & (syn | ack) == syn counter drop "
@@ -132,7 +135,10 @@ class NasSwitch(NasProcess):
             code = tcp_filter(dst_ip=c.vip, dport=c.vport, syn_only=True)
             for p in c.client_ports:
                 s = packet_socket(p, code, stamps=True)
-                self.watch(s, lambda s=s: self._on_syn(s))
+                self.watch(s, lambda s=s: self._on_first(s, socket.IPPROTO_TCP))
+        for p in c.client_ports:  # the UDP service is placed by policy in either mode
+            s = packet_socket(p, udp_filter(dst_ip=c.vip, dport=ECHO_PORT), stamps=True)
+            self.watch(s, lambda s=s: self._on_first(s, socket.IPPROTO_UDP))
         self.tx = {d.port: packet_socket(d.port) for d in self.devices.values()}
         # the ends of connections (FIN both ways, or a RST): their entries go
         ends = tcp_filter(dst_ip=c.vip, dport=c.vport, any_flags=FIN | RST)
@@ -165,7 +171,12 @@ class NasSwitch(NasProcess):
                 "dst_mac": dev.mac}
 
     # ---- placement (fast path) ----------------------------------------------------------------
-    def _on_syn(self, s: socket.socket) -> None:
+    def _on_first(self, s: socket.socket, proto: int) -> None:
+        """A new flow's first frame, dropped after the table: a TCP SYN, or a datagram to the
+        UDP service (check 22), which has no end a switch could see: its entry stays until
+        a device moves it or the lab goes."""
+        vport, what = ((self.cluster.vport, "syn") if proto == socket.IPPROTO_TCP
+                       else (ECHO_PORT, "udp"))
         for _ in range(64):
             try:
                 frame, stamp = recv_stamped(s)
@@ -174,17 +185,17 @@ class NasSwitch(NasProcess):
             ihl = (frame[14] & 0xF) * 4
             client_ip = socket.inet_ntoa(frame[26:30])
             client_port = int.from_bytes(frame[14 + ihl:16 + ihl])
-            key = xap.FlowKey(client_ip, 6, client_port, self.cluster.vip, self.cluster.vport)
+            key = xap.FlowKey(client_ip, proto, client_port, self.cluster.vip, vport)
             if key in self.closing and self.closing[key][1] < stamp:
                 del self.closing[key]  # a new connection on a lingering entry: it stays
             if self.xap.owner(key) is not None:
-                # the entry exists: the kernel forwarded it; or our earlier SYN is in flight
-                self.counters["syn_seen_with_entry"] += 1
+                # the entry exists: the kernel forwarded it; or our earlier frame is in flight
+                self.counters[f"{what}_seen_with_entry"] += 1
                 continue
             dev = self._choose()
             self._program(key, None, dev, why="placed")
             self.xap.placed(key, dev.name)
-            self.counters["syn_placed"] += 1
+            self.counters[f"{what}_placed"] += 1
             try:
                 self.tx[dev.port].send(bytes.fromhex(dev.mac.replace(":", "")) + frame[6:])
             except OSError:  # the device's link is down: the client's retransmitted SYN
@@ -342,7 +353,8 @@ class NasSwitch(NasProcess):
         self.table.log(op="move" if old else "add", entry=entry)
         self.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
                    old=old.name if old else None, new=new.name,
-                   ms=round((time.monotonic() - t0) * 1000, 3))
+                   ms=round((time.monotonic() - t0) * 1000, 3),
+                   **({"proto": "udp"} if key.proto == socket.IPPROTO_UDP else {}))
 
     # ---- XAP ----------------------------------------------------------------------------------
     def _on_xap(self) -> None:

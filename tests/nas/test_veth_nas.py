@@ -26,7 +26,8 @@ pytestmark = pytest.mark.root
 
 
 @pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed",
-                                  "nas-handoff-refused", "nas-handoff-resume", "nas-upload"])
+                                  "nas-handoff-refused", "nas-handoff-resume", "nas-upload",
+                                  "nas-udp"])
 def test_scenario_passes_on_veth(name):
     from ftsslab.lab.veth.backend import VethBackend
 
