@@ -228,6 +228,41 @@ def test_client_close_during_a_handoff_aborts_it_on_both_devices(lab, how):
     assert not rsts  # the client never saw a reset
 
 
+HALF_CLOSED_CLIENT = """
+import socket, sys, time
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+sock.connect(("10.0.0.100", 80))
+sock.sendall(b"GET /big.bin HTTP/1.1\\r\\nHost: nas\\r\\n\\r\\n")
+sock.shutdown(socket.SHUT_WR)
+sock.recv(1024)
+print(sock.getsockname()[1], flush=True)
+time.sleep(3600)
+"""
+
+
+def test_no_handoff_once_the_client_closed_its_side(lab):
+    """Check 11 (L296): no handoff during tear-down. The client sent its FIN after the
+    request and reads slowly, so d1 is still answering a connection in CLOSE_WAIT: a
+    handoff is refused, no TCH session starts, and the answer goes on."""
+    from ftsslab.lab.backend import BackendError
+
+    client = subprocess.Popen(["ip", "netns", "exec", lab.namespace("c1"), sys.executable, "-c",
+                               HALF_CLOSED_CLIENT], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(client.stdout.readline())
+        with pytest.raises(BackendError, match="is CLOSE_WAIT, not ESTABLISHED"):
+            lab.handoff("d1", "d2", port)
+        sessions = control_request(names.lab_dir(lab.lab_id), "d1", {"op": "sessions"})
+        assert [s["client"] for s in sessions["sessions"]] == [f"10.0.0.1:{port}"]
+    finally:
+        client.kill()
+        client.wait()
+    kinds = [e["kind"] for e in lab.node_events("d1")]
+    assert "handoff-start" not in kinds and "freeze" not in kinds, kinds
+    assert _stats(lab, "d2")["tch_sessions"] == 0
+
+
 @pytest.fixture(scope="module")
 def handoff_run():
     """One run of scenarios/nas-handoff.yaml (d1 -> d2 -> d1 mid-download), read by two tests."""
