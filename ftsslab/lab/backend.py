@@ -9,10 +9,23 @@ it as a pcapng comment.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from .fetch import CLIENT
 from .model import ForwardingEntry, Impairments, Scenario
+
+FETCH_SLACK = 5.0  # seconds an exec'd client may take beyond its own timeout (start-up)
+_FETCH_TAGS = itertools.count()
+# a background fetch: the client's output and status in files of the lab's directory
+_BACKGROUND = ('o="$FTSSLAB_LAB_DIR/$0"; "$@" > "$o.out" 2> "$o.err"; echo $? > "$o.tmp"; '
+               'mv "$o.tmp" "$o.status"')
+_COLLECT = ('o="$FTSSLAB_LAB_DIR/$0"; while [ ! -f "$o.status" ]; do sleep 0.05; done; '
+            'cat "$o.out"; cat "$o.err" >&2; exit "$(cat "$o.status")"')
 
 
 class BackendError(RuntimeError):
@@ -99,6 +112,26 @@ class Backend(ABC):
     def node_events(self, node: str) -> list[dict]:
         """The events ``node``'s process logged (``kind`` and fields), oldest first."""
         return list(self.reports().get(node, {}).get("events", []))
+
+    def fetch(self, node: str, urls: tuple[str, ...], timeout: float,
+              background: bool = False) -> Callable[[], ExecResult]:
+        """GET ``urls`` over one connection from ``node`` (``fetch.py``); returns how to
+        read the result (a background fetch's is waited for then, up to ``timeout``).
+
+        This default runs the unmodified client ``fetch.CLIENT`` with ``exec`` in the
+        node's namespace; the sim overrides it with its modelled client."""
+        client = (sys.executable, "-I", "-c", CLIENT, f"{timeout:g}", *urls)
+        if not background:
+            res = self.exec(node, client, timeout + FETCH_SLACK)
+            return lambda: res
+        tag = f"fetch-{node}-{next(_FETCH_TAGS)}"
+        self.exec(node, ("sh", "-c", _BACKGROUND, tag, *client), timeout, background=True)
+
+        @functools.cache
+        def result() -> ExecResult:
+            got = self.exec(node, ("sh", "-c", _COLLECT, tag), timeout + FETCH_SLACK)
+            return ExecResult(client, got.status, got.stdout, got.stderr)
+        return result
 
     def handoff(self, node: str, to: str, client_port: int | None) -> None:
         """Ask ``node``'s process to hand a live connection to ``to`` (kinds with

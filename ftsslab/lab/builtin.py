@@ -38,6 +38,11 @@ def _switchd(node: Node, env: NodeEnv) -> list[str]:
             "--log", names.switchd_log(env.lab_id, node.name)]
 
 
+def _sim_host(node: Node, scenario: Scenario) -> HostCore:
+    return HostCore(node.name, [(ep.iface, ep.mac, ep.ipv4) for link in scenario.links
+                                for ep in (link.a, link.b) if ep.node == node.name])
+
+
 def _sim_switch(node: Node, scenario: Scenario) -> SwitchCore:
     ifaces = node_ifaces(node.name, scenario)
     return SwitchCore([i for i, _ in ifaces], local_macs=[m for _, m in ifaces],
@@ -49,8 +54,9 @@ HOST = register_kind(KindSpec(
     has_process=False,
     needs_kernel=False,
     validate_options=NO_OPTIONS,
-    summary="an end host: a namespace with a real kernel stack on veth, a recorder in sim",
-    sim=lambda node, scenario: HostCore(node.name),
+    summary="an end host: a namespace with a real kernel stack on veth; in sim a recorder "
+            "that answers ARP and runs `fetch` steps' client",
+    sim=_sim_host,
     veth=VethDriver(_host_setup),
     ip_interfaces=True,
 ))

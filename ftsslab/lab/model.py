@@ -135,6 +135,17 @@ class Exec(Step):
 
 
 @dataclass(frozen=True)
+class Fetch(Step):
+    """GET ``urls`` (one server) over one keep-alive connection from host ``node``: a real
+    client on veth, the host's modelled one in sim (``ftsslab.lab.fetch``)."""
+
+    node: str
+    urls: tuple[str, ...]
+    timeout: float = 30.0
+    background: bool = False  # start and go on; a `command` expectation waits for it
+
+
+@dataclass(frozen=True)
 class LinkState(Step):
     link: str  # Link.name
     up: bool
@@ -213,7 +224,7 @@ class Absent(Expectation):
 
 @dataclass(frozen=True)
 class CommandResult(Expectation):
-    step: str  # label of an Exec step
+    step: str  # label of an Exec or Fetch step
     status: int | None = 0
     contains: str | None = None  # in stdout
 
@@ -265,8 +276,7 @@ class Scenario:
         """Whether only the veth backend can run it (commands or kinds need a real stack)."""
         from .kinds import get_kind
 
-        return (
+        return (  # (a `command` expectation names an exec step, or a fetch: no kernel)
             any(isinstance(s, Exec) for s in self.steps)
-            or any(isinstance(e, CommandResult) for e in self.expectations)
             or any(get_kind(n.kind).needs_kernel for n in self.nodes)
         )

@@ -21,6 +21,7 @@ from .model import (
     CommandResult,
     Exec,
     Expectation,
+    Fetch,
     Handoff,
     LinkState,
     Logged,
@@ -110,6 +111,7 @@ class Runner:
         self.backend = backend
         self.progress = progress
         self.execs: dict[str, ExecResult | None] = {}
+        self.fetches: dict[str, Callable[[], ExecResult]] = {}
         self._dissected: dict[CapturedFrame, _Dissected] = {}
 
     def run(self) -> RunResult:
@@ -154,6 +156,9 @@ class Runner:
                 self.execs[step.label] = b.exec(
                     step.node, step.argv, step.timeout, background=step.background
                 )
+            case Fetch():
+                self.fetches[step.label] = b.fetch(step.node, step.urls, step.timeout,
+                                                   background=step.background)
             case LinkState():
                 b.set_link(step.link, step.up)
             case SetImpairment():
@@ -215,7 +220,8 @@ class Runner:
                 )
                 return outcome(f"no {e.match} on {e.link}", not hits, detail)
             case CommandResult():
-                res = self.execs.get(e.step)
+                got = self.fetches.get(e.step)
+                res = got() if got is not None else self.execs.get(e.step)
                 if res is None:
                     return outcome(f"command {e.step}", False, "did not run (or ran in background)")
                 ok = (e.status is None or res.status == e.status) and (

@@ -1,8 +1,9 @@
 """The deterministic sim backend: in-process, virtual clock, no root.
 
 Every node is a sans-IO core, made by its kind's ``KindSpec.sim(node, scenario)``: a
-switch is a ``SwitchCore``, a host a passive ``HostCore`` that records what it
-receives (frames it "sends" are the runner's ``send``). Links carry frames with a
+switch is a ``SwitchCore``, a host a ``HostCore`` that records what it receives (frames
+it "sends" are the runner's ``send``), answers ARP and runs ``fetch`` steps' HTTP client
+on a modelled TCP (``tcp.py``, ``fetch.py``) where veth runs a real one. Links carry frames with a
 fixed latency on an event queue (``heapq`` ordered by (time, sequence)); time is
 kept in integer nanoseconds, so the same scenario always gives the same frames,
 times and events. Nothing happens between calls: ``advance(s)`` runs the queue up
@@ -30,7 +31,11 @@ optional members the backend uses when present:
   frame until restarted -- not a switch, whose data plane on veth is the kernel's:
   killing its control process stops only table changes, and the table survives);
 - ``next_deadline() -> float | None`` and ``on_timer(now) -> list[Transmit]`` for
-  cores with timers (retransmissions and the like).
+  cores with timers (retransmissions and the like);
+- ``node_events() -> list[dict]`` -- what a model logged, as a veth node process writes
+  its events file (``logged`` expectations, merged into ``events()``);
+- ``fetch(urls, timeout, now)`` / ``fetch_result(key)`` (hosts) and
+  ``handoff(to, client_port, now)`` (kinds with ``hands_off``) for those steps.
 
 A run never loops without end, nor ends in a traceback: a node whose timer keeps
 firing at one virtual instant (``MAX_SPINS`` times with no frame for it in between),
@@ -40,17 +45,23 @@ that raises end it with a ``BackendError`` naming the node or link (the CLI exit
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import ipaddress
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import frames, tcp
 from .backend import Backend, BackendError, CapturedFrame, Event, ExecResult
+from .fetch import TIMEOUT_STATUS, HttpFetch, Target, parse_urls
 from .impair import GONE, LINK_DOWN, QUEUE_FULL, Copy, Direction, Shaper, direction_seed, note
 from .kinds import KindSpec, get_kind, kinds
 from .model import ForwardingEntry, Impairments, Link, Node, Scenario, max_frame
 from .switch import Transmit
+from .tcp import Tcb
 
 __all__ = ["DEFAULT_LATENCY", "HostCore", "SimBackend", "node_ifaces"]
 
@@ -59,6 +70,8 @@ DEFAULT_LATENCY = 10e-6      # seconds a frame takes to cross a link
 # loader's largest count (1000000) flooded by a 4-port switch, 4 captured frames per copy.
 MAX_FRAMES = 4_000_000
 MAX_EVENTS = 40_000_000      # queue events in one run: ends runs no frame limit catches
+TIME_EPS = 1e-9              # the virtual clock's resolution
+FETCH_TICK = 0.001          # seconds a foreground fetch advances the clock by at a time
 MAX_SPINS = 10_000           # timer firings of one node at one instant: it is stuck
 _NS = 1_000_000_000
 
@@ -74,15 +87,160 @@ def node_ifaces(node: str, scenario: Scenario) -> list[tuple[str, str]]:
 
 
 @dataclass
+class _Fetch:
+    """One ``fetch`` of a host: ARP for the server, then a connection that GETs every URL."""
+
+    target: Target
+    http: HttpFetch
+    iface: str
+    port: int
+    ends: float  # its timeout, virtual seconds
+    tcb: Tcb | None = None
+    mac: bytes | None = None  # the server's, once ARP resolved it
+    arp_at: float = 0.0  # when the next ARP request goes out
+    asked: bool = False  # the requests are written
+    result: ExecResult | None = None
+
+
+ARP_RETRY = 1.0  # seconds between a host's ARP requests (the kernel's retrans_time)
+FETCH_PORTS = 49152  # the first client port of a host's fetches
+
+
+@dataclass
 class HostCore:
-    """A passive host: records every frame that reaches one of its interfaces."""
+    """A host: records every frame that reaches one of its interfaces, answers ARP for its
+    addresses, and runs the ``fetch`` step's client (``fetch.HttpFetch`` over ``tcp.Tcb``).
+
+    ``ifaces`` holds (iface, mac, ipv4 with prefix or None), in link order."""
 
     name: str
+    ifaces: list[tuple[str, str, str | None]] = field(default_factory=list)
     received: list[tuple[float, str, bytes]] = field(default_factory=list)
+    fetches: list[_Fetch] = field(default_factory=list)
+    arp: dict[str, bytes] = field(default_factory=dict)  # ip -> mac
 
     def on_frame(self, iface: str, frame: bytes, now: float) -> list[Transmit]:
         self.received.append((now, iface, bytes(frame)))
-        return []
+        me = self._me(iface)
+        if me is None:
+            return []
+        if (arp := frames.parse_arp(frame)) is not None:
+            return self._on_arp(iface, me, arp, now)
+        packet = frames.ip_payload(frame)
+        seg = tcp.decode(packet) if packet is not None else None
+        if seg is None:
+            return []
+        out: list[Transmit] = []
+        for f in self.fetches:
+            if f.tcb is not None and f.iface == iface:
+                out += self._drive(f, f.tcb.on_segment(seg, now), now)
+        return out
+
+    def fetch(self, urls: tuple[str, ...], timeout: float,
+              now: float) -> tuple[int, list[Transmit]]:
+        """Start a fetch: (its key for ``fetch_result``, the frames to send)."""
+        target = parse_urls(urls)
+        iface = next((i for i, _, ip in self.ifaces if ip and ipaddress.IPv4Address(target.host)
+                      in ipaddress.IPv4Interface(ip).network), None)
+        if iface is None:
+            raise BackendError(f"{self.name} has no address on the subnet of {target.host} "
+                               "(the sim's hosts have no routes)")
+        f = _Fetch(target, HttpFetch(target), iface, FETCH_PORTS + len(self.fetches),
+                   now + timeout, arp_at=now)
+        self.fetches.append(f)
+        return len(self.fetches) - 1, self._proceed(f, now)
+
+    def fetch_result(self, key: int) -> ExecResult | None:
+        return self.fetches[key].result
+
+    def next_deadline(self) -> float | None:
+        times = [t for f in self.fetches for t in
+                 ((f.tcb.next_deadline() if f.tcb else None),
+                  None if f.result else f.ends, None if f.mac or f.result else f.arp_at)
+                 if t is not None]
+        return min(times, default=None)
+
+    def on_timer(self, now: float) -> list[Transmit]:
+        now += TIME_EPS  # the clock is integer ns: a deadline may be a rounding ahead
+        out: list[Transmit] = []
+        for f in self.fetches:
+            if f.result is None and now >= f.ends:
+                self._end(f, TIMEOUT_STATUS, "timed out")
+                if f.tcb is not None:
+                    out += self._drive(f, f.tcb.abort(), now)
+            elif f.tcb is not None:
+                out += self._drive(f, f.tcb.on_timer(now), now)
+            elif f.result is None and now >= f.arp_at:
+                out += self._proceed(f, now)
+        return out
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _me(self, iface: str) -> tuple[str, str] | None:
+        """(mac, ip) of ``iface`` when it has an address."""
+        return next(((mac, ip.split("/")[0]) for i, mac, ip in self.ifaces
+                     if i == iface and ip), None)
+
+    def _on_arp(self, iface: str, me: tuple[str, str], arp: frames.Arp,
+                now: float) -> list[Transmit]:
+        if arp.target_ip != me[1] and arp.op == 1:
+            return []
+        self.arp[arp.sender_ip] = arp.sender_mac
+        out = [Transmit(iface, frames.arp_reply(arp, me[0]))] if arp.op == 1 else []
+        for f in self.fetches:
+            if f.tcb is None and f.result is None and f.target.host in self.arp:
+                out += self._proceed(f, now)
+        return out
+
+    def _proceed(self, f: _Fetch, now: float) -> list[Transmit]:
+        """ARP until the server's MAC is known, then connect."""
+        mac, ip = self._me(f.iface)
+        f.mac = self.arp.get(f.target.host)
+        if f.mac is None:
+            f.arp_at = now + ARP_RETRY
+            return [Transmit(f.iface, frames.arp_request(mac, ip, f.target.host))]
+        iss = _isn(self.name, f.port)
+        f.tcb, segs = Tcb.connect((ip, f.port), (f.target.host, f.target.port), iss, now)
+        return self._drive(f, segs, now)
+
+    def _drive(self, f: _Fetch, segs: list[tcp.TcpSegment], now: float) -> list[Transmit]:
+        """Send ``segs``, then let the HTTP side read and write what it can."""
+        out = list(segs)
+        tcb = f.tcb
+        if tcb.state is tcp.TcpState.ESTABLISHED and not f.asked:
+            f.asked, requests = True, f.http.requests()
+            n, more = tcb.write(requests, now)
+            if n < len(requests):
+                raise BackendError(f"{self.name}: a fetch's requests exceed the send buffer")
+            out += more
+        if tcb.received:
+            f.http.feed(tcb.read())
+        if tcb.peer_fin and not f.http.done:
+            f.http.eof()
+        if f.result is None and (f.http.done or tcb.reset):
+            if f.http.error or not f.http.done:
+                gave_up = tcb.history[-1][2] is tcp.TcpEvent.GIVE_UP
+                self._end(f, 1, f.http.error or ("no answer from the server" if gave_up
+                                                 else "the connection was reset"))
+            else:
+                self._end(f, 0, "")
+            out += tcb.close(now)
+        elif f.result is not None and tcb.peer_fin:
+            out += tcb.close(now)
+        mac = self._me(f.iface)[0]
+        return [Transmit(f.iface, frames.ether(f.mac, mac, frames.ETH_P_IP, s.encode()))
+                for s in out]
+
+    def _end(self, f: _Fetch, status: int, error: str) -> None:
+        stdout = "".join(line + "\n" for line in f.http.lines)
+        urls = tuple(f"http://{f.target.host}:{f.target.port}{p}" for p in f.target.paths)
+        f.result = ExecResult(("fetch", *urls), status, stdout, error + ("\n" if error else ""))
+
+
+def _isn(host: str, port: int) -> int:
+    """A deterministic initial sequence number, different for every connection."""
+    return int.from_bytes(hashlib.blake2s(f"{host}:{port}".encode(), digest_size=4).digest(),
+                          "big")
 
 
 @dataclass
@@ -119,6 +277,7 @@ class SimBackend(Backend):
         self._frames: list[CapturedFrame] = []
         self._late = False                  # a frame was captured after later ones
         self._events: list[Event] = []
+        self._all_nodes: dict[str, _SimNode] = {}  # kept after down: their logged events
         self.stats: dict[str, int] = {}
 
     def _reset(self) -> None:
@@ -179,6 +338,7 @@ class SimBackend(Backend):
             self._reset()
             raise BackendError(f"sim: cannot build the lab: {exc}") from exc
         self._scenario = scenario
+        self._all_nodes = dict(self._nodes)
         for sim in self._nodes.values():
             self._arm_timer(sim)
 
@@ -381,6 +541,37 @@ class SimBackend(Backend):
         raise BackendError(f"exec on {node} ({' '.join(argv)}) needs the veth backend "
                            "(a real kernel stack)")
 
+    def fetch(self, node: str, urls: tuple[str, ...], timeout: float,
+              background: bool = False) -> Callable[[], ExecResult]:
+        """The host's modelled client (``HostCore.fetch``); a fetch in the foreground runs
+        the clock until it is over (its timeout included)."""
+        sim = self._node(node)
+        if not hasattr(sim.core, "fetch"):
+            raise BackendError(f"{node} ({sim.node.kind}) has no HTTP client: fetch from a host")
+        key, out = sim.core.fetch(urls, timeout, self.now())
+        self._emit(sim, out)
+        while not background and sim.core.fetch_result(key) is None:
+            self.advance(FETCH_TICK)
+
+        def result() -> ExecResult:
+            got = sim.core.fetch_result(key)
+            return got or ExecResult(("fetch", *urls), TIMEOUT_STATUS, "",
+                                     "still running when its result was checked\n")
+        return result
+
+    def handoff(self, node: str, to: str, client_port: int | None) -> None:
+        sim = self._node(node)
+        if not hasattr(sim.core, "handoff"):
+            raise BackendError(f"{node} ({sim.node.kind}) does not hand connections off")
+        if not sim.alive:
+            raise BackendError(f"{node}: its process is not running (killed)")
+        try:
+            client, out = sim.core.handoff(to, client_port, self.now())
+        except (LookupError, ValueError) as exc:
+            raise BackendError(f"{node}: handoff to {to}: {exc}") from None
+        self._emit(sim, out)
+        self._events.append(Event(self.now(), node, "handoff", f"{client} -> {to}"))
+
     def _link(self, name: str) -> Link:
         link = self._links.get(name)
         if link is None:
@@ -462,7 +653,24 @@ class SimBackend(Backend):
         return sorted(self._frames, key=lambda f: f.time) if self._late else list(self._frames)
 
     def events(self) -> list[Event]:
-        return list(self._events)
+        """The backend's events and those the node models logged (``node_events``), in
+        time order, as the veth backend merges its nodes' events files."""
+        out = list(self._events)
+        for name, sim in self._all_nodes.items():
+            if hasattr(sim.core, "node_events"):
+                for rec in sim.core.node_events():
+                    rec = dict(rec)
+                    t, kind = rec.pop("t"), rec.pop("kind")
+                    rec.pop("node", None)
+                    detail = " ".join(f"{k}={v}" for k, v in sorted(rec.items()) if v is not None)
+                    out.append(Event(t, name, kind, detail))
+        return sorted(out, key=lambda e: e.time)
+
+    def node_events(self, node: str) -> list[dict]:
+        sim = self._all_nodes.get(node)
+        if sim is not None and hasattr(sim.core, "node_events"):
+            return sim.core.node_events()
+        return super().node_events(node)
 
     def reports(self) -> dict[str, dict]:
         return {name: sim.core.report() for name, sim in self._nodes.items()

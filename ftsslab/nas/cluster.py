@@ -16,8 +16,10 @@ import os
 import random
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ftsslab.lab.model import Node, Scenario
 
@@ -27,6 +29,26 @@ MAX_FILE_SIZE = 1 << 30
 # the devices' UDP service on the VIP: echo (RFC 862), stateless, so a flow moves from device
 # to device by a table rewrite alone (check 22, L382)
 ECHO_PORT = 7
+
+
+class Placement:
+    """Where the fast path puts a new flow (B2.4 (b)): the one choice both backends make.
+    ``devices`` by name, ``owners`` the device of every flow the table holds now."""
+
+    def __init__(self, policy: str) -> None:
+        self.policy, self._turn = policy, 0
+
+    def choose(self, devices: Mapping[str, Any], owners: Iterable[Any]) -> Any:
+        devs = [devices[n] for n in sorted(devices)]
+        if self.policy == "least-connections":
+            load = dict.fromkeys((d.name for d in devs), 0)
+            for owner in owners:
+                load[owner.name] += 1
+            return min(devs, key=lambda d: (load[d.name], d.name))
+        if self.policy == "first":
+            return devs[0]
+        self._turn += 1  # round-robin (and the delayed mode's flows without a path: UDP)
+        return devs[(self._turn - 1) % len(devs)]
 
 
 @dataclass(frozen=True)

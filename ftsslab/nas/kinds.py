@@ -4,8 +4,8 @@ forwarding table, XAP control and placement of new connections) and `nas` (a NAS
 device serving a volume over HTTP/1.1 on the VIP, able to hand a live connection to
 another device by TCH).
 
-Both run a process of their own on veth (``switchd.py``, ``device.py``); the sim twin of
-their control planes is not built yet, so both kinds need the kernel.
+Both run a process of their own on veth (``switchd.py``, ``device.py``) and a model in the
+sim (``sim.py``) that drives the same cores (check 30).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ftsslab.lab.model import Endpoint, Node
 from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
 from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE
+from .sim import NasDeviceSim, NasSwitchSim
 
 
 def _ipv4(value: str) -> str | None:
@@ -150,11 +151,12 @@ def _program(module: str):
 NAS_SWITCH = register_kind(KindSpec(
     name="nas-switch",
     has_process=True,
-    needs_kernel=True,
+    needs_kernel=False,
     validate_options=_SWITCH_VALIDATE,
     defaults=_SWITCH_DEFAULTS,
     summary="seed 002's switch as a virtual IP host: owns the VIP, places new connections "
             "on NAS devices and moves them when a device asks by XAP",
+    sim=NasSwitchSim,
     veth=VethDriver(_switch_setup, _program("ftsslab.nas.switchd"), control=True),
     has_table=True,
     forwards=True,
@@ -167,11 +169,12 @@ NAS_SWITCH = register_kind(KindSpec(
 NAS = register_kind(KindSpec(
     name="nas",
     has_process=True,
-    needs_kernel=True,
+    needs_kernel=False,
     validate_options=_NAS_VALIDATE,
     defaults=_NAS_DEFAULTS,
     summary="seed 002's NAS device: serves its volume over HTTP/1.1 on the VIP and hands "
             "live connections to other devices by TCH",
+    sim=NasDeviceSim,
     veth=VethDriver(_device_setup, _program("ftsslab.nas.device"), control=True),
     ip_interfaces=True,
     hands_off=True,

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
 from dataclasses import dataclass
 
 from ftsslab.fast.tch import build_tch_options, parse_tch_tcp, tch_flag_names
+from ftsslab.lab.frames import checksum, ipv4
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _FLAG_NAMES = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"))
@@ -29,18 +29,6 @@ _PSEUDO = struct.Struct("!4s4sBBH")
 _ETHERTYPE = struct.Struct("!H")
 ETH_P_IP, ETH_P_8021Q = 0x0800, 0x8100
 IPPROTO_TCP = 6
-
-
-def _checksum(data: bytes) -> int:
-    """RFC 1071 Internet checksum. The one's complement sum does not depend on byte order
-    (RFC 1071 2(B)), so the words are summed in native order and swapped once at the end."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(memoryview(data).cast("H"))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    total = ~total & 0xFFFF
-    return total if sys.byteorder == "big" else ((total & 0xFF) << 8) | (total >> 8)
 
 
 @dataclass(frozen=True)
@@ -79,11 +67,8 @@ class Segment:
                                   self.window, 0, 0))
         tcp += opts + self.payload
         pseudo = _PSEUDO.pack(src, dst, 0, IPPROTO_TCP, tcp_len)
-        tcp[16:18] = _checksum(pseudo + tcp).to_bytes(2, "big")
-        ip = bytearray(_IP.pack(0x45, 0, 20 + tcp_len, self.ip_id, 0, self.ttl, IPPROTO_TCP, 0,
-                                src, dst))
-        ip[10:12] = _checksum(bytes(ip)).to_bytes(2, "big")
-        return bytes(ip + tcp)
+        tcp[16:18] = checksum(pseudo + tcp).to_bytes(2, "big")
+        return ipv4(self.src, self.dst, IPPROTO_TCP, bytes(tcp), self.ip_id, self.ttl)
 
     def __str__(self) -> str:
         """One line for run logs and pcapng comments."""
@@ -158,4 +143,4 @@ def checksums_ok(packet: bytes | bytearray | memoryview) -> bool:
         return False
     ihl, total = hdr
     pseudo = _PSEUDO.pack(bytes(buf[12:16]), bytes(buf[16:20]), 0, IPPROTO_TCP, total - ihl)
-    return _checksum(bytes(buf[:ihl])) == 0 and _checksum(pseudo + bytes(buf[ihl:total])) == 0
+    return checksum(bytes(buf[:ihl])) == 0 and checksum(pseudo + bytes(buf[ihl:total])) == 0

@@ -52,7 +52,7 @@ from ftsslab.lab.veth.switchd import (
 
 from . import http, xap
 from .bpf import tcp_filter, udp_filter
-from .cluster import ECHO_PORT, Cluster, assign_nonces, cluster_of
+from .cluster import ECHO_PORT, Cluster, Placement, assign_nonces, cluster_of
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
 from .process import NasProcess, packet_socket, recv_stamped, send_segment
 from .segment import Segment
@@ -75,7 +75,7 @@ class NasSwitch(NasProcess):
         ports = [*c.client_ports, *(d.switch_port for d in c.devices.values())]
         self.table = Switchd(c.switch, ports, names.switchd_socket(lab_id, c.switch),
                              names.switchd_log(lab_id, c.switch))
-        self.rr = 0
+        self.placement = Placement(self.cluster.placement)
         self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "udp_placed": 0,
                          "udp_seen_with_entry": 0, "xap_rx": 0,
                          "program_failed": 0, "bound": 0, "bind_failed": 0}
@@ -324,17 +324,7 @@ class NasSwitch(NasProcess):
         send_segment(self.raw, seg)
 
     def _choose(self) -> xap.Device:
-        devs = [self.devices[n] for n in sorted(self.devices)]
-        policy = self.cluster.placement
-        if policy == "least-connections":
-            load = {d.name: 0 for d in devs}
-            for owner in self.xap.entries().values():
-                load[owner.name] += 1
-            return min(devs, key=lambda d: (load[d.name], d.name))
-        if policy == "first":
-            return devs[0]
-        self.rr += 1
-        return devs[(self.rr - 1) % len(devs)]
+        return self.placement.choose(self.devices, self.xap.entries().values())
 
     # ---- the kernel table ---------------------------------------------------------------------
     def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device,

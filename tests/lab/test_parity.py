@@ -21,11 +21,13 @@ from ftsslab.lab.sim import SimBackend
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 FTSS_KINDS = {"ftss", "server"}  # their decisions are compared in tests/ftss/test_parity.py
+NAS_KINDS = {"nas-switch", "nas"}  # their traffic is the nodes' own: tests/nas/test_twins.py
 
 
 def _crafted(path: Path) -> bool:
     sc = load_scenario(path)
-    return not sc.needs_kernel() and not any(n.kind in FTSS_KINDS for n in sc.nodes)
+    return not sc.needs_kernel() and not any(n.kind in FTSS_KINDS | NAS_KINDS
+                                             for n in sc.nodes)
 
 
 CRAFTED = [p for p in SHIPPED if _crafted(p)] + [ROOT / "tests" / "lab" / "good" /

@@ -100,7 +100,7 @@ def test_learning_ping_through_switch(labs):
     assert on(arp, "h3", src="s1:p3", dst="h3:eth0")
     assert all(f.step == "ping" for f in fr)
     assert [f.time for f in fr] == sorted(f.time for f in fr)
-    # real checksums: offload is off on every veth
+    # real checksums: offload is off on every veth end of a host (KindSpec.keeps_offload)
     r = b.exec("h2", ("ethtool", "-k", "eth0"), timeout=10)
     assert "tx-checksumming: off" in r.stdout and "rx-checksumming: off" in r.stdout
     r = b.exec("s1", ("sysctl", "-n", "net.ipv6.conf.all.disable_ipv6"), timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from yaml.nodes import MappingNode, Node
 
 from ..kinds import KindSpec
-from ..model import Exec, ForwardingEntry
+from ..model import Exec, Fetch, ForwardingEntry
 from .errors import Collector
 
 
@@ -20,7 +20,7 @@ class Context(Collector):
         self.links_by_pair: dict[frozenset, str] = {}    # {ep, ep} -> Link.name
         self.endpoints: set[str] = set()
         self.labels: dict[str, Node] = {}
-        self.exec_steps: dict[str, Exec] = {}           # label -> step
+        self.exec_steps: dict[str, Exec | Fetch] = {}   # label -> step (a result to check)
         self.mtu: dict[str, int] = {}                   # endpoint -> link MTU
         self.link_where: dict[str, tuple[str, int | None]] = {}  # Link.name -> path, line
         self.tables: dict[str, list[ForwardingEntry]] = {}  # switch -> entries along the steps

@@ -9,7 +9,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..kinds import did_you_mean
-from ..model import Absent, CommandResult, Expectation, Logged, Received, TableHas
+from ..model import Absent, CommandResult, Exec, Expectation, Logged, Received, TableHas
 from .context import Context
 from .entries import entry
 from .errors import line
@@ -157,9 +157,10 @@ def load_command(ctx: Context, vnode: Node, at: ExpectAt) -> CommandResult | Non
 
 
 def _exec_step(ctx: Context, snode: Node, at: ExpectAt) -> str | None:
-    """The label of an exec step before this point that does not run in the background."""
+    """The label of an exec step before this point that does not run in the background,
+    or of a fetch step (a background fetch's result is waited for)."""
     path = f"{at.where}.step"
-    got = text(ctx, snode, path, "an exec step name")
+    got = text(ctx, snode, path, "an exec or fetch step name")
     if got is None:
         return None
     ex = ctx.exec_steps.get(got)
@@ -169,7 +170,7 @@ def _exec_step(ctx: Context, snode: Node, at: ExpectAt) -> str | None:
         ctx.err(path, snode, f"{why} is named {got!r}", did_you_mean(got, have) if have else
                 "name the exec step with `name:` and refer to it here")
         return None
-    if ex.background:
+    if ex.background and isinstance(ex, Exec):
         ctx.err(path, snode, f"step {got!r} runs in the background; it has no result to check",
                 "drop `background: true`")
         return None

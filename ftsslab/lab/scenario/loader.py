@@ -8,7 +8,7 @@ from pathlib import Path
 from yaml.nodes import Node
 
 from ..kinds import did_you_mean, get_kind
-from ..model import CommandResult, Exec, Expectation, Scenario, Step
+from ..model import Exec, Scenario, Step
 from ..model import Node as ModelNode
 from .context import Context
 from .errors import ScenarioError, ScenarioErrors
@@ -91,7 +91,7 @@ def _load(ctx: Context, text: str) -> Scenario | None:
     expectations = load_expectations(ctx, value.get("expect"), "expect", None)
     check_loops(ctx, links)
     if backend == "sim":
-        _check_sim(ctx, value["backend"], nodes, steps, expectations)
+        _check_sim(ctx, value["backend"], nodes, steps)
     if ctx.errors:
         return None
     return Scenario(name=name, path=ctx.file, description=description, nodes=tuple(nodes),
@@ -119,14 +119,12 @@ def _backend(ctx: Context, node: Node) -> str:
     return got
 
 
-def _check_sim(ctx: Context, where: Node, nodes: list[ModelNode], steps: list[Step],
-               expectations: list[Expectation]) -> None:
+def _check_sim(ctx: Context, where: Node, nodes: list[ModelNode], steps: list[Step]) -> None:
     """``backend: sim`` only when nothing in the scenario needs a real kernel."""
-    needs_kernel = any(isinstance(s, Exec) for s in steps) or any(
-        isinstance(e, CommandResult) for e in expectations)
+    needs_kernel = any(isinstance(s, Exec) for s in steps)  # (a fetch step does not)
     kernel_kinds = sorted({n.kind for n in nodes if (k := get_kind(n.kind)) and k.needs_kernel})
     if needs_kernel or kernel_kinds:
-        why = "exec steps/command expectations need" if needs_kernel else \
+        why = "exec steps need" if needs_kernel else \
             f"node kind {kernel_kinds[0]!r} needs"
         ctx.err("backend", where, f"backend sim cannot run this scenario: {why} "
                 "a real kernel stack", "use backend: veth (or auto)")

@@ -14,11 +14,13 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..fetch import parse_urls
 from ..kinds import kinds as all_kinds
 from ..model import (
     NO_IMPAIRMENTS,
     Check,
     Exec,
+    Fetch,
     ForwardingEntry,
     Handoff,
     LinkState,
@@ -48,6 +50,8 @@ TABLE_STEP_KEYS = ("switch", "add", "remove")
 CHECK_KEYS = ("name", "expect")
 IMPAIR_STEP_KEYS = ("link", "set", "clear")
 HANDOFF_KEYS = ("from", "to", "client_port")
+FETCH_KEYS = ("node", "url", "timeout", "background")
+_URL_HINT = 'url: "http://10.0.0.100/a.bin", or a list of such URLs (one server)'
 _ARGV_HINT = "a list like [ping, -c, \"1\", 10.0.0.2] or one string split like a shell would"
 
 
@@ -95,7 +99,7 @@ def load_step(ctx: Context, item: Node, path: str) -> Step | None:
     action = actions[0]
     at = StepAt(path, f"{path}.{action}", line(item) or 0, label, "name" in m)
     step = STEP_LOADERS[action](ctx, m[action][1], at)
-    if isinstance(step, Exec):
+    if isinstance(step, Exec | Fetch):
         ctx.exec_steps[label] = step
     return step
 
@@ -165,6 +169,50 @@ def load_exec(ctx: Context, vnode: Node, at: StepAt) -> Exec | None:
     if node is None or argv is None:
         return None
     return Exec(**at.fields(), node=node, argv=argv, timeout=timeout, background=background)
+
+
+def load_fetch(ctx: Context, vnode: Node, at: StepAt) -> Fetch | None:
+    """HTTP GETs from a host over one connection; its result is checked like an exec's."""
+    m = mapping(ctx, vnode, at.where, FETCH_KEYS, required=("node", "url"))
+    if m is None:
+        return None
+    node = None
+    if "node" in m:
+        got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
+        if got is not None:
+            node = node_ref(ctx, got, m["node"][1], f"{at.where}.node")
+        spec = ctx.kinds.get(node) if node is not None else None
+        if spec is not None and not spec.ip_interfaces:
+            ctx.err(f"{at.where}.node", m["node"][1], f"{node} is a {spec.name}, which has no "
+                    "address to fetch from", "fetch from a host")
+            node = None
+    urls = _urls(ctx, m["url"][1], f"{at.where}.url") if "url" in m else None
+    timeout = 30.0
+    if "timeout" in m:
+        timeout = duration(ctx, m["timeout"][1], f"{at.where}.timeout", positive=True) or 30.0
+    background = False
+    if "background" in m:
+        background = bool(boolean(ctx, m["background"][1], f"{at.where}.background"))
+    if node is None or urls is None:
+        return None
+    return Fetch(**at.fields(), node=node, urls=urls, timeout=timeout, background=background)
+
+
+def _urls(ctx: Context, node: Node, path: str) -> tuple[str, ...] | None:
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    urls = []
+    for j, item in enumerate(items):
+        got = text(ctx, item, f"{path}[{j}]" if isinstance(node, SequenceNode) else path,
+                   "a URL")
+        if got is None:
+            return None
+        urls.append(got)
+    try:
+        parse_urls(tuple(urls))
+    except ValueError as exc:
+        ctx.err(path, node, str(exc), _URL_HINT)
+        return None
+    return tuple(urls)
 
 
 def load_argv(ctx: Context, node: Node, path: str) -> tuple[str, ...] | None:
@@ -393,6 +441,6 @@ StepLoader = Callable[[Context, Node, StepAt], Step | None]
 STEP_LOADERS: dict[str, StepLoader] = {
     "send": load_send, "exec": load_exec, "link": load_link, "table": load_table,
     "kill": load_kill, "restart": load_restart, "wait": load_wait, "check": load_check,
-    "impair": load_impair, "handoff": load_handoff,
+    "impair": load_impair, "handoff": load_handoff, "fetch": load_fetch,
 }
 STEP_ACTIONS = tuple(STEP_LOADERS)

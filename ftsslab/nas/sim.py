@@ -1,0 +1,906 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The sim twins of the NAS switch and the NAS devices (check 30): the same sans-IO cores as
+the veth processes, driven by frames and the sim's virtual clock.
+
+What runs the same code as veth: placement (``PLACEMENTS``), the forwarding table with L2 NAT
+(the lab's ``SwitchCore``, as the veth switch uses the lab switch's nftables table), XAP
+(``XapSwitch``/``XapClient``), TCH (``TchFirst``/``TchListener``), HTTP (``HttpServer`` with
+export/resume), the root directory and the volume (``MemoryCatalog``). What the kernel does on
+veth is modelled: each client connection is an ``ftsslab.lab.tcp.Tcb``, TCP_REPAIR is its
+snapshot carried as the veth ``TcpCheckpoint`` (``tcb.py``), the nftables hold of a frozen
+flow is a list of its frames. Both models log the events the veth processes log (``kind``,
+the same fields), so ``logged`` expectations and the twin test read them alike.
+
+Simplifications, all deterministic: nonces come from a hash of the scenario (``sim_nonces``),
+not from a file; devices know the cluster's MACs from the scenario instead of asking ARP; a
+frame of an unknown client flow is dropped (counted ``stray``), never answered with RST.
+Not modelled yet: a handoff in the middle of an upload (refused, the connection stays), UDP
+flows, delayed binding's 10 s wait for a first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
+from ftsslab.lab import frames
+from ftsslab.lab.builtin import GROUP_FWD_MASK
+from ftsslab.lab.model import ForwardingEntry, Node, Scenario
+from ftsslab.lab.sim import node_ifaces
+from ftsslab.lab.switch import SwitchCore, Transmit
+from ftsslab.lab.tcp import ACK, FIN, RST, SYN, Tcb, TcpState
+
+from . import http, tch, xap
+from .cluster import Cluster, Placement, cluster_of, file_bytes
+from .giver import DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
+from .repair import TcpCheckpoint
+from .segment import Segment, decode
+from .tcb import checkpoint, snapshot
+from .volume import MemoryCatalog, RootDirectory, Upload
+
+LINGER = 2.0  # seconds an ended connection's entry stays (as ``switchd.LINGER``)
+XAP_PORT = 40500  # a device's own UDP port for XAP (an ephemeral port on veth)
+IPPROTO_TCP = 6
+TIME_EPS = 1e-9  # the sim clock's resolution
+
+
+def _hash(*parts: object, bits: int = 32) -> int:
+    key = ":".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2s(key, digest_size=8).digest(), "big") % (1 << bits)
+
+
+def _due(deadline: float | None, now: float) -> float | None:
+    """The time to pass a core whose ``deadline`` is due: the sim's clock is integer ns, so
+    ``now`` may be a rounding short of the float a core asked for."""
+    if deadline is None or deadline > now + TIME_EPS:
+        return None
+    return max(deadline, now)
+
+
+def sim_nonces(cluster: Cluster) -> dict[str, int]:
+    """The switch's registration in the sim: one distinct non-zero 24-bit nonce per device."""
+    nonces: dict[str, int] = {}
+    for name in sorted(cluster.devices):
+        n, salt = 0, 0
+        while n in (0, *nonces.values()):
+            n, salt = _hash(cluster.switch, name, salt, bits=24), salt + 1
+        nonces[name] = n
+    return nonces
+
+
+def bridge_mac(scenario: Scenario, switch: str) -> str:
+    """The MAC a Linux bridge takes: the lowest of its ports' (the VIP and control address
+    answer ARP with it)."""
+    return min(mac for _, mac in node_ifaces(switch, scenario))
+
+
+class _Log:
+    """Events as the veth processes write them to ``<node>.events``."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.events: list[dict] = []
+        self.now = 0.0
+
+    def event(self, kind: str, **detail) -> None:
+        self.events.append({"t": self.now, "node": self.node, "kind": kind, **detail})
+
+
+def _ports(packet: bytes, ihl: int) -> tuple[int, int, int] | None:
+    """(sport, dport, TCP flags or 0) of the transport header at ``ihl``, if it has ports."""
+    if len(packet) < ihl + 4:
+        return None
+    sport, dport = struct.unpack_from("!HH", packet, ihl)
+    return sport, dport, packet[ihl + 13] if len(packet) >= ihl + 14 else 0
+
+
+# ---- what both hand off -----------------------------------------------------------------------
+
+
+@dataclass
+class _Conn:
+    """One client connection served here (``device.Client`` on veth)."""
+
+    tcb: Tcb
+    core: http.HttpServer
+    client: tuple[str, int]
+    out: bytearray = field(default_factory=bytearray)  # SendBytes not yet in the TCB
+    chunk: tuple[str, int, bytes] | None = None  # SendFile: path, offset, bytes left
+    closing: bool = False
+    eof: bool = False  # the client's FIN was given to the core
+    gift: _Gift | None = None
+
+
+@dataclass
+class _Gift:
+    """One connection being given away (``giver.Gift`` on veth)."""
+
+    conn: _Conn
+    to: str
+    tch: tch.TchFirst
+    reason: str
+    started: float
+    drain_until: float | None = None
+    frozen: bool = False
+    cp: TcpCheckpoint | None = None
+    exported: bytes = b""
+    held: list[bytes] = field(default_factory=list)
+    xid: int | None = None
+    xid_op: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.conn.client[0]}:{self.conn.client[1]}"
+
+    @property
+    def pausing(self) -> bool:
+        return self.tch.state not in (tch.FirstState.IDLE, tch.FirstState.SYN_SENT)
+
+
+@dataclass
+class _Incoming:
+    """Second device: restored (REPAIR), not yet morphed."""
+
+    tcb: Tcb
+    exported: bytes
+    client: tuple[str, int]
+
+
+class _FirstDevice(ABC):
+    """The first device's half of a handoff (``giver.Giver`` on veth), shared by a device and
+    the switch (delayed binding): open the TCH session while the connection runs, freeze it
+    once the client acked what was written, send checkpoint + HTTP state and SET, reprogram
+    the switch on the second's SET (``_switch_to``), END; then the owner's ``_given``."""
+
+    cluster: Cluster
+    node: str
+    tch_ip: str  # this side's address on TCH sessions
+    log: _Log
+    conns: dict[tuple[str, int], _Conn]
+    gifts: dict[tuple[str, int], _Gift]  # by (second's ip, our TCH port)
+    holding: dict[tuple[str, int], _Gift]  # frozen client flows
+    _port: int
+    _tx: list[Transmit]
+
+    @abstractmethod
+    def _send_tch(self, seg: Segment) -> None:
+        """Put a TCH segment on the wire toward its destination."""
+
+    @abstractmethod
+    def _switch_to(self, gift: _Gift, now: float) -> None:
+        """The second device restored: point the switch at it, then ``switch_updated``."""
+
+    @abstractmethod
+    def _given(self, gift: _Gift, given: bool, now: float) -> None:
+        """The handoff is over; ``given``: the second device serves the client."""
+
+    def _give(self, cl: _Conn, to: str, reason: str, now: float) -> bool:
+        if cl.gift is not None:
+            return True
+        if cl.tcb.state is not TcpState.ESTABLISHED:  # check 11: not in set-up or tear-down
+            self.log.event("handoff-refused", client=f"{cl.client[0]}:{cl.client[1]}", to=to,
+                           tcp_state=cl.tcb.state.name)
+            return False
+        dev = self.cluster.devices[to]
+        port = self._next_port()
+        first = tch.TchFirst((self.tch_ip, port), (dev.ip, self.cluster.vport), cl.client,
+                             _hash(self.node, cl.client, port, now), max_retries=TCH_RETRIES)
+        gift = cl.gift = _Gift(cl, to, first, reason, now)
+        self.gifts[(dev.ip, port)] = gift
+        self.log.event("handoff-start", client=gift.name, to=to, reason=reason)
+        self._first(gift, first.open(now), now)
+        return True
+
+    def _next_port(self) -> int:
+        busy = {p for _, p in self.gifts}
+        while True:
+            lo, hi = TCH_PORTS
+            self._port = lo + (self._port + 1 - lo) % (hi - lo + 1)
+            if self._port not in busy:
+                return self._port
+
+    def _try_freeze(self, gift: _Gift, now: float) -> None:
+        """Freeze once the client acked what was written (or after ``DRAIN_LIMIT``)."""
+        if gift.frozen or gift.tch.state is not tch.FirstState.ESTABLISHED:
+            return
+        cl = gift.conn
+        late = gift.drain_until is None or now >= gift.drain_until
+        if cl.out or (cl.tcb.unacked and not late):
+            return
+        if cl.tcb.state is not TcpState.ESTABLISHED or cl.core.uploading is not None:
+            why = "a partial upload (not modelled in the sim)" if cl.core.uploading else \
+                cl.tcb.state.name
+            self.log.event("handoff-refused", client=gift.name, to=gift.to, why=why)
+            self._first(gift, gift.tch.resume(now), now)
+            return
+        gift.cp = cp = checkpoint(cl.tcb.snapshot(), now)
+        gift.exported = cl.core.export()
+        cl.tcb.drop()
+        self.conns.pop(cl.client, None)
+        self.holding[cl.client] = gift
+        gift.frozen = True
+        state = cp.pack()
+        self.log.event("freeze", client=gift.name, to=gift.to, snd_nxt=cp.snd_nxt,
+                       rcv_nxt=cp.rcv_nxt, send_queue=len(cp.send_queue),
+                       recv_queue=len(cp.recv_queue))
+        self._first(gift, gift.tch.handoff(struct.pack(">I", len(state)) + state
+                                           + gift.exported, (cp.snd_nxt, cp.rcv_nxt), now), now)
+
+    def _first(self, gift: _Gift, actions: list, now: float) -> None:
+        for a in actions:
+            if isinstance(a, tch.Send):
+                self._send_tch(a.segment)
+            elif isinstance(a, tch.StateChanged):
+                self.log.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why)
+                if a.new is tch.FirstState.ESTABLISHED and a.old is not a.new:
+                    gift.drain_until = now + DRAIN_LIMIT
+                    self._try_freeze(gift, now)
+            elif isinstance(a, tch.Reprogram):
+                self._switch_to(gift, now)
+            elif isinstance(a, tch.Finished):
+                self._finish(gift, a.outcome, a.reason, now)
+
+    def _finish(self, gift: _Gift, outcome: tch.Outcome, reason: str, now: float) -> None:
+        self.gifts = {k: g for k, g in self.gifts.items() if g is not gift}
+        self.holding.pop(gift.conn.client, None)
+        cl, given = gift.conn, outcome is tch.Outcome.HANDED_OFF
+        cl.gift = None
+        self.log.event("handoff-end", client=gift.name, to=gift.to, outcome=outcome.name,
+                       reason=reason, held=len(gift.held), ms=round((now - gift.started) * 1000,
+                                                                   3))
+        self._given(gift, given, now)
+
+    def _gift_deadlines(self) -> list[float | None]:
+        return [*(g.tch.next_deadline() for g in self.gifts.values()),
+                *(g.drain_until for g in self.gifts.values() if not g.frozen)]
+
+    def _gift_timers(self, now: float) -> None:
+        for gift in list(self.gifts.values()):
+            if (t := _due(gift.tch.next_deadline(), now)) is not None:
+                self._first(gift, gift.tch.on_timer(t), t)
+            elif not gift.frozen and (t := _due(gift.drain_until, now)) is not None:
+                gift.drain_until = None  # drained or not, it freezes now
+                self._try_freeze(gift, t)
+
+
+# ---- the switch ------------------------------------------------------------------------------
+
+
+class NasSwitchSim(_FirstDevice):
+    """``nas-switch`` in the sim: the VIP's ARP, placement, XAP, the table and its expiry;
+    with ``placement: delayed`` it accepts connections itself, reads the first request and
+    hands each to the root directory's device as the first device (``switchd.py``)."""
+
+    def __init__(self, node: Node, scenario: Scenario) -> None:
+        c = self.cluster = cluster_of(scenario, node.name)
+        self.node, self.tch_ip = node.name, c.control_ip
+        self.delayed = c.placement == "delayed"
+        self.root = RootDirectory(c.root) if c.root else None
+        ifaces = node_ifaces(node.name, scenario)
+        self.mac = bridge_mac(scenario, node.name)
+        self.core = SwitchCore([i for i, _ in ifaces], local_macs=[m for _, m in ifaces],
+                               group_fwd_mask=GROUP_FWD_MASK, name=node.name)
+        nonces = sim_nonces(c)
+        self.devices = {d.name: xap.Device(d.name, nonces[d.name], d.ip, d.mac, d.switch_port)
+                        for d in c.devices.values()}
+        self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip)
+        self.internal = {c.control_ip, *(d.ip for d in c.devices.values())}
+        self.placement = Placement(self.cluster.placement)
+        self.alive = True
+        self.closing: dict[xap.FlowKey, set[str]] = {}
+        self.expiry: list[tuple[float, xap.FlowKey]] = []
+        self.programmed: dict[xap.FlowKey, ForwardingEntry] = {}
+        self.log = _Log(node.name)
+        self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "xap_rx": 0,
+                         "dropped_internal": 0, "dropped_place": 0, "bound": 0,
+                         "bind_failed": 0}
+        # delayed binding: the connections the switch accepted, by client
+        self.conns: dict[tuple[str, int], _Conn] = {}
+        self.gifts: dict[tuple[str, int], _Gift] = {}
+        self.holding: dict[tuple[str, int], _Gift] = {}
+        self.clients: dict[str, tuple[str, bytes]] = {}  # client ip -> (port, MAC)
+        self._port = TCH_PORTS[0]
+        self._tx: list[Transmit] = []
+
+    # the lab's table interface (``table`` steps and expectations)
+    def entries(self) -> list[ForwardingEntry]:
+        return self.core.entries()
+
+    def add(self, entry: ForwardingEntry, now: float):
+        return self.core.add(entry, now)
+
+    def remove(self, entry: ForwardingEntry, now: float):
+        return self.core.remove(entry, now)
+
+    def set_port(self, iface: str, up: bool) -> None:
+        self.core.set_port(iface, up)
+
+    def on_kill(self, now: float) -> list[Transmit]:
+        self.alive = False  # the kernel's bridge, table and ARP go on; placement and XAP stop
+        return []
+
+    def on_restart(self, now: float) -> list[Transmit]:
+        self.alive = True
+        return []
+
+    def node_events(self) -> list[dict]:
+        return list(self.log.events)
+
+    def report(self) -> dict:
+        return {"events": self.node_events(),
+                "entries": [{"client": f"{k.client_ip}:{k.client_port}", "proto": k.proto,
+                             "vip": f"{k.vip}:{k.vport}", "device": d.name}
+                            for k, d in self.xap.entries().items()],
+                "stats": {**self.counters, **{f"xap_{k}": v for k, v in self.xap.stats.items()}}}
+
+    # frames
+    def on_frame(self, port: str, frame: bytes, now: float) -> list[Transmit]:
+        self.log.now = now
+        c = self.cluster
+        out: list[Transmit] = []
+        arp = frames.parse_arp(frame)
+        if arp is not None and arp.op == 1 and arp.target_ip in (c.vip, c.control_ip):
+            out.append(Transmit(port, frames.arp_reply(arp, self.mac)))
+        packet = frames.ip_payload(frame)
+        head = frames.ip_header(packet) if packet is not None else None
+        if head is not None:
+            verdict = self._inspect(port, frame, packet, head, now)
+            if verdict is not None:
+                return out + verdict
+        client_ports = set(c.client_ports)
+        for tx in self.core.on_frame(port, frame, now):
+            if tx.port in client_ports and head is not None and head[3] in self.internal \
+                    and head[4] in self.internal:
+                continue  # cluster-internal traffic never leaves by a client port
+            out.append(tx)
+        return out
+
+    def _inspect(self, port: str, frame: bytes, packet: bytes, head: tuple,
+                 now: float) -> list[Transmit] | None:
+        """The control plane's look at an IPv4 frame: what it does instead of the bridge
+        (a list), or None to let the table and bridge have it."""
+        c = self.cluster
+        ihl, _, proto, src, dst = head
+        from_client = port in c.client_ports
+        ports = _ports(packet, ihl) if proto in (IPPROTO_TCP, frames.IPPROTO_UDP) else None
+        if from_client and (dst in self.internal or (
+                dst == c.vip and proto == frames.IPPROTO_UDP and ports is not None
+                and ports[1] in (XAP_UDP_PORT, 4494))):
+            self.counters["dropped_internal"] += 1
+            return []
+        if proto == frames.IPPROTO_UDP and dst == c.control_ip:
+            d = frames.parse_udp(packet)
+            if d is None or d.dport != XAP_UDP_PORT or not self.alive:
+                return []
+            self.counters["xap_rx"] += 1
+            return self._xap(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
+        if proto != IPPROTO_TCP or ports is None:
+            return None
+        sport, dport, flags = ports
+        if dst == c.control_ip and c.vport in (sport, dport) and not from_client:
+            seg = decode(packet)  # TCH from a device: delayed binding's sessions
+            gift = self.gifts.get((seg.src, seg.dport)) if seg is not None else None
+            if gift is not None:
+                self._first(gift, gift.tch.on_segment(seg, now), now)
+            return self._flush()
+        if from_client and dst == c.vip and dport == c.vport:
+            key = xap.FlowKey(src, IPPROTO_TCP, sport, c.vip, c.vport)
+            if self.delayed and self.xap.owner(key) is None:
+                self.clients[src] = (port, frame[6:12])
+                seg = decode(packet)
+                if seg is not None:
+                    self._bind(seg, frame, now)
+                return self._flush()
+            if flags & (SYN | ACK) == SYN:
+                self.closing.pop(key, None)  # a new connection on a lingering entry
+                if self.xap.owner(key) is not None:
+                    self.counters["syn_seen_with_entry"] += 1
+                elif not self.alive:
+                    self.counters["dropped_place"] += 1
+                    return []
+                else:
+                    dev = self._choose()
+                    self._program(key, None, dev, "placed", now)
+                    self.xap.placed(key, dev.name)
+                    self.counters["syn_placed"] += 1
+            if flags & (FIN | RST):
+                self._end(key, "rst" if flags & RST else "client", now)
+        elif not from_client and src == c.vip and sport == c.vport and flags & (FIN | RST):
+            key = xap.FlowKey(dst, IPPROTO_TCP, dport, c.vip, c.vport)
+            self._end(key, "rst" if flags & RST else "device", now)
+        return None
+
+    def _end(self, key: xap.FlowKey, who: str, now: float) -> None:
+        """FIN from both sides or a RST: the entry goes ``LINGER`` s later."""
+        if self.xap.owner(key) is None:
+            return
+        seen = self.closing.setdefault(key, set())
+        seen.add(who)
+        if "rst" in seen or {"client", "device"} <= seen:
+            self.expiry.append((now + LINGER, key))
+
+    def next_deadline(self) -> float | None:
+        times = [*(t for t, _ in self.expiry), *self._gift_deadlines(),
+                 *(cl.tcb.next_deadline() for cl in self.conns.values())]
+        return min((t for t in times if t is not None), default=None)
+
+    def on_timer(self, now: float) -> list[Transmit]:
+        self.log.now = now
+        for cl in list(self.conns.values()):
+            if (t := _due(cl.tcb.next_deadline(), now)) is not None:
+                self._send_tcp(cl.tcb.on_timer(t))
+                if cl.tcb.state is TcpState.CLOSED:
+                    self.conns.pop(cl.client, None)
+        self._gift_timers(now)
+        due = [k for t, k in self.expiry if _due(t, now) is not None]
+        self.expiry = [(t, k) for t, k in self.expiry if _due(t, now) is None]
+        for key in due:
+            dev = self.xap.owner(key)
+            if self.closing.pop(key, None) is None or dev is None:
+                continue
+            entry = self.programmed.pop(key, None)
+            if entry is not None and entry in self.core.entries():
+                self.core.remove(entry, now)
+            self.xap.forget(key)
+            self.log.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
+                           old=dev.name, new=None)
+        return self._flush()
+
+    # ---- delayed binding (the switch as the first device, B2.3) -------------------------------
+
+    def _bind(self, seg: Segment, frame: bytes, now: float) -> None:
+        """A client segment of a connection without an entry: the switch's own TCB."""
+        client = (seg.src, seg.sport)
+        if (gift := self.holding.get(client)) is not None:
+            gift.held.append(frame)
+            return
+        cl = self.conns.get(client)
+        if cl is None:
+            if seg.flags & (SYN | ACK | RST) != SYN or not self.alive:
+                return
+            tcb, segs = Tcb.accept(seg, _hash(self.node, client, now), now)
+            self.conns[client] = _Conn(tcb, http.HttpServer(MemoryCatalog()), client)
+            self._send_tcp(segs)
+            return
+        self._send_tcp(cl.tcb.on_segment(seg, now))
+        if cl.tcb.state is TcpState.CLOSED:
+            self.conns.pop(client, None)
+        elif cl.gift is None and cl.tcb.received:
+            self._peek(cl, now)
+
+    def _peek(self, cl: _Conn, now: float) -> None:
+        """The first request, read without taking it: its path picks the device; the bytes
+        stay in the TCB and travel in the checkpoint's receive queue."""
+        data = bytes(cl.tcb.received)
+        req = http.peek_request(data)
+        if req is None:
+            if len(data) >= http.MAX_HEAD or b"\r\n\r\n" in data:  # not one we can place
+                self.counters["bind_failed"] += 1
+                self._send_tcp(cl.tcb.close(now))
+            return
+        owner = self.root.owner(req.path or "/") if self.root else None
+        dev = self.devices.get(owner) or self._choose()
+        self.log.event("bind", client=f"{cl.client[0]}:{cl.client[1]}", path=req.path,
+                       device=dev.name)
+        if not self._give(cl, dev.name, f"delayed binding {req.path}", now):
+            self.counters["bind_failed"] += 1
+            self._send_tcp(cl.tcb.close(now))
+
+    def _switch_to(self, gift: _Gift, now: float) -> None:
+        """The switch is the first device: it changes its own table, no XAP needed."""
+        c, client = self.cluster, gift.conn.client
+        key = xap.FlowKey(client[0], IPPROTO_TCP, client[1], c.vip, c.vport)
+        dev = self.devices[gift.to]
+        self._program(key, None, dev, "delayed", now)
+        self.xap.placed(key, dev.name)
+        self._first(gift, gift.tch.switch_updated(now), now)
+
+    def _given(self, gift: _Gift, given: bool, now: float) -> None:
+        self.counters["bound" if given else "bind_failed"] += 1
+        cl = gift.conn
+        if given:  # the held frames follow the new entry, in arrival order
+            port = self.clients[cl.client[0]][0]
+            for frame in gift.held:
+                self._tx += self.core.on_frame(port, frame, now)
+            return
+        if gift.frozen:  # the device did not take it: the switch serves no files
+            tcb = Tcb.restore(snapshot(gift.cp))
+            cl = self.conns[cl.client] = _Conn(tcb, cl.core, cl.client)
+            self._send_tcp(tcb.leave_repair(now))
+        self._send_tcp(cl.tcb.close(now))
+
+    def _send_tcp(self, segs: list) -> None:
+        for seg in segs:
+            port, mac = self.clients[seg.dst]
+            self._tx.append(Transmit(port, frames.ether(mac, self.mac, frames.ETH_P_IP,
+                                                        seg.encode())))
+
+    def _send_tch(self, seg: Segment) -> None:
+        dev = self.cluster.by_ip(seg.dst)
+        if dev is not None:
+            self._tx.append(Transmit(dev.switch_port, frames.ether(
+                dev.mac, self.mac, frames.ETH_P_IP, seg.encode())))
+
+    def _flush(self) -> list[Transmit]:
+        out, self._tx = self._tx, []
+        return out
+
+    def _choose(self) -> xap.Device:
+        return self.placement.choose(self.devices, self.xap.entries().values())
+
+    def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device, why: str,
+                 now: float) -> None:
+        """Point the flow's entry at ``new`` (the new entry first: no frame sees none)."""
+        entry = key.entry(new)
+        self.core.add(entry, now)
+        stale = self.programmed.get(key)
+        if stale is not None and stale in self.core.entries():
+            self.core.remove(stale, now)
+        self.programmed[key] = entry
+        self.log.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
+                       old=old.name if old else None, new=new.name)
+
+    def _xap(self, actions: list, now: float) -> list[Transmit]:
+        out: list[Transmit] = []
+        for a in actions:
+            if isinstance(a, xap.Program):
+                self._program(a.key, a.old, a.new, "xap", now)
+                out += self._xap(self.xap.programmed(a.token, now), now)
+            elif isinstance(a, xap.SendDatagram):
+                dev = next((d for d in self.devices.values() if d.ip == a.dst_ip), None)
+                if dev is None:
+                    continue
+                udp = frames.udp_packet(frames.Datagram(self.cluster.control_ip, a.dst_ip,
+                                                        XAP_UDP_PORT, a.dst_port, a.payload))
+                out.append(Transmit(dev.port, frames.ether(dev.mac, self.mac, frames.ETH_P_IP,
+                                                           udp)))
+        return out
+
+
+# ---- a device --------------------------------------------------------------------------------
+
+
+class NasDeviceSim(_FirstDevice):
+    """``nas`` in the sim: serves its volume over HTTP on modelled TCBs, hands connections off
+    and takes them over by TCH, reprograms the switch by XAP."""
+
+    def __init__(self, node: Node, scenario: Scenario) -> None:
+        c = self.cluster = cluster_of(scenario, node.name)
+        self.node, self.me = node.name, c.devices[node.name]
+        self.tch_ip = self.me.ip
+        self.switch_mac = frames.mac_bytes(bridge_mac(scenario, c.switch))
+        self.mac = frames.mac_bytes(self.me.mac)
+        self.redirect = node.options["redirect"]
+        self.storage = MemoryCatalog({p: file_bytes(s) for p, s in node.options["files"].items()})
+        self.root = RootDirectory(c.root) if c.root else None
+        self.xap = xap.XapClient(sim_nonces(c)[node.name], c.control_ip,
+                                 first_xid=_hash(node.name, "xid", bits=16))
+        self.listener = tch.TchListener(self.me.ip, c.vport)
+        self.conns: dict[tuple[str, int], _Conn] = {}
+        self.gifts: dict[tuple[str, int], _Gift] = {}
+        self.holding: dict[tuple[str, int], _Gift] = {}
+        self.incoming: dict[tuple[str, int], _Incoming] = {}  # by TCH peer
+        # every address of the scenario -> its MAC (the kernel would ask ARP)
+        self.macs = {ep.ipv4.split("/")[0]: frames.mac_bytes(ep.mac) for ln in scenario.links
+                     for ep in (ln.a, ln.b) if ep.ipv4}
+        self.log = _Log(node.name)
+        self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "stray": 0}
+        self._uploads: dict[tuple[int, str], Upload] = {}  # (id(conn), path) -> its upload
+        self._port = TCH_PORTS[0]
+        self._tx: list[Transmit] = []
+
+    def node_events(self) -> list[dict]:
+        return list(self.log.events)
+
+    def report(self) -> dict:
+        return {"events": self.node_events(),
+                "sessions": [{"client": f"{k[0]}:{k[1]}", "state": cl.core.state.name,
+                              "handoff": cl.gift.to if cl.gift else None}
+                             for k, cl in self.conns.items()],
+                "stats": {**self.counters, "tch_sessions": len(self.listener.sessions),
+                          "xap": dict(self.xap.stats)}}
+
+    # ---- the backend's calls -----------------------------------------------------------------
+
+    def on_frame(self, iface: str, frame: bytes, now: float) -> list[Transmit]:
+        self.log.now = now
+        packet = frames.ip_payload(frame)
+        head = frames.ip_header(packet) if packet is not None else None
+        if head is None:
+            return self._flush()
+        proto, dst = head[2], head[4]
+        if proto == frames.IPPROTO_UDP:
+            d = frames.parse_udp(packet)
+            if d is not None and d.dst == self.me.ip and (d.src, d.sport) == (
+                    self.cluster.control_ip, XAP_UDP_PORT):
+                self._xap_actions(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
+            return self._flush()
+        if proto != IPPROTO_TCP:
+            return self._flush()
+        seg = decode(packet)
+        if seg is None:
+            self.counters["tch_malformed"] += 1
+            return self._flush()
+        c = self.cluster
+        if dst == self.me.ip and c.vport in (seg.dport, seg.sport):
+            gift = self.gifts.get((seg.src, seg.dport))
+            if gift is not None:
+                self._first(gift, gift.tch.on_segment(seg, now), now)
+            else:
+                self._second(self.listener.on_segment(seg, now), now)
+        elif dst == c.vip and seg.dport == c.vport:
+            self._client_segment(seg, frame, now)
+        return self._flush()
+
+    def _held_frame(self, frame: bytes, now: float) -> None:
+        """A frame held during a failed handoff, taken in after the own restore."""
+        packet = frames.ip_payload(frame)
+        seg = decode(packet) if packet is not None else None
+        if seg is not None:
+            self._client_segment(seg, frame, now)
+
+    def handoff(self, to: str, client_port: int | None, now: float) -> tuple[str, list[Transmit]]:
+        """A ``handoff`` step (``device._request_handoff`` on veth)."""
+        self.log.now = now
+        if to not in self.cluster.devices or to == self.node:
+            raise ValueError(f"no other device {to!r} (devices: "
+                             f"{', '.join(sorted(self.cluster.devices))})")
+        busy = [cl for cl in self.conns.values() if cl.gift is None and not cl.closing
+                and (client_port is None or cl.client[1] == client_port)]
+        if not busy:
+            raise LookupError(f"{self.node} serves no connection"
+                              + (f" from port {client_port}" if client_port is not None else ""))
+        cl = min(busy, key=lambda c: c.client[1])
+        if not self._give(cl, to, "asked", now):
+            raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not ESTABLISHED")
+        return f"{cl.client[0]}:{cl.client[1]}", self._flush()
+
+    def next_deadline(self) -> float | None:
+        times = [self.listener.next_deadline(), self.xap.next_deadline(),
+                 *(cl.tcb.next_deadline() for cl in self.conns.values()),
+                 *(i.tcb.next_deadline() for i in self.incoming.values()),
+                 *self._gift_deadlines()]
+        return min((t for t in times if t is not None), default=None)
+
+    def on_timer(self, now: float) -> list[Transmit]:
+        self.log.now = now
+        for cl in list(self.conns.values()):
+            if (t := _due(cl.tcb.next_deadline(), now)) is not None:
+                self._send_tcp(cl.tcb.on_timer(t))
+                self._after_tcp(cl, t)
+        for inc in self.incoming.values():
+            if (t := _due(inc.tcb.next_deadline(), now)) is not None:
+                self._send_tcp(inc.tcb.on_timer(t))
+        self._gift_timers(now)
+        if (t := _due(self.listener.next_deadline(), now)) is not None:
+            self._second(self.listener.on_timer(t), t)
+        if (t := _due(self.xap.next_deadline(), now)) is not None:
+            self._xap_actions(self.xap.on_timer(t), t)
+        return self._flush()
+
+    # ---- serving -----------------------------------------------------------------------------
+
+    def _client_segment(self, seg: Segment, frame: bytes, now: float) -> None:
+        client = (seg.src, seg.sport)
+        if (gift := self.holding.get(client)) is not None:
+            gift.held.append(frame)  # frozen: kept for whoever serves it next (D2.5)
+            return
+        inc = next((i for i in self.incoming.values() if i.client == client), None)
+        if inc is not None:
+            inc.tcb.on_segment(seg, now)  # in repair mode: kept until MORPH
+            return
+        cl = self.conns.get(client)
+        if cl is None:
+            if seg.flags & (SYN | ACK | RST) != SYN:
+                self.counters["stray"] += 1
+                return
+            iss = _hash(self.node, client, self.counters["accepted"])
+            tcb, segs = Tcb.accept(seg, iss, now)
+            core = http.HttpServer(self.storage, name=self.node, root=self.root,
+                                   redirect=self.redirect)
+            cl = self.conns[client] = _Conn(tcb, core, client)
+            self.counters["accepted"] += 1
+            self._send_tcp(segs)
+            return
+        self._send_tcp(cl.tcb.on_segment(seg, now))
+        self._after_tcp(cl, now)
+
+    def _after_tcp(self, cl: _Conn, now: float) -> None:
+        """What the TCB's news means to the HTTP core; then write what can be written."""
+        if cl.tcb.state is TcpState.CLOSED:
+            self._drop(cl)
+            return
+        if cl.tcb.received and not (cl.gift and cl.gift.pausing) and not cl.core.paused:
+            self._apply(cl, cl.core.receive(cl.tcb.read(), now), now)
+        if cl.tcb.peer_fin and not cl.eof and not cl.tcb.received and not cl.gift:
+            cl.eof = True
+            self._apply(cl, cl.core.receive(b"", now), now)
+        self._write(cl, now)
+        if cl.gift is not None and not cl.gift.frozen:
+            self._try_freeze(cl.gift, now)
+
+    def _apply(self, cl: _Conn, actions: list, now: float) -> None:
+        """The HTTP core's actions, as ``device._apply`` carries them out on veth."""
+        for a in actions:
+            if isinstance(a, http.SendBytes):
+                cl.out += a.data
+            elif isinstance(a, http.SendFile):
+                cl.chunk = (a.path, a.offset, self.storage.read(a.path, a.offset, a.length))
+            elif isinstance(a, http.WriteUpload):
+                self._upload(cl, a.path).write(a.offset, a.data)
+            elif isinstance(a, http.CommitUpload):
+                self._upload(cl, a.path).commit()
+                self._uploads.pop((id(cl), a.path), None)
+                self._apply(cl, cl.core.committed(True, now), now)
+            elif isinstance(a, http.AbortUpload):
+                up = self._uploads.pop((id(cl), a.path), None)
+                if up is not None:
+                    up.abort()
+            elif isinstance(a, http.Close):
+                cl.closing = True
+            elif isinstance(a, http.RequestDone):
+                self.log.event("request", method=a.method, path=a.path, status=a.status,
+                               bytes=a.nbytes, resumed_at=a.resumed_at,
+                               client=f"{cl.client[0]}:{cl.client[1]}")
+            elif isinstance(a, http.NotHere):
+                if a.owner not in self.cluster.devices or a.owner == self.node or \
+                        not self._give(cl, a.owner, f"redirect {a.path}", now):
+                    self._apply(cl, cl.core.refuse_redirect(now), now)
+
+    def _upload(self, cl: _Conn, path: str):
+        key = (id(cl), path)
+        if key not in self._uploads:
+            self._uploads[key] = self.storage.open_upload(path)
+        return self._uploads[key]
+
+    def _write(self, cl: _Conn, now: float) -> None:
+        """Into the TCB's send buffer what fits: headers, then body unless pausing."""
+        while cl.client in self.conns:
+            if cl.out:
+                n, segs = cl.tcb.write(bytes(cl.out), now)
+                self._send_tcp(segs)
+                del cl.out[:n]
+                if cl.out:
+                    return
+                continue
+            if cl.chunk is not None and not (cl.gift and cl.gift.pausing):
+                path, offset, data = cl.chunk
+                n, segs = cl.tcb.write(data, now)
+                self._send_tcp(segs)
+                if n == 0:
+                    return
+                cl.chunk = (path, offset + n, data[n:]) if n < len(data) else None
+                self._apply(cl, cl.core.sent(n, now), now)
+                continue
+            if cl.closing and cl.chunk is None:
+                self._send_tcp(cl.tcb.close(now))
+            return
+
+    def _drop(self, cl: _Conn) -> None:
+        self.conns.pop(cl.client, None)
+        for key in [k for k in self._uploads if k[0] == id(cl)]:
+            self._uploads.pop(key).abort()
+
+    def _reprogram(self, gift: _Gift, op: int, target: str | None, now: float) -> None:
+        """D2.3: XAP to the switch; END only on its ack (``device._reprogram``)."""
+        c, client = self.cluster, gift.conn.client
+        key = xap.FlowKey(client[0], IPPROTO_TCP, client[1], c.vip, c.vport)
+        gift.xid, acts = self.xap.request(op, key, target, now)
+        gift.xid_op = "change" if op == XAP_OP_CHANGE_CONNECTION else "query"
+        self._xap_actions(acts, now)
+
+    def _xap_actions(self, actions: list, now: float) -> None:
+        for a in actions:
+            if isinstance(a, xap.SendDatagram):
+                udp = frames.udp_packet(frames.Datagram(self.me.ip, a.dst_ip, XAP_PORT,
+                                                        a.dst_port, a.payload))
+                self._tx.append(Transmit(self.me.iface, frames.ether(
+                    self.switch_mac, self.mac, frames.ETH_P_IP, udp)))
+            elif isinstance(a, xap.Acked | xap.TimedOut):
+                gift = next((g for g in self.gifts.values() if g.xid == a.xid), None)
+                if gift is None:
+                    continue
+                asked, to_ip = gift.xid_op, self.cluster.devices[gift.to].ip
+                self.log.event("xap", xid=a.xid, op=asked, acked=isinstance(a, xap.Acked),
+                               owner=getattr(a, "owner_ip", None))
+                if isinstance(a, xap.Acked) and (asked == "change" or a.owner_ip == to_ip):
+                    self._first(gift, gift.tch.switch_updated(now), now)
+                elif asked == "change":  # no ack: ask before taking the connection back
+                    self._reprogram(gift, XAP_OP_QUERY, None, now)
+                else:
+                    self._first(gift, gift.tch.resume(now), now)
+
+    def _switch_to(self, gift: _Gift, now: float) -> None:
+        self._reprogram(gift, XAP_OP_CHANGE_CONNECTION, self.cluster.devices[gift.to].ip, now)
+
+    def _given(self, gift: _Gift, given: bool, now: float) -> None:
+        cl = gift.conn
+        if given:  # the held frames go to the second device, in arrival order (D2.5)
+            mac = frames.mac_bytes(self.cluster.devices[gift.to].mac)
+            self._tx += [Transmit(self.me.iface, mac + f[6:]) for f in gift.held]
+        elif gift.frozen:  # back here: our own checkpoint again (the seed's setsockopt(0))
+            tcb = Tcb.restore(snapshot(gift.cp))
+            core = http.HttpServer.resume(self.storage, gift.exported, name=self.node,
+                                          root=self.root, redirect=False)
+            back = self.conns[cl.client] = _Conn(tcb, core, cl.client)
+            self._send_tcp(tcb.leave_repair(now))
+            self._apply(back, core.proceed(now), now)
+            self._after_tcp(back, now)
+            for frame in gift.held:
+                self._held_frame(frame, now)
+        elif cl.core.state is http.Conn.REDIRECTING:  # the redirect did not happen
+            self._apply(cl, cl.core.refuse_redirect(now), now)
+            self._after_tcp(cl, now)
+        else:  # never frozen: go on serving
+            self._after_tcp(cl, now)
+
+    # ---- handoff, second device --------------------------------------------------------------
+
+    def _second(self, actions: list, now: float) -> None:
+        for a in actions:
+            if isinstance(a, tch.Send):
+                self._send_tch(a.segment)
+            elif isinstance(a, tch.StateChanged):
+                self.log.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why)
+            elif isinstance(a, tch.Restore):
+                self._restore(a, now)
+            elif isinstance(a, tch.Morph):
+                self._morph(a, now)
+            elif isinstance(a, tch.Finished):
+                self.incoming.pop(a.peer, None)  # restored, never morphed: stays silent
+                self.log.event("tch-done", role="second", outcome=a.outcome.name,
+                               reason=a.reason)
+
+    def _restore(self, a: tch.Restore, now: float) -> None:
+        """SET arrived: the duplicate TCB, in repair mode (``device._restore``)."""
+        try:
+            n = struct.unpack_from(">I", a.state)[0]
+            cp = TcpCheckpoint.unpack(a.state[4:4 + n])
+            exported = a.state[4 + n:]
+            if cp is None:
+                raise ValueError("not a checkpoint")
+            http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
+        except (ValueError, struct.error, http.ProtocolError) as exc:
+            self._second(self.listener.restore_failed(a.peer, str(exc), now), now)
+            return
+        client = (cp.remote_ip, cp.remote_port)
+        self.holding.pop(client, None)  # it left here once
+        self.incoming[a.peer] = _Incoming(Tcb.restore(snapshot(cp)), exported, client)
+        self._second(self.listener.restored(a.peer, now), now)
+
+    def _morph(self, a: tch.Morph, now: float) -> None:
+        """END arrived: repair off, and the connection is served here."""
+        inc = self.incoming.pop(a.peer, None)
+        if inc is None:
+            return
+        core = http.HttpServer.resume(self.storage, inc.exported, name=self.node,
+                                      root=self.root, redirect=self.redirect)
+        cl = self.conns[inc.client] = _Conn(inc.tcb, core, inc.client)
+        self.counters["handoffs_in"] += 1
+        self.log.event("morph", client=f"{inc.client[0]}:{inc.client[1]}")
+        self._send_tcp(inc.tcb.leave_repair(now))
+        self._apply(cl, core.proceed(now), now)
+        self._after_tcp(cl, now)
+
+    # ---- output ------------------------------------------------------------------------------
+
+    def _send_tcp(self, segs: list) -> None:
+        """Client segments (src = VIP) straight to the client's MAC (direct return, L394)."""
+        for s in segs:
+            mac = self.macs.get(s.dst)
+            if mac is not None:
+                self._tx.append(Transmit(self.me.iface, frames.ether(
+                    mac, self.mac, frames.ETH_P_IP, s.encode())))
+
+    def _send_tch(self, seg: Segment) -> None:
+        dev = self.cluster.by_ip(seg.dst)
+        mac = frames.mac_bytes(dev.mac) if dev is not None else self.switch_mac
+        self._tx.append(Transmit(self.me.iface, frames.ether(mac, self.mac, frames.ETH_P_IP,
+                                                             seg.encode())))
+
+    def _flush(self) -> list[Transmit]:
+        out, self._tx = self._tx, []
+        return out
