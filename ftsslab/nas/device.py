@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import os
 import secrets
@@ -39,7 +40,7 @@ from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth.netns import write_sysctl
 
-from . import http, repair, staging, tch, xap
+from . import http, proxy, repair, staging, tch, xap
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
@@ -49,6 +50,7 @@ from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
 WRITE_TURN = 1 << 20  # body bytes one connection writes per turn of the loop
+FETCH_LIMIT = 10.0  # seconds a proxied answer may take to arrive whole from its owner
 UDP_FLOWS_KEPT = 4096  # UDP flows a device remembers (the oldest is forgotten first)
 RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
 
@@ -66,15 +68,30 @@ class Client:
     gift: Gift | None = None  # set while the connection is being given away
     moving: tuple[socket.socket, bytearray] | None = None  # its partial upload, on the way
     ready: Callable[[], None] | None = None  # its selector handler
+    policy: proxy.ProxyPolicy | None = None  # answer another device's file by proxy, or move
+    fetch: Fetch | None = None  # the owner's answer being fetched for it
+
+
+@dataclass
+class Fetch:
+    """One request to another device's internal port, for a client's NotHere."""
+
+    sock: socket.socket
+    notice: http.NotHere
+    up: proxy.Upstream
+    request: bytes
+    measure: bool  # a HEAD for a GET's size: decide after it
+    sent: bool = False
 
 
 class NasDevice(NasProcess):
     def __init__(self, cluster: Cluster, node: str, files: dict, redirect: bool,
-                 lab_dir: str) -> None:
+                 lab_dir: str, proxy_limit: int | None = None) -> None:
         super().__init__(node, lab_dir)
         self.cluster, self.me = cluster, cluster.devices[node]
         self.volume_dir = Path(lab_dir) / node / "volume"
-        self.files, self.redirect = files, redirect
+        self.files, self.redirect, self.proxy_limit = files, redirect, proxy_limit
+        self.device_ips = {d.ip for d in cluster.devices.values()}
         self.root = RootDirectory(cluster.root) if cluster.root else None
         self.clients: dict[socket.socket, Client] = {}
         self.uploads: dict[tuple[int, str], object] = {}  # (id(client), path) -> Upload
@@ -120,7 +137,14 @@ class NasDevice(NasProcess):
         self.listener.bind((c.vip, c.vport))
         self.listener.listen(128)
         self.listener.setblocking(False)
-        self.watch(self.listener, self._accept)
+        self.watch(self.listener, lambda: self._accept(self.listener))
+        # the internal port other devices fetch from when they answer by proxy (proxy.py)
+        self.internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.internal.bind((me.ip, proxy.PORT))
+        self.internal.listen(16)
+        self.internal.setblocking(False)
+        self.watch(self.internal, lambda: self._accept(self.internal))
         self.echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.echo.bind((c.vip, ECHO_PORT))
         self.echo.setblocking(False)
@@ -160,10 +184,10 @@ class NasDevice(NasProcess):
             os.rename(tmp, dest)
 
     # ---- serving ------------------------------------------------------------------------------
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
             try:
-                sock, peer = self.listener.accept()
+                sock, peer = listener.accept()
             except OSError:  # none pending
                 return
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
@@ -173,6 +197,8 @@ class NasDevice(NasProcess):
             self.counters["accepted"] += 1
 
     def _serve(self, cl: Client, actions: list | None = None) -> None:
+        if cl.policy is None:  # a connection's proxy record stays here (a moved one starts anew)
+            cl.policy = proxy.ProxyPolicy(self.proxy_limit)
         cl.sock.setblocking(False)
         self.clients[cl.sock] = cl
         cl.ready = lambda: self._ready(cl)
@@ -219,14 +245,10 @@ class NasDevice(NasProcess):
             elif isinstance(a, http.RequestDone):
                 self.event("request", method=a.method, path=a.path, status=a.status,
                            bytes=a.nbytes, resumed_at=a.resumed_at,
-                           client=f"{cl.peer[0]}:{cl.peer[1]}")
+                           client=f"{cl.peer[0]}:{cl.peer[1]}",
+                           **({"via": a.via} if a.via else {}))
             elif isinstance(a, http.NotHere):
-                try:
-                    if a.owner not in self.cluster.devices or a.owner == self.node:
-                        raise NotEstablished(f"no other device {a.owner!r}")
-                    self._give(cl, a.owner, f"redirect {a.path}")
-                except NotEstablished:  # answered here after all
-                    self._apply(cl, cl.core.refuse_redirect(time.time()), write=False)
+                self._not_here(cl, a)
         if write:
             self._write(cl)
 
@@ -298,6 +320,8 @@ class NasDevice(NasProcess):
         """Forget the connection (``close``: and close its socket; a given one is closed)."""
         self.unwatch(cl.sock)
         self.clients.pop(cl.sock, None)
+        if cl.fetch is not None:
+            self._end_fetch(cl)
         for key in [k for k in self.uploads if k[0] == id(cl)]:
             self.uploads.pop(key).abort()
         if close:
@@ -313,6 +337,7 @@ class NasDevice(NasProcess):
                              f"{', '.join(sorted(self.cluster.devices))})")
         port = req.get("client_port")
         busy = [cl for cl in self.clients.values() if cl.gift is None and not cl.closing
+                and cl.fetch is None and cl.peer[0] not in self.device_ips
                 and (port is None or cl.peer[1] == port)]
         udp = [peer for peer in self.udp_flows if peer[1] == port]
         if not busy and udp:
@@ -324,6 +349,98 @@ class NasDevice(NasProcess):
         cl = min(busy, key=lambda c: c.peer[1])
         self._give(cl, to, "asked")
         return {"client": f"{cl.peer[0]}:{cl.peer[1]}", "to": to}
+
+    # ---- a request for another device's file ----------------------------------------------
+    def _not_here(self, cl: Client, a: http.NotHere) -> None:
+        """Move the connection to the owner, or answer by proxy (``proxy.ProxyPolicy``)."""
+        if a.owner not in self.cluster.devices or a.owner == self.node:
+            self._apply(cl, cl.core.refuse_redirect(time.time()), write=False)
+            return
+        plan = cl.policy.plan(a.method)
+        if plan is proxy.Plan.HANDOFF:
+            self._redirect(cl, a.owner, f"redirect {a.path}")
+        else:
+            self._fetch(cl, a, measure=plan is proxy.Plan.MEASURE)
+
+    def _redirect(self, cl: Client, owner: str, reason: str) -> None:
+        try:
+            self._give(cl, owner, reason)
+        except NotEstablished:  # answered here after all
+            self._apply(cl, cl.core.refuse_redirect(time.time()), write=False)
+
+    def _fetch(self, cl: Client, a: http.NotHere, measure: bool) -> None:
+        owner = self.cluster.devices[a.owner]
+        method = "HEAD" if measure else a.method
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        cl.fetch = f = Fetch(sock, a, proxy.Upstream(head_only=method == "HEAD"),
+                             proxy.request(method, a.path, owner.ip, a.range), measure)
+        err = sock.connect_ex((owner.ip, proxy.PORT))
+        if err not in (0, errno.EINPROGRESS):
+            return self._fetch_failed(cl, os.strerror(err))
+        self.watch(sock, lambda: self._fetched(cl, f), selectors.EVENT_WRITE)
+        self.at(time.monotonic() + FETCH_LIMIT, lambda: cl.fetch is f and self._fetch_failed(
+            cl, f"no answer from {a.owner} in {FETCH_LIMIT:g} s"))
+
+    def _fetched(self, cl: Client, f: Fetch) -> None:
+        """The owner's connection is ready: send the request once, then relay what comes."""
+        if cl.fetch is not f:
+            return
+        try:
+            if not f.sent:
+                err = f.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                f.sock.sendall(f.request)  # a few hundred bytes into an empty buffer
+                f.sent = True
+                self.sel.modify(f.sock, selectors.EVENT_READ, lambda: self._fetched(cl, f))
+                return
+            data = f.sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            return self._fetch_failed(cl, str(exc))
+        started = bool(f.up.status)
+        try:
+            body = f.up.feed(data) if data else f.up.eof() or b""
+        except proxy.UpstreamError as exc:
+            return self._fetch_failed(cl, str(exc))
+        owner, now = f.notice.owner, time.time()
+        if f.measure:
+            if f.up.done:
+                self._end_fetch(cl)
+                if cl.policy.decide(owner, f.up.length) is proxy.Plan.HANDOFF:
+                    self._redirect(cl, owner, cl.policy.why(owner, f.up.length))
+                else:
+                    self._fetch(cl, f.notice, measure=False)
+            return
+        if not started and f.up.status:
+            if f.up.status not in http.REASONS:
+                return self._fetch_failed(cl, f"status {f.up.status} from {owner}")
+            self._apply(cl, cl.core.proxy(f.up.status, f.up.fields, now), write=False)
+        cl.out += body
+        if f.up.done:
+            self._end_fetch(cl)
+            if not f.up.head_only:
+                cl.policy.account(owner, f.up.got)
+                self._apply(cl, cl.core.proxied(f.up.got, now), write=False)
+        self._write(cl)
+
+    def _end_fetch(self, cl: Client) -> None:
+        self.unwatch(cl.fetch.sock)
+        cl.fetch.sock.close()
+        cl.fetch = None
+
+    def _fetch_failed(self, cl: Client, why: str) -> None:
+        """Not relayed: answered here (404) if nothing was sent yet, else the connection goes
+        (a body cut short can only be told by closing)."""
+        path, state = cl.fetch.notice.path, cl.core.state
+        self._end_fetch(cl)
+        self.event("proxy-failed", client=f"{cl.peer[0]}:{cl.peer[1]}", path=path, why=why)
+        if state is http.Conn.REDIRECTING:
+            self._apply(cl, cl.core.refuse_redirect(time.time()))
+        elif cl.sock in self.clients:
+            self._drop(cl)
 
     def _move_udp(self, peer: tuple[str, int], to: str) -> None:
         """A UDP flow has no state here: it moves by the switch's table alone (check 22)."""
@@ -620,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = cluster_of(scenario, args.node)
     ipaddress.IPv4Address(cluster.vip)
     dev = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],
-                    args.state)
+                    args.state, node.options.get("proxy_limit"))
     dev.setup()
     (Path(args.state) / f"{node.name}.ready").touch()
     dev.loop()

@@ -130,14 +130,19 @@ class RequestDone:
     status: int
     nbytes: int
     resumed_at: int | None = None
+    via: str | None = None  # the device whose response was relayed (``proxy``), if any
 
 
 @dataclass(frozen=True)
 class NotHere:
-    """The next request is for ``owner``'s file: hand the connection over, or refuse_redirect."""
+    """The next request is for ``owner``'s file: hand the connection over, answer it with
+    the owner's response (``proxy``), or here after all (``refuse_redirect``). ``range`` is the
+    request's Range header, for a proxy to ask the owner the same."""
 
     path: str
     owner: str
+    method: str = "GET"
+    range: str | None = None
 
 
 Action = SendBytes | SendFile | WriteUpload | CommitUpload | AbortUpload | Close | RequestDone | \
@@ -153,6 +158,7 @@ class Conn(Enum):
     SENDING = "sending"  # streaming the current response's body
     COMMITTING = "committing"  # a PUT body is complete: waiting for ``committed``
     REDIRECTING = "redirecting"  # stopped before a request another device owns (NotHere)
+    PROXYING = "proxying"  # relaying the owner's answer to it (the driver writes the body)
     CLOSED = "closed"
 
 
@@ -165,6 +171,8 @@ class Event(Enum):
     STREAM_END = "stream-end"
     FOREIGN = "foreign"  # the next request's path belongs to another device
     REFUSED = "refused"  # ... and it is answered here after all
+    PROXY = "proxy"  # ... with the owner's response, relayed
+    PROXIED = "proxied"  # the relayed body is written
     CLOSE = "close"
 
 
@@ -177,6 +185,8 @@ TRANSITIONS: dict[tuple[Conn, Event], Conn] = {
     (Conn.SENDING, Event.STREAM_END): Conn.IDLE,
     (Conn.IDLE, Event.FOREIGN): Conn.REDIRECTING,
     (Conn.REDIRECTING, Event.REFUSED): Conn.IDLE,
+    (Conn.REDIRECTING, Event.PROXY): Conn.PROXYING,
+    (Conn.PROXYING, Event.PROXIED): Conn.IDLE,
     (Conn.IDLE, Event.CLOSE): Conn.CLOSED,
     (Conn.BODY, Event.CLOSE): Conn.CLOSED,
 }
@@ -398,6 +408,8 @@ class HttpServer:
         self._info: FileInfo | None = None  # SENDING: the file being sent
         self._keep = True  # SENDING, COMMITTING: keep the connection after this response
         self._resumed_at: int | None = None
+        self._foreign_at: tuple[Request, int] | None = None  # REDIRECTING: the request, its end
+        self._via: str | None = None  # PROXYING: the owner whose response is relayed
 
     def _go(self, event: Event) -> None:
         try:
@@ -467,6 +479,32 @@ class HttpServer:
         self._go(Event.REFUSED)
         return self.proceed(now)
 
+    def proxy(self, status: int, fields: list[tuple[str, str]], now: float) -> list[Action]:
+        """Answer the request NotHere named with its owner's response (B2.14: metadata by
+        proxy; B2.12: data below a threshold): this device's head with the owner's status and
+        ``fields``; the driver then writes the body it relays and calls ``proxied``. A HEAD
+        has no body: it is done at once."""
+        if self.state is not Conn.REDIRECTING or status not in REASONS:
+            raise IllegalEvent(f"proxy({status}) in state {self.state.value}")
+        self._go(Event.PROXY)
+        req, end = self._foreign_at
+        self._req, self._head, self._status = req, bytes(self._buf[:end]), status
+        self._via = self.root.owner(req.path)
+        del self._buf[:end]
+        self._redirected = False
+        out: list[Action] = [SendBytes(self._response_head(status, now, req.keep_alive,
+                                                           fields))]
+        return out + self.proxied(0, now) if req.method == "HEAD" else out
+
+    def proxied(self, nbytes: int, now: float) -> list[Action]:
+        """The driver wrote the relayed body (``nbytes``) after ``proxy``'s head."""
+        via, keep = self._via, self._req.keep_alive if self._req else False
+        self._go(Event.PROXIED)
+        done = self._done_record(self._status, nbytes)
+        out: list[Action] = [RequestDone(done.method, done.path, done.status, nbytes, None, via)]
+        self._finish(out, keep)
+        return self._advance(out, now)
+
     def proceed(self, now: float) -> list[Action]:
         """Whatever can be done without new input: the first call after ``resume``."""
         if self.state is Conn.SENDING:
@@ -502,7 +540,9 @@ class HttpServer:
         if self._foreign(req):
             self._redirected = True
             self._go(Event.FOREIGN)
-            out.append(NotHere(req.path, self.root.owner(req.path)))
+            self._foreign_at = (req, end)
+            out.append(NotHere(req.path, self.root.owner(req.path), req.method,
+                               next((v for k, v in req.headers if k == "range"), None)))
             return False
         self._redirected = False
         self._req, self._head = req, bytes(self._buf[:end])
@@ -643,7 +683,7 @@ class HttpServer:
         SendBytes are taken as written, a SendFile as far as ``sent`` reported. Pure: the
         connection can go on here if the handoff does not happen.
         """
-        if self.state in (Conn.CLOSED, Conn.COMMITTING):
+        if self.state in (Conn.CLOSED, Conn.COMMITTING, Conn.PROXYING):
             raise IllegalEvent(f"export in state {self.state.value}")
         flags = (_FLAG_EOF if self._eof else 0) | (_FLAG_REDIRECTED if self._redirected else 0) \
             | (_FLAG_CLOSE if self._info and not self._keep else 0)

@@ -18,6 +18,7 @@ from ftsslab.lab.model import Endpoint, Node
 from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
 from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE
+from .proxy import MAX_LIMIT
 from .sim import NasDeviceSim, NasSwitchSim
 
 
@@ -87,6 +88,10 @@ _NAS_VALIDATE, _NAS_DEFAULTS = option_schema({
     "redirect": Option(bool, default=True,
                        doc="redirect: hand a connection to the device the root directory "
                            "names for a request's path (fast path, claim 10)"),
+    "proxy_limit": Option(int, range=(0, MAX_LIMIT),
+                          doc="proxy_limit: answer requests for another device's files by "
+                              "proxy until a connection got this many bytes from it, then "
+                              f"move there (B2.12; 0..{MAX_LIMIT}; veth only)"),
 })
 
 

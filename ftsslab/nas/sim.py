@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab import frames
+from ftsslab.lab.backend import BackendError
 from ftsslab.lab.builtin import GROUP_FWD_MASK
 from ftsslab.lab.model import ForwardingEntry, Node, Scenario
 from ftsslab.lab.sim import node_ifaces
@@ -574,6 +575,9 @@ class NasDeviceSim(_FirstDevice):
         self.switch_mac = frames.mac_bytes(bridge_mac(scenario, c.switch))
         self.mac = frames.mac_bytes(self.me.mac)
         self.redirect = node.options["redirect"]
+        if node.options.get("proxy_limit") is not None:
+            raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
+                               "modelled in the sim yet: run it with backend: veth")
         self.storage = MemoryCatalog({p: file_bytes(s) for p, s in node.options["files"].items()})
         self.root = RootDirectory(c.root) if c.root else None
         self.xap = xap.XapClient(sim_nonces(c)[node.name], c.control_ip,

@@ -775,12 +775,45 @@ def test_not_here_for_a_put_leaves_its_body_unread():
     d1 = _device("d1", {})
     driver = Driver(d1.catalog)
     driver.feed(d1, put("/d2/new", b"payload"))
-    assert driver.log == [NotHere("/d2/new", "d2")]
+    assert driver.log == [NotHere("/d2/new", "d2", "PUT")]
     d2 = HttpServer.resume(MemoryCatalog({}, MTIME), d1.export(), name="d2", root=ROOT,
                            redirect=True)
     on_d2 = Driver(d2.catalog)
     on_d2.run(d2, d2.proceed(NOW))
     assert d2.catalog.get("/d2/new") == b"payload" and d1.catalog.get("/d2/new") is None
+
+
+def test_proxy_answers_with_the_owners_response_then_goes_on():
+    """B2.12/B2.14: the device answers a request for d2's file with d2's response, relayed;
+    the connection stays here and the next request is served as usual."""
+    d1 = _device("d1", {"/d1/a": b"aaa"})
+    driver = Driver(d1.catalog)
+    driver.feed(d1, get("/d2/b", "Range: bytes=0-3") + get("/d1/a"))
+    assert driver.log[-1] == NotHere("/d2/b", "d2", "GET", "bytes=0-3")
+    driver.run(d1, d1.proxy(206, [("Content-Length", "4")], NOW))
+    assert d1.state is Conn.PROXYING and driver.out.startswith(b"HTTP/1.1 206 Partial Content")
+    assert driver.out.endswith(b"Content-Length: 4\r\n\r\n")
+    with pytest.raises(IllegalEvent):
+        d1.export()  # no handoff while relaying
+    driver.out += b"bbbb"  # the driver writes the relayed body
+    driver.run(d1, d1.proxied(4, NOW))
+    assert driver.of(RequestDone) == [RequestDone("GET", "/d2/b", 206, 4, None, "d2"),
+                                      RequestDone("GET", "/d1/a", 200, 3)]
+    tail = driver.out[driver.out.index(b"bbbb") + 4:]  # right after the relayed body: a1's
+    assert tail.startswith(b"HTTP/1.1 200 OK") and tail.endswith(b"\r\n\r\naaa")
+    assert d1.state is Conn.IDLE
+
+
+def test_a_proxied_head_is_done_at_once_and_a_next_foreign_request_stops_again():
+    d1 = _device("d1", {})
+    driver = Driver(d1.catalog)
+    driver.feed(d1, get("/d2/b", method="HEAD") + get("/d2/b"))
+    assert driver.log[-1] == NotHere("/d2/b", "d2", "HEAD")
+    driver.run(d1, d1.proxy(200, [("Content-Length", "4")], NOW))
+    assert driver.of(RequestDone) == [RequestDone("HEAD", "/d2/b", 200, 0, None, "d2")]
+    assert driver.log[-1] == NotHere("/d2/b", "d2") and d1.state is Conn.REDIRECTING
+    with pytest.raises(IllegalEvent):
+        d1.proxied(0, NOW)  # nothing is being relayed
 
 
 def test_refuse_redirect_answers_here():

@@ -227,3 +227,9 @@ def test_a_modelled_tcb_travels_as_the_veth_checkpoint():
     assert restored.state is TcpState.REPAIR and restored.snapshot is not None
     restored.leave_repair(2.0)
     assert restored.snapshot() == server.snapshot()
+
+
+def test_answers_by_proxy_are_refused_in_the_sim_not_run_wrong():
+    text = lab().replace("  d1: {kind: nas, files:", "  d1: {kind: nas, proxy_limit: 1024, files:")
+    with pytest.raises(BackendError, match="proxy_limit .* not modelled in the sim"):
+        SimBackend().up(load_scenario_text(text))

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.root
 
 @pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed",
                                   "nas-handoff-refused", "nas-handoff-resume", "nas-upload",
-                                  "nas-udp"])
+                                  "nas-udp", "nas-proxy"])
 def test_scenario_passes_on_veth(name):
     from ftsslab.lab.veth.backend import VethBackend
 
