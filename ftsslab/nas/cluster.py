@@ -24,6 +24,7 @@ from typing import Any
 from ftsslab.lab.model import Node, Scenario
 
 PLACEMENTS = ("round-robin", "least-connections", "first", "delayed")
+XAP_CARRIERS = ("udp", "tcp-option")  # how a handoff's change_connection reaches the switch
 ROOT_PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
 MAX_FILE_SIZE = 1 << 30
 # the devices' UDP service on the VIP: echo (RFC 862), stateless, so a flow moves from device
@@ -71,6 +72,7 @@ class Cluster:
     root: dict[str, str]  # prefix -> device name
     devices: dict[str, Device]
     client_ports: tuple[str, ...]  # the switch's ports that are not toward a device
+    xap_carrier: str = "udp"  # "tcp-option": the second device claims the flow on its packets
 
     def by_ip(self, ip: str) -> Device | None:
         return next((d for d in self.devices.values() if d.ip == ip), None)
@@ -100,7 +102,7 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
             else:
                 clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
-                   o["placement"], dict(o["root"]), devices, tuple(clients))
+                   o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"])
 
 
 def nonce_path(lab_dir: str, switch: str) -> Path:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY
+from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth.netns import write_sysctl
 
@@ -45,7 +45,7 @@ from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
-from .segment import Segment
+from .segment import ACK, Segment
 from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
@@ -102,6 +102,10 @@ class NasDevice(NasProcess):
         # the UDP service: flows echoed here (peer -> datagrams), and moves asked (xid -> ...)
         self.udp_flows: dict[tuple[str, int], int] = {}
         self.udp_moves: dict[int, tuple[tuple[str, int], str]] = {}
+        # second device, ``tcp-option`` carrier: claims awaiting the switch's ack (xid -> TCH
+        # peer, checkpoint), and flows given back after a claim without ack
+        self.claims: dict[int, tuple[tuple[str, int], repair.TcpCheckpoint]] = {}
+        self.giving_back: set[int] = set()
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
         self.requests.update(handoff=self._request_handoff,
                              sessions=lambda req: {"sessions": self.sessions()})
@@ -159,7 +163,7 @@ class NasDevice(NasProcess):
         self.watch(self.tch_rx, lambda: self.read_segments(self.tch_rx, self._on_tch))
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((me.ip, 0))
+        self.udp.bind((me.ip, XAP_UDP_PORT))  # where the switch acks a claim too
         self.udp.setblocking(False)
         self.watch(self.udp, self._on_xap)
         self.tch_in = tch.TchListener(me.ip, c.vport)
@@ -521,7 +525,11 @@ class NasDevice(NasProcess):
             return False
 
     def _reprogram(self, gift: Gift) -> None:
-        """D2.3: the first device asks the switch by XAP and sends END only on its ack."""
+        """D2.3: the first device asks the switch by XAP and sends END only on its ack (with
+        the ``tcp-option`` carrier the second device claimed the flow before its SET)."""
+        if self.cluster.xap_carrier == "tcp-option":
+            self.giver.switch_updated(gift)
+            return
         key = xap.FlowKey(gift.client[0], 6, gift.client[1], self.cluster.vip,
                           self.cluster.vport)
         gift.xid, acts = self.xap.request(XAP_OP_CHANGE_CONNECTION, key, gift.to.ip,
@@ -562,7 +570,46 @@ class NasDevice(NasProcess):
             self._tch(self.tch_in.restore_failed(a.peer, str(exc), time.monotonic()))
             return
         self.incoming[a.peer] = (sock, exported, (cp.remote_ip, cp.remote_port))
+        if self.cluster.xap_carrier == "tcp-option":  # claim the flow first; SET on the ack
+            key = xap.FlowKey(cp.remote_ip, 6, cp.remote_port, self.cluster.vip,
+                              self.cluster.vport)
+            xid, acts = self.xap.claim(key, time.monotonic())
+            self.claims[xid] = (a.peer, cp)
+            self._xap_actions(acts)
+            return
         self._tch(self.tch_in.restored(a.peer, time.monotonic()))
+
+    def _claim_settled(self, a: xap.Acked | xap.TimedOut) -> None:
+        """The switch acked this device's claim: SET to the first device. No ack: the restore
+        failed, and the flow is given back to the first device in case the claim was applied
+        and only its ack lost (the switch refuses that if it was not)."""
+        peer, cp = self.claims.pop(a.xid)
+        acked, now = isinstance(a, xap.Acked), time.monotonic()
+        self.event("xap", xid=a.xid, op="claim", acked=acked,
+                   owner=getattr(a, "owner_ip", None))
+        alive = peer in self.incoming  # (the first device may have aborted meanwhile)
+        if acked and alive:
+            self._tch(self.tch_in.restored(peer, now))
+            return
+        key = xap.FlowKey(cp.remote_ip, 6, cp.remote_port, self.cluster.vip, self.cluster.vport)
+        xid, acts = self.xap.request(XAP_OP_CHANGE_CONNECTION, key, peer[0], now)
+        self.giving_back.add(xid)
+        self._xap_actions(acts)
+        if alive:
+            self._tch(self.tch_in.restore_failed(peer, "the switch did not ack the claim", now))
+
+    def _send_on_flow(self, a: xap.SendOnFlow) -> None:
+        """A claim on the flow's packet: a pure ACK from the VIP at the restored TCB's
+        numbers, option 253 first; the switch takes it (and drops it) on this device's port."""
+        cp = next((cp for _, cp in self.claims.values()
+                   if (cp.remote_ip, cp.remote_port) == (a.key.client_ip, a.key.client_port)),
+                  None)
+        if cp is None:
+            return
+        window = min(0xFFFF, cp.window.rcv_wnd >> cp.rcv_wscale)
+        send_segment(self.raw, Segment(self.cluster.vip, cp.remote_ip, self.cluster.vport,
+                                       cp.remote_port, cp.snd_nxt, cp.rcv_nxt, ACK,
+                                       window=window, options=a.option))
 
     def _morph(self, a: tch.Morph) -> None:
         """END arrived: repair off, and the connection is served here."""
@@ -666,6 +713,12 @@ class NasDevice(NasProcess):
                     self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
                 except OSError:
                     pass  # retransmitted
+            elif isinstance(a, xap.SendOnFlow):
+                self._send_on_flow(a)
+            elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.claims:
+                self._claim_settled(a)
+            elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.giving_back:
+                self.giving_back.discard(a.xid)
             elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.udp_moves:
                 peer, to = self.udp_moves.pop(a.xid)
                 self.event("udp-moved", client=f"{peer[0]}:{peer[1]}", to=to,

@@ -17,7 +17,7 @@ from ftsslab.lab.kinds import KindSpec, NodeView, Option, OptionIssue, option_sc
 from ftsslab.lab.model import Endpoint, Node
 from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
-from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE
+from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE, XAP_CARRIERS
 from .proxy import MAX_LIMIT
 from .sim import NasDeviceSim, NasSwitchSim
 
@@ -78,6 +78,9 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
                           "(XAP is sent to it), like 10.0.0.254/24"),
     "placement": Option(str, default="round-robin", choices=PLACEMENTS,
                         doc="placement: how new connections find a device"),
+    "xap": Option(str, default="udp", choices=XAP_CARRIERS,
+                  doc="xap: udp (the first device asks, UDP 5016) or tcp-option (the second "
+                      "device claims the flow by option 253 on one of its packets; veth only)"),
     "root": Option(dict, default={}, check=_root,
                    doc='root: the virtual root directory, prefix -> device, like {"/d1/": d1}'),
 })

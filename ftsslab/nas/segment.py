@@ -51,6 +51,7 @@ class Segment:
     payload: bytes = b""
     ttl: int = 64
     ip_id: int = 0
+    options: bytes = b""  # other TCP options, first in the header (XAP's 253), padded with EOL
 
     def encode(self) -> bytes:
         """The IPv4 packet: no IP options, DF clear (Scapy's defaults), both checksums set.
@@ -60,6 +61,12 @@ class Segment:
         opts = b""
         if self.endpoint is not None or self.update is not None:
             opts = build_tch_options(self.endpoint, self.update)
+        if self.options:
+            if opts:
+                raise ValueError("TCH options and other options do not share a header here")
+            opts = self.options + b"\x00" * (-len(self.options) % 4)
+        if len(opts) > 40:
+            raise ValueError(f"{len(opts)} bytes of TCP options: 40 fit")
         src, dst = socket.inet_aton(self.src), socket.inet_aton(self.dst)
         tcp_len = _TCP.size + len(opts) + len(self.payload)
         off_flags = ((5 + len(opts) // 4) << 12) | (self.tch << 9) | self.flags

@@ -575,6 +575,9 @@ class NasDeviceSim(_FirstDevice):
         self.switch_mac = frames.mac_bytes(bridge_mac(scenario, c.switch))
         self.mac = frames.mac_bytes(self.me.mac)
         self.redirect = node.options["redirect"]
+        if c.xap_carrier != "udp":
+            raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
+                               "the sim yet: run it with backend: veth")
         if node.options.get("proxy_limit") is not None:
             raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
                                "modelled in the sim yet: run it with backend: veth")

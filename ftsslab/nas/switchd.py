@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from ftsslab.fast.tch import TCH_UDP_PORT
-from ftsslab.fast.xap import XAP_UDP_PORT
+from ftsslab.fast.xap import XAP_TCP_OPTION_KIND, XAP_UDP_PORT, parse_xap_tcp_options
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.switchd import (
@@ -77,7 +77,8 @@ class NasSwitch(NasProcess):
                              names.switchd_log(lab_id, c.switch))
         self.placement = Placement(self.cluster.placement)
         self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "udp_placed": 0,
-                         "udp_seen_with_entry": 0, "xap_rx": 0,
+                         "udp_seen_with_entry": 0, "xap_rx": 0, "xap_claims": 0,
+                         "xap_claim_foreign": 0,
                          "program_failed": 0, "bound": 0, "bind_failed": 0}
         # FIN seen from "client"/"device" (or "rst"), and the kernel time of the first
         self.closing: dict[xap.FlowKey, tuple[set[str], int]] = {}
@@ -115,6 +116,10 @@ class NasSwitch(NasProcess):
                     cmds.append(f"add rule netdev {TABLE} in_{p} ip daddr {c.vip} tcp dport "
                                 f"{c.vport} tcp flags & (syn | ack) == syn counter drop "
                                 f"comment \"place\"")
+            # a claim on a flow's packet (TCP option 253) is for the switch, never a client
+            cmds += [f"insert rule netdev {TABLE} in_{d.switch_port} ip saddr {c.vip} tcp option "
+                     f"{XAP_TCP_OPTION_KIND} exists counter drop comment \"xap\""
+                     for d in c.devices.values()]
             cmds += [f"add table inet {GUARD}",
                      f"add chain inet {GUARD} input {{ type filter hook input priority 0; }}"]
             if self.delayed:  # TCH replies are the process's, never the kernel's
@@ -146,9 +151,12 @@ class NasSwitch(NasProcess):
             s = packet_socket(p, ends, stamps=True)
             self.watch(s, lambda s=s: self._on_end(s, from_client=True))
         ends = tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=FIN | RST)
+        claims = tcp_filter(src_ip=c.vip, sport=c.vport, first_option=XAP_TCP_OPTION_KIND)
         for d in self.devices.values():
             s = packet_socket(d.port, ends, stamps=True)
             self.watch(s, lambda s=s: self._on_end(s, from_client=False))
+            s = packet_socket(d.port, claims)
+            self.watch(s, lambda s=s, d=d: self._on_claim(s, d))
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.udp.bind((c.control_ip, XAP_UDP_PORT))
@@ -303,7 +311,11 @@ class NasSwitch(NasProcess):
             sock.close()
 
     def _reprogram(self, gift: Gift) -> None:
-        """The switch is the first device: it changes its own table, no XAP needed."""
+        """The switch is the first device: it changes its own table, no XAP needed (with the
+        ``tcp-option`` carrier the second device claimed the flow before its SET)."""
+        if self.cluster.xap_carrier == "tcp-option":
+            self.giver.switch_updated(gift)
+            return
         key = xap.FlowKey(gift.client[0], 6, gift.client[1], self.cluster.vip,
                           self.cluster.vport)
         dev = self.devices[gift.to.name]
@@ -355,6 +367,27 @@ class NasSwitch(NasProcess):
                 return
             self.counters["xap_rx"] += 1
             self._run(self.xap.on_datagram(ip, port, data, time.monotonic()))
+
+    def _on_claim(self, s: socket.socket, dev: xap.Device) -> None:
+        """XAP on a device's packet of the flow (TCP option 253, check 20): the device claims
+        the flow. Only its own messages count -- the port tells who sent it; the nftables
+        rule ``xap`` drops the packet after this socket saw it, so no client gets it."""
+        for _ in range(64):
+            try:
+                frame = s.recv(65536)
+            except OSError:  # nothing more, or ENETDOWN once (the link went down)
+                return
+            ihl = (frame[14] & 0xF) * 4
+            tcp = 14 + ihl
+            if len(frame) < tcp + 20:
+                continue
+            area = frame[tcp + 20:tcp + (frame[tcp + 12] >> 4) * 4]
+            messages = [m for o in parse_xap_tcp_options(area) for m in o["messages"]]
+            mine = [m for m in messages if m["nonce"] == dev.nonce]
+            self.counters["xap_claims"] += 1
+            self.counters["xap_claim_foreign"] += len(messages) - len(mine)
+            self._run(self.xap.on_flow_options(socket.inet_ntoa(frame[30:34]), mine,
+                                               time.monotonic()))
 
     def _run(self, actions) -> None:
         for a in actions:

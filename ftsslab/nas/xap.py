@@ -118,6 +118,14 @@ class SendDatagram:
 
 
 @dataclass(frozen=True)
+class SendOnFlow:
+    """Put ``option`` (TCP option 253) on a segment of flow ``key`` toward its client."""
+
+    key: FlowKey
+    option: bytes
+
+
+@dataclass(frozen=True)
 class Acked:
     """The switch acked request ``xid``; ``owner_ip`` is the flow's owner it named."""
 
@@ -132,7 +140,7 @@ class TimedOut:
     xid: int
 
 
-Action = Program | SendDatagram | Acked | TimedOut
+Action = Program | SendDatagram | SendOnFlow | Acked | TimedOut
 
 
 # -- the switch ------------------------------------------------------------------------------
@@ -457,6 +465,7 @@ class _Outstanding:
     rto: float
     tries: int = 1
     state: Req = Req.SENT
+    on_flow: bool = False  # ``payload`` is a TCP option for the flow's packet (``claim``)
 
     def fire(self, event: ReqEvent) -> Req:
         new = REQ_TRANSITIONS.get((self.state, event))
@@ -497,15 +506,31 @@ class XapClient:
                            " target")
         if op == wire.XAP_OP_REDIRECT and key.proto != IPPROTO_UDP:
             raise XapError("redirect moves a UDP flow; change_connection moves others")
+        xid, msg = self._message(op, key)
+        tlvs = [{"type": wire.XAP_TLV_CLIENT_IP, "client_ip": _ipv4(key.client_ip)}]
+        if target_ip is not None:
+            tlvs.append({"type": wire.XAP_TLV_TARGET_IP, "target_ip": _ipv4(target_ip)})
+        return xid, self._start(_Outstanding(xid, key, _ipv4(key.client_ip),
+                                             wire.build_xap_udp([msg], tlvs),
+                                             now + self.rto, self.rto))
+
+    def claim(self, key: FlowKey, now: float) -> tuple[int, list[Action]]:
+        """Claim ``key`` for this device on the flow's own packets (TCP option 253, check 20):
+        a change_connection with no TLV -- the switch takes the client from the packet's IP
+        header and makes the sender the owner. Acked by UDP, retransmitted like a request."""
+        xid, msg = self._message(wire.XAP_OP_CHANGE_CONNECTION, key)
+        return xid, self._start(_Outstanding(xid, key, _ipv4(key.client_ip),
+                                             wire.build_xap_tcp_option([msg]),
+                                             now + self.rto, self.rto, on_flow=True))
+
+    def _message(self, op: int, key: FlowKey) -> tuple[int, dict]:
+        """A fresh xid and the message about ``key``."""
         if not (0 <= key.proto <= 0xFF and 0 <= key.client_port <= 0xFFFF
                 and 0 <= key.vport <= 0xFFFF):
             raise XapError(f"not a flow: {key}")
         if len(self._out) > 0xFFFF:
             raise XapError("every xid is in flight")
-        client_ip = _ipv4(key.client_ip)
-        tlvs = [{"type": wire.XAP_TLV_CLIENT_IP, "client_ip": client_ip}]
-        if target_ip is not None:
-            tlvs.append({"type": wire.XAP_TLV_TARGET_IP, "target_ip": _ipv4(target_ip)})
+        _ipv4(key.client_ip)
         while self._next_xid in self._out:
             self._next_xid = (self._next_xid + 1) & 0xFFFF
         xid, self._next_xid = self._next_xid, (self._next_xid + 1) & 0xFFFF
@@ -513,11 +538,12 @@ class XapClient:
                "sport": key.client_port, "dport": key.vport, "xid": xid}
         if self.full_form:
             msg["cluster_id"] = self.switch_ip
-        out = _Outstanding(xid, key, client_ip, wire.build_xap_udp([msg], tlvs),
-                           now + self.rto, self.rto)
-        self._out[xid] = out
+        return xid, msg
+
+    def _start(self, out: _Outstanding) -> list[Action]:
+        self._out[out.xid] = out
         self.stats["sent"] += 1
-        return xid, [self._send(out)]
+        return [self._send(out)]
 
     def pending(self) -> list[int]:
         """The xids awaiting an ack."""
@@ -574,7 +600,9 @@ class XapClient:
                 and (msg["proto"], msg["sport"], msg["dport"])
                 == (o.key.proto, o.key.client_port, o.key.vport))
 
-    def _send(self, o: _Outstanding) -> SendDatagram:
+    def _send(self, o: _Outstanding) -> SendDatagram | SendOnFlow:
+        if o.on_flow:
+            return SendOnFlow(o.key, o.payload)
         return SendDatagram(self.switch_ip, wire.XAP_UDP_PORT, o.payload)
 
     def _finish(self, o: _Outstanding) -> None:

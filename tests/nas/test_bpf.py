@@ -40,6 +40,11 @@ FRAMES = {  # name -> frame; the filters below accept the names in their sets
     "udp-other-port": E / IP(src=CLIENT, dst=VIP) / UDP(sport=40000, dport=7),
     "udp-other-ip": E / IP(src=CLIENT, dst=DEV) / UDP(sport=40000, dport=80),
     "udp-fragment": E / IP(src=CLIENT, dst=VIP, frag=100) / UDP(sport=40000, dport=80),
+    "xap-claim": E / IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A",
+                                                  options=[(253, b"XA" + bytes(11))]),
+    "timestamps": E / IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A",
+                                                   options=[("Timestamp", (1, 2))]),
+    "no-options": E / IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A"),
 }
 
 CASES = [
@@ -50,6 +55,7 @@ CASES = [
     (tcp_filter, dict(dst_ip=VIP, dport=80, any_flags=0x05), {"fin", "rst"}),
     (tcp_filter, dict(dst_ip=VIP, port=80, any_flags=0x05), {"fin", "rst"}),
     (udp_filter, dict(dst_ip=VIP, dport=80), {"udp"}),
+    (tcp_filter, dict(src_ip=VIP, first_option=253), {"xap-claim"}),
 ]
 
 
@@ -65,7 +71,7 @@ def pair():
 
 
 @pytest.mark.parametrize(("compile_", "kwargs", "wanted"), CASES,
-                         ids=["syn", "tch", "flow", "fin-rst", "fin-rst-port", "udp"])
+                         ids=["syn", "tch", "flow", "fin-rst", "fin-rst-port", "udp", "xap-option"])
 def test_filter_accepts_exactly(pair, compile_, kwargs, wanted):
     # sent last: a wanted frame with another IP id (no filter looks at it); frames keep their
     # order on one socket, so once it is read every frame before it has been filtered

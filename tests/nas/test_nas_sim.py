@@ -233,3 +233,9 @@ def test_answers_by_proxy_are_refused_in_the_sim_not_run_wrong():
     text = lab().replace("  d1: {kind: nas, files:", "  d1: {kind: nas, proxy_limit: 1024, files:")
     with pytest.raises(BackendError, match="proxy_limit .* not modelled in the sim"):
         SimBackend().up(load_scenario_text(text))
+
+
+def test_xap_on_the_flows_packets_is_refused_in_the_sim_not_run_wrong():
+    text = lab().replace("placement: first}", "placement: first, xap: tcp-option}")
+    with pytest.raises(BackendError, match="xap: tcp-option is not modelled in the sim"):
+        SimBackend().up(load_scenario_text(text))

@@ -161,3 +161,18 @@ def test_record_is_frozen():
     seg = Segment("10.0.0.11", "10.0.0.12", 1, 2, 3, 4, ACK)
     with pytest.raises(dataclasses.FrozenInstanceError):
         seg.seq = 5  # type: ignore[misc]
+
+
+def test_an_xap_claim_option_leads_the_header_and_equals_scapys_bytes():
+    """A claim (``xap: tcp-option``): option 253 first, EOL padding, as Scapy builds it."""
+    from ftsslab.fast.xap import build_xap_tcp_option
+
+    option = build_xap_tcp_option([{"operation": 2, "nonce": 7, "sport": 40000, "dport": 80,
+                                    "xid": 9, "cluster_id": "10.0.0.254"}])
+    seg = Segment("10.0.0.100", "10.0.0.1", 80, 40000, 5, 6, ACK, window=1000, options=option)
+    want = IP(src="10.0.0.100", dst="10.0.0.1", id=0) / TCP(
+        sport=80, dport=40000, seq=5, ack=6, flags="A", window=1000,
+        options=[(253, option[2:]), ("EOL", None)])
+    assert seg.encode() == bytes(want)
+    with pytest.raises(ValueError, match="do not share"):
+        Segment("10.0.0.1", "10.0.0.2", 1, 2, 0, 0, ACK, update=(1, 2), options=option).encode()

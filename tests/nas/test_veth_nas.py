@@ -319,6 +319,35 @@ def test_devices_account_for_what_the_client_saw(handoff_run):
 
 
 @pytest.mark.tshark
+def test_xap_on_the_flows_packet_reprograms_the_switch_and_never_reaches_the_client(tmp_path):
+    """Check 20's last case on the real switch: with ``xap: tcp-option`` each second device
+    claims the flow by option 253 on one of its segments; tshark (ftsslab's dissectors) names
+    the change_connection on the devices' links, and the client's link never carries one."""
+    from ftsslab.lab.capture import write_capture
+    from ftsslab.lab.veth.backend import VethBackend
+    from ftsslab.wireshark import lua_scripts
+    from tests import support
+
+    scenario = load_scenario(ROOT / "scenarios" / "nas-xap-option.yaml")
+    result = Runner(scenario, VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    assert result.reports["s1"]["stats"]["xap_claims"] == 2
+    pcap = tmp_path / "claims.pcapng"
+    with_options = [f for f in result.frames if f.data[12:14] == b"\x08\x00" and
+                    f.data[23] == 6 and f.data[14 + (f.data[14] & 0xF) * 4 + 12] >> 4 > 5]
+    write_capture(pcap, scenario, with_options, result.events, "veth")
+    cmd = [support.tshark(), "-r", str(pcap), "-Y", "xap.tcpopt", "-T", "fields",
+           "-e", "frame.interface_name", "-e", "ip.src", "-e", "xap.operation", "-E",
+           "separator=|"]
+    for script in lua_scripts():
+        cmd += ["-X", f"lua_script:{script}"]
+    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split("|") for line in shown.stdout.splitlines()]
+    assert sorted(r[0] for r in rows) == ["d1:eth0", "d2:eth0"], rows
+    assert all(r[1] == "10.0.0.100" and r[2] == "2" for r in rows), rows  # change_connection
+
+
+@pytest.mark.tshark
 def test_handoff_capture_in_tshark_follows_check_6(tmp_path, handoff_run):
     """Check 6, read by tshark with ftsslab's dissectors from a real handoff's capture: SYN+HND
     with one endpoint option (the client's address), SYN/ACK+HND, SET with update =

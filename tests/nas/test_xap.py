@@ -22,6 +22,7 @@ from ftsslab.nas.xap import (
     Program,
     ProtocolError,
     SendDatagram,
+    SendOnFlow,
     TimedOut,
     XapClient,
     XapError,
@@ -319,6 +320,23 @@ def test_option_on_the_flows_own_packet_lets_the_sender_claim_the_flow():
     assert sw.on_flow_options(CLIENT, parsed["messages"], 0.1) == [ack]  # retransmitted
     unknown = [{**parsed["messages"][0], "nonce": 0x999999}]
     assert sw.on_flow_options(CLIENT, unknown, 0.1) == [] and sw.stats["bad_nonce"] == 1
+
+
+def test_a_device_claims_a_flow_on_its_packet_and_takes_the_udp_ack():
+    """XapClient.claim: the option for a segment of the flow, resent after the RTO until the
+    switch's UDP ack (to the sender's own address) settles it."""
+    sw, d2 = switch(), XapClient(D2.nonce, CLUSTER)
+    sw.placed(KEY, "d1")
+    xid, (send_on,) = d2.claim(KEY, 0.0)
+    assert isinstance(send_on, SendOnFlow) and send_on.key == KEY
+    assert d2.on_timer(d2.next_deadline()) == [send_on]  # no ack yet: the same option again
+    (parsed,) = wire.parse_xap_tcp_options(send_on.option)
+    (program,) = sw.on_flow_options(CLIENT, parsed["messages"], 0.0)
+    assert (program.old, program.new) == (D1, D2)
+    (ack,) = sw.programmed(program.token, 0.0)
+    assert (ack.dst_ip, ack.dst_port) == (D2.ip, PORT)
+    assert d2.on_datagram(CLUSTER, PORT, ack.payload, 0.1) == [Acked(xid, D2.ip)]
+    assert d2.pending() == []
 
 
 # -- misuse ----------------------------------------------------------------------------------
