@@ -3,7 +3,8 @@
 through the VIP, connections per second through the switch's placement.
 
     python bench/nas.py [--handoffs 1000] [--rounds 5] [--conns 200]
-                        [--parts handoff,throughput,cps] [--json]          (root)
+                        [--parts handoff,throughput,cps] [--xap udp|tcp-option]
+                        [--json]                                            (root)
 
 One lab (``bench/nas-bench.yaml``: client c1, switch s1 owning the VIP, devices d1/d2, a
 host h3 on the switch's bridge, and a plain veth pair h1 -- h2), up once, brought down also
@@ -59,6 +60,7 @@ import socket
 import statistics
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,6 +74,7 @@ from ftsslab.lab.veth.control import control_request  # noqa: E402
 from ftsslab.lab.veth.netns import call_in_netns, set_checksum_offload  # noqa: E402
 from ftsslab.lab.veth.switchd import CHAIN, TABLE, Nft, entry_rule, validate_entry  # noqa: E402
 from ftsslab.nas.bpf import attach, tcp_filter  # noqa: E402
+from ftsslab.nas.cluster import XAP_CARRIERS  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parent / "nas-bench.yaml"
 VIP, CLIENT_IP, PLAIN_IP, BRIDGED_IP = "10.0.0.100", "10.0.0.1", "10.9.0.2", "10.0.0.50"
@@ -339,14 +342,21 @@ def clock_offset() -> float:
 # ---- 1. handoffs --------------------------------------------------------------------------------
 
 # where freeze -> morph goes: (name, node role, event kind, new TCH state) of each phase's end
-PHASES = (("state+SET", "second", "tch", "RESTORING"), ("restore", "second", "tch", "SET_RCVD"),
-          ("SET+ACK", "first", "tch", "SWITCHING"), ("XAP", "first", "xap", None),
-          ("END", "second", "morph", None))
+# the handoff's phases from the events, by XAP carrier: (name, role, event kind, new TCH state)
+PHASES = {
+    "udp": (("state+SET", "second", "tch", "RESTORING"), ("restore", "second", "tch", "SET_RCVD"),
+            ("SET+ACK", "first", "tch", "SWITCHING"), ("XAP", "first", "xap", None),
+            ("END", "second", "morph", None)),
+    "tcp-option": (("state+SET", "second", "tch", "RESTORING"),
+                   ("restore+claim", "second", "xap", None), ("SET", "second", "tch", "SET_RCVD"),
+                   ("SET+ACK", "first", "tch", "SWITCHING"), ("END", "second", "morph", None)),
+}
 
 
-def _phases(ev: list[dict], first: str, second: str, freeze: float) -> dict[str, float]:
+def _phases(ev: list[dict], first: str, second: str, freeze: float,
+            phases: tuple) -> dict[str, float]:
     out, t = {}, freeze
-    for name, role, kind, state in PHASES:
+    for name, role, kind, state in phases:
         node = first if role == "first" else second
         end = next((e["t"] for e in ev if e["node"] == node and e["kind"] == kind
                     and (state is None or e.get("new") == state) and e["t"] >= t), None)
@@ -356,7 +366,7 @@ def _phases(ev: list[dict], first: str, second: str, freeze: float) -> dict[str,
     return out
 
 
-def _handoff(lab: Lab, port: int, owner: str, to: str) -> dict:
+def _handoff(lab: Lab, port: int, owner: str, to: str, phases: tuple) -> dict:
     """Hand the connection from ``owner`` to ``to``; wait for the first's ``handoff-end``."""
     c1 = lab.ns("c1")
     old, new = (call_in_netns(c1, _packet_socket, _from_device(MACS[n], port))
@@ -396,7 +406,7 @@ def _handoff(lab: Lab, port: int, owner: str, to: str) -> dict:
             rec["hold_data_ms"] = (data[0] - off - freeze) * 1e3
         if morph is not None:
             rec |= {"freeze_morph_ms": (morph - freeze) * 1e3,
-                    "phases_ms": _phases(ev, owner, to, freeze)}
+                    "phases_ms": _phases(ev, owner, to, freeze, phases)}
         return rec
     finally:
         rec["capture_drops"] = _drops(old) + _drops(new)
@@ -404,7 +414,7 @@ def _handoff(lab: Lab, port: int, owner: str, to: str) -> dict:
         new.close()
 
 
-def handoffs(lab: Lab, count: int) -> dict:
+def handoffs(lab: Lab, count: int, xap: str) -> dict:
     stop, out = lab.path("ka.stop"), lab.path("ka.json")
     rst = call_in_netns(lab.ns("c1"), _packet_socket, tcp_filter(port=80, any_flags=RST),
                         1 << 20)
@@ -416,7 +426,8 @@ def handoffs(lab: Lab, count: int) -> dict:
     before = {n: counters(lab.ns(n)) for n in ("c1", "d1", "d2")}
     owner, recs, t0 = "d1", [], time.monotonic()
     for i in range(count):
-        rec = {"i": i} | _handoff(lab, port, owner, "d2" if owner == "d1" else "d1")
+        rec = {"i": i} | _handoff(lab, port, owner, "d2" if owner == "d1" else "d1",
+                                  PHASES[xap])
         recs.append(rec)
         if rec["outcome"] == "HANDED_OFF":
             owner = rec["to"]
@@ -447,7 +458,7 @@ def handoffs(lab: Lab, count: int) -> dict:
         "freeze_morph_ms": spread([r["freeze_morph_ms"] for r in recs if "freeze_morph_ms" in r]),
         "phases_ms": {name: spread([r["phases_ms"][name] for r in recs
                                     if name in r.get("phases_ms", {})])
-                      for name, *_ in PHASES},
+                      for name, *_ in PHASES[xap]},
         "gap_ms": spread([r["gap_ms"] for r in recs if "gap_ms" in r]),
         "device_ms": spread([r["device_ms"] for r in recs if "device_ms" in r]),
         "held_frames": sum(r.get("held", 0) for r in recs),
@@ -595,15 +606,27 @@ def cps(lab: Lab, rounds: int, conns: int) -> dict:
 
 # ---- main ---------------------------------------------------------------------------------------
 
+def scenario_file(xap: str) -> str:
+    """The bench lab's file with the switch's XAP carrier (D2.10) set: the node processes
+    read the scenario from its path, so the variant is a file of its own."""
+    if xap == "udp":
+        return str(SCENARIO)
+    text = Path(SCENARIO).read_text().replace("    placement: first\n",
+                                              f"    placement: first\n    xap: {xap}\n")
+    path = Path(tempfile.gettempdir()) / f"nas-bench-{xap}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
 def run(args) -> dict:
     b = VethBackend(capture=False)
     lab = None
     try:
-        b.up(load_scenario(SCENARIO))
+        b.up(load_scenario(scenario_file(args.xap)))
         lab = Lab(b)
-        out = {"lab": b.lab_id}
+        out = {"lab": b.lab_id, "xap": args.xap}
         if "handoff" in args.parts:
-            out["handoff"] = handoffs(lab, args.handoffs)
+            out["handoff"] = handoffs(lab, args.handoffs, args.xap)
         if "throughput" in args.parts:
             out["throughput"] = throughput(lab, args.rounds)
         if "cps" in args.parts:
@@ -693,6 +716,8 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=200, help="connections per cps arm and round")
     ap.add_argument("--parts", default="handoff,throughput,cps",
                     type=lambda s: set(s.split(",")), help="which parts to run")
+    ap.add_argument("--xap", choices=XAP_CARRIERS, default="udp",
+                    help="how handoffs reprogram the switch (the nas-switch option xap)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:

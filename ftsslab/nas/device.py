@@ -325,7 +325,7 @@ class NasDevice(NasProcess):
         self.unwatch(cl.sock)
         self.clients.pop(cl.sock, None)
         if cl.fetch is not None:
-            self._end_fetch(cl)
+            self._end_fetch(cl, cl.fetch)
         for key in [k for k in self.uploads if k[0] == id(cl)]:
             self.uploads.pop(key).abort()
         if close:
@@ -381,10 +381,10 @@ class NasDevice(NasProcess):
                              proxy.request(method, a.path, owner.ip, a.range), measure)
         err = sock.connect_ex((owner.ip, proxy.PORT))
         if err not in (0, errno.EINPROGRESS):
-            return self._fetch_failed(cl, os.strerror(err))
+            return self._fetch_failed(cl, f, os.strerror(err))
         self.watch(sock, lambda: self._fetched(cl, f), selectors.EVENT_WRITE)
         self.at(time.monotonic() + FETCH_LIMIT, lambda: cl.fetch is f and self._fetch_failed(
-            cl, f"no answer from {a.owner} in {FETCH_LIMIT:g} s"))
+            cl, f, f"no answer from {a.owner} in {FETCH_LIMIT:g} s"))
 
     def _fetched(self, cl: Client, f: Fetch) -> None:
         """The owner's connection is ready: send the request once, then relay what comes."""
@@ -403,43 +403,42 @@ class NasDevice(NasProcess):
         except BlockingIOError:
             return
         except OSError as exc:
-            return self._fetch_failed(cl, str(exc))
+            return self._fetch_failed(cl, f, str(exc))
         started = bool(f.up.status)
         try:
             body = f.up.feed(data) if data else f.up.eof() or b""
         except proxy.UpstreamError as exc:
-            return self._fetch_failed(cl, str(exc))
+            return self._fetch_failed(cl, f, str(exc))
         owner, now = f.notice.owner, time.time()
+        if f.up.done:  # before the core goes on: its next request may start another fetch
+            self._end_fetch(cl, f)
         if f.measure:
-            if f.up.done:
-                self._end_fetch(cl)
-                if cl.policy.decide(owner, f.up.length) is proxy.Plan.HANDOFF:
-                    self._redirect(cl, owner, cl.policy.why(owner, f.up.length))
-                else:
-                    self._fetch(cl, f.notice, measure=False)
+            if f.up.done and cl.policy.decide(owner, f.up.length) is proxy.Plan.HANDOFF:
+                self._redirect(cl, owner, cl.policy.why(owner, f.up.length))
+            elif f.up.done:
+                self._fetch(cl, f.notice, measure=False)
             return
         if not started and f.up.status:
             if f.up.status not in http.REASONS:
-                return self._fetch_failed(cl, f"status {f.up.status} from {owner}")
+                return self._fetch_failed(cl, f, f"status {f.up.status} from {owner}")
             self._apply(cl, cl.core.proxy(f.up.status, f.up.fields, now), write=False)
         cl.out += body
-        if f.up.done:
-            self._end_fetch(cl)
-            if not f.up.head_only:
-                cl.policy.account(owner, f.up.got)
-                self._apply(cl, cl.core.proxied(f.up.got, now), write=False)
+        if f.up.done and not f.up.head_only:
+            cl.policy.account(owner, f.up.got)
+            self._apply(cl, cl.core.proxied(f.up.got, now), write=False)
         self._write(cl)
 
-    def _end_fetch(self, cl: Client) -> None:
-        self.unwatch(cl.fetch.sock)
-        cl.fetch.sock.close()
-        cl.fetch = None
+    def _end_fetch(self, cl: Client, f: Fetch) -> None:
+        self.unwatch(f.sock)
+        f.sock.close()
+        if cl.fetch is f:
+            cl.fetch = None
 
-    def _fetch_failed(self, cl: Client, why: str) -> None:
+    def _fetch_failed(self, cl: Client, f: Fetch, why: str) -> None:
         """Not relayed: answered here (404) if nothing was sent yet, else the connection goes
         (a body cut short can only be told by closing)."""
-        path, state = cl.fetch.notice.path, cl.core.state
-        self._end_fetch(cl)
+        path, state = f.notice.path, cl.core.state
+        self._end_fetch(cl, f)
         self.event("proxy-failed", client=f"{cl.peer[0]}:{cl.peer[1]}", path=path, why=why)
         if state is http.Conn.REDIRECTING:
             self._apply(cl, cl.core.refuse_redirect(time.time()))

@@ -263,6 +263,36 @@ def test_no_handoff_once_the_client_closed_its_side(lab):
     assert _stats(lab, "d2")["tch_sessions"] == 0
 
 
+def test_pipelined_requests_by_proxy_answer_in_order():
+    """Three requests in one write to d1 (proxy_limit): two HEADs of d2's files, relayed from
+    d2, and a GET of d1's own file. The answers come in order on the one connection, and
+    nothing is handed off (metadata is always answered by proxy, B2.14)."""
+    from ftsslab.lab.veth.backend import VethBackend
+
+    b = VethBackend()
+    b.up(load_scenario(ROOT / "scenarios" / "nas-proxy.yaml"))
+    try:
+        out = _py(b, "c1", """
+            import socket
+            s = socket.create_connection(("10.0.0.100", 80), timeout=20)
+            s.sendall(b"HEAD /d2/big.bin HTTP/1.1\\r\\nHost: n\\r\\n\\r\\n"
+                      b"HEAD /d2/small.bin HTTP/1.1\\r\\nHost: n\\r\\n\\r\\n"
+                      b"GET /d1/a.bin HTTP/1.1\\r\\nHost: n\\r\\nConnection: close\\r\\n\\r\\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            heads = [h for h in got.split(b"\\r\\n\\r\\n") if h.startswith(b"HTTP/1.1")]
+            print([(h.split(b" ")[1].decode(), [v.decode() for k, _, v in (ln.partition(b": ")
+                   for ln in h.split(b"\\r\\n")) if k == b"Content-Length"][0]) for h in heads])
+        """)
+        assert out.strip() == "[('200', '4194304'), ('200', '943718'), ('200', '1000')]", out
+        kinds = [(e["kind"], e.get("via")) for e in b.node_events("d1")
+                 if e["kind"] in ("request", "handoff-start")]
+        assert kinds == [("request", "d2"), ("request", "d2"), ("request", None)], kinds
+    finally:
+        b.down()
+
+
 @pytest.fixture(scope="module")
 def handoff_run():
     """One run of scenarios/nas-handoff.yaml (d1 -> d2 -> d1 mid-download), read by two tests."""
