@@ -377,6 +377,37 @@ def test_xap_on_the_flows_packet_reprograms_the_switch_and_never_reaches_the_cli
     assert all(r[1] == "10.0.0.100" and r[2] == "2" for r in rows), rows  # change_connection
 
 
+def test_a_claim_counts_only_from_its_own_devices_port(lab):
+    """A claim (option 253 on a flow's segment from the VIP) sent from d1's port with d2's
+    nonce is counted and changes nothing; with d1's own nonce the switch points the flow at
+    d1 and drops the segment (it never reaches the client's link)."""
+    nonces = json.loads((Path(names.lab_dir(lab.lab_id)) / "s1.nonces").read_text())
+    before = _stats(lab, "s1")
+    for nonce in (nonces["d2"], nonces["d1"]):
+        _py(lab, "d1", f"""
+            import socket
+            from ftsslab.fast.xap import build_xap_tcp_option
+            from ftsslab.nas.segment import ACK, Segment
+            option = build_xap_tcp_option([{{"operation": 2, "nonce": {nonce}, "sport": 45000,
+                                             "dport": 80, "xid": 7, "cluster_id": "10.0.0.254"}}])
+            seg = Segment("10.0.0.100", "10.0.0.1", 80, 45000, 1, 1, ACK, options=option)
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            raw.sendto(seg.encode(), ("10.0.0.1", 0))
+        """)
+        deadline = time.monotonic() + 30
+        while _stats(lab, "s1")["xap_claims"] == before["xap_claims"]:
+            assert time.monotonic() < deadline, "the switch never saw the claim"
+            time.sleep(0.05)
+        before = _stats(lab, "s1") | {"entries": [e for e in lab.entries("s1")
+                                                  if e.client_port == 45000]}
+        if nonce == nonces["d2"]:
+            assert before["xap_claim_foreign"] == 1 and not before["entries"], before
+    assert [e.out_port for e in before["entries"]] == ["p2"], before  # d1's port
+    lab.advance(0.2)
+    assert not [f for f in lab.frames() if f.dst.startswith("c1:") and f.data[23:24] == b"\x06"
+                and f.data[36:38] == (45000).to_bytes(2)]
+
+
 @pytest.mark.tshark
 def test_handoff_capture_in_tshark_follows_check_6(tmp_path, handoff_run):
     """Check 6, read by tshark with ftsslab's dissectors from a real handoff's capture: SYN+HND
