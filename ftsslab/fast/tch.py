@@ -106,13 +106,13 @@ _STATE = struct.Struct("!4s4sHHIIIIIBBHIIIIIIII")
 _HEADER_KEYS = (
     "ptype", "mtype", "htype", "status", "session_id", "xid", "initiator", "reserved", "app_len",
 )
-_STATE_KEYS = (
+STATE_KEYS = (  # the state block's fields, in wire order
     "client_ip", "cluster_ip", "client_port", "cluster_port", "seq", "ack", "snd_una",
     "snd_wnd", "rcv_wnd", "snd_wscale", "rcv_wscale", "mss", "cwnd", "ssthresh", "srtt",
     "rttvar", "rto", "keepalive", "persist", "delack",
 )
 _STATE_DEFAULTS = {
-    **dict.fromkeys(_STATE_KEYS, 0),
+    **dict.fromkeys(STATE_KEYS, 0),
     "client_ip": "0.0.0.0", "cluster_ip": "0.0.0.0", "mss": 1460, "ssthresh": 0xFFFFFFFF,
     "rto": 1000,
 }
@@ -217,7 +217,7 @@ def parse_tch_message(buf: bytes | memoryview) -> dict | None:
             return None
         state = list(_STATE.unpack_from(buf, off))
         state[0], state[1] = socket.inet_ntoa(state[0]), socket.inet_ntoa(state[1])
-        out.update(zip(_STATE_KEYS, state, strict=True))
+        out.update(zip(STATE_KEYS, state, strict=True))
         off += _STATE.size
     end = off + out["app_len"]
     if len(buf) < end:
@@ -244,7 +244,7 @@ def build_tch_message(
     out = _HEADER.pack((1 << 4) | ptype, mtype, htype, status, session_id, xid, initiator, 0,
                        len(app_state))
     if _carries_state(ptype, mtype):
-        vals = [state.get(k, _STATE_DEFAULTS[k]) for k in _STATE_KEYS]
+        vals = [state.get(k, _STATE_DEFAULTS[k]) for k in STATE_KEYS]
         vals[0], vals[1] = socket.inet_aton(vals[0]), socket.inet_aton(vals[1])
         out += _STATE.pack(*vals)
     out += app_state + b"\x00" * (-len(app_state) % 4)
