@@ -268,18 +268,21 @@ class TCHMessage(Packet):
         return struct.pack("!II", self.session_id, self.xid)
 
     def answers(self, other: Packet) -> int:
-        """Open Response answers Open; Ack answers a Message; Fail answers Complete."""
+        """Open Response answers Open; Ack answers a Message; Fail answers any request (an Open
+        or a Message but an Ack) negatively, as ``ftsslab.nas.tch_messages`` uses it."""
         if not isinstance(other, TCHMessage):
             return 0
         if (self.session_id, self.xid) != (other.session_id, other.xid):
             return 0
         if self.ptype == TCH_OPEN_RESPONSE:
             return int(other.ptype == TCH_OPEN)
-        if self.ptype != TCH_MESSAGE or other.ptype != TCH_MESSAGE:
+        request = other.ptype == TCH_OPEN or (other.ptype == TCH_MESSAGE
+                                             and other.mtype != TCH_MSG_ACK)
+        if self.ptype != TCH_MESSAGE or not request:
             return 0
         if self.mtype == TCH_MSG_ACK:
-            return int(other.mtype != TCH_MSG_ACK)
-        return int(self.mtype == TCH_MSG_FAIL and other.mtype == TCH_MSG_COMPLETE)
+            return int(other.ptype == TCH_MESSAGE)
+        return int(self.mtype == TCH_MSG_FAIL)
 
     def mysummary(self) -> str:
         kind = "%TCHMessage.ptype%"
