@@ -247,10 +247,7 @@ class NasDevice(NasProcess):
             elif isinstance(a, http.Close):
                 cl.closing = True
             elif isinstance(a, http.RequestDone):
-                self.event("request", method=a.method, path=a.path, status=a.status,
-                           bytes=a.nbytes, resumed_at=a.resumed_at,
-                           client=f"{cl.peer[0]}:{cl.peer[1]}",
-                           **({"via": a.via} if a.via else {}))
+                self.event("request", **a.event(cl.peer))
             elif isinstance(a, http.NotHere):
                 self._not_here(cl, a)
         if write:

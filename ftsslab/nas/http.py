@@ -132,6 +132,12 @@ class RequestDone:
     resumed_at: int | None = None
     via: str | None = None  # the device whose response was relayed (``proxy``), if any
 
+    def event(self, client: tuple[str, int]) -> dict:
+        """The fields of the ``request`` event a device logs, on either backend."""
+        return {"method": self.method, "path": self.path, "status": self.status,
+                "bytes": self.nbytes, "resumed_at": self.resumed_at,
+                "client": f"{client[0]}:{client[1]}", **({"via": self.via} if self.via else {})}
+
 
 @dataclass(frozen=True)
 class NotHere:

@@ -749,9 +749,7 @@ class NasDeviceSim(_FirstDevice):
             elif isinstance(a, http.Close):
                 cl.closing = True
             elif isinstance(a, http.RequestDone):
-                self.log.event("request", method=a.method, path=a.path, status=a.status,
-                               bytes=a.nbytes, resumed_at=a.resumed_at,
-                               client=f"{cl.client[0]}:{cl.client[1]}")
+                self.log.event("request", **a.event(cl.client))
             elif isinstance(a, http.NotHere):
                 if a.owner not in self.cluster.devices or a.owner == self.node or \
                         not self._give(cl, a.owner, f"redirect {a.path}", now):

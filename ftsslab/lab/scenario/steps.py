@@ -154,21 +154,31 @@ def load_exec(ctx: Context, vnode: Node, at: StepAt) -> Exec | None:
     m = mapping(ctx, vnode, at.where, EXEC_KEYS, required=("node", "cmd"))
     if m is None:
         return None
-    node = None
-    if "node" in m:
-        got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
-        if got is not None:
-            node = node_ref(ctx, got, m["node"][1], f"{at.where}.node")
+    node = _node(ctx, m, at)
     argv = load_argv(ctx, m["cmd"][1], f"{at.where}.cmd") if "cmd" in m else None
+    timeout, background = _run_options(ctx, m, at)
+    if node is None or argv is None:
+        return None
+    return Exec(**at.fields(), node=node, argv=argv, timeout=timeout, background=background)
+
+
+def _node(ctx: Context, m: dict, at: StepAt) -> str | None:
+    """The step's ``node``, a node of the scenario (None, with the error, when it is not)."""
+    if "node" not in m:
+        return None
+    got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
+    return None if got is None else node_ref(ctx, got, m["node"][1], f"{at.where}.node")
+
+
+def _run_options(ctx: Context, m: dict, at: StepAt) -> tuple[float, bool]:
+    """``timeout`` (default 30 s) and ``background`` of a step that runs something."""
     timeout = 30.0
     if "timeout" in m:
         timeout = duration(ctx, m["timeout"][1], f"{at.where}.timeout", positive=True) or 30.0
     background = False
     if "background" in m:
         background = bool(boolean(ctx, m["background"][1], f"{at.where}.background"))
-    if node is None or argv is None:
-        return None
-    return Exec(**at.fields(), node=node, argv=argv, timeout=timeout, background=background)
+    return timeout, background
 
 
 def load_fetch(ctx: Context, vnode: Node, at: StepAt) -> Fetch | None:
@@ -176,23 +186,14 @@ def load_fetch(ctx: Context, vnode: Node, at: StepAt) -> Fetch | None:
     m = mapping(ctx, vnode, at.where, FETCH_KEYS, required=("node", "url"))
     if m is None:
         return None
-    node = None
-    if "node" in m:
-        got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
-        if got is not None:
-            node = node_ref(ctx, got, m["node"][1], f"{at.where}.node")
-        spec = ctx.kinds.get(node) if node is not None else None
-        if spec is not None and not spec.ip_interfaces:
-            ctx.err(f"{at.where}.node", m["node"][1], f"{node} is a {spec.name}, which has no "
-                    "address to fetch from", "fetch from a host")
-            node = None
+    node = _node(ctx, m, at)
+    spec = ctx.kinds.get(node) if node is not None else None
+    if spec is not None and not spec.ip_interfaces:
+        ctx.err(f"{at.where}.node", m["node"][1], f"{node} is a {spec.name}, which has no "
+                "address to fetch from", "fetch from a host")
+        node = None
     urls = _urls(ctx, m["url"][1], f"{at.where}.url") if "url" in m else None
-    timeout = 30.0
-    if "timeout" in m:
-        timeout = duration(ctx, m["timeout"][1], f"{at.where}.timeout", positive=True) or 30.0
-    background = False
-    if "background" in m:
-        background = bool(boolean(ctx, m["background"][1], f"{at.where}.background"))
+    timeout, background = _run_options(ctx, m, at)
     if node is None or urls is None:
         return None
     return Fetch(**at.fields(), node=node, urls=urls, timeout=timeout, background=background)
