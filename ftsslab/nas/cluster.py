@@ -25,6 +25,7 @@ from ftsslab.lab.model import Node, Scenario
 
 PLACEMENTS = ("round-robin", "least-connections", "first", "delayed")
 XAP_CARRIERS = ("udp", "tcp-option")  # how a handoff's change_connection reaches the switch
+TCH_EMBODIMENTS = ("segments", "messages")  # Figs. 4-5 (TCP flags) or Figs. 6-9 (UDP 4494)
 ROOT_PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
 MAX_FILE_SIZE = 1 << 30
 # the devices' UDP service on the VIP: echo (RFC 862), stateless, so a flow moves from device
@@ -73,6 +74,7 @@ class Cluster:
     devices: dict[str, Device]
     client_ports: tuple[str, ...]  # the switch's ports that are not toward a device
     xap_carrier: str = "udp"  # "tcp-option": the second device claims the flow on its packets
+    tch: str = "segments"  # how devices hand off: "messages" is the second embodiment
 
     def by_ip(self, ip: str) -> Device | None:
         return next((d for d in self.devices.values() if d.ip == ip), None)
@@ -102,7 +104,8 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
             else:
                 clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
-                   o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"])
+                   o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"],
+                   o["tch"])
 
 
 def nonce_path(lab_dir: str, switch: str) -> Path:

@@ -15,7 +15,9 @@ connections between devices with the first embodiment of TCH:
 
 TCH segments go to the device's own address and port ``vport``: an nftables input rule
 keeps them from the kernel, an AF_PACKET socket hands them to this process and a raw
-socket sends its own.
+socket sends its own. The second embodiment's messages (UDP 4494) come and go on
+``udp_tch.TchPort``; with the switch's ``tch: messages`` the device gives connections away
+by them (``udp_tch.MessageGiver``), and it always takes them both ways.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth.netns import write_sysctl
 
 from . import http, proxy, repair, staging, tch, xap
+from . import tch_messages as tm
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
-from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
+from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, read_frames, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
 from .segment import ACK, Segment
+from .udp_tch import MessageGiver, TchPort
 from .volume import RootDirectory, Volume, VolumeError
 
 REPLICA_MTIME_NS = 1_767_225_600 * 10**9  # 2026-01-01: the volume files' modification time
@@ -98,7 +102,10 @@ class NasDevice(NasProcess):
         # partial uploads of connections on their way here: (client, path) -> (Upload, expiry)
         self.staged: dict[tuple[tuple[str, int], str], tuple[object, float]] = {}
         # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
+        # (by (peer, session id) for the second embodiment, whose restored flow is also held
+        # here until Done: the catch socket and the frames it took)
         self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
+        self.catching: dict[tuple[str, int], tuple[socket.socket, list[bytes]]] = {}
         # the UDP service: flows echoed here (peer -> datagrams), and moves asked (xid -> ...)
         self.udp_flows: dict[tuple[str, int], int] = {}
         self.udp_moves: dict[int, tuple[tuple[str, int], str]] = {}
@@ -106,6 +113,7 @@ class NasDevice(NasProcess):
         # peer, checkpoint), and flows given back after a claim without ack
         self.claims: dict[int, tuple[tuple[str, int], repair.TcpCheckpoint]] = {}
         self.giving_back: set[int] = set()
+        self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # query xid -> flow, first
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
         self.requests.update(handoff=self._request_handoff,
                              sessions=lambda req: {"sessions": self.sessions()})
@@ -167,8 +175,13 @@ class NasDevice(NasProcess):
         self.udp.setblocking(False)
         self.watch(self.udp, self._on_xap)
         self.tch_in = tch.TchListener(me.ip, c.vport)
-        self.giver = Giver(self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft,
-                           self._tch_send, self._given, self.arm)
+        # the second embodiment's port: every device takes both; what it sends is ``c.tch``
+        self.tch_port = TchPort(self, me.ip, first=self._first_action,
+                                second=self._second_action)
+        giver_args = (self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft, self._tch_send,
+                      self._given, self.arm)
+        self.giver = (MessageGiver(*giver_args, port=self.tch_port)
+                      if c.tch == "messages" else Giver(*giver_args))
         self.timed(self.giver.next_deadline, self.giver.on_timer)
         self.timed(self.tch_in.next_deadline, lambda now: self._tch(self.tch_in.on_timer(now)))
         self.timed(self.xap.next_deadline, lambda now: self._xap_actions(self.xap.on_timer(now)))
@@ -551,17 +564,22 @@ class NasDevice(NasProcess):
             self._write(cl)
 
     # ---- handoff, second device ---------------------------------------------------------------
+    def _restored(self, carried: bytes) -> tuple[socket.socket, bytes, repair.TcpCheckpoint]:
+        """The connection a first device sent (checkpoint + HTTP state), in repair mode (the
+        duplicate TCB); ValueError, struct.error, http.ProtocolError or OSError if not."""
+        n = struct.unpack_from(">I", carried)[0]
+        cp = repair.TcpCheckpoint.unpack(carried[4:4 + n])
+        exported = carried[4 + n:]
+        if cp is None:
+            raise ValueError("not a checkpoint")
+        http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
+        self.giver.release((cp.remote_ip, cp.remote_port))  # it left here once
+        return repair.restore(cp, sndbuf=SNDBUF), exported, cp
+
     def _restore(self, a: tch.Restore) -> None:
         """SET arrived: rebuild the client's connection in repair mode (the duplicate TCB)."""
         try:
-            n = struct.unpack_from(">I", a.state)[0]
-            cp = repair.TcpCheckpoint.unpack(a.state[4:4 + n])
-            exported = a.state[4 + n:]
-            if cp is None:
-                raise ValueError("not a checkpoint")
-            http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
-            self.giver.release((cp.remote_ip, cp.remote_port))  # it left here once
-            sock = repair.restore(cp, sndbuf=SNDBUF)
+            sock, exported, cp = self._restored(a.state)
         except (ValueError, struct.error, http.ProtocolError, OSError) as exc:
             self._tch(self.tch_in.restore_failed(a.peer, str(exc), time.monotonic()))
             return
@@ -637,6 +655,70 @@ class NasDevice(NasProcess):
                     repair.close_silently(got[0])
                 self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason)
         self.arm()
+
+    # ---- the second embodiment (udp_tch.py) -------------------------------------------------
+    def _first_action(self, s: tm.Session, a: tm.Action) -> None:
+        if isinstance(self.giver, MessageGiver):
+            self.giver.on_action(s, a)
+
+    def _second_action(self, s: tm.Session, a: tm.Action) -> None:
+        if isinstance(a, tm.Restore):
+            self._restore_message(s, a)
+        elif isinstance(a, tm.Finished):
+            self._message_done(s, a)
+
+    def _restore_message(self, s: tm.SecondDevice, a: tm.Restore) -> None:
+        """Open(full) arrived: restore in repair mode and hold the flow's frames until Done
+        (Fig. 6: "the second device sends the client nothing before")."""
+        now = time.monotonic()
+        try:
+            sock, exported, cp = self._restored(a.app_state)
+        except (ValueError, struct.error, http.ProtocolError, OSError) as exc:
+            self.tch_port.apply(s.restore_failed(str(exc), now))
+            return
+        key, client = (s.peer, s.session_id), (cp.remote_ip, cp.remote_port)
+        catch, frames = self.giver.catch(client), []
+        self.watch(catch, lambda: frames.extend(read_frames(catch)))
+        self.incoming[key] = (sock, exported, client)
+        self.catching[key] = (catch, frames)
+        self.tch_port.apply(s.restored(now))
+
+    def _message_done(self, s: tm.SecondDevice, a: tm.Finished) -> None:
+        """Done: leave repair, give the held frames to the stack, serve. Anything else: this
+        copy stays silent and goes."""
+        key = (s.peer, s.session_id)
+        got, caught = self.incoming.pop(key, None), self.catching.pop(key, None)
+        held = 0
+        if got is not None:
+            sock, exported, client = got
+            catch, frames = caught
+            while more := read_frames(catch):
+                frames += more
+            self.giver.put_back(catch)
+            held = len(frames)
+            if a.outcome is tm.Outcome.HANDED_OFF:
+                repair.leave_repair(sock)
+                self.giver.release(client)
+                self.giver.inject(frames)
+                core = http.HttpServer.resume(self.storage, exported, name=self.node,
+                                              root=self.root, redirect=self.redirect)
+                self.counters["handoffs_in"] += 1
+                self.event("morph", client=f"{client[0]}:{client[1]}", held=held)
+                self._serve(Client(sock, core, client))
+            else:  # the first device took it back; the switch may still send some here
+                repair.close_silently(sock)
+                self.giver.linger(client)
+                self._give_back(client, s.peer)
+        self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
+                   held=held)
+
+    def _give_back(self, client: tuple[str, int], to_ip: str) -> None:
+        """A handoff here failed: if the switch already moved the flow here, point it back
+        at the first device (only the owner moves a flow, D2.10: the first cannot)."""
+        key = xap.FlowKey(client[0], 6, client[1], self.cluster.vip, self.cluster.vport)
+        xid, acts = self.xap.request(XAP_OP_QUERY, key, None, time.monotonic())
+        self.asking_back[xid] = (key, to_ip)
+        self._xap_actions(acts)
 
     def _stage_accept(self) -> None:
         try:
@@ -715,6 +797,14 @@ class NasDevice(NasProcess):
                 self._claim_settled(a)
             elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.giving_back:
                 self.giving_back.discard(a.xid)
+                self.event("xap", xid=a.xid, op="give-back", acked=isinstance(a, xap.Acked))
+            elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.asking_back:
+                key, to_ip = self.asking_back.pop(a.xid)
+                if isinstance(a, xap.Acked) and a.owner_ip == self.me.ip:
+                    xid, more = self.xap.request(XAP_OP_CHANGE_CONNECTION, key, to_ip,
+                                                 time.monotonic())
+                    self.giving_back.add(xid)
+                    self._xap_actions(more)
             elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.udp_moves:
                 peer, to = self.udp_moves.pop(a.xid)
                 self.event("udp-moved", client=f"{peer[0]}:{peer[1]}", to=to,
@@ -753,6 +843,7 @@ class NasDevice(NasProcess):
 
     def stats(self) -> dict:
         return {**self.counters, "tch_sessions": len(self.tch_in.sessions),
+                "tch_messages": dict(self.tch_port.node.counters),
                 "xap": dict(self.xap.stats)}
 
     def report(self) -> dict:

@@ -12,8 +12,9 @@ own kernel accepted on the VIP).
     on its FIN: FIN; relay the held frames to the second device, in arrival order (D2.5)
 
 A handoff that fails after the freeze restores this side's own checkpoint (the seed's
-``setsockopt(0)``) and relays the held frames back to itself through the switch; so does
-one where the client sends FIN or RST before the switch is reprogrammed (check 10).
+``setsockopt(0)``) and gives the held frames to its own stack (``inject``); so does one where
+the client sends FIN or RST before the switch is reprogrammed (check 10). ``udp_tch.py``
+drives the same steps with the second embodiment's messages.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Gift:
     checkpoint: repair.TcpCheckpoint | None = None
     exported: bytes = b""
     held: list[bytes] = field(default_factory=list)
+    relayed: int = 0  # how many of ``held`` went to the second device
     hold_sock: socket.socket | None = None
     xid: int | None = None  # the owner's XAP request, if any ...
     xid_op: str = ""        # ... and what it asked ("change", "query")
@@ -114,11 +116,12 @@ class Giver:
         self.arm = arm
         self.gifts: dict[tuple[str, int], Gift] = {}  # by (second device ip, our TCH port)
         self.l2 = packet_socket(iface)  # relays held frames
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self._port = TCH_PORTS[0]
         self._holds: dict[tuple[str, int], int] = {}  # client -> generation of its hold
         self._spare: list[socket.socket] = []  # hold sockets between two handoffs
         self._gen = 0
-        self.counters = {"given": 0, "give_failed": 0, "relayed": 0}
+        self.counters = {"given": 0, "give_failed": 0, "relayed": 0, "injected": 0}
 
     def give(self, sock: socket.socket, client: tuple[str, int], to: Target, reason: str, *,
              flushed: Callable[[], bool], export: Callable[[], bytes],
@@ -126,12 +129,7 @@ class Giver:
         """Start giving the connection away; NotEstablished when it is being set up or torn
         down (check 11: "A TCH session handoff will not take place during the connection
         setup phase ... or during the tear down", L296)."""
-        state = tcp_state(sock)
-        if state != TCP_ESTABLISHED:
-            self.proc.event("handoff-refused", client=f"{client[0]}:{client[1]}", to=to.name,
-                            tcp_state=TCP_STATES.get(state, str(state)))
-            raise NotEstablished(f"{client[0]}:{client[1]} is {TCP_STATES.get(state, state)}, "
-                                 "not ESTABLISHED: no handoff during set-up or tear-down")
+        self.refuse_unless_established(sock, client, to)
         port = self._next_port()
         first = tch.TchFirst((self.ip, port), (to.ip, self.vport), client, secrets.randbits(32),
                              max_retries=TCH_RETRIES)
@@ -141,6 +139,15 @@ class Giver:
         self.proc.event("handoff-start", client=gift.name, to=to.name, reason=reason)
         self._actions(gift, first.open(time.monotonic()))
         return gift
+
+    def refuse_unless_established(self, sock: socket.socket, client: tuple[str, int],
+                                  to: Target) -> None:
+        state = tcp_state(sock)
+        if state != TCP_ESTABLISHED:
+            self.proc.event("handoff-refused", client=f"{client[0]}:{client[1]}", to=to.name,
+                            tcp_state=TCP_STATES.get(state, str(state)))
+            raise NotEstablished(f"{client[0]}:{client[1]} is {TCP_STATES.get(state, state)}, "
+                                 "not ESTABLISHED: no handoff during set-up or tear-down")
 
     def on_segment(self, seg: Segment, now: float) -> bool:
         """A TCH segment for one of our sessions (False: not ours)."""
@@ -177,6 +184,13 @@ class Giver:
             rule = item.get("rule")
             if rule and rule.get("comment") == comment:
                 self.nft(f"delete rule inet {GUARD} input handle {rule['handle']}")
+
+    def linger(self, client: tuple[str, int]) -> None:
+        """Release the hold HOLD_LINGER from now: the connection left this namespace, and its
+        frames still in flight must not reach the kernel here (an unknown flow to it: it
+        would answer RST)."""
+        n = self._holds.get(client)
+        self.proc.at(time.monotonic() + HOLD_LINGER, lambda: self.release(client, n))
 
     def next_deadline(self) -> float | None:
         return min((d for g in self.gifts.values() if (d := g.tch.next_deadline()) is not None),
@@ -216,18 +230,19 @@ class Giver:
         else:
             self.proc.at(time.monotonic() + 0.0005, lambda: self._drain(gift, since))
 
+    def _may_freeze(self, gift: Gift) -> bool:
+        return gift.tch.state is tch.FirstState.ESTABLISHED
+
     def _freeze(self, gift: Gift) -> None:
-        if gift.frozen or not gift.drained or gift.tch.state is not tch.FirstState.ESTABLISHED:
+        if gift.frozen or not gift.drained or not self._may_freeze(gift):
             return
         if tcp_state(gift.sock) != TCP_ESTABLISHED:  # the client closed meanwhile (B2.33)
             self.proc.event("handoff-refused", client=gift.name, to=gift.to.name,
                             tcp_state=TCP_STATES.get(tcp_state(gift.sock), "gone"))
-            self._actions(gift, gift.tch.resume(time.monotonic()))
+            self.switch_failed(gift)
             return
-        gift.hold_sock = self._hold_socket(tcp_filter(
-            src_ip=gift.client[0], sport=gift.client[1], dst_ip=self.vip, dport=self.vport))
+        gift.hold_sock = self.catch(gift.client)
         self.proc.watch(gift.hold_sock, lambda: self._held(gift))
-        self.hold(gift.client)
         try:
             gift.checkpoint = cp = repair.checkpoint(gift.sock)
         except repair.RepairError as exc:  # the connection stays here, as it was
@@ -237,7 +252,7 @@ class Giver:
             self._put_back(gift)
             self.proc.event("handoff-refused", client=gift.name, to=gift.to.name,
                             why=str(exc))
-            self._actions(gift, gift.tch.resume(time.monotonic()))
+            self.switch_failed(gift)
             return
         gift.exported = gift.export()
         self.proc.event("account", client=gift.name, why="freeze", **tcp_counts(gift.sock))
@@ -248,37 +263,49 @@ class Giver:
         self.proc.event("freeze", client=gift.name, to=gift.to.name, snd_nxt=cp.snd_nxt,
                         rcv_nxt=cp.rcv_nxt, send_queue=len(cp.send_queue),
                         recv_queue=len(cp.recv_queue))
-        self._actions(gift, gift.tch.handoff(struct.pack(">I", len(state)) + state
-                                             + gift.exported, (cp.snd_nxt, cp.rcv_nxt),
+        self._frozen(gift, struct.pack(">I", len(state)) + state + gift.exported)
+
+    def _frozen(self, gift: Gift, carried: bytes) -> None:
+        """Send what the second device restores from: checkpoint + application state."""
+        cp = gift.checkpoint
+        self._actions(gift, gift.tch.handoff(carried, (cp.snd_nxt, cp.rcv_nxt),
                                              time.monotonic()))
 
-    def _hold_socket(self, code: bytes) -> socket.socket:
-        """A packet socket for a held flow. Sockets are kept, not closed: closing one waits
-        for an RCU grace period (~10 ms here), which would stall the whole loop."""
-        if not self._spare:
-            return packet_socket(self.iface, code)
-        s = self._spare.pop()
-        attach(s, code)
-        _discard(s)  # frames the old filter let in
+    def catch(self, client: tuple[str, int]) -> socket.socket:
+        """Hold the client's frames of its connection (``hold``) and keep them on a packet
+        socket, returned. Sockets are kept for the next hold, not closed: closing one
+        waits for an RCU grace period (~10 ms here), which would stall the whole loop."""
+        code = tcp_filter(src_ip=client[0], sport=client[1], dst_ip=self.vip, dport=self.vport)
+        if self._spare:
+            s = self._spare.pop()
+            attach(s, code)
+            _discard(s)  # frames the old filter let in
+        else:
+            s = packet_socket(self.iface, code)
+        self.hold(client)
         return s
 
-    def _put_back(self, gift: Gift) -> None:
-        s, gift.hold_sock = gift.hold_sock, None
+    def put_back(self, s: socket.socket) -> None:
+        """A ``catch`` socket no longer needed (its hold stays until ``release``)."""
         self.proc.unwatch(s)
         attach(s, NOTHING)
         _discard(s)
         self._spare.append(s)
 
+    def _put_back(self, gift: Gift) -> None:
+        s, gift.hold_sock = gift.hold_sock, None
+        self.put_back(s)
+
     def _held(self, gift: Gift) -> None:
         closed = False
-        for _ in range(256):
-            try:
-                frame = gift.hold_sock.recv(65536)
-            except (OSError, AttributeError):  # none left, ENETDOWN once, or closed
-                break
+        for frame in read_frames(gift.hold_sock):
             gift.held.append(frame)
             closed |= _ends(frame)
-        if closed and gift.tch.state in ABORTABLE:
+        if closed:
+            self._client_closed(gift)
+
+    def _client_closed(self, gift: Gift) -> None:
+        if gift.tch.state in ABORTABLE:
             # check 10: the client closed (FIN or RST) before the switch moved: both ends
             # abort, and the held frames, the FIN or RST among them, come back here
             self._actions(gift, gift.tch.client_closed(time.monotonic()))
@@ -294,12 +321,12 @@ class Giver:
             elif isinstance(a, tch.Reprogram):
                 gift.reprogram(gift)
             elif isinstance(a, tch.Finished):
-                self._finish(gift, a.outcome, a.reason)
+                self._finish(gift, a.outcome is tch.Outcome.HANDED_OFF, a.outcome.name,
+                             a.reason)
         self.arm()
 
-    def _finish(self, gift: Gift, outcome: tch.Outcome, reason: str) -> None:
+    def _finish(self, gift: Gift, given: bool, outcome: str, reason: str) -> None:
         self.gifts = {k: v for k, v in self.gifts.items() if v is not gift}
-        given = outcome is tch.Outcome.HANDED_OFF
         back = None
         if gift.frozen and not given:  # back here: our own checkpoint again
             back = repair.restore(gift.checkpoint, sndbuf=SNDBUF)
@@ -308,21 +335,54 @@ class Giver:
         if gift.hold_sock is not None:
             self._held(gift)
             self._put_back(gift)
-        mac = bytes.fromhex((gift.to.mac if given else self.self_mac).replace(":", ""))
-        for frame in gift.held:  # through the switch, in arrival order (D2.5)
-            try:
-                self.l2.send(mac + frame[6:])
-            except OSError:  # the link is down: the client retransmits what mattered
-                break
-        self.counters["relayed"] += len(gift.held)
+        if given:
+            self.relay(gift.held[gift.relayed:], gift.to.mac)
+        else:
+            self.inject(gift.held)
+        gift.relayed = len(gift.held)
         self.counters["given" if given else "give_failed"] += 1
         if given:  # frames in flight at the flip are still held; then the kernel sees them
-            n = self._holds.get(gift.client)  # (an unknown flow to it: it would answer RST)
-            self.proc.at(time.monotonic() + HOLD_LINGER, lambda: self.release(gift.client, n))
-        self.proc.event("handoff-end", client=gift.name, to=gift.to.name, outcome=outcome.name,
-                        reason=reason, held=len(gift.held),
+            self.linger(gift.client)
+        self.proc.event("handoff-end", client=gift.name, to=gift.to.name, outcome=outcome,
+                        reason=reason, held=len(gift.held), relayed=gift.relayed if given else 0,
                         ms=round((time.monotonic() - gift.started) * 1000, 3))
         self.done(gift, given, back if gift.frozen else None)
+
+
+    def relay(self, frames: list[bytes], mac: str) -> None:
+        """Client frames to another device through the switch, in arrival order (D2.5)."""
+        dst = bytes.fromhex(mac.replace(":", ""))
+        for frame in frames:
+            try:
+                self.l2.send(dst + frame[6:])
+            except OSError:  # the link is down: the client retransmits what mattered
+                break
+        self.counters["relayed"] += len(frames)
+
+    def inject(self, frames: list[bytes]) -> None:
+        """Client frames into this namespace's own stack, in arrival order: sent to the
+        VIP from a raw socket, they arrive by the loopback (a frame sent to the switch
+        for our own MAC would come back on no port: a bridge does not hairpin)."""
+        for frame in frames:
+            packet = frame[14:]
+            if len(packet) < 20:
+                continue
+            try:
+                self.raw.sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+            except OSError:
+                break
+        self.counters["injected"] += len(frames)
+
+
+def read_frames(sock: socket.socket | None, limit: int = 256) -> list[bytes]:
+    """What a packet socket holds now (up to ``limit`` frames)."""
+    frames = []
+    for _ in range(limit):
+        try:
+            frames.append(sock.recv(65536))
+        except (OSError, AttributeError):  # none left, ENETDOWN once, or closed
+            break
+    return frames
 
 
 def _ends(frame: bytes) -> bool:

@@ -17,7 +17,7 @@ from ftsslab.lab.kinds import KindSpec, NodeView, Option, OptionIssue, option_sc
 from ftsslab.lab.model import Endpoint, Node
 from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
-from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE, XAP_CARRIERS
+from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE, TCH_EMBODIMENTS, XAP_CARRIERS
 from .proxy import MAX_LIMIT
 from .sim import NasDeviceSim, NasSwitchSim
 
@@ -81,6 +81,10 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
     "xap": Option(str, default="udp", choices=XAP_CARRIERS,
                   doc="xap: udp (the first device asks, UDP 5016) or tcp-option (the second "
                       "device claims the flow by option 253 on one of its packets; veth only)"),
+    "tch": Option(str, default="segments", choices=TCH_EMBODIMENTS,
+                  doc="tch: how devices hand a connection off: segments (the first "
+                      "embodiment, TCP flags HND/SET/END, Figs. 4-5) or messages (the second, "
+                      "Open / Open Response / Message on UDP 4494, Figs. 6 and 9; veth only)"),
     "root": Option(dict, default={}, check=_root,
                    doc='root: the virtual root directory, prefix -> device, like {"/d1/": d1}'),
 })
@@ -130,6 +134,10 @@ def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
     if node.options["placement"] == "delayed" and not node.options["root"]:
         issues.append(OptionIssue("placement", "delayed binding picks the device from the "
                                   "root directory, which is empty", 'root: {"/d1/": d1}'))
+    if node.options["tch"] == "messages" and node.options["xap"] != "udp":
+        issues.append(OptionIssue("xap", "with tch: messages the first device reprograms "
+                                  "the switch (Fig. 6 (7)): the claim carrier is for segments",
+                                  "xap: udp"))
     if not devices:
         issues.append(OptionIssue("", f"{node.name} has no nas device on its links",
                                   "link nas nodes to it"))

@@ -244,6 +244,7 @@ class Recover:
 
     session_id: int
     revert_switch: bool
+    why: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -798,7 +799,7 @@ class FirstDevice(_Session):
         if not (self.pausing or self._reprogrammed) or self.kind is _K.REQUEST:
             return []
         revert, self.pausing, self._reprogrammed = self._reprogrammed, False, False
-        return [Recover(self.session_id, revert)]
+        return [Recover(self.session_id, revert, self._why)]
 
 
 # --- the second device ------------------------------------------------------------------------
