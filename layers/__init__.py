@@ -6,10 +6,10 @@ packets that use none of ftsslab's formats (docs/protocols.md, "What importing
 ftsslab.layers changes in Scapy"); :func:`strict` is the opt-in for the rest.
 """
 
-from . import _tcp_options, fc, ftss, i2o, roce, tch, xap  # noqa: F401  (import = register)
+from . import _tcp_options, cluster, fc, ftss, i2o, roce, tch, xap  # noqa: F401  (import = register)
 from ._tcp_options import check_tcp_options  # noqa: F401  (craft's 40-byte guard)
 
-MODULES = (fc, ftss, xap, tch, roce, i2o)
+MODULES = (fc, ftss, xap, tch, roce, i2o, cluster)
 
 
 def strict(enabled: bool = True) -> None:

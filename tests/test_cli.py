@@ -37,7 +37,7 @@ def test_layers_json_lists_every_family_with_fields_and_bindings():
     res = ftsslab("layers", "--json")
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
-    assert {r["family"] for r in rows} == {"fc", "ftss", "xap", "tch", "roce", "i2o"}
+    assert {r["family"] for r in rows} == {"fc", "ftss", "xap", "tch", "roce", "i2o", "cluster"}
     fields = {r["layer"]: {f["name"] for f in r["fields"]} for r in rows}
     assert {"msg_id", "status"} <= fields["FTSSAck"]
     assert {"nonce", "cluster_id"} <= fields["XAP"]

@@ -22,7 +22,7 @@ def probe(python, cwd) -> tuple[str, str]:
 def test_editable_install_imports_layers_from_repo(tmp_path):
     path, count = probe(sys.executable, tmp_path)
     assert Path(path) == ROOT / "layers" / "__init__.py"
-    assert int(count) == 6
+    assert int(count) == 7
 
 
 @pytest.mark.slow
@@ -74,4 +74,4 @@ def test_wheel_in_fresh_venv_imports_layers(tmp_path):
     )
     path, count = probe(py, tmp_path)
     assert Path(path) == site / "ftsslab" / "layers" / "__init__.py"
-    assert int(count) == 6
+    assert int(count) == 7

@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from ftsslab.fast.cluster import CLUSTER_UDP_PORT
 from ftsslab.fast.tch import TCH_UDP_PORT
 from ftsslab.fast.xap import XAP_TCP_OPTION_KIND, XAP_UDP_PORT, parse_xap_tcp_options
 from ftsslab.lab.scenario import load_scenario
@@ -100,7 +101,8 @@ class NasSwitch(NasProcess):
                 cmds += [
                     # check 21: internal ports of the VIP and the cluster's own addresses
                     f"insert rule netdev {TABLE} in_{p} ip daddr {c.vip} udp dport "
-                    f"{{ {TCH_UDP_PORT}, {XAP_UDP_PORT} }} counter drop comment \"internal\"",
+                    f"{{ {TCH_UDP_PORT}, {XAP_UDP_PORT}, {CLUSTER_UDP_PORT} }} counter drop "
+                    f"comment \"internal\"",
                     f"insert rule netdev {TABLE} in_{p} ip daddr {{ {internal} }} counter "
                     f"drop comment \"internal\"",
                 ]

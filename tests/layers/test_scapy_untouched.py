@@ -8,7 +8,7 @@ bytes, dissected fields, summary and rebuilt bytes, or the exception raised, mus
 
 Never drawn, because they are ftsslab's formats (docs/protocols.md, "What importing
 ftsslab.layers changes in Scapy"): TCP option kinds 254 and 255 and kind 253 with ExID
-0x5841, IP option number 30, UDP ports 5016, 4494 and 49122, Ethertype 0x8906, and the BTH
+0x5841, IP option number 30, UDP ports 5016, 4494, 4497 and 49122, Ethertype 0x8906, and the BTH
 opcodes after which ftsslab binds a header where Scapy binds none.  So that Scapy cannot
 read one of those out of random bytes, random bytes hold no 253-255 and no byte that is IP
 option number 30, payloads never follow a tunnel port or protocol, and IP ``ihl`` is left
@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ftsslab.fast.cluster import CLUSTER_UDP_PORT
 from ftsslab.fast.fc import FCOE_ETHERTYPE
 from ftsslab.fast.i2o import I2O_UDP_PORT
 from ftsslab.fast.roce import HEADER_CHAINS, ROCEV2_UDP_PORT
@@ -36,7 +37,7 @@ from ftsslab.fast.xap import XAP_IP_OPTION_NUMBER, XAP_TCP_EXID, XAP_TCP_OPTION_
 
 WORKER = Path(__file__).with_name("scapy_worker.py")
 FTSSLAB_TCP_KINDS = {XAP_TCP_OPTION_KIND, TCH_ENDPOINT_KIND, TCH_UPDATE_KIND}
-FTSSLAB_PORTS = {XAP_UDP_PORT, TCH_UDP_PORT, I2O_UDP_PORT, ROCEV2_UDP_PORT}
+FTSSLAB_PORTS = {XAP_UDP_PORT, TCH_UDP_PORT, CLUSTER_UDP_PORT, I2O_UDP_PORT, ROCEV2_UDP_PORT}
 TUNNEL_PORTS = {1701, 4754, 4789, 4790, 6633, 8472, 48879}  # L2TP, GRE, VXLAN: inner frames
 XAP_EXID = XAP_TCP_EXID.to_bytes(2, "big")
 # Bytes Scapy could read as an option of ftsslab's kinds if it met them where an option starts.

@@ -107,12 +107,13 @@ def test_device_links_keep_offload_and_client_links_do_not(lab):
 
 
 def test_internal_ports_are_unreachable_from_clients(lab):
-    """B2.7 / check 21: a client's frames to VIP:4494/5016 or to the cluster's own addresses
+    """B2.7 / check 21: a client's frames to VIP:4494/5016/4497 or to the cluster's own addresses
     are dropped and counted at the switch; no device sees them."""
     before = _stats(lab, "s1")["dropped_internal"]
     e = Ether(src="02:00:00:00:01:01", dst="02:00:00:00:ff:ff")
     frames = [e / IP(src="10.0.0.1", dst="10.0.0.100") / UDP(sport=1, dport=4494),
               e / IP(src="10.0.0.1", dst="10.0.0.100") / UDP(sport=1, dport=5016),
+              e / IP(src="10.0.0.1", dst="10.0.0.100") / UDP(sport=1, dport=4497),
               e / IP(src="10.0.0.1", dst="10.0.0.12") / TCP(sport=1, dport=80, flags="S"),
               e / IP(src="10.0.0.1", dst="10.0.0.254") / UDP(sport=1, dport=5016)]
     for f in frames:

@@ -17,7 +17,7 @@ import pytest
 from scapy.data import IP_PROTOS
 from scapy.layers.inet import _IPOption_HDR
 
-from ftsslab.fast import ftss, i2o, roce, tch, xap
+from ftsslab.fast import cluster, ftss, i2o, roce, tch, xap
 from ftsslab.layers.tch import TCHMessage
 from ftsslab.wireshark import LUA_DIR, lua_scripts
 
@@ -128,6 +128,13 @@ def _state_block() -> list[tuple[str, int]]:
 
 
 MIRRORS: dict[str, dict[str, object]] = {
+    "cluster.lua": {
+        **_same_names(cluster, "CLUSTER_UDP_PORT", "CLUSTER_MAGIC", "CLUSTER_VERSION",
+                      "CLUSTER_STATUS_LEN"),
+        "TYPES": cluster.CLUSTER_TYPES,
+        "SENDER_KINDS": cluster.CLUSTER_SENDER_KINDS,
+        "HEALTH": cluster.CLUSTER_HEALTH,
+    },
     "ftss.lua": {
         **_same_names(ftss, "FTSS_FC_TYPE", "FTSS_VERSION"),
         "HDR_LEN": ftss.FTSS_HDR_LEN,

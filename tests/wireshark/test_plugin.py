@@ -21,6 +21,7 @@ REGISTRATIONS = {
     ("ip.option", "158"): "xap",
     ("udp.port", "5016"): "xap",
     ("udp.port", "4494"): "tch",
+    ("udp.port", "4497"): "clusterstatus",
     ("udp.port", "49122"): "i2o",
 }
 HEURISTICS = {"infiniband.payload": {"rkey", "i2o"}}
@@ -69,7 +70,7 @@ def test_install_goes_to_the_folder_path_reports(home):
     assert sorted(p.name for p in (home / folder).glob("*.lua")) == sorted(
         p.name for p in lua_scripts()
     )
-    assert {p.stem for p in lua_scripts()} == {"ftss", "xap", "tch", "roce", "i2o"}
+    assert {p.stem for p in lua_scripts()} == {"ftss", "xap", "tch", "roce", "i2o", "cluster"}
 
 
 def test_tshark_lists_every_registration(home):
