@@ -75,6 +75,7 @@ class Cluster:
     client_ports: tuple[str, ...]  # the switch's ports that are not toward a device
     xap_carrier: str = "udp"  # "tcp-option": the second device claims the flow on its packets
     tch: str = "segments"  # how devices hand off: "messages" is the second embodiment
+    failover: bool = False  # heartbeats, shadows, a silent device's connections moved
 
     def by_ip(self, ip: str) -> Device | None:
         return next((d for d in self.devices.values() if d.ip == ip), None)
@@ -105,7 +106,7 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
                 clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
                    o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"],
-                   o["tch"])
+                   o["tch"], o["failover"])
 
 
 def nonce_path(lab_dir: str, switch: str) -> Path:

@@ -38,15 +38,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftsslab.fast.cluster import CLUSTER_UDP_PORT
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab.scenario import load_scenario
+from ftsslab.lab.tcp import decode as decode_tcp
 from ftsslab.lab.veth.netns import write_sysctl
 
-from . import http, proxy, repair, staging, tch, xap
+from . import http, proxy, repair, shadow, staging, tch, xap
 from . import tch_messages as tm
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, read_frames, tcp_counts
+from .health import Load, StatusReporter
 from .process import NasProcess, packet_socket, send_segment
 from .segment import ACK, Segment
 from .udp_tch import MessageGiver, TchPort
@@ -57,6 +60,8 @@ WRITE_TURN = 1 << 20  # body bytes one connection writes per turn of the loop
 FETCH_LIMIT = 10.0  # seconds a proxied answer may take to arrive whole from its owner
 UDP_FLOWS_KEPT = 4096  # UDP flows a device remembers (the oldest is forgotten first)
 RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
+TAKEOVER_PROBES = 5   # probes a take-over sends the client (check 24) ...
+TAKEOVER_WAIT = 0.2   # ... this many seconds apart
 
 
 @dataclass
@@ -104,8 +109,12 @@ class NasDevice(NasProcess):
         # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
         # (by (peer, session id) for the second embodiment, whose restored flow is also held
         # here until Done: the catch socket and the frames it took)
-        self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
-        self.catching: dict[tuple[str, int], tuple[socket.socket, list[bytes]]] = {}
+        # (a take-over's "HTTP state" is the client's bytes and the response bytes it has)
+        self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes | tuple[bytes, int],
+                                                   tuple[str, int]]] = {}
+        self.catching: dict[tuple[str, int], tuple[socket.socket, list[bytes],
+                                                   tuple[str, int]]] = {}
+        self.probing: set[tuple[str, int]] = set()  # take-overs asking the client
         # the UDP service: flows echoed here (peer -> datagrams), and moves asked (xid -> ...)
         self.udp_flows: dict[tuple[str, int], int] = {}
         self.udp_moves: dict[int, tuple[tuple[str, int], str]] = {}
@@ -185,6 +194,11 @@ class NasDevice(NasProcess):
         self.timed(self.giver.next_deadline, self.giver.on_timer)
         self.timed(self.tch_in.next_deadline, lambda now: self._tch(self.tch_in.on_timer(now)))
         self.timed(self.xap.next_deadline, lambda now: self._xap_actions(self.xap.on_timer(now)))
+        if c.failover:  # D2.12: the switch hears this device every 100 ms, or fails it over
+            self.reporter = StatusReporter(me.ip, secrets.randbits(32), time.monotonic())
+            self.heartbeat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.heartbeat.bind((me.ip, CLUSTER_UDP_PORT))
+            self.timed(self.reporter.next_deadline, self._beat)
 
     def _volume(self) -> None:
         """The files the scenario gives this device (written once per lab)."""
@@ -671,6 +685,9 @@ class NasDevice(NasProcess):
         """Open(full) arrived: restore in repair mode and hold the flow's frames until Done
         (Fig. 6: "the second device sends the client nothing before")."""
         now = time.monotonic()
+        if shadow.is_shadow(a.app_state):
+            self._take_over(s, a)
+            return
         try:
             sock, exported, cp = self._restored(a.app_state)
         except (ValueError, struct.error, http.ProtocolError, OSError) as exc:
@@ -680,8 +697,60 @@ class NasDevice(NasProcess):
         catch, frames = self.giver.catch(client), []
         self.watch(catch, lambda: frames.extend(read_frames(catch)))
         self.incoming[key] = (sock, exported, client)
-        self.catching[key] = (catch, frames)
+        self.catching[key] = (catch, frames, client)
         self.tch_port.apply(s.restored(now))
+
+    def _take_over(self, s: tm.SecondDevice, a: tm.Restore) -> None:
+        """The switch's Open for a dead device's connection (check 24): ask the client where
+        its stream is (``shadow.probe``), then restore it there."""
+        sh = shadow.Shadow.unpack(a.app_state)
+        if sh is None or not sh.usable:
+            self.tch_port.apply(s.restore_failed("not a usable shadow", time.monotonic()))
+            return
+        key, client = (s.peer, s.session_id), (sh.client_ip, sh.client_port)
+        self.giver.release(client)
+        catch, frames = self.giver.catch(client), []
+        self.catching[key] = (catch, frames, client)
+        self.probing.add(key)
+        probe, tries = shadow.probe(sh).encode(), [0]
+
+        def ask() -> None:
+            if key not in self.probing:
+                return  # answered, or the session ended
+            if tries[0] == TAKEOVER_PROBES:
+                self.tch_port.apply(s.restore_failed(
+                    f"the client did not answer {tries[0]} probes", time.monotonic()))
+                return
+            tries[0] += 1
+            with contextlib.suppress(OSError):
+                self.giver.raw.sendto(probe, (sh.client_ip, 0))
+            self.at(time.monotonic() + TAKEOVER_WAIT, ask)
+
+        def heard() -> None:
+            got = read_frames(catch)
+            frames.extend(got)
+            replies = [seg for f in got if (seg := decode_tcp(f[14:])) is not None
+                       and shadow.answer(sh, seg)]
+            if key not in self.probing or not replies:
+                return
+            self.probing.discard(key)
+            reply = max(replies, key=lambda r: (r.ack - sh.device_isn) % (1 << 32))
+            cp = shadow.checkpoint(sh, reply)
+            try:
+                if cp is None:
+                    raise ValueError("the client sent bytes the switch did not see")
+                sock = repair.restore(cp, sndbuf=SNDBUF)
+            except (ValueError, OSError) as exc:
+                self.tch_port.apply(s.restore_failed(str(exc), time.monotonic()))
+                return
+            skip = shadow.sent_before(sh, reply)
+            self.incoming[key] = (sock, (bytes(sh.data), skip), client)
+            self.event("take-over", client=f"{client[0]}:{client[1]}", snd_nxt=cp.snd_nxt,
+                       rcv_nxt=cp.rcv_nxt, skip=skip, probes=tries[0])
+            self.tch_port.apply(s.restored(time.monotonic()))
+
+        self.watch(catch, heard)
+        ask()
 
     def _message_done(self, s: tm.SecondDevice, a: tm.Finished) -> None:
         """Done: leave repair, give the held frames to the stack, serve. Anything else: this
@@ -689,9 +758,13 @@ class NasDevice(NasProcess):
         key = (s.peer, s.session_id)
         got, caught = self.incoming.pop(key, None), self.catching.pop(key, None)
         held = 0
+        self.probing.discard(key)
+        if got is None and caught is not None:  # a take-over that never restored
+            self.giver.put_back(caught[0])
+            self.giver.linger(caught[2])
         if got is not None:
             sock, exported, client = got
-            catch, frames = caught
+            catch, frames, _ = caught
             while more := read_frames(catch):
                 frames += more
             self.giver.put_back(catch)
@@ -700,17 +773,29 @@ class NasDevice(NasProcess):
                 repair.leave_repair(sock)
                 self.giver.release(client)
                 self.giver.inject(frames)
-                core = http.HttpServer.resume(self.storage, exported, name=self.node,
-                                              root=self.root, redirect=self.redirect)
+                actions = None
+                if isinstance(exported, tuple):  # a take-over: the answer from its start
+                    core = http.HttpServer(self.storage, name=self.node, root=self.root,
+                                           redirect=False)
+                    actions = shadow.replay(core, *exported, time.time())
+                else:
+                    core = http.HttpServer.resume(self.storage, exported, name=self.node,
+                                                  root=self.root, redirect=self.redirect)
                 self.counters["handoffs_in"] += 1
                 self.event("morph", client=f"{client[0]}:{client[1]}", held=held)
-                self._serve(Client(sock, core, client))
+                self._serve(Client(sock, core, client), actions)
             else:  # the first device took it back; the switch may still send some here
                 repair.close_silently(sock)
                 self.giver.linger(client)
                 self._give_back(client, s.peer)
         self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
                    held=held)
+
+    def _beat(self, now: float) -> None:
+        data = self.reporter.on_timer(now, Load(sessions=len(self.clients)))
+        if data is not None:
+            with contextlib.suppress(OSError):  # the link is down: the switch hears silence
+                self.heartbeat.sendto(data, (self.cluster.control_ip, CLUSTER_UDP_PORT))
 
     def _give_back(self, client: tuple[str, int], to_ip: str) -> None:
         """A handoff here failed: if the switch already moved the flow here, point it back

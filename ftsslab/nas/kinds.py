@@ -85,6 +85,11 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
                   doc="tch: how devices hand a connection off: segments (the first "
                       "embodiment, TCP flags HND/SET/END, Figs. 4-5) or messages (the second, "
                       "Open / Open Response / Message on UDP 4494, Figs. 6 and 9; veth only)"),
+    "failover": Option(bool, default=False,
+                       doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
+                           "100 ms); the switch keeps a shadow of each connection and moves a "
+                           "silent device's connections to another device (claim 41; veth "
+                           "only)"),
     "root": Option(dict, default={}, check=_root,
                    doc='root: the virtual root directory, prefix -> device, like {"/d1/": d1}'),
 })
@@ -134,6 +139,10 @@ def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
     if node.options["placement"] == "delayed" and not node.options["root"]:
         issues.append(OptionIssue("placement", "delayed binding picks the device from the "
                                   "root directory, which is empty", 'root: {"/d1/": d1}'))
+    if node.options["failover"] and node.options["placement"] == "delayed":
+        issues.append(OptionIssue("failover", "failover follows connections the fast path "
+                                  "placed; delayed binding's are not shadowed yet",
+                                  "placement: round-robin"))
     if node.options["tch"] == "messages" and node.options["xap"] != "udp":
         issues.append(OptionIssue("xap", "with tch: messages the first device reprograms "
                                   "the switch (Fig. 6 (7)): the claim carrier is for segments",

@@ -126,6 +126,7 @@ class NasProcess:
             sys.stderr.flush()
 
     def loop(self) -> None:
+        self.arm()  # the cores' timers due from the start (a heartbeat's first)
         while True:
             timeout = None
             if self._timers:

@@ -54,6 +54,7 @@ from ftsslab.lab.veth.switchd import (
 from . import http, xap
 from .bpf import tcp_filter, udp_filter
 from .cluster import ECHO_PORT, Cluster, Placement, assign_nonces, cluster_of
+from .failover import Failover
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
 from .process import NasProcess, packet_socket, recv_stamped, send_segment
 from .segment import Segment
@@ -87,6 +88,7 @@ class NasSwitch(NasProcess):
         self.delayed = c.placement == "delayed"
         self.root = RootDirectory(c.root) if c.root else None
         self.binding: dict[socket.socket, tuple[str, int]] = {}  # accepted: the client
+        self.failover: Failover | None = None  # (set up with the sockets)
         self.requests.update(table=lambda req: {"entries": self.entries()})
 
     # ---- kernel set-up -----------------------------------------------------------------------
@@ -159,6 +161,7 @@ class NasSwitch(NasProcess):
             self.watch(s, lambda s=s: self._on_end(s, from_client=False))
             s = packet_socket(d.port, claims)
             self.watch(s, lambda s=s, d=d: self._on_claim(s, d))
+        self.failover = Failover(self) if c.failover else None
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.udp.bind((c.control_ip, XAP_UDP_PORT))
@@ -196,6 +199,8 @@ class NasSwitch(NasProcess):
             client_ip = socket.inet_ntoa(frame[26:30])
             client_port = int.from_bytes(frame[14 + ihl:16 + ihl])
             key = xap.FlowKey(client_ip, proto, client_port, self.cluster.vip, vport)
+            if self.failover is not None and proto == socket.IPPROTO_TCP:
+                self.failover.on_syn(frame)
             if key in self.closing and self.closing[key][1] < stamp:
                 del self.closing[key]  # a new connection on a lingering entry: it stays
             if self.xap.owner(key) is not None:
@@ -244,6 +249,8 @@ class NasSwitch(NasProcess):
                 pass  # a `table` step removed it already
             self.table.log(op="remove", entry=self._entry(key, dev))
         self.xap.forget(key)
+        if self.failover is not None:
+            self.failover.shadows.forget((key.client_ip, key.client_port))
         self.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                    old=dev.name, new=None)
 
@@ -338,7 +345,8 @@ class NasSwitch(NasProcess):
         send_segment(self.raw, seg)
 
     def _choose(self) -> xap.Device:
-        return self.placement.choose(self.devices, self.xap.entries().values())
+        devices = self.devices if self.failover is None else self.failover.live() or self.devices
+        return self.placement.choose(devices, self.xap.entries().values())
 
     # ---- the kernel table ---------------------------------------------------------------------
     def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device,

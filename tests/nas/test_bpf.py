@@ -45,17 +45,22 @@ FRAMES = {  # name -> frame; the filters below accept the names in their sets
     "timestamps": E / IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A",
                                                    options=[("Timestamp", (1, 2))]),
     "no-options": E / IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A"),
+    "request": E / IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="PA") / b"GET",
+    "request-options": E / IP(src=CLIENT, dst=VIP, options=[b"\x01" * 4]) /
+    TCP(sport=40000, dport=80, flags="PA", options=[("Timestamp", (1, 2))]) / b"G",
 }
 
 CASES = [
     (tcp_filter, dict(dst_ip=VIP, dport=80, syn_only=True), {"syn", "syn-options"}),
     (tcp_filter, dict(dst_ip=DEV, port=80), {"tch-in", "tch-back", "syn-other-ip"}),
     (tcp_filter, dict(src_ip=CLIENT, sport=40000, dst_ip=VIP, dport=80),
-     {"syn", "synack", "ack", "syn-options", "fin", "rst"}),
+     {"syn", "synack", "ack", "syn-options", "fin", "rst", "request", "request-options"}),
     (tcp_filter, dict(dst_ip=VIP, dport=80, any_flags=0x05), {"fin", "rst"}),
     (tcp_filter, dict(dst_ip=VIP, port=80, any_flags=0x05), {"fin", "rst"}),
     (udp_filter, dict(dst_ip=VIP, dport=80), {"udp"}),
     (tcp_filter, dict(src_ip=VIP, first_option=253), {"xap-claim"}),
+    # (Ethernet pads the short frames to 60 bytes: the IP total length tells the payload)
+    (tcp_filter, dict(dst_ip=VIP, dport=80, with_data=True), {"request", "request-options"}),
 ]
 
 
@@ -71,7 +76,8 @@ def pair():
 
 
 @pytest.mark.parametrize(("compile_", "kwargs", "wanted"), CASES,
-                         ids=["syn", "tch", "flow", "fin-rst", "fin-rst-port", "udp", "xap-option"])
+                         ids=["syn", "tch", "flow", "fin-rst", "fin-rst-port", "udp", "xap-option",
+                              "data"])
 def test_filter_accepts_exactly(pair, compile_, kwargs, wanted):
     # sent last: a wanted frame with another IP id (no filter looks at it); frames keep their
     # order on one socket, so once it is read every frame before it has been filtered

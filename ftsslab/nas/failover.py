@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The NAS switch's storage-device failover on veth (claim 41, D2.12, D2.14, check 24).
+
+* Heartbeats: every device sends ClusterStatus to the switch's control address, UDP 4497; a
+  ``health.HealthMonitor`` turns silence (3 periods and a half) into PeerDown, with how long
+  the switch took to notice.
+* Shadows: the switch reads every client SYN (placement), every device SYN/ACK and every
+  client segment with data (a download's requests) into a ``shadow.ShadowTable``; the kernel
+  goes on forwarding everything else.
+* On PeerDown each of the dead device's connections is pointed at a live one (the table,
+  first: the replica must hear the client) and that device gets Open(full) from the switch
+  with the shadow as its state; it asks the client where the stream is, restores there and
+  regenerates the answer. The switch is the first device of that session, as in delayed
+  binding; the table is already moved when the core asks for it.
+
+New connections are placed on live devices only.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from ftsslab.fast.cluster import CLUSTER_UDP_PORT
+from ftsslab.lab.tcp import decode as decode_tcp
+
+from . import tch_messages as tm
+from . import xap
+from .bpf import tcp_filter
+from .health import HealthMonitor, PeerDown, PeerUp
+from .process import NasProcess, packet_socket
+from .shadow import ShadowTable
+from .udp_tch import TchPort
+
+_M = 1 << 32
+
+
+class Failover:
+    """The switch's part; ``switch`` is the NasSwitch process (table, XAP state, placement)."""
+
+    def __init__(self, switch: NasProcess) -> None:
+        self.switch = sw = switch
+        c = sw.cluster
+        self.by_ip = {d.ip: d for d in sw.devices.values()}
+        self.down: set[str] = set()  # device names
+        self.shadows = ShadowTable()
+        self.monitor = HealthMonitor()  # (a device is watched from its first heartbeat on)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((c.control_ip, CLUSTER_UDP_PORT))
+        self.sock.setblocking(False)
+        sw.watch(self.sock, self._heard)
+        sw.timed(self.monitor.next_deadline, lambda now: self._health(self.monitor.on_timer(now)))
+        self.port = TchPort(sw, c.control_ip, first=self._action, second=lambda s, a: None)
+        self.sessions: dict[int, tuple[xap.FlowKey, str, float]] = {}  # -> flow, device, t0
+        data = tcp_filter(dst_ip=c.vip, dport=c.vport, with_data=True)
+        for p in c.client_ports:
+            s = packet_socket(p, data)
+            sw.watch(s, lambda s=s: self._frames(s, self.shadows.on_client))
+        synack = tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=0x02)
+        for d in sw.devices.values():
+            s = packet_socket(d.port, synack)
+            sw.watch(s, lambda s=s: self._frames(s, self.shadows.on_device))
+
+    def live(self) -> dict[str, xap.Device]:
+        return {n: d for n, d in self.switch.devices.items() if n not in self.down}
+
+    def on_syn(self, frame: bytes) -> None:
+        """A client SYN the placement socket read."""
+        if (seg := decode_tcp(frame[14:])) is not None:
+            self.shadows.on_client(seg)
+
+    def _frames(self, s: socket.socket, feed) -> None:
+        for _ in range(64):
+            try:
+                frame = s.recv(65536)
+            except OSError:  # nothing more, or ENETDOWN once
+                return
+            if (seg := decode_tcp(frame[14:])) is not None:
+                feed(seg)
+
+    def _heard(self) -> None:
+        for _ in range(64):
+            try:
+                data, (ip, _) = self.sock.recvfrom(65536)
+            except OSError:
+                return
+            self._health(self.monitor.on_datagram(data, ip, time.monotonic()))
+
+    def _health(self, events: list) -> None:
+        sw = self.switch
+        for ev in events:
+            dev = self.by_ip.get(ev.peer)
+            if dev is None:
+                continue
+            detail = {"device": dev.name, "old": ev.old.name, "new": ev.new.name,
+                      "why": ev.event.name}
+            if isinstance(ev, PeerDown):
+                detail["detection_ms"] = round(ev.detection_time * 1000, 1)
+            sw.event("health", **detail)
+            if isinstance(ev, PeerDown):
+                self.down.add(dev.name)
+                self._fail_over(dev)
+            elif isinstance(ev, PeerUp):
+                self.down.discard(dev.name)
+        sw.arm()
+
+    def _fail_over(self, dead: xap.Device) -> None:
+        """Every TCP connection of ``dead`` to a live device, by its shadow."""
+        sw, c, now = self.switch, self.switch.cluster, time.monotonic()
+        flows = [k for k, owner in sw.xap.entries().items()
+                 if owner.name == dead.name and k.proto == socket.IPPROTO_TCP]
+        for key in flows:
+            sh = self.shadows.flows.get((key.client_ip, key.client_port))
+            live = self.live()
+            client = f"{key.client_ip}:{key.client_port}"
+            if sh is None or not sh.usable or not live:
+                why = ("no live device" if not live else "no shadow" if sh is None else
+                       "the shadow is incomplete (an upload, or a handshake not seen)")
+                sw.event("failover", client=client, old=dead.name, outcome="LOST", why=why)
+                continue
+            to = sw.placement.choose(live, sw.xap.entries().values())
+            sw._program(key, dead, to, why="failover")
+            sw.xap.placed(key, to.name)
+            state = {"client_ip": key.client_ip, "client_port": key.client_port,
+                     "cluster_ip": c.vip, "cluster_port": c.vport,
+                     "seq": (sh.device_isn + 1) % _M, "ack": sh.client_next,
+                     "mss": sh.client_mss}
+            session, acts = self.port.node.open(to.ip, tm.Kind.FULL, state, now,
+                                                app_state=sh.pack())
+            self.sessions[session.session_id] = (key, to.name, now)
+            sw.event("failover", client=client, old=dead.name, new=to.name, outcome="STARTED")
+            self.port.apply(acts)
+
+    def _action(self, s: tm.Session, a: tm.Action) -> None:
+        """The switch's sessions as the dead device's stand-in: the table moved already."""
+        got = self.sessions.get(s.session_id)
+        if got is None:
+            return
+        key, to, t0 = got
+        if isinstance(a, tm.ReprogramSwitch):
+            self.port.apply(s.switch_updated(time.monotonic()))
+        elif isinstance(a, tm.Finished):
+            del self.sessions[s.session_id]
+            self.switch.event("failover", client=f"{key.client_ip}:{key.client_port}", new=to,
+                              outcome="DONE" if a.outcome is tm.Outcome.HANDED_OFF else "LOST",
+                              why=a.reason, ms=round((time.monotonic() - t0) * 1000, 1))
