@@ -138,6 +138,10 @@ class Backend(ABC):
         ``hands_off``); it goes on in the background."""
         raise BackendError(f"the {self.name} backend cannot hand connections off")
 
+    def set_health(self, node: str, health: str) -> None:
+        """Make ``node``'s process report ``health`` (kinds with ``hands_off``)."""
+        raise BackendError(f"the {self.name} backend models no health reports")
+
     @abstractmethod
     def process(self, node: str, action: str) -> None:
         """"kill" (SIGKILL) or "restart" a node's process."""

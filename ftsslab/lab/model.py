@@ -174,6 +174,14 @@ class Handoff(Step):
 
 
 @dataclass(frozen=True)
+class SetHealth(Step):
+    """Make ``node`` report ``health`` in its heartbeats (seed 002's predicted failure)."""
+
+    node: str
+    health: str  # "ok", "degraded", "predicted-fail"
+
+
+@dataclass(frozen=True)
 class Wait(Step):
     seconds: float
 

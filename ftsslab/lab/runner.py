@@ -29,6 +29,7 @@ from .model import (
     Received,
     Scenario,
     Send,
+    SetHealth,
     SetImpairment,
     Step,
     TableHas,
@@ -167,6 +168,8 @@ class Runner:
                 b.table(step.switch, step.op, step.entry)
             case Handoff():
                 b.handoff(step.node, step.to, step.client_port)
+            case SetHealth():
+                b.set_health(step.node, step.health)
             case NodeProcess():
                 b.process(step.node, step.action)
             case Wait():

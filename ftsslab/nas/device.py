@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftsslab.fast.cluster import CLUSTER_UDP_PORT
+from ftsslab.fast.tch import TCH_INITIATOR_OTHER
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.tcp import decode as decode_tcp
@@ -49,7 +50,7 @@ from . import tch_messages as tm
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, read_frames, tcp_counts
-from .health import Load, StatusReporter
+from .health import Health, Load, StatusReporter
 from .process import NasProcess, packet_socket, send_segment
 from .segment import ACK, Segment
 from .udp_tch import MessageGiver, TchPort
@@ -124,7 +125,8 @@ class NasDevice(NasProcess):
         self.giving_back: set[int] = set()
         self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # query xid -> flow, first
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
-        self.requests.update(handoff=self._request_handoff,
+        self.health = Health.OK  # what the heartbeats report (a `health` step sets it)
+        self.requests.update(handoff=self._request_handoff, health=self._set_health,
                              sessions=lambda req: {"sessions": self.sessions()})
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -672,8 +674,27 @@ class NasDevice(NasProcess):
 
     # ---- the second embodiment (udp_tch.py) -------------------------------------------------
     def _first_action(self, s: tm.Session, a: tm.Action) -> None:
-        if isinstance(self.giver, MessageGiver):
+        if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_OTHER:
+            self._asked_by_other(s, a)
+        elif isinstance(self.giver, MessageGiver):
             self.giver.on_action(s, a)
+
+    def _asked_by_other(self, s: tm.FirstDevice, a: tm.HandoffRequested) -> None:
+        """Another device -- the switch, for a predicted failure (claim 34) -- asks this one
+        to hand the client's session off, to the device its app state names ("to=IP"): an
+        accept says the handoff starts (check 17), which then goes as any other."""
+        client = (a.state.get("client_ip"), a.state.get("client_port"))
+        to = self.cluster.by_ip(s.app_state.removeprefix(b"to=").decode("ascii", "replace"))
+        cl = next((c for c in self.clients.values() if c.peer == client), None)
+        now = time.monotonic()
+        if cl is None or cl.gift is not None or to is None or to.name == self.node:
+            self.tch_port.apply(s.deny(now))
+            return
+        self.tch_port.apply(s.accept(now))
+        try:
+            self._give(cl, to.name, f"asked by {a.peer}")
+        except NotEstablished:  # (being torn down: nothing to move)
+            pass
 
     def _second_action(self, s: tm.Session, a: tm.Action) -> None:
         if isinstance(a, tm.Restore):
@@ -791,11 +812,24 @@ class NasDevice(NasProcess):
         self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
                    held=held)
 
-    def _beat(self, now: float) -> None:
-        data = self.reporter.on_timer(now, Load(sessions=len(self.clients)))
+    def _beat(self, now: float, at_once: bool = False) -> None:
+        load = Load(sessions=len(self.clients), health=self.health)
+        data = self.reporter.send_now(load) if at_once else self.reporter.on_timer(now, load)
         if data is not None:
             with contextlib.suppress(OSError):  # the link is down: the switch hears silence
                 self.heartbeat.sendto(data, (self.cluster.control_ip, CLUSTER_UDP_PORT))
+
+    def _set_health(self, req: dict) -> dict:
+        """D2.18: the device's own verdict on itself, told the switch at once."""
+        name = str(req.get("health", "")).upper().replace("-", "_")
+        if name not in Health.__members__:
+            raise ValueError(f"no health {req.get('health')!r} (ok, degraded, predicted-fail)")
+        if not self.cluster.failover:
+            raise ValueError("the switch has no failover: nobody hears the health reports")
+        self.health = Health[name]
+        self.event("health", health=self.health.name)
+        self._beat(time.monotonic(), at_once=True)
+        return {"health": self.health.name}
 
     def _give_back(self, client: tuple[str, int], to_ip: str) -> None:
         """A handoff here failed: if the switch already moved the flow here, point it back

@@ -13,7 +13,8 @@
   regenerates the answer. The switch is the first device of that session, as in delayed
   binding; the table is already moved when the core asks for it.
 
-New connections are placed on live devices only.
+New connections go to devices that are UP only (not DOWN, DEGRADED or PREDICTED_FAIL); a
+PREDICTED_FAIL device is asked to hand each of its connections to one of those (claim 34).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ftsslab.lab.tcp import decode as decode_tcp
 from . import tch_messages as tm
 from . import xap
 from .bpf import tcp_filter
-from .health import HealthMonitor, PeerDown, PeerUp
+from .health import HealthMonitor, PeerDown, PeerPredictedFail, PeerUp
 from .process import NasProcess, packet_socket
 from .shadow import ShadowTable
 from .udp_tch import TchPort
@@ -42,7 +43,7 @@ class Failover:
         self.switch = sw = switch
         c = sw.cluster
         self.by_ip = {d.ip: d for d in sw.devices.values()}
-        self.down: set[str] = set()  # device names
+        self.avoid: set[str] = set()  # devices given nothing (DOWN, DEGRADED, PREDICTED_FAIL)
         self.shadows = ShadowTable()
         self.monitor = HealthMonitor()  # (a device is watched from its first heartbeat on)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -50,7 +51,7 @@ class Failover:
         self.sock.setblocking(False)
         sw.watch(self.sock, self._heard)
         sw.timed(self.monitor.next_deadline, lambda now: self._health(self.monitor.on_timer(now)))
-        self.port = TchPort(sw, c.control_ip, first=self._action, second=lambda s, a: None)
+        self.port = TchPort(sw, c.control_ip, first=self._action, second=self._action)
         self.sessions: dict[int, tuple[xap.FlowKey, str, float]] = {}  # -> flow, device, t0
         data = tcp_filter(dst_ip=c.vip, dport=c.vport, with_data=True)
         for p in c.client_ports:
@@ -62,7 +63,7 @@ class Failover:
             sw.watch(s, lambda s=s: self._frames(s, self.shadows.on_device))
 
     def live(self) -> dict[str, xap.Device]:
-        return {n: d for n, d in self.switch.devices.items() if n not in self.down}
+        return {n: d for n, d in self.switch.devices.items() if n not in self.avoid}
 
     def on_syn(self, frame: bytes) -> None:
         """A client SYN the placement socket read."""
@@ -97,11 +98,14 @@ class Failover:
             if isinstance(ev, PeerDown):
                 detail["detection_ms"] = round(ev.detection_time * 1000, 1)
             sw.event("health", **detail)
+            if isinstance(ev, PeerUp):
+                self.avoid.discard(dev.name)
+            else:
+                self.avoid.add(dev.name)  # no new connections there
             if isinstance(ev, PeerDown):
-                self.down.add(dev.name)
                 self._fail_over(dev)
-            elif isinstance(ev, PeerUp):
-                self.down.discard(dev.name)
+            elif isinstance(ev, PeerPredictedFail):
+                self._drain(dev)
         sw.arm()
 
     def _fail_over(self, dead: xap.Device) -> None:
@@ -131,6 +135,29 @@ class Failover:
             sw.event("failover", client=client, old=dead.name, new=to.name, outcome="STARTED")
             self.port.apply(acts)
 
+    def _drain(self, dev: xap.Device) -> None:
+        """Claim 34, check 23: a device predicts its failure; every connection it serves is
+        handed to a live device while it still can, with a normal handoff's guarantees. The
+        switch asks by Open(initiator=other) naming the target; the device hands off."""
+        sw, c, now = self.switch, self.switch.cluster, time.monotonic()
+        for key in [k for k, owner in sw.xap.entries().items()
+                    if owner.name == dev.name and k.proto == socket.IPPROTO_TCP]:
+            live = self.live()
+            client = f"{key.client_ip}:{key.client_port}"
+            if not live:
+                sw.event("failover", client=client, old=dev.name, outcome="LOST",
+                         why="no live device")
+                continue
+            to = sw.placement.choose(live, sw.xap.entries().values())
+            state = {"client_ip": key.client_ip, "client_port": key.client_port,
+                     "cluster_ip": c.vip, "cluster_port": c.vport}
+            session, acts = self.port.node.request(dev.ip, state, now, as_second=False,
+                                                   app_state=f"to={to.ip}".encode())
+            self.sessions[session.session_id] = (key, to.name, now)
+            sw.event("failover", client=client, old=dev.name, new=to.name, outcome="ASKED",
+                     why="predicted failure")
+            self.port.apply(acts)
+
     def _action(self, s: tm.Session, a: tm.Action) -> None:
         """The switch's sessions as the dead device's stand-in: the table moved already."""
         got = self.sessions.get(s.session_id)
@@ -141,6 +168,8 @@ class Failover:
             self.port.apply(s.switch_updated(time.monotonic()))
         elif isinstance(a, tm.Finished):
             del self.sessions[s.session_id]
+            outcome = {tm.Outcome.HANDED_OFF: "DONE", tm.Outcome.ACCEPTED: "ACCEPTED",
+                       tm.Outcome.DENIED: "DENIED"}.get(a.outcome, "LOST")
             self.switch.event("failover", client=f"{key.client_ip}:{key.client_port}", new=to,
-                              outcome="DONE" if a.outcome is tm.Outcome.HANDED_OFF else "LOST",
-                              why=a.reason, ms=round((time.monotonic() - t0) * 1000, 1))
+                              outcome=outcome, why=a.reason,
+                              ms=round((time.monotonic() - t0) * 1000, 1))

@@ -1006,8 +1006,8 @@ class TchNode:
         self.sessions[(peer, s.session_id)] = s
         return s, s.open(state, now, app_state)
 
-    def request(self, peer: str, state: dict, now: float, *, as_second: bool
-                ) -> tuple[SecondDevice | OtherDevice, list[Action]]:
+    def request(self, peer: str, state: dict, now: float, *, as_second: bool,
+                app_state: bytes = b"") -> tuple[SecondDevice | OtherDevice, list[Action]]:
         """Ask the first device ``peer`` for a handoff, as its second device or as another."""
         sid = self._new_id()
         s: SecondDevice | OtherDevice
@@ -1018,7 +1018,7 @@ class TchNode:
         else:
             s = OtherDevice(self.ip, peer, sid, **self._kw())
         self.sessions[(peer, sid)] = s
-        return s, s.request(state, now)
+        return s, s.request(state, now, app_state)
 
     def on_datagram(self, peer: str, data: bytes, now: float) -> list[Action]:
         msg = parse_tch_message(data)

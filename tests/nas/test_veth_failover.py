@@ -27,6 +27,17 @@ def failover_run():
     return result
 
 
+def test_a_predicted_failure_moves_every_connection_before_the_device_dies():
+    """Check 23 (claim 34): scenarios/nas-predicted.yaml -- two downloads on d1, d1 reports
+    PREDICTED_FAIL, the switch asks it to hand both to d2 (Open(initiator=other)), they move
+    by normal handoffs; d1 then dies with nothing left on it; same bytes, 0 RST."""
+    from ftsslab.lab.veth.backend import VethBackend
+
+    result = Runner(load_scenario(ROOT / "scenarios" / "nas-predicted.yaml"),
+                    VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+
+
 def _to_client(result) -> list[tuple[float, int, int, int]]:
     """(time, flags, seq, payload length) of the VIP's TCP frames on the client's link."""
     out = []

@@ -26,6 +26,7 @@ from ..model import (
     LinkState,
     NodeProcess,
     Send,
+    SetHealth,
     SetImpairment,
     Step,
     TableOp,
@@ -50,6 +51,8 @@ TABLE_STEP_KEYS = ("switch", "add", "remove")
 CHECK_KEYS = ("name", "expect")
 IMPAIR_STEP_KEYS = ("link", "set", "clear")
 HANDOFF_KEYS = ("from", "to", "client_port")
+HEALTH_KEYS = ("node", "set")
+HEALTH_STATES = ("ok", "degraded", "predicted-fail")
 FETCH_KEYS = ("node", "url", "timeout", "background")
 _URL_HINT = 'url: "http://10.0.0.100/a.bin", or a list of such URLs (one server)'
 _ARGV_HINT = "a list like [ping, -c, \"1\", 10.0.0.2] or one string split like a shell would"
@@ -400,6 +403,29 @@ def load_handoff(ctx: Context, vnode: Node, at: StepAt) -> Handoff | None:
     return Handoff(**at.fields(), node=src, to=dst, client_port=port)
 
 
+def load_health(ctx: Context, vnode: Node, at: StepAt) -> SetHealth | None:
+    """What a device reports of itself from now on (claim 34, D2.18)."""
+    hint = "health: {node: d1, set: predicted-fail}"
+    m = mapping(ctx, vnode, at.where, HEALTH_KEYS, required=("node", "set"))
+    if m is None or "node" not in m or "set" not in m:
+        return None
+    got = text(ctx, m["node"][1], f"{at.where}.node", "a node name")
+    node = node_ref(ctx, got, m["node"][1], f"{at.where}.node") if got is not None else None
+    spec = ctx.kinds.get(node) if node is not None else None
+    if node is not None and spec is not None and not spec.hands_off:
+        ctx.err(f"{at.where}.node", m["node"][1], f"{node} is a {spec.name}, which reports no "
+                "health", hint)
+        node = None
+    state = text(ctx, m["set"][1], f"{at.where}.set", "a health state")
+    if state is not None and state not in HEALTH_STATES:
+        ctx.err(f"{at.where}.set", m["set"][1], f"{state!r} is not a health state",
+                "one of: " + ", ".join(HEALTH_STATES))
+        state = None
+    if node is None or state is None:
+        return None
+    return SetHealth(**at.fields(), node=node, health=state)
+
+
 def load_wait(ctx: Context, vnode: Node, at: StepAt) -> Wait | None:
     seconds = duration(ctx, vnode, at.where)
     if seconds is None:
@@ -442,6 +468,6 @@ StepLoader = Callable[[Context, Node, StepAt], Step | None]
 STEP_LOADERS: dict[str, StepLoader] = {
     "send": load_send, "exec": load_exec, "link": load_link, "table": load_table,
     "kill": load_kill, "restart": load_restart, "wait": load_wait, "check": load_check,
-    "impair": load_impair, "handoff": load_handoff, "fetch": load_fetch,
+    "impair": load_impair, "handoff": load_handoff, "fetch": load_fetch, "health": load_health,
 }
 STEP_ACTIONS = tuple(STEP_LOADERS)

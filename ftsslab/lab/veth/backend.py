@@ -660,6 +660,17 @@ class VethBackend(Backend):
             raise BackendError(f"{node}: handoff to {to}: {reply.get('error', 'refused')}")
         self._events.append(Event(self.now(), node, "handoff", f"{reply['client']} -> {to}"))
 
+    def set_health(self, node: str, health: str) -> None:
+        assert self.lab_id is not None
+        try:
+            reply = control_request(names.lab_dir(self.lab_id), node,
+                                    {"op": "health", "health": health})
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{node}: its process does not answer ({exc})") from exc
+        if not reply.get("ok"):
+            raise BackendError(f"{node}: health {health}: {reply.get('error', 'refused')}")
+        self._events.append(Event(self.now(), node, "health", health))
+
     def _kill_process(self, node: str) -> None:
         assert self.state is not None
         p = self._procs.get(node)
