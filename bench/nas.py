@@ -4,7 +4,7 @@ through the VIP, connections per second through the switch's placement.
 
     python bench/nas.py [--handoffs 1000] [--rounds 5] [--conns 200]
                         [--parts handoff,throughput,cps] [--xap udp|tcp-option]
-                        [--json]                                            (root)
+                        [--tch segments|messages] [--json]                  (root)
 
 One lab (``bench/nas-bench.yaml``: client c1, switch s1 owning the VIP, devices d1/d2, a
 host h3 on the switch's bridge, and a plain veth pair h1 -- h2), up once, brought down also
@@ -74,7 +74,7 @@ from ftsslab.lab.veth.control import control_request  # noqa: E402
 from ftsslab.lab.veth.netns import call_in_netns, set_checksum_offload  # noqa: E402
 from ftsslab.lab.veth.switchd import CHAIN, TABLE, Nft, entry_rule, validate_entry  # noqa: E402
 from ftsslab.nas.bpf import attach, tcp_filter  # noqa: E402
-from ftsslab.nas.cluster import XAP_CARRIERS  # noqa: E402
+from ftsslab.nas.cluster import TCH_EMBODIMENTS, XAP_CARRIERS  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parent / "nas-bench.yaml"
 VIP, CLIENT_IP, PLAIN_IP, BRIDGED_IP = "10.0.0.100", "10.0.0.1", "10.9.0.2", "10.0.0.50"
@@ -350,6 +350,11 @@ PHASES = {
     "tcp-option": (("state+SET", "second", "tch", "RESTORING"),
                    ("restore+claim", "second", "xap", None), ("SET", "second", "tch", "SET_RCVD"),
                    ("SET+ACK", "first", "tch", "SWITCHING"), ("END", "second", "morph", None)),
+    # the second embodiment (tch: messages, Fig. 6): Open, restore + Open Response, XAP,
+    # Complete + Ack, Done
+    "messages": (("Open", "second", "tch", "OPEN"), ("restore", "second", "tch", "ACTIVE"),
+                 ("XAP", "first", "xap", None), ("Complete+Ack", "first", "tch", "DONE"),
+                 ("Done", "second", "morph", None)),
 }
 
 
@@ -414,7 +419,7 @@ def _handoff(lab: Lab, port: int, owner: str, to: str, phases: tuple) -> dict:
         new.close()
 
 
-def handoffs(lab: Lab, count: int, xap: str) -> dict:
+def handoffs(lab: Lab, count: int, phases: str) -> dict:
     stop, out = lab.path("ka.stop"), lab.path("ka.json")
     rst = call_in_netns(lab.ns("c1"), _packet_socket, tcp_filter(port=80, any_flags=RST),
                         1 << 20)
@@ -427,7 +432,7 @@ def handoffs(lab: Lab, count: int, xap: str) -> dict:
     owner, recs, t0 = "d1", [], time.monotonic()
     for i in range(count):
         rec = {"i": i} | _handoff(lab, port, owner, "d2" if owner == "d1" else "d1",
-                                  PHASES[xap])
+                                  PHASES[phases])
         recs.append(rec)
         if rec["outcome"] == "HANDED_OFF":
             owner = rec["to"]
@@ -458,7 +463,7 @@ def handoffs(lab: Lab, count: int, xap: str) -> dict:
         "freeze_morph_ms": spread([r["freeze_morph_ms"] for r in recs if "freeze_morph_ms" in r]),
         "phases_ms": {name: spread([r["phases_ms"][name] for r in recs
                                     if name in r.get("phases_ms", {})])
-                      for name, *_ in PHASES[xap]},
+                      for name, *_ in PHASES[phases]},
         "gap_ms": spread([r["gap_ms"] for r in recs if "gap_ms" in r]),
         "device_ms": spread([r["device_ms"] for r in recs if "device_ms" in r]),
         "held_frames": sum(r.get("held", 0) for r in recs),
@@ -606,14 +611,14 @@ def cps(lab: Lab, rounds: int, conns: int) -> dict:
 
 # ---- main ---------------------------------------------------------------------------------------
 
-def scenario_file(xap: str) -> str:
-    """The bench lab's file with the switch's XAP carrier (D2.10) set: the node processes
-    read the scenario from its path, so the variant is a file of its own."""
-    if xap == "udp":
+def scenario_file(xap: str, tch: str) -> str:
+    """The bench lab's file with the switch's XAP carrier (D2.10) and TCH embodiment set: the
+    node processes read the scenario from its path, so a variant is a file of its own."""
+    if (xap, tch) == ("udp", "segments"):
         return str(SCENARIO)
-    text = Path(SCENARIO).read_text().replace("    placement: first\n",
-                                              f"    placement: first\n    xap: {xap}\n")
-    path = Path(tempfile.gettempdir()) / f"nas-bench-{xap}.yaml"
+    text = Path(SCENARIO).read_text().replace(
+        "    placement: first\n", f"    placement: first\n    xap: {xap}\n    tch: {tch}\n")
+    path = Path(tempfile.gettempdir()) / f"nas-bench-{xap}-{tch}.yaml"
     path.write_text(text)
     return str(path)
 
@@ -622,11 +627,12 @@ def run(args) -> dict:
     b = VethBackend(capture=False)
     lab = None
     try:
-        b.up(load_scenario(scenario_file(args.xap)))
+        b.up(load_scenario(scenario_file(args.xap, args.tch)))
         lab = Lab(b)
-        out = {"lab": b.lab_id, "xap": args.xap}
+        out = {"lab": b.lab_id, "xap": args.xap, "tch": args.tch}
         if "handoff" in args.parts:
-            out["handoff"] = handoffs(lab, args.handoffs, args.xap)
+            out["handoff"] = handoffs(lab, args.handoffs,
+                                      "messages" if args.tch == "messages" else args.xap)
         if "throughput" in args.parts:
             out["throughput"] = throughput(lab, args.rounds)
         if "cps" in args.parts:
@@ -718,6 +724,8 @@ def main() -> int:
                     type=lambda s: set(s.split(",")), help="which parts to run")
     ap.add_argument("--xap", choices=XAP_CARRIERS, default="udp",
                     help="how handoffs reprogram the switch (the nas-switch option xap)")
+    ap.add_argument("--tch", choices=TCH_EMBODIMENTS, default="segments",
+                    help="how devices hand off (the nas-switch option tch)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:

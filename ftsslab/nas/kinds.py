@@ -84,7 +84,7 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
     "tch": Option(str, default="segments", choices=TCH_EMBODIMENTS,
                   doc="tch: how devices hand a connection off: segments (the first "
                       "embodiment, TCP flags HND/SET/END, Figs. 4-5) or messages (the second, "
-                      "Open / Open Response / Message on UDP 4494, Figs. 6 and 9; veth only)"),
+                      "Open / Open Response / Message on UDP 4494, Figs. 6 and 9)"),
     "failover": Option(bool, default=False,
                        doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
                            "100 ms); the switch keeps a shadow of each connection and moves a "

@@ -25,6 +25,7 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from ftsslab.fast.tch import TCH_MAX_APP_STATE, TCH_UDP_PORT
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab import frames
 from ftsslab.lab.backend import BackendError
@@ -35,6 +36,7 @@ from ftsslab.lab.switch import SwitchCore, Transmit
 from ftsslab.lab.tcp import ACK, FIN, RST, SYN, Tcb, TcpState
 
 from . import http, tch, xap
+from . import tch_messages as tm
 from .cluster import Cluster, Placement, cluster_of, file_bytes
 from .giver import DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
 from .repair import TcpCheckpoint
@@ -121,7 +123,7 @@ class _Gift:
 
     conn: _Conn
     to: str
-    tch: tch.TchFirst
+    tch: tch.TchFirst | None  # None: by messages (``session``, from the freeze on)
     reason: str
     started: float
     drain_until: float | None = None
@@ -131,6 +133,10 @@ class _Gift:
     held: list[bytes] = field(default_factory=list)
     xid: int | None = None
     xid_op: str = ""
+    session: tm.FirstDevice | None = None
+    relay_asked: bool = False
+    relaying: bool = False
+    relayed: int = 0
 
     @property
     def name(self) -> str:
@@ -138,7 +144,8 @@ class _Gift:
 
     @property
     def pausing(self) -> bool:
-        return self.tch.state not in (tch.FirstState.IDLE, tch.FirstState.SYN_SENT)
+        return self.tch is None or self.tch.state not in (tch.FirstState.IDLE,
+                                                          tch.FirstState.SYN_SENT)
 
 
 @dataclass
@@ -148,6 +155,7 @@ class _Incoming:
     tcb: Tcb
     exported: bytes
     client: tuple[str, int]
+    held: int = 0  # client segments kept in repair mode (the veth device's held frames)
 
 
 class _FirstDevice(ABC):
@@ -187,6 +195,13 @@ class _FirstDevice(ABC):
             return False
         dev = self.cluster.devices[to]
         port = self._next_port()
+        if self.cluster.tch == "messages":  # freeze first, then Open (``udp_tch.py``)
+            gift = cl.gift = _Gift(cl, to, None, reason, now, drain_until=now + DRAIN_LIMIT)
+            self.gifts[(dev.ip, port)] = gift
+            self.log.event("handoff-start", client=gift.name, to=to, reason=reason,
+                           tch="messages")
+            self._try_freeze(gift, now)
+            return True
         first = tch.TchFirst((self.tch_ip, port), (dev.ip, self.cluster.vport), cl.client,
                              _hash(self.node, cl.client, port, now), max_retries=TCH_RETRIES)
         gift = cl.gift = _Gift(cl, to, first, reason, now)
@@ -205,7 +220,8 @@ class _FirstDevice(ABC):
 
     def _try_freeze(self, gift: _Gift, now: float) -> None:
         """Freeze once the client acked what was written (or after ``DRAIN_LIMIT``)."""
-        if gift.frozen or gift.tch.state is not tch.FirstState.ESTABLISHED:
+        if gift.frozen or gift.tch is not None and gift.tch.state is not \
+                tch.FirstState.ESTABLISHED:
             return
         cl = gift.conn
         late = gift.drain_until is None or now >= gift.drain_until
@@ -215,7 +231,7 @@ class _FirstDevice(ABC):
             why = "a partial upload (not modelled in the sim)" if cl.core.uploading else \
                 cl.tcb.state.name
             self.log.event("handoff-refused", client=gift.name, to=gift.to, why=why)
-            self._first(gift, gift.tch.resume(now), now)
+            self._resume(gift, now)
             return
         gift.cp = cp = checkpoint(cl.tcb.snapshot(), now)
         gift.exported = cl.core.export()
@@ -227,8 +243,31 @@ class _FirstDevice(ABC):
         self.log.event("freeze", client=gift.name, to=gift.to, snd_nxt=cp.snd_nxt,
                        rcv_nxt=cp.rcv_nxt, send_queue=len(cp.send_queue),
                        recv_queue=len(cp.recv_queue))
-        self._first(gift, gift.tch.handoff(struct.pack(">I", len(state)) + state
-                                           + gift.exported, (cp.snd_nxt, cp.rcv_nxt), now), now)
+        carried = struct.pack(">I", len(state)) + state + gift.exported
+        if gift.tch is not None:
+            self._first(gift, gift.tch.handoff(carried, (cp.snd_nxt, cp.rcv_nxt), now), now)
+        elif len(carried) > TCH_MAX_APP_STATE:
+            self.log.event("handoff-refused", client=gift.name, to=gift.to,
+                           why=f"{len(carried)} bytes of state, an Open carries "
+                               f"{TCH_MAX_APP_STATE}")
+            self._finish(gift, False, "KEPT", "state too large for an Open", now)
+        else:
+            gift.session, acts = self.tch_node.open(
+                self.cluster.devices[gift.to].ip, tm.Kind.FULL, tm.state_block(cp), now,
+                app_state=carried)
+            self._messages(acts, now)
+
+    def _resume(self, gift: _Gift, now: float) -> None:
+        """The handoff does not happen: the connection stays (never frozen)."""
+        if gift.tch is not None:
+            self._first(gift, gift.tch.resume(now), now)
+        else:
+            self._finish(gift, False, "KEPT", "not handed off", now)
+
+    def _messages(self, actions: list, now: float) -> None:
+        """The second embodiment's actions (``udp_tch.TchPort``): datagrams out, transitions
+        logged, each session's requests to its role."""
+        raise NotImplementedError  # devices only: the switch hands off by segments
 
     def _first(self, gift: _Gift, actions: list, now: float) -> None:
         for a in actions:
@@ -242,25 +281,27 @@ class _FirstDevice(ABC):
             elif isinstance(a, tch.Reprogram):
                 self._switch_to(gift, now)
             elif isinstance(a, tch.Finished):
-                self._finish(gift, a.outcome, a.reason, now)
+                self._finish(gift, a.outcome is tch.Outcome.HANDED_OFF, a.outcome.name,
+                             a.reason, now)
 
-    def _finish(self, gift: _Gift, outcome: tch.Outcome, reason: str, now: float) -> None:
+    def _finish(self, gift: _Gift, given: bool, outcome: str, reason: str, now: float) -> None:
         self.gifts = {k: g for k, g in self.gifts.items() if g is not gift}
         self.holding.pop(gift.conn.client, None)
-        cl, given = gift.conn, outcome is tch.Outcome.HANDED_OFF
+        cl = gift.conn
         cl.gift = None
-        self.log.event("handoff-end", client=gift.name, to=gift.to, outcome=outcome.name,
-                       reason=reason, held=len(gift.held), ms=round((now - gift.started) * 1000,
-                                                                   3))
+        self.log.event("handoff-end", client=gift.name, to=gift.to, outcome=outcome,
+                       reason=reason, held=len(gift.held),
+                       relayed=len(gift.held) if given else 0,
+                       ms=round((now - gift.started) * 1000, 3))
         self._given(gift, given, now)
 
     def _gift_deadlines(self) -> list[float | None]:
-        return [*(g.tch.next_deadline() for g in self.gifts.values()),
+        return [*(g.tch.next_deadline() for g in self.gifts.values() if g.tch is not None),
                 *(g.drain_until for g in self.gifts.values() if not g.frozen)]
 
     def _gift_timers(self, now: float) -> None:
         for gift in list(self.gifts.values()):
-            if (t := _due(gift.tch.next_deadline(), now)) is not None:
+            if gift.tch is not None and (t := _due(gift.tch.next_deadline(), now)) is not None:
                 self._first(gift, gift.tch.on_timer(t), t)
             elif not gift.frozen and (t := _due(gift.drain_until, now)) is not None:
                 gift.drain_until = None  # drained or not, it freezes now
@@ -578,9 +619,9 @@ class NasDeviceSim(_FirstDevice):
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
-        if c.tch != "segments" or c.failover:
-            raise BackendError(f"switch {c.switch}: tch: messages and failover are not "
-                               "modelled in the sim yet: run it with backend: veth")
+        if c.failover:
+            raise BackendError(f"switch {c.switch}: failover is not modelled in the sim yet: "
+                               "run it with backend: veth")
         if node.options.get("proxy_limit") is not None:
             raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
                                "modelled in the sim yet: run it with backend: veth")
@@ -592,7 +633,9 @@ class NasDeviceSim(_FirstDevice):
         self.conns: dict[tuple[str, int], _Conn] = {}
         self.gifts: dict[tuple[str, int], _Gift] = {}
         self.holding: dict[tuple[str, int], _Gift] = {}
-        self.incoming: dict[tuple[str, int], _Incoming] = {}  # by TCH peer
+        self.incoming: dict[tuple[str, int], _Incoming] = {}  # by TCH peer (messages: + id)
+        self.tch_node = tm.TchNode(self.me.ip, keepalive=None)  # the second embodiment
+        self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # (``device._give_back``)
         # every address of the scenario -> its MAC (the kernel would ask ARP)
         self.macs = {ep.ipv4.split("/")[0]: frames.mac_bytes(ep.mac) for ln in scenario.links
                      for ep in (ln.a, ln.b) if ep.ipv4}
@@ -627,6 +670,8 @@ class NasDeviceSim(_FirstDevice):
             if d is not None and d.dst == self.me.ip and (d.src, d.sport) == (
                     self.cluster.control_ip, XAP_UDP_PORT):
                 self._xap_actions(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
+            elif d is not None and d.dst == self.me.ip and d.dport == TCH_UDP_PORT:
+                self._messages(self.tch_node.on_datagram(d.src, d.payload, now), now)
             return self._flush()
         if proto != IPPROTO_TCP:
             return self._flush()
@@ -670,6 +715,7 @@ class NasDeviceSim(_FirstDevice):
 
     def next_deadline(self) -> float | None:
         times = [self.listener.next_deadline(), self.xap.next_deadline(),
+                 self.tch_node.next_deadline(),
                  *(cl.tcb.next_deadline() for cl in self.conns.values()),
                  *(i.tcb.next_deadline() for i in self.incoming.values()),
                  *self._gift_deadlines()]
@@ -689,6 +735,8 @@ class NasDeviceSim(_FirstDevice):
             self._second(self.listener.on_timer(t), t)
         if (t := _due(self.xap.next_deadline(), now)) is not None:
             self._xap_actions(self.xap.on_timer(t), t)
+        if (t := _due(self.tch_node.next_deadline(), now)) is not None:
+            self._messages(self.tch_node.on_timer(t), t)
         return self._flush()
 
     # ---- serving -----------------------------------------------------------------------------
@@ -697,10 +745,13 @@ class NasDeviceSim(_FirstDevice):
         client = (seg.src, seg.sport)
         if (gift := self.holding.get(client)) is not None:
             gift.held.append(frame)  # frozen: kept for whoever serves it next (D2.5)
+            if gift.relaying:
+                self._relay(gift)
             return
         inc = next((i for i in self.incoming.values() if i.client == client), None)
         if inc is not None:
             inc.tcb.on_segment(seg, now)  # in repair mode: kept until MORPH
+            inc.held += 1
             return
         cl = self.conns.get(client)
         if cl is None:
@@ -803,10 +854,12 @@ class NasDeviceSim(_FirstDevice):
     def _xap_actions(self, actions: list, now: float) -> None:
         for a in actions:
             if isinstance(a, xap.SendDatagram):
-                udp = frames.udp_packet(frames.Datagram(self.me.ip, a.dst_ip, XAP_PORT,
-                                                        a.dst_port, a.payload))
-                self._tx.append(Transmit(self.me.iface, frames.ether(
-                    self.switch_mac, self.mac, frames.ETH_P_IP, udp)))
+                self._send_udp(a.dst_ip, XAP_PORT, a.dst_port, a.payload)
+            elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.asking_back:
+                key, to_ip = self.asking_back.pop(a.xid)
+                if isinstance(a, xap.Acked) and a.owner_ip == self.me.ip:
+                    self._xap_actions(self.xap.request(XAP_OP_CHANGE_CONNECTION, key, to_ip,
+                                                       now)[1], now)
             elif isinstance(a, xap.Acked | xap.TimedOut):
                 gift = next((g for g in self.gifts.values() if g.xid == a.xid), None)
                 if gift is None:
@@ -815,11 +868,37 @@ class NasDeviceSim(_FirstDevice):
                 self.log.event("xap", xid=a.xid, op=asked, acked=isinstance(a, xap.Acked),
                                owner=getattr(a, "owner_ip", None))
                 if isinstance(a, xap.Acked) and (asked == "change" or a.owner_ip == to_ip):
-                    self._first(gift, gift.tch.switch_updated(now), now)
+                    self._switched(gift, now)
                 elif asked == "change":  # no ack: ask before taking the connection back
                     self._reprogram(gift, XAP_OP_QUERY, None, now)
                 else:
-                    self._first(gift, gift.tch.resume(now), now)
+                    self._switch_failed(gift, now)
+
+    def _switched(self, gift: _Gift, now: float) -> None:
+        """The switch acked: END (segments), or the relay and Complete (messages)."""
+        if gift.tch is not None:
+            self._first(gift, gift.tch.switch_updated(now), now)
+            return
+        s = gift.session
+        if s is None or tm.Event.SWITCH_UPDATED not in s.expecting():
+            return
+        if gift.relay_asked:  # from the XAP ack on, as ``udp_tch.MessageGiver``
+            gift.relaying = True
+            self._relay(gift)
+            self.log.event("relay", client=gift.name, to=gift.to, held=len(gift.held))
+        self._messages(s.switch_updated(now), now)
+
+    def _switch_failed(self, gift: _Gift, now: float) -> None:
+        if gift.tch is not None:
+            self._first(gift, gift.tch.resume(now), now)
+        elif gift.session is not None and tm.Event.SWITCH_FAILED in gift.session.expecting():
+            self._messages(gift.session.switch_failed(now), now)
+
+    def _relay(self, gift: _Gift) -> None:
+        """Held client frames not relayed yet, to the second device (D2.5)."""
+        mac = frames.mac_bytes(self.cluster.devices[gift.to].mac)
+        self._tx += [Transmit(self.me.iface, mac + f[6:]) for f in gift.held[gift.relayed:]]
+        gift.relayed = len(gift.held)
 
     def _switch_to(self, gift: _Gift, now: float) -> None:
         self._reprogram(gift, XAP_OP_CHANGE_CONNECTION, self.cluster.devices[gift.to].ip, now)
@@ -827,8 +906,7 @@ class NasDeviceSim(_FirstDevice):
     def _given(self, gift: _Gift, given: bool, now: float) -> None:
         cl = gift.conn
         if given:  # the held frames go to the second device, in arrival order (D2.5)
-            mac = frames.mac_bytes(self.cluster.devices[gift.to].mac)
-            self._tx += [Transmit(self.me.iface, mac + f[6:]) for f in gift.held]
+            self._relay(gift)
         elif gift.frozen:  # back here: our own checkpoint again (the seed's setsockopt(0))
             tcb = Tcb.restore(snapshot(gift.cp))
             core = http.HttpServer.resume(self.storage, gift.exported, name=self.node,
@@ -862,36 +940,96 @@ class NasDeviceSim(_FirstDevice):
                 self.log.event("tch-done", role="second", outcome=a.outcome.name,
                                reason=a.reason)
 
+    def _restored(self, carried: bytes) -> _Incoming:
+        """The duplicate TCB, in repair mode, from checkpoint + HTTP state (``device._restored``);
+        ValueError, struct.error or http.ProtocolError if it cannot go on here."""
+        n = struct.unpack_from(">I", carried)[0]
+        cp = TcpCheckpoint.unpack(carried[4:4 + n])
+        exported = carried[4 + n:]
+        if cp is None:
+            raise ValueError("not a checkpoint")
+        http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
+        client = (cp.remote_ip, cp.remote_port)
+        self.holding.pop(client, None)  # it left here once
+        return _Incoming(Tcb.restore(snapshot(cp)), exported, client)
+
     def _restore(self, a: tch.Restore, now: float) -> None:
-        """SET arrived: the duplicate TCB, in repair mode (``device._restore``)."""
+        """SET arrived (``device._restore``)."""
         try:
-            n = struct.unpack_from(">I", a.state)[0]
-            cp = TcpCheckpoint.unpack(a.state[4:4 + n])
-            exported = a.state[4 + n:]
-            if cp is None:
-                raise ValueError("not a checkpoint")
-            http.HttpServer.resume(self.storage, exported)  # refuse what cannot go on here
+            self.incoming[a.peer] = self._restored(a.state)
         except (ValueError, struct.error, http.ProtocolError) as exc:
             self._second(self.listener.restore_failed(a.peer, str(exc), now), now)
             return
-        client = (cp.remote_ip, cp.remote_port)
-        self.holding.pop(client, None)  # it left here once
-        self.incoming[a.peer] = _Incoming(Tcb.restore(snapshot(cp)), exported, client)
         self._second(self.listener.restored(a.peer, now), now)
 
     def _morph(self, a: tch.Morph, now: float) -> None:
         """END arrived: repair off, and the connection is served here."""
         inc = self.incoming.pop(a.peer, None)
-        if inc is None:
-            return
+        if inc is not None:
+            self._serve_incoming(inc, {}, now)
+
+    def _serve_incoming(self, inc: _Incoming, detail: dict, now: float) -> None:
         core = http.HttpServer.resume(self.storage, inc.exported, name=self.node,
                                       root=self.root, redirect=self.redirect)
         cl = self.conns[inc.client] = _Conn(inc.tcb, core, inc.client)
         self.counters["handoffs_in"] += 1
-        self.log.event("morph", client=f"{inc.client[0]}:{inc.client[1]}")
+        self.log.event("morph", client=f"{inc.client[0]}:{inc.client[1]}", **detail)
         self._send_tcp(inc.tcb.leave_repair(now))
         self._apply(cl, core.proceed(now), now)
         self._after_tcp(cl, now)
+
+    # ---- the second embodiment (``udp_tch.py`` and ``device.py`` on veth) ----------------
+
+    def _messages(self, actions: list, now: float) -> None:
+        for a in actions:
+            if isinstance(a, tm.Send):
+                self._send_udp(a.peer, TCH_UDP_PORT, TCH_UDP_PORT, a.data)
+                continue
+            s = next((x for (_, sid), x in self.tch_node.sessions.items()
+                      if sid == a.session_id), None)
+            if isinstance(a, tm.StateChanged):
+                self.log.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why,
+                               session=f"{a.session_id:#010x}", peer=a.peer)
+            if isinstance(s, tm.FirstDevice):
+                self._first_message(s, a, now)
+            elif isinstance(s, tm.SecondDevice):
+                self._second_message(s, a, now)
+
+    def _first_message(self, s: tm.FirstDevice, a: tm.Action, now: float) -> None:
+        gift = next((g for g in self.gifts.values() if g.session is s), None)
+        if gift is None:  # given back already; the session still finishes its exchange
+            return
+        if isinstance(a, tm.ReprogramSwitch):
+            self._switch_to(gift, now)
+        elif isinstance(a, tm.RelayHeld):
+            gift.relay_asked = True
+        elif isinstance(a, tm.Recover):
+            self._finish(gift, False, tm.Outcome.KEPT.name, a.why, now)
+        elif isinstance(a, tm.Finished):
+            self._finish(gift, a.outcome is tm.Outcome.HANDED_OFF, a.outcome.name, a.reason,
+                         now)
+
+    def _second_message(self, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
+        key = (s.peer, s.session_id)
+        if isinstance(a, tm.Restore):
+            try:
+                self.incoming[key] = self._restored(a.app_state)
+            except (ValueError, struct.error, http.ProtocolError) as exc:
+                self._messages(s.restore_failed(str(exc), now), now)
+                return
+            self._messages(s.restored(now), now)
+        elif isinstance(a, tm.Finished):
+            inc = self.incoming.pop(key, None)
+            if inc is not None and a.outcome is tm.Outcome.HANDED_OFF:
+                self._serve_incoming(inc, {"held": inc.held}, now)
+            elif inc is not None:  # the first device took it back: the entry too, if ours
+                c = self.cluster
+                flow = xap.FlowKey(inc.client[0], IPPROTO_TCP, inc.client[1], c.vip, c.vport)
+                xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
+                self.asking_back[xid] = (flow, s.peer)
+                self._xap_actions(acts, now)
+            self.log.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
+                           held=inc.held if inc is not None else 0)
 
     # ---- output ------------------------------------------------------------------------------
 
@@ -902,6 +1040,13 @@ class NasDeviceSim(_FirstDevice):
             if mac is not None:
                 self._tx.append(Transmit(self.me.iface, frames.ether(
                     mac, self.mac, frames.ETH_P_IP, s.encode())))
+
+    def _send_udp(self, dst_ip: str, sport: int, dport: int, payload: bytes) -> None:
+        dev = self.cluster.by_ip(dst_ip)
+        mac = frames.mac_bytes(dev.mac) if dev is not None else self.switch_mac
+        udp = frames.udp_packet(frames.Datagram(self.me.ip, dst_ip, sport, dport, payload))
+        self._tx.append(Transmit(self.me.iface, frames.ether(mac, self.mac, frames.ETH_P_IP,
+                                                             udp)))
 
     def _send_tch(self, seg: Segment) -> None:
         dev = self.cluster.by_ip(seg.dst)

@@ -360,6 +360,15 @@ def state_fields(msg: dict) -> dict:
     return {k: msg[k] for k in STATE_KEYS if k in msg}
 
 
+def state_block(cp) -> dict:
+    """An Open's state block from a connection's checkpoint (``repair.TcpCheckpoint``)."""
+    return {"client_ip": cp.remote_ip, "cluster_ip": cp.local_ip,
+            "client_port": cp.remote_port, "cluster_port": cp.local_port,
+            "seq": cp.snd_nxt, "ack": cp.rcv_nxt, "snd_una": cp.snd_una,
+            "snd_wnd": cp.window.snd_wnd, "rcv_wnd": cp.window.rcv_wnd,
+            "snd_wscale": cp.snd_wscale, "rcv_wscale": cp.rcv_wscale, "mss": cp.mss}
+
+
 def valid_message(msg: dict | None) -> bool:
     """A parsed datagram this protocol version can act on."""
     if msg is None or msg["version"] != TCH_VERSION:

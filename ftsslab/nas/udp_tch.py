@@ -138,13 +138,8 @@ class MessageGiver(Giver):
                                 f"{TCH_MAX_APP_STATE}")
             self._finish(gift, False, tm.Outcome.KEPT.name, "state too large for an Open")
             return
-        cp = gift.checkpoint
-        state = {"client_ip": cp.remote_ip, "cluster_ip": cp.local_ip,
-                 "client_port": cp.remote_port, "cluster_port": cp.local_port,
-                 "seq": cp.snd_nxt, "ack": cp.rcv_nxt, "snd_una": cp.snd_una,
-                 "snd_wnd": cp.window.snd_wnd, "rcv_wnd": cp.window.rcv_wnd,
-                 "snd_wscale": cp.snd_wscale, "rcv_wscale": cp.rcv_wscale, "mss": cp.mss}
-        gift.session, acts = self.port.node.open(gift.to.ip, tm.Kind.FULL, state,
+        gift.session, acts = self.port.node.open(gift.to.ip, tm.Kind.FULL,
+                                                 tm.state_block(gift.checkpoint),
                                                  time.monotonic(), app_state=carried)
         self.port.apply(acts)
 

@@ -76,7 +76,21 @@ DELAYED = {
                       ("table", "closed", "d1", None)],
            "requests": []},
 }
-EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED}
+# the second embodiment (Fig. 9, D2.9): the same connections, handed off by messages
+FIRST_M = [("tch", "first", a, b) for a, b in (
+    ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "DONE"),
+    ("DONE", "IDLE"))]
+SECOND_M = [("tch", "second", a, b) for a, b in (
+    ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "IDLE"))]
+MESSAGES = {
+    "d1": {"states": [*FIRST_M, ("handoff-end", "d2", "HANDED_OFF"), *SECOND_M,
+                      *FIRST_M, ("handoff-end", "d2", "HANDED_OFF")],
+           "requests": []},
+    "d2": {"states": [*SECOND_M, *FIRST_M, ("handoff-end", "d1", "HANDED_OFF"), *SECOND_M],
+           "requests": [("GET", "/d2/b.bin", 200), ("GET", "/d1/a.bin", 200)]},
+    "s1": PLAIN["s1"],
+}
+EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES}
 
 
 def _failed(result: RunResult) -> list:
@@ -111,8 +125,9 @@ def test_sim_run_is_deterministic(sim_runs, name):
     assert again.frames == sim_runs[name].frames and again.events == sim_runs[name].events
 
 
-def test_the_download_was_handed_off_mid_response(sim_runs):
-    served = [ev for ev in sim_runs["nas-twins"].reports["d2"]["events"]
+@pytest.mark.parametrize("name", ["nas-twins", "nas-twins-messages"])
+def test_the_download_was_handed_off_mid_response(sim_runs, name):
+    served = [ev for ev in sim_runs[name].reports["d2"]["events"]
               if ev["kind"] == "request" and ev["path"] == "/d1/a.bin"]
     assert len(served) == 1 and 0 < served[0]["resumed_at"] < 1_000_000
 
