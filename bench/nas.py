@@ -4,7 +4,7 @@ through the VIP, connections per second through the switch's placement.
 
     python bench/nas.py [--handoffs 1000] [--rounds 5] [--conns 200]
                         [--parts handoff,throughput,cps] [--xap udp|tcp-option]
-                        [--tch segments|messages] [--json]                  (root)
+                        [--tch segments|messages [--predictive]] [--json]   (root)
 
 One lab (``bench/nas-bench.yaml``: client c1, switch s1 owning the VIP, devices d1/d2, a
 host h3 on the switch's bridge, and a plain veth pair h1 -- h2), up once, brought down also
@@ -355,6 +355,9 @@ PHASES = {
     "messages": (("Open", "second", "tch", "OPEN"), ("restore", "second", "tch", "ACTIVE"),
                  ("XAP", "first", "xap", None), ("Complete+Ack", "first", "tch", "DONE"),
                  ("Done", "second", "morph", None)),
+    # a predictive session's Handoff (check 16): Handoff, restore + Ack, XAP, ... Done
+    "predictive": (("Handoff+restore+XAP", "first", "xap", None),
+                   ("Complete+Ack", "first", "tch", "DONE"), ("Done", "second", "morph", None)),
 }
 
 
@@ -611,14 +614,16 @@ def cps(lab: Lab, rounds: int, conns: int) -> dict:
 
 # ---- main ---------------------------------------------------------------------------------------
 
-def scenario_file(xap: str, tch: str) -> str:
-    """The bench lab's file with the switch's XAP carrier (D2.10) and TCH embodiment set: the
-    node processes read the scenario from its path, so a variant is a file of its own."""
-    if (xap, tch) == ("udp", "segments"):
+def scenario_file(xap: str, tch: str, predictive: bool) -> str:
+    """The bench lab's file with the switch's XAP carrier (D2.10), TCH embodiment and
+    predictive sessions set: the node processes read the scenario from its path, so a
+    variant is a file of its own."""
+    if (xap, tch, predictive) == ("udp", "segments", False):
         return str(SCENARIO)
     text = Path(SCENARIO).read_text().replace(
-        "    placement: first\n", f"    placement: first\n    xap: {xap}\n    tch: {tch}\n")
-    path = Path(tempfile.gettempdir()) / f"nas-bench-{xap}-{tch}.yaml"
+        "    placement: first\n", f"    placement: first\n    xap: {xap}\n    tch: {tch}\n"
+        f"    predictive: {str(predictive).lower()}\n")
+    path = Path(tempfile.gettempdir()) / f"nas-bench-{xap}-{tch}-{predictive}.yaml"
     path.write_text(text)
     return str(path)
 
@@ -627,12 +632,14 @@ def run(args) -> dict:
     b = VethBackend(capture=False)
     lab = None
     try:
-        b.up(load_scenario(scenario_file(args.xap, args.tch)))
+        b.up(load_scenario(scenario_file(args.xap, args.tch, args.predictive)))
         lab = Lab(b)
-        out = {"lab": b.lab_id, "xap": args.xap, "tch": args.tch}
+        out = {"lab": b.lab_id, "xap": args.xap, "tch": args.tch,
+               "predictive": args.predictive}
+        phases = ("predictive" if args.predictive else
+                  "messages" if args.tch == "messages" else args.xap)
         if "handoff" in args.parts:
-            out["handoff"] = handoffs(lab, args.handoffs,
-                                      "messages" if args.tch == "messages" else args.xap)
+            out["handoff"] = handoffs(lab, args.handoffs, phases)
         if "throughput" in args.parts:
             out["throughput"] = throughput(lab, args.rounds)
         if "cps" in args.parts:
@@ -726,6 +733,8 @@ def main() -> int:
                     help="how handoffs reprogram the switch (the nas-switch option xap)")
     ap.add_argument("--tch", choices=TCH_EMBODIMENTS, default="segments",
                     help="how devices hand off (the nas-switch option tch)")
+    ap.add_argument("--predictive", action="store_true",
+                    help="with --tch messages: predictive sessions from the connection's start")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:

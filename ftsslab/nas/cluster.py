@@ -76,6 +76,7 @@ class Cluster:
     xap_carrier: str = "udp"  # "tcp-option": the second device claims the flow on its packets
     tch: str = "segments"  # how devices hand off: "messages" is the second embodiment
     failover: bool = False  # heartbeats, shadows, a silent device's connections moved
+    predictive: bool = False  # predictive TCH sessions from every connection's start
 
     def by_ip(self, ip: str) -> Device | None:
         return next((d for d in self.devices.values() if d.ip == ip), None)
@@ -106,7 +107,7 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
                 clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
                    o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"],
-                   o["tch"], o["failover"])
+                   o["tch"], o["failover"], o["predictive"])
 
 
 def nonce_path(lab_dir: str, switch: str) -> Path:

@@ -61,6 +61,7 @@ WRITE_TURN = 1 << 20  # body bytes one connection writes per turn of the loop
 FETCH_LIMIT = 10.0  # seconds a proxied answer may take to arrive whole from its owner
 UDP_FLOWS_KEPT = 4096  # UDP flows a device remembers (the oldest is forgotten first)
 RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
+PREDICTIVE_KEEPALIVE = 2.0  # a predictive session without a word this long fails (L336)
 TAKEOVER_PROBES = 5   # probes a take-over sends the client (check 24) ...
 TAKEOVER_WAIT = 0.2   # ... this many seconds apart
 
@@ -80,6 +81,8 @@ class Client:
     ready: Callable[[], None] | None = None  # its selector handler
     policy: proxy.ProxyPolicy | None = None  # answer another device's file by proxy, or move
     fetch: Fetch | None = None  # the owner's answer being fetched for it
+    # the switch's ``predictive``: a TCH session per other device from the start (check 16)
+    predictive: dict[str, tm.FirstDevice] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,7 +191,8 @@ class NasDevice(NasProcess):
         self.tch_in = tch.TchListener(me.ip, c.vport)
         # the second embodiment's port: every device takes both; what it sends is ``c.tch``
         self.tch_port = TchPort(self, me.ip, first=self._first_action,
-                                second=self._second_action)
+                                second=self._second_action,
+                                keepalive=PREDICTIVE_KEEPALIVE if c.predictive else None)
         giver_args = (self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft, self._tch_send,
                       self._given, self.arm)
         self.giver = (MessageGiver(*giver_args, port=self.tch_port)
@@ -226,8 +230,11 @@ class NasDevice(NasProcess):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             core = http.HttpServer(self.storage, name=self.node, root=self.root,
                                    redirect=self.redirect)
-            self._serve(Client(sock, core, peer))
+            cl = Client(sock, core, peer)
+            self._serve(cl)
             self.counters["accepted"] += 1
+            if self.cluster.predictive and listener is self.listener:
+                self._predict(cl)
 
     def _serve(self, cl: Client, actions: list | None = None) -> None:
         if cl.policy is None:  # a connection's proxy record stays here (a moved one starts anew)
@@ -354,6 +361,10 @@ class NasDevice(NasProcess):
             self._end_fetch(cl, cl.fetch)
         for key in [k for k in self.uploads if k[0] == id(cl)]:
             self.uploads.pop(key).abort()
+        for s in cl.predictive.values():  # (a given connection released its own)
+            if tm.Event.RELEASE in s.expecting():
+                self.tch_port.apply(s.release(time.monotonic()))
+        cl.predictive.clear()
         if close:
             self.event("account", client=f"{cl.peer[0]}:{cl.peer[1]}", why="close",
                        **tcp_counts(cl.sock))
@@ -500,9 +511,10 @@ class NasDevice(NasProcess):
         if cl.gift is not None:  # already moving: the request goes with it, answered there
             return
         dev = self.cluster.devices[to]
+        more = {"predicted": cl.predictive} if isinstance(self.giver, MessageGiver) else {}
         cl.gift = self.giver.give(cl.sock, cl.peer, Target(dev.name, dev.ip, dev.mac), reason,
                                   flushed=lambda: self._flush(cl) and self._upload_moved(cl),
-                                  export=cl.core.export, reprogram=self._reprogram)
+                                  export=cl.core.export, reprogram=self._reprogram, **more)
         self._interest(cl)
         self.arm()
 
@@ -673,10 +685,27 @@ class NasDevice(NasProcess):
         self.arm()
 
     # ---- the second embodiment (udp_tch.py) -------------------------------------------------
+    def _predict(self, cl: Client) -> None:
+        """Check 16: a predictive session to every other device as the connection starts;
+        its Updates keep them ready (L336), a handoff turns one into the handoff."""
+        c, now = self.cluster, time.monotonic()
+        state = {"client_ip": cl.peer[0], "client_port": cl.peer[1], "cluster_ip": c.vip,
+                 "cluster_port": c.vport}
+        for dev in c.devices.values():
+            if dev.name != self.node:
+                cl.predictive[dev.name], acts = self.tch_port.node.open(
+                    dev.ip, tm.Kind.PREDICTIVE, state, now)
+                self.tch_port.apply(acts)
+
     def _first_action(self, s: tm.Session, a: tm.Action) -> None:
         if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_OTHER:
             self._asked_by_other(s, a)
-        elif isinstance(self.giver, MessageGiver):
+            return
+        if isinstance(a, tm.Finished) and (dev := self.cluster.by_ip(s.peer)) is not None:
+            for cl in self.clients.values():  # a predictive session is over (released, ...)
+                if cl.predictive.get(dev.name) is s:
+                    del cl.predictive[dev.name]
+        if isinstance(self.giver, MessageGiver):
             self.giver.on_action(s, a)
 
     def _asked_by_other(self, s: tm.FirstDevice, a: tm.HandoffRequested) -> None:
@@ -708,6 +737,9 @@ class NasDevice(NasProcess):
         now = time.monotonic()
         if shadow.is_shadow(a.app_state):
             self._take_over(s, a)
+            return
+        if a.kind is tm.Kind.PREDICTIVE:  # nothing to restore before the Handoff: ready
+            self.tch_port.apply(s.restored(now))
             return
         try:
             sock, exported, cp = self._restored(a.app_state)
@@ -804,7 +836,10 @@ class NasDevice(NasProcess):
                                                   root=self.root, redirect=self.redirect)
                 self.counters["handoffs_in"] += 1
                 self.event("morph", client=f"{client[0]}:{client[1]}", held=held)
-                self._serve(Client(sock, core, client), actions)
+                cl = Client(sock, core, client)
+                self._serve(cl, actions)
+                if self.cluster.predictive:  # ready for the next handoff, as from the start
+                    self._predict(cl)
             else:  # the first device took it back; the switch may still send some here
                 repair.close_silently(sock)
                 self.giver.linger(client)

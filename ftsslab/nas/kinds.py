@@ -85,6 +85,10 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
                   doc="tch: how devices hand a connection off: segments (the first "
                       "embodiment, TCP flags HND/SET/END, Figs. 4-5) or messages (the second, "
                       "Open / Open Response / Message on UDP 4494, Figs. 6 and 9)"),
+    "predictive": Option(bool, default=False,
+                         doc="predictive: with tch: messages, every device opens a predictive "
+                             "TCH session to each other device as a connection starts, kept "
+                             "by Updates; a handoff turns one into it (check 16; veth only)"),
     "failover": Option(bool, default=False,
                        doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
                            "100 ms); the switch keeps a shadow of each connection and moves a "
@@ -143,6 +147,9 @@ def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
         issues.append(OptionIssue("failover", "failover follows connections the fast path "
                                   "placed; delayed binding's are not shadowed yet",
                                   "placement: round-robin"))
+    if node.options["predictive"] and node.options["tch"] != "messages":
+        issues.append(OptionIssue("predictive", "predictive sessions are the second "
+                                  "embodiment's", "tch: messages"))
     if node.options["tch"] == "messages" and node.options["xap"] != "udp":
         issues.append(OptionIssue("xap", "with tch: messages the first device reprograms "
                                   "the switch (Fig. 6 (7)): the claim carrier is for segments",

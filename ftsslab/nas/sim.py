@@ -619,9 +619,9 @@ class NasDeviceSim(_FirstDevice):
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
-        if c.failover:
-            raise BackendError(f"switch {c.switch}: failover is not modelled in the sim yet: "
-                               "run it with backend: veth")
+        if c.failover or c.predictive:
+            raise BackendError(f"switch {c.switch}: failover and predictive sessions are not "
+                               "modelled in the sim yet: run it with backend: veth")
         if node.options.get("proxy_limit") is not None:
             raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
                                "modelled in the sim yet: run it with backend: veth")

@@ -667,10 +667,13 @@ class FirstDevice(_Session):
         self.tcp_state.update(state)
         return self._update(now) if self.state is _S.HALF_ACTIVE else []
 
-    def handoff(self, state: dict, now: float) -> list[Action]:
-        """Turn the predictive session into a full handoff (D2.8): Handoff with fresh seq/ack."""
+    def handoff(self, state: dict, now: float, app_state: bytes | None = None) -> list[Action]:
+        """Turn the predictive session into a full handoff (D2.8): Handoff with fresh seq/ack
+        (and, given, fresh application state)."""
         self._check(_E.HANDOFF)
         self.tcp_state.update(state)
+        if app_state is not None:
+            self.app_state = app_state
         self.kind, self.pausing, self._next_update = _K.FULL, True, None
         acts = self._fire(_E.HANDOFF, "handoff(): Handoff with fresh state", now)
         return [*acts, self._request(TCH_MESSAGE, TCH_MSG_HANDOFF, now, state=self.tcp_state)]
@@ -883,6 +886,7 @@ class SecondDevice(_Session):
         xid = msg["xid"]
         if event is _E.HANDOFF_MSG:
             self.tcp_state.update(state_fields(msg))
+            self.app_state = msg["app_state"] or self.app_state
             self.kind = _K(msg["htype"]) if msg["htype"] != TCH_PREDICTIVE else _K.FULL
             self._defer(xid)
             acts = self._fire(event, "Handoff: restore with fresh state", now)

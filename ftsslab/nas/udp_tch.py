@@ -47,6 +47,7 @@ class MessageGift(Gift):
     """A connection given away by messages: its session exists from the Open on."""
 
     session: tm.FirstDevice | None = None
+    predicted: dict[str, tm.FirstDevice] | None = None  # the client's predictive sessions
     relay_asked: bool = False  # RelayHeld came ...
     relaying: bool = False  # ... and the switch moved: held frames go on to the second device
 
@@ -61,9 +62,11 @@ class TchPort:
 
     def __init__(self, proc: NasProcess, ip: str,
                  first: Callable[[tm.Session, tm.Action], None],
-                 second: Callable[[tm.Session, tm.Action], None]) -> None:
+                 second: Callable[[tm.Session, tm.Action], None],
+                 keepalive: float | None = None) -> None:
+        """``keepalive``: predictive sessions fail after this long without a word."""
         self.proc, self.first, self.second = proc, first, second
-        self.node = tm.TchNode(ip, keepalive=None)
+        self.node = tm.TchNode(ip, keepalive=keepalive)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((ip, TCH_UDP_PORT))
         self.sock.setblocking(False)
@@ -107,10 +110,13 @@ class MessageGiver(Giver):
 
     def give(self, sock: socket.socket, client: tuple[str, int], to: Target, reason: str, *,
              flushed: Callable[[], bool], export: Callable[[], bytes],
-             reprogram: Callable[[Gift], None]) -> Gift:
+             reprogram: Callable[[Gift], None],
+             predicted: dict[str, tm.FirstDevice] | None = None) -> Gift:
+        """``predicted``: the connection's predictive sessions by device; the one to ``to``
+        becomes the handoff (a Handoff message), the others are released."""
         self.refuse_unless_established(sock, client, to)
         gift = MessageGift(sock, client, to, None, reason, time.monotonic(), flushed, export,
-                           reprogram)
+                           reprogram, predicted=predicted)
         self._count += 1
         self.gifts[(to.ip, self._count)] = gift
         self.proc.event("handoff-start", client=gift.name, to=to.name, reason=reason,
@@ -138,9 +144,18 @@ class MessageGiver(Giver):
                                 f"{TCH_MAX_APP_STATE}")
             self._finish(gift, False, tm.Outcome.KEPT.name, "state too large for an Open")
             return
-        gift.session, acts = self.port.node.open(gift.to.ip, tm.Kind.FULL,
-                                                 tm.state_block(gift.checkpoint),
-                                                 time.monotonic(), app_state=carried)
+        now, state = time.monotonic(), tm.state_block(gift.checkpoint)
+        ready = {n: s for n, s in (gift.predicted or {}).items()
+                 if tm.Event.HANDOFF in s.expecting()}
+        for name, s in ready.items():
+            if name != gift.to.name:  # check 16: Fail(superseded) to the others
+                self.port.apply(s.release(now))
+        if gift.to.name in ready:  # D2.8: the predictive session becomes the handoff
+            gift.session = ready[gift.to.name]
+            self.port.apply(gift.session.handoff(state, now, app_state=carried))
+            return
+        gift.session, acts = self.port.node.open(gift.to.ip, tm.Kind.FULL, state, now,
+                                                 app_state=carried)
         self.port.apply(acts)
 
     def switch_updated(self, gift: MessageGift) -> None:

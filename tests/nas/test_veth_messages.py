@@ -276,3 +276,61 @@ def test_a_lost_answer_sends_the_session_back_to_the_first_device(lab, lost):
     rsts = [f for f in lab.frames() if f.dst.startswith("c1:") and f.data[12:14] == b"\x08\x00"
             and f.data[23] == 6 and f.data[47] & 0x04]
     assert not rsts
+
+
+def test_predictive_handoff_scenario_passes():
+    """Check 16: scenarios/nas-predictive.yaml -- predictive sessions to d2 and d3 from the
+    connection's start, kept by Updates; the handoff to d3 goes by Handoff on its session,
+    d2's ends with Fail(superseded); same bytes, 0 RST, 0 retransmissions."""
+    from ftsslab.lab.veth.backend import VethBackend
+
+    result = Runner(load_scenario(ROOT / "scenarios" / "nas-predictive.yaml"),
+                    VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+
+
+STALLED = """
+import socket, time
+sock = socket.create_connection(("10.0.0.100", 80), timeout=30)
+sock.sendall(b"GET /big.bin HTTP/1.1\\r\\nHost: nas\\r\\n\\r\\n")
+sock.recv(1024)
+print(sock.getsockname()[1], flush=True)
+time.sleep(3600)
+"""
+
+
+def test_stopped_updates_fail_a_predictive_session_on_both_sides(tmp_path):
+    """Check 16: with the devices' TCH datagrams dropped both ways, neither hears the other
+    for the keepalive (2 s): each side's session goes ACTIVE -> FAIL on its own, and the
+    connection stays where it is."""
+    from ftsslab.lab.veth.backend import VethBackend
+
+    path = tmp_path / "nas-predictive-mute.yaml"
+    path.write_text(SCENARIO.replace("tch: messages}", "tch: messages, predictive: true}"))
+    b = VethBackend()
+    b.up(load_scenario(path))
+    client = None
+    try:
+        client = subprocess.Popen(["ip", "netns", "exec", b.namespace("c1"), sys.executable,
+                                   "-c", STALLED], stdout=subprocess.PIPE, text=True)
+        int(client.stdout.readline())
+        opened = _wait_event(b, "d2", "tch")  # the predictive session is up
+        assert opened[0]["why"].startswith("Open(predictive)")
+        _mute(b, f"ip saddr {{ {D1}, {D2} }} ip daddr {{ {D1}, {D2} }} udp dport 4494")
+        deadline = time.monotonic() + 30
+        while True:
+            fails = {n: [e for e in b.node_events(n) if e["kind"] == "tch"
+                         and e["new"] == "FAIL"] for n in ("d1", "d2")}
+            if all(fails.values()):
+                break
+            assert time.monotonic() < deadline, fails
+            time.sleep(0.1)
+        assert fails["d1"][0]["old"] == "ACTIVE" and fails["d2"][0]["old"] == "ACTIVE"
+        assert "nothing from" in fails["d1"][0]["why"] and "nothing from" in fails["d2"][0]["why"]
+        assert [s["client"].split(":")[0] for s in control_request(
+            names.lab_dir(b.lab_id), "d1", {"op": "sessions"})["sessions"]] == [CLIENT]
+    finally:
+        if client is not None:
+            client.kill()
+            client.wait()
+        b.down()
