@@ -17,7 +17,7 @@ import random
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Cluster:
     tch: str = "segments"  # how devices hand off: "messages" is the second embodiment
     failover: bool = False  # heartbeats, shadows, a silent device's connections moved
     predictive: bool = False  # predictive TCH sessions from every connection's start
+    balance: dict = field(default_factory=lambda: {"policy": "none"})  # the shedding policy
 
     def by_ip(self, ip: str) -> Device | None:
         return next((d for d in self.devices.values() if d.ip == ip), None)
@@ -107,7 +108,7 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
                 clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
                    o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"],
-                   o["tch"], o["failover"], o["predictive"])
+                   o["tch"], o["failover"], o["predictive"], dict(o["balance"]))
 
 
 def nonce_path(lab_dir: str, switch: str) -> Path:

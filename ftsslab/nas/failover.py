@@ -15,6 +15,12 @@
 
 New connections go to devices that are UP only (not DOWN, DEGRADED or PREDICTED_FAIL); a
 PREDICTED_FAIL device is asked to hand each of its connections to one of those (claim 34).
+
+Load balancing (claim 52, D2.13): with the switch's ``balance``, every ``period`` a
+``balance.SwitchDecider`` sees each live device's sessions (the table) and capacity weight
+and health (its last heartbeat) and returns moves; each is asked of its device as for a
+predicted failure. A move counts as done when the table moves the flow there, as failed when
+the device denies it or nothing moves within ``BALANCE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from ftsslab.lab.tcp import decode as decode_tcp
 
 from . import tch_messages as tm
 from . import xap
+from .balance import DeviceLoad, Session, SwitchDecider, shedding_policy
 from .bpf import tcp_filter
-from .health import HealthMonitor, PeerDown, PeerPredictedFail, PeerUp
+from .health import HealthMonitor, PeerDown, PeerPredictedFail, PeerState, PeerUp
 from .process import NasProcess, packet_socket
 from .shadow import ShadowTable
 from .udp_tch import TchPort
 
 _M = 1 << 32
+BALANCE_TIMEOUT = 10.0  # seconds an asked move may take to reach the table
 
 
 class Failover:
@@ -61,6 +69,13 @@ class Failover:
         for d in sw.devices.values():
             s = packet_socket(d.port, synack)
             sw.watch(s, lambda s=s: self._frames(s, self.shadows.on_device))
+        self.since: dict[xap.FlowKey, float] = {}  # when each flow came to its device
+        self.moving: dict[xap.FlowKey, tuple[str, float]] = {}  # balance: target, deadline
+        self.decider = None
+        if c.balance.get("policy", "weighted-balance") != "none":
+            policy = shedding_policy(c.balance)
+            self.decider, self.period = SwitchDecider(policy), policy.period
+            sw.at(time.monotonic() + self.period, self._balance)
 
     def live(self) -> dict[str, xap.Device]:
         return {n: d for n, d in self.switch.devices.items() if n not in self.avoid}
@@ -137,26 +152,61 @@ class Failover:
 
     def _drain(self, dev: xap.Device) -> None:
         """Claim 34, check 23: a device predicts its failure; every connection it serves is
-        handed to a live device while it still can, with a normal handoff's guarantees. The
-        switch asks by Open(initiator=other) naming the target; the device hands off."""
-        sw, c, now = self.switch, self.switch.cluster, time.monotonic()
-        for key in [k for k, owner in sw.xap.entries().items()
+        handed to a live device while it still can, with a normal handoff's guarantees."""
+        for key in [k for k, owner in self.switch.xap.entries().items()
                     if owner.name == dev.name and k.proto == socket.IPPROTO_TCP]:
             live = self.live()
-            client = f"{key.client_ip}:{key.client_port}"
             if not live:
-                sw.event("failover", client=client, old=dev.name, outcome="LOST",
-                         why="no live device")
+                self.switch.event("failover", client=f"{key.client_ip}:{key.client_port}",
+                                  old=dev.name, outcome="LOST", why="no live device")
                 continue
-            to = sw.placement.choose(live, sw.xap.entries().values())
-            state = {"client_ip": key.client_ip, "client_port": key.client_port,
-                     "cluster_ip": c.vip, "cluster_port": c.vport}
-            session, acts = self.port.node.request(dev.ip, state, now, as_second=False,
-                                                   app_state=f"to={to.ip}".encode())
-            self.sessions[session.session_id] = (key, to.name, now)
-            sw.event("failover", client=client, old=dev.name, new=to.name, outcome="ASKED",
-                     why="predicted failure")
-            self.port.apply(acts)
+            to = self.switch.placement.choose(live, self.switch.xap.entries().values())
+            self.ask(dev, key, to, "predicted failure")
+
+    def ask(self, dev: xap.Device, key: xap.FlowKey, to: xap.Device, why: str) -> None:
+        """Ask ``dev`` by Open(initiator=other) to hand the connection ``key`` to ``to``
+        (named in the app state: "to=IP"); the device accepts or denies (check 17)."""
+        c, now = self.switch.cluster, time.monotonic()
+        state = {"client_ip": key.client_ip, "client_port": key.client_port,
+                 "cluster_ip": c.vip, "cluster_port": c.vport}
+        session, acts = self.port.node.request(dev.ip, state, now, as_second=False,
+                                               app_state=f"to={to.ip}".encode())
+        self.sessions[session.session_id] = (key, to.name, now)
+        self.switch.event("failover", client=f"{key.client_ip}:{key.client_port}",
+                          old=dev.name, new=to.name, outcome="ASKED", why=why)
+        self.port.apply(acts)
+
+    def on_table(self, key: xap.FlowKey, device: str, now: float) -> None:
+        """The switch pointed ``key`` at ``device`` (placed, moved by XAP or failover)."""
+        self.since[key] = now
+        if key in self.moving:
+            to, _ = self.moving.pop(key)
+            if to == device:
+                self.decider.on_moved(key, to, now)
+            else:
+                self.decider.on_move_failed(key, now)
+
+    def _balance(self) -> None:
+        sw, now = self.switch, time.monotonic()
+        sw.at(now + self.period, self._balance)
+        for key, (_, deadline) in list(self.moving.items()):
+            if deadline <= now:
+                del self.moving[key]
+                self.decider.on_move_failed(key, now)
+        entries = {k: o for k, o in sw.xap.entries().items() if k.proto == socket.IPPROTO_TCP}
+        loads = []
+        for name, dev in sw.devices.items():
+            peer = self.monitor.peers.get(dev.ip)
+            if peer is None or peer.state not in (PeerState.UP, PeerState.DEGRADED):
+                continue  # DOWN and PREDICTED_FAIL devices are failover's
+            loads.append(DeviceLoad(name, weight=peer.status.weight, health=peer.status.health,
+                                    sessions=tuple(Session(k, self.since.get(k, now))
+                                                   for k, o in entries.items()
+                                                   if o.name == name)))
+        for m in self.decider.decide(loads, now):
+            self.moving[m.flow] = (m.dst, now + BALANCE_TIMEOUT)
+            self.ask(sw.devices[m.src], m.flow, sw.devices[m.dst], "balance")
+        sw.arm()
 
     def _action(self, s: tm.Session, a: tm.Action) -> None:
         """The switch's sessions as the dead device's stand-in: the table moved already."""
@@ -170,6 +220,9 @@ class Failover:
             del self.sessions[s.session_id]
             outcome = {tm.Outcome.HANDED_OFF: "DONE", tm.Outcome.ACCEPTED: "ACCEPTED",
                        tm.Outcome.DENIED: "DENIED"}.get(a.outcome, "LOST")
+            if outcome in ("DENIED", "LOST") and key in self.moving:
+                del self.moving[key]
+                self.decider.on_move_failed(key, time.monotonic())
             self.switch.event("failover", client=f"{key.client_ip}:{key.client_port}", new=to,
                               outcome=outcome, why=a.reason,
                               ms=round((time.monotonic() - t0) * 1000, 1))

@@ -266,7 +266,15 @@ class Giver:
         self._frozen(gift, struct.pack(">I", len(state)) + state + gift.exported)
 
     def _frozen(self, gift: Gift, carried: bytes) -> None:
-        """Send what the second device restores from: checkpoint + application state."""
+        """Send what the second device restores from: checkpoint + application state (if it
+        is more than a TCH session carries -- a slow client's send queue after the drain
+        limit -- the connection stays here, on its own checkpoint)."""
+        if len(carried) > tch.MAX_STATE:
+            self.proc.event("handoff-refused", client=gift.name, to=gift.to.name,
+                            why=f"{len(carried)} bytes of state, a TCH session carries "
+                                f"{tch.MAX_STATE}")
+            self.switch_failed(gift)
+            return
         cp = gift.checkpoint
         self._actions(gift, gift.tch.handoff(carried, (cp.snd_nxt, cp.rcv_nxt),
                                              time.monotonic()))

@@ -17,6 +17,7 @@ from ftsslab.lab.kinds import KindSpec, NodeView, Option, OptionIssue, option_sc
 from ftsslab.lab.model import Endpoint, Node
 from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
+from .balance import check_balance
 from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE, TCH_EMBODIMENTS, XAP_CARRIERS
 from .proxy import MAX_LIMIT
 from .sim import NasDeviceSim, NasSwitchSim
@@ -89,6 +90,11 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
                          doc="predictive: with tch: messages, every device opens a predictive "
                              "TCH session to each other device as a connection starts, kept "
                              "by Updates; a handoff turns one into it (check 16; veth only)"),
+    "balance": Option(dict, default={"policy": "none"}, check=check_balance,
+                      doc="balance: shedding by the switch (claim 52, D2.13), like {policy: "
+                          "weighted-balance, decider: switch, threshold: 1, dwell: 1s, "
+                          "max_moves: 4, period: 1s}; needs failover: true (the heartbeats "
+                          "are the load reports); veth only"),
     "failover": Option(bool, default=False,
                        doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
                            "100 ms); the switch keeps a shadow of each connection and moves a "
@@ -147,6 +153,15 @@ def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
         issues.append(OptionIssue("failover", "failover follows connections the fast path "
                                   "placed; delayed binding's are not shadowed yet",
                                   "placement: round-robin"))
+    balance = node.options["balance"]
+    if balance.get("policy", "weighted-balance") != "none":
+        if not node.options["failover"]:
+            issues.append(OptionIssue("balance", "the switch decides from the devices' load "
+                                      "reports, which are the failover heartbeats",
+                                      "failover: true"))
+        if balance.get("decider", "switch") != "switch":
+            issues.append(OptionIssue("balance.decider", "devices deciding (claim 48) is not "
+                                      "driven by the device processes yet", "decider: switch"))
     if node.options["predictive"] and node.options["tch"] != "messages":
         issues.append(OptionIssue("predictive", "predictive sessions are the second "
                                   "embodiment's", "tch: messages"))

@@ -619,7 +619,7 @@ class NasDeviceSim(_FirstDevice):
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
-        if c.failover or c.predictive:
+        if c.failover or c.predictive:  # (balance needs failover)
             raise BackendError(f"switch {c.switch}: failover and predictive sessions are not "
                                "modelled in the sim yet: run it with backend: veth")
         if node.options.get("proxy_limit") is not None:

@@ -363,6 +363,8 @@ class NasSwitch(NasProcess):
         self.handles[key] = next(int(item["add"]["rule"]["handle"]) for item in
                                  echoed.get("nftables", []) if "rule" in item.get("add", {}))
         self.table.log(op="move" if old else "add", entry=entry)
+        if self.failover is not None:
+            self.failover.on_table(key, new.name, time.monotonic())
         self.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
                    old=old.name if old else None, new=new.name,
                    ms=round((time.monotonic() - t0) * 1000, 3),

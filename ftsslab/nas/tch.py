@@ -52,8 +52,10 @@ from ftsslab.fast.tch import TCH_END, TCH_HND, TCH_SET
 
 from .segment import ACK, FIN, RST, SYN, Segment
 
-MAX_STATE = 256 * 1024
-"""Largest application checkpoint a handoff carries (bytes)."""
+MAX_STATE = 1024 * 1024
+"""Largest application checkpoint a handoff carries (bytes): a device's send queue (its
+256 KiB SO_SNDBUF, which the kernel doubles) after the drain limit, the receive queue and
+the HTTP state fit."""
 WINDOW = 65535
 MSS = 1460
 _M = 1 << 32

@@ -415,9 +415,8 @@ def test_a_rst_in_time_wait_is_ignored_rfc1337():
     wire = Wire(chunks=([b"a"], [b"b"]))
     wire.run(until=0.2)
     tcb = next(t for t in wire.tcbs() if t.state is TcpState.TIME_WAIT)
-    rst = TcpSegment(*tcb.remote, *tcb.local, tcb.rcv_nxt, 0, RST) if False else \
-        TcpSegment(tcb.remote[0], tcb.local[0], tcb.remote[1], tcb.local[1], tcb.rcv_nxt, 0,
-                   RST)
+    rst = TcpSegment(tcb.remote[0], tcb.local[0], tcb.remote[1], tcb.local[1], tcb.rcv_nxt, 0,
+                     RST)
     assert tcb.on_segment(rst, wire.now) == [] and tcb.state is TcpState.TIME_WAIT
     wire.run()
     assert tcb.state is TcpState.CLOSED and not tcb.reset
@@ -486,8 +485,8 @@ def test_three_duplicate_acks_retransmit_before_the_timer():
     lost = []
 
     def drop(n, seg):
-        first = (seg.seq - wire.client.iss) % 2**32 > 3000
-        if seg.sport == A[1] and seg.payload and not lost and first:
+        if seg.sport == A[1] and seg.payload and not lost and \
+                (seg.seq - wire.client.iss) % 2**32 > 3000:
             lost.append(seg.seq)
             return True
         return False

@@ -38,6 +38,16 @@ def test_a_predicted_failure_moves_every_connection_before_the_device_dies():
     assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
 
 
+def test_the_switch_balances_twelve_downloads_to_four_each():
+    """Check 25 (claim 52): scenarios/nas-balance.yaml -- 12 downloads placed on d1; the
+    switch's weighted-balance moves exactly 8 (4 to d2, 4 to d3, none back) within ~1.5 s;
+    every download byte for byte, 0 RST."""
+    from ftsslab.lab.veth.backend import VethBackend
+
+    result = Runner(load_scenario(ROOT / "scenarios" / "nas-balance.yaml"), VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+
+
 def _to_client(result) -> list[tuple[float, int, int, int]]:
     """(time, flags, seq, payload length) of the VIP's TCP frames on the client's link."""
     out = []
