@@ -176,6 +176,11 @@ class Failover:
                           old=dev.name, new=to.name, outcome="ASKED", why=why)
         self.port.apply(acts)
 
+    def forget(self, key: xap.FlowKey) -> None:
+        """The flow's entry went (the connection ended)."""
+        self.shadows.forget((key.client_ip, key.client_port))
+        self.since.pop(key, None)
+
     def on_table(self, key: xap.FlowKey, device: str, now: float) -> None:
         """The switch pointed ``key`` at ``device`` (placed, moved by XAP or failover)."""
         self.since[key] = now

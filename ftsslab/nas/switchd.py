@@ -250,7 +250,7 @@ class NasSwitch(NasProcess):
             self.table.log(op="remove", entry=self._entry(key, dev))
         self.xap.forget(key)
         if self.failover is not None:
-            self.failover.shadows.forget((key.client_ip, key.client_port))
+            self.failover.forget(key)
         self.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                    old=dev.name, new=None)
 

@@ -7,16 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.control import control_request
+from tests.nas.veth_runs import passing_run
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
 D1, D2, CLIENT, VIP = "10.0.0.11", "10.0.0.12", "10.0.0.1", "10.0.0.100"
 
@@ -24,12 +22,7 @@ D1, D2, CLIENT, VIP = "10.0.0.11", "10.0.0.12", "10.0.0.1", "10.0.0.100"
 @pytest.fixture(scope="module")
 def messages_run():
     """One run of scenarios/nas-messages.yaml (d1 -> d2 -> d1 mid-download by messages)."""
-    from ftsslab.lab.veth.backend import VethBackend
-
-    scenario = load_scenario(ROOT / "scenarios" / "nas-messages.yaml")
-    result = Runner(scenario, VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
-    return scenario, result
+    return passing_run("nas-messages")
 
 
 def _states(result, node: str, role: str) -> list[tuple[str, str]]:
@@ -276,17 +269,6 @@ def test_a_lost_answer_sends_the_session_back_to_the_first_device(lab, lost):
     rsts = [f for f in lab.frames() if f.dst.startswith("c1:") and f.data[12:14] == b"\x08\x00"
             and f.data[23] == 6 and f.data[47] & 0x04]
     assert not rsts
-
-
-def test_predictive_handoff_scenario_passes():
-    """Check 16: scenarios/nas-predictive.yaml -- predictive sessions to d2 and d3 from the
-    connection's start, kept by Updates; the handoff to d3 goes by Handoff on its session,
-    d2's ends with Fail(superseded); same bytes, 0 RST, 0 retransmissions."""
-    from ftsslab.lab.veth.backend import VethBackend
-
-    result = Runner(load_scenario(ROOT / "scenarios" / "nas-predictive.yaml"),
-                    VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
 
 
 STALLED = """

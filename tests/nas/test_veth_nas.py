@@ -20,6 +20,7 @@ from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.control import control_request
+from tests.nas.veth_runs import passing_run
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
@@ -27,12 +28,13 @@ pytestmark = pytest.mark.root
 
 @pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed",
                                   "nas-handoff-refused", "nas-handoff-resume", "nas-upload",
-                                  "nas-udp", "nas-proxy"])
+                                  "nas-udp", "nas-proxy", "nas-predictive", "nas-predicted",
+                                  "nas-balance"])
 def test_scenario_passes_on_veth(name):
-    from ftsslab.lab.veth.backend import VethBackend
-
-    result = Runner(load_scenario(ROOT / "scenarios" / f"{name}.yaml"), VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    """Each scenario's own expectations: nas-predictive is check 16 (a predictive session's
+    Handoff, Fail(superseded) to the other), nas-predicted check 23, nas-balance check 25
+    (12 downloads on d1 -> 4/4/4 by exactly 8 moves, none back)."""
+    passing_run(name)
 
 
 @pytest.fixture
@@ -297,12 +299,7 @@ def test_pipelined_requests_by_proxy_answer_in_order():
 @pytest.fixture(scope="module")
 def handoff_run():
     """One run of scenarios/nas-handoff.yaml (d1 -> d2 -> d1 mid-download), read by two tests."""
-    from ftsslab.lab.veth.backend import VethBackend
-
-    scenario = load_scenario(ROOT / "scenarios" / "nas-handoff.yaml")
-    result = Runner(scenario, VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
-    return scenario, result
+    return passing_run("nas-handoff")
 
 
 def _tcp_data(frame: bytes) -> tuple[str, str, int, int, int] | None:

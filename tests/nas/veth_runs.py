@@ -1,0 +1,20 @@
+"""One shipped scenario run on veth, asserted to pass: what several NAS tests read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftsslab.lab.model import Scenario
+from ftsslab.lab.runner import Runner, RunResult
+from ftsslab.lab.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def passing_run(name: str) -> tuple[Scenario, RunResult]:
+    from ftsslab.lab.veth.backend import VethBackend
+
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    result = Runner(scenario, VethBackend()).run()
+    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    return scenario, result
