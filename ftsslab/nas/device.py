@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftsslab.fast.cluster import CLUSTER_UDP_PORT
+from ftsslab.fast.cluster import CLUSTER_UDP_PORT, Status, parse_cluster_status
 from ftsslab.fast.tch import TCH_INITIATOR_OTHER
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab.scenario import load_scenario
@@ -47,6 +47,7 @@ from ftsslab.lab.veth.netns import write_sysctl
 
 from . import http, proxy, repair, shadow, staging, tch, xap
 from . import tch_messages as tm
+from .balance import DeviceDecider, DeviceLoad, Session, shedding_policy
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, read_frames, tcp_counts
@@ -83,6 +84,7 @@ class Client:
     fetch: Fetch | None = None  # the owner's answer being fetched for it
     # the switch's ``predictive``: a TCH session per other device from the start (check 16)
     predictive: dict[str, tm.FirstDevice] = field(default_factory=dict)
+    since: float = field(default_factory=time.monotonic)  # here since (load balancing)
 
 
 @dataclass
@@ -129,6 +131,8 @@ class NasDevice(NasProcess):
         self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # query xid -> flow, first
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
         self.health = Health.OK  # what the heartbeats report (a `health` step sets it)
+        self.decider: DeviceDecider | None = None  # the switch's balance with decider: device
+        self.heard: dict[str, tuple[Status, float]] = {}  # other devices' last heartbeats
         self.requests.update(handoff=self._request_handoff, health=self._set_health,
                              sessions=lambda req: {"sessions": self.sessions()})
 
@@ -204,7 +208,13 @@ class NasDevice(NasProcess):
             self.reporter = StatusReporter(me.ip, secrets.randbits(32), time.monotonic())
             self.heartbeat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.heartbeat.bind((me.ip, CLUSTER_UDP_PORT))
+            self.heartbeat.setblocking(False)
             self.timed(self.reporter.next_deadline, self._beat)
+        if c.balance.get("decider") == "device":  # claim 48: this device sheds its own
+            policy = shedding_policy(c.balance)
+            self.decider, self.period = DeviceDecider(me.name, policy), policy.period
+            self.watch(self.heartbeat, self._heard)
+            self.at(time.monotonic() + self.period, self._balance)
 
     def _volume(self) -> None:
         """The files the scenario gives this device (written once per lab)."""
@@ -575,6 +585,11 @@ class NasDevice(NasProcess):
         self._xap_actions(acts)
 
     def _given(self, gift: Gift, given: bool, back: socket.socket | None) -> None:
+        if self.decider is not None and gift.client in self.decider.pending:
+            if given:
+                self.decider.on_moved(gift.client, gift.to.name, time.monotonic())
+            else:
+                self.decider.on_move_failed(gift.client, time.monotonic())
         cl = next((c for c in self.clients.values() if c.gift is gift), None)
         if cl is None:
             return
@@ -665,6 +680,7 @@ class NasDevice(NasProcess):
         self.counters["handoffs_in"] += 1
         self.event("morph", client=f"{peer[0]}:{peer[1]}")
         self._serve(Client(sock, core, peer))
+        self._arrived(peer, a.peer[0])
 
     def _tch(self, actions: list) -> None:
         """The second device's TCH actions."""
@@ -838,6 +854,7 @@ class NasDevice(NasProcess):
                 self.event("morph", client=f"{client[0]}:{client[1]}", held=held)
                 cl = Client(sock, core, client)
                 self._serve(cl, actions)
+                self._arrived(client, s.peer)
                 if self.cluster.predictive:  # ready for the next handoff, as from the start
                     self._predict(cl)
             else:  # the first device took it back; the switch may still send some here
@@ -848,11 +865,56 @@ class NasDevice(NasProcess):
                    held=held)
 
     def _beat(self, now: float, at_once: bool = False) -> None:
-        load = Load(sessions=len(self.clients), health=self.health)
+        load = Load(sessions=len(self._balanced()), health=self.health)
         data = self.reporter.send_now(load) if at_once else self.reporter.on_timer(now, load)
-        if data is not None:
+        if data is None:
+            return
+        # the switch; with devices deciding (claim 48) every other device too
+        to = [self.cluster.control_ip] + ([d.ip for d in self.cluster.devices.values()
+                                           if d.name != self.node] if self.decider else [])
+        for ip in to:
             with contextlib.suppress(OSError):  # the link is down: the switch hears silence
-                self.heartbeat.sendto(data, (self.cluster.control_ip, CLUSTER_UDP_PORT))
+                self.heartbeat.sendto(data, (ip, CLUSTER_UDP_PORT))
+
+    def _balanced(self) -> list[Client]:
+        """The client connections that count as this device's load (and may move)."""
+        return [cl for cl in self.clients.values() if cl.peer[0] not in self.device_ips
+                and not cl.closing]
+
+    def _heard(self) -> None:
+        """Another device's heartbeat (claim 48: its load, for this device's decider)."""
+        for _ in range(64):
+            try:
+                data, (ip, _) = self.heartbeat.recvfrom(65536)
+            except OSError:
+                return
+            status = parse_cluster_status(data)
+            dev = self.cluster.by_ip(ip)
+            if status is not None and dev is not None and dev.name != self.node:
+                self.heard[dev.name] = (status, time.monotonic())
+
+    def _balance(self) -> None:
+        """Claim 48, D2.13: every period, hand off what this device's share of the plan says."""
+        now = time.monotonic()
+        self.at(now + self.period, self._balance)
+        mine = {cl.peer: cl for cl in self._balanced()}
+        own = DeviceLoad(self.node, health=int(self.health),
+                         sessions=tuple(Session(p, cl.since) for p, cl in mine.items()
+                                        if cl.gift is None or p in self.decider.pending))
+        heard = [DeviceLoad(name, weight=st.weight, health=st.health, reported=st.sessions,
+                            at=t - st.interval_ms / 1000)  # (made up to a period before)
+                 for name, (st, t) in self.heard.items() if now - t < 4 * st.interval_ms / 1000]
+        for m in self.decider.decide(own, heard, now):
+            try:
+                self._give(mine[m.flow], m.dst, "balance")
+            except NotEstablished:
+                self.decider.on_move_failed(m.flow, now)
+
+    def _arrived(self, client: tuple[str, int], from_ip: str) -> None:
+        """A connection handed here: it dwells (claim 48's decider)."""
+        src = self.cluster.by_ip(from_ip)
+        if self.decider is not None and src is not None:
+            self.decider.on_arrived(client, src.name, time.monotonic())
 
     def _set_health(self, req: dict) -> dict:
         """D2.18: the device's own verdict on itself, told the switch at once."""

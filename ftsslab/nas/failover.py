@@ -72,7 +72,8 @@ class Failover:
         self.since: dict[xap.FlowKey, float] = {}  # when each flow came to its device
         self.moving: dict[xap.FlowKey, tuple[str, float]] = {}  # balance: target, deadline
         self.decider = None
-        if c.balance.get("policy", "weighted-balance") != "none":
+        if c.balance.get("policy", "weighted-balance") != "none" and \
+                c.balance.get("decider", "switch") == "switch":  # (else the devices decide)
             policy = shedding_policy(c.balance)
             self.decider, self.period = SwitchDecider(policy), policy.period
             sw.at(time.monotonic() + self.period, self._balance)

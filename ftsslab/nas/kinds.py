@@ -159,9 +159,6 @@ def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
             issues.append(OptionIssue("balance", "the switch decides from the devices' load "
                                       "reports, which are the failover heartbeats",
                                       "failover: true"))
-        if balance.get("decider", "switch") != "switch":
-            issues.append(OptionIssue("balance.decider", "devices deciding (claim 48) is not "
-                                      "driven by the device processes yet", "decider: switch"))
     if node.options["predictive"] and node.options["tch"] != "messages":
         issues.append(OptionIssue("predictive", "predictive sessions are the second "
                                   "embodiment's", "tch: messages"))
