@@ -93,6 +93,12 @@ def cluster_of(scenario: Scenario, node: str) -> Cluster:
     return _cluster(scenario, n)
 
 
+def bridge_mac(scenario: Scenario, switch: str) -> str:
+    """The MAC a Linux bridge takes: the lowest of its ports' (the VIP and control address
+    answer ARP with it)."""
+    return min(ep.mac for ln in scenario.links for ep in (ln.a, ln.b) if ep.node == switch)
+
+
 def _cluster(scenario: Scenario, switch: Node) -> Cluster:
     o = switch.options
     addr = ipaddress.IPv4Interface(o["address"])
@@ -101,9 +107,16 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
         for ep, peer in ((ln.a, ln.b), (ln.b, ln.a)):
             if ep.node != switch.name:
                 continue
-            if scenario.node(peer.node).kind == "nas":
+            node = scenario.node(peer.node)
+            if node.kind == "nas":
                 devices[peer.node] = Device(peer.node, str(ipaddress.IPv4Interface(
                     peer.ipv4).ip), peer.mac, peer.iface, ep.iface)
+            elif node.kind == "nas-switch" and node.options.get("parent") == switch.name:
+                # a cascade (claims 12, 24): the inner switch is one device of this one,
+                # reached at its bridge; its own table places the flow on its devices
+                inner = str(ipaddress.IPv4Interface(node.options["address"]).ip)
+                devices[peer.node] = Device(peer.node, inner, bridge_mac(scenario, peer.node),
+                                            peer.iface, ep.iface)
             else:
                 clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,

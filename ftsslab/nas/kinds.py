@@ -95,6 +95,10 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
                           "weighted-balance, decider: switch, threshold: 1, dwell: 1s, "
                           "max_moves: 4, period: 1s}; needs failover: true (the heartbeats "
                           "are the load reports); veth only"),
+    "parent": Option(str,
+                     doc="parent: the nas-switch this one is a device of (a cascade, claims "
+                         "12 and 24): it has the parent's VIP, and its link to the parent is "
+                         "its client port; veth only"),
     "failover": Option(bool, default=False,
                        doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
                            "100 ms); the switch keeps a shadow of each connection and moves a "
@@ -140,7 +144,21 @@ def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
 
 def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
     issues = []
-    devices = {p.peer_node for p in node.ports.values() if p.peer_kind == "nas"}
+    devices = {p.peer_node for p in node.ports.values() if p.peer_kind == "nas"
+               or p.peer_kind == "nas-switch" and p.peer_node in nodes
+               and nodes[p.peer_node].options.get("parent") == node.name}
+    parent = node.options.get("parent")
+    if parent is not None:
+        up = nodes.get(parent)
+        linked = any(p.peer_node == parent for p in node.ports.values())
+        if up is None or up.kind != "nas-switch" or not linked:
+            issues.append(OptionIssue("parent", f"{parent!r} is not a nas-switch on a link of "
+                                      f"{node.name}", "parent: the outer switch's name"))
+        elif (up.options.get("vip"), up.options.get("vport")) != (node.options["vip"],
+                                                                   node.options["vport"]):
+            issues.append(OptionIssue("vip", f"a cascaded switch serves its parent's VIP "
+                                      f"({up.options.get('vip')}:{up.options.get('vport')})",
+                                      f"vip: {up.options.get('vip')}"))
     for prefix, device in node.options["root"].items():
         if device not in devices:
             issues.append(OptionIssue(f"root.{prefix}", f"{device!r} is not a nas device on a "

@@ -37,7 +37,7 @@ from ftsslab.lab.tcp import ACK, FIN, RST, SYN, Tcb, TcpState
 
 from . import http, tch, xap
 from . import tch_messages as tm
-from .cluster import Cluster, Placement, cluster_of, file_bytes
+from .cluster import Cluster, Placement, bridge_mac, cluster_of, file_bytes
 from .giver import DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
 from .repair import TcpCheckpoint
 from .segment import Segment, decode
@@ -72,12 +72,6 @@ def sim_nonces(cluster: Cluster) -> dict[str, int]:
             n, salt = _hash(cluster.switch, name, salt, bits=24), salt + 1
         nonces[name] = n
     return nonces
-
-
-def bridge_mac(scenario: Scenario, switch: str) -> str:
-    """The MAC a Linux bridge takes: the lowest of its ports' (the VIP and control address
-    answer ARP with it)."""
-    return min(mac for _, mac in node_ifaces(switch, scenario))
 
 
 class _Log:
@@ -318,6 +312,10 @@ class NasSwitchSim(_FirstDevice):
 
     def __init__(self, node: Node, scenario: Scenario) -> None:
         c = self.cluster = cluster_of(scenario, node.name)
+        if node.options.get("parent") is not None or any(
+                scenario.node(d).kind == "nas-switch" for d in c.devices):
+            raise BackendError(f"switch {node.name}: cascades are not modelled in the sim yet: "
+                               "run it with backend: veth")
         self.node, self.tch_ip = node.name, c.control_ip
         self.delayed = c.placement == "delayed"
         self.root = RootDirectory(c.root) if c.root else None
