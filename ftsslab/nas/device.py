@@ -38,22 +38,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftsslab.fast.cluster import CLUSTER_UDP_PORT, Status, parse_cluster_status
 from ftsslab.fast.tch import TCH_INITIATOR_OTHER
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab.scenario import load_scenario
-from ftsslab.lab.tcp import decode as decode_tcp
 from ftsslab.lab.veth.netns import write_sysctl
 
-from . import http, proxy, repair, shadow, staging, tch, xap
+from . import http, proxy, repair, staging, tch, xap
 from . import tch_messages as tm
-from .balance import DeviceDecider, DeviceLoad, Session, shedding_policy
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
-from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, read_frames, tcp_counts
-from .health import Health, Load, StatusReporter
+from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
+from .reports import DeviceReports
 from .segment import ACK, Segment
+from .taker import MessageTaker
 from .udp_tch import MessageGiver, TchPort
 from .volume import RootDirectory, Volume, VolumeError
 
@@ -63,8 +61,6 @@ FETCH_LIMIT = 10.0  # seconds a proxied answer may take to arrive whole from its
 UDP_FLOWS_KEPT = 4096  # UDP flows a device remembers (the oldest is forgotten first)
 RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
 PREDICTIVE_KEEPALIVE = 2.0  # a predictive session without a word this long fails (L336)
-TAKEOVER_PROBES = 5   # probes a take-over sends the client (check 24) ...
-TAKEOVER_WAIT = 0.2   # ... this many seconds apart
 
 
 @dataclass
@@ -113,14 +109,8 @@ class NasDevice(NasProcess):
         # partial uploads of connections on their way here: (client, path) -> (Upload, expiry)
         self.staged: dict[tuple[tuple[str, int], str], tuple[object, float]] = {}
         # second device: restored, not yet morphed: TCH peer -> (socket, HTTP state, client)
-        # (by (peer, session id) for the second embodiment, whose restored flow is also held
-        # here until Done: the catch socket and the frames it took)
-        # (a take-over's "HTTP state" is the client's bytes and the response bytes it has)
-        self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes | tuple[bytes, int],
-                                                   tuple[str, int]]] = {}
-        self.catching: dict[tuple[str, int], tuple[socket.socket, list[bytes],
-                                                   tuple[str, int]]] = {}
-        self.probing: set[tuple[str, int]] = set()  # take-overs asking the client
+        # (the second embodiment's are ``taker.MessageTaker``'s)
+        self.incoming: dict[tuple[str, int], tuple[socket.socket, bytes, tuple[str, int]]] = {}
         # the UDP service: flows echoed here (peer -> datagrams), and moves asked (xid -> ...)
         self.udp_flows: dict[tuple[str, int], int] = {}
         self.udp_moves: dict[int, tuple[tuple[str, int], str]] = {}
@@ -130,9 +120,7 @@ class NasDevice(NasProcess):
         self.giving_back: set[int] = set()
         self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # query xid -> flow, first
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
-        self.health = Health.OK  # what the heartbeats report (a `health` step sets it)
-        self.decider: DeviceDecider | None = None  # the switch's balance with decider: device
-        self.heard: dict[str, tuple[Status, float]] = {}  # other devices' last heartbeats
+        self.reports: DeviceReports | None = None  # heartbeats (the switch's failover)
         self.requests.update(handoff=self._request_handoff, health=self._set_health,
                              sessions=lambda req: {"sessions": self.sessions()})
 
@@ -195,26 +183,19 @@ class NasDevice(NasProcess):
         self.tch_in = tch.TchListener(me.ip, c.vport)
         # the second embodiment's port: every device takes both; what it sends is ``c.tch``
         self.tch_port = TchPort(self, me.ip, first=self._first_action,
-                                second=self._second_action,
+                                second=lambda s, a: self.taker.on_action(s, a),
                                 keepalive=PREDICTIVE_KEEPALIVE if c.predictive else None)
         giver_args = (self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft, self._tch_send,
                       self._given, self.arm)
         self.giver = (MessageGiver(*giver_args, port=self.tch_port)
                       if c.tch == "messages" else Giver(*giver_args))
+        self.taker = MessageTaker(self, self.tch_port, self.giver, self._restored,
+                                  self._serve_taken, self._core, self._give_back)
         self.timed(self.giver.next_deadline, self.giver.on_timer)
         self.timed(self.tch_in.next_deadline, lambda now: self._tch(self.tch_in.on_timer(now)))
         self.timed(self.xap.next_deadline, lambda now: self._xap_actions(self.xap.on_timer(now)))
         if c.failover:  # D2.12: the switch hears this device every 100 ms, or fails it over
-            self.reporter = StatusReporter(me.ip, secrets.randbits(32), time.monotonic())
-            self.heartbeat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.heartbeat.bind((me.ip, CLUSTER_UDP_PORT))
-            self.heartbeat.setblocking(False)
-            self.timed(self.reporter.next_deadline, self._beat)
-        if c.balance.get("decider") == "device":  # claim 48: this device sheds its own
-            policy = shedding_policy(c.balance)
-            self.decider, self.period = DeviceDecider(me.name, policy), policy.period
-            self.watch(self.heartbeat, self._heard)
-            self.at(time.monotonic() + self.period, self._balance)
+            self.reports = DeviceReports(self, c, me.name, self._balanced, self._move)
 
     def _volume(self) -> None:
         """The files the scenario gives this device (written once per lab)."""
@@ -585,11 +566,8 @@ class NasDevice(NasProcess):
         self._xap_actions(acts)
 
     def _given(self, gift: Gift, given: bool, back: socket.socket | None) -> None:
-        if self.decider is not None and gift.client in self.decider.pending:
-            if given:
-                self.decider.on_moved(gift.client, gift.to.name, time.monotonic())
-            else:
-                self.decider.on_move_failed(gift.client, time.monotonic())
+        if self.reports is not None:
+            self.reports.moved(gift.client, gift.to.name, given)
         cl = next((c for c in self.clients.values() if c.gift is gift), None)
         if cl is None:
             return
@@ -741,192 +719,46 @@ class NasDevice(NasProcess):
         except NotEstablished:  # (being torn down: nothing to move)
             pass
 
-    def _second_action(self, s: tm.Session, a: tm.Action) -> None:
-        if isinstance(a, tm.Restore):
-            self._restore_message(s, a)
-        elif isinstance(a, tm.Finished):
-            self._message_done(s, a)
+    def _serve_taken(self, sock: socket.socket, core: http.HttpServer,
+                     client: tuple[str, int], actions: list | None, from_ip: str) -> None:
+        """A connection that came by messages (``taker.py``): served here from now on."""
+        self.counters["handoffs_in"] += 1
+        cl = Client(sock, core, client)
+        self._serve(cl, actions)
+        self._arrived(client, from_ip)
+        if self.cluster.predictive:  # ready for the next handoff, as from the start
+            self._predict(cl)
 
-    def _restore_message(self, s: tm.SecondDevice, a: tm.Restore) -> None:
-        """Open(full) arrived: restore in repair mode and hold the flow's frames until Done
-        (Fig. 6: "the second device sends the client nothing before")."""
-        now = time.monotonic()
-        if shadow.is_shadow(a.app_state):
-            self._take_over(s, a)
-            return
-        if a.kind is tm.Kind.PREDICTIVE:  # nothing to restore before the Handoff: ready
-            self.tch_port.apply(s.restored(now))
-            return
+    def _core(self, exported: bytes | None) -> http.HttpServer:
+        if exported is None:
+            return http.HttpServer(self.storage, name=self.node, root=self.root, redirect=False)
+        return http.HttpServer.resume(self.storage, exported, name=self.node, root=self.root,
+                                      redirect=self.redirect)
+
+    def _balanced(self) -> dict[tuple[str, int], tuple[float, bool]]:
+        """The client connections that count as this device's load: since, being given."""
+        return {cl.peer: (cl.since, cl.gift is not None) for cl in self.clients.values()
+                if cl.peer[0] not in self.device_ips and not cl.closing}
+
+    def _move(self, flow: tuple[str, int], to: str) -> bool:
+        """Claim 48: this device's decider hands ``flow`` to ``to`` (False: it cannot now)."""
+        cl = next((c for c in self.clients.values() if c.peer == flow), None)
+        if cl is None or cl.gift is not None:
+            return False
         try:
-            sock, exported, cp = self._restored(a.app_state)
-        except (ValueError, struct.error, http.ProtocolError, OSError) as exc:
-            self.tch_port.apply(s.restore_failed(str(exc), now))
-            return
-        key, client = (s.peer, s.session_id), (cp.remote_ip, cp.remote_port)
-        catch, frames = self.giver.catch(client), []
-        self.watch(catch, lambda: frames.extend(read_frames(catch)))
-        self.incoming[key] = (sock, exported, client)
-        self.catching[key] = (catch, frames, client)
-        self.tch_port.apply(s.restored(now))
-
-    def _take_over(self, s: tm.SecondDevice, a: tm.Restore) -> None:
-        """The switch's Open for a dead device's connection (check 24): ask the client where
-        its stream is (``shadow.probe``), then restore it there."""
-        sh = shadow.Shadow.unpack(a.app_state)
-        if sh is None or not sh.usable:
-            self.tch_port.apply(s.restore_failed("not a usable shadow", time.monotonic()))
-            return
-        key, client = (s.peer, s.session_id), (sh.client_ip, sh.client_port)
-        self.giver.release(client)
-        catch, frames = self.giver.catch(client), []
-        self.catching[key] = (catch, frames, client)
-        self.probing.add(key)
-        probe, tries = shadow.probe(sh).encode(), [0]
-
-        def ask() -> None:
-            if key not in self.probing:
-                return  # answered, or the session ended
-            if tries[0] == TAKEOVER_PROBES:
-                self.tch_port.apply(s.restore_failed(
-                    f"the client did not answer {tries[0]} probes", time.monotonic()))
-                return
-            tries[0] += 1
-            with contextlib.suppress(OSError):
-                self.giver.raw.sendto(probe, (sh.client_ip, 0))
-            self.at(time.monotonic() + TAKEOVER_WAIT, ask)
-
-        def heard() -> None:
-            got = read_frames(catch)
-            frames.extend(got)
-            replies = [seg for f in got if (seg := decode_tcp(f[14:])) is not None
-                       and shadow.answer(sh, seg)]
-            if key not in self.probing or not replies:
-                return
-            self.probing.discard(key)
-            reply = max(replies, key=lambda r: (r.ack - sh.device_isn) % (1 << 32))
-            cp = shadow.checkpoint(sh, reply)
-            try:
-                if cp is None:
-                    raise ValueError("the client sent bytes the switch did not see")
-                sock = repair.restore(cp, sndbuf=SNDBUF)
-            except (ValueError, OSError) as exc:
-                self.tch_port.apply(s.restore_failed(str(exc), time.monotonic()))
-                return
-            skip = shadow.sent_before(sh, reply)
-            self.incoming[key] = (sock, (bytes(sh.data), skip), client)
-            self.event("take-over", client=f"{client[0]}:{client[1]}", snd_nxt=cp.snd_nxt,
-                       rcv_nxt=cp.rcv_nxt, skip=skip, probes=tries[0])
-            self.tch_port.apply(s.restored(time.monotonic()))
-
-        self.watch(catch, heard)
-        ask()
-
-    def _message_done(self, s: tm.SecondDevice, a: tm.Finished) -> None:
-        """Done: leave repair, give the held frames to the stack, serve. Anything else: this
-        copy stays silent and goes."""
-        key = (s.peer, s.session_id)
-        got, caught = self.incoming.pop(key, None), self.catching.pop(key, None)
-        held = 0
-        self.probing.discard(key)
-        if got is None and caught is not None:  # a take-over that never restored
-            self.giver.put_back(caught[0])
-            self.giver.linger(caught[2])
-        if got is not None:
-            sock, exported, client = got
-            catch, frames, _ = caught
-            while more := read_frames(catch):
-                frames += more
-            self.giver.put_back(catch)
-            held = len(frames)
-            if a.outcome is tm.Outcome.HANDED_OFF:
-                repair.leave_repair(sock)
-                self.giver.release(client)
-                self.giver.inject(frames)
-                actions = None
-                if isinstance(exported, tuple):  # a take-over: the answer from its start
-                    core = http.HttpServer(self.storage, name=self.node, root=self.root,
-                                           redirect=False)
-                    actions = shadow.replay(core, *exported, time.time())
-                else:
-                    core = http.HttpServer.resume(self.storage, exported, name=self.node,
-                                                  root=self.root, redirect=self.redirect)
-                self.counters["handoffs_in"] += 1
-                self.event("morph", client=f"{client[0]}:{client[1]}", held=held)
-                cl = Client(sock, core, client)
-                self._serve(cl, actions)
-                self._arrived(client, s.peer)
-                if self.cluster.predictive:  # ready for the next handoff, as from the start
-                    self._predict(cl)
-            else:  # the first device took it back; the switch may still send some here
-                repair.close_silently(sock)
-                self.giver.linger(client)
-                self._give_back(client, s.peer)
-        self.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
-                   held=held)
-
-    def _beat(self, now: float, at_once: bool = False) -> None:
-        load = Load(sessions=len(self._balanced()), health=self.health)
-        data = self.reporter.send_now(load) if at_once else self.reporter.on_timer(now, load)
-        if data is None:
-            return
-        # the switch; with devices deciding (claim 48) every other device too
-        to = [self.cluster.control_ip] + ([d.ip for d in self.cluster.devices.values()
-                                           if d.name != self.node] if self.decider else [])
-        for ip in to:
-            with contextlib.suppress(OSError):  # the link is down: the switch hears silence
-                self.heartbeat.sendto(data, (ip, CLUSTER_UDP_PORT))
-
-    def _balanced(self) -> list[Client]:
-        """The client connections that count as this device's load (and may move)."""
-        return [cl for cl in self.clients.values() if cl.peer[0] not in self.device_ips
-                and not cl.closing]
-
-    def _heard(self) -> None:
-        """Another device's heartbeat (claim 48: its load, for this device's decider)."""
-        for _ in range(64):
-            try:
-                data, (ip, _) = self.heartbeat.recvfrom(65536)
-            except OSError:
-                return
-            status = parse_cluster_status(data)
-            dev = self.cluster.by_ip(ip)
-            if status is not None and dev is not None and dev.name != self.node:
-                self.heard[dev.name] = (status, time.monotonic())
-
-    def _balance(self) -> None:
-        """Claim 48, D2.13: every period, hand off what this device's share of the plan says."""
-        now = time.monotonic()
-        self.at(now + self.period, self._balance)
-        mine = {cl.peer: cl for cl in self._balanced()}
-        own = DeviceLoad(self.node, health=int(self.health),
-                         sessions=tuple(Session(p, cl.since) for p, cl in mine.items()
-                                        if cl.gift is None or p in self.decider.pending))
-        heard = [DeviceLoad(name, weight=st.weight, health=st.health, reported=st.sessions,
-                            at=t - st.interval_ms / 1000)  # (made up to a period before)
-                 for name, (st, t) in self.heard.items() if now - t < 4 * st.interval_ms / 1000]
-        for m in self.decider.decide(own, heard, now):
-            try:
-                self._give(mine[m.flow], m.dst, "balance")
-            except NotEstablished:
-                self.decider.on_move_failed(m.flow, now)
+            self._give(cl, to, "balance")
+        except NotEstablished:
+            return False
+        return True
 
     def _arrived(self, client: tuple[str, int], from_ip: str) -> None:
-        """A connection handed here: it dwells (claim 48's decider)."""
-        src = self.cluster.by_ip(from_ip)
-        if self.decider is not None and src is not None:
-            self.decider.on_arrived(client, src.name, time.monotonic())
+        if self.reports is not None:
+            self.reports.arrived(client, from_ip)
 
     def _set_health(self, req: dict) -> dict:
-        """D2.18: the device's own verdict on itself, told the switch at once."""
-        name = str(req.get("health", "")).upper().replace("-", "_")
-        if name not in Health.__members__:
-            raise ValueError(f"no health {req.get('health')!r} (ok, degraded, predicted-fail)")
-        if not self.cluster.failover:
+        if self.reports is None:
             raise ValueError("the switch has no failover: nobody hears the health reports")
-        self.health = Health[name]
-        self.event("health", health=self.health.name)
-        self._beat(time.monotonic(), at_once=True)
-        return {"health": self.health.name}
+        return {"health": self.reports.set_health(str(req.get("health", ""))).name}
 
     def _give_back(self, client: tuple[str, int], to_ip: str) -> None:
         """A handoff here failed: if the switch already moved the flow here, point it back
