@@ -12,16 +12,18 @@ segments to send. What changed is read from the TCB (``state``, ``received``, ``
 What it does (RFC 9293 unless named): the handshake with MSS, window scale and timestamps
 (RFC 7323) offered when ``options=True`` and used only when the peer offers them too;
 sequence and acknowledgement acceptability, SND.WL1/WL2 window updates, an out-of-order
-queue (bounded by the window and ``ooo_max`` segments), FIN in both orders, RST accepted
+queue (bounded by the window and ``ooo_max`` segments; an out-of-window empty segment is
+answered at most every ``OOW_INTERVAL``, as Linux does), FIN in both orders, RST accepted
 only at RCV.NXT with a challenge ACK otherwise and for a SYN in a synchronized state (RFC
 5961), and ignored in TIME-WAIT (RFC 1337); PAWS (a segment with an older TSval than
-TS.Recent is dropped and acknowledged) and RTT measurement from TSecr (RTTM); RFC 6298 RTO
-(SRTT/RTTVAR, Karn's rule without timestamps, backoff, ``max_retries`` then a RST); RFC 5681
-slow start and congestion avoidance, limited transmit (RFC 3042), fast retransmit and
-NewReno fast recovery (RFC 6582); a persist timer that probes a zero window; a receive
-buffer whose free space is the advertised window (never shrunk, receiver SWS avoidance) and
-a bounded send buffer; delayed ACKs when ``delack`` is set (every ``ack_every``-th segment
-at once, out-of-order data and FIN at once).
+TS.Recent is dropped and acknowledged) and RTT measurement from TSecr (RTTM, none from an
+echo older than the last retransmission); RFC 6298 RTO (SRTT/RTTVAR, Karn's rule without
+timestamps, backoff, ``max_retries`` then a RST); RFC 5681 slow start and congestion
+avoidance, limited transmit (RFC 3042), fast retransmit and NewReno fast recovery (RFC
+6582); a persist timer that probes a zero window; a receive buffer whose free space is the
+advertised window (never shrunk, receiver SWS avoidance) and a bounded send buffer; delayed
+ACKs when ``delack`` is set (every ``ack_every``-th segment at once, out-of-order data and
+FIN at once).
 
 Left out: SACK (SACK-permitted is parsed and declined), simultaneous open (a SYN without
 ACK in SYN-SENT is ignored), urgent data, ECN, PAWS's 24-day idle rule, keep-alives, the
@@ -54,6 +56,7 @@ SNDBUF = 64 * 1024
 RCVBUF = 256 * 1024  # the window is its free space (at most 64 KiB unless scaled)
 WSCALE = 7  # what Linux offers for its default buffers
 TS_OVERHEAD = 12  # NOP NOP TS in every segment once timestamps are on
+OOW_INTERVAL = 0.2  # at most one ACK per this for out-of-window empty segments (Linux: 0.5)
 _M = 1 << 32
 _HALF = 1 << 31
 _TCP = struct.Struct("!HHIIHHHH")
@@ -311,7 +314,7 @@ class Tcb:
         self.iss = iss % _M
         self.snd_una = self.snd_nxt = self.snd_max = self.iss
         self.rcv_nxt = self.rcv_adv = 0
-        self.snd_wnd = self.max_wnd = WINDOW
+        self.snd_wnd = WINDOW
         self.snd_wl1 = self.snd_wl2 = 0
         self.mss, self.sndbuf, self.rcvbuf, self.max_retries = mss, sndbuf, rcvbuf, max_retries
         self.time_wait, self.options, self.delack = time_wait, options, delack
@@ -326,11 +329,12 @@ class Tcb:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self._rtt_seq: int | None = None  # the segment being timed (no timestamps)
+        self._retx_ts: int | None = None  # our TSval when we last retransmitted
         self._rtt_at = 0.0
-        self.cwnd = self.ssthresh = 0
         self._dupacks = 0
         self._recover: int | None = None  # NewReno: in fast recovery until this is acked
         self._alive = False  # an ACK came since the last timeout (persist: not a retry)
+        self._oow_at = -OOW_INTERVAL  # when we last answered an unacceptable empty segment
         self.deadline: float | None = None  # retransmission, persist, TIME-WAIT
         self._ack_at: float | None = None  # a delayed ACK
         self._ack_pending = 0  # segments received and not yet acknowledged
@@ -364,7 +368,7 @@ class Tcb:
         tcb = cls((syn.dst, syn.dport), (syn.src, syn.sport), iss, **kw)
         tcb._fire(_E.PASSIVE)
         tcb.rcv_nxt = (syn.seq + 1) % _M
-        tcb.snd_wnd = tcb.max_wnd = syn.window  # a SYN's window is never scaled
+        tcb.snd_wnd = syn.window  # a SYN's window is never scaled
         tcb._negotiate(syn)
         tcb.snd_nxt = tcb.snd_max = (tcb.iss + 1) % _M
         tcb._arm(now)
@@ -378,7 +382,7 @@ class Tcb:
         tcb._out = bytearray(snap.send_queue)
         tcb.snd_nxt = tcb.snd_max = (snap.write_seq - snap.unsent) % _M
         tcb.rcv_nxt = tcb.rcv_adv = snap.rcv_nxt
-        tcb.snd_wnd = tcb.max_wnd = snap.snd_wnd
+        tcb.snd_wnd = snap.snd_wnd
         tcb.snd_wscale, tcb.rcv_wscale = snap.snd_wscale, snap.rcv_wscale
         tcb.ts_ok, tcb.ts_recent, tcb.ts_offset = snap.ts_ok, snap.ts_recent, snap.ts_offset
         tcb.received = bytearray(snap.recv_queue)
@@ -437,14 +441,14 @@ class Tcb:
         return n, self._transmit(now) if n else []
 
     def read(self, limit: int | None = None) -> bytes:
-        """Take up to ``limit`` bytes. A window that opens by a segment or half the buffer
-        is announced: its ACK is due at once (``next_deadline``)."""
+        """Take up to ``limit`` bytes. A window this at least doubles (by a segment or half
+        the buffer at least) is announced: its ACK is due at once (``next_deadline``)."""
         n = len(self.received) if limit is None else min(limit, len(self.received))
         data = bytes(self.received[:n])
         del self.received[:n]
         if n and self.state in _RECEIVING:
             shown, free = (self.rcv_adv - self.rcv_nxt) % _M, self._free()
-            if free >= 2 * shown and free - shown >= min(self.rcvbuf // 2, self.smss):
+            if free >= 2 * shown and free - shown >= self._sws:
                 self._ack_at = self._now
         return data
 
@@ -490,6 +494,12 @@ class Tcb:
                 return []
             if state is _T.SYN_RCVD and flags & SYN:  # our SYN/ACK was lost
                 return [self._syn(now, SYN | ACK)]
+            if state is _T.TIME_WAIT and flags & FIN:  # our last ACK was lost
+                self.deadline = now + self.time_wait  # RFC 9293 3.10.7.4: restart 2MSL
+            if not payload and not flags & (SYN | FIN):
+                if now - self._oow_at < OOW_INTERVAL:
+                    return []  # no ACK war: an ACK answered by an ACK, answered by ...
+                self._oow_at = now
             return [self._seg(ACK)]
         if ts is not None and not seq_after(seg.seq, self._last_ack_sent):
             self.ts_recent = ts[0]  # RFC 7323 4.3: the segment at Last.ACK.sent
@@ -559,6 +569,7 @@ class Tcb:
             self.cwnd = self.smss
             self._recover, self._dupacks, self._rtt_seq = self.snd_max, 0, None
         self.retransmits += 1
+        self._retx_ts = self._ts_val(now)
         self.snd_nxt = self.snd_una  # go back N
         return out + self._transmit(now, probe=True)
 
@@ -614,7 +625,16 @@ class Tcb:
         return max(0, self.rcvbuf - len(self.received))
 
     def _seg(self, flags: int, seq: int | None = None, payload: bytes = b"") -> TcpSegment:
-        """A segment with our window and timestamps; it acknowledges RCV.NXT (a RST too)."""
+        """A segment with our window and timestamps; it acknowledges RCV.NXT (a RST too).
+        Data and FIN go at SND.NXT; the rest carries the highest sequence number sent that
+        the peer's window admits (Linux's tcp_acceptable_seq): after a timeout SND.NXT is
+        back at SND.UNA, and an ACK from there would be an old segment to the peer, whose
+        acknowledgement it would drop unread."""
+        if seq is None:
+            seq = self.snd_nxt
+            if not payload and not flags & FIN:
+                edge = (self.snd_una + self.snd_wnd) % _M
+                seq = edge if seq_after(self.snd_max, edge) else self.snd_max
         nxt, adv, shift = self.rcv_nxt, self.rcv_adv, self.rcv_wscale
         edge = (nxt + max(0, self.rcvbuf - len(self.received))) % _M
         grow = (edge - adv) % _M
@@ -626,18 +646,19 @@ class Tcb:
         self._last_ack_sent, self._ack_at, self._ack_pending = nxt, None, 0
         ts = ((int(self._now * 1000) + self.ts_offset) % _M, self.ts_recent) \
             if self.ts_ok else None
-        return TcpSegment(self._src, self._dst, self._sport, self._dport,
-                          self.snd_nxt if seq is None else seq, nxt, flags, field, payload,
-                          None, None, False, ts)
+        return TcpSegment(self._src, self._dst, self._sport, self._dport, seq, nxt, flags,
+                          field, payload, None, None, False, ts)
 
     def _acceptable(self, seq: int, seglen: int) -> bool:
-        """RFC 9293 3.10.7.4's four cases."""
+        """RFC 9293 3.10.7.4's four cases; an empty segment may also sit at the window's
+        right edge (as Linux takes it), where a peer whose view of our window is stale puts
+        its ACKs."""
         wnd = (self.rcv_adv - self.rcv_nxt) % _M
         if wnd >= _HALF:
             wnd = 0
         first = (seq - self.rcv_nxt) % _M
         if seglen == 0:
-            return first == 0 if wnd == 0 else first < wnd
+            return first <= wnd
         if wnd == 0:
             return False
         return first < wnd or (first + seglen - 1) % _M < wnd
@@ -656,7 +677,7 @@ class Tcb:
         self._fire(_E.SYNACK)
         self.rcv_nxt = self.rcv_adv = (seg.seq + 1) % _M
         self._negotiate(seg)
-        self.snd_wnd = self.max_wnd = seg.window
+        self.snd_wnd = seg.window
         self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
         ts = getattr(seg, "ts", None) if self.ts_ok else None
         self._sample_rtt(seg, ts, now)
@@ -666,7 +687,6 @@ class Tcb:
 
     def _window(self, seg: SegmentLike) -> None:
         self.snd_wnd = seg.window << self.snd_wscale
-        self.max_wnd = max(self.max_wnd, self.snd_wnd)
         self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
 
     def _rto_base(self) -> float:
@@ -677,7 +697,9 @@ class Tcb:
     def _sample_rtt(self, seg: SegmentLike, ts, now: float) -> None:
         """RFC 6298 2.2-2.3 from TSecr (RTTM) or the one timed segment (Karn's rule)."""
         if ts is not None and ts[1]:
-            r = max(0, (self._ts_val(now) - ts[1]) % _M) / 1000
+            if self._retx_ts is not None and seq_after(self._retx_ts, ts[1]):
+                return  # it echoes a segment from before the last retransmission (Karn)
+            r = (self._ts_val(now) - ts[1]) % _M / 1000
             if r > self.max_rto:
                 return
         elif ts is None and self._rtt_seq is not None and not seq_after(self._rtt_seq, seg.ack):
@@ -760,11 +782,12 @@ class Tcb:
 
     def _resend(self) -> TcpSegment:
         """The first unacknowledged segment again, SND.NXT unmoved."""
-        self._rtt_seq = None
+        self._rtt_seq, self._retx_ts = None, self._ts_val(self._now)
         self.retransmits += 1
-        if not self._out:  # only our FIN is outstanding
+        n = min(self.smss, len(self._out), (self.snd_max - self.snd_una) % _M)  # never unsent
+        if not n:  # only our FIN is outstanding
             return self._seg(FIN | ACK, seq=self.snd_una)
-        return self._seg(ACK, seq=self.snd_una, payload=bytes(self._out[:self.smss]))
+        return self._seg(ACK, seq=self.snd_una, payload=bytes(self._out[:n]))
 
     def _data(self, seg: SegmentLike, now: float) -> bool:
         """Take payload and FIN (in order, or into the out-of-order queue); whether an ACK
