@@ -16,6 +16,7 @@ import os
 import random
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from typing import Any
 
 from ftsslab.lab.model import Node, Scenario
 
-PLACEMENTS = ("round-robin", "least-connections", "first", "delayed")
+from .balance import PLACEMENT_POLICIES, DeviceLoad, placement_policy
+
+PLACEMENTS = (*PLACEMENT_POLICIES, "delayed")
 XAP_CARRIERS = ("udp", "tcp-option")  # how a handoff's change_connection reaches the switch
 TCH_EMBODIMENTS = ("segments", "messages")  # Figs. 4-5 (TCP flags) or Figs. 6-9 (UDP 4494)
 ROOT_PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
@@ -34,23 +37,19 @@ ECHO_PORT = 7
 
 
 class Placement:
-    """Where the fast path puts a new flow (B2.4 (b)): the one choice both backends make.
-    ``devices`` by name, ``owners`` the device of every flow the table holds now."""
+    """Where the fast path puts a new flow (B2.4 (b)): the one choice both backends make, by
+    a policy of ``balance.PLACEMENT_POLICIES`` (round-robin for the delayed mode's flows
+    without a path: UDP). ``devices`` by name, ``owners`` the device of every flow the table
+    holds now."""
 
     def __init__(self, policy: str) -> None:
-        self.policy, self._turn = policy, 0
+        self.policy = policy
+        self._p = placement_policy("round-robin" if policy == "delayed" else policy)
 
     def choose(self, devices: Mapping[str, Any], owners: Iterable[Any]) -> Any:
-        devs = [devices[n] for n in sorted(devices)]
-        if self.policy == "least-connections":
-            load = dict.fromkeys((d.name for d in devs), 0)
-            for owner in owners:
-                load[owner.name] += 1
-            return min(devs, key=lambda d: (load[d.name], d.name))
-        if self.policy == "first":
-            return devs[0]
-        self._turn += 1  # round-robin (and the delayed mode's flows without a path: UDP)
-        return devs[(self._turn - 1) % len(devs)]
+        count = Counter(o.name for o in owners)
+        name = self._p.choose([DeviceLoad(n, reported=count[n]) for n in sorted(devices)])
+        return devices[name if name is not None else min(devices)]
 
 
 @dataclass(frozen=True)
