@@ -37,6 +37,7 @@ from .segment import FIN, RST, Segment
 GUARD = "ftsslab_nas"  # the inet table of a NAS namespace's own input rules
 SIOCOUTQ = 0x5411
 DRAIN_LIMIT = 0.5     # seconds a handoff waits for the client to ack what was written
+MESSAGES_DRAIN_LIMIT = 5.0  # ... by messages: their state is one datagram, no send queue fits
 FLUSH_LIMIT = 10.0    # seconds it waits for its owner (headers written, a partial upload moved)
 SNDBUF = 256 * 1024   # the send queue a checkpoint may have to carry
 TCH_PORTS = (61000, 61999)  # the first device's side of TCH connections
@@ -106,6 +107,7 @@ Done = Callable[[Gift, bool, socket.socket | None], None]
 
 
 class Giver:
+    drain_limit = DRAIN_LIMIT
     def __init__(self, proc: NasProcess, ip: str, iface: str, self_mac: str, vip: str,
                  vport: int, nft, send: Callable[[Segment], None], done: Done,
                  arm: Callable[[], None]) -> None:
@@ -220,7 +222,7 @@ class Giver:
         if gift not in self.gifts.values():
             return  # the owner gave up (``flushed`` failed)
         if gift.flushed() and gift in self.gifts.values() and \
-                (_outq(gift.sock) == 0 or time.monotonic() - since > DRAIN_LIMIT):
+                (_outq(gift.sock) == 0 or time.monotonic() - since > self.drain_limit):
             gift.drained = True
             self._freeze(gift)
         elif time.monotonic() - since > FLUSH_LIMIT:  # the owner never got ready: no handoff

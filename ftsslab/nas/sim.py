@@ -38,7 +38,7 @@ from ftsslab.lab.tcp import ACK, FIN, RST, SYN, Tcb, TcpState
 from . import http, tch, xap
 from . import tch_messages as tm
 from .cluster import Cluster, Placement, bridge_mac, cluster_of, file_bytes
-from .giver import DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
+from .giver import DRAIN_LIMIT, MESSAGES_DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
 from .repair import TcpCheckpoint
 from .segment import Segment, decode
 from .tcb import checkpoint, snapshot
@@ -190,7 +190,8 @@ class _FirstDevice(ABC):
         dev = self.cluster.devices[to]
         port = self._next_port()
         if self.cluster.tch == "messages":  # freeze first, then Open (``udp_tch.py``)
-            gift = cl.gift = _Gift(cl, to, None, reason, now, drain_until=now + DRAIN_LIMIT)
+            gift = cl.gift = _Gift(cl, to, None, reason, now,
+                                   drain_until=now + MESSAGES_DRAIN_LIMIT)
             self.gifts[(dev.ip, port)] = gift
             self.log.event("handoff-start", client=gift.name, to=to, reason=reason,
                            tch="messages")
@@ -213,7 +214,7 @@ class _FirstDevice(ABC):
                 return self._port
 
     def _try_freeze(self, gift: _Gift, now: float) -> None:
-        """Freeze once the client acked what was written (or after ``DRAIN_LIMIT``)."""
+        """Freeze once the client acked what was written (or after the drain limit)."""
         if gift.frozen or gift.tch is not None and gift.tch.state is not \
                 tch.FirstState.ESTABLISHED:
             return

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from ftsslab.fast.tch import TCH_MAX_APP_STATE, TCH_UDP_PORT
 
 from . import tch_messages as tm
-from .giver import Gift, Giver, Target
+from .giver import MESSAGES_DRAIN_LIMIT, Gift, Giver, Target
 from .process import NasProcess
 
 
@@ -102,6 +102,8 @@ class TchPort:
 
 class MessageGiver(Giver):
     """``Giver`` with the second embodiment's session: freeze first, then Open."""
+
+    drain_limit = MESSAGES_DRAIN_LIMIT  # a slow client's unacked bytes would not fit an Open
 
     def __init__(self, *args, port: TchPort, **kw) -> None:
         super().__init__(*args, **kw)

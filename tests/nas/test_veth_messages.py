@@ -50,8 +50,7 @@ def test_capture_in_tshark_follows_check_12(tmp_path, messages_run):
     frozen TCP numbers -> Open Response, then XAP change_connection -> its ack, then Complete
     -> Ack, then Done -> Ack, in exactly this order; no data to the client after the Open."""
     from ftsslab.lab.capture import write_capture
-    from ftsslab.wireshark import lua_scripts
-    from tests import support
+    from tests.wireshark.oracle import tshark_fields
 
     scenario, result = messages_run
     pcap = tmp_path / "messages.pcapng"
@@ -60,14 +59,8 @@ def test_capture_in_tshark_follows_check_12(tmp_path, messages_run):
     fields = ["frame.number", "ip.src", "ip.dst", "udp.dstport", "tch.msg.ptype",
               "tch.msg.mtype", "tch.msg.htype", "tch.msg.seq", "tch.msg.ack",
               "tch.msg.client_port", "xap.operation", "tcp.len", "tcp.srcport"]
-    cmd = [support.tshark(), "-r", str(pcap), "-Y", "tch.msg.version || xap.operation || "
-           f"(ip.src == {VIP} && tcp.len > 0)", "-T", "fields", "-E", "separator=|"]
-    for script in lua_scripts():
-        cmd += ["-X", f"lua_script:{script}"]
-    for f in fields:
-        cmd += ["-e", f]
-    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in shown.stdout.splitlines()]
+    rows = tshark_fields(pcap, "tch.msg.version || xap.operation || "
+                         f"(ip.src == {VIP} && tcp.len > 0)", fields)
 
     def kind(r: dict) -> str:
         if r["tch.msg.ptype"]:

@@ -16,7 +16,6 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.control import control_request
@@ -354,27 +353,19 @@ def test_xap_on_the_flows_packet_reprograms_the_switch_and_never_reaches_the_cli
     claims the flow by option 253 on one of its segments; tshark (ftsslab's dissectors) names
     the change_connection on the devices' links, and the client's link never carries one."""
     from ftsslab.lab.capture import write_capture
-    from ftsslab.lab.veth.backend import VethBackend
-    from ftsslab.wireshark import lua_scripts
-    from tests import support
+    from tests.wireshark.oracle import tshark_fields
 
-    scenario = load_scenario(ROOT / "scenarios" / "nas-xap-option.yaml")
-    result = Runner(scenario, VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    scenario, result = passing_run("nas-xap-option")
     assert result.reports["s1"]["stats"]["xap_claims"] == 2
     pcap = tmp_path / "claims.pcapng"
     with_options = [f for f in result.frames if f.data[12:14] == b"\x08\x00" and
                     f.data[23] == 6 and f.data[14 + (f.data[14] & 0xF) * 4 + 12] >> 4 > 5]
     write_capture(pcap, scenario, with_options, result.events, "veth")
-    cmd = [support.tshark(), "-r", str(pcap), "-Y", "xap.tcpopt", "-T", "fields",
-           "-e", "frame.interface_name", "-e", "ip.src", "-e", "xap.operation", "-E",
-           "separator=|"]
-    for script in lua_scripts():
-        cmd += ["-X", f"lua_script:{script}"]
-    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-    rows = [line.split("|") for line in shown.stdout.splitlines()]
-    assert sorted(r[0] for r in rows) == ["d1:eth0", "d2:eth0"], rows
-    assert all(r[1] == "10.0.0.100" and r[2] == "2" for r in rows), rows  # change_connection
+    rows = tshark_fields(pcap, "xap.tcpopt", ["frame.interface_name", "ip.src",
+                                              "xap.operation"])
+    assert sorted(r["frame.interface_name"] for r in rows) == ["d1:eth0", "d2:eth0"], rows
+    assert all(r["ip.src"] == "10.0.0.100" and r["xap.operation"] == "2"  # change_connection
+               for r in rows), rows
 
 
 def test_a_claim_counts_only_from_its_own_devices_port(lab):
@@ -415,8 +406,7 @@ def test_handoff_capture_in_tshark_follows_check_6(tmp_path, handoff_run):
     (SND.NXT, RCV.NXT) at the freeze, SET+ACK, END, FIN from the second device, FIN from the
     first; the second device never sends option 255/254 or END."""
     from ftsslab.lab.capture import write_capture
-    from ftsslab.wireshark import lua_scripts
-    from tests import support
+    from tests.wireshark.oracle import tshark_fields
 
     scenario, result = handoff_run
     pcap = tmp_path / "handoff.pcapng"
@@ -428,14 +418,8 @@ def test_handoff_capture_in_tshark_follows_check_6(tmp_path, handoff_run):
               "tcp.flags.fin", "tcp.flags.reset", "tch.flags.hnd", "tch.flags.set",
               "tch.flags.end", "tch.endpoint.ip", "tch.endpoint.port", "tch.update.seq",
               "tch.update.ack", "tcp.len", "tcp.srcport", "tcp.dstport"]
-    cmd = [support.tshark(), "-r", str(pcap), "-Y", "tch.flags.hnd == 1 && "
-           "frame.interface_name == \"d1:eth0\"", "-T", "fields", "-E", "separator=|"]
-    for script in lua_scripts():
-        cmd += ["-X", f"lua_script:{script}"]
-    for f in fields:
-        cmd += ["-e", f]
-    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in shown.stdout.splitlines()]
+    rows = tshark_fields(pcap, "tch.flags.hnd == 1 && frame.interface_name == \"d1:eth0\"",
+                         fields)
     d1 = "10.0.0.11"
     # the TCH session of the handoff d1 -> d2: d1's end is its TCH port (the second handoff,
     # d2 -> d1, is another session, with d2's TCH port)

@@ -60,6 +60,18 @@ def run_tshark(pcap: Path, *args: str) -> tuple[list[Frame], str]:
     return parse_pdml(res.stdout), lua_stderr(res.stderr)
 
 
+def tshark_fields(pcap: Path, display_filter: str, fields: list[str]) -> list[dict[str, str]]:
+    """``tshark -T fields`` with ftsslab's Lua scripts: one dict per frame ``display_filter``
+    selects, ``fields`` as keys ("" where a frame lacks one)."""
+    cmd = [TSHARK, "-r", str(pcap), "-Y", display_filter, "-T", "fields", "-E", "separator=|"]
+    for script in lua_scripts():
+        cmd += ["-X", f"lua_script:{script}"]
+    for f in fields:
+        cmd += ["-e", f]
+    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    return [dict(zip(fields, line.split("|"), strict=True)) for line in shown.stdout.splitlines()]
+
+
 def lua_stderr(stderr: str) -> str:
     """tshark's stderr without the harmless 'Running as user root' warning."""
     return "\n".join(
