@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ftsslab.lab.veth.switchd import SwitchdError
+
 from . import repair, tch
 from .bpf import NOTHING, attach, tcp_filter
 from .process import NasProcess, packet_socket
@@ -120,7 +122,7 @@ class Giver:
         self.l2 = packet_socket(iface)  # relays held frames
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self._port = TCH_PORTS[0]
-        self._holds: dict[tuple[str, int], int] = {}  # client -> generation of its hold
+        self._holds: dict[tuple[str, int], tuple[int, int]] = {}  # client -> generation, rule
         self._spare: list[socket.socket] = []  # hold sockets between two handoffs
         self._gen = 0
         self.counters = {"given": 0, "give_failed": 0, "relayed": 0, "injected": 0}
@@ -167,31 +169,32 @@ class Giver:
 
     def hold(self, client: tuple[str, int]) -> None:
         """Drop the client's frames of this connection at this namespace's input: while it
-        is frozen (and just after it left), nobody's kernel may answer it."""
+        is frozen (and just after it left), nobody's kernel may answer it. The rule's handle
+        comes back with it (``echo``): a release deletes it without listing the chain, which
+        would cost a handoff O(rules) on its critical path."""
         self.release(client)
         self._gen += 1
-        self._holds[client] = self._gen
-        self.nft(f"insert rule inet {GUARD} input ip saddr {client[0]} tcp sport {client[1]} "
-                 f"ip daddr {self.vip} tcp dport {self.vport} drop comment "
-                 f"\"hold {client[0]}:{client[1]}\"")
+        out = self.nft(f"insert rule inet {GUARD} input ip saddr {client[0]} tcp sport "
+                       f"{client[1]} ip daddr {self.vip} tcp dport {self.vport} drop comment "
+                       f"\"hold {client[0]}:{client[1]}\"", echo=True)
+        handle = next(int(item["insert"]["rule"]["handle"])
+                      for item in json.loads(out)["nftables"] if "insert" in item)
+        self._holds[client] = (self._gen, handle)
 
     def release(self, client: tuple[str, int], generation: int | None = None) -> None:
         """Stop holding (only the hold ``generation`` when given: a later hold stays)."""
-        if client not in self._holds or generation not in (None, self._holds[client]):
+        gen, handle = self._holds.get(client, (None, None))
+        if gen is None or generation not in (None, gen):
             return
         del self._holds[client]
-        comment = f"hold {client[0]}:{client[1]}"
-        listing = json.loads(self.nft(f"list chain inet {GUARD} input", json_out=True))
-        for item in listing.get("nftables", []):
-            rule = item.get("rule")
-            if rule and rule.get("comment") == comment:
-                self.nft(f"delete rule inet {GUARD} input handle {rule['handle']}")
+        with contextlib.suppress(SwitchdError):  # (gone already: the table was flushed)
+            self.nft(f"delete rule inet {GUARD} input handle {handle}")
 
     def linger(self, client: tuple[str, int]) -> None:
         """Release the hold HOLD_LINGER from now: the connection left this namespace, and its
         frames still in flight must not reach the kernel here (an unknown flow to it: it
         would answer RST)."""
-        n = self._holds.get(client)
+        n = self._holds.get(client, (None, None))[0]
         self.proc.at(time.monotonic() + HOLD_LINGER, lambda: self.release(client, n))
 
     def next_deadline(self) -> float | None:
