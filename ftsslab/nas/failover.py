@@ -36,7 +36,7 @@ from . import xap
 from .balance import DeviceLoad, Session, SwitchDecider, shedding_policy
 from .bpf import tcp_filter
 from .health import HealthMonitor, PeerDown, PeerPredictedFail, PeerState, PeerUp
-from .process import NasProcess, packet_socket
+from .process import NasProcess, packet_socket, read_datagrams
 from .shadow import ShadowTable
 from .udp_tch import TchPort
 
@@ -96,11 +96,7 @@ class Failover:
                 feed(seg)
 
     def _heard(self) -> None:
-        for _ in range(64):
-            try:
-                data, (ip, _) = self.sock.recvfrom(65536)
-            except OSError:
-                return
+        for data, ip in read_datagrams(self.sock):
             self._health(self.monitor.on_datagram(data, ip, time.monotonic()))
 
     def _health(self, events: list) -> None:

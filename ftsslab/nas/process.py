@@ -156,6 +156,18 @@ class NasProcess:
         send_reply(self.control, peer, reply)
 
 
+def read_datagrams(sock: socket.socket, limit: int = 64) -> list[tuple[bytes, str]]:
+    """What a UDP socket holds now (up to ``limit``): (payload, sender's address)."""
+    out = []
+    for _ in range(limit):
+        try:
+            data, (ip, _) = sock.recvfrom(65536)
+        except OSError:  # none left, or ENETDOWN once (the link went down)
+            break
+        out.append((data, ip))
+    return out
+
+
 def send_segment(raw: socket.socket, seg) -> None:
     """A TCH segment out of a raw IP socket (``segment.Segment``)."""
     try:

@@ -17,6 +17,7 @@ from ftsslab.fast.cluster import CLUSTER_UDP_PORT, Status, parse_cluster_status
 from .balance import DeviceDecider, DeviceLoad, Session, shedding_policy
 from .cluster import Cluster
 from .health import Health, Load, StatusReporter
+from .process import read_datagrams
 
 Flow = tuple[str, int]  # a client connection, by the client's address
 
@@ -84,11 +85,7 @@ class DeviceReports:
             self.decider.on_arrived(flow, src.name, time.monotonic())
 
     def _heard(self) -> None:
-        for _ in range(64):
-            try:
-                data, (ip, _) = self.sock.recvfrom(65536)
-            except OSError:
-                return
+        for data, ip in read_datagrams(self.sock):
             status = parse_cluster_status(data)
             dev = self.cluster.by_ip(ip)
             if status is not None and dev is not None and dev.name != self.node:

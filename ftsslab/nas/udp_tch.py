@@ -39,7 +39,7 @@ from ftsslab.fast.tch import TCH_MAX_APP_STATE, TCH_UDP_PORT
 
 from . import tch_messages as tm
 from .giver import MESSAGES_DRAIN_LIMIT, Gift, Giver, Target
-from .process import NasProcess
+from .process import NasProcess, read_datagrams
 
 
 @dataclass
@@ -74,11 +74,7 @@ class TchPort:
         proc.timed(self.node.next_deadline, lambda now: self.apply(self.node.on_timer(now)))
 
     def _readable(self) -> None:
-        for _ in range(64):
-            try:
-                data, (ip, _) = self.sock.recvfrom(65536)
-            except OSError:  # none left, or ENETDOWN once
-                return
+        for data, ip in read_datagrams(self.sock):
             self.apply(self.node.on_datagram(ip, data, time.monotonic()))
 
     def session(self, session_id: int) -> tm.Session | None:
