@@ -95,6 +95,10 @@ class KindSpec:
     ip_interfaces: bool = False       # endpoints of this kind may carry `ipv4:`
     has_table: bool = False           # a seed-002 forwarding table (`table:` steps/expectations)
     forwards: bool = False            # passes frames between its interfaces (no loops allowed)
+    # the node (by its options) whose link this one never bridges into a loop -- a hot
+    # standby bridges its client ports only after cutting its link to the active: that
+    # link is left out of the loop check
+    fenced_peer: Callable[[Mapping[str, Any]], str | None] | None = None
     hands_off: bool = False           # its process answers `handoff` steps (a live
     #                                   connection moves to another node of the kind)
     kill_stops_dataplane: bool = True  # a killed process takes its frames with it (a

@@ -59,6 +59,18 @@ class Device:
     mac: str
     iface: str       # the device's interface toward the switch
     switch_port: str  # the switch's port toward the device
+    alt_mac: str | None = None  # its MAC on its link to this switch's partner (Fig. 12)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A switch and its hot standby (Fig. 12, B2.47, D2.17), as one of them sees it."""
+    partner: str     # the other switch's name
+    standby: bool    # this switch is the standby (it takes over when the active goes silent)
+    port: str        # this switch's port on the link between the two
+    partner_ip: str  # the other's control address (table mirror, heartbeats)
+    active_ip: str   # the active's control address, which the standby takes over
+    active_mac: str  # the active's bridge MAC (its VIP's ARP answer), taken over too
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class Cluster:
     failover: bool = False  # heartbeats, shadows, a silent device's connections moved
     predictive: bool = False  # predictive TCH sessions from every connection's start
     balance: dict = field(default_factory=lambda: {"policy": "none"})  # the shedding policy
+    pair: Pair | None = None  # Fig. 12: the switch's partner (active or hot standby)
 
     def by_ip(self, ip: str) -> Device | None:
         return next((d for d in self.devices.values() if d.ip == ip), None)
@@ -85,11 +98,34 @@ class Cluster:
 def cluster_of(scenario: Scenario, node: str) -> Cluster:
     """The cluster ``node`` (a nas-switch or a nas device) belongs to."""
     n = scenario.node(node)
-    if n.kind == "nas":
+    if n.kind == "nas":  # the device's switch; of a pair (Fig. 12), the active one
         node = next(peer.node for ln in scenario.links for ep, peer in
-                    ((ln.a, ln.b), (ln.b, ln.a)) if ep.node == node)
+                    ((ln.a, ln.b), (ln.b, ln.a)) if ep.node == node
+                    and not scenario.node(peer.node).options.get("standby"))
         n = scenario.node(node)
     return _cluster(scenario, n)
+
+
+def _links_of(scenario: Scenario, node: str):
+    """(own endpoint, peer endpoint) of every link of ``node``."""
+    return [(ep, peer) for ln in scenario.links for ep, peer in ((ln.a, ln.b), (ln.b, ln.a))
+            if ep.node == node]
+
+
+def _pair(scenario: Scenario, switch: Node) -> Pair | None:
+    """``switch``'s partner in a Fig. 12 pair: its standby, or the active it stands by."""
+    active = switch.options.get("standby")
+    partner = active or next((n.name for n in scenario.nodes if n.kind == "nas-switch"
+                              and n.options.get("standby") == switch.name), None)
+    if partner is None:
+        return None
+    port = next(ep.iface for ep, peer in _links_of(scenario, switch.name)
+                if peer.node == partner)
+    ip = {n: str(ipaddress.IPv4Interface(scenario.node(n).options["address"]).ip)
+          for n in (switch.name, partner)}
+    act = active or switch.name
+    return Pair(partner, active is not None, port, ip[partner], ip[act],
+                bridge_mac(scenario, act))
 
 
 def bridge_mac(scenario: Scenario, switch: str) -> str:
@@ -101,26 +137,30 @@ def bridge_mac(scenario: Scenario, switch: str) -> str:
 def _cluster(scenario: Scenario, switch: Node) -> Cluster:
     o = switch.options
     addr = ipaddress.IPv4Interface(o["address"])
+    pair = _pair(scenario, switch)
     devices, clients = {}, []
-    for ln in scenario.links:
-        for ep, peer in ((ln.a, ln.b), (ln.b, ln.a)):
-            if ep.node != switch.name:
-                continue
-            node = scenario.node(peer.node)
-            if node.kind == "nas":
-                devices[peer.node] = Device(peer.node, str(ipaddress.IPv4Interface(
-                    peer.ipv4).ip), peer.mac, peer.iface, ep.iface)
-            elif node.kind == "nas-switch" and node.options.get("parent") == switch.name:
-                # a cascade (claims 12, 24): the inner switch is one device of this one,
-                # reached at its bridge; its own table places the flow on its devices
-                inner = str(ipaddress.IPv4Interface(node.options["address"]).ip)
-                devices[peer.node] = Device(peer.node, inner, bridge_mac(scenario, peer.node),
-                                            peer.iface, ep.iface)
-            else:
-                clients.append(ep.iface)
+    for ep, peer in _links_of(scenario, switch.name):
+        node = scenario.node(peer.node)
+        if node.kind == "nas":
+            own = [(e, p) for e, p in _links_of(scenario, peer.node)
+                   if p.node in (switch.name, pair and pair.partner)]
+            ip = next(e.ipv4 for e, _ in own if e.ipv4)  # one address, on the active's link
+            alt = next((e.mac for e, p in own if pair and p.node == pair.partner), None)
+            devices[peer.node] = Device(peer.node, str(ipaddress.IPv4Interface(ip).ip),
+                                        peer.mac, peer.iface, ep.iface, alt)
+        elif pair is not None and peer.node == pair.partner:
+            continue  # the link between the pair: neither a device nor a client port
+        elif node.kind == "nas-switch" and node.options.get("parent") == switch.name:
+            # a cascade (claims 12, 24): the inner switch is one device of this one,
+            # reached at its bridge; its own table places the flow on its devices
+            inner = str(ipaddress.IPv4Interface(node.options["address"]).ip)
+            devices[peer.node] = Device(peer.node, inner, bridge_mac(scenario, peer.node),
+                                        peer.iface, ep.iface)
+        else:
+            clients.append(ep.iface)
     return Cluster(switch.name, o["vip"], o["vport"], str(addr.ip), addr.network.prefixlen,
                    o["placement"], dict(o["root"]), devices, tuple(clients), o["xap"],
-                   o["tch"], o["failover"], o["predictive"], dict(o["balance"]))
+                   o["tch"], o["failover"], o["predictive"], dict(o["balance"]), pair)
 
 
 def nonce_path(lab_dir: str, switch: str) -> Path:
@@ -134,7 +174,9 @@ def assign_nonces(lab_dir: str, cluster: Cluster) -> dict[str, int]:
     if path.exists():
         return read_nonces(path)
     nonces, used = {}, {0}
-    for name in sorted(cluster.devices):
+    # an active switch of a pair registers itself too: its mirror's requests at the standby
+    own = [cluster.switch] if cluster.pair is not None and not cluster.pair.standby else []
+    for name in [*sorted(cluster.devices), *own]:
         while (n := secrets.randbits(24)) in used:
             pass
         used.add(n)

@@ -61,6 +61,7 @@ FETCH_LIMIT = 10.0  # seconds a proxied answer may take to arrive whole from its
 UDP_FLOWS_KEPT = 4096  # UDP flows a device remembers (the oldest is forgotten first)
 RCVBUF = 64 * 1024    # SO_RCVBUF of client connections (the kernel doubles it)
 PREDICTIVE_KEEPALIVE = 2.0  # a predictive session without a word this long fails (L336)
+NEIGH_PROBE_MS = 100  # ARP probe interval with a standby link (Fig. 12)
 
 
 @dataclass
@@ -132,6 +133,13 @@ class NasDevice(NasProcess):
                             (f"net.ipv4.conf.{me.iface}.arp_ignore", "1"),
                             (f"net.ipv4.conf.{me.iface}.arp_announce", "2")):
             write_sysctl(name, value)
+        if c.pair is not None:  # Fig. 12: the route over the standby's link once ours is down
+            write_sysctl("net.ipv4.conf.all.ignore_routes_with_linkdown", "1")
+            # ARP probes every 100 ms, not 1 s: the client is resolved on the standby's link
+            # as soon as the standby bridges it, not a second after the first probe it lost
+            for iface in os.listdir("/proc/sys/net/ipv4/neigh"):
+                if iface not in ("default", "lo"):
+                    write_sysctl(f"net.ipv4.neigh.{iface}.retrans_time_ms", str(NEIGH_PROBE_MS))
         # the VIP on lo (LVS-DR style): replies leave with src = VIP (B2.6, L394)
         subprocess.run(["ip", "addr", "replace", f"{c.vip}/32", "dev", "lo"], check=True,
                        capture_output=True, timeout=30)

@@ -19,6 +19,7 @@ from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
 from .balance import check_balance
 from .cluster import MAX_FILE_SIZE, PLACEMENTS, ROOT_PREFIX_RE, TCH_EMBODIMENTS, XAP_CARRIERS
+from .pair import STANDBY_METRIC
 from .proxy import MAX_LIMIT
 from .sim import NasDeviceSim, NasSwitchSim
 
@@ -99,6 +100,11 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
                      doc="parent: the nas-switch this one is a device of (a cascade, claims "
                          "12 and 24): it has the parent's VIP, and its link to the parent is "
                          "its client port; veth only"),
+    "standby": Option(str,
+                      doc="standby: the nas-switch this one is the hot standby of (Fig. 12, "
+                          "check 28): linked to it and to each of its devices, it mirrors its "
+                          "table, hears its heartbeats and, when they stop, takes over its "
+                          "MAC, VIP and control address (gratuitous ARP); veth only"),
     "failover": Option(bool, default=False,
                        doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
                            "100 ms); the switch keeps a shadow of each connection and moves a "
@@ -122,12 +128,23 @@ _NAS_VALIDATE, _NAS_DEFAULTS = option_schema({
 
 
 def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
-    """A device has one link, to a nas-switch, with an address in the switch's subnet."""
+    """A device has one link to a nas-switch, with an address in the switch's subnet; and
+    one more, without an address (it keeps its one), if that switch has a hot standby."""
     switches = [p for p in node.ports.values() if p.peer_kind == "nas-switch"]
-    if len(node.ports) != 1 or len(switches) != 1:
-        return [OptionIssue("", f"{node.name} needs exactly one link, to a nas-switch "
-                            f"(it has {len(node.ports)})", "links: [\"d1:eth0 s1:p2\"]")]
-    port = switches[0]
+    standby = [p for p in switches if p.peer_node in nodes
+               and nodes[p.peer_node].options.get("standby")]
+    active = [p for p in switches if p not in standby]
+    pairs = len(active) == 1 and all(nodes[p.peer_node].options["standby"] == active[0].peer_node
+                                     for p in standby)
+    if len(node.ports) != len(switches) or len(active) != 1 or len(standby) > 1 or not pairs:
+        return [OptionIssue("", f"{node.name} needs exactly one link to a nas-switch, and "
+                            "one more to that switch's standby if it has one (it has "
+                            f"{len(node.ports)})", "links: [\"d1:eth0 s1:p2\"]")]
+    port = active[0]
+    if standby and standby[0].ipv4 is not None:
+        return [OptionIssue("", f"{node.name}:{standby[0].iface} (to the standby "
+                            f"{standby[0].peer_node}) has an address", "a device has one "
+                            "address, on its link to the active switch: drop this ipv4")]
     if port.ipv4 is None:
         return [OptionIssue("", f"{node.name}:{port.iface} has no address",
                             "give the device's own address: ipv4: 10.0.0.11/24")]
@@ -142,8 +159,43 @@ def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
     return []
 
 
-def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
+def _standby_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
+    """A standby serves its active's VIP, has a link to it and to each of its devices."""
+    active = node.options["standby"]
+    up = nodes.get(active)
+    hint = "standby: the active switch's name"
+    if up is None or up.kind != "nas-switch" or up.options.get("standby") \
+            or not any(p.peer_node == active for p in node.ports.values()):
+        return [OptionIssue("standby", f"{active!r} is not an active nas-switch on a link of "
+                            f"{node.name}", hint)]
     issues = []
+    if (up.options.get("vip"), up.options.get("vport")) != (node.options["vip"],
+                                                            node.options["vport"]):
+        issues.append(OptionIssue("vip", f"a standby serves its active's VIP "
+                                  f"({up.options.get('vip')}:{up.options.get('vport')})",
+                                  f"vip: {up.options.get('vip')}"))
+    mine = {p.peer_node for p in node.ports.values() if p.peer_kind == "nas"}
+    theirs = {p.peer_node for p in up.ports.values() if p.peer_kind == "nas"}
+    if mine != theirs:
+        issues.append(OptionIssue("standby", f"{node.name} must reach every device of "
+                                  f"{active} and no other (missing: "
+                                  f"{', '.join(sorted(theirs - mine)) or 'none'}; extra: "
+                                  f"{', '.join(sorted(mine - theirs)) or 'none'})",
+                                  "link each device to both switches"))
+    for name in ("parent", "failover", "predictive"):
+        if node.options.get(name) or up.options.get(name):
+            issues.append(OptionIssue(name, f"a switch pair (standby) with {name} is not "
+                                      "built yet", f"drop {name} from {node.name} and "
+                                      f"{active}"))
+    if node.options["placement"] == "delayed" or up.options["placement"] == "delayed":
+        issues.append(OptionIssue("placement", "a standby mirrors the fast path's table; "
+                                  "delayed binding's connections are not mirrored",
+                                  "placement: round-robin"))
+    return issues
+
+
+def _switch_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
+    issues = _standby_topology(node, nodes) if node.options.get("standby") else []
     devices = {p.peer_node for p in node.ports.values() if p.peer_kind == "nas"
                or p.peer_kind == "nas-switch" and p.peer_node in nodes
                and nodes[p.peer_node].options.get("parent") == node.name}
@@ -194,13 +246,23 @@ def _switch_setup(node: Node, endpoints: list[Endpoint]) -> list[str]:
     from ftsslab.lab.builtin import BRIDGE_OPTS
 
     o = node.options
+    # a standby's process bridges its ports (``pair.py``): its client ports only when it
+    # takes over -- until then they would close a loop through the active switch -- and
+    # the VIP is not its yet
+    ports = [] if o.get("standby") else [ep.iface for ep in endpoints]
     return [f"link add br0 type bridge {BRIDGE_OPTS}",
-            *[f"link set {ep.iface} master br0" for ep in endpoints], "link set br0 up",
-            f"addr add {o['address']} dev br0", f"addr add {o['vip']}/32 dev br0"]
+            *[f"link set {p} master br0" for p in ports],
+            "link set br0 up", f"addr add {o['address']} dev br0",
+            *([] if o.get("standby") else [f"addr add {o['vip']}/32 dev br0"])]
 
 
 def _device_setup(node: Node, endpoints: list[Endpoint]) -> list[str]:
-    return [f"addr add {ep.ipv4} dev {ep.iface}" for ep in endpoints if ep.ipv4]
+    """The device's one address on each link; on a second link (to a standby switch, Fig.
+    12) with a lower preference, so its route is used only when the first link is down."""
+    own = next((ep.ipv4 for ep in endpoints if ep.ipv4), None)
+    return [f"addr add {ep.ipv4} dev {ep.iface}" if ep.ipv4 else
+            f"addr add {own} dev {ep.iface} metric {STANDBY_METRIC}"
+            for ep in endpoints if ep.ipv4 or own]
 
 
 def _program(module: str):
@@ -222,6 +284,7 @@ NAS_SWITCH = register_kind(KindSpec(
     veth=VethDriver(_switch_setup, _program("ftsslab.nas.switchd"), control=True),
     has_table=True,
     forwards=True,
+    fenced_peer=lambda options: options.get("standby"),
     kill_stops_dataplane=False,  # the bridge and the nftables table stay in the kernel
     keeps_offload=True,  # its packet sockets read headers only, and only clients' frames whole
     reserved_ifaces=frozenset({"lo", "br0"}),

@@ -56,6 +56,7 @@ from .bpf import tcp_filter, udp_filter
 from .cluster import ECHO_PORT, Cluster, Placement, assign_nonces, cluster_of
 from .failover import Failover
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
+from .pair import ActiveSide, StandbySide
 from .process import NasProcess, packet_socket, recv_stamped, send_segment
 from .segment import Segment
 from .volume import MemoryCatalog, RootDirectory
@@ -70,11 +71,17 @@ class NasSwitch(NasProcess):
         super().__init__(cluster.switch, lab_dir)
         self.cluster = cluster
         c = cluster
-        nonces = assign_nonces(lab_dir, c)
+        standby = c.pair is not None and c.pair.standby
+        nonces = (StandbySide.registration(lab_dir, c.pair.partner) if standby
+                  else assign_nonces(lab_dir, c))
         self.devices = {d.name: xap.Device(d.name, nonces[d.name], d.ip, d.mac, d.switch_port)
                         for d in c.devices.values()}
-        self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip)
+        peers = [xap.Device(c.pair.partner, nonces[c.pair.partner], c.pair.partner_ip, "",
+                            c.pair.port)] if standby else []
+        self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip, peers=peers)
         ports = [*c.client_ports, *(d.switch_port for d in c.devices.values())]
+        if c.pair is not None and not standby:  # an out port: flows rerouted (policy (c))
+            ports.append(c.pair.port)
         self.table = Switchd(c.switch, ports, names.switchd_socket(lab_id, c.switch),
                              names.switchd_log(lab_id, c.switch))
         self.placement = Placement(self.cluster.placement)
@@ -89,6 +96,7 @@ class NasSwitch(NasProcess):
         self.root = RootDirectory(c.root) if c.root else None
         self.binding: dict[socket.socket, tuple[str, int]] = {}  # accepted: the client
         self.failover: Failover | None = None  # (set up with the sockets)
+        self.pair: ActiveSide | StandbySide | None = None  # Fig. 12 (likewise)
         self.requests.update(table=lambda req: {"entries": self.entries()})
 
     # ---- kernel set-up -----------------------------------------------------------------------
@@ -166,7 +174,9 @@ class NasSwitch(NasProcess):
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.udp.bind((c.control_ip, XAP_UDP_PORT))
         self.udp.setblocking(False)
-        self.watch(self.udp, self._on_xap)
+        self.watch(self.udp, lambda: self.on_xap(self.udp))
+        if c.pair is not None:
+            self.pair = StandbySide(self) if c.pair.standby else ActiveSide(self)
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         Path(self.table.sock_path).unlink(missing_ok=True)
         srv.bind(self.table.sock_path)
@@ -179,9 +189,16 @@ class NasSwitch(NasProcess):
                            e["vport"] if e["vport"] is not None else self.cluster.vport)
 
     def _entry(self, key: xap.FlowKey, dev: xap.Device) -> dict:
-        return {"vip": key.vip, "out_port": dev.port, "client_ip": key.client_ip,
+        port, mac = (self.pair.route(dev) if isinstance(self.pair, ActiveSide)
+                     else (dev.port, dev.mac))
+        return {"vip": key.vip, "out_port": port, "client_ip": key.client_ip,
                 "proto": key.proto, "client_port": key.client_port, "vport": key.vport,
-                "dst_mac": dev.mac}
+                "dst_mac": mac}
+
+    @property
+    def serving(self) -> bool:
+        """A standby places nothing until it takes over."""
+        return not isinstance(self.pair, StandbySide) or self.pair.active
 
     # ---- placement (fast path) ----------------------------------------------------------------
     def _on_first(self, s: socket.socket, proto: int) -> None:
@@ -195,6 +212,8 @@ class NasSwitch(NasProcess):
                 frame, stamp = recv_stamped(s)
             except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
+            if not self.serving:
+                continue
             ihl = (frame[14] & 0xF) * 4
             client_ip = socket.inet_ntoa(frame[26:30])
             client_port = int.from_bytes(frame[14 + ihl:16 + ihl])
@@ -251,6 +270,8 @@ class NasSwitch(NasProcess):
         self.xap.forget(key)
         if self.failover is not None:
             self.failover.forget(key)
+        if isinstance(self.pair, ActiveSide):
+            self.pair.on_table(key, None)
         self.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                    old=dev.name, new=None)
 
@@ -349,36 +370,46 @@ class NasSwitch(NasProcess):
         return self.placement.choose(devices, self.xap.entries().values())
 
     # ---- the kernel table ---------------------------------------------------------------------
-    def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device,
+    def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device | None,
                  why: str) -> None:
-        """Point the flow's entry at ``new``: the new rule and the removal of the old in one
-        nftables transaction (atomic: every frame sees one of the two). The new rule's
-        handle comes back with it: the chain is never listed (that costs O(entries))."""
+        """Point the flow's entry at ``new`` (None: remove it): the new rule and the removal
+        of the old in one nftables transaction (atomic: every frame sees one of the two).
+        The new rule's handle comes back with it: the chain is never listed (that costs
+        O(entries))."""
         t0 = time.monotonic()
-        entry = validate_entry(self._entry(key, new), self.table.ports)
-        cmds = [f"add rule netdev {TABLE} {CHAIN} {entry_rule(entry)}"]
+        cmds = []
+        if new is not None:
+            entry = validate_entry(self._entry(key, new), self.table.ports)
+            cmds.append(f"add rule netdev {TABLE} {CHAIN} {entry_rule(entry)}")
         if key in self.handles:
-            cmds.append(f"delete rule netdev {TABLE} {CHAIN} handle {self.handles[key]}")
-        echoed = json.loads(self.table.nft("\n".join(cmds), echo=True) or "{}")
-        self.handles[key] = next(int(item["add"]["rule"]["handle"]) for item in
-                                 echoed.get("nftables", []) if "rule" in item.get("add", {}))
-        self.table.log(op="move" if old else "add", entry=entry)
-        if self.failover is not None:
+            cmds.append(f"delete rule netdev {TABLE} {CHAIN} handle {self.handles.pop(key)}")
+        echoed = json.loads(self.table.nft("\n".join(cmds), echo=True) or "{}") if cmds else {}
+        if new is not None:
+            self.handles[key] = next(int(item["add"]["rule"]["handle"]) for item in
+                                     echoed.get("nftables", []) if "rule" in item.get("add", {}))
+            self.table.log(op="move" if old else "add", entry=entry)
+        elif old is not None:
+            self.table.log(op="remove", entry=self._entry(key, old))
+        if self.failover is not None and new is not None:
             self.failover.on_table(key, new.name, time.monotonic())
+        if isinstance(self.pair, ActiveSide):
+            self.pair.on_table(key, new)
         self.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
-                   old=old.name if old else None, new=new.name,
+                   old=old.name if old else None, new=new.name if new else None,
                    ms=round((time.monotonic() - t0) * 1000, 3),
                    **({"proto": "udp"} if key.proto == socket.IPPROTO_UDP else {}))
 
     # ---- XAP ----------------------------------------------------------------------------------
-    def _on_xap(self) -> None:
+    def on_xap(self, sock: socket.socket) -> None:
+        """XAP datagrams at the control address (or, a standby that took over, at the
+        active's)."""
         for _ in range(64):
             try:
-                data, (ip, port) = self.udp.recvfrom(65536)
+                data, (ip, port) = sock.recvfrom(65536)
             except OSError:  # nothing more, or ENETDOWN once (the link went down)
                 return
             self.counters["xap_rx"] += 1
-            self._run(self.xap.on_datagram(ip, port, data, time.monotonic()))
+            self._run(self.xap.on_datagram(ip, port, data, time.monotonic()), sock)
 
     def _on_claim(self, s: socket.socket, dev: xap.Device) -> None:
         """XAP on a device's packet of the flow (TCP option 253, check 20): the device claims
@@ -401,19 +432,22 @@ class NasSwitch(NasProcess):
             self._run(self.xap.on_flow_options(socket.inet_ntoa(frame[30:34]), mine,
                                                time.monotonic()))
 
-    def _run(self, actions) -> None:
+    def _run(self, actions, sock: socket.socket | None = None) -> None:
+        """Carry out the XAP core's actions; acks leave by ``sock``, the socket the request
+        came in at (the address it was sent to)."""
         for a in actions:
             if isinstance(a, xap.Program):
                 try:
-                    self._program(a.key, a.old, a.new, why="xap")
+                    self._program(a.key, a.old, a.new, why="mirror" if a.mirror else "xap")
                 except SwitchdError as exc:
                     self.counters["program_failed"] += 1
-                    self._run(self.xap.program_failed(a.token, str(exc), time.monotonic()))
+                    self._run(self.xap.program_failed(a.token, str(exc), time.monotonic()),
+                              sock)
                 else:
-                    self._run(self.xap.programmed(a.token, time.monotonic()))
+                    self._run(self.xap.programmed(a.token, time.monotonic()), sock)
             elif isinstance(a, xap.SendDatagram):
                 try:
-                    self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
+                    (sock or self.udp).sendto(a.payload, (a.dst_ip, a.dst_port))
                 except OSError:
                     pass  # the device is gone: it retransmits or times out
 

@@ -25,6 +25,12 @@ unknown target, unknown op, malformed) gets no ack -- the format has no status f
 and a counter in ``stats``.  A retransmission (same nonce, xid and request) is acked
 again from memory and applied once; the memory is bounded in size and age.
 
+A switch pair (Fig. 12, D2.17): the active switch mirrors every table event to its hot
+standby as ``change_connection`` requests with the active's own nonce, registered at the
+standby as a *peer*.  A peer may move any flow, whoever owns it; TARGET_IP 0.0.0.0 (no
+device) removes the entry.  A standby that takes over ``adopt``s the active's address as
+a second cluster id, so the devices' requests to it keep working.
+
 Cascades (B2.16): a datagram's messages are in path order; a switch acts on the
 full-form messages whose cluster_id is its own address, or on the first message of a
 short-form datagram (the implicit cluster is "whoever receives it first"), and acks
@@ -52,6 +58,7 @@ RTO_INITIAL = 0.020  # s: a switch on the same bridge answers within a few ms
 MAX_TRIES = 5  # 20 + 40 + 80 + 160 + 320 ms: given up 620 ms after the first send
 MEMORY_AGE = 2.0  # s an applied request is remembered: > a client's whole retry span
 MEMORY_SIZE = 4096  # applied requests remembered at most (the oldest go first)
+NO_DEVICE = "0.0.0.0"  # a peer's TARGET_IP that removes the entry
 IPPROTO_UDP = 17
 
 REQUEST_OPS = (wire.XAP_OP_QUERY, wire.XAP_OP_CHANGE_CONNECTION, wire.XAP_OP_SET,
@@ -107,7 +114,8 @@ class Program:
     token: int
     key: FlowKey
     old: Device | None
-    new: Device
+    new: Device | None  # None: remove the entry (a peer's mirror, D2.17)
+    mirror: bool = False  # asked by a peer: the active switch's table mirrored
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ class _Request:
     xid: int
     what: tuple  # (op, key, target): a retransmission asks the same
     key: FlowKey
-    new: Device
+    new: Device | None
     message: dict  # the request message as parsed (its form is the ack's)
     reply: tuple[str, int]
     state: Txn = Txn.NEW
@@ -225,11 +233,11 @@ def _tlv_addresses(tlvs: Sequence[Mapping]) -> tuple[str | None, str | None] | N
     return found.get("client_ip"), found.get("target_ip")
 
 
-def _own_messages(messages: list[dict], cluster_ip: str) -> list[dict]:
+def _own_messages(messages: list[dict], cluster_ip: set[str]) -> list[dict]:
     """The messages of a path-ordered list that are this switch's (see the module doc)."""
     if messages and "cluster_id" not in messages[0]:
         return messages[:1]
-    return [m for m in messages if m.get("cluster_id") == cluster_ip]
+    return [m for m in messages if m.get("cluster_id") in cluster_ip]
 
 
 def _ack_payload(request: Mapping, client_ip: str, owner: Device | None) -> bytes:
@@ -244,10 +252,13 @@ class XapSwitch:
     """The switch's XAP control: validates requests, asks for table changes, acks them."""
 
     def __init__(self, devices: Iterable[Device], vip: str, cluster_ip: str, *,
-                 memory_age: float = MEMORY_AGE, memory_size: int = MEMORY_SIZE) -> None:
+                 peers: Iterable[Device] = (), memory_age: float = MEMORY_AGE,
+                 memory_size: int = MEMORY_SIZE) -> None:
         self.vip, self.cluster_ip = _ipv4(vip), _ipv4(cluster_ip)
+        self._cluster_ips = {self.cluster_ip}
         self._by_nonce: dict[int, Device] = {}
         self._by_ip: dict[str, Device] = {}
+        self._peers: dict[int, Device] = {}  # by nonce: they move any flow (the mirror)
         for d in devices:
             if not 0 <= d.nonce <= 0xFFFFFF:
                 raise XapError(f"device {d.name}: nonce {d.nonce:#x} is not 24 bits")
@@ -255,6 +266,11 @@ class XapSwitch:
                 raise XapError(f"device {d.name}: nonce or address of another device")
             self._by_nonce[d.nonce] = d
             self._by_ip[_ipv4(d.ip)] = d
+        for p in peers:
+            if not 0 <= p.nonce <= 0xFFFFFF or p.nonce in self._by_nonce \
+                    or p.nonce in self._peers:
+                raise XapError(f"peer {p.name}: nonce {p.nonce:#x} not 24 bits or not unique")
+            self._peers[p.nonce] = p
         self.memory_age, self.memory_size = memory_age, memory_size
         self._owners: dict[FlowKey, Device] = {}
         self._programming: dict[int, _Request] = {}  # by token
@@ -282,6 +298,10 @@ class XapSwitch:
     def forget(self, key: FlowKey) -> None:
         """The flow ended: its entry is gone (a Program in flight still completes)."""
         self._owners.pop(key, None)
+
+    def adopt(self, cluster_ip: str) -> None:
+        """Answer to ``cluster_ip`` too: a standby took over its active's address."""
+        self._cluster_ips.add(_ipv4(cluster_ip))
 
     # -- events ------------------------------------------------------------------------------
 
@@ -313,7 +333,10 @@ class XapSwitch:
         """The kernel table now holds the change of Program ``token``: ack it."""
         req = self._take(token)
         req.fire(TxnEvent.PROGRAMMED)
-        self._owners[req.key] = req.new
+        if req.new is None:
+            self._owners.pop(req.key, None)
+        else:
+            self._owners[req.key] = req.new
         self.stats["applied"] += 1
         return [self._settle(req, now)]
 
@@ -337,7 +360,7 @@ class XapSwitch:
 
     def _messages(self, messages: list[dict], client_ip: str, target_ip: str | None,
                   reply: tuple[str, int] | None, now: float) -> list[Action]:
-        mine = _own_messages(messages, self.cluster_ip)
+        mine = _own_messages(messages, self._cluster_ips)
         self.stats["other_cluster"] += len(messages) - len(mine)
         out: list[Action] = []
         for msg in mine:
@@ -353,8 +376,10 @@ class XapSwitch:
         if op not in REQUEST_OPS:
             return self._refuse("unknown_op")
         sender = self._by_nonce.get(msg["nonce"])
-        if sender is None:
-            return self._refuse("bad_nonce")
+        peer = self._peers.get(msg["nonce"])
+        if sender is None and (peer is None or reply is None
+                               or op not in (wire.XAP_OP_CHANGE_CONNECTION, wire.XAP_OP_QUERY)):
+            return self._refuse("bad_nonce")  # (a peer mirrors by UDP change_connection)
         claim = reply is None
         if claim:  # on the flow's own packets: the sender claims the flow
             reply, target_ip = (sender.ip, wire.XAP_UDP_PORT), sender.ip
@@ -376,10 +401,13 @@ class XapSwitch:
             return [SendDatagram(*reply, _ack_payload(msg, client_ip, owner))]
         if op == wire.XAP_OP_REDIRECT and key.proto != IPPROTO_UDP:
             return self._refuse("bad_proto")
-        if owner is not None and owner != sender and not (claim and op in _MOVES):
+        if owner is not None and owner != sender and not (claim and op in _MOVES) \
+                and peer is None:
             return self._refuse("bad_nonce")  # only the owner moves (or sets) its flow
         if op == wire.XAP_OP_SET:
             new = sender
+        elif peer is not None and target_ip == NO_DEVICE:
+            new = None  # the mirror of an entry that went
         else:
             new = self._by_ip.get(target_ip or "")
             if new is None:
@@ -398,7 +426,7 @@ class XapSwitch:
         self._tokens += 1
         self._programming[self._tokens] = req
         self._busy[key] = self._tokens
-        return [Program(self._tokens, key, owner, new)]
+        return [Program(self._tokens, key, owner, new, peer is not None)]
 
     def _settle(self, req: _Request, now: float) -> SendDatagram:
         """Remember an applied request with its ack, and give the ack."""

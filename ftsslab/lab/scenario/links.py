@@ -12,6 +12,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..kinds import KindSpec
 from ..model import NO_IMPAIRMENTS, Endpoint, Impairments, Link
+from ..model import Node as ModelNode
 from .context import Context
 from .errors import line
 from .impair import check_impairable, load_impairments, load_seed
@@ -275,9 +276,16 @@ def derive_mac(node_index: int, iface_index: int, used: set[str]) -> str:
         n += 1
 
 
-def check_loops(ctx: Context, links: list[Link]) -> None:
-    """Links among forwarding nodes (switches) must form a forest: there is no STP."""
+def check_loops(ctx: Context, links: list[Link], nodes: list[ModelNode]) -> None:
+    """Links among forwarding nodes (switches) must form a forest: there is no STP. A link
+    a node fences (``KindSpec.fenced_peer``) does not count."""
     parent: dict[str, str] = {}
+    fenced = set()
+    for n in nodes:
+        spec = ctx.kinds.get(n.name)
+        peer = spec.fenced_peer(n.options) if spec and spec.fenced_peer else None
+        if peer is not None:
+            fenced.add(frozenset((n.name, peer)))
 
     def find(x: str) -> str:
         while parent.setdefault(x, x) != x:
@@ -287,7 +295,8 @@ def check_loops(ctx: Context, links: list[Link]) -> None:
 
     for link in links:
         ka, kb = ctx.kinds.get(link.a.node), ctx.kinds.get(link.b.node)
-        if not (ka and kb and ka.forwards and kb.forwards):
+        if not (ka and kb and ka.forwards and kb.forwards) \
+                or frozenset((link.a.node, link.b.node)) in fenced:
             continue
         ra, rb = find(link.a.node), find(link.b.node)
         if ra == rb:

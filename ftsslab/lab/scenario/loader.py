@@ -89,7 +89,7 @@ def _load(ctx: Context, text: str) -> Scenario | None:
     check_topology(ctx, nodes, links)
     steps = load_steps(ctx, value.get("steps"))
     expectations = load_expectations(ctx, value.get("expect"), "expect", None)
-    check_loops(ctx, links)
+    check_loops(ctx, links, nodes)
     if backend == "sim":
         _check_sim(ctx, value["backend"], nodes, steps)
     if ctx.errors:
