@@ -47,6 +47,7 @@ from . import http, proxy, repair, staging, tch, xap
 from . import tch_messages as tm
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
+from .failover_core import asked_to
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
 from .reports import DeviceReports
@@ -707,7 +708,7 @@ class NasDevice(NasProcess):
         to hand the client's session off, to the device its app state names ("to=IP"): an
         accept says the handoff starts (check 17), which then goes as any other."""
         client = (a.state.get("client_ip"), a.state.get("client_port"))
-        to = self.cluster.by_ip(s.app_state.removeprefix(b"to=").decode("ascii", "replace"))
+        to = self.cluster.by_ip(asked_to(s.app_state))
         cl = next((c for c in self.clients.values() if c.peer == client), None)
         now = time.monotonic()
         if cl is None or cl.gift is not None or to is None or to.name == self.node:

@@ -227,7 +227,7 @@ class SwitchFailover:
         state = {"client_ip": key.client_ip, "client_port": key.client_port,
                  "cluster_ip": c.vip, "cluster_port": c.vport}
         session, acts = self.node.request(dev.ip, state, now, as_second=False,
-                                          app_state=f"to={to.ip}".encode())
+                                          app_state=ask_state(to.ip))
         self.sessions[session.session_id] = (key, to.name, now)
         return [Log("failover", {"client": _client(key), "old": dev.name, "new": to.name,
                                  "outcome": "ASKED", "why": why}), *acts]
@@ -252,6 +252,16 @@ class SwitchFailover:
             self.moving[m.flow] = (m.dst, now + BALANCE_TIMEOUT)
             out += self.ask(self.devices[m.src], m.flow, self.devices[m.dst], "balance", now)
         return out
+
+
+def ask_state(to_ip: str) -> bytes:
+    """The app state of an Open(initiator=other): the device to hand the connection to."""
+    return f"to={to_ip}".encode()
+
+
+def asked_to(app_state: bytes) -> str:
+    """The address ``ask_state`` named."""
+    return app_state.removeprefix(b"to=").decode("ascii", "replace")
 
 
 def _client(key: xap.FlowKey) -> str:
