@@ -749,6 +749,7 @@ class NasDeviceSim(_FirstDevice):
         self.reports = DeviceReports(c, node.name, _hash(node.name, "boot"), 0.0) \
             if c.failover else None
         self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # (``device._give_back``)
+        self.asked: dict[int, tuple[tuple[str, int], str, str]] = {}  # accepted requests
         # every address of the scenario -> its MAC (the kernel would ask ARP)
         self.macs = {ep.ipv4.split("/")[0]: frames.mac_bytes(ep.mac) for ln in scenario.links
                      for ep in (ln.a, ln.b) if ep.ipv4}
@@ -1192,6 +1193,12 @@ class NasDeviceSim(_FirstDevice):
         if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_OTHER:
             self._asked_by_other(s, a, now)
             return
+        if isinstance(a, tm.Finished) and s.session_id in self.asked:
+            client, to, reason = self.asked.pop(s.session_id)
+            cl = self.conns.get(client)
+            if cl is not None and cl.gift is None:  # (gone, or moving already)
+                self._give(cl, to, reason, now)
+            return
         if isinstance(a, tm.Finished) and (dev := self.cluster.by_ip(s.peer)) is not None:
             for cl in [*self.conns.values(), *(g.conn for g in self.gifts.values())]:
                 if cl.predictive.get(dev.name) is s:  # a predictive session is over
@@ -1211,15 +1218,16 @@ class NasDeviceSim(_FirstDevice):
 
     def _asked_by_other(self, s: tm.FirstDevice, a: tm.HandoffRequested, now: float) -> None:
         """The switch asks this device to hand the client's connection to the device its app
-        state names (a predicted failure, balancing; ``device._asked_by_other``)."""
+        state names (a predicted failure, balancing; ``device._asked_by_other``): once the
+        request's session is over."""
         client = (a.state.get("client_ip"), a.state.get("client_port"))
         to = self.cluster.by_ip(asked_to(s.app_state))
         cl = self.conns.get(client)
         if cl is None or cl.gift is not None or to is None or to.name == self.node:
             self._messages(s.deny(now), now)
             return
+        self.asked[s.session_id] = (client, to.name, f"asked by {a.peer}")
         self._messages(s.accept(now), now)
-        self._give(cl, to.name, f"asked by {a.peer}", now)
 
     def _take_over(self, s: tm.SecondDevice, a: tm.Restore, now: float) -> None:
         """The switch's Open for a dead device's connection (``taker._take_over``): ask the

@@ -134,9 +134,8 @@ def _asked(old: str, new: str) -> list[tuple]:
     return [("failover", old, new, "ASKED"), *OTHER, ("failover", None, new, "ACCEPTED")]
 
 
-# the asked device: the request's session (accepted at once, Done ends it) around the first
-# steps of the handoff it started
-ASKED_FIRST = [*OPENED_M, FIRST[0], ("tch", "first", "ACTIVE", "IDLE"), *FIRST[1:]]
+# the asked device: the request's session (accepted at once, Done ends it), then the handoff
+ASKED_FIRST = [*OPENED_M, ("tch", "first", "ACTIVE", "IDLE"), *FIRST]
 PREDICTED = {  # checks 23, 17: a PREDICTED_FAIL device hands its connection off when asked
     "d1": {"states": [("health", "PREDICTED_FAIL"), *ASKED_FIRST,
                       ("handoff-end", "d2", "HANDED_OFF")],
