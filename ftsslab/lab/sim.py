@@ -34,8 +34,9 @@ optional members the backend uses when present:
   cores with timers (retransmissions and the like);
 - ``node_events() -> list[dict]`` -- what a model logged, as a veth node process writes
   its events file (``logged`` expectations, merged into ``events()``);
-- ``fetch(urls, timeout, now)`` / ``fetch_result(key)`` (hosts) and
-  ``handoff(to, client_port, now)`` (kinds with ``hands_off``) for those steps.
+- ``fetch(urls, timeout, now)`` / ``fetch_result(key)`` (hosts), and
+  ``handoff(to, client_port, now)`` and ``set_health(health, now)`` -> list[Transmit]
+  (kinds with ``hands_off``) for those steps.
 
 A run never loops without end, nor ends in a traceback: a node whose timer keeps
 firing at one virtual instant (``MAX_SPINS`` times with no frame for it in between),
@@ -571,6 +572,19 @@ class SimBackend(Backend):
             raise BackendError(f"{node}: handoff to {to}: {exc}") from None
         self._emit(sim, out)
         self._events.append(Event(self.now(), node, "handoff", f"{client} -> {to}"))
+
+    def set_health(self, node: str, health: str) -> None:
+        sim = self._node(node)
+        if not hasattr(sim.core, "set_health"):
+            raise BackendError(f"{node} ({sim.node.kind}) reports no health")
+        if not sim.alive:
+            raise BackendError(f"{node}: its process is not running (killed)")
+        try:
+            out = sim.core.set_health(health, self.now())
+        except ValueError as exc:
+            raise BackendError(f"{node}: health {health}: {exc}") from None
+        self._emit(sim, out)
+        self._events.append(Event(self.now(), node, "health", health))
 
     def _link(self, name: str) -> Link:
         link = self._links.get(name)

@@ -47,6 +47,7 @@ from . import http, proxy, repair, staging, tch, xap
 from . import tch_messages as tm
 from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
+from .failover_core import asked_to
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
 from .process import NasProcess, packet_socket, send_segment
 from .reports import DeviceReports
@@ -120,6 +121,7 @@ class NasDevice(NasProcess):
         self.claims: dict[int, tuple[tuple[str, int], repair.TcpCheckpoint]] = {}
         self.giving_back: set[int] = set()
         self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # query xid -> flow, first
+        self.asked: dict[int, tuple[tuple[str, int], str, str]] = {}  # accepted requests
         self.counters = {"accepted": 0, "handoffs_in": 0, "tch_malformed": 0, "echoed": 0}
         self.reports: DeviceReports | None = None  # heartbeats (the switch's failover)
         self.requests.update(handoff=self._request_handoff, health=self._set_health,
@@ -703,6 +705,9 @@ class NasDevice(NasProcess):
         if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_OTHER:
             self._asked_by_other(s, a)
             return
+        if isinstance(a, tm.Finished) and s.session_id in self.asked:
+            self._asked_handoff(*self.asked.pop(s.session_id))
+            return
         if isinstance(a, tm.Finished) and (dev := self.cluster.by_ip(s.peer)) is not None:
             for cl in self.clients.values():  # a predictive session is over (released, ...)
                 if cl.predictive.get(dev.name) is s:
@@ -713,17 +718,25 @@ class NasDevice(NasProcess):
     def _asked_by_other(self, s: tm.FirstDevice, a: tm.HandoffRequested) -> None:
         """Another device -- the switch, for a predicted failure (claim 34) -- asks this one
         to hand the client's session off, to the device its app state names ("to=IP"): an
-        accept says the handoff starts (check 17), which then goes as any other."""
+        accept says the handoff starts (check 17), which then goes as any other, once the
+        request's session is over (its Done, or its timeout: accepted either way), so the
+        two sessions never interleave."""
         client = (a.state.get("client_ip"), a.state.get("client_port"))
-        to = self.cluster.by_ip(s.app_state.removeprefix(b"to=").decode("ascii", "replace"))
+        to = self.cluster.by_ip(asked_to(s.app_state))
         cl = next((c for c in self.clients.values() if c.peer == client), None)
         now = time.monotonic()
         if cl is None or cl.gift is not None or to is None or to.name == self.node:
             self.tch_port.apply(s.deny(now))
             return
+        self.asked[s.session_id] = (client, to.name, f"asked by {a.peer}")
         self.tch_port.apply(s.accept(now))
+
+    def _asked_handoff(self, client: tuple[str, int], to: str, reason: str) -> None:
+        cl = next((c for c in self.clients.values() if c.peer == client), None)
+        if cl is None or cl.gift is not None:  # (gone, or moving already)
+            return
         try:
-            self._give(cl, to.name, f"asked by {a.peer}")
+            self._give(cl, to, reason)
         except NotEstablished:  # (being torn down: nothing to move)
             pass
 

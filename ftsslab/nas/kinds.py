@@ -90,16 +90,16 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
     "predictive": Option(bool, default=False,
                          doc="predictive: with tch: messages, every device opens a predictive "
                              "TCH session to each other device as a connection starts, kept "
-                             "by Updates; a handoff turns one into it (check 16; veth only)"),
+                             "by Updates; a handoff turns one into it (check 16)"),
     "balance": Option(dict, default={"policy": "none"}, check=check_balance,
                       doc="balance: shedding by the switch (claim 52, D2.13), like {policy: "
                           "weighted-balance, decider: switch, threshold: 1, dwell: 1s, "
                           "max_moves: 4, period: 1s}; needs failover: true (the heartbeats "
-                          "are the load reports); veth only"),
+                          "are the load reports)"),
     "parent": Option(str,
                      doc="parent: the nas-switch this one is a device of (a cascade, claims "
                          "12 and 24): it has the parent's VIP, and its link to the parent is "
-                         "its client port; veth only"),
+                         "its client port"),
     "standby": Option(str,
                       doc="standby: the nas-switch this one is the hot standby of (Fig. 12, "
                           "check 28): linked to it and to each of its devices, it mirrors its "
@@ -108,8 +108,7 @@ _SWITCH_VALIDATE, _SWITCH_DEFAULTS = option_schema({
     "failover": Option(bool, default=False,
                        doc="failover: devices send ClusterStatus heartbeats (UDP 4497, every "
                            "100 ms); the switch keeps a shadow of each connection and moves a "
-                           "silent device's connections to another device (claim 41; veth "
-                           "only)"),
+                           "silent device's connections to another device (claim 41)"),
     "root": Option(dict, default={}, check=_root,
                    doc='root: the virtual root directory, prefix -> device, like {"/d1/": d1}'),
 })

@@ -4,18 +4,25 @@ the veth processes, driven by frames and the sim's virtual clock.
 
 What runs the same code as veth: placement (``PLACEMENTS``), the forwarding table with L2 NAT
 (the lab's ``SwitchCore``, as the veth switch uses the lab switch's nftables table), XAP
-(``XapSwitch``/``XapClient``), TCH (``TchFirst``/``TchListener``), HTTP (``HttpServer`` with
-export/resume), the root directory and the volume (``MemoryCatalog``). What the kernel does on
-veth is modelled: each client connection is an ``ftsslab.lab.tcp.Tcb``, TCP_REPAIR is its
-snapshot carried as the veth ``TcpCheckpoint`` (``tcb.py``), the nftables hold of a frozen
-flow is a list of its frames. Both models log the events the veth processes log (``kind``,
-the same fields), so ``logged`` expectations and the twin test read them alike.
+(``XapSwitch``/``XapClient``), TCH (``TchFirst``/``TchListener``; ``TchNode`` by messages,
+predictive sessions included), HTTP (``HttpServer`` with export/resume), the root directory
+and the volume (``MemoryCatalog``), the switch's failover and balancing
+(``failover_core.SwitchFailover``: heartbeats, shadows, a dead device's connections moved,
+a failing or busy device asked to hand off) and a device's reports (``reports_core``: its
+heartbeat, and balancing decided by the devices). A cascaded switch (``parent``) is one
+device of its parent, as on veth. What the kernel does on veth is modelled: each client
+connection is an ``ftsslab.lab.tcp.Tcb``, TCP_REPAIR is its snapshot carried as the veth
+``TcpCheckpoint`` (``tcb.py``), the nftables hold of a frozen flow is a list of its frames; a
+take-over restores a TCB from the same ``shadow.checkpoint`` (the sim's client answers the
+probe byte with the dupACK a kernel sends). Both models log the events the veth processes
+log (``kind``, the same fields), so ``logged`` expectations and the twin test read them alike.
 
 Simplifications, all deterministic: nonces come from a hash of the scenario (``sim_nonces``),
 not from a file; devices know the cluster's MACs from the scenario instead of asking ARP; a
-frame of an unknown client flow is dropped (counted ``stray``), never answered with RST.
-Not modelled yet: a handoff in the middle of an upload (refused, the connection stays), UDP
-flows, delayed binding's 10 s wait for a first request.
+frame of an unknown client flow is dropped (counted ``stray``), never answered with RST; a
+cascaded switch leaves the VIP's ARP to its parent. Not modelled yet: a handoff in the
+middle of an upload (refused, the connection stays), UDP flows, delayed binding's 10 s wait
+for a first request, answers by proxy (``proxy_limit``), the ``tcp-option`` XAP carrier.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from ftsslab.fast.tch import TCH_MAX_APP_STATE, TCH_UDP_PORT
+from ftsslab.fast.cluster import CLUSTER_UDP_PORT
+from ftsslab.fast.tch import TCH_INITIATOR_OTHER, TCH_MAX_APP_STATE, TCH_UDP_PORT
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab import frames
 from ftsslab.lab.backend import BackendError
@@ -34,13 +42,18 @@ from ftsslab.lab.model import ForwardingEntry, Node, Scenario
 from ftsslab.lab.sim import node_ifaces
 from ftsslab.lab.switch import SwitchCore, Transmit
 from ftsslab.lab.tcp import ACK, FIN, RST, SYN, Tcb, TcpState
+from ftsslab.lab.tcp import decode as decode_tcp
 
-from . import http, tch, xap
+from . import http, shadow, tch, xap
 from . import tch_messages as tm
 from .cluster import Cluster, Placement, bridge_mac, cluster_of, file_bytes
+from .device import PREDICTIVE_KEEPALIVE
+from .failover_core import Log, Program, SwitchFailover, asked_to
 from .giver import DRAIN_LIMIT, MESSAGES_DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
 from .repair import TcpCheckpoint
+from .reports_core import DeviceReports
 from .segment import Segment, decode
+from .taker import TAKEOVER_PROBES, TAKEOVER_WAIT
 from .tcb import checkpoint, snapshot
 from .volume import MemoryCatalog, RootDirectory, Upload
 
@@ -109,6 +122,9 @@ class _Conn:
     closing: bool = False
     eof: bool = False  # the client's FIN was given to the core
     gift: _Gift | None = None
+    since: float = 0.0  # here since (load balancing)
+    # the switch's ``predictive``: a TCH session per other device from the start (check 16)
+    predictive: dict[str, tm.FirstDevice] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +166,23 @@ class _Incoming:
     exported: bytes
     client: tuple[str, int]
     held: int = 0  # client segments kept in repair mode (the veth device's held frames)
+    replay: tuple[bytes, int] | None = None  # a take-over's: the client's bytes, skip
+
+
+@dataclass
+class _Taking:
+    """Second device, take-over (``taker.Taking`` on veth): a dead device's connection from
+    the switch's shadow, while the client is asked where its stream is."""
+
+    sh: shadow.Shadow
+    session: tm.SecondDevice
+    tries: int = 0
+    next_probe: float | None = None
+    caught: list = field(default_factory=list)  # the client's segments meanwhile
+
+    @property
+    def client(self) -> tuple[str, int]:
+        return self.sh.client_ip, self.sh.client_port
 
 
 class _FirstDevice(ABC):
@@ -246,10 +279,19 @@ class _FirstDevice(ABC):
                            why=f"{len(carried)} bytes of state, an Open carries "
                                f"{TCH_MAX_APP_STATE}")
             self._finish(gift, False, "KEPT", "state too large for an Open", now)
-        else:
+        else:  # (``udp_tch.MessageGiver._frozen``)
+            block = tm.state_block(cp)
+            ready = {n: s for n, s in cl.predictive.items()
+                     if tm.Event.HANDOFF in s.expecting()}
+            for name, s in ready.items():
+                if name != gift.to:  # check 16: Fail(superseded) to the others
+                    self._messages(s.release(now), now)
+            if gift.to in ready:  # D2.8: the predictive session becomes the handoff
+                gift.session = ready[gift.to]
+                self._messages(gift.session.handoff(block, now, app_state=carried), now)
+                return
             gift.session, acts = self.tch_node.open(
-                self.cluster.devices[gift.to].ip, tm.Kind.FULL, tm.state_block(cp), now,
-                app_state=carried)
+                self.cluster.devices[gift.to].ip, tm.Kind.FULL, block, now, app_state=carried)
             self._messages(acts, now)
 
     def _resume(self, gift: _Gift, now: float) -> None:
@@ -313,11 +355,8 @@ class NasSwitchSim(_FirstDevice):
 
     def __init__(self, node: Node, scenario: Scenario) -> None:
         c = self.cluster = cluster_of(scenario, node.name)
-        if node.options.get("parent") is not None or any(
-                scenario.node(d).kind == "nas-switch" for d in c.devices):
-            raise BackendError(f"switch {node.name}: cascades are not modelled in the sim yet: "
-                               "run it with backend: veth")
         self.node, self.tch_ip = node.name, c.control_ip
+        self.parent = node.options.get("parent")
         self.delayed = c.placement == "delayed"
         self.root = RootDirectory(c.root) if c.root else None
         ifaces = node_ifaces(node.name, scenario)
@@ -330,6 +369,9 @@ class NasSwitchSim(_FirstDevice):
         self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip)
         self.internal = {c.control_ip, *(d.ip for d in c.devices.values())}
         self.placement = Placement(self.cluster.placement)
+        self.tch_node = tm.TchNode(c.control_ip, keepalive=None)  # failover's sessions
+        self.failover = SwitchFailover(c, self.devices, self.xap, self.placement,
+                                       self.tch_node, 0.0) if c.failover else None
         self.alive = True
         self.closing: dict[xap.FlowKey, set[str]] = {}
         self.expiry: list[tuple[float, xap.FlowKey]] = []
@@ -383,7 +425,10 @@ class NasSwitchSim(_FirstDevice):
         c = self.cluster
         out: list[Transmit] = []
         arp = frames.parse_arp(frame)
-        if arp is not None and arp.op == 1 and arp.target_ip in (c.vip, c.control_ip):
+        # a cascaded switch leaves the VIP's ARP to its parent (on veth the parent's answer
+        # comes first, and the kernel keeps it for its locktime)
+        mine = (c.control_ip,) if self.parent else (c.vip, c.control_ip)
+        if arp is not None and arp.op == 1 and arp.target_ip in mine:
             out.append(Transmit(port, frames.arp_reply(arp, self.mac)))
         packet = frames.ip_payload(frame)
         head = frames.ip_header(packet) if packet is not None else None
@@ -414,13 +459,21 @@ class NasSwitchSim(_FirstDevice):
             return []
         if proto == frames.IPPROTO_UDP and dst == c.control_ip:
             d = frames.parse_udp(packet)
-            if d is None or d.dport != XAP_UDP_PORT or not self.alive:
+            if d is None or not self.alive:
                 return []
-            self.counters["xap_rx"] += 1
-            return self._xap(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
+            if d.dport == XAP_UDP_PORT:
+                self.counters["xap_rx"] += 1
+                return self._xap(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
+            if self.failover is not None and d.dport == CLUSTER_UDP_PORT:
+                self._failover(self.failover.heard(d.payload, d.src, now), now)
+            elif self.failover is not None and d.dport == TCH_UDP_PORT:
+                self._sessions(self.tch_node.on_datagram(d.src, d.payload, now), now)
+            return self._flush()
         if proto != IPPROTO_TCP or ports is None:
             return None
         sport, dport, flags = ports
+        if self.failover is not None:
+            self._shadow(packet, from_client, src, sport, dst, dport, flags)
         if dst == c.control_ip and c.vport in (sport, dport) and not from_client:
             seg = decode(packet)  # TCH from a device: delayed binding's sessions
             gift = self.gifts.get((seg.src, seg.dport)) if seg is not None else None
@@ -454,6 +507,53 @@ class NasSwitchSim(_FirstDevice):
             self._end(key, "rst" if flags & RST else "device", now)
         return None
 
+    def _shadow(self, packet: bytes, from_client: bool, src: str, sport: int, dst: str,
+                dport: int, flags: int) -> None:
+        """What failover's shadows read (``failover.py``'s packet sockets on veth): client
+        SYNs and client segments with data to the VIP, devices' SYN/ACKs from it."""
+        c = self.cluster
+        if from_client and dst == c.vip and dport == c.vport:
+            seg = decode_tcp(packet)
+            if seg is not None and (seg.payload or flags & (SYN | ACK) == SYN):
+                self.failover.on_client(seg)
+        elif not from_client and src == c.vip and sport == c.vport and flags & SYN:
+            seg = decode_tcp(packet)
+            if seg is not None:
+                self.failover.on_device(seg)
+
+    def _failover(self, actions: list, now: float) -> None:
+        """The failover core's actions (``failover.Failover._apply`` on veth)."""
+        for a in actions:
+            if isinstance(a, Log):
+                self.log.event(a.kind, **a.detail)
+            elif isinstance(a, Program):
+                self._program(a.key, a.old, a.new, a.why, now)
+            else:
+                self._sessions([a], now)
+
+    def _sessions(self, actions: list, now: float) -> None:
+        """The switch's TCH port (``udp_tch.TchPort`` on veth): datagrams out, transitions
+        logged, each session's actions to the failover core."""
+        for a in actions:
+            if isinstance(a, tm.Send):
+                self._udp(a.peer, TCH_UDP_PORT, a.data)
+                continue
+            if isinstance(a, tm.StateChanged):
+                self.log.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why,
+                               session=f"{a.session_id:#010x}", peer=a.peer)
+            s = next((x for (_, sid), x in self.tch_node.sessions.items()
+                      if sid == a.session_id), None)
+            if s is not None:
+                self._failover(self.failover.on_session(s, a, now), now)
+
+    def _udp(self, dst_ip: str, port: int, payload: bytes) -> None:
+        dev = self.cluster.by_ip(dst_ip)
+        if dev is not None:
+            udp = frames.udp_packet(frames.Datagram(self.cluster.control_ip, dst_ip, port, port,
+                                                    payload))
+            self._tx.append(Transmit(dev.switch_port, frames.ether(
+                dev.mac, self.mac, frames.ETH_P_IP, udp)))
+
     def _end(self, key: xap.FlowKey, who: str, now: float) -> None:
         """FIN from both sides or a RST: the entry goes ``LINGER`` s later."""
         if self.xap.owner(key) is None:
@@ -465,7 +565,9 @@ class NasSwitchSim(_FirstDevice):
 
     def next_deadline(self) -> float | None:
         times = [*(t for t, _ in self.expiry), *self._gift_deadlines(),
-                 *(cl.tcb.next_deadline() for cl in self.conns.values())]
+                 *(cl.tcb.next_deadline() for cl in self.conns.values()),
+                 self.tch_node.next_deadline(),
+                 self.failover.next_deadline() if self.failover is not None else None]
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, now: float) -> list[Transmit]:
@@ -476,6 +578,11 @@ class NasSwitchSim(_FirstDevice):
                 if cl.tcb.state is TcpState.CLOSED:
                     self.conns.pop(cl.client, None)
         self._gift_timers(now)
+        if self.failover is not None and \
+                (t := _due(self.failover.next_deadline(), now)) is not None:
+            self._failover(self.failover.on_timer(t), t)
+        if (t := _due(self.tch_node.next_deadline(), now)) is not None:
+            self._sessions(self.tch_node.on_timer(t), t)
         due = [k for t, k in self.expiry if _due(t, now) is not None]
         self.expiry = [(t, k) for t, k in self.expiry if _due(t, now) is None]
         for key in due:
@@ -486,6 +593,8 @@ class NasSwitchSim(_FirstDevice):
             if entry is not None and entry in self.core.entries():
                 self.core.remove(entry, now)
             self.xap.forget(key)
+            if self.failover is not None:
+                self.failover.forget(key)
             self.log.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                            old=dev.name, new=None)
         return self._flush()
@@ -570,7 +679,8 @@ class NasSwitchSim(_FirstDevice):
         return out
 
     def _choose(self) -> xap.Device:
-        return self.placement.choose(self.devices, self.xap.entries().values())
+        devices = self.devices if self.failover is None else self.failover.live() or self.devices
+        return self.placement.choose(devices, self.xap.entries().values())
 
     def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device, why: str,
                  now: float) -> None:
@@ -581,6 +691,8 @@ class NasSwitchSim(_FirstDevice):
         if stale is not None and stale in self.core.entries():
             self.core.remove(stale, now)
         self.programmed[key] = entry
+        if self.failover is not None:
+            self.failover.on_table(key, new.name, now)
         self.log.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
                        old=old.name if old else None, new=new.name)
 
@@ -618,8 +730,8 @@ class NasDeviceSim(_FirstDevice):
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
-        if c.failover or c.predictive:  # (balance needs failover)
-            raise BackendError(f"switch {c.switch}: failover and predictive sessions are not "
+        if c.pair is not None:  # (the device's switch is the active one: its partner stands by)
+            raise BackendError(f"switch {c.pair.partner}: a standby switch (Fig. 12) is not "
                                "modelled in the sim yet: run it with backend: veth")
         if node.options.get("proxy_limit") is not None:
             raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
@@ -633,8 +745,14 @@ class NasDeviceSim(_FirstDevice):
         self.gifts: dict[tuple[str, int], _Gift] = {}
         self.holding: dict[tuple[str, int], _Gift] = {}
         self.incoming: dict[tuple[str, int], _Incoming] = {}  # by TCH peer (messages: + id)
-        self.tch_node = tm.TchNode(self.me.ip, keepalive=None)  # the second embodiment
+        self.tch_node = tm.TchNode(  # the second embodiment
+            self.me.ip, keepalive=PREDICTIVE_KEEPALIVE if c.predictive else None)
+        self.taking: dict[tuple[str, int], _Taking] = {}  # by (switch, session id)
+        # heartbeats to the switch's failover (and balancing by the devices)
+        self.reports = DeviceReports(c, node.name, _hash(node.name, "boot"), 0.0) \
+            if c.failover else None
         self.asking_back: dict[int, tuple[xap.FlowKey, str]] = {}  # (``device._give_back``)
+        self.asked: dict[int, tuple[tuple[str, int], str, str]] = {}  # accepted requests
         # every address of the scenario -> its MAC (the kernel would ask ARP)
         self.macs = {ep.ipv4.split("/")[0]: frames.mac_bytes(ep.mac) for ln in scenario.links
                      for ep in (ln.a, ln.b) if ep.ipv4}
@@ -671,6 +789,9 @@ class NasDeviceSim(_FirstDevice):
                 self._xap_actions(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
             elif d is not None and d.dst == self.me.ip and d.dport == TCH_UDP_PORT:
                 self._messages(self.tch_node.on_datagram(d.src, d.payload, now), now)
+            elif d is not None and d.dst == self.me.ip and d.dport == CLUSTER_UDP_PORT and \
+                    self.reports is not None:
+                self.reports.on_heartbeat(d.payload, d.src, now)
             return self._flush()
         if proto != IPPROTO_TCP:
             return self._flush()
@@ -712,9 +833,21 @@ class NasDeviceSim(_FirstDevice):
             raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not ESTABLISHED")
         return f"{cl.client[0]}:{cl.client[1]}", self._flush()
 
+    def set_health(self, health: str, now: float) -> list[Transmit]:
+        """A ``health`` step (``device._set_health`` on veth): told the switch at once."""
+        self.log.now = now
+        if self.reports is None:
+            raise ValueError("the switch has no failover: nobody hears the health reports")
+        got = self.reports.set_health(health)
+        self.log.event("health", health=got.name)
+        self._beat(self.reports.beat(now, self._balanced(), at_once=True))
+        return self._flush()
+
     def next_deadline(self) -> float | None:
         times = [self.listener.next_deadline(), self.xap.next_deadline(),
                  self.tch_node.next_deadline(),
+                 self.reports.next_deadline() if self.reports is not None else None,
+                 *(t.next_probe for t in self.taking.values()),
                  *(cl.tcb.next_deadline() for cl in self.conns.values()),
                  *(i.tcb.next_deadline() for i in self.incoming.values()),
                  *self._gift_deadlines()]
@@ -736,7 +869,46 @@ class NasDeviceSim(_FirstDevice):
             self._xap_actions(self.xap.on_timer(t), t)
         if (t := _due(self.tch_node.next_deadline(), now)) is not None:
             self._messages(self.tch_node.on_timer(t), t)
+        for taking in list(self.taking.values()):
+            if (t := _due(taking.next_probe, now)) is not None:
+                self._probe(taking, t)
+        if self.reports is not None and \
+                (t := _due(self.reports.next_deadline(), now)) is not None:
+            sent, moves = self.reports.on_timer(t, self._balanced())
+            self._beat(sent)
+            for m in moves:
+                if not self._move(m.flow, m.dst, t):
+                    self.reports.not_moved(m.flow, t)
         return self._flush()
+
+    # ---- reports (``reports.py`` on veth) ----------------------------------------------------
+
+    def _beat(self, datagrams: list[tuple[str, bytes]]) -> None:
+        for ip, data in datagrams:
+            self._send_udp(ip, CLUSTER_UDP_PORT, CLUSTER_UDP_PORT, data)
+
+    def _balanced(self) -> dict[tuple[str, int], tuple[float, bool]]:
+        """The client connections that count as this device's load: since, being given (a
+        frozen one too: on veth its socket is this device's until the handoff ends)."""
+        conns = {**self.conns, **{g.conn.client: g.conn for g in self.gifts.values()}}
+        return {k: (cl.since, cl.gift is not None) for k, cl in conns.items() if not cl.closing}
+
+    def _move(self, flow: tuple[str, int], to: str, now: float) -> bool:
+        """Claim 48: this device's decider hands ``flow`` to ``to`` (False: it cannot now)."""
+        cl = self.conns.get(flow)
+        return cl is not None and cl.gift is None and self._give(cl, to, "balance", now)
+
+    def _predict(self, cl: _Conn, now: float) -> None:
+        """Check 16: a predictive session to every other device as the connection starts
+        (``device._predict``)."""
+        c = self.cluster
+        state = {"client_ip": cl.client[0], "client_port": cl.client[1], "cluster_ip": c.vip,
+                 "cluster_port": c.vport}
+        for dev in c.devices.values():
+            if dev.name != self.node:
+                cl.predictive[dev.name], acts = self.tch_node.open(
+                    dev.ip, tm.Kind.PREDICTIVE, state, now)
+                self._messages(acts, now)
 
     # ---- serving -----------------------------------------------------------------------------
 
@@ -746,6 +918,10 @@ class NasDeviceSim(_FirstDevice):
             gift.held.append(frame)  # frozen: kept for whoever serves it next (D2.5)
             if gift.relaying:
                 self._relay(gift)
+            return
+        taking = next((t for t in self.taking.values() if t.client == client), None)
+        if taking is not None:
+            self._taking_segment(taking, frame, now)
             return
         inc = next((i for i in self.incoming.values() if i.client == client), None)
         if inc is not None:
@@ -761,9 +937,11 @@ class NasDeviceSim(_FirstDevice):
             tcb, segs = Tcb.accept(seg, iss, now)
             core = http.HttpServer(self.storage, name=self.node, root=self.root,
                                    redirect=self.redirect)
-            cl = self.conns[client] = _Conn(tcb, core, client)
+            cl = self.conns[client] = _Conn(tcb, core, client, since=now)
             self.counters["accepted"] += 1
             self._send_tcp(segs)
+            if self.cluster.predictive:
+                self._predict(cl, now)
             return
         self._send_tcp(cl.tcb.on_segment(seg, now))
         self._after_tcp(cl, now)
@@ -771,7 +949,7 @@ class NasDeviceSim(_FirstDevice):
     def _after_tcp(self, cl: _Conn, now: float) -> None:
         """What the TCB's news means to the HTTP core; then write what can be written."""
         if cl.tcb.state is TcpState.CLOSED:
-            self._drop(cl)
+            self._drop(cl, now)
             return
         if cl.tcb.received and not (cl.gift and cl.gift.pausing) and not cl.core.paused:
             self._apply(cl, cl.core.receive(cl.tcb.read(), now), now)
@@ -837,10 +1015,14 @@ class NasDeviceSim(_FirstDevice):
                 self._send_tcp(cl.tcb.close(now))
             return
 
-    def _drop(self, cl: _Conn) -> None:
+    def _drop(self, cl: _Conn, now: float) -> None:
         self.conns.pop(cl.client, None)
         for key in [k for k in self._uploads if k[0] == id(cl)]:
             self._uploads.pop(key).abort()
+        for s in cl.predictive.values():  # (a given connection released its own)
+            if tm.Event.RELEASE in s.expecting():
+                self._messages(s.release(now), now)
+        cl.predictive.clear()
 
     def _reprogram(self, gift: _Gift, op: int, target: str | None, now: float) -> None:
         """D2.3: XAP to the switch; END only on its ack (``device._reprogram``)."""
@@ -904,13 +1086,17 @@ class NasDeviceSim(_FirstDevice):
 
     def _given(self, gift: _Gift, given: bool, now: float) -> None:
         cl = gift.conn
+        if self.reports is not None:
+            self.reports.moved(cl.client, gift.to, given, now)
         if given:  # the held frames go to the second device, in arrival order (D2.5)
             self._relay(gift)
+            self._drop(cl, now)
         elif gift.frozen:  # back here: our own checkpoint again (the seed's setsockopt(0))
+            self._drop(cl, now)  # (as on veth: the socket back is a new connection here)
             tcb = Tcb.restore(snapshot(gift.cp))
             core = http.HttpServer.resume(self.storage, gift.exported, name=self.node,
                                           root=self.root, redirect=False)
-            back = self.conns[cl.client] = _Conn(tcb, core, cl.client)
+            back = self.conns[cl.client] = _Conn(tcb, core, cl.client, since=cl.since)
             self._send_tcp(tcb.leave_repair(now))
             self._apply(back, core.proceed(now), now)
             self._after_tcp(back, now)
@@ -965,17 +1151,29 @@ class NasDeviceSim(_FirstDevice):
         """END arrived: repair off, and the connection is served here."""
         inc = self.incoming.pop(a.peer, None)
         if inc is not None:
-            self._serve_incoming(inc, {}, now)
+            self._serve_incoming(inc, a.peer[0], {}, now)
 
-    def _serve_incoming(self, inc: _Incoming, detail: dict, now: float) -> None:
-        core = http.HttpServer.resume(self.storage, inc.exported, name=self.node,
-                                      root=self.root, redirect=self.redirect)
-        cl = self.conns[inc.client] = _Conn(inc.tcb, core, inc.client)
+    def _serve_incoming(self, inc: _Incoming, from_ip: str, detail: dict, now: float) -> None:
+        """Repair off, and the connection is served here: from the HTTP state that came
+        with it, or a take-over's answer from the start, less what the client has."""
+        if inc.replay is not None:
+            core = http.HttpServer(self.storage, name=self.node, root=self.root,
+                                   redirect=False)
+            actions = shadow.replay(core, *inc.replay, now)
+        else:
+            core = http.HttpServer.resume(self.storage, inc.exported, name=self.node,
+                                          root=self.root, redirect=self.redirect)
+            actions = core.proceed(now)
+        cl = self.conns[inc.client] = _Conn(inc.tcb, core, inc.client, since=now)
         self.counters["handoffs_in"] += 1
         self.log.event("morph", client=f"{inc.client[0]}:{inc.client[1]}", **detail)
         self._send_tcp(inc.tcb.leave_repair(now))
-        self._apply(cl, core.proceed(now), now)
+        self._apply(cl, actions, now)
         self._after_tcp(cl, now)
+        if self.reports is not None:
+            self.reports.arrived(inc.client, from_ip, now)
+        if self.cluster.predictive and cl.client in self.conns:  # ready for the next one
+            self._predict(cl, now)
 
     # ---- the second embodiment (``udp_tch.py`` and ``device.py`` on veth) ----------------
 
@@ -995,6 +1193,19 @@ class NasDeviceSim(_FirstDevice):
                 self._second_message(s, a, now)
 
     def _first_message(self, s: tm.FirstDevice, a: tm.Action, now: float) -> None:
+        if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_OTHER:
+            self._asked_by_other(s, a, now)
+            return
+        if isinstance(a, tm.Finished) and s.session_id in self.asked:
+            client, to, reason = self.asked.pop(s.session_id)
+            cl = self.conns.get(client)
+            if cl is not None and cl.gift is None:  # (gone, or moving already)
+                self._give(cl, to, reason, now)
+            return
+        if isinstance(a, tm.Finished) and (dev := self.cluster.by_ip(s.peer)) is not None:
+            for cl in [*self.conns.values(), *(g.conn for g in self.gifts.values())]:
+                if cl.predictive.get(dev.name) is s:  # a predictive session is over
+                    del cl.predictive[dev.name]
         gift = next((g for g in self.gifts.values() if g.session is s), None)
         if gift is None:  # given back already; the session still finishes its exchange
             return
@@ -1008,9 +1219,74 @@ class NasDeviceSim(_FirstDevice):
             self._finish(gift, a.outcome is tm.Outcome.HANDED_OFF, a.outcome.name, a.reason,
                          now)
 
+    def _asked_by_other(self, s: tm.FirstDevice, a: tm.HandoffRequested, now: float) -> None:
+        """The switch asks this device to hand the client's connection to the device its app
+        state names (a predicted failure, balancing; ``device._asked_by_other``): once the
+        request's session is over."""
+        client = (a.state.get("client_ip"), a.state.get("client_port"))
+        to = self.cluster.by_ip(asked_to(s.app_state))
+        cl = self.conns.get(client)
+        if cl is None or cl.gift is not None or to is None or to.name == self.node:
+            self._messages(s.deny(now), now)
+            return
+        self.asked[s.session_id] = (client, to.name, f"asked by {a.peer}")
+        self._messages(s.accept(now), now)
+
+    def _take_over(self, s: tm.SecondDevice, a: tm.Restore, now: float) -> None:
+        """The switch's Open for a dead device's connection (``taker._take_over``): ask the
+        client where its stream is, then restore the connection there. On veth that is a
+        kernel socket restored with TCP_REPAIR; here a modelled TCB from the same
+        ``shadow.checkpoint``, and the sim's client answers the probe as the kernel does
+        (``lab.tcp``: an out-of-window segment with data gets an ACK)."""
+        sh = shadow.Shadow.unpack(a.app_state)
+        if sh is None or not sh.usable:
+            self._messages(s.restore_failed("not a usable shadow", now), now)
+            return
+        self._probe(self.taking.setdefault((s.peer, s.session_id), _Taking(sh, s)), now)
+
+    def _probe(self, t: _Taking, now: float) -> None:
+        if t.tries == TAKEOVER_PROBES:
+            del self.taking[(t.session.peer, t.session.session_id)]
+            self._messages(t.session.restore_failed(
+                f"the client did not answer {t.tries} probes", now), now)
+            return
+        t.tries += 1
+        t.next_probe = now + TAKEOVER_WAIT
+        self._send_tcp([shadow.probe(t.sh)])
+
+    def _taking_segment(self, t: _Taking, frame: bytes, now: float) -> None:
+        """A client segment of a connection being taken over: the probe's answer restores
+        it; any other is kept for the restored TCB (the veth hold)."""
+        seg = decode_tcp(frames.ip_payload(frame))
+        if seg is None:
+            return
+        if not shadow.answer(t.sh, seg):
+            t.caught.append(seg)
+            return
+        cp = shadow.checkpoint(t.sh, seg)
+        s = t.session
+        del self.taking[(s.peer, s.session_id)]
+        if cp is None:
+            self._messages(s.restore_failed("the client sent bytes the switch did not see",
+                                            now), now)
+            return
+        inc = _Incoming(Tcb.restore(snapshot(cp)), b"", t.client,
+                        replay=(bytes(t.sh.data), shadow.sent_before(t.sh, seg)))
+        for held in t.caught:
+            inc.tcb.on_segment(held, now)  # in repair mode: kept
+        inc.held = len(t.caught)
+        self.incoming[(s.peer, s.session_id)] = inc
+        self.log.event("take-over", client=f"{t.client[0]}:{t.client[1]}", snd_nxt=cp.snd_nxt,
+                       rcv_nxt=cp.rcv_nxt, skip=inc.replay[1], probes=t.tries)
+        self._messages(s.restored(now), now)
+
     def _second_message(self, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
         key = (s.peer, s.session_id)
-        if isinstance(a, tm.Restore):
+        if isinstance(a, tm.Restore) and shadow.is_shadow(a.app_state):
+            self._take_over(s, a, now)
+        elif isinstance(a, tm.Restore) and a.kind is tm.Kind.PREDICTIVE:
+            self._messages(s.restored(now), now)  # nothing to restore before the Handoff
+        elif isinstance(a, tm.Restore):
             try:
                 self.incoming[key] = self._restored(a.app_state)
             except (ValueError, struct.error, http.ProtocolError) as exc:
@@ -1019,8 +1295,9 @@ class NasDeviceSim(_FirstDevice):
             self._messages(s.restored(now), now)
         elif isinstance(a, tm.Finished):
             inc = self.incoming.pop(key, None)
+            self.taking.pop(key, None)
             if inc is not None and a.outcome is tm.Outcome.HANDED_OFF:
-                self._serve_incoming(inc, {"held": inc.held}, now)
+                self._serve_incoming(inc, s.peer, {"held": inc.held}, now)
             elif inc is not None:  # the first device took it back: the entry too, if ours
                 c = self.cluster
                 flow = xap.FlowKey(inc.client[0], IPPROTO_TCP, inc.client[1], c.vip, c.vport)

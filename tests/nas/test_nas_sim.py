@@ -239,3 +239,22 @@ def test_xap_on_the_flows_packets_is_refused_in_the_sim_not_run_wrong():
     text = lab().replace("placement: first}", "placement: first, xap: tcp-option}")
     with pytest.raises(BackendError, match="xap: tcp-option is not modelled in the sim"):
         SimBackend().up(load_scenario_text(text))
+
+
+def test_a_health_step_needs_the_switchs_failover_in_the_sim_as_on_veth():
+    b = SimBackend()
+    b.up(load_scenario_text(lab()))
+    with pytest.raises(BackendError, match="d1: health predicted-fail: .*nobody hears"):
+        b.set_health("d1", "predicted-fail")
+    b.down()
+    text = lab().replace("placement: first}", "placement: first, failover: true}")
+    b.up(load_scenario_text(text))
+    b.advance(0.2)  # both devices heard
+    with pytest.raises(BackendError, match="no health 'sick'"):
+        b.set_health("d1", "sick")
+    b.set_health("d1", "degraded")
+    b.advance(0.01)  # one heartbeat at once, not at the next period
+    health = [(e.node, e.detail) for e in b.events() if e.kind == "health"]
+    assert health[-3:] == [("d1", "degraded"), ("d1", "health=DEGRADED"),
+                           ("s1", "device=d1 new=DEGRADED old=UP why=DEGRADED")]
+    b.down()

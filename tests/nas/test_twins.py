@@ -15,26 +15,43 @@ from ftsslab.lab.sim import SimBackend
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
-def twin_sequence(result: RunResult) -> dict[str, dict[str, list[tuple]]]:
+KEEPALIVES = ("Update", "Update from the second device")
+"""The ``why`` of a TCH session's ACTIVE -> ACTIVE on a received Update: a keepalive, one
+every interval, so how many a run has is its timing, not its state sequence."""
+
+
+def twin_sequence(result: RunResult) -> dict[str, dict]:
     """Per node, what check 30 compares, in the order the node logged it: ``states`` -- TCH
-    transitions (role, old, new), the switch's table events (why, old, new) and handoff
-    outcomes (to, outcome) -- and ``requests`` served (method, path, status). Clients'
-    ports, sequence numbers, checkpoint sizes, ``why`` texts and times are left out: they
-    differ between a kernel and a model."""
+    transitions (role, old, new; keepalive Updates left out), the switch's table events
+    (why, old, new), handoff outcomes (to, outcome), failover's steps (old, new, outcome), a
+    take-over and a device's own health -- and ``requests`` served (method, path, status);
+    for a switch that hears heartbeats, ``health``: each device's transitions (old, new, why)
+    in its own order (the devices start in parallel on veth: whose first heartbeat comes
+    first is a race). Clients' ports, sequence numbers, checkpoint sizes, other ``why`` texts
+    and times are left out: they differ between a kernel and a model."""
     out = {}
     for node, report in sorted(result.reports.items()):
-        states, requests = [], []
+        states, requests, health = [], [], {}
         for ev in report.get("events", []):
             kind = ev["kind"]
-            if kind == "tch":
+            if kind == "tch" and ev.get("why") not in KEEPALIVES:
                 states.append(("tch", ev["role"], ev["old"], ev["new"]))
             elif kind == "table":
                 states.append(("table", ev["why"], ev["old"], ev["new"]))
             elif kind == "handoff-end":
                 states.append(("handoff-end", ev["to"], ev["outcome"]))
+            elif kind == "failover":
+                states.append(("failover", ev.get("old"), ev.get("new"), ev["outcome"]))
+            elif kind == "take-over":
+                states.append(("take-over",))
+            elif kind == "health" and "device" in ev:
+                health.setdefault(ev["device"], []).append((ev["old"], ev["new"], ev["why"]))
+            elif kind == "health":
+                states.append(("health", ev["health"]))
             elif kind == "request":
                 requests.append((ev["method"], ev["path"], ev["status"]))
-        out[node] = {"states": states, "requests": requests}
+        out[node] = {"states": states, "requests": requests, **({"health": health}
+                                                                   if health else {})}
     return out
 
 
@@ -90,7 +107,99 @@ MESSAGES = {
            "requests": [("GET", "/d2/b.bin", 200), ("GET", "/d1/a.bin", 200)]},
     "s1": PLAIN["s1"],
 }
-EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES}
+# check 16: a predictive session to d2 from the start becomes the handoff (Handoff, its Ack);
+# d2's own one back to d1 is released (Fail(superseded)) when the connection ends
+OPENED_M = FIRST_M[:2]
+PREDICTIVE = {
+    "d1": {"states": [*OPENED_M, ("tch", "first", "ACTIVE", "ACTIVE"),
+                      ("tch", "first", "ACTIVE", "ACTIVE"), *FIRST_M[2:],
+                      ("handoff-end", "d2", "HANDED_OFF"), *SECOND_M[:2],
+                      ("tch", "second", "ACTIVE", "IDLE")],
+           "requests": []},
+    "d2": {"states": [*SECOND_M[:2], *[("tch", "second", "ACTIVE", "ACTIVE")] * 3,
+                      ("tch", "second", "ACTIVE", "IDLE"), *OPENED_M,
+                      ("tch", "first", "ACTIVE", "IDLE")],
+           "requests": [("GET", "/big.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "xap", "d1", "d2"),
+                      ("table", "closed", "d2", None)],
+           "requests": []},
+}
+UP = ("UNKNOWN", "UP", "OK")
+OTHER = [("tch", "other", a, b) for a, b in (("IDLE", "OPEN"), ("OPEN", "DONE"),
+                                             ("DONE", "IDLE"))]
+
+
+def _asked(old: str, new: str) -> list[tuple]:
+    """The switch asks ``old`` by Open(initiator=other) to hand a connection to ``new``."""
+    return [("failover", old, new, "ASKED"), *OTHER, ("failover", None, new, "ACCEPTED")]
+
+
+# the asked device: the request's session (accepted at once, Done ends it), then the handoff
+ASKED_FIRST = [*OPENED_M, ("tch", "first", "ACTIVE", "IDLE"), *FIRST]
+PREDICTED = {  # checks 23, 17: a PREDICTED_FAIL device hands its connection off when asked
+    "d1": {"states": [("health", "PREDICTED_FAIL"), *ASKED_FIRST,
+                      ("handoff-end", "d2", "HANDED_OFF")],
+           "requests": []},
+    "d2": {"states": SECOND, "requests": [("GET", "/big.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), *_asked("d1", "d2"),
+                      ("table", "xap", "d1", "d2"), ("table", "closed", "d2", None)],
+           "requests": [],
+           "health": {"d1": [UP, ("UP", "PREDICTED_FAIL", "PREDICTED_FAIL"),
+                             ("PREDICTED_FAIL", "DOWN", "SILENCE")],
+                      "d2": [UP]}},
+}
+FAILOVER = {  # check 24: silence, the table first, then the switch's Open(full) with a shadow
+    "d1": {"states": [], "requests": []},
+    "d2": {"states": [SECOND_M[0], ("take-over",), *SECOND_M[1:]],
+           "requests": [("GET", "/big.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "failover", "d1", "d2"),
+                      ("failover", "d1", "d2", "STARTED"), *FIRST_M,
+                      ("failover", None, "d2", "DONE"), ("table", "closed", "d2", None)],
+           "requests": [],
+           "health": {"d1": [UP, ("UP", "DOWN", "SILENCE")], "d2": [UP]}},
+}
+# check 25: three downloads on d1 become 1/1/1 by two moves, d1 -> d2, then d1 -> d3
+_SPREAD = {
+    "d2": {"states": SECOND, "requests": [("GET", "/1.bin", 200)]},
+    "d3": {"states": SECOND, "requests": [("GET", "/2.bin", 200)]},
+}
+_CLOSED = [("table", "closed", d, None) for d in ("d2", "d3", "d1")]
+BALANCE = {  # claim 52: the switch decides and asks
+    "d1": {"states": [*ASKED_FIRST, ("handoff-end", "d2", "HANDED_OFF"), *ASKED_FIRST,
+                      ("handoff-end", "d3", "HANDED_OFF")],
+           "requests": [("GET", "/3.bin", 200)]},
+    **_SPREAD,
+    "s1": {"states": [*[("table", "placed", None, "d1")] * 3, *_asked("d1", "d2"),
+                      ("table", "xap", "d1", "d2"), *_asked("d1", "d3"),
+                      ("table", "xap", "d1", "d3"), *_CLOSED],
+           "requests": [],
+           "health": {"d1": [UP], "d2": [UP], "d3": [UP]}},
+}
+BALANCE_DEVICES = {  # claim 48: d1 decides from the heartbeats it hears and hands off itself
+    "d1": {"states": [*FIRST, ("handoff-end", "d2", "HANDED_OFF"), *FIRST,
+                      ("handoff-end", "d3", "HANDED_OFF")],
+           "requests": [("GET", "/3.bin", 200)]},
+    **_SPREAD,
+    "s1": {"states": [*[("table", "placed", None, "d1")] * 3, ("table", "xap", "d1", "d2"),
+                      ("table", "xap", "d1", "d3"), *_CLOSED],
+           "requests": [],
+           "health": {"d1": [UP], "d2": [UP], "d3": [UP]}},
+}
+CASCADE = {  # check 27: a handoff inside s2, a device of s1; s1's entry stays on s2
+    "d1": {"states": [], "requests": [("GET", "/a.bin", 200)]},
+    "d3": {"states": [*FIRST, ("handoff-end", "d4", "HANDED_OFF")], "requests": []},
+    "d4": {"states": SECOND, "requests": [("GET", "/b.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "placed", None, "s2"),
+                      ("table", "closed", "d1", None), ("table", "closed", "s2", None)],
+           "requests": []},
+    "s2": {"states": [("table", "placed", None, "d3"), ("table", "xap", "d3", "d4"),
+                      ("table", "closed", "d4", None)],
+           "requests": []},
+}
+EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES,
+            "nas-twins-predictive": PREDICTIVE, "nas-twins-predicted": PREDICTED,
+            "nas-twins-failover": FAILOVER, "nas-twins-balance": BALANCE,
+            "nas-twins-balance-devices": BALANCE_DEVICES, "nas-twins-cascade": CASCADE}
 
 
 def _failed(result: RunResult) -> list:
@@ -125,11 +234,29 @@ def test_sim_run_is_deterministic(sim_runs, name):
     assert again.frames == sim_runs[name].frames and again.events == sim_runs[name].events
 
 
-@pytest.mark.parametrize("name", ["nas-twins", "nas-twins-messages"])
+# a download handed off mid-response: the device it ended on, its path and size
+HANDED = {"nas-twins": ("d2", "/d1/a.bin", 1_000_000),
+          "nas-twins-messages": ("d2", "/d1/a.bin", 1_000_000),
+          "nas-twins-predictive": ("d2", "/big.bin", 1_000_000),
+          "nas-twins-predicted": ("d2", "/big.bin", 2_000_000),
+          "nas-twins-balance": ("d2", "/1.bin", 1_300_000),
+          "nas-twins-balance-devices": ("d3", "/2.bin", 2_000_000),
+          "nas-twins-cascade": ("d4", "/b.bin", 1_000_000)}
+
+
+@pytest.mark.parametrize("name", HANDED)
 def test_the_download_was_handed_off_mid_response(sim_runs, name):
-    served = [ev for ev in sim_runs[name].reports["d2"]["events"]
-              if ev["kind"] == "request" and ev["path"] == "/d1/a.bin"]
-    assert len(served) == 1 and 0 < served[0]["resumed_at"] < 1_000_000
+    node, path, size = HANDED[name]
+    served = [ev for ev in sim_runs[name].reports[node]["events"]
+              if ev["kind"] == "request" and ev["path"] == path]
+    assert len(served) == 1 and 0 < served[0]["resumed_at"] < size
+
+
+def test_the_take_over_went_on_mid_response(sim_runs):
+    """Check 24: d2 restored the dead device's connection where the client's stream was."""
+    events = sim_runs["nas-twins-failover"].reports["d2"]["events"]
+    take = next(ev for ev in events if ev["kind"] == "take-over")
+    assert 0 < take["skip"] < 2_000_000 and take["probes"] == 1
 
 
 @pytest.mark.root
