@@ -60,6 +60,7 @@ class Device:
     iface: str       # the device's interface toward the switch
     switch_port: str  # the switch's port toward the device
     alt_mac: str | None = None  # its MAC on its link to this switch's partner (Fig. 12)
+    alt_iface: str | None = None  # and its interface there
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,10 @@ def _cluster(scenario: Scenario, switch: Node) -> Cluster:
             own = [(e, p) for e, p in _links_of(scenario, peer.node)
                    if p.node in (switch.name, pair and pair.partner)]
             ip = next(e.ipv4 for e, _ in own if e.ipv4)  # one address, on the active's link
-            alt = next((e.mac for e, p in own if pair and p.node == pair.partner), None)
+            alt = next((e for e, p in own if pair and p.node == pair.partner), None)
             devices[peer.node] = Device(peer.node, str(ipaddress.IPv4Interface(ip).ip),
-                                        peer.mac, peer.iface, ep.iface, alt)
+                                        peer.mac, peer.iface, ep.iface, alt and alt.mac,
+                                        alt and alt.iface)
         elif pair is not None and peer.node == pair.partner:
             continue  # the link between the pair: neither a device nor a client port
         elif node.kind == "nas-switch" and node.options.get("parent") == switch.name:

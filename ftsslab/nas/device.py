@@ -49,6 +49,7 @@ from .bpf import tcp_filter
 from .cluster import ECHO_PORT, Cluster, cluster_of, file_bytes, nonce_path, read_nonces
 from .failover_core import asked_to
 from .giver import GUARD, SNDBUF, Gift, Giver, NotEstablished, Target, tcp_counts
+from .pair import follow_paths
 from .process import NasProcess, packet_socket, send_segment
 from .reports import DeviceReports
 from .segment import ACK, Segment
@@ -142,6 +143,9 @@ class NasDevice(NasProcess):
             for iface in os.listdir("/proc/sys/net/ipv4/neigh"):
                 if iface not in ("default", "lo"):
                     write_sysctl(f"net.ipv4.neigh.{iface}.retrans_time_ms", str(NEIGH_PROBE_MS))
+        if me.alt_iface is not None:  # and each connection over the link it comes in on
+            net = f"{ipaddress.IPv4Interface(f'{me.ip}/{c.prefix_len}').network}"
+            follow_paths(_nft(), me.iface, me.alt_iface, me.ip, net)
         # the VIP on lo (LVS-DR style): replies leave with src = VIP (B2.6, L394)
         subprocess.run(["ip", "addr", "replace", f"{c.vip}/32", "dev", "lo"], check=True,
                        capture_output=True, timeout=30)

@@ -173,6 +173,10 @@ def _standby_topology(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opt
         issues.append(OptionIssue("vip", f"a standby serves its active's VIP "
                                   f"({up.options.get('vip')}:{up.options.get('vport')})",
                                   f"vip: {up.options.get('vip')}"))
+    front = [p for p in node.ports.values() if p.peer_kind not in ("nas", "nas-switch")]
+    if len(front) != 1:
+        issues.append(OptionIssue("standby", f"a standby has one client port, {node.name} has "
+                                  f"{len(front)}", "one link to the client segment"))
     mine = {p.peer_node for p in node.ports.values() if p.peer_kind == "nas"}
     theirs = {p.peer_node for p in up.ports.values() if p.peer_kind == "nas"}
     if mine != theirs:
@@ -284,6 +288,7 @@ NAS_SWITCH = register_kind(KindSpec(
     has_table=True,
     forwards=True,
     fenced_peer=lambda options: options.get("standby"),
+    hands_off=True,  # an active switch hands a session to its standby (claims 56-62)
     kill_stops_dataplane=False,  # the bridge and the nftables table stay in the kernel
     keeps_offload=True,  # its packet sockets read headers only, and only clients' frames whole
     reserved_ifaces=frozenset({"lo", "br0"}),

@@ -22,11 +22,19 @@ link to the active is down -- ``ignore_routes_with_linkdown``).
 * Link active -> device down, policy (c) (L408): the active reroutes that device's flows
   through the standby -- out of its port to the standby, to the device's MAC on the
   standby's link; the standby bridges them and does no NAS processing.
+* Switch-to-switch handoff (claims 56-62, L412-L416; a ``handoff`` step from the active to
+  its partner): the active hands one session's 5-tuple to the partner by a peer's XAP
+  ``set``; the partner adds a rule sending the device's frames of that flow straight out of
+  its client port, and acks; the active then points its entry at its port to the partner,
+  at the device's MAC there. The device answers over the link its client's frames now come
+  in on (``follow_paths``: conntrack marks the connection by its input interface), so "the
+  data from the storage device then goes directly from the second switch to the client".
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import socket
 import struct
@@ -35,17 +43,19 @@ import time
 from dataclasses import dataclass
 
 from ftsslab.fast.cluster import CLUSTER_SWITCH, CLUSTER_UDP_PORT
-from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_UDP_PORT
+from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_SET, XAP_UDP_PORT
+from ftsslab.lab.veth.switchd import TABLE, SwitchdError
 
 from . import xap
 from .cluster import nonce_path, read_nonces
 from .health import HealthMonitor, Load, PeerDown, StatusReporter
-from .process import packet_socket, read_datagrams
+from .process import iface_mac, packet_socket, read_datagrams
 
 STANDBY_METRIC = 1024  # a device's route over its link to the standby: used when the other is down
 MIRROR_RETRY = 1.0  # s before a mirror request that timed out is sent again
 ANNOUNCEMENTS = (0.0, 0.1, 0.5)  # s after the takeover: gratuitous ARPs (as VRRP repeats them)
 NONCE_WAIT = 30.0  # s the standby waits for the active's registration file
+PATHS, ALT_MARK, ALT_TABLE = "ftsslab_paths", 2, 102  # a device's answers over its second link
 
 
 class TableMirror:
@@ -110,7 +120,7 @@ class TableMirror:
                     out += self._send(key, now)
                 elif ip == xap.NO_DEVICE:
                     del self.want[key], self.synced[key]
-            elif not isinstance(a, xap.Acked | xap.TimedOut):
+            else:  # a datagram to send, or the end of a request that is not the mirror's
                 out.append(a)
         return out
 
@@ -168,14 +178,30 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class Route:
-    """Where a device's flows leave this switch while its own link is down."""
+    """Where a device's flows leave the active switch other than by the device's own link:
+    its port to the partner, at the device's MAC there (the link is down, or the partner
+    serves the flow)."""
     port: str
     mac: str
 
 
+def follow_paths(nft, iface: str, alt_iface: str, own: str, net: str) -> None:
+    """A device of a pair answers each connection over the link its peer's frames come in on:
+    conntrack marks a connection by its input interface, its output takes the mark, and the
+    mark's rule routes it over the second link (L412: data "directly from the second switch")."""
+    nft(f"add table inet {PATHS}\n"
+        f"add chain inet {PATHS} pre {{ type filter hook prerouting priority -150; }}\n"
+        f"add chain inet {PATHS} out {{ type route hook output priority -150; }}\n"
+        f'add rule inet {PATHS} pre iifname "{alt_iface}" ct mark set {ALT_MARK}\n'
+        f'add rule inet {PATHS} pre iifname "{iface}" ct mark set 0\n'
+        f"add rule inet {PATHS} out ct mark {ALT_MARK} meta mark set {ALT_MARK}")
+    _ip("rule", "add", "fwmark", str(ALT_MARK), "lookup", str(ALT_TABLE), "priority", "100")
+    _ip("route", "add", net, "dev", alt_iface, "src", own, "table", str(ALT_TABLE))
+
+
 class ActiveSide:
-    """The active switch's part: heartbeats and the table mirror to the standby, and the
-    reroute of a device whose link is down (policy (c))."""
+    """The active switch's part: heartbeats and the table mirror to the standby, the reroute
+    of a device whose link is down (policy (c)) and sessions handed to the partner."""
 
     def __init__(self, switch) -> None:
         self.switch = sw = switch
@@ -196,22 +222,63 @@ class ActiveSide:
         self.links.setblocking(False)
         sw.watch(self.links, self._link_events)
         self.routes: dict[str, Route] = {}  # device -> its detour through the standby
+        self.handing: dict[int, xap.FlowKey] = {}  # XAP set in flight -> the flow
+        self.handed: set[xap.FlowKey] = set()  # flows the partner serves now
+        sw.requests["handoff"] = self._hand
 
     def on_table(self, key: xap.FlowKey, device: xap.Device | None) -> None:
+        if device is None:
+            self.handed.discard(key)
         ip = device.ip if device is not None else xap.NO_DEVICE
         self._send(self.mirror.changed(key, ip, time.monotonic()))
 
-    def route(self, dev: xap.Device) -> tuple[str, str]:
-        """(port, MAC) the switch's entries for ``dev`` use now."""
+    def route(self, key: xap.FlowKey, dev: xap.Device) -> tuple[str, str]:
+        """(port, MAC) the switch's entry for ``key`` at ``dev`` uses now."""
         r = self.routes.get(dev.name)
+        if key in self.handed:
+            r = Route(self.pair.port, self.switch.cluster.devices[dev.name].alt_mac)
         return (r.port, r.mac) if r else (dev.port, dev.mac)
+
+    def _hand(self, req: dict) -> dict:
+        """A ``handoff`` step to the partner: one session (the given client port's, or the
+        lowest) handed over once the partner has its entry (the mirror acked it)."""
+        if req.get("to") != self.pair.partner:
+            raise ValueError(f"a switch hands sessions to its partner only ({self.pair.partner})")
+        port = req.get("client_port")
+        flows = sorted((k for k in self.switch.xap.entries() if k.proto == socket.IPPROTO_TCP
+                        and k not in self.handed and (port is None or k.client_port == port)),
+                       key=lambda k: k.client_port)
+        ready = [k for k in flows if k not in self.mirror.busy and k in self.mirror.synced]
+        if not ready:
+            raise LookupError(f"{self.switch.node} has no session the partner knows already"
+                              + (f" from port {port}" if port is not None else ""))
+        key = ready[0]
+        xid, acts = self.mirror.client.request(XAP_OP_SET, key, None, time.monotonic())
+        self.handing[xid] = key
+        self._send(acts)
+        return {"client": f"{key.client_ip}:{key.client_port}", "to": self.pair.partner}
 
     def _send(self, actions: list[xap.Action]) -> None:
         for a in actions:
             if isinstance(a, xap.SendDatagram):
                 with contextlib.suppress(OSError):  # the standby is gone: it times out
                     self.xap_sock.sendto(a.payload, (a.dst_ip, a.dst_port))
+            elif isinstance(a, xap.Acked | xap.TimedOut) and a.xid in self.handing:
+                self._handed(self.handing.pop(a.xid), isinstance(a, xap.Acked))
         self.switch.arm()
+
+    def _handed(self, key: xap.FlowKey, acked: bool) -> None:
+        """The partner serves ``key`` (or never said so): point the entry at it."""
+        sw = self.switch
+        dev = sw.xap.owner(key)
+        client = f"{key.client_ip}:{key.client_port}"
+        if not acked or dev is None:
+            sw.event("hand", client=client, to=self.pair.partner, outcome="FAILED",
+                     why="no ack" if not acked else "the connection ended")
+            return
+        self.handed.add(key)
+        sw._program(key, dev, dev, why="handed")
+        sw.event("hand", client=client, to=self.pair.partner, outcome="HANDED")
 
     def _acks(self) -> None:
         for data, ip in read_datagrams(self.xap_sock):
@@ -238,18 +305,20 @@ class ActiveSide:
                     del self.routes[dev.name]
                 else:
                     self.routes[dev.name] = Route(self.pair.port, alt)
-                port, mac = self.route(dev)
-                flows = [k for k, o in self.switch.xap.entries().items() if o.name == dev.name]
+                flows = [k for k, o in self.switch.xap.entries().items() if o.name == dev.name
+                         and k not in self.handed]
                 for key in flows:
                     self.switch._program(key, dev, dev, why="reroute")
-                self.switch.event("reroute", device=dev.name, port=port, mac=mac,
+                r = self.routes.get(dev.name)
+                self.switch.event("reroute", device=dev.name, port=r.port if r else dev.port,
+                                  mac=r.mac if r else dev.mac,
                                   via=self.pair.partner if not up else None, flows=len(flows))
 
 
 class StandbySide:
     """The standby's part: it bridges its device ports and its port to the active, applies
-    the mirror (the switch's XAP core, the active as a peer), hears the active's heartbeats
-    and takes over when they stop."""
+    the mirror (the switch's XAP core, the active as a peer), serves the sessions the active
+    hands it, hears the active's heartbeats and takes over when they stop."""
 
     def __init__(self, switch) -> None:
         self.switch = sw = switch
@@ -263,6 +332,35 @@ class StandbySide:
         sw.watch(self.beats, self._heard)
         sw.timed(self.monitor.next_deadline, lambda now: self._health(self.monitor.on_timer(now)))
         self.adopted: socket.socket | None = None
+        # sessions handed here (claim 56): the device's frames leave by the client port
+        self.front = c.client_ports[0]
+        self.front_mac = iface_mac(self.front)
+        self.served: dict[xap.FlowKey, int] = {}  # -> the rule's handle
+        sw.table.nft("\n".join(
+            f"add chain netdev {TABLE} served_{d.switch_port} {{ type filter hook ingress "
+            f'device "{d.switch_port}" priority -10; policy accept; }}'
+            for d in c.devices.values()))
+
+    def serve(self, key: xap.FlowKey, dev: xap.Device) -> None:
+        """Send the device's frames of ``key`` to the client straight from here."""
+        c = self.switch.cluster
+        rule = (f"ip saddr {key.vip} ip daddr {key.client_ip} ip protocol {key.proto} th sport "
+                f'{key.vport} th dport {key.client_port} ether saddr set {self.front_mac} fwd to '
+                f'"{self.front}"')
+        echoed = json.loads(self.switch.table.nft(
+            f"add rule netdev {TABLE} served_{c.devices[dev.name].switch_port} {rule}",
+            echo=True) or "{}")
+        self.served[key] = next(int(i["add"]["rule"]["handle"]) for i in
+                                echoed.get("nftables", []) if "rule" in i.get("add", {}))
+        self.switch.event("table", why="handed", client=f"{key.client_ip}:{key.client_port}",
+                          old=dev.name, new=dev.name)
+
+    def unserve(self, key: xap.FlowKey, dev: xap.Device) -> None:
+        handle = self.served.pop(key, None)
+        if handle is not None:
+            port = self.switch.cluster.devices[dev.name].switch_port
+            with contextlib.suppress(SwitchdError):
+                self.switch.table.nft(f"delete rule netdev {TABLE} served_{port} handle {handle}")
 
     @staticmethod
     def registration(lab_dir: str, active: str) -> dict[str, int]:

@@ -11,6 +11,7 @@ run, see ``VethBackend.problems``) with its traceback on stderr, and the loop go
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import itertools
 import json
@@ -198,6 +199,13 @@ def packet_socket(iface: str, code: bytes | None = None, stamps: bool = False) -
         s.close()
         raise
     return s
+
+
+def iface_mac(iface: str) -> str:
+    """An interface's MAC in this namespace (SIOCGIFHWADDR: /sys is the root namespace's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        got = fcntl.ioctl(s, 0x8927, struct.pack("256s", iface.encode()))
+    return ":".join(f"{b:02x}" for b in got[18:24])
 
 
 def recv_stamped(sock: socket.socket) -> tuple[bytes, int]:

@@ -26,11 +26,9 @@ process only
 from __future__ import annotations
 
 import argparse
-import fcntl
 import ipaddress
 import json
 import socket
-import struct
 import sys
 import time
 from pathlib import Path
@@ -57,7 +55,7 @@ from .cluster import ECHO_PORT, Cluster, Placement, assign_nonces, cluster_of
 from .failover import Failover
 from .giver import GUARD, Gift, Giver, NotEstablished, Target
 from .pair import ActiveSide, StandbySide
-from .process import NasProcess, packet_socket, recv_stamped, send_segment
+from .process import NasProcess, iface_mac, packet_socket, recv_stamped, send_segment
 from .segment import Segment
 from .volume import MemoryCatalog, RootDirectory
 
@@ -97,7 +95,12 @@ class NasSwitch(NasProcess):
         self.binding: dict[socket.socket, tuple[str, int]] = {}  # accepted: the client
         self.failover: Failover | None = None  # (set up with the sockets)
         self.pair: ActiveSide | StandbySide | None = None  # Fig. 12 (likewise)
-        self.requests.update(table=lambda req: {"entries": self.entries()})
+        self.requests.update(table=lambda req: {"entries": self.entries()},
+                             handoff=self._no_partner)  # (an active of a pair hands off)
+
+    def _no_partner(self, req: dict) -> dict:
+        raise ValueError(f"{self.node} hands sessions only to a standby of its own (a "
+                         f"nas-switch with standby: {self.node}), and has none")
 
     # ---- kernel set-up -----------------------------------------------------------------------
     def setup(self) -> None:
@@ -189,7 +192,7 @@ class NasSwitch(NasProcess):
                            e["vport"] if e["vport"] is not None else self.cluster.vport)
 
     def _entry(self, key: xap.FlowKey, dev: xap.Device) -> dict:
-        port, mac = (self.pair.route(dev) if isinstance(self.pair, ActiveSide)
+        port, mac = (self.pair.route(key, dev) if isinstance(self.pair, ActiveSide)
                      else (dev.port, dev.mac))
         return {"vip": key.vip, "out_port": port, "client_ip": key.client_ip,
                 "proto": key.proto, "client_port": key.client_port, "vport": key.vport,
@@ -278,7 +281,7 @@ class NasSwitch(NasProcess):
     # ---- delayed binding (the switch as the first device) ---------------------------------------
     def _setup_delayed(self) -> None:
         c = self.cluster
-        mac = _mac("br0")
+        mac = iface_mac("br0")
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.giver = Giver(self, c.control_ip, "br0", mac, c.vip, c.vport, self.table.nft,
                            self._tch_send, self._given, self.arm)
@@ -390,6 +393,8 @@ class NasSwitch(NasProcess):
             self.table.log(op="move" if old else "add", entry=entry)
         elif old is not None:
             self.table.log(op="remove", entry=self._entry(key, old))
+            if isinstance(self.pair, StandbySide):
+                self.pair.unserve(key, old)
         if self.failover is not None and new is not None:
             self.failover.on_table(key, new.name, time.monotonic())
         if isinstance(self.pair, ActiveSide):
@@ -438,7 +443,10 @@ class NasSwitch(NasProcess):
         for a in actions:
             if isinstance(a, xap.Program):
                 try:
-                    self._program(a.key, a.old, a.new, why="mirror" if a.mirror else "xap")
+                    if a.serve:  # a session the active hands to this switch (claim 56)
+                        self.pair.serve(a.key, a.new)
+                    else:
+                        self._program(a.key, a.old, a.new, why="mirror" if a.mirror else "xap")
                 except SwitchdError as exc:
                     self.counters["program_failed"] += 1
                     self._run(self.xap.program_failed(a.token, str(exc), time.monotonic()),
@@ -491,13 +499,6 @@ class NasSwitch(NasProcess):
 
     def report(self) -> dict:
         return {**super().report(), "entries": self.entries(), "stats": self.stats()}
-
-
-def _mac(iface: str) -> str:
-    """An interface's MAC in this namespace (SIOCGIFHWADDR: /sys is the root namespace's)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        got = fcntl.ioctl(s, 0x8927, struct.pack("256s", iface.encode()))
-    return ":".join(f"{b:02x}" for b in got[18:24])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,10 @@ again from memory and applied once; the memory is bounded in size and age.
 A switch pair (Fig. 12, D2.17): the active switch mirrors every table event to its hot
 standby as ``change_connection`` requests with the active's own nonce, registered at the
 standby as a *peer*.  A peer may move any flow, whoever owns it; TARGET_IP 0.0.0.0 (no
-device) removes the entry.  A standby that takes over ``adopt``s the active's address as
-a second cluster id, so the devices' requests to it keep working.
+device) removes the entry.  A peer's ``set`` hands the flow, at its owner, to this switch
+(claims 56-62: "the file session identification ... forwarded to the second switch").
+A standby that takes over ``adopt``s the active's address as a second cluster id, so the
+devices' requests to it keep working.
 
 Cascades (B2.16): a datagram's messages are in path order; a switch acts on the
 full-form messages whose cluster_id is its own address, or on the first message of a
@@ -116,6 +118,7 @@ class Program:
     old: Device | None
     new: Device | None  # None: remove the entry (a peer's mirror, D2.17)
     mirror: bool = False  # asked by a peer: the active switch's table mirrored
+    serve: bool = False  # a peer's set: this switch serves the flow from now on (claim 56)
 
 
 @dataclass(frozen=True)
@@ -377,9 +380,8 @@ class XapSwitch:
             return self._refuse("unknown_op")
         sender = self._by_nonce.get(msg["nonce"])
         peer = self._peers.get(msg["nonce"])
-        if sender is None and (peer is None or reply is None
-                               or op not in (wire.XAP_OP_CHANGE_CONNECTION, wire.XAP_OP_QUERY)):
-            return self._refuse("bad_nonce")  # (a peer mirrors by UDP change_connection)
+        if sender is None and (peer is None or reply is None or op == wire.XAP_OP_REDIRECT):
+            return self._refuse("bad_nonce")  # (a peer mirrors, or hands a flow, by UDP)
         claim = reply is None
         if claim:  # on the flow's own packets: the sender claims the flow
             reply, target_ip = (sender.ip, wire.XAP_UDP_PORT), sender.ip
@@ -404,7 +406,11 @@ class XapSwitch:
         if owner is not None and owner != sender and not (claim and op in _MOVES) \
                 and peer is None:
             return self._refuse("bad_nonce")  # only the owner moves (or sets) its flow
-        if op == wire.XAP_OP_SET:
+        if op == wire.XAP_OP_SET and peer is not None:
+            if owner is None:
+                return self._refuse("unknown_target")  # a flow the mirror never gave
+            new = owner
+        elif op == wire.XAP_OP_SET:
             new = sender
         elif peer is not None and target_ip == NO_DEVICE:
             new = None  # the mirror of an entry that went
@@ -418,7 +424,8 @@ class XapSwitch:
             self._drop(seen)
         req = _Request(msg["nonce"], msg["xid"], what, key, new, msg, reply)
         self._requests[req.nonce, req.xid] = req
-        if owner == new:
+        serve = peer is not None and op == wire.XAP_OP_SET
+        if owner == new and not serve:
             req.fire(TxnEvent.NOOP)
             self.stats["noop"] += 1
             return [self._settle(req, now)]
@@ -426,7 +433,7 @@ class XapSwitch:
         self._tokens += 1
         self._programming[self._tokens] = req
         self._busy[key] = self._tokens
-        return [Program(self._tokens, key, owner, new, peer is not None)]
+        return [Program(self._tokens, key, owner, new, peer is not None, serve)]
 
     def _settle(self, req: _Request, now: float) -> SendDatagram:
         """Remember an applied request with its ack, and give the ack."""

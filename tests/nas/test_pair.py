@@ -75,6 +75,23 @@ def test_only_the_peer_may_move_another_devices_flow_and_only_by_udp():
     assert sw.owner(flow(1)) == D1
 
 
+def test_a_peers_set_hands_the_flow_to_this_switch_at_its_owner():
+    """Claim 56: the 5-tuple goes to the second switch; it serves the flow where the mirror
+    put it (a Program with ``serve``), once per request; a flow it never heard of is
+    refused."""
+    sw, s1 = standby(), xap.XapClient(S1.nonce, STANDBY)
+    sw.placed(flow(3), "d2")
+    _, acts = s1.request(wire.XAP_OP_SET, flow(3), None, 0.0)
+    got = sw.on_datagram(ACTIVE, 40000, acts[0].payload, 0.0)
+    assert [(g.serve, g.mirror, g.old, g.new) for g in got] == [(True, True, D2, D2)]
+    assert sw.on_datagram(ACTIVE, 40000, acts[0].payload, 0.0) == []  # in flight: once
+    ack = sw.programmed(got[0].token, 0.0)
+    assert isinstance(s1.on_datagram(STANDBY, 5016, ack[0].payload, 0.0)[0], xap.Acked)
+    _, acts = s1.request(wire.XAP_OP_SET, flow(4), None, 0.0)
+    assert sw.on_datagram(ACTIVE, 40000, acts[0].payload, 0.0) == []
+    assert sw.stats["unknown_target"] == 1
+
+
 def test_a_standby_that_took_over_answers_at_the_actives_address():
     sw, tables = standby(), {}
     d1 = xap.XapClient(D1.nonce, ACTIVE)  # the devices know the active's address only

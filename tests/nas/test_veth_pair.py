@@ -125,3 +125,42 @@ def test_policy_c_reroutes_through_the_standby_which_only_bridges(reroute):
     assert s2["syn_placed"] == 0 and s2["xap_applied"] == 2
     assert not [e for e in result.events if e.node == "s2" and e.kind not in
                 ("table", "health")]
+
+
+@pytest.fixture(scope="module")
+def handed():
+    return passing_run("nas-switch-handoff")
+
+
+def test_a_session_handed_to_the_partner_is_served_from_it(handed):
+    """Check 26 (claims 56-62): s1 hands one session's 5-tuple to s2 and points its entry at
+    s2. From then on the device's data of that flow reaches the client from s2 with src = VIP
+    and not one of its frames crosses a link of s1 (s1 does no processing on the device's
+    answers, L416); the client's own frames still come in at s1's MAC and are forwarded by
+    s1's kernel table through s2 to the device's second link. The other session stays on
+    s1. Both downloads byte for byte, 0 RST (the scenario)."""
+    _, result = handed
+    hand = next(e for e in result.events if e.node == "s1" and e.kind == "hand")
+    port = int(_detail(hand)["client"].split(":")[1])
+    settle = hand.time + 0.2
+
+    def hops(src_vip: bool, flow: bool) -> set[tuple[str, str]]:
+        out = set()
+        for f in result.frames:
+            d = f.data
+            if f.time < settle or d[12:14] != b"\x08\x00" or d[23] != 6:
+                continue
+            ihl = (d[14] & 0xF) * 4
+            sport, dport = struct.unpack_from(">HH", d, 14 + ihl)
+            mine = (dport if src_vip else sport) == port
+            if (socket.inet_ntoa(d[26:30]) == VIP) == src_vip and mine == flow:
+                out.add((f.src, f.dst))
+        return out
+
+    answers = hops(src_vip=True, flow=True)
+    assert answers and not {h for h in answers if "s1:" in h[0] or "s1:" in h[1]}, answers
+    assert ("s2:p1", "lan:p3") in answers and ("d1:eth1", "s2:p2") in answers
+    assert ("s1:p9", "s2:p9") in hops(src_vip=False, flow=True)  # the client's, via s1
+    assert ("s1:p1", "lan:p2") in hops(src_vip=True, flow=False)  # the other session
+    assert _detail(next(e for e in result.events if e.node == "s2" and e.kind == "table"
+                        and "why=handed" in e.detail))["client"] == _detail(hand)["client"]
