@@ -1,0 +1,164 @@
+"""A connection split by direction (``ftsslab.nas.half``, Fig. 7): the first device's TCB keeps
+sending while the client's segments reach the second device, which acknowledges the client's
+data and relays the client's ACKs by Updates; then the second device has the whole
+connection. The client is the core as a kernel stand-in, over a lossy wire."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftsslab.lab.tcp import RST, SYN, Tcb, TcpState, decode
+from ftsslab.nas.half import ReceiveHalf, SendHalf, SplitState, state_of
+
+CLIENT, VIP = ("10.0.0.1", 40000), ("10.0.0.100", 80)
+OPTS = {"options": True, "mss": 1460, "rcvbuf": 1 << 20, "max_retries": 12}
+
+
+class SplitWire:
+    """Client <-> d1, then client -> d2 (and d2 -> client), d1 -> client, d2 -> d1 by Updates.
+    Segments and Updates are lost with ``loss``, and delayed up to ``jitter``."""
+
+    def __init__(self, rng: random.Random, loss: float, jitter: float) -> None:
+        self.rng, self.loss, self.jitter = rng, loss, jitter
+        self.now, self.flight, self.order = 0.0, [], itertools.count()
+        self.sent = []
+        self.client, segs = Tcb.connect(CLIENT, VIP, 0xFFFF_0000, 0.0, **OPTS)
+        self.d1: Tcb | None = None
+        self.send: SendHalf | None = None
+        self.recv: ReceiveHalf | None = None
+        self.whole = False  # the second device has the whole connection
+        self.put("d1", segs)
+
+    def put(self, to: str, segs, delay: float = 0.001) -> None:
+        for seg in segs:
+            if to != "d2-update":
+                self.sent.append(seg)
+            if self.loss and self.rng.random() < self.loss:
+                continue
+            late = self.rng.random() * self.jitter
+            data = seg if to == "d2-update" else seg.encode()
+            heapq.heappush(self.flight, (self.now + delay + late, next(self.order), to, data))
+
+    def split(self) -> None:
+        """Fig. 7 (5)-(10): the client direction goes to d2 (the switch entry moved)."""
+        self.send = SendHalf(self.d1)
+        self.recv = ReceiveHalf.restore(state_of(self.d1), SplitState.of(self.d1), self.now,
+                                        **OPTS)
+
+    def _server_in(self, seg) -> None:
+        if self.recv is None:
+            if self.d1 is None:
+                if seg.flags & SYN:
+                    self.d1, out = Tcb.accept(seg, 7, self.now, **OPTS)
+                    self.put("client", out)
+                return
+            self.put("client", self.d1.on_segment(seg, self.now))
+            return
+        self.put("client", self.recv.on_segment(seg, self.now))
+        if not self.whole and (upd := self.recv.relay()) is not None:
+            self.put("d2-update", [upd])
+
+    def step(self) -> bool:
+        tcbs = [t for t in (self.client, self.d1, self.recv and self.recv.tcb) if t]
+        due = [d for t in tcbs if (d := t.next_deadline()) is not None]
+        if self.flight:
+            due.append(self.flight[0][0])
+        if not due:
+            return False
+        self.now = max(self.now, min(due))
+        if self.flight and self.flight[0][0] <= self.now:
+            _, _, to, data = heapq.heappop(self.flight)
+            if to == "d2-update":
+                if not self.whole:
+                    self.put("client", self.send.on_update(data, self.now))
+                return True
+            seg = decode(data, verify=True)
+            if to == "client":
+                self.put("d1", self.client.on_segment(seg, self.now))
+            else:
+                self._server_in(seg)
+            return True
+        self.put("d1", self.client.on_timer(self.now))
+        if self.d1 is not None and not self.whole:
+            out = self.d1.on_timer(self.now)
+            self.put("client", self.send.outgoing(out) if self.send else out)
+        if self.recv is not None:
+            self.put("client", self.recv.tcb.on_timer(self.now))
+        return True
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), loss=st.sampled_from([0.0, 0.01, 0.05]),
+       jitter=st.sampled_from([0.0, 0.0005, 0.003]),
+       first=st.integers(1, 120_000), split_after=st.integers(0, 60_000),
+       request=st.integers(1, 5_000), second=st.integers(0, 70_000))
+def test_a_split_connection_keeps_both_byte_streams(seed, loss, jitter, first, split_after,
+                                                     request, second):
+    """Property: whatever the first device writes, then the second, the client reads in
+    order; what the client writes after the split, the second device reads; the first
+    device's SND.UNA reaches its SND.NXT by relayed ACKs alone; no RST anywhere."""
+    rng = random.Random(seed)
+    a, b, c = rng.randbytes(first), rng.randbytes(request), rng.randbytes(second)
+    w = SplitWire(rng, loss, jitter)
+    got, left, asked, wrote_c, rest = bytearray(), memoryview(a), b"", False, memoryview(c)
+    for _ in range(2_000_000):
+        if w.d1 is not None and w.d1.state is TcpState.ESTABLISHED and left and not w.whole:
+            n, segs = w.d1.write(bytes(left[:65536]), w.now)
+            w.put("client", w.send.outgoing(segs) if w.send else segs)
+            left = left[n:]
+        got += w.client.read()
+        if w.recv is None and w.d1 is not None and w.d1.state is TcpState.ESTABLISHED \
+                and len(got) >= min(split_after, first):
+            w.split()
+            _, segs = w.client.write(b, w.now)  # the pipelined request, after the split
+            w.put("d1", segs)
+        if w.recv is not None:
+            asked += w.recv.tcb.read()
+        if w.recv is not None and not w.whole and not left and w.send.drained \
+                and asked == b:
+            w.whole = True  # Complete, Ack, Done: the first device lets go
+            w.d1.drop()
+            assert w.recv.tcb.snd_una == w.d1.snd_nxt
+        if w.whole and not wrote_c:
+            n, segs = w.recv.tcb.write(bytes(rest[:65536]), w.now)
+            w.put("client", segs)
+            rest = rest[n:]
+            wrote_c = not rest
+        if wrote_c and len(got) == first + second:
+            break
+        if not w.step():
+            break
+    assert bytes(got) == a + c
+    assert asked == b
+    assert w.send.relayed > 0 or first <= split_after
+    assert not w.client.reset and not w.recv.tcb.reset
+    assert not any(s.flags & RST for s in w.sent)
+
+
+def test_the_split_state_round_trips_and_never_raises_on_junk():
+    s = SplitState(True, 0xDEADBEEF, 12345)
+    assert SplitState.unpack(s.pack()) == s
+    assert SplitState.unpack(b"") is None
+    assert SplitState.unpack(b"HALF\x07" + bytes(8)) is None
+    assert SplitState.unpack(b"NOPE" + bytes(9)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40))
+def test_split_state_parser_never_raises(data):
+    got = SplitState.unpack(data)
+    assert got is None or got.pack() == data[:13]
+
+
+def test_an_update_with_missing_fields_is_ignored():
+    w = SplitWire(random.Random(1), 0.0, 0.0)
+    while w.d1 is None or w.client.state is not TcpState.ESTABLISHED:
+        w.step()
+    half = SendHalf(w.d1)
+    assert half.on_update({"snd_una": 1}, w.now) == []
+    assert half.relayed == 0
