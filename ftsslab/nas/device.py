@@ -363,6 +363,9 @@ class NasDevice(NasProcess):
 
     # ---- handoff, first device ----------------------------------------------------------------
     def _request_handoff(self, req: dict) -> dict:
+        if req.get("type", "full") != "full":
+            raise ValueError("a half-handoff splits the connection by direction, which a "
+                             "kernel socket cannot do (D2.6): give both devices tcp: user")
         to = req.get("to")
         if to not in self.cluster.devices or to == self.node:
             raise ValueError(f"no other device {to!r} (devices: "

@@ -144,13 +144,22 @@ class SendHalf:
         if not seq_after(self.rcv_nxt, state["ack"]):
             self.rcv_nxt, self.rcv_wnd = state["ack"], state["rcv_wnd"]
         una = tcb.snd_una
-        seg = TcpSegment(tcb.remote[0], tcb.local[0], tcb.remote[1], tcb.local[1], tcb.rcv_nxt,
-                         state["snd_una"] % _M, ACK,
-                         min(0xFFFF, state["snd_wnd"] >> tcb.snd_wscale))
-        out = tcb.on_segment(seg, now)
+        out = self._ack(state["snd_una"] % _M, min(0xFFFF, state["snd_wnd"] >> tcb.snd_wscale),
+                        now)
         self.relayed += 1
         self.acked += (tcb.snd_una - una) % _M
-        return self.outgoing(out)
+        return out
+
+    def on_client_ack(self, seg, now: float) -> list[TcpSegment]:
+        """A client segment that still reached us (the switch had not moved yet): only its
+        ACK is ours, its data is the other device's."""
+        return self._ack(seg.ack, seg.window, now) if seg.flags & ACK else []
+
+    def _ack(self, ack: int, window: int, now: float) -> list[TcpSegment]:
+        tcb = self.tcb
+        seg = TcpSegment(tcb.remote[0], tcb.local[0], tcb.remote[1], tcb.local[1], tcb.rcv_nxt,
+                         ack, ACK, window)
+        return self.outgoing(tcb.on_segment(seg, now))
 
     def outgoing(self, segs: list[TcpSegment]) -> list[TcpSegment]:
         """Our segments with the receiving device's RCV.NXT and window."""

@@ -114,6 +114,10 @@ _NAS_VALIDATE, _NAS_DEFAULTS = option_schema({
     "redirect": Option(bool, default=True,
                        doc="redirect: hand a connection to the device the root directory "
                            "names for a request's path (fast path, claim 10)"),
+    "tcp": Option(str, default="kernel", choices=("kernel", "user"),
+                  doc="tcp: whose TCP serves the clients -- kernel (sockets, TCP_REPAIR) or "
+                      "user (ftsslab's own endpoint over AF_PACKET, the device model the sim "
+                      "runs): needed by both devices of a half-handoff (D2.6)"),
     "proxy_limit": Option(int, range=(0, MAX_LIMIT),
                           doc="proxy_limit: answer requests for another device's files by "
                               "proxy until a connection got this many bytes from it, then "

@@ -39,6 +39,7 @@ from . import http, tch, xap
 from . import tch_messages as tm
 from .cluster import Cluster, Placement, bridge_mac, cluster_of, file_bytes
 from .giver import DRAIN_LIMIT, MESSAGES_DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
+from .half import ReceiveHalf, SendHalf, SplitState, state_of
 from .repair import TcpCheckpoint
 from .segment import Segment, decode
 from .tcb import checkpoint, snapshot
@@ -109,6 +110,10 @@ class _Conn:
     closing: bool = False
     eof: bool = False  # the client's FIN was given to the core
     gift: _Gift | None = None
+    # a half-handoff's second device (Fig. 7): the client's segments come here, the first
+    # device still sends; the response to what arrives waits for the whole connection
+    recv: ReceiveHalf | None = None
+    recv_session: tm.SecondDevice | None = None
 
 
 @dataclass
@@ -131,6 +136,7 @@ class _Gift:
     relay_asked: bool = False
     relaying: bool = False
     relayed: int = 0
+    send: SendHalf | None = None  # a half-handoff (Fig. 7): we go on sending
 
     @property
     def name(self) -> str:
@@ -138,6 +144,8 @@ class _Gift:
 
     @property
     def pausing(self) -> bool:
+        if self.send is not None:
+            return False  # "the first device will continue to transfer data to the client"
         return self.tch is None or self.tch.state not in (tch.FirstState.IDLE,
                                                           tch.FirstState.SYN_SENT)
 
@@ -284,10 +292,13 @@ class _FirstDevice(ABC):
         self.holding.pop(gift.conn.client, None)
         cl = gift.conn
         cl.gift = None
+        half = {} if gift.send is None else {"type": "half-client",
+                                             "relayed_acks": gift.send.relayed,
+                                             "acked": gift.send.acked}
         self.log.event("handoff-end", client=gift.name, to=gift.to, outcome=outcome,
                        reason=reason, held=len(gift.held),
                        relayed=len(gift.held) if given else 0,
-                       ms=round((now - gift.started) * 1000, 3))
+                       ms=round((now - gift.started) * 1000, 3), **half)
         self._given(gift, given, now)
 
     def _gift_deadlines(self) -> list[float | None]:
@@ -606,7 +617,13 @@ class NasSwitchSim(_FirstDevice):
 
 class NasDeviceSim(_FirstDevice):
     """``nas`` in the sim: serves its volume over HTTP on modelled TCBs, hands connections off
-    and takes them over by TCH, reprograms the switch by XAP."""
+    and takes them over by TCH, reprograms the switch by XAP.
+
+    With ``tcp: user`` the same model is the veth device's (``userdevice.py``): there its TCBs
+    are the device's real TCP, so ``tcb_options`` and ``decode_client`` are the veth driver's."""
+
+    tcb_options: dict = {}  # noqa: RUF012 (the sim's: no TCP options, as the sim's clients)
+    decode_client = staticmethod(decode)
 
     def __init__(self, node: Node, scenario: Scenario) -> None:
         c = self.cluster = cluster_of(scenario, node.name)
@@ -615,6 +632,8 @@ class NasDeviceSim(_FirstDevice):
         self.switch_mac = frames.mac_bytes(bridge_mac(scenario, c.switch))
         self.mac = frames.mac_bytes(self.me.mac)
         self.redirect = node.options["redirect"]
+        self.user_tcp = node.options.get("tcp") == "user"
+        self.user_peers = {n for n in c.devices if scenario.node(n).options.get("tcp") == "user"}
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
@@ -674,11 +693,11 @@ class NasDeviceSim(_FirstDevice):
             return self._flush()
         if proto != IPPROTO_TCP:
             return self._flush()
-        seg = decode(packet)
+        c = self.cluster
+        seg = self.decode_client(packet) if dst == c.vip else decode(packet)
         if seg is None:
             self.counters["tch_malformed"] += 1
             return self._flush()
-        c = self.cluster
         if dst == self.me.ip and c.vport in (seg.dport, seg.sport):
             gift = self.gifts.get((seg.src, seg.dport))
             if gift is not None:
@@ -696,21 +715,59 @@ class NasDeviceSim(_FirstDevice):
         if seg is not None:
             self._client_segment(seg, frame, now)
 
-    def handoff(self, to: str, client_port: int | None, now: float) -> tuple[str, list[Transmit]]:
-        """A ``handoff`` step (``device._request_handoff`` on veth)."""
+    def handoff(self, to: str, client_port: int | None, now: float,
+                htype: str = "full") -> tuple[str, list[Transmit]]:
+        """A ``handoff`` step (``device._request_handoff`` on veth; with ``tcp: user``, this
+        model on veth too)."""
         self.log.now = now
         if to not in self.cluster.devices or to == self.node:
             raise ValueError(f"no other device {to!r} (devices: "
                              f"{', '.join(sorted(self.cluster.devices))})")
+        if htype != "full" and not (self.user_tcp and to in self.user_peers):
+            raise ValueError("a half-handoff splits the connection by direction, which a "
+                             "kernel socket cannot do (D2.6): give both devices tcp: user")
         busy = [cl for cl in self.conns.values() if cl.gift is None and not cl.closing
                 and (client_port is None or cl.client[1] == client_port)]
         if not busy:
             raise LookupError(f"{self.node} serves no connection"
                               + (f" from port {client_port}" if client_port is not None else ""))
         cl = min(busy, key=lambda c: c.client[1])
-        if not self._give(cl, to, "asked", now):
+        if htype == "half-client":
+            self._give_half(cl, to, now)
+        elif not self._give(cl, to, "asked", now):
             raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not ESTABLISHED")
         return f"{cl.client[0]}:{cl.client[1]}", self._flush()
+
+    def _give_half(self, cl: _Conn, to: str, now: float) -> None:
+        """Fig. 7 (5): Open(half-client) with the TCP state block; we go on sending the
+        response, the client direction moves to ``to`` (LookupError: not now)."""
+        if cl.tcb.state is not TcpState.ESTABLISHED or cl.core.state is not http.Conn.SENDING \
+                or cl.core.has_input or cl.recv is not None:
+            raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not in the middle of a "
+                              f"response (TCP {cl.tcb.state.name}, HTTP {cl.core.state.name})")
+        dev = self.cluster.devices[to]
+        gift = cl.gift = _Gift(cl, to, None, "asked", now, send=SendHalf(cl.tcb))
+        self.gifts[(dev.ip, self._next_port())] = gift
+        self.log.event("handoff-start", client=gift.name, to=to, reason="asked",
+                       tch="messages", type="half-client")
+        gift.session, acts = self.tch_node.open(dev.ip, tm.Kind.HALF_CLIENT, state_of(cl.tcb),
+                                                now, app_state=SplitState.of(cl.tcb).pack())
+        self._messages(acts, now)
+
+    def _half_progress(self, gift: _Gift, now: float) -> None:
+        """Fig. 7's end: our response is written and acknowledged -- the second device gets
+        the whole connection (Complete, Ack, Done)."""
+        cl, s = gift.conn, gift.session
+        if s is not None and tm.Event.FINISH in s.expecting() and cl.chunk is None \
+                and not cl.out and gift.send.drained and cl.core.state is not http.Conn.SENDING:
+            self._messages(s.finish(now), now)
+
+    def _tcp_out(self, cl: _Conn, segs: list) -> None:
+        """A connection's segments; a half-handoff's first device acknowledges what the
+        second device received."""
+        if cl.gift is not None and cl.gift.send is not None:
+            segs = cl.gift.send.outgoing(segs)
+        self._send_tcp(segs)
 
     def next_deadline(self) -> float | None:
         times = [self.listener.next_deadline(), self.xap.next_deadline(),
@@ -724,7 +781,7 @@ class NasDeviceSim(_FirstDevice):
         self.log.now = now
         for cl in list(self.conns.values()):
             if (t := _due(cl.tcb.next_deadline(), now)) is not None:
-                self._send_tcp(cl.tcb.on_timer(t))
+                self._tcp_out(cl, cl.tcb.on_timer(t))
                 self._after_tcp(cl, t)
         for inc in self.incoming.values():
             if (t := _due(inc.tcb.next_deadline(), now)) is not None:
@@ -765,8 +822,30 @@ class NasDeviceSim(_FirstDevice):
             self.counters["accepted"] += 1
             self._send_tcp(segs)
             return
-        self._send_tcp(cl.tcb.on_segment(seg, now))
+        if cl.recv is not None:  # Fig. 7, second device: ack it, relay the client's ACK
+            self._send_tcp(cl.recv.on_segment(seg, now))
+            self._after_tcp(cl, now)
+            self._relay_acks(cl, now)
+            return
+        gift = cl.gift
+        if gift is not None and gift.send is not None and gift.session is not None:
+            gift.held.append(frame)  # Fig. 7 (8): the client's data is the second's
+            if gift.relaying:
+                self._relay(gift)
+            self._tcp_out(cl, gift.send.on_client_ack(seg, now))
+            self._after_tcp(cl, now)
+            self._half_progress(gift, now)
+            return
+        self._tcp_out(cl, cl.tcb.on_segment(seg, now))
         self._after_tcp(cl, now)
+
+    def _relay_acks(self, cl: _Conn, now: float) -> None:
+        """Fig. 7 (11): the client's ACK and window to the first device, by Update (from
+        the first device's Complete on: (10) says the switch moved)."""
+        s = cl.recv_session
+        if s is not None and s.completed and s.state is tm.State.ACTIVE \
+                and (upd := cl.recv.relay()) is not None:
+            self._messages(s.refresh(upd, now), now)
 
     def _after_tcp(self, cl: _Conn, now: float) -> None:
         """What the TCB's news means to the HTTP core; then write what can be written."""
@@ -779,7 +858,7 @@ class NasDeviceSim(_FirstDevice):
             cl.eof = True
             self._apply(cl, cl.core.receive(b"", now), now)
         self._write(cl, now)
-        if cl.gift is not None and not cl.gift.frozen:
+        if cl.gift is not None and not cl.gift.frozen and cl.gift.send is None:
             self._try_freeze(cl.gift, now)
 
     def _apply(self, cl: _Conn, actions: list, now: float) -> None:
@@ -816,10 +895,10 @@ class NasDeviceSim(_FirstDevice):
 
     def _write(self, cl: _Conn, now: float) -> None:
         """Into the TCB's send buffer what fits: headers, then body unless pausing."""
-        while cl.client in self.conns:
+        while cl.client in self.conns and cl.recv is None:
             if cl.out:
                 n, segs = cl.tcb.write(bytes(cl.out), now)
-                self._send_tcp(segs)
+                self._tcp_out(cl, segs)
                 del cl.out[:n]
                 if cl.out:
                     return
@@ -827,14 +906,14 @@ class NasDeviceSim(_FirstDevice):
             if cl.chunk is not None and not (cl.gift and cl.gift.pausing):
                 path, offset, data = cl.chunk
                 n, segs = cl.tcb.write(data, now)
-                self._send_tcp(segs)
+                self._tcp_out(cl, segs)
                 if n == 0:
                     return
                 cl.chunk = (path, offset + n, data[n:]) if n < len(data) else None
                 self._apply(cl, cl.core.sent(n, now), now)
                 continue
             if cl.closing and cl.chunk is None:
-                self._send_tcp(cl.tcb.close(now))
+                self._tcp_out(cl, cl.tcb.close(now))
             return
 
     def _drop(self, cl: _Conn) -> None:
@@ -904,7 +983,11 @@ class NasDeviceSim(_FirstDevice):
 
     def _given(self, gift: _Gift, given: bool, now: float) -> None:
         cl = gift.conn
-        if given:  # the held frames go to the second device, in arrival order (D2.5)
+        if given and gift.send is not None:  # Fig. 7 over: the second device has it all
+            self._relay(gift)
+            cl.tcb.drop()
+            self._drop(cl)
+        elif given:  # the held frames go to the second device, in arrival order (D2.5)
             self._relay(gift)
         elif gift.frozen:  # back here: our own checkpoint again (the seed's setsockopt(0))
             tcb = Tcb.restore(snapshot(gift.cp))
@@ -986,7 +1069,7 @@ class NasDeviceSim(_FirstDevice):
                 continue
             s = next((x for (_, sid), x in self.tch_node.sessions.items()
                       if sid == a.session_id), None)
-            if isinstance(a, tm.StateChanged):
+            if isinstance(a, tm.StateChanged) and a.event is not tm.Event.UPDATE:
                 self.log.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why,
                                session=f"{a.session_id:#010x}", peer=a.peer)
             if isinstance(s, tm.FirstDevice):
@@ -1002,6 +1085,12 @@ class NasDeviceSim(_FirstDevice):
             self._switch_to(gift, now)
         elif isinstance(a, tm.RelayHeld):
             gift.relay_asked = True
+        elif isinstance(a, tm.PeerUpdate) and gift.send is not None:
+            self._tcp_out(gift.conn, gift.send.on_update(a.state, now))
+            self._after_tcp(gift.conn, now)
+            self._half_progress(gift, now)
+        elif isinstance(a, tm.StateChanged) and a.event is tm.Event.ACK_HALF:
+            self._half_progress(gift, now)
         elif isinstance(a, tm.Recover):
             self._finish(gift, False, tm.Outcome.KEPT.name, a.why, now)
         elif isinstance(a, tm.Finished):
@@ -1010,7 +1099,12 @@ class NasDeviceSim(_FirstDevice):
 
     def _second_message(self, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
         key = (s.peer, s.session_id)
-        if isinstance(a, tm.Restore):
+        half = next((c for c in self.conns.values() if c.recv_session is s), None)
+        if isinstance(a, tm.Restore) and a.kind is tm.Kind.HALF_CLIENT:
+            self._restore_half(s, a, now)
+        elif half is not None:
+            self._second_half(half, s, a, now)
+        elif isinstance(a, tm.Restore):
             try:
                 self.incoming[key] = self._restored(a.app_state)
             except (ValueError, struct.error, http.ProtocolError) as exc:
@@ -1029,6 +1123,44 @@ class NasDeviceSim(_FirstDevice):
                 self._xap_actions(acts, now)
             self.log.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
                            held=inc.held if inc is not None else 0)
+
+    def _restore_half(self, s: tm.SecondDevice, a: tm.Restore, now: float) -> None:
+        """Fig. 7 (6): the client direction is ours from the switch's move on -- a TCB that
+        receives, answered with Open Response."""
+        split = SplitState.unpack(a.app_state)
+        client = (a.state.get("client_ip"), a.state.get("client_port"))
+        if split is None or not self.user_tcp or client in self.conns:
+            why = "not a half-handoff's state" if split is None else \
+                "this device's TCP is the kernel's" if not self.user_tcp else "a live client"
+            self._messages(s.restore_failed(why, now), now)
+            return
+        recv = ReceiveHalf.restore(a.state, split, now, **self.tcb_options)
+        core = http.HttpServer(self.storage, name=self.node, root=self.root, redirect=False)
+        self.conns[client] = _Conn(recv.tcb, core, client, recv=recv, recv_session=s)
+        self.log.event("half-restore", client=f"{client[0]}:{client[1]}", rcv_nxt=a.state["ack"],
+                       snd_nxt=a.state["seq"])
+        self._messages(s.restored(now), now)
+
+    def _second_half(self, cl: _Conn, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
+        if isinstance(a, tm.StateChanged) and a.event is tm.Event.COMPLETE:
+            self._relay_acks(cl, now)  # (10): the switch acked, the relay of ACKs begins
+        elif isinstance(a, tm.Finished) and a.outcome is tm.Outcome.HANDED_OFF:
+            cl.recv, cl.recv_session = None, None  # the whole connection: answer what came
+            self.counters["handoffs_in"] += 1
+            self.log.event("morph", client=f"{cl.client[0]}:{cl.client[1]}", type="half-client",
+                           snd_nxt=cl.tcb.snd_nxt)
+            self._after_tcp(cl, now)
+        elif isinstance(a, tm.Finished):  # the first device kept it: silent, entry back
+            cl.tcb.drop()
+            self._drop(cl)
+            c = self.cluster
+            flow = xap.FlowKey(cl.client[0], IPPROTO_TCP, cl.client[1], c.vip, c.vport)
+            xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
+            self.asking_back[xid] = (flow, s.peer)
+            self._xap_actions(acts, now)
+        if isinstance(a, tm.Finished):
+            self.log.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
+                           held=0)
 
     # ---- output ------------------------------------------------------------------------------
 
