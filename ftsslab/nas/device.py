@@ -144,7 +144,7 @@ class NasDevice(NasProcess):
                  f"add rule inet {GUARD} input ip daddr {me.ip} tcp sport {c.vport} drop")
         self._volume()
         self.storage = Volume(self.volume_dir)
-        nonces = read_nonces(_wait_file(nonce_path(self.lab_dir, c.switch)))
+        nonces = read_nonces(wait_file(nonce_path(self.lab_dir, c.switch)))
         # a restarted device starts at a new xid: the switch remembers applied (nonce, xid)
         self.xap = xap.XapClient(nonces[self.me.name], c.control_ip,
                                  first_xid=secrets.randbits(16))
@@ -907,7 +907,7 @@ def _nft():
     return Nft()
 
 
-def _wait_file(path: Path, timeout: float = 30.0) -> Path:
+def wait_file(path: Path, timeout: float = 30.0) -> Path:
     """The switch writes the nonces when it starts (in parallel with the devices)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -925,6 +925,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     scenario = load_scenario(args.scenario)
     node = scenario.node(args.node)
+    if node.options.get("tcp") == "user":  # ftsslab's TCP: the device model (D2.6)
+        from .userdevice import UserDevice
+
+        user = UserDevice(scenario, node.name, args.state)
+        user.setup()
+        (Path(args.state) / f"{node.name}.ready").touch()
+        user.loop()
+        return 0
     cluster = cluster_of(scenario, args.node)
     ipaddress.IPv4Address(cluster.vip)
     dev = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],
