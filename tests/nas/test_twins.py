@@ -90,7 +90,23 @@ MESSAGES = {
            "requests": [("GET", "/d2/b.bin", 200), ("GET", "/d1/a.bin", 200)]},
     "s1": PLAIN["s1"],
 }
-EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES}
+# Fig. 7 (check 14): a half-handoff in the client direction; finish() is the second Complete
+HALF_CLIENT = {
+    "d1": {"states": [*[("tch", "first", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "HALF_ACTIVE"),
+        ("HALF_ACTIVE", "HALF_ACTIVE"), ("HALF_ACTIVE", "DONE"), ("DONE", "IDLE"))],
+        ("handoff-end", "d2", "HANDED_OFF")],
+        "requests": [("GET", "/big.bin", 200)]},
+    "d2": {"states": [("tch", "second", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "ACTIVE"),
+        ("ACTIVE", "IDLE"))],
+        "requests": [("GET", "/small.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "xap", "d1", "d2"),
+                      ("table", "closed", "d2", None)],
+           "requests": []},
+}
+EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES,
+            "nas-half-client": HALF_CLIENT}
 
 
 def _failed(result: RunResult) -> list:

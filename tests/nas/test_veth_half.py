@@ -1,0 +1,148 @@
+"""Seed 002 check 14 on real namespaces: a half-handoff in the client direction (Fig. 7) between
+two devices serving on ftsslab's own TCP (``tcp: user``, D2.6), an unmodified kernel client
+that pipelines its second GET while d1 still streams the first response."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftsslab.fast.tch import (
+    TCH_MESSAGE,
+    TCH_MSG_DONE,
+    TCH_MSG_UPDATE,
+    TCH_UDP_PORT,
+    parse_tch_message,
+)
+from ftsslab.lab import frames, tcp
+from tests.nas.veth_runs import passing_run
+
+pytestmark = pytest.mark.root
+D1, D2, CLIENT, VIP = "10.0.0.11", "10.0.0.12", "10.0.0.1", "10.0.0.100"
+CLIENT_LINK = "c1:eth0 s1:p1"
+
+
+@pytest.fixture(scope="module")
+def half_run():
+    """One run of scenarios/nas-half-client.yaml; it passed, so both bodies' hashes match."""
+    return passing_run("nas-half-client")
+
+
+def _frames(result, *, src: str | None = None, dst: str | None = None) -> list:
+    """(frame, IP packet) of the run's capture by capture end, in time order."""
+    out = []
+    for f in sorted(result.frames, key=lambda f: f.time):
+        if (src is None or f.src == src) and (dst is None or f.dst == dst):
+            packet = frames.ip_payload(f.data)
+            if packet is not None:
+                out.append((f, packet))
+    return out
+
+
+def _tcp(packet: bytes):
+    return tcp.decode(packet)
+
+
+def _tch(packet: bytes) -> dict | None:
+    d = frames.parse_udp(packet)
+    if d is None or d.dport != TCH_UDP_PORT:
+        return None
+    return parse_tch_message(d.payload)
+
+
+def _states(result, node: str, role: str) -> list[tuple[str, str]]:
+    return [(d["old"], d["new"]) for e in result.events if e.node == node and e.kind == "tch"
+            for d in [dict(kv.split("=", 1) for kv in e.detail.split() if "=" in kv)]
+            if d.get("role") == role]
+
+
+def _event(result, node: str, kind: str) -> dict:
+    rep = [e for e in result.reports[node]["events"] if e["kind"] == kind]
+    assert len(rep) == 1, rep
+    return rep[0]
+
+
+def test_fig9_state_traces_of_a_half_handoff(half_run):
+    """Fig. 9 with HALF-ACTIVE: the first device IDLE -> OPEN -> ACTIVE -> WAIT -> HALF_ACTIVE
+    (-> HALF_ACTIVE at finish()) -> DONE -> IDLE; the second IDLE -> OPEN -> ACTIVE (-> ACTIVE on
+    each Complete) -> IDLE; the switch entry moved once, d1 -> d2, and only by XAP."""
+    _, result = half_run
+    assert _states(result, "d1", "first") == [
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "HALF_ACTIVE"),
+        ("HALF_ACTIVE", "HALF_ACTIVE"), ("HALF_ACTIVE", "DONE"), ("DONE", "IDLE")]
+    assert _states(result, "d2", "second") == [
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "ACTIVE"),
+        ("ACTIVE", "IDLE")]
+    table = [(e["why"], e["old"], e["new"]) for e in result.reports["s1"]["events"]
+             if e["kind"] == "table"]
+    assert table == [("placed", None, "d1"), ("xap", "d1", "d2"), ("closed", "d2", None)]
+
+
+def test_the_client_direction_goes_to_d2_while_d1_sends_the_response(half_run):
+    """Check 14: after the XAP ack, client -> VIP frames reach d2 (the second GET among
+    them) and hardly any reach d1, yet d1 goes on sending most of the first response -- its
+    send window advanced by the client's ACKs that d2 relayed (Updates, path (11)). d2 sends
+    the client no data before the Done."""
+    _, result = half_run
+    d1_out = _frames(result, src="d1:eth0")
+    ack_at = next(f.time for f, p in _frames(result, dst="d1:eth0")
+                  if (d := frames.parse_udp(p)) is not None and d.sport == 5016)
+    to_d1 = [(f, s) for f, p in _frames(result, dst="d1:eth0")
+             if (s := _tcp(p)) is not None and s.dst == VIP]
+    late_to_d1 = [s for f, s in to_d1 if f.time > ack_at]
+    sent_after = sum(len(s.payload) for f, p in d1_out
+                     if f.time > ack_at and (s := _tcp(p)) is not None and s.src == VIP)
+    assert sent_after > 2_000_000  # most of the 4 MB response after the switch moved
+    assert len(late_to_d1) <= 20  # only what was in flight as the entry changed
+    to_d2 = [s for f, p in _frames(result, dst="d2:eth0")
+             if (s := _tcp(p)) is not None and s.dst == VIP]
+    assert len(to_d2) > 500  # the client's ACKs of d1's data
+    assert any(b"GET /small.bin" in s.payload for s in to_d2)
+    assert not any(b"GET /small.bin" in s.payload for _, s in to_d1)
+    done_at = next(f.time for f, p in d1_out
+                   if (m := _tch(p)) is not None and m["ptype"] == TCH_MESSAGE
+                   and m["mtype"] == TCH_MSG_DONE)
+    d2_data = [f.time for f, p in _frames(result, src="d2:eth0")
+               if (s := _tcp(p)) is not None and s.src == VIP and s.payload]
+    assert d2_data and min(d2_data) > done_at
+
+
+def test_d2_relays_the_clients_acks_and_d1s_window_advances_by_them(half_run):
+    """Fig. 7 (11): d2's Updates carry the client's ACK number (snd_una), which only grows
+    and covers most of the response; d1 took over a thousand of them, and they moved its
+    SND.UNA by megabytes."""
+    _, result = half_run
+    updates = [m for f, p in _frames(result, src="d2:eth0")
+               if (m := _tch(p)) is not None and m["ptype"] == TCH_MESSAGE
+               and m["mtype"] == TCH_MSG_UPDATE]
+    unas = [m["snd_una"] for m in updates]
+    assert len(unas) > 100
+    assert all(tcp.seq_after(b, a) or a == b for a, b in zip(unas, unas[1:], strict=False))
+    assert (unas[-1] - unas[0]) % (1 << 32) > 2_000_000
+    end = _event(result, "d1", "handoff-end")
+    assert end["outcome"] == "HANDED_OFF" and end["type"] == "half-client"
+    assert end["relayed_acks"] > 100 and end["acked"] > 2_000_000
+    print(f"half-handoff: {len(updates)} Updates d2 -> d1, d1 took {end['relayed_acks']}, "
+          f"acked {end['acked']} bytes by them, half phase {end['ms']:.0f} ms")
+
+
+def test_the_client_sees_no_reset_and_no_duplicate_ack_storm(half_run):
+    """Check 14's "0 RST" and the consistency of what the client is sent: no RST either way
+    on the client's link, and the client's pure ACKs never repeat one number three times
+    running (which would be a lost segment or an ACK it found unacceptable)."""
+    _, result = half_run
+    segs = [(f.src, s) for f, p in _frames(result) if f.link == CLIENT_LINK
+            and (s := _tcp(p)) is not None]
+    assert segs and not [s for _, s in segs if s.flags & tcp.RST]
+    acks = [s.ack for src, s in segs if src == "c1:eth0" and not s.payload
+            and s.flags == tcp.ACK]
+    run, worst = 1, 1
+    for a, b in zip(acks, acks[1:], strict=False):
+        run = run + 1 if a == b else 1
+        worst = max(worst, run)
+    assert worst < 3, f"{worst} ACKs of one number in a row"
+    first = min(f.time for f in result.frames if f.link == CLIENT_LINK)
+    last = max(f.time for f in result.frames if f.link == CLIENT_LINK
+               if (p := frames.ip_payload(f.data)) is not None and (s := _tcp(p)) is not None
+               and s.payload and s.src == VIP)
+    print(f"download of 4.3 MB over one connection: {last - first:.2f} s, "
+          f"{4_300_000 * 8 / (last - first) / 1e6:.1f} Mbit/s (link rate 20 Mbit/s)")
