@@ -8,10 +8,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ftsslab.lab.backend import BackendError
+from ftsslab.lab.fetch import HttpFetch, parse_urls
+from ftsslab.lab.model import Fetch, Handoff
+from ftsslab.lab.runner import Runner
+from ftsslab.lab.scenario import ScenarioErrors, load_scenario_text
+from ftsslab.lab.sim import SimBackend
 from ftsslab.lab.tcp import RST, SYN, Tcb, TcpState, decode
 from ftsslab.nas.half import ReceiveHalf, SendHalf, SplitState, state_of
 
@@ -162,3 +170,46 @@ def test_an_update_with_missing_fields_is_ignored():
     half = SendHalf(w.d1)
     assert half.on_update({"snd_una": 1}, w.now) == []
     assert half.relayed == 0
+
+
+# ---- the scenario's side: the handoff step's type, tcp: user, the sim's refusal --------------
+
+HALF_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "nas-half-client.yaml"
+
+
+def _variant(old: str, new: str) -> str:
+    text = HALF_SCENARIO.read_text()
+    assert old in text
+    return text.replace(old, new)
+
+
+def test_the_handoff_type_and_tcp_user_are_validated():
+    with pytest.raises(ScenarioErrors) as info:
+        load_scenario_text(_variant("type: half-client", "type: quarter"), "t.yaml")
+    assert "not a handoff type: 'quarter'" in str(info.value)
+    with pytest.raises(ScenarioErrors) as info:
+        load_scenario_text(_variant("    tch: messages\n", ""), "t.yaml")
+    assert "hands connections off by the second embodiment's messages" in str(info.value)
+    scenario = load_scenario_text(HALF_SCENARIO.read_text(), "t.yaml")
+    assert [s.type for s in scenario.steps if isinstance(s, Handoff)] == ["half-client"]
+    assert [s.pipeline for s in scenario.steps if isinstance(s, Fetch)] == [True]
+
+
+def test_a_half_handoff_between_kernel_devices_is_refused():
+    """D2.6: one kernel socket cannot be split, so the step fails with a named reason."""
+    text = _variant("    tcp: user\n", "")
+    with pytest.raises(BackendError, match="give both devices tcp: user"):
+        Runner(load_scenario_text(text, "t.yaml"), SimBackend()).run()
+
+
+def test_a_pipelined_fetch_sends_the_next_request_at_half_the_body():
+    target = parse_urls(("http://10.0.0.100/a", "http://10.0.0.100/b", "http://10.0.0.100/c"))
+    f = HttpFetch(target, pipeline=True)
+    assert f.requests().count(b"GET ") == 1 and f.due() == b""
+    f.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n1234")
+    assert f.due() == b""
+    f.feed(b"5")
+    assert f.due().startswith(b"GET /b ") and f.due() == b""
+    f.feed(b"67890HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # b answered at once
+    assert f.due().startswith(b"GET /c ")
+    assert HttpFetch(target).requests().count(b"GET ") == 3
