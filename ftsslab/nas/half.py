@@ -74,29 +74,31 @@ def state_of(tcb: Tcb) -> dict:
             "snd_wscale": tcb.snd_wscale, "rcv_wscale": tcb.rcv_wscale, "mss": tcb.mss}
 
 
+def restore_tcb(state: dict, split: SplitState, now: float, **tcb_options) -> Tcb:
+    """The other half's TCB from an Open's state block, live at once: nothing is outstanding
+    (the first device sends the rest, Fig. 7, or drained first, Fig. 8). Its window probe is
+    not sent: the segments of the half that sends carry the window."""
+    seq = state["seq"]
+    snap = TcbSnapshot((state["cluster_ip"], state["cluster_port"]),
+                       (state["client_ip"], state["client_port"]), seq, seq, state["ack"],
+                       b"", 0, b"", state["mss"], state["snd_wnd"], state["snd_wscale"],
+                       state["rcv_wscale"], split.ts_ok, split.ts_recent, split.ts_offset)
+    tcb = Tcb.restore(snap, **tcb_options)
+    tcb.snd_wl1, tcb.snd_wl2 = state["ack"], seq
+    tcb.leave_repair(now)
+    return tcb
+
+
 class ReceiveHalf:
-    """The client's segments come here; the other device sends the data."""
+    """The client's segments come here; the other device sends the data. ``relayed`` counts
+    the Updates :meth:`relay` gave."""
 
-    def __init__(self, tcb: Tcb) -> None:
+    def __init__(self, tcb: Tcb, client_ack: int | None = None) -> None:
         self.tcb = tcb
-        self.client_ack = tcb.snd_una
+        self.client_ack = tcb.snd_una if client_ack is None else client_ack
         self.client_wnd = tcb.snd_wnd
+        self.relayed = 0
         self._told: tuple | None = None
-
-    @classmethod
-    def restore(cls, state: dict, split: SplitState, now: float, **tcb_options) -> ReceiveHalf:
-        """From the Open's state block: live at once (nothing is outstanding here)."""
-        seq = state["seq"]
-        snap = TcbSnapshot((state["cluster_ip"], state["cluster_port"]),
-                           (state["client_ip"], state["client_port"]), seq, seq, state["ack"],
-                           b"", 0, b"", state["mss"], state["snd_wnd"], state["snd_wscale"],
-                           state["rcv_wscale"], split.ts_ok, split.ts_recent, split.ts_offset)
-        tcb = Tcb.restore(snap, **tcb_options)
-        tcb.snd_wl1, tcb.snd_wl2 = state["ack"], seq
-        tcb.leave_repair(now)  # its window probe is not sent: the sender's data carries ours
-        half = cls(tcb)
-        half.client_ack = state["snd_una"]
-        return half
 
     def on_segment(self, seg, now: float) -> list[TcpSegment]:
         """A client segment: its ACK moves our SND.UNA/SND.NXT (the other device's bytes),
@@ -117,6 +119,7 @@ class ReceiveHalf:
         if now == self._told:
             return None
         self._told = now
+        self.relayed += 1
         return {"snd_una": self.client_ack, "snd_wnd": self.client_wnd, "ack": tcb.rcv_nxt,
                 "rcv_wnd": wnd, "seq": tcb.snd_max}
 
@@ -124,13 +127,15 @@ class ReceiveHalf:
 class SendHalf:
     """We send the data; the client's segments reach the other device, which relays their
     acknowledgments. ``relayed`` counts the Updates taken, ``acked`` the bytes they moved
-    SND.UNA by."""
+    SND.UNA by. An Update that repeats the last one (a keepalive) is no duplicate ACK: the
+    receiving half relays changes only, so a loss is recovered by our RTO."""
 
     def __init__(self, tcb: Tcb) -> None:
         self.tcb = tcb
         self.rcv_nxt = tcb.rcv_nxt
         self.rcv_wnd: int | None = None
         self.relayed = self.acked = 0
+        self._last: tuple | None = None
 
     def on_update(self, state: dict, now: float) -> list[TcpSegment]:
         """The other device's Update: the client's ACK as a segment to our TCB."""
@@ -141,6 +146,9 @@ class SendHalf:
         keys = ("snd_una", "snd_wnd", "ack", "rcv_wnd")
         if any(not isinstance(state.get(k), int) for k in keys):
             return []
+        if (got := tuple(state[k] for k in keys)) == self._last:
+            return []
+        self._last = got
         if not seq_after(self.rcv_nxt, state["ack"]):
             self.rcv_nxt, self.rcv_wnd = state["ack"], state["rcv_wnd"]
         una = tcb.snd_una

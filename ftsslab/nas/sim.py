@@ -39,9 +39,10 @@ from . import http, tch, xap
 from . import tch_messages as tm
 from .cluster import Cluster, Placement, bridge_mac, cluster_of, file_bytes
 from .giver import DRAIN_LIMIT, MESSAGES_DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
-from .half import ReceiveHalf, SendHalf, SplitState, state_of
+from .half import ReceiveHalf, SendHalf
 from .repair import TcpCheckpoint
 from .segment import Segment, decode
+from .sim_half import HalfHandoffs
 from .tcb import checkpoint, snapshot
 from .volume import MemoryCatalog, RootDirectory, Upload
 
@@ -110,10 +111,12 @@ class _Conn:
     closing: bool = False
     eof: bool = False  # the client's FIN was given to the core
     gift: _Gift | None = None
-    # a half-handoff's second device (Fig. 7): the client's segments come here, the first
-    # device still sends; the response to what arrives waits for the whole connection
+    # a connection split by direction (``sim_half.py``): the half held here, its session
+    send: SendHalf | None = None
     recv: ReceiveHalf | None = None
-    recv_session: tm.SecondDevice | None = None
+    split: tm.Session | None = None
+    mute: bool = False  # Fig. 8's first device: "cannot send acknowledgments to the client"
+    hold: bool = False  # the second device: no writes yet (Fig. 7: till Done, 8: Complete)
 
 
 @dataclass
@@ -136,7 +139,8 @@ class _Gift:
     relay_asked: bool = False
     relaying: bool = False
     relayed: int = 0
-    send: SendHalf | None = None  # a half-handoff (Fig. 7): we go on sending
+    half: str = ""  # a half-handoff: "half-client" (Fig. 7) or "half-cluster" (Fig. 8)
+    split_seq: int | None = None  # Fig. 8: our SND.NXT when the second device took over
 
     @property
     def name(self) -> str:
@@ -144,7 +148,7 @@ class _Gift:
 
     @property
     def pausing(self) -> bool:
-        if self.send is not None:
+        if self.half == "half-client":
             return False  # "the first device will continue to transfer data to the client"
         return self.tch is None or self.tch.state not in (tch.FirstState.IDLE,
                                                           tch.FirstState.SYN_SENT)
@@ -292,9 +296,7 @@ class _FirstDevice(ABC):
         self.holding.pop(gift.conn.client, None)
         cl = gift.conn
         cl.gift = None
-        half = {} if gift.send is None else {"type": "half-client",
-                                             "relayed_acks": gift.send.relayed,
-                                             "acked": gift.send.acked}
+        half = {"type": gift.half} if gift.half else {}
         self.log.event("handoff-end", client=gift.name, to=gift.to, outcome=outcome,
                        reason=reason, held=len(gift.held),
                        relayed=len(gift.held) if given else 0,
@@ -615,7 +617,7 @@ class NasSwitchSim(_FirstDevice):
 # ---- a device --------------------------------------------------------------------------------
 
 
-class NasDeviceSim(_FirstDevice):
+class NasDeviceSim(HalfHandoffs, _FirstDevice):
     """``nas`` in the sim: serves its volume over HTTP on modelled TCBs, hands connections off
     and takes them over by TCH, reprograms the switch by XAP.
 
@@ -732,42 +734,11 @@ class NasDeviceSim(_FirstDevice):
             raise LookupError(f"{self.node} serves no connection"
                               + (f" from port {client_port}" if client_port is not None else ""))
         cl = min(busy, key=lambda c: c.client[1])
-        if htype == "half-client":
-            self._give_half(cl, to, now)
+        if htype != "full":
+            self._give_half(cl, to, htype, now)
         elif not self._give(cl, to, "asked", now):
             raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not ESTABLISHED")
         return f"{cl.client[0]}:{cl.client[1]}", self._flush()
-
-    def _give_half(self, cl: _Conn, to: str, now: float) -> None:
-        """Fig. 7 (5): Open(half-client) with the TCP state block; we go on sending the
-        response, the client direction moves to ``to`` (LookupError: not now)."""
-        if cl.tcb.state is not TcpState.ESTABLISHED or cl.core.state is not http.Conn.SENDING \
-                or cl.core.has_input or cl.recv is not None:
-            raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not in the middle of a "
-                              f"response (TCP {cl.tcb.state.name}, HTTP {cl.core.state.name})")
-        dev = self.cluster.devices[to]
-        gift = cl.gift = _Gift(cl, to, None, "asked", now, send=SendHalf(cl.tcb))
-        self.gifts[(dev.ip, self._next_port())] = gift
-        self.log.event("handoff-start", client=gift.name, to=to, reason="asked",
-                       tch="messages", type="half-client")
-        gift.session, acts = self.tch_node.open(dev.ip, tm.Kind.HALF_CLIENT, state_of(cl.tcb),
-                                                now, app_state=SplitState.of(cl.tcb).pack())
-        self._messages(acts, now)
-
-    def _half_progress(self, gift: _Gift, now: float) -> None:
-        """Fig. 7's end: our response is written and acknowledged -- the second device gets
-        the whole connection (Complete, Ack, Done)."""
-        cl, s = gift.conn, gift.session
-        if s is not None and tm.Event.FINISH in s.expecting() and cl.chunk is None \
-                and not cl.out and gift.send.drained and cl.core.state is not http.Conn.SENDING:
-            self._messages(s.finish(now), now)
-
-    def _tcp_out(self, cl: _Conn, segs: list) -> None:
-        """A connection's segments; a half-handoff's first device acknowledges what the
-        second device received."""
-        if cl.gift is not None and cl.gift.send is not None:
-            segs = cl.gift.send.outgoing(segs)
-        self._send_tcp(segs)
 
     def next_deadline(self) -> float | None:
         times = [self.listener.next_deadline(), self.xap.next_deadline(),
@@ -815,37 +786,17 @@ class NasDeviceSim(_FirstDevice):
                 self.counters["stray"] += 1
                 return
             iss = _hash(self.node, client, self.counters["accepted"])
-            tcb, segs = Tcb.accept(seg, iss, now)
+            tcb, segs = Tcb.accept(seg, iss, now, **self.tcb_options)
             core = http.HttpServer(self.storage, name=self.node, root=self.root,
                                    redirect=self.redirect)
             cl = self.conns[client] = _Conn(tcb, core, client)
             self.counters["accepted"] += 1
             self._send_tcp(segs)
             return
-        if cl.recv is not None:  # Fig. 7, second device: ack it, relay the client's ACK
-            self._send_tcp(cl.recv.on_segment(seg, now))
-            self._after_tcp(cl, now)
-            self._relay_acks(cl, now)
-            return
-        gift = cl.gift
-        if gift is not None and gift.send is not None and gift.session is not None:
-            gift.held.append(frame)  # Fig. 7 (8): the client's data is the second's
-            if gift.relaying:
-                self._relay(gift)
-            self._tcp_out(cl, gift.send.on_client_ack(seg, now))
-            self._after_tcp(cl, now)
-            self._half_progress(gift, now)
+        if self._split_segment(cl, seg, frame, now):
             return
         self._tcp_out(cl, cl.tcb.on_segment(seg, now))
         self._after_tcp(cl, now)
-
-    def _relay_acks(self, cl: _Conn, now: float) -> None:
-        """Fig. 7 (11): the client's ACK and window to the first device, by Update (from
-        the first device's Complete on: (10) says the switch moved)."""
-        s = cl.recv_session
-        if s is not None and s.completed and s.state is tm.State.ACTIVE \
-                and (upd := cl.recv.relay()) is not None:
-            self._messages(s.refresh(upd, now), now)
 
     def _after_tcp(self, cl: _Conn, now: float) -> None:
         """What the TCB's news means to the HTTP core; then write what can be written."""
@@ -858,7 +809,9 @@ class NasDeviceSim(_FirstDevice):
             cl.eof = True
             self._apply(cl, cl.core.receive(b"", now), now)
         self._write(cl, now)
-        if cl.gift is not None and not cl.gift.frozen and cl.gift.send is None:
+        if cl.gift is not None and cl.gift.half == "half-cluster":
+            self._drained_half(cl.gift, now)
+        elif cl.gift is not None and not cl.gift.frozen and not cl.gift.half:
             self._try_freeze(cl.gift, now)
 
     def _apply(self, cl: _Conn, actions: list, now: float) -> None:
@@ -895,7 +848,7 @@ class NasDeviceSim(_FirstDevice):
 
     def _write(self, cl: _Conn, now: float) -> None:
         """Into the TCB's send buffer what fits: headers, then body unless pausing."""
-        while cl.client in self.conns and cl.recv is None:
+        while cl.client in self.conns and not cl.hold:
             if cl.out:
                 n, segs = cl.tcb.write(bytes(cl.out), now)
                 self._tcp_out(cl, segs)
@@ -983,10 +936,8 @@ class NasDeviceSim(_FirstDevice):
 
     def _given(self, gift: _Gift, given: bool, now: float) -> None:
         cl = gift.conn
-        if given and gift.send is not None:  # Fig. 7 over: the second device has it all
-            self._relay(gift)
-            cl.tcb.drop()
-            self._drop(cl)
+        if gift.half:
+            self._half_given(gift, given, now)
         elif given:  # the held frames go to the second device, in arrival order (D2.5)
             self._relay(gift)
         elif gift.frozen:  # back here: our own checkpoint again (the seed's setsockopt(0))
@@ -1085,12 +1036,8 @@ class NasDeviceSim(_FirstDevice):
             self._switch_to(gift, now)
         elif isinstance(a, tm.RelayHeld):
             gift.relay_asked = True
-        elif isinstance(a, tm.PeerUpdate) and gift.send is not None:
-            self._tcp_out(gift.conn, gift.send.on_update(a.state, now))
-            self._after_tcp(gift.conn, now)
-            self._half_progress(gift, now)
-        elif isinstance(a, tm.StateChanged) and a.event is tm.Event.ACK_HALF:
-            self._half_progress(gift, now)
+        elif isinstance(a, tm.PeerUpdate | tm.StateChanged) and gift.half:
+            self._half_first(gift, a, now)
         elif isinstance(a, tm.Recover):
             self._finish(gift, False, tm.Outcome.KEPT.name, a.why, now)
         elif isinstance(a, tm.Finished):
@@ -1099,11 +1046,11 @@ class NasDeviceSim(_FirstDevice):
 
     def _second_message(self, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
         key = (s.peer, s.session_id)
-        half = next((c for c in self.conns.values() if c.recv_session is s), None)
-        if isinstance(a, tm.Restore) and a.kind is tm.Kind.HALF_CLIENT:
+        half = next((c for c in self.conns.values() if c.split is s), None)
+        if isinstance(a, tm.Restore) and a.kind in (tm.Kind.HALF_CLIENT, tm.Kind.HALF_CLUSTER):
             self._restore_half(s, a, now)
         elif half is not None:
-            self._second_half(half, s, a, now)
+            self._half_second(half, s, a, now)
         elif isinstance(a, tm.Restore):
             try:
                 self.incoming[key] = self._restored(a.app_state)
@@ -1116,51 +1063,18 @@ class NasDeviceSim(_FirstDevice):
             if inc is not None and a.outcome is tm.Outcome.HANDED_OFF:
                 self._serve_incoming(inc, {"held": inc.held}, now)
             elif inc is not None:  # the first device took it back: the entry too, if ours
-                c = self.cluster
-                flow = xap.FlowKey(inc.client[0], IPPROTO_TCP, inc.client[1], c.vip, c.vport)
-                xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
-                self.asking_back[xid] = (flow, s.peer)
-                self._xap_actions(acts, now)
+                self._give_back(inc.client, s.peer, now)
             self.log.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
                            held=inc.held if inc is not None else 0)
 
-    def _restore_half(self, s: tm.SecondDevice, a: tm.Restore, now: float) -> None:
-        """Fig. 7 (6): the client direction is ours from the switch's move on -- a TCB that
-        receives, answered with Open Response."""
-        split = SplitState.unpack(a.app_state)
-        client = (a.state.get("client_ip"), a.state.get("client_port"))
-        if split is None or not self.user_tcp or client in self.conns:
-            why = "not a half-handoff's state" if split is None else \
-                "this device's TCP is the kernel's" if not self.user_tcp else "a live client"
-            self._messages(s.restore_failed(why, now), now)
-            return
-        recv = ReceiveHalf.restore(a.state, split, now, **self.tcb_options)
-        core = http.HttpServer(self.storage, name=self.node, root=self.root, redirect=False)
-        self.conns[client] = _Conn(recv.tcb, core, client, recv=recv, recv_session=s)
-        self.log.event("half-restore", client=f"{client[0]}:{client[1]}", rcv_nxt=a.state["ack"],
-                       snd_nxt=a.state["seq"])
-        self._messages(s.restored(now), now)
-
-    def _second_half(self, cl: _Conn, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
-        if isinstance(a, tm.StateChanged) and a.event is tm.Event.COMPLETE:
-            self._relay_acks(cl, now)  # (10): the switch acked, the relay of ACKs begins
-        elif isinstance(a, tm.Finished) and a.outcome is tm.Outcome.HANDED_OFF:
-            cl.recv, cl.recv_session = None, None  # the whole connection: answer what came
-            self.counters["handoffs_in"] += 1
-            self.log.event("morph", client=f"{cl.client[0]}:{cl.client[1]}", type="half-client",
-                           snd_nxt=cl.tcb.snd_nxt)
-            self._after_tcp(cl, now)
-        elif isinstance(a, tm.Finished):  # the first device kept it: silent, entry back
-            cl.tcb.drop()
-            self._drop(cl)
-            c = self.cluster
-            flow = xap.FlowKey(cl.client[0], IPPROTO_TCP, cl.client[1], c.vip, c.vport)
-            xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
-            self.asking_back[xid] = (flow, s.peer)
-            self._xap_actions(acts, now)
-        if isinstance(a, tm.Finished):
-            self.log.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
-                           held=0)
+    def _give_back(self, client: tuple[str, int], to_ip: str, now: float) -> None:
+        """A handoff here failed: if the switch moved the flow here, back to ``to_ip``
+        (``device._give_back``: only the owner moves a flow, D2.10)."""
+        c = self.cluster
+        flow = xap.FlowKey(client[0], IPPROTO_TCP, client[1], c.vip, c.vport)
+        xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
+        self.asking_back[xid] = (flow, to_ip)
+        self._xap_actions(acts, now)
 
     # ---- output ------------------------------------------------------------------------------
 

@@ -21,42 +21,56 @@ from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import ScenarioErrors, load_scenario_text
 from ftsslab.lab.sim import SimBackend
 from ftsslab.lab.tcp import RST, SYN, Tcb, TcpState, decode
-from ftsslab.nas.half import ReceiveHalf, SendHalf, SplitState, state_of
+from ftsslab.nas.half import ReceiveHalf, SendHalf, SplitState, restore_tcb, state_of
 
 CLIENT, VIP = ("10.0.0.1", 40000), ("10.0.0.100", 80)
 OPTS = {"options": True, "mss": 1460, "rcvbuf": 1 << 20, "max_retries": 12}
 
 
 class SplitWire:
-    """Client <-> d1, then client -> d2 (and d2 -> client), d1 -> client, d2 -> d1 by Updates.
-    Segments and Updates are lost with ``loss``, and delayed up to ``jitter``."""
+    """Client <-> d1; after the split the client's segments reach the receiving half (Fig. 7:
+    d2, Fig. 8: still d1, muted), which relays Updates to the sending half (Fig. 7: d1, Fig. 8:
+    d2). Segments are lost with ``loss``; segments and Updates are delayed up to ``jitter``
+    (so reordered)."""
 
     def __init__(self, rng: random.Random, loss: float, jitter: float) -> None:
         self.rng, self.loss, self.jitter = rng, loss, jitter
         self.now, self.flight, self.order = 0.0, [], itertools.count()
-        self.sent = []
+        self.sent, self.muted = [], []
         self.client, segs = Tcb.connect(CLIENT, VIP, 0xFFFF_0000, 0.0, **OPTS)
         self.d1: Tcb | None = None
         self.send: SendHalf | None = None
         self.recv: ReceiveHalf | None = None
-        self.whole = False  # the second device has the whole connection
-        self.put("d1", segs)
+        self.mute = False  # Fig. 8: the receiving half "cannot send acknowledgments"
+        self.whole = False  # Fig. 7's end: the receiving half has the whole connection
+        self.put("server", segs)
 
     def put(self, to: str, segs, delay: float = 0.001) -> None:
         for seg in segs:
-            if to != "d2-update":
+            if to != "update":
                 self.sent.append(seg)
-            if self.loss and self.rng.random() < self.loss:
-                continue
+            if to != "update" and self.loss and self.rng.random() < self.loss:
+                continue  # (an Update is a TCH request: resent until acknowledged)
             late = self.rng.random() * self.jitter
-            data = seg if to == "d2-update" else seg.encode()
+            data = seg if to == "update" else seg.encode()
             heapq.heappush(self.flight, (self.now + delay + late, next(self.order), to, data))
 
-    def split(self) -> None:
-        """Fig. 7 (5)-(10): the client direction goes to d2 (the switch entry moved)."""
-        self.send = SendHalf(self.d1)
-        self.recv = ReceiveHalf.restore(state_of(self.d1), SplitState.of(self.d1), self.now,
-                                        **OPTS)
+    def split(self, fig: int) -> None:
+        """Fig. 7: the client direction goes to d2 (the switch entry moved); Fig. 8: d2 sends,
+        from where d1 stopped (drained)."""
+        state = state_of(self.d1)
+        other = restore_tcb(state, SplitState.of(self.d1), self.now, **OPTS)
+        if fig == 7:
+            self.send = SendHalf(self.d1)
+            self.recv = ReceiveHalf(other, client_ack=state["snd_una"])
+        else:
+            self.send, self.recv, self.mute = SendHalf(other), ReceiveHalf(self.d1), True
+
+    def _from_receiver(self, segs) -> None:
+        if self.mute:
+            self.muted += segs
+        else:
+            self.put("client", segs)
 
     def _server_in(self, seg) -> None:
         if self.recv is None:
@@ -67,13 +81,14 @@ class SplitWire:
                 return
             self.put("client", self.d1.on_segment(seg, self.now))
             return
-        self.put("client", self.recv.on_segment(seg, self.now))
+        self._from_receiver(self.recv.on_segment(seg, self.now))
         if not self.whole and (upd := self.recv.relay()) is not None:
-            self.put("d2-update", [upd])
+            self.put("update", [upd])
 
     def step(self) -> bool:
-        tcbs = [t for t in (self.client, self.d1, self.recv and self.recv.tcb) if t]
-        due = [d for t in tcbs if (d := t.next_deadline()) is not None]
+        tcbs = {id(t): t for t in (self.client, self.d1, self.recv and self.recv.tcb,
+                                   self.send and self.send.tcb) if t}
+        due = [d for t in tcbs.values() if (d := t.next_deadline()) is not None]
         if self.flight:
             due.append(self.flight[0][0])
         if not due:
@@ -81,22 +96,24 @@ class SplitWire:
         self.now = max(self.now, min(due))
         if self.flight and self.flight[0][0] <= self.now:
             _, _, to, data = heapq.heappop(self.flight)
-            if to == "d2-update":
+            if to == "update":
                 if not self.whole:
                     self.put("client", self.send.on_update(data, self.now))
                 return True
             seg = decode(data, verify=True)
             if to == "client":
-                self.put("d1", self.client.on_segment(seg, self.now))
+                self.put("server", self.client.on_segment(seg, self.now))
             else:
                 self._server_in(seg)
             return True
-        self.put("d1", self.client.on_timer(self.now))
-        if self.d1 is not None and not self.whole:
-            out = self.d1.on_timer(self.now)
-            self.put("client", self.send.outgoing(out) if self.send else out)
-        if self.recv is not None:
-            self.put("client", self.recv.tcb.on_timer(self.now))
+        self.put("server", self.client.on_timer(self.now))
+        if self.recv is None:
+            if self.d1 is not None:
+                self.put("client", self.d1.on_timer(self.now))
+            return True
+        if not self.whole:
+            self.put("client", self.send.outgoing(self.send.tcb.on_timer(self.now)))
+        self._from_receiver(self.recv.tcb.on_timer(self.now))
         return True
 
 
@@ -105,10 +122,10 @@ class SplitWire:
        jitter=st.sampled_from([0.0, 0.0005, 0.003]),
        first=st.integers(1, 120_000), split_after=st.integers(0, 60_000),
        request=st.integers(1, 5_000), second=st.integers(0, 70_000))
-def test_a_split_connection_keeps_both_byte_streams(seed, loss, jitter, first, split_after,
-                                                     request, second):
-    """Property: whatever the first device writes, then the second, the client reads in
-    order; what the client writes after the split, the second device reads; the first
+def test_fig7_a_split_connection_keeps_both_byte_streams(seed, loss, jitter, first,
+                                                          split_after, request, second):
+    """Property (Fig. 7): whatever the first device writes, then the second, the client reads
+    in order; what the client writes after the split, the second device reads; the first
     device's SND.UNA reaches its SND.NXT by relayed ACKs alone; no RST anywhere."""
     rng = random.Random(seed)
     a, b, c = rng.randbytes(first), rng.randbytes(request), rng.randbytes(second)
@@ -122,9 +139,9 @@ def test_a_split_connection_keeps_both_byte_streams(seed, loss, jitter, first, s
         got += w.client.read()
         if w.recv is None and w.d1 is not None and w.d1.state is TcpState.ESTABLISHED \
                 and len(got) >= min(split_after, first):
-            w.split()
+            w.split(7)
             _, segs = w.client.write(b, w.now)  # the pipelined request, after the split
-            w.put("d1", segs)
+            w.put("server", segs)
         if w.recv is not None:
             asked += w.recv.tcb.read()
         if w.recv is not None and not w.whole and not left and w.send.drained \
@@ -146,6 +163,50 @@ def test_a_split_connection_keeps_both_byte_streams(seed, loss, jitter, first, s
     assert w.send.relayed > 0 or first <= split_after
     assert not w.client.reset and not w.recv.tcb.reset
     assert not any(s.flags & RST for s in w.sent)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), loss=st.sampled_from([0.0, 0.01, 0.05]),
+       jitter=st.sampled_from([0.0, 0.0005, 0.003]),
+       size=st.integers(1, 200_000), split_at=st.integers(1, 150_000))
+def test_fig8_the_second_device_sends_the_rest_acknowledged_through_the_first(
+        seed, loss, jitter, size, split_at):
+    """Property (Fig. 8): the first device writes part of the body and drains; the second
+    sends the rest from where the client is; the client reads the body in order; the second
+    device's SND.UNA reaches its SND.NXT by the ACKs the first relays; the first device sends
+    the client nothing after the split; no RST."""
+    rng = random.Random(seed)
+    body = rng.randbytes(size)
+    cut = min(split_at, size - 1) if size > 1 else 0
+    w = SplitWire(rng, loss, jitter)
+    got, left, sent_before = bytearray(), memoryview(body[:cut]), None
+    rest = memoryview(body[cut:])
+    for _ in range(2_000_000):
+        if w.recv is None and w.d1 is not None and w.d1.state is TcpState.ESTABLISHED \
+                and not left and not w.d1.unacked:
+            w.split(8)
+            sent_before = len(w.sent)
+        if w.d1 is not None and w.d1.state is TcpState.ESTABLISHED:
+            tcb, part = (w.d1, left) if w.recv is None else (w.send.tcb, rest)
+            if part:
+                n, segs = tcb.write(bytes(part[:65536]), w.now)
+                w.put("client", w.send.outgoing(segs) if w.send else segs)
+                if w.recv is None:
+                    left = left[n:]
+                else:
+                    rest = rest[n:]
+        got += w.client.read()
+        if w.recv is not None and not rest and w.send.drained and len(got) == size:
+            break
+        if not w.step():
+            break
+    assert bytes(got) == body
+    assert w.send.relayed > 0 or not rest
+    assert w.send.drained and w.send.acked == len(body) - cut
+    after = w.sent[sent_before:]
+    assert not any(s.sport == VIP[1] and s.src == VIP[0] and s in w.muted for s in after)
+    assert not any(s.flags & RST for s in w.sent)
+    assert not w.client.reset
 
 
 def test_the_split_state_round_trips_and_never_raises_on_junk():

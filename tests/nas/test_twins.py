@@ -105,8 +105,21 @@ HALF_CLIENT = {
                       ("table", "closed", "d2", None)],
            "requests": []},
 }
+# Fig. 8 (check 15): the sending direction moves, the entry never does; the client's FIN ends it
+HALF_CLUSTER = {
+    "d1": {"states": [*[("tch", "first", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "HALF_ACTIVE"),
+        ("HALF_ACTIVE", "FAIL"))], ("handoff-end", "d2", "KEPT"),
+        ("tch", "first", "FAIL", "IDLE")],
+        "requests": []},
+    "d2": {"states": [("tch", "second", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "IDLE"))],
+        "requests": [("GET", "/big.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "closed", "d1", None)],
+           "requests": []},
+}
 EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES,
-            "nas-half-client": HALF_CLIENT}
+            "nas-half-client": HALF_CLIENT, "nas-half-response": HALF_CLUSTER}
 
 
 def _failed(result: RunResult) -> list:
@@ -146,6 +159,12 @@ def test_the_download_was_handed_off_mid_response(sim_runs, name):
     served = [ev for ev in sim_runs[name].reports["d2"]["events"]
               if ev["kind"] == "request" and ev["path"] == "/d1/a.bin"]
     assert len(served) == 1 and 0 < served[0]["resumed_at"] < 1_000_000
+
+
+def test_fig8_the_second_device_sent_the_rest_of_the_response(sim_runs):
+    served = [ev for ev in sim_runs["nas-half-response"].reports["d2"]["events"]
+              if ev["kind"] == "request"]
+    assert len(served) == 1 and 0 < served[0]["resumed_at"] < 4_000_000
 
 
 @pytest.mark.root

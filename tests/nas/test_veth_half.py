@@ -1,6 +1,8 @@
-"""Seed 002 check 14 on real namespaces: a half-handoff in the client direction (Fig. 7) between
-two devices serving on ftsslab's own TCP (``tcp: user``, D2.6), an unmodified kernel client
-that pipelines its second GET while d1 still streams the first response."""
+"""Seed 002 checks 14 and 15 on real namespaces: half-handoffs between two devices serving on
+ftsslab's own TCP (``tcp: user``, D2.6) with an unmodified kernel client -- in the client
+direction (Fig. 7: the client pipelines its second GET while d1 still streams the first
+response) and on the cluster-to-client path (Fig. 8: d2 sends the rest of the response, the
+switch's entry never changes)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from ftsslab.fast.tch import (
     TCH_MESSAGE,
     TCH_MSG_DONE,
     TCH_MSG_UPDATE,
+    TCH_OPEN,
     TCH_UDP_PORT,
     parse_tch_message,
 )
@@ -25,6 +28,12 @@ CLIENT_LINK = "c1:eth0 s1:p1"
 def half_run():
     """One run of scenarios/nas-half-client.yaml; it passed, so both bodies' hashes match."""
     return passing_run("nas-half-client")
+
+
+@pytest.fixture(scope="module")
+def response_run():
+    """One run of scenarios/nas-half-response.yaml; it passed, so the body's hash matches."""
+    return passing_run("nas-half-response")
 
 
 def _frames(result, *, src: str | None = None, dst: str | None = None) -> list:
@@ -61,6 +70,34 @@ def _event(result, node: str, kind: str) -> dict:
     return rep[0]
 
 
+def _table(result) -> list[tuple]:
+    return [(e["why"], e["old"], e["new"]) for e in result.reports["s1"]["events"]
+            if e["kind"] == "table"]
+
+
+def _updates(result, src: str) -> list[dict]:
+    return [m for f, p in _frames(result, src=src)
+            if (m := _tch(p)) is not None and m["ptype"] == TCH_MESSAGE
+            and m["mtype"] == TCH_MSG_UPDATE]
+
+
+def _longest_ack_run(result) -> int:
+    """The most pure ACKs of one number the client sent in a row."""
+    acks = [s.ack for f, p in _frames(result, src="c1:eth0") if f.link == CLIENT_LINK
+            and (s := _tcp(p)) is not None and not s.payload and s.flags == tcp.ACK]
+    run, worst = 1, 1
+    for a, b in zip(acks, acks[1:], strict=False):
+        run = run + 1 if a == b else 1
+        worst = max(worst, run)
+    return worst
+
+
+def _no_reset_on_the_client_link(result) -> None:
+    segs = [s for f, p in _frames(result) if f.link == CLIENT_LINK
+            and (s := _tcp(p)) is not None]
+    assert segs and not [s for s in segs if s.flags & tcp.RST]
+
+
 def test_fig9_state_traces_of_a_half_handoff(half_run):
     """Fig. 9 with HALF-ACTIVE: the first device IDLE -> OPEN -> ACTIVE -> WAIT -> HALF_ACTIVE
     (-> HALF_ACTIVE at finish()) -> DONE -> IDLE; the second IDLE -> OPEN -> ACTIVE (-> ACTIVE on
@@ -72,9 +109,8 @@ def test_fig9_state_traces_of_a_half_handoff(half_run):
     assert _states(result, "d2", "second") == [
         ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "ACTIVE"),
         ("ACTIVE", "IDLE")]
-    table = [(e["why"], e["old"], e["new"]) for e in result.reports["s1"]["events"]
-             if e["kind"] == "table"]
-    assert table == [("placed", None, "d1"), ("xap", "d1", "d2"), ("closed", "d2", None)]
+    assert _table(result) == [("placed", None, "d1"), ("xap", "d1", "d2"),
+                              ("closed", "d2", None)]
 
 
 def test_the_client_direction_goes_to_d2_while_d1_sends_the_response(half_run):
@@ -111,18 +147,17 @@ def test_d2_relays_the_clients_acks_and_d1s_window_advances_by_them(half_run):
     and covers most of the response; d1 took over a thousand of them, and they moved its
     SND.UNA by megabytes."""
     _, result = half_run
-    updates = [m for f, p in _frames(result, src="d2:eth0")
-               if (m := _tch(p)) is not None and m["ptype"] == TCH_MESSAGE
-               and m["mtype"] == TCH_MSG_UPDATE]
+    updates = _updates(result, "d2:eth0")
     unas = [m["snd_una"] for m in updates]
     assert len(unas) > 100
     assert all(tcp.seq_after(b, a) or a == b for a, b in zip(unas, unas[1:], strict=False))
     assert (unas[-1] - unas[0]) % (1 << 32) > 2_000_000
     end = _event(result, "d1", "handoff-end")
     assert end["outcome"] == "HANDED_OFF" and end["type"] == "half-client"
-    assert end["relayed_acks"] > 100 and end["acked"] > 2_000_000
-    print(f"half-handoff: {len(updates)} Updates d2 -> d1, d1 took {end['relayed_acks']}, "
-          f"acked {end['acked']} bytes by them, half phase {end['ms']:.0f} ms")
+    half = _event(result, "d1", "half-end")
+    assert half["role"] == "send" and half["updates"] > 100 and half["acked"] > 2_000_000
+    print(f"Fig. 7: {len(updates)} Updates d2 -> d1, d1 took {half['updates']}, "
+          f"acked {half['acked']} bytes by them, half phase {end['ms']:.0f} ms")
 
 
 def test_the_client_sees_no_reset_and_no_duplicate_ack_storm(half_run):
@@ -130,19 +165,73 @@ def test_the_client_sees_no_reset_and_no_duplicate_ack_storm(half_run):
     on the client's link, and the client's pure ACKs never repeat one number three times
     running (which would be a lost segment or an ACK it found unacceptable)."""
     _, result = half_run
-    segs = [(f.src, s) for f, p in _frames(result) if f.link == CLIENT_LINK
-            and (s := _tcp(p)) is not None]
-    assert segs and not [s for _, s in segs if s.flags & tcp.RST]
-    acks = [s.ack for src, s in segs if src == "c1:eth0" and not s.payload
-            and s.flags == tcp.ACK]
-    run, worst = 1, 1
-    for a, b in zip(acks, acks[1:], strict=False):
-        run = run + 1 if a == b else 1
-        worst = max(worst, run)
-    assert worst < 3, f"{worst} ACKs of one number in a row"
+    _no_reset_on_the_client_link(result)
+    assert _longest_ack_run(result) < 3
+    _throughput(result, 4_300_000, "Fig. 7")
+
+
+def _throughput(result, size: int, what: str) -> None:
     first = min(f.time for f in result.frames if f.link == CLIENT_LINK)
-    last = max(f.time for f in result.frames if f.link == CLIENT_LINK
-               if (p := frames.ip_payload(f.data)) is not None and (s := _tcp(p)) is not None
-               and s.payload and s.src == VIP)
-    print(f"download of 4.3 MB over one connection: {last - first:.2f} s, "
-          f"{4_300_000 * 8 / (last - first) / 1e6:.1f} Mbit/s (link rate 20 Mbit/s)")
+    last = max(f.time for f, p in _frames(result, dst="c1:eth0")
+               if (s := _tcp(p)) is not None and s.payload and s.src == VIP)
+    print(f"{what}: {size / 1e6:.1f} MB over one connection in {last - first:.2f} s, "
+          f"{size * 8 / (last - first) / 1e6:.1f} Mbit/s (the link's rate: 20 Mbit/s)")
+
+
+# ---- Fig. 8 (check 15) ---------------------------------------------------------------------
+
+
+def test_fig9_traces_of_a_half_handoff_on_the_cluster_path(response_run):
+    """Fig. 8 has no (7)-(10): the switch's entry is d1's from placement to close. The first
+    device IDLE -> OPEN -> ACTIVE -> WAIT -> HALF_ACTIVE, and the client's FIN aborts it (B2.33)
+    -> FAIL -> IDLE; the second IDLE -> OPEN -> ACTIVE (-> ACTIVE on Complete) -> IDLE."""
+    _, result = response_run
+    assert _table(result) == [("placed", None, "d1"), ("closed", "d1", None)]
+    assert _states(result, "d1", "first") == [
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "HALF_ACTIVE"),
+        ("HALF_ACTIVE", "FAIL"), ("FAIL", "IDLE")]
+    assert _states(result, "d2", "second") == [
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "IDLE")]
+
+
+def test_d2_sends_the_response_with_the_acks_d1_relays(response_run):
+    """Check 15: d2 sends most of the body while d1 keeps receiving the client's segments and,
+    until the client's FIN, sends the client nothing ("cannot send acknowledgments"); d1's
+    Updates carry the client's sequence number as RCV.NXT (then its FIN's), and every data
+    segment of d2 acknowledges exactly that -- the client's own sequence number in its
+    segments -- and the client's growing ACK moves d2's SND.UNA."""
+    _, result = response_run
+    open_at = next(f.time for f, p in _frames(result, src="d1:eth0")
+                   if (m := _tch(p)) is not None and m["ptype"] == TCH_OPEN)
+    fin_at = next(f.time for f, p in _frames(result, dst="d1:eth0")
+                  if (s := _tcp(p)) is not None and s.dst == VIP and s.flags & tcp.FIN)
+    d2_data = [s for f, p in _frames(result, src="d2:eth0")
+               if (s := _tcp(p)) is not None and s.src == VIP and s.payload]
+    assert sum(len(s.payload) for s in d2_data) > 1_000_000  # (d1 drained 1 MiB first)
+    d1_during = [s for f, p in _frames(result, src="d1:eth0") if open_at < f.time < fin_at
+                 and (s := _tcp(p)) is not None and s.src == VIP]
+    assert d1_during == []
+    from_client = [s for f, p in _frames(result, dst="d1:eth0")
+                   if open_at < f.time < fin_at and (s := _tcp(p)) is not None
+                   and s.dst == VIP]
+    assert len(from_client) > 500
+    client_seq = {s.seq for s in from_client}
+    assert len(client_seq) == 1  # the client sends no data after its GET
+    assert {s.ack for s in d2_data} == client_seq
+    updates = _updates(result, "d1:eth0")
+    (seq,) = client_seq
+    acks = [m["ack"] for m in updates]
+    assert acks.count(seq) > 100 and set(acks) <= {seq, (seq + 1) % (1 << 32)}
+    unas = [m["snd_una"] for m in updates]
+    assert all(tcp.seq_after(b, a) or a == b for a, b in zip(unas, unas[1:], strict=False))
+    half = _event(result, "d2", "half-end")
+    assert half["role"] == "send" and half["updates"] > 100 and half["acked"] > 1_000_000
+    print(f"Fig. 8: {len(updates)} Updates d1 -> d2, d2 took {half['updates']}, "
+          f"acked {half['acked']} bytes by them")
+
+
+def test_fig8_the_client_sees_no_reset_and_no_duplicate_ack_storm(response_run):
+    _, result = response_run
+    _no_reset_on_the_client_link(result)
+    assert _longest_ack_run(result) < 3
+    _throughput(result, 4_000_000, "Fig. 8")
