@@ -143,10 +143,17 @@ def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
         return [OptionIssue("", f"{node.name}'s address {port.ipv4} is outside "
                             f"{port.peer_node}'s subnet {net}", "devices and the switch's "
                             "control address share one subnet")]
-    if node.options.get("tcp") == "user" and switch.get("tch", "segments") != "messages":
+    if node.options.get("tcp") != "user":
+        return []
+    if switch.get("tch", "segments") != "messages":
         return [OptionIssue("tcp", "a tcp: user device hands connections off by the second "
                             "embodiment's messages (its model's first-embodiment segments "
                             "are not wired on veth)", f"{port.peer_node}: tch: messages")]
+    missing = [o for o in ("failover", "predictive") if switch.get(o)]
+    missing += ["proxy_limit"] if node.options.get("proxy_limit") is not None else []
+    if missing:
+        return [OptionIssue("tcp", f"a tcp: user device is the device model, which has no "
+                            f"{' or '.join(missing)} yet", "tcp: kernel")]
     return []
 
 

@@ -251,6 +251,10 @@ def test_the_handoff_type_and_tcp_user_are_validated():
     with pytest.raises(ScenarioErrors) as info:
         load_scenario_text(_variant("    tch: messages\n", ""), "t.yaml")
     assert "hands connections off by the second embodiment's messages" in str(info.value)
+    with pytest.raises(ScenarioErrors) as info:
+        load_scenario_text(_variant("    tcp: user\n", "    tcp: user\n    proxy_limit: 1000\n"),
+                           "t.yaml")
+    assert "the device model, which has no proxy_limit yet" in str(info.value)
     scenario = load_scenario_text(HALF_SCENARIO.read_text(), "t.yaml")
     assert [s.type for s in scenario.steps if isinstance(s, Handoff)] == ["half-client"]
     assert [s.pipeline for s in scenario.steps if isinstance(s, Fetch)] == [True]
