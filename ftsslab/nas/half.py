@@ -34,6 +34,7 @@ from ftsslab.lab.tcp import ACK, Tcb, TcbSnapshot, TcpSegment, TcpState, seq_aft
 
 _SPLIT = struct.Struct("!4sBII")
 SPLIT_MAGIC = b"HALF"
+SPLIT_SIZE = _SPLIT.size
 _M = 1 << 32
 
 
@@ -127,14 +128,15 @@ class ReceiveHalf:
 class SendHalf:
     """We send the data; the client's segments reach the other device, which relays their
     acknowledgments. ``relayed`` counts the Updates taken, ``acked`` the bytes they moved
-    SND.UNA by. An Update that repeats the last one (a keepalive) is no duplicate ACK: the
-    receiving half relays changes only, so a loss is recovered by our RTO."""
+    SND.UNA by, ``malformed`` those without the four numbers. An Update that repeats the
+    last one (a keepalive) is no duplicate ACK: the receiving half relays changes only, so a
+    loss is recovered by our RTO."""
 
     def __init__(self, tcb: Tcb) -> None:
         self.tcb = tcb
         self.rcv_nxt = tcb.rcv_nxt
         self.rcv_wnd: int | None = None
-        self.relayed = self.acked = 0
+        self.relayed = self.acked = self.malformed = 0
         self._last: tuple | None = None
 
     def on_update(self, state: dict, now: float) -> list[TcpSegment]:
@@ -145,6 +147,7 @@ class SendHalf:
             return []
         keys = ("snd_una", "snd_wnd", "ack", "rcv_wnd")
         if any(not isinstance(state.get(k), int) for k in keys):
+            self.malformed += 1
             return []
         if (got := tuple(state[k] for k in keys)) == self._last:
             return []

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import struct
 
+from ftsslab.lab.tcp import TcpState
+
 from . import http
 from . import tch_messages as tm
-from .half import ReceiveHalf, SendHalf, SplitState, restore_tcb, state_of
-
-_SPLIT_LEN = len(SplitState(False, 0, 0).pack())
+from .half import SPLIT_SIZE, ReceiveHalf, SendHalf, SplitState, restore_tcb, state_of
 
 
 class HalfHandoffs:
@@ -40,7 +40,7 @@ class HalfHandoffs:
         from .sim import _Gift
 
         tcb, core = cl.tcb, cl.core
-        if tcb.state.name != "ESTABLISHED" or core.state is not http.Conn.SENDING \
+        if tcb.state is not TcpState.ESTABLISHED or core.state is not http.Conn.SENDING \
                 or core.has_input or cl.split is not None:
             raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not in the middle of a "
                               f"response (TCP {tcb.state.name}, HTTP {core.state.name})")
@@ -181,7 +181,7 @@ class HalfHandoffs:
             "a live client" if client in self.conns else ""
         if not why and a.kind is tm.Kind.HALF_CLUSTER:
             try:
-                core = http.HttpServer.resume(self.storage, a.app_state[_SPLIT_LEN:],
+                core = http.HttpServer.resume(self.storage, a.app_state[SPLIT_SIZE:],
                                               name=self.node, root=self.root, redirect=False)
             except (ValueError, struct.error, http.ProtocolError) as exc:
                 why = f"its HTTP state: {exc}"

@@ -53,13 +53,19 @@ class _EventLog:
         self.proc.event(kind, **detail)
 
 
+class VethModel(NasDeviceSim):
+    """The model with the veth driver's TCP: options on, and the client's segments decoded
+    with theirs (MSS, window scale, timestamps)."""
+
+    tcb_options = TCB_OPTIONS
+    decode_client = staticmethod(tcp.decode)
+
+
 class UserDevice(NasProcess):
     def __init__(self, scenario, node: str, lab_dir: str) -> None:
         super().__init__(node, lab_dir)
-        NasDeviceSim.tcb_options = TCB_OPTIONS
-        NasDeviceSim.decode_client = staticmethod(tcp.decode)
         try:
-            self.model = NasDeviceSim(scenario.node(node), scenario)
+            self.model = VethModel(scenario.node(node), scenario)
         except BackendError as exc:
             raise SystemExit(f"nas device {node} (tcp: user): {exc}") from None
         self.model.log = _EventLog(self)

@@ -226,11 +226,12 @@ def test_split_state_parser_never_raises(data):
 
 def test_an_update_with_missing_fields_is_ignored():
     w = SplitWire(random.Random(1), 0.0, 0.0)
-    while w.d1 is None or w.client.state is not TcpState.ESTABLISHED:
+    while w.d1 is None or w.d1.state is not TcpState.ESTABLISHED:
         w.step()
     half = SendHalf(w.d1)
     assert half.on_update({"snd_una": 1}, w.now) == []
-    assert half.relayed == 0
+    assert half.on_update({"snd_una": 1, "snd_wnd": "x", "ack": 2, "rcv_wnd": 3}, w.now) == []
+    assert (half.relayed, half.malformed) == (0, 2)
 
 
 # ---- the scenario's side: the handoff step's type, tcp: user, the sim's refusal --------------
