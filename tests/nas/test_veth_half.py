@@ -235,3 +235,50 @@ def test_fig8_the_client_sees_no_reset_and_no_duplicate_ack_storm(response_run):
     _no_reset_on_the_client_link(result)
     assert _longest_ack_run(result) < 3
     _throughput(result, 4_000_000, "Fig. 8")
+
+
+# ---- both, read by tshark with ftsslab's dissectors ------------------------------------------
+
+
+def _tshark_sequence(tmp_path, run, name: str) -> list[str]:
+    """The TCH messages and XAP on d1's link as tshark names them, in order, without the
+    Updates and the Acks that answer them (the relay of Fig. 7/8 (11), counted elsewhere)."""
+    from ftsslab.lab.capture import write_capture
+    from tests.wireshark.oracle import tshark_fields
+
+    scenario, result = run
+    pcap = tmp_path / f"{name}.pcapng"
+    write_capture(pcap, scenario, [f for f in result.frames if "d1:" in (f.src + f.dst)],
+                  result.events, "veth")
+    fields = ["ip.src", "tch.msg.ptype", "tch.msg.mtype", "tch.msg.htype", "tch.msg.xid",
+              "xap.operation"]
+    rows = tshark_fields(pcap, "tch.msg.version || xap.operation", fields)
+    updates = {(r["ip.src"], r["tch.msg.xid"]) for r in rows
+               if r["tch.msg.ptype"] == "3" and r["tch.msg.mtype"] == "1"}
+    out = []
+    for r in rows:
+        if r["xap.operation"]:
+            out.append("xap:" + ("ack" if int(r["xap.operation"], 0) & 8 else "change"))
+            continue
+        other = D2 if r["ip.src"] == D1 else D1
+        if r["tch.msg.mtype"] == "1" or (r["tch.msg.mtype"] == "6"
+                                         and (other, r["tch.msg.xid"]) in updates):
+            continue
+        by = "d1" if r["ip.src"] == D1 else "d2"
+        kind = {"1": "Open", "2": "OpenResponse"}.get(r["tch.msg.ptype"]) or {
+            "2": "Fail", "3": "Done", "5": "Complete", "6": "Ack"}[r["tch.msg.mtype"]]
+        out.append(f"{by}:{kind}" + (f"({r['tch.msg.htype']})" if kind == "Open" else ""))
+    return out
+
+
+@pytest.mark.tshark
+def test_tshark_reads_the_half_handoffs_in_the_seeds_order(tmp_path, half_run, response_run):
+    """Fig. 7: Open(half-client, htype 2) -> Open Response -> XAP change_connection -> its ack
+    -> Complete -> Ack, then (d1's response acknowledged) Complete -> Ack -> Done -> Ack.
+    Fig. 8: Open(half-cluster, htype 3) -> Open Response -> Complete -> Ack, no XAP at all,
+    and the client's FIN's Fail -> Ack."""
+    assert _tshark_sequence(tmp_path, half_run, "half-client") == [
+        "d1:Open(2)", "d2:OpenResponse", "xap:change", "xap:ack", "d1:Complete", "d2:Ack",
+        "d1:Complete", "d2:Ack", "d1:Done", "d2:Ack"]
+    assert _tshark_sequence(tmp_path, response_run, "half-cluster") == [
+        "d1:Open(3)", "d2:OpenResponse", "d1:Complete", "d2:Ack", "d1:Fail", "d2:Ack"]
