@@ -175,7 +175,7 @@ def _throughput(result, size: int, what: str) -> None:
     last = max(f.time for f, p in _frames(result, dst="c1:eth0")
                if (s := _tcp(p)) is not None and s.payload and s.src == VIP)
     print(f"{what}: {size / 1e6:.1f} MB over one connection in {last - first:.2f} s, "
-          f"{size * 8 / (last - first) / 1e6:.1f} Mbit/s (the link's rate: 20 Mbit/s)")
+          f"{size * 8 / (last - first) / 1e6:.1f} Mbit/s ")
 
 
 # ---- Fig. 8 (check 15) ---------------------------------------------------------------------
