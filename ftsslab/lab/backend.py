@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .fetch import CLIENT
+from .fetch import CLIENT, PIPELINED
 from .model import ForwardingEntry, Impairments, Scenario
 
 FETCH_SLACK = 5.0  # seconds an exec'd client may take beyond its own timeout (start-up)
@@ -114,13 +114,15 @@ class Backend(ABC):
         return list(self.reports().get(node, {}).get("events", []))
 
     def fetch(self, node: str, urls: tuple[str, ...], timeout: float,
-              background: bool = False) -> Callable[[], ExecResult]:
+              background: bool = False, pipeline: bool = False) -> Callable[[], ExecResult]:
         """GET ``urls`` over one connection from ``node`` (``fetch.py``); returns how to
         read the result (a background fetch's is waited for then, up to ``timeout``).
+        ``pipeline``: each next request goes out once half the current body arrived.
 
-        This default runs the unmodified client ``fetch.CLIENT`` with ``exec`` in the
-        node's namespace; the sim overrides it with its modelled client."""
-        client = (sys.executable, "-I", "-c", CLIENT, f"{timeout:g}", *urls)
+        This default runs the unmodified client ``fetch.CLIENT`` (``PIPELINED``) with ``exec``
+        in the node's namespace; the sim overrides it with its modelled client."""
+        client = (sys.executable, "-I", "-c", PIPELINED if pipeline else CLIENT, f"{timeout:g}",
+                  *urls)
         if not background:
             res = self.exec(node, client, timeout + FETCH_SLACK)
             return lambda: res
@@ -133,9 +135,9 @@ class Backend(ABC):
             return ExecResult(client, got.status, got.stdout, got.stderr)
         return result
 
-    def handoff(self, node: str, to: str, client_port: int | None) -> None:
+    def handoff(self, node: str, to: str, client_port: int | None, htype: str = "full") -> None:
         """Ask ``node``'s process to hand a live connection to ``to`` (kinds with
-        ``hands_off``); it goes on in the background."""
+        ``hands_off``), whole or half (``htype``); it goes on in the background."""
         raise BackendError(f"the {self.name} backend cannot hand connections off")
 
     def set_health(self, node: str, health: str) -> None:

@@ -45,6 +45,62 @@ finally:
     conn.close()
 """
 
+PIPELINED = r"""
+import hashlib, signal, socket, sys, urllib.parse
+timeout, urls = float(sys.argv[1]), sys.argv[2:]
+def expired(*_):
+    print("timed out", file=sys.stderr, flush=True)
+    sys.exit(124)
+signal.signal(signal.SIGALRM, expired)
+signal.setitimer(signal.ITIMER_REAL, timeout)
+first = urllib.parse.urlsplit(urls[0])
+host = first.hostname + ("" if (first.port or 80) == 80 else f":{first.port}")
+def request(url):
+    u = urllib.parse.urlsplit(url)
+    path = (u.path or "/") + ("?" + u.query if u.query else "")
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
+            "Accept-Encoding: identity\r\n\r\n").encode()
+sock = socket.create_connection((first.hostname, first.port or 80), timeout=timeout + 1)
+sock.sendall(request(urls[0]))
+asked, buf, done = 1, b"", 0
+while done < len(urls):
+    head = None
+    while head is None:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head, buf = buf[:end].decode("latin-1"), buf[end + 4:]
+            break
+        data = sock.recv(1 << 16)
+        if not data:
+            print("ConnectionError: closed before the response", file=sys.stderr, flush=True)
+            sys.exit(1)
+        buf += data
+    status = int(head.split(" ", 2)[1])
+    length = next(int(v) for k, _, v in (line.partition(":") for line in head.split("\r\n")[1:])
+                  if k.strip().lower() == "content-length")
+    digest, got = hashlib.sha256(), 0
+    while got < length:
+        if not buf:
+            buf = sock.recv(1 << 16)
+            if not buf:
+                print("ConnectionError: closed in a body", file=sys.stderr, flush=True)
+                sys.exit(1)
+        take = buf[:length - got]
+        digest.update(take)
+        got, buf = got + len(take), buf[len(take):]
+        if asked < len(urls) and asked == done + 1 and 2 * got >= length:
+            sock.sendall(request(urls[asked]))  # pipelined: the response is still arriving
+            asked += 1
+    print(status, digest.hexdigest(), length, flush=True)
+    done += 1
+    if asked == done < len(urls):
+        sock.sendall(request(urls[asked]))
+        asked += 1
+sock.close()
+"""
+"""The ``pipeline`` client (raw socket: ``http.client`` does not pipeline): each next request
+goes out once half the current response's body arrived, so it overlaps that response."""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -96,18 +152,34 @@ class HttpFetch:
     """The client's HTTP side: ``requests()`` to write, ``feed`` what arrives, ``lines``
     the results so far; ``done`` once every response is complete (or the connection ended)."""
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
+    def __init__(self, target: Target, pipeline: bool = False) -> None:
+        self.target, self.pipeline = target, pipeline
         self.lines: list[str] = []
+        self._asked = 1 if pipeline else len(target.paths)
         self.error = ""
         self._buf = bytearray()
         self._resp: _Response | None = _Response()
 
     def requests(self) -> bytes:
+        """What to write first: every request, or with ``pipeline`` the first."""
+        return b"".join(self._request(p) for p in self.target.paths[:self._asked])
+
+    def due(self) -> bytes:
+        """With ``pipeline``: the next request, once half the current body arrived."""
+        r, done = self._resp, len(self.lines)
+        if r is None or self._asked >= len(self.target.paths):
+            return b""
+        half = self._asked == done + 1 and r.length is not None and 2 * r.got >= r.length
+        if not half and self._asked != done:  # (all answered: the next goes at once)
+            return b""
+        self._asked += 1
+        return self._request(self.target.paths[self._asked - 1])
+
+    def _request(self, path: str) -> bytes:
         host = self.target.host if self.target.port == 80 else \
             f"{self.target.host}:{self.target.port}"
-        return b"".join(f"GET {p} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n\r\n"
-                        .encode() for p in self.target.paths)
+        return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n\r\n" \
+            .encode()
 
     @property
     def done(self) -> bool:

@@ -143,6 +143,7 @@ class Fetch(Step):
     urls: tuple[str, ...]
     timeout: float = 30.0
     background: bool = False  # start and go on; a `command` expectation waits for it
+    pipeline: bool = False  # each next request once half the current body arrived
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class Handoff(Step):
     node: str
     to: str
     client_port: int | None = None  # which connection (None: the one from the lowest port)
+    type: str = "full"  # or a half-handoff: "half-client" (Fig. 7), "half-cluster" (Fig. 8)
 
 
 @dataclass(frozen=True)

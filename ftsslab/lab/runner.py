@@ -159,7 +159,8 @@ class Runner:
                 )
             case Fetch():
                 self.fetches[step.label] = b.fetch(step.node, step.urls, step.timeout,
-                                                   background=step.background)
+                                                   background=step.background,
+                                                   pipeline=step.pipeline)
             case LinkState():
                 b.set_link(step.link, step.up)
             case SetImpairment():
@@ -167,7 +168,7 @@ class Runner:
             case TableOp():
                 b.table(step.switch, step.op, step.entry)
             case Handoff():
-                b.handoff(step.node, step.to, step.client_port)
+                b.handoff(step.node, step.to, step.client_port, step.type)
             case SetHealth():
                 b.set_health(step.node, step.health)
             case NodeProcess():

@@ -137,8 +137,8 @@ class HostCore:
                 out += self._drive(f, f.tcb.on_segment(seg, now), now)
         return out
 
-    def fetch(self, urls: tuple[str, ...], timeout: float,
-              now: float) -> tuple[int, list[Transmit]]:
+    def fetch(self, urls: tuple[str, ...], timeout: float, now: float,
+              pipeline: bool = False) -> tuple[int, list[Transmit]]:
         """Start a fetch: (its key for ``fetch_result``, the frames to send)."""
         target = parse_urls(urls)
         iface = next((i for i, _, ip in self.ifaces if ip and ipaddress.IPv4Address(target.host)
@@ -146,7 +146,7 @@ class HostCore:
         if iface is None:
             raise BackendError(f"{self.name} has no address on the subnet of {target.host} "
                                "(the sim's hosts have no routes)")
-        f = _Fetch(target, HttpFetch(target), iface, FETCH_PORTS + len(self.fetches),
+        f = _Fetch(target, HttpFetch(target, pipeline), iface, FETCH_PORTS + len(self.fetches),
                    now + timeout, arp_at=now)
         self.fetches.append(f)
         return len(self.fetches) - 1, self._proceed(f, now)
@@ -216,6 +216,8 @@ class HostCore:
             out += more
         if tcb.received:
             f.http.feed(tcb.read())
+            if nxt := f.http.due():
+                out += tcb.write(nxt, now)[1]
         if tcb.peer_fin and not f.http.done:
             f.http.eof()
         if f.result is None and (f.http.done or tcb.reset):
@@ -543,13 +545,13 @@ class SimBackend(Backend):
                            "(a real kernel stack)")
 
     def fetch(self, node: str, urls: tuple[str, ...], timeout: float,
-              background: bool = False) -> Callable[[], ExecResult]:
+              background: bool = False, pipeline: bool = False) -> Callable[[], ExecResult]:
         """The host's modelled client (``HostCore.fetch``); a fetch in the foreground runs
         the clock until it is over (its timeout included)."""
         sim = self._node(node)
         if not hasattr(sim.core, "fetch"):
             raise BackendError(f"{node} ({sim.node.kind}) has no HTTP client: fetch from a host")
-        key, out = sim.core.fetch(urls, timeout, self.now())
+        key, out = sim.core.fetch(urls, timeout, self.now(), pipeline)
         self._emit(sim, out)
         while not background and sim.core.fetch_result(key) is None:
             self.advance(FETCH_TICK)
@@ -560,14 +562,14 @@ class SimBackend(Backend):
                                      "still running when its result was checked\n")
         return result
 
-    def handoff(self, node: str, to: str, client_port: int | None) -> None:
+    def handoff(self, node: str, to: str, client_port: int | None, htype: str = "full") -> None:
         sim = self._node(node)
         if not hasattr(sim.core, "handoff"):
             raise BackendError(f"{node} ({sim.node.kind}) does not hand connections off")
         if not sim.alive:
             raise BackendError(f"{node}: its process is not running (killed)")
         try:
-            client, out = sim.core.handoff(to, client_port, self.now())
+            client, out = sim.core.handoff(to, client_port, self.now(), htype)
         except (LookupError, ValueError) as exc:
             raise BackendError(f"{node}: handoff to {to}: {exc}") from None
         self._emit(sim, out)

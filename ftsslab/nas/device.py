@@ -158,7 +158,7 @@ class NasDevice(NasProcess):
                  f"add rule inet {GUARD} input ip daddr {me.ip} tcp sport {c.vport} drop")
         self._volume()
         self.storage = Volume(self.volume_dir)
-        nonces = read_nonces(_wait_file(nonce_path(self.lab_dir, c.switch)))
+        nonces = read_nonces(wait_file(nonce_path(self.lab_dir, c.switch)))
         # a restarted device starts at a new xid: the switch remembers applied (nonce, xid)
         self.xap = xap.XapClient(nonces[self.me.name], c.control_ip,
                                  first_xid=secrets.randbits(16))
@@ -377,6 +377,9 @@ class NasDevice(NasProcess):
 
     # ---- handoff, first device ----------------------------------------------------------------
     def _request_handoff(self, req: dict) -> dict:
+        if req.get("type", "full") != "full":
+            raise ValueError("a half-handoff splits the connection by direction, which a "
+                             "kernel socket cannot do (D2.6): give both devices tcp: user")
         to = req.get("to")
         if to not in self.cluster.devices or to == self.node:
             raise ValueError(f"no other device {to!r} (devices: "
@@ -929,7 +932,7 @@ def _nft():
     return Nft()
 
 
-def _wait_file(path: Path, timeout: float = 30.0) -> Path:
+def wait_file(path: Path, timeout: float = 30.0) -> Path:
     """The switch writes the nonces when it starts (in parallel with the devices)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -947,6 +950,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     scenario = load_scenario(args.scenario)
     node = scenario.node(args.node)
+    if node.options.get("tcp") == "user":  # ftsslab's TCP: the device model (D2.6)
+        from .userdevice import UserDevice
+
+        user = UserDevice(scenario, node.name, args.state)
+        user.setup()
+        (Path(args.state) / f"{node.name}.ready").touch()
+        user.loop()
+        return 0
     cluster = cluster_of(scenario, args.node)
     ipaddress.IPv4Address(cluster.vip)
     dev = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],

@@ -424,6 +424,11 @@ class HttpServer:
             raise IllegalEvent(f"{event.value} in state {self.state.value}") from None
 
     @property
+    def has_input(self) -> bool:
+        """Bytes received and not yet taken as a request (a half-handoff waits for none)."""
+        return bool(self._buf)
+
+    @property
     def paused(self) -> bool:
         """True when the driver should stop reading: closed, or enough input is waiting."""
         return self.state is Conn.CLOSED or len(self._buf) >= MAX_BUFFER

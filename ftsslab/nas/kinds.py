@@ -119,6 +119,10 @@ _NAS_VALIDATE, _NAS_DEFAULTS = option_schema({
     "redirect": Option(bool, default=True,
                        doc="redirect: hand a connection to the device the root directory "
                            "names for a request's path (fast path, claim 10)"),
+    "tcp": Option(str, default="kernel", choices=("kernel", "user"),
+                  doc="tcp: whose TCP serves the clients -- kernel (sockets, TCP_REPAIR) or "
+                      "user (ftsslab's own endpoint over AF_PACKET, the device model the sim "
+                      "runs): needed by both devices of a half-handoff (D2.6)"),
     "proxy_limit": Option(int, range=(0, MAX_LIMIT),
                           doc="proxy_limit: answer requests for another device's files by "
                               "proxy until a connection got this many bytes from it, then "
@@ -155,6 +159,17 @@ def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
         return [OptionIssue("", f"{node.name}'s address {port.ipv4} is outside "
                             f"{port.peer_node}'s subnet {net}", "devices and the switch's "
                             "control address share one subnet")]
+    if node.options.get("tcp") != "user":
+        return []
+    if switch.get("tch", "segments") != "messages":
+        return [OptionIssue("tcp", "a tcp: user device hands connections off by the second "
+                            "embodiment's messages (its model's first-embodiment segments "
+                            "are not wired on veth)", f"{port.peer_node}: tch: messages")]
+    missing = [o for o in ("failover", "predictive") if switch.get(o)]
+    missing += ["proxy_limit"] if node.options.get("proxy_limit") is not None else []
+    if missing:
+        return [OptionIssue("tcp", f"a tcp: user device is the device model, which has no "
+                            f"{' or '.join(missing)} yet", "tcp: kernel")]
     return []
 
 

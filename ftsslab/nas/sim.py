@@ -50,9 +50,11 @@ from .cluster import Cluster, Placement, bridge_mac, cluster_of, file_bytes
 from .device import PREDICTIVE_KEEPALIVE
 from .failover_core import Log, Program, SwitchFailover, asked_to
 from .giver import DRAIN_LIMIT, MESSAGES_DRAIN_LIMIT, TCH_PORTS, TCH_RETRIES
+from .half import ReceiveHalf, SendHalf
 from .repair import TcpCheckpoint
 from .reports_core import DeviceReports
 from .segment import Segment, decode
+from .sim_half import HalfHandoffs
 from .taker import TAKEOVER_PROBES, TAKEOVER_WAIT
 from .tcb import checkpoint, snapshot
 from .volume import MemoryCatalog, RootDirectory, Upload
@@ -125,6 +127,12 @@ class _Conn:
     since: float = 0.0  # here since (load balancing)
     # the switch's ``predictive``: a TCH session per other device from the start (check 16)
     predictive: dict[str, tm.FirstDevice] = field(default_factory=dict)
+    # a connection split by direction (``sim_half.py``): the half held here, its session
+    send: SendHalf | None = None
+    recv: ReceiveHalf | None = None
+    split: tm.Session | None = None
+    mute: bool = False  # Fig. 8's first device: "cannot send acknowledgments to the client"
+    hold: bool = False  # the second device: no writes yet (Fig. 7: till Done, 8: Complete)
 
 
 @dataclass
@@ -147,6 +155,8 @@ class _Gift:
     relay_asked: bool = False
     relaying: bool = False
     relayed: int = 0
+    half: str = ""  # a half-handoff: "half-client" (Fig. 7) or "half-cluster" (Fig. 8)
+    split_seq: int | None = None  # Fig. 8: our SND.NXT when the second device took over
 
     @property
     def name(self) -> str:
@@ -154,6 +164,8 @@ class _Gift:
 
     @property
     def pausing(self) -> bool:
+        if self.half == "half-client":
+            return False  # "the first device will continue to transfer data to the client"
         return self.tch is None or self.tch.state not in (tch.FirstState.IDLE,
                                                           tch.FirstState.SYN_SENT)
 
@@ -326,10 +338,11 @@ class _FirstDevice(ABC):
         self.holding.pop(gift.conn.client, None)
         cl = gift.conn
         cl.gift = None
+        half = {"type": gift.half} if gift.half else {}
         self.log.event("handoff-end", client=gift.name, to=gift.to, outcome=outcome,
                        reason=reason, held=len(gift.held),
                        relayed=len(gift.held) if given else 0,
-                       ms=round((now - gift.started) * 1000, 3))
+                       ms=round((now - gift.started) * 1000, 3), **half)
         self._given(gift, given, now)
 
     def _gift_deadlines(self) -> list[float | None]:
@@ -716,9 +729,15 @@ class NasSwitchSim(_FirstDevice):
 # ---- a device --------------------------------------------------------------------------------
 
 
-class NasDeviceSim(_FirstDevice):
+class NasDeviceSim(HalfHandoffs, _FirstDevice):
     """``nas`` in the sim: serves its volume over HTTP on modelled TCBs, hands connections off
-    and takes them over by TCH, reprograms the switch by XAP."""
+    and takes them over by TCH, reprograms the switch by XAP.
+
+    With ``tcp: user`` the same model is the veth device's (``userdevice.py``): there its TCBs
+    are the device's real TCP, so ``tcb_options`` and ``decode_client`` are the veth driver's."""
+
+    tcb_options: dict = {}  # noqa: RUF012 (the sim's: no TCP options, as the sim's clients)
+    decode_client = staticmethod(decode)
 
     def __init__(self, node: Node, scenario: Scenario) -> None:
         c = self.cluster = cluster_of(scenario, node.name)
@@ -727,6 +746,8 @@ class NasDeviceSim(_FirstDevice):
         self.switch_mac = frames.mac_bytes(bridge_mac(scenario, c.switch))
         self.mac = frames.mac_bytes(self.me.mac)
         self.redirect = node.options["redirect"]
+        self.user_tcp = node.options.get("tcp") == "user"
+        self.user_peers = {n for n in c.devices if scenario.node(n).options.get("tcp") == "user"}
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
@@ -795,11 +816,11 @@ class NasDeviceSim(_FirstDevice):
             return self._flush()
         if proto != IPPROTO_TCP:
             return self._flush()
-        seg = decode(packet)
+        c = self.cluster
+        seg = self.decode_client(packet) if dst == c.vip else decode(packet)
         if seg is None:
             self.counters["tch_malformed"] += 1
             return self._flush()
-        c = self.cluster
         if dst == self.me.ip and c.vport in (seg.dport, seg.sport):
             gift = self.gifts.get((seg.src, seg.dport))
             if gift is not None:
@@ -817,19 +838,26 @@ class NasDeviceSim(_FirstDevice):
         if seg is not None:
             self._client_segment(seg, frame, now)
 
-    def handoff(self, to: str, client_port: int | None, now: float) -> tuple[str, list[Transmit]]:
-        """A ``handoff`` step (``device._request_handoff`` on veth)."""
+    def handoff(self, to: str, client_port: int | None, now: float,
+                htype: str = "full") -> tuple[str, list[Transmit]]:
+        """A ``handoff`` step (``device._request_handoff`` on veth; with ``tcp: user``, this
+        model on veth too)."""
         self.log.now = now
         if to not in self.cluster.devices or to == self.node:
             raise ValueError(f"no other device {to!r} (devices: "
                              f"{', '.join(sorted(self.cluster.devices))})")
+        if htype != "full" and not (self.user_tcp and to in self.user_peers):
+            raise ValueError("a half-handoff splits the connection by direction, which a "
+                             "kernel socket cannot do (D2.6): give both devices tcp: user")
         busy = [cl for cl in self.conns.values() if cl.gift is None and not cl.closing
                 and (client_port is None or cl.client[1] == client_port)]
         if not busy:
             raise LookupError(f"{self.node} serves no connection"
                               + (f" from port {client_port}" if client_port is not None else ""))
         cl = min(busy, key=lambda c: c.client[1])
-        if not self._give(cl, to, "asked", now):
+        if htype != "full":
+            self._give_half(cl, to, htype, now)
+        elif not self._give(cl, to, "asked", now):
             raise LookupError(f"{cl.client[0]}:{cl.client[1]} is not ESTABLISHED")
         return f"{cl.client[0]}:{cl.client[1]}", self._flush()
 
@@ -857,7 +885,7 @@ class NasDeviceSim(_FirstDevice):
         self.log.now = now
         for cl in list(self.conns.values()):
             if (t := _due(cl.tcb.next_deadline(), now)) is not None:
-                self._send_tcp(cl.tcb.on_timer(t))
+                self._tcp_out(cl, cl.tcb.on_timer(t))
                 self._after_tcp(cl, t)
         for inc in self.incoming.values():
             if (t := _due(inc.tcb.next_deadline(), now)) is not None:
@@ -934,7 +962,7 @@ class NasDeviceSim(_FirstDevice):
                 self.counters["stray"] += 1
                 return
             iss = _hash(self.node, client, self.counters["accepted"])
-            tcb, segs = Tcb.accept(seg, iss, now)
+            tcb, segs = Tcb.accept(seg, iss, now, **self.tcb_options)
             core = http.HttpServer(self.storage, name=self.node, root=self.root,
                                    redirect=self.redirect)
             cl = self.conns[client] = _Conn(tcb, core, client, since=now)
@@ -943,7 +971,9 @@ class NasDeviceSim(_FirstDevice):
             if self.cluster.predictive:
                 self._predict(cl, now)
             return
-        self._send_tcp(cl.tcb.on_segment(seg, now))
+        if self._split_segment(cl, seg, frame, now):
+            return
+        self._tcp_out(cl, cl.tcb.on_segment(seg, now))
         self._after_tcp(cl, now)
 
     def _after_tcp(self, cl: _Conn, now: float) -> None:
@@ -957,7 +987,9 @@ class NasDeviceSim(_FirstDevice):
             cl.eof = True
             self._apply(cl, cl.core.receive(b"", now), now)
         self._write(cl, now)
-        if cl.gift is not None and not cl.gift.frozen:
+        if cl.gift is not None and cl.gift.half == "half-cluster":
+            self._drained_half(cl.gift, now)
+        elif cl.gift is not None and not cl.gift.frozen and not cl.gift.half:
             self._try_freeze(cl.gift, now)
 
     def _apply(self, cl: _Conn, actions: list, now: float) -> None:
@@ -994,10 +1026,10 @@ class NasDeviceSim(_FirstDevice):
 
     def _write(self, cl: _Conn, now: float) -> None:
         """Into the TCB's send buffer what fits: headers, then body unless pausing."""
-        while cl.client in self.conns:
+        while cl.client in self.conns and not cl.hold:
             if cl.out:
                 n, segs = cl.tcb.write(bytes(cl.out), now)
-                self._send_tcp(segs)
+                self._tcp_out(cl, segs)
                 del cl.out[:n]
                 if cl.out:
                     return
@@ -1005,14 +1037,14 @@ class NasDeviceSim(_FirstDevice):
             if cl.chunk is not None and not (cl.gift and cl.gift.pausing):
                 path, offset, data = cl.chunk
                 n, segs = cl.tcb.write(data, now)
-                self._send_tcp(segs)
+                self._tcp_out(cl, segs)
                 if n == 0:
                     return
                 cl.chunk = (path, offset + n, data[n:]) if n < len(data) else None
                 self._apply(cl, cl.core.sent(n, now), now)
                 continue
             if cl.closing and cl.chunk is None:
-                self._send_tcp(cl.tcb.close(now))
+                self._tcp_out(cl, cl.tcb.close(now))
             return
 
     def _drop(self, cl: _Conn, now: float) -> None:
@@ -1088,7 +1120,9 @@ class NasDeviceSim(_FirstDevice):
         cl = gift.conn
         if self.reports is not None:
             self.reports.moved(cl.client, gift.to, given, now)
-        if given:  # the held frames go to the second device, in arrival order (D2.5)
+        if gift.half:
+            self._half_given(gift, given, now)
+        elif given:  # the held frames go to the second device, in arrival order (D2.5)
             self._relay(gift)
             self._drop(cl, now)
         elif gift.frozen:  # back here: our own checkpoint again (the seed's setsockopt(0))
@@ -1184,7 +1218,7 @@ class NasDeviceSim(_FirstDevice):
                 continue
             s = next((x for (_, sid), x in self.tch_node.sessions.items()
                       if sid == a.session_id), None)
-            if isinstance(a, tm.StateChanged):
+            if isinstance(a, tm.StateChanged) and a.event is not tm.Event.UPDATE:
                 self.log.event("tch", role=a.role, old=a.old.name, new=a.new.name, why=a.why,
                                session=f"{a.session_id:#010x}", peer=a.peer)
             if isinstance(s, tm.FirstDevice):
@@ -1213,6 +1247,8 @@ class NasDeviceSim(_FirstDevice):
             self._switch_to(gift, now)
         elif isinstance(a, tm.RelayHeld):
             gift.relay_asked = True
+        elif isinstance(a, tm.PeerUpdate | tm.StateChanged) and gift.half:
+            self._half_first(gift, a, now)
         elif isinstance(a, tm.Recover):
             self._finish(gift, False, tm.Outcome.KEPT.name, a.why, now)
         elif isinstance(a, tm.Finished):
@@ -1282,8 +1318,13 @@ class NasDeviceSim(_FirstDevice):
 
     def _second_message(self, s: tm.SecondDevice, a: tm.Action, now: float) -> None:
         key = (s.peer, s.session_id)
+        half = next((c for c in self.conns.values() if c.split is s), None)
         if isinstance(a, tm.Restore) and shadow.is_shadow(a.app_state):
             self._take_over(s, a, now)
+        elif isinstance(a, tm.Restore) and a.kind in (tm.Kind.HALF_CLIENT, tm.Kind.HALF_CLUSTER):
+            self._restore_half(s, a, now)
+        elif half is not None:
+            self._half_second(half, s, a, now)
         elif isinstance(a, tm.Restore) and a.kind is tm.Kind.PREDICTIVE:
             self._messages(s.restored(now), now)  # nothing to restore before the Handoff
         elif isinstance(a, tm.Restore):
@@ -1299,13 +1340,18 @@ class NasDeviceSim(_FirstDevice):
             if inc is not None and a.outcome is tm.Outcome.HANDED_OFF:
                 self._serve_incoming(inc, s.peer, {"held": inc.held}, now)
             elif inc is not None:  # the first device took it back: the entry too, if ours
-                c = self.cluster
-                flow = xap.FlowKey(inc.client[0], IPPROTO_TCP, inc.client[1], c.vip, c.vport)
-                xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
-                self.asking_back[xid] = (flow, s.peer)
-                self._xap_actions(acts, now)
+                self._give_back(inc.client, s.peer, now)
             self.log.event("tch-done", role="second", outcome=a.outcome.name, reason=a.reason,
                            held=inc.held if inc is not None else 0)
+
+    def _give_back(self, client: tuple[str, int], to_ip: str, now: float) -> None:
+        """A handoff here failed: if the switch moved the flow here, back to ``to_ip``
+        (``device._give_back``: only the owner moves a flow, D2.10)."""
+        c = self.cluster
+        flow = xap.FlowKey(client[0], IPPROTO_TCP, client[1], c.vip, c.vport)
+        xid, acts = self.xap.request(XAP_OP_QUERY, flow, None, now)
+        self.asking_back[xid] = (flow, to_ip)
+        self._xap_actions(acts, now)
 
     # ---- output ------------------------------------------------------------------------------
 

@@ -777,7 +777,8 @@ class FirstDevice(_Session):
         if new is _S.WAIT:
             acts.append(self._request(TCH_MESSAGE, TCH_MSG_COMPLETE, now))
         elif new is _S.HALF_ACTIVE:
-            self._expecting = {_E.FINISH}
+            if event is not _E.FINISH:  # finish() once: its Complete is outstanding
+                self._expecting = {_E.FINISH}
             if event is _E.ACK_HALF:  # Updates keep both sides sure of each other
                 self._next_update = now + self.interval
         elif new is _S.DONE:

@@ -954,3 +954,18 @@ def test_a_finished_session_answers_late_requests_with_fail():
     tn.run()
     [reply] = tn.nodes[D2].on_datagram(D1, complete, tn.now)
     assert parse_tch_message(reply.data)["status"] == TCH_STATUS_DENIED
+
+
+def test_finish_is_taken_once_in_half_active():
+    """finish() sends the Complete that ends a half-handoff; while it is outstanding the core
+    no longer asks for finish() (it used to, and a driver that finishes once the response is
+    acknowledged would have sent a Complete on every re-check)."""
+    tn, [first] = opened(Kind.HALF_CLIENT)
+    tn.run(until=0.1)
+    assert first.state is State.HALF_ACTIVE and M.Event.FINISH in first.expecting()
+    tn.apply(D1, first.finish(tn.now))
+    assert M.Event.FINISH not in first.expecting()
+    with pytest.raises(M.TchMessageError):
+        first.finish(tn.now)
+    tn.run()
+    assert first.state is State.IDLE and first.outcome is M.Outcome.HANDED_OFF

@@ -124,6 +124,21 @@ PREDICTIVE = {
                       ("table", "closed", "d2", None)],
            "requests": []},
 }
+# Fig. 7 (check 14): a half-handoff in the client direction; finish() is the second Complete
+HALF_CLIENT = {
+    "d1": {"states": [*[("tch", "first", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "HALF_ACTIVE"),
+        ("HALF_ACTIVE", "HALF_ACTIVE"), ("HALF_ACTIVE", "DONE"), ("DONE", "IDLE"))],
+        ("handoff-end", "d2", "HANDED_OFF")],
+        "requests": [("GET", "/big.bin", 200)]},
+    "d2": {"states": [("tch", "second", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "ACTIVE"),
+        ("ACTIVE", "IDLE"))],
+        "requests": [("GET", "/small.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "xap", "d1", "d2"),
+                      ("table", "closed", "d2", None)],
+           "requests": []},
+}
 UP = ("UNKNOWN", "UP", "OK")
 OTHER = [("tch", "other", a, b) for a, b in (("IDLE", "OPEN"), ("OPEN", "DONE"),
                                              ("DONE", "IDLE"))]
@@ -196,10 +211,24 @@ CASCADE = {  # check 27: a handoff inside s2, a device of s1; s1's entry stays o
                       ("table", "closed", "d4", None)],
            "requests": []},
 }
+# Fig. 8 (check 15): the sending direction moves, the entry never does; the client's FIN ends it
+HALF_CLUSTER = {
+    "d1": {"states": [*[("tch", "first", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "WAIT"), ("WAIT", "HALF_ACTIVE"),
+        ("HALF_ACTIVE", "FAIL"))], ("handoff-end", "d2", "KEPT"),
+        ("tch", "first", "FAIL", "IDLE")],
+        "requests": []},
+    "d2": {"states": [("tch", "second", a, b) for a, b in (
+        ("IDLE", "OPEN"), ("OPEN", "ACTIVE"), ("ACTIVE", "ACTIVE"), ("ACTIVE", "IDLE"))],
+        "requests": [("GET", "/big.bin", 200)]},
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "closed", "d1", None)],
+           "requests": []},
+}
 EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES,
             "nas-twins-predictive": PREDICTIVE, "nas-twins-predicted": PREDICTED,
             "nas-twins-failover": FAILOVER, "nas-twins-balance": BALANCE,
-            "nas-twins-balance-devices": BALANCE_DEVICES, "nas-twins-cascade": CASCADE}
+            "nas-twins-balance-devices": BALANCE_DEVICES, "nas-twins-cascade": CASCADE,
+            "nas-half-client": HALF_CLIENT, "nas-half-response": HALF_CLUSTER}
 
 
 def _failed(result: RunResult) -> list:
@@ -257,6 +286,12 @@ def test_the_take_over_went_on_mid_response(sim_runs):
     events = sim_runs["nas-twins-failover"].reports["d2"]["events"]
     take = next(ev for ev in events if ev["kind"] == "take-over")
     assert 0 < take["skip"] < 2_000_000 and take["probes"] == 1
+
+
+def test_fig8_the_second_device_sent_the_rest_of_the_response(sim_runs):
+    served = [ev for ev in sim_runs["nas-half-response"].reports["d2"]["events"]
+              if ev["kind"] == "request"]
+    assert len(served) == 1 and 0 < served[0]["resumed_at"] < 4_000_000
 
 
 @pytest.mark.root

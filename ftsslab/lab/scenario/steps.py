@@ -50,10 +50,11 @@ LINKSTATE_KEYS = ("link", "state")
 TABLE_STEP_KEYS = ("switch", "add", "remove")
 CHECK_KEYS = ("name", "expect")
 IMPAIR_STEP_KEYS = ("link", "set", "clear")
-HANDOFF_KEYS = ("from", "to", "client_port")
+HANDOFF_KEYS = ("from", "to", "client_port", "type")
+HANDOFF_TYPES = ("full", "half-client", "half-cluster")
 HEALTH_KEYS = ("node", "set")
 HEALTH_STATES = ("ok", "degraded", "predicted-fail")
-FETCH_KEYS = ("node", "url", "timeout", "background")
+FETCH_KEYS = ("node", "url", "timeout", "background", "pipeline")
 _URL_HINT = 'url: "http://10.0.0.100/a.bin", or a list of such URLs (one server)'
 _ARGV_HINT = "a list like [ping, -c, \"1\", 10.0.0.2] or one string split like a shell would"
 
@@ -197,9 +198,11 @@ def load_fetch(ctx: Context, vnode: Node, at: StepAt) -> Fetch | None:
         node = None
     urls = _urls(ctx, m["url"][1], f"{at.where}.url") if "url" in m else None
     timeout, background = _run_options(ctx, m, at)
+    pipeline = "pipeline" in m and bool(boolean(ctx, m["pipeline"][1], f"{at.where}.pipeline"))
     if node is None or urls is None:
         return None
-    return Fetch(**at.fields(), node=node, urls=urls, timeout=timeout, background=background)
+    return Fetch(**at.fields(), node=node, urls=urls, timeout=timeout, background=background,
+                 pipeline=pipeline)
 
 
 def _urls(ctx: Context, node: Node, path: str) -> tuple[str, ...] | None:
@@ -391,6 +394,15 @@ def load_handoff(ctx: Context, vnode: Node, at: StepAt) -> Handoff | None:
     if "client_port" in m:
         port = integer(ctx, m["client_port"][1], f"{at.where}.client_port", 1, 65535,
                        "the client's TCP port, 1..65535")
+    htype = "full"
+    if "type" in m:
+        htype = text(ctx, m["type"][1], f"{at.where}.type", "a handoff type")
+        if htype is not None and htype not in HANDOFF_TYPES:
+            ctx.err(f"{at.where}.type", m["type"][1], f"not a handoff type: {htype!r}",
+                    "type: " + " | ".join(HANDOFF_TYPES))
+            htype = None
+        if htype is None:
+            return None
     src, dst = ends.get("from"), ends.get("to")
     if src is None or dst is None:
         return None
@@ -400,7 +412,7 @@ def load_handoff(ctx: Context, vnode: Node, at: StepAt) -> Handoff | None:
     if src in ctx.killed:  # (a killed `to` is a test of the failure path: allowed)
         ctx.err(at.where, vnode, f"{src}'s process is killed at this point "
                 f"({ctx.killed[src]})", f"add `restart: {src}` before this step")
-    return Handoff(**at.fields(), node=src, to=dst, client_port=port)
+    return Handoff(**at.fields(), node=src, to=dst, client_port=port, type=htype)
 
 
 def load_health(ctx: Context, vnode: Node, at: StepAt) -> SetHealth | None:

@@ -649,9 +649,9 @@ class VethBackend(Backend):
         self._events.append(Event(self.now(), node, action,
                                   f"{name} pid {self.state.processes[node]['pid']}"))
 
-    def handoff(self, node: str, to: str, client_port: int | None) -> None:
+    def handoff(self, node: str, to: str, client_port: int | None, htype: str = "full") -> None:
         assert self.lab_id is not None
-        req = {"op": "handoff", "to": to, "client_port": client_port}
+        req = {"op": "handoff", "to": to, "client_port": client_port, "type": htype}
         try:
             reply = control_request(names.lab_dir(self.lab_id), node, req)
         except (OSError, ValueError) as exc:
