@@ -185,7 +185,11 @@ class SetHealth(Step):
 
 @dataclass(frozen=True)
 class Wait(Step):
+    """``seconds`` pass; with ``until``, only until those expectations hold (``seconds`` is
+    then the bound: a run that never gets there fails the step's outcome, and goes on)."""
+
     seconds: float
+    until: tuple[Expectation, ...] = ()
 
 
 @dataclass(frozen=True)

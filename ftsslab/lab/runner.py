@@ -39,6 +39,7 @@ from .model import (
 from .switch import format_entry
 
 SETTLE = 0.05  # seconds after each step for frames in flight to land (virtual in sim)
+POLL = 0.05  # seconds between two looks of a `wait: {until: ...}` step
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Runner:
         self.progress = progress
         self.execs: dict[str, ExecResult | None] = {}
         self.fetches: dict[str, Callable[[], ExecResult]] = {}
+        self.waits: list[Outcome] = []  # `wait: {until}` steps that ran out
         self._dissected: dict[CapturedFrame, _Dissected] = {}
 
     def run(self) -> RunResult:
@@ -133,6 +135,7 @@ class Runner:
                     self.progress(step, i, total)
             self.backend.set_step("")
             self.backend.advance(SETTLE)
+            result.outcomes += self.waits
             result.outcomes += self.evaluate(self.scenario.expectations, at="end")
             result.outcomes += [Outcome("lab", 0, "end", "the lab's own processes are sound",
                                         False, p) for p in self.backend.problems()]
@@ -173,10 +176,28 @@ class Runner:
                 b.set_health(step.node, step.health)
             case NodeProcess():
                 b.process(step.node, step.action)
+            case Wait() if step.until:
+                self._wait_until(step)
             case Wait():
                 b.advance(step.seconds)
             case _:
                 raise TypeError(f"unknown step {step!r}")
+
+    def _wait_until(self, step: Wait) -> None:
+        """Advance in ``POLL`` slices until every ``until`` expectation holds, for at most
+        ``step.seconds``; a wait that runs out is a failed outcome of the step (the run
+        goes on: what follows says what it missed)."""
+        start = self.backend.now()
+        while True:
+            got = self.evaluate(step.until, at=step.label)
+            waited = self.backend.now() - start
+            if all(o.passed for o in got) or waited >= step.seconds:
+                break
+            self.backend.advance(POLL)
+        if not all(o.passed for o in got):
+            self.waits += [Outcome(o.where, o.line, step.label, f"wait until {o.what}", False,
+                                   f"{o.detail} after {waited:.1f} s") for o in got
+                           if not o.passed]
 
     # ---- expectations -----------------------------------------------------------------
 

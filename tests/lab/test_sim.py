@@ -316,6 +316,39 @@ expect:
     assert result.passed, [o.detail for o in result.outcomes]
 
 
+def test_a_wait_until_ends_when_it_holds_or_fails_at_its_bound():
+    """``wait: {until, timeout}``: the frame sent 2 s later ends the first wait at once after
+    it (not at its 30 s bound); the second waits for a frame that never comes and fails its
+    step after 1 s, while the run goes on to its own expectations."""
+    from ftsslab.lab.runner import Runner
+    from ftsslab.lab.scenario import load_scenario_text
+
+    text = """
+name: until
+nodes: {h1: {kind: host}, h2: {kind: host}, s1: {kind: switch}}
+links: ["h1:eth0 s1:p1", "h2:eth0 s1:p2"]
+steps:
+  - wait: 2
+  - send:
+      from: h1:eth0
+      packet: 'Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")/IP(src="10.0.0.1",
+        dst="10.0.0.2")/UDP(dport=7)'
+  - name: heard
+    wait: {until: [{received: {node: h2, match: 'UDP(dport=7)', count: 1}}], timeout: 30}
+  - name: never
+    wait: {until: [{received: {node: h2, match: 'UDP(dport=9)'}}], timeout: 1}
+expect:
+  - received: {node: h2, match: 'UDP(dport=7)', count: 1}
+"""
+    result = Runner(load_scenario_text(text, "u.yaml"), SimBackend()).run()
+    times = dict(result.step_times)
+    assert times["never"] - times["heard"] < 0.5  # the first wait ended at once
+    failed = [o for o in result.outcomes if not o.passed]
+    assert [(o.at, o.what.startswith("wait until h2 received")) for o in failed] == \
+        [("never", True)] and "after 1.0 s" in failed[0].detail
+    assert result.duration == pytest.approx(times["never"] + 1.0 + 0.1, abs=0.1)
+
+
 # ---- guards: a run always ends, with a BackendError naming the culprit ----------------------
 
 class StuckCore:

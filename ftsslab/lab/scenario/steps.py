@@ -49,6 +49,7 @@ EXEC_KEYS = ("node", "cmd", "timeout", "background")
 LINKSTATE_KEYS = ("link", "state")
 TABLE_STEP_KEYS = ("switch", "add", "remove")
 CHECK_KEYS = ("name", "expect")
+WAIT_KEYS = ("until", "timeout")
 IMPAIR_STEP_KEYS = ("link", "set", "clear")
 HANDOFF_KEYS = ("from", "to", "client_port", "type")
 HANDOFF_TYPES = ("full", "half-client", "half-cluster")
@@ -439,10 +440,22 @@ def load_health(ctx: Context, vnode: Node, at: StepAt) -> SetHealth | None:
 
 
 def load_wait(ctx: Context, vnode: Node, at: StepAt) -> Wait | None:
-    seconds = duration(ctx, vnode, at.where)
-    if seconds is None:
+    """``wait: 0.2``, or ``wait: {until: [expectations], timeout: 30}``: until they hold."""
+    if not isinstance(vnode, MappingNode):
+        seconds = duration(ctx, vnode, at.where)
+        return None if seconds is None else Wait(**at.fields(), seconds=seconds)
+    m = mapping(ctx, vnode, at.where, WAIT_KEYS, required=WAIT_KEYS)
+    if m is None or "until" not in m or "timeout" not in m:
         return None
-    return Wait(**at.fields(), seconds=seconds)
+    seconds = duration(ctx, m["timeout"][1], f"{at.where}.timeout", positive=True)
+    unode = m["until"][1]
+    until = load_expectations(ctx, unode, f"{at.where}.until", at.label)
+    if not until:
+        if isinstance(unode, SequenceNode) and not unode.value:
+            ctx.err(f"{at.where}.until", unode, "nothing to wait for",
+                    "until: [{logged: {node: s1, event: table, with: {why: closed}, count: 2}}]")
+        return None
+    return None if seconds is None else Wait(**at.fields(), seconds=seconds, until=tuple(until))
 
 
 def load_check(ctx: Context, vnode: Node, at: StepAt) -> Check | None:
