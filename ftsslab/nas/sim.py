@@ -5,7 +5,8 @@ the veth processes, driven by frames and the sim's virtual clock.
 What runs the same code as veth: placement (``PLACEMENTS``), the forwarding table with L2 NAT
 (the lab's ``SwitchCore``, as the veth switch uses the lab switch's nftables table), XAP
 (``XapSwitch``/``XapClient``), TCH (``TchFirst``/``TchListener``; ``TchNode`` by messages,
-predictive sessions included), HTTP (``HttpServer`` with export/resume), the root directory
+predictive sessions included), HTTP (``HttpServer`` with export/resume), a switch pair
+(Fig. 12: ``sim_pair.py``, the cores of ``pair.py``), the root directory
 and the volume (``MemoryCatalog``), the switch's failover and balancing
 (``failover_core.SwitchFailover``: heartbeats, shadows, a dead device's connections moved,
 a failing or busy device asked to hand off) and a device's reports (``reports_core``: its
@@ -416,6 +417,9 @@ class NasSwitchSim(_FirstDevice):
         return []
 
     def on_restart(self, now: float) -> list[Transmit]:
+        if self.pair is not None:  # (nor on veth: it would learn its partner's table first)
+            raise BackendError(f"{self.node}: a switch of a pair (Fig. 12) coming back is not "
+                               "modelled")
         self.alive = True
         return []
 
