@@ -24,6 +24,8 @@ A core is any object with ``on_frame(iface, frame, now) -> list[Transmit]``;
 optional members the backend uses when present:
 
 - ``set_port(iface, up)`` -- a link of the node went down/up;
+- ``on_link(iface, up, now)`` -> list[Transmit] -- the same, for a model that acts on it
+  (a process watching its links' carrier on veth);
 - ``add(entry, now)`` / ``remove(entry, now)`` -> list[TableEvent], ``entries()``
   -- forwarding-table nodes (``table`` steps, ``TableHas``);
 - ``on_kill(now)`` / ``on_restart(now)`` -> list[Transmit] (kinds with
@@ -605,6 +607,8 @@ class SimBackend(Backend):
             sim = self._nodes[ep.node]
             if hasattr(sim.core, "set_port"):
                 self._model(sim, "set_port", ep.iface, bool(up))
+            if hasattr(sim.core, "on_link"):
+                self._emit(sim, self._model(sim, "on_link", ep.iface, bool(up), self.now()))
         state = "up" if up else "down"
         self._events.append(Event(self.now(), lk.name, f"link-{state}", f"{lk.name} {state}"))
 
@@ -689,5 +693,7 @@ class SimBackend(Backend):
         return super().node_events(node)
 
     def reports(self) -> dict[str, dict]:
+        """Each live model's report: a killed node has none, as on veth, where the report
+        is asked of the running process."""
         return {name: sim.core.report() for name, sim in self._nodes.items()
-                if callable(getattr(sim.core, "report", None))}
+                if callable(getattr(sim.core, "report", None)) and sim.alive}

@@ -137,8 +137,12 @@ class SwitchCore:
     """One switch: ports (its link interfaces), a forwarding table and a MAC table."""
 
     def __init__(self, ports: Iterable[str], *, local_macs: Iterable[str | bytes] = (),
-                 group_fwd_mask: int = 0, name: str = "switch"):
+                 group_fwd_mask: int = 0, name: str = "switch",
+                 table_ports: Iterable[str] | None = None):
         self.name = name
+        # the ports whose ingress the forwarding table sees (None: all); on the others
+        # frames are only bridged, as a port with no nftables ingress chain on veth
+        self._table_ports = None if table_ports is None else frozenset(table_ports)
         self._ports: dict[str, bool] = {}
         for port in ports:
             if port in self._ports:
@@ -223,7 +227,7 @@ class SwitchCore:
         if len(data) < 14:
             stats["malformed"] += 1
             return []
-        if self._table:
+        if self._table and (self._table_ports is None or port in self._table_ports):
             hit = self._lookup(data)
             if hit is not None:
                 stats["table_hits"] += 1

@@ -185,6 +185,77 @@ class Route:
     mac: str
 
 
+class Paths:
+    """The active's paths, sans-IO, the same on both backends: each device's detour through
+    the partner while its link is down (policy (c)), the sessions handed to the partner, and
+    which session a ``handoff`` step hands."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster, self.pair = cluster, cluster.pair
+        self.routes: dict[str, Route] = {}  # device -> its detour through the standby
+        self.handed: set[xap.FlowKey] = set()  # flows the partner serves now
+
+    def route(self, key: xap.FlowKey, dev: xap.Device) -> tuple[str, str]:
+        """(port, MAC) the switch's entry for ``key`` at ``dev`` uses now."""
+        r = self.routes.get(dev.name)
+        if key in self.handed:
+            r = Route(self.pair.port, self.cluster.devices[dev.name].alt_mac)
+        return (r.port, r.mac) if r else (dev.port, dev.mac)
+
+    def link(self, dev: xap.Device, up: bool,
+             entries: dict[xap.FlowKey, xap.Device]) -> tuple[list[xap.FlowKey], dict] | None:
+        """Device ``dev``'s link went down or up: the flows to reprogram (``why="reroute"``)
+        and the ``reroute`` event's detail; None if nothing changes."""
+        alt = self.cluster.devices[dev.name].alt_mac
+        if alt is None or up != (dev.name in self.routes):
+            return None
+        if up:
+            del self.routes[dev.name]
+        else:
+            self.routes[dev.name] = Route(self.pair.port, alt)
+        flows = [k for k, o in entries.items() if o.name == dev.name and k not in self.handed]
+        r = self.routes.get(dev.name)
+        return flows, {"device": dev.name, "port": r.port if r else dev.port,
+                       "mac": r.mac if r else dev.mac,
+                       "via": self.pair.partner if not up else None, "flows": len(flows)}
+
+    def pick(self, req: dict, entries: dict[xap.FlowKey, xap.Device], mirror: TableMirror,
+             node: str) -> xap.FlowKey:
+        """The session a ``handoff`` step hands: the given client port's, or the lowest, of
+        those the partner knows already (the mirror acked them)."""
+        if req.get("to") != self.pair.partner:
+            raise ValueError(f"a switch hands sessions to its partner only ({self.pair.partner})")
+        if req.get("type", "full") != "full":
+            raise ValueError("a switch hands whole sessions: half-handoffs are the devices'")
+        port = req.get("client_port")
+        flows = sorted((k for k in entries if k.proto == socket.IPPROTO_TCP
+                        and k not in self.handed and (port is None or k.client_port == port)),
+                       key=lambda k: k.client_port)
+        ready = [k for k in flows if k not in mirror.busy and k in mirror.synced]
+        if not ready:
+            raise LookupError(f"{node} has no session the partner knows already"
+                              + (f" from port {port}" if port is not None else ""))
+        return ready[0]
+
+    def handed_to(self, key: xap.FlowKey, acked: bool, owner: xap.Device | None) -> dict:
+        """The partner acked the hand of ``key`` (or never did): the ``hand`` event's detail;
+        an ``outcome`` of HANDED: the entry is to point at the partner now."""
+        detail = {"client": f"{key.client_ip}:{key.client_port}", "to": self.pair.partner}
+        if not acked or owner is None:
+            return {**detail, "outcome": "FAILED",
+                    "why": "no ack" if not acked else "the connection ended"}
+        self.handed.add(key)
+        return {**detail, "outcome": "HANDED"}
+
+
+def health_detail(ev, partner: str) -> dict:
+    """The ``health`` event a standby logs for a transition of its active (``ev``)."""
+    detail = {"device": partner, "old": ev.old.name, "new": ev.new.name, "why": ev.event.name}
+    if isinstance(ev, PeerDown):
+        detail["detection_ms"] = round(ev.detection_time * 1000, 1)
+    return detail
+
+
 def follow_paths(nft, iface: str, alt_iface: str, own: str, net: str) -> None:
     """A device of a pair answers each connection over the link its peer's frames come in on:
     conntrack marks a connection by its input interface, its output takes the mark, and the
@@ -221,38 +292,22 @@ class ActiveSide:
         self.links.bind((0, RTMGRP_LINK))
         self.links.setblocking(False)
         sw.watch(self.links, self._link_events)
-        self.routes: dict[str, Route] = {}  # device -> its detour through the standby
+        self.paths = Paths(c)
         self.handing: dict[int, xap.FlowKey] = {}  # XAP set in flight -> the flow
-        self.handed: set[xap.FlowKey] = set()  # flows the partner serves now
         sw.requests["handoff"] = self._hand
 
     def on_table(self, key: xap.FlowKey, device: xap.Device | None) -> None:
         if device is None:
-            self.handed.discard(key)
+            self.paths.handed.discard(key)
         ip = device.ip if device is not None else xap.NO_DEVICE
         self._send(self.mirror.changed(key, ip, time.monotonic()))
 
     def route(self, key: xap.FlowKey, dev: xap.Device) -> tuple[str, str]:
-        """(port, MAC) the switch's entry for ``key`` at ``dev`` uses now."""
-        r = self.routes.get(dev.name)
-        if key in self.handed:
-            r = Route(self.pair.port, self.switch.cluster.devices[dev.name].alt_mac)
-        return (r.port, r.mac) if r else (dev.port, dev.mac)
+        return self.paths.route(key, dev)
 
     def _hand(self, req: dict) -> dict:
-        """A ``handoff`` step to the partner: one session (the given client port's, or the
-        lowest) handed over once the partner has its entry (the mirror acked it)."""
-        if req.get("to") != self.pair.partner:
-            raise ValueError(f"a switch hands sessions to its partner only ({self.pair.partner})")
-        port = req.get("client_port")
-        flows = sorted((k for k in self.switch.xap.entries() if k.proto == socket.IPPROTO_TCP
-                        and k not in self.handed and (port is None or k.client_port == port)),
-                       key=lambda k: k.client_port)
-        ready = [k for k in flows if k not in self.mirror.busy and k in self.mirror.synced]
-        if not ready:
-            raise LookupError(f"{self.switch.node} has no session the partner knows already"
-                              + (f" from port {port}" if port is not None else ""))
-        key = ready[0]
+        """A ``handoff`` step to the partner: one session handed over (``Paths.pick``)."""
+        key = self.paths.pick(req, self.switch.xap.entries(), self.mirror, self.switch.node)
         xid, acts = self.mirror.client.request(XAP_OP_SET, key, None, time.monotonic())
         self.handing[xid] = key
         self._send(acts)
@@ -271,14 +326,10 @@ class ActiveSide:
         """The partner serves ``key`` (or never said so): point the entry at it."""
         sw = self.switch
         dev = sw.xap.owner(key)
-        client = f"{key.client_ip}:{key.client_port}"
-        if not acked or dev is None:
-            sw.event("hand", client=client, to=self.pair.partner, outcome="FAILED",
-                     why="no ack" if not acked else "the connection ended")
-            return
-        self.handed.add(key)
-        sw._program(key, dev, dev, why="handed")
-        sw.event("hand", client=client, to=self.pair.partner, outcome="HANDED")
+        detail = self.paths.handed_to(key, acked, dev)
+        if detail["outcome"] == "HANDED":
+            sw._program(key, dev, dev, why="handed")
+        sw.event("hand", **detail)
 
     def _acks(self) -> None:
         for data, ip in read_datagrams(self.xap_sock):
@@ -298,21 +349,12 @@ class ActiveSide:
                 return
             for iface, up in parse_link_messages(data):
                 dev = next((d for d in self.switch.devices.values() if d.port == iface), None)
-                alt = self.switch.cluster.devices[dev.name].alt_mac if dev else None
-                if dev is None or alt is None or up != (dev.name in self.routes):
-                    continue  # not a device port, or nothing changes
-                if up:
-                    del self.routes[dev.name]
-                else:
-                    self.routes[dev.name] = Route(self.pair.port, alt)
-                flows = [k for k, o in self.switch.xap.entries().items() if o.name == dev.name
-                         and k not in self.handed]
-                for key in flows:
-                    self.switch._program(key, dev, dev, why="reroute")
-                r = self.routes.get(dev.name)
-                self.switch.event("reroute", device=dev.name, port=r.port if r else dev.port,
-                                  mac=r.mac if r else dev.mac,
-                                  via=self.pair.partner if not up else None, flows=len(flows))
+                change = dev and self.paths.link(dev, up, self.switch.xap.entries())
+                if change:
+                    flows, detail = change
+                    for key in flows:
+                        self.switch._program(key, dev, dev, why="reroute")
+                    self.switch.event("reroute", **detail)
 
 
 class StandbySide:
@@ -380,11 +422,7 @@ class StandbySide:
 
     def _health(self, events: list) -> None:
         for ev in events:
-            detail = {"device": self.pair.partner, "old": ev.old.name, "new": ev.new.name,
-                      "why": ev.event.name}
-            if isinstance(ev, PeerDown):
-                detail["detection_ms"] = round(ev.detection_time * 1000, 1)
-            self.switch.event("health", **detail)
+            self.switch.event("health", **health_detail(ev, self.pair.partner))
             if isinstance(ev, PeerDown) and not self.active:
                 self.take_over(ev.detection_time)
         self.switch.arm()

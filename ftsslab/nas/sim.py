@@ -5,7 +5,8 @@ the veth processes, driven by frames and the sim's virtual clock.
 What runs the same code as veth: placement (``PLACEMENTS``), the forwarding table with L2 NAT
 (the lab's ``SwitchCore``, as the veth switch uses the lab switch's nftables table), XAP
 (``XapSwitch``/``XapClient``), TCH (``TchFirst``/``TchListener``; ``TchNode`` by messages,
-predictive sessions included), HTTP (``HttpServer`` with export/resume), the root directory
+predictive sessions included), HTTP (``HttpServer`` with export/resume), a switch pair
+(Fig. 12: ``sim_pair.py``, the cores of ``pair.py``), the root directory
 and the volume (``MemoryCatalog``), the switch's failover and balancing
 (``failover_core.SwitchFailover``: heartbeats, shadows, a dead device's connections moved,
 a failing or busy device asked to hand off) and a device's reports (``reports_core``: its
@@ -27,10 +28,9 @@ for a first request, answers by proxy (``proxy_limit``), the ``tcp-option`` XAP 
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ftsslab.fast.cluster import CLUSTER_UDP_PORT
 from ftsslab.fast.tch import TCH_INITIATOR_OTHER, TCH_MAX_APP_STATE, TCH_UDP_PORT
@@ -54,7 +54,11 @@ from .half import ReceiveHalf, SendHalf
 from .repair import TcpCheckpoint
 from .reports_core import DeviceReports
 from .segment import Segment, decode
+from .sim_base import EventLog as _Log
+from .sim_base import due as _due
+from .sim_base import stable_hash as _hash
 from .sim_half import HalfHandoffs
+from .sim_pair import MIRROR_PORT, ActiveSim, StandbySim
 from .taker import TAKEOVER_PROBES, TAKEOVER_WAIT
 from .tcb import checkpoint, snapshot
 from .volume import MemoryCatalog, RootDirectory, Upload
@@ -62,43 +66,20 @@ from .volume import MemoryCatalog, RootDirectory, Upload
 LINGER = 2.0  # seconds an ended connection's entry stays (as ``switchd.LINGER``)
 XAP_PORT = 40500  # a device's own UDP port for XAP (an ephemeral port on veth)
 IPPROTO_TCP = 6
-TIME_EPS = 1e-9  # the sim clock's resolution
-
-
-def _hash(*parts: object, bits: int = 32) -> int:
-    key = ":".join(map(str, parts)).encode()
-    return int.from_bytes(hashlib.blake2s(key, digest_size=8).digest(), "big") % (1 << bits)
-
-
-def _due(deadline: float | None, now: float) -> float | None:
-    """The time to pass a core whose ``deadline`` is due: the sim's clock is integer ns, so
-    ``now`` may be a rounding short of the float a core asked for."""
-    if deadline is None or deadline > now + TIME_EPS:
-        return None
-    return max(deadline, now)
 
 
 def sim_nonces(cluster: Cluster) -> dict[str, int]:
-    """The switch's registration in the sim: one distinct non-zero 24-bit nonce per device."""
+    """The switch's registration in the sim: one distinct non-zero 24-bit nonce per device;
+    of a pair (Fig. 12), the active's, which has one for itself too (its mirror's)."""
+    pair = cluster.pair
+    active = pair.partner if pair is not None and pair.standby else cluster.switch
     nonces: dict[str, int] = {}
-    for name in sorted(cluster.devices):
+    for name in [*sorted(cluster.devices), *([active] if pair is not None else [])]:
         n, salt = 0, 0
         while n in (0, *nonces.values()):
-            n, salt = _hash(cluster.switch, name, salt, bits=24), salt + 1
+            n, salt = _hash(active, name, salt, bits=24), salt + 1
         nonces[name] = n
     return nonces
-
-
-class _Log:
-    """Events as the veth processes write them to ``<node>.events``."""
-
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.events: list[dict] = []
-        self.now = 0.0
-
-    def event(self, kind: str, **detail) -> None:
-        self.events.append({"t": self.now, "node": self.node, "kind": kind, **detail})
 
 
 def _ports(packet: bytes, ihl: int) -> tuple[int, int, int] | None:
@@ -374,12 +355,23 @@ class NasSwitchSim(_FirstDevice):
         self.root = RootDirectory(c.root) if c.root else None
         ifaces = node_ifaces(node.name, scenario)
         self.mac = bridge_mac(scenario, node.name)
-        self.core = SwitchCore([i for i, _ in ifaces], local_macs=[m for _, m in ifaces],
-                               group_fwd_mask=GROUP_FWD_MASK, name=node.name)
         nonces = sim_nonces(c)
         self.devices = {d.name: xap.Device(d.name, nonces[d.name], d.ip, d.mac, d.switch_port)
                         for d in c.devices.values()}
-        self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip)
+        standby = c.pair is not None and c.pair.standby
+        peers = [xap.Device(c.pair.partner, nonces[c.pair.partner], c.pair.partner_ip, "",
+                            c.pair.port)] if standby else []
+        self.xap = xap.XapSwitch(self.devices.values(), c.vip, c.control_ip, peers=peers)
+        self.addresses = {c.control_ip}  # (a standby that took over: the active's too)
+        self.device_ports = {d.switch_port for d in c.devices.values()}
+        self.log = _Log(node.name)
+        self.pair: ActiveSim | StandbySim | None = None  # Fig. 12
+        if c.pair is not None:
+            self.pair = StandbySim(self, scenario) if standby else \
+                ActiveSim(self, scenario, nonces[c.switch])
+        self.core = SwitchCore([i for i, _ in ifaces], local_macs=[m for _, m in ifaces],
+                               group_fwd_mask=GROUP_FWD_MASK, name=node.name,
+                               table_ports=self.pair and self.pair.table_ports())
         self.internal = {c.control_ip, *(d.ip for d in c.devices.values())}
         self.placement = Placement(self.cluster.placement)
         self.tch_node = tm.TchNode(c.control_ip, keepalive=None)  # failover's sessions
@@ -389,7 +381,6 @@ class NasSwitchSim(_FirstDevice):
         self.closing: dict[xap.FlowKey, set[str]] = {}
         self.expiry: list[tuple[float, xap.FlowKey]] = []
         self.programmed: dict[xap.FlowKey, ForwardingEntry] = {}
-        self.log = _Log(node.name)
         self.counters = {"syn_placed": 0, "syn_seen_with_entry": 0, "xap_rx": 0,
                          "dropped_internal": 0, "dropped_place": 0, "bound": 0,
                          "bind_failed": 0}
@@ -414,11 +405,35 @@ class NasSwitchSim(_FirstDevice):
     def set_port(self, iface: str, up: bool) -> None:
         self.core.set_port(iface, up)
 
+    def on_link(self, iface: str, up: bool, now: float) -> list[Transmit]:
+        """A link's carrier changed: an active switch of a pair reroutes (policy (c))."""
+        self.log.now = now
+        if isinstance(self.pair, ActiveSim) and self.alive:
+            self.pair.on_link(iface, up, now)
+        return self._flush()
+
+    @property
+    def serving(self) -> bool:
+        """Places and answers for the VIP: alive, and not a standby that has not taken over."""
+        return self.alive and not (isinstance(self.pair, StandbySim) and not self.pair.active)
+
+    def handoff(self, to: str, client_port: int | None, now: float,
+                htype: str = "full") -> tuple[str, list[Transmit]]:
+        """A ``handoff`` step: an active switch of a pair hands a session to its partner."""
+        self.log.now = now
+        if not isinstance(self.pair, ActiveSim):
+            raise ValueError(f"{self.node} hands sessions only to a standby of its own (a "
+                             f"nas-switch with standby: {self.node}), and has none")
+        return self.pair.handoff(to, client_port, now, htype), self._flush()
+
     def on_kill(self, now: float) -> list[Transmit]:
         self.alive = False  # the kernel's bridge, table and ARP go on; placement and XAP stop
         return []
 
     def on_restart(self, now: float) -> list[Transmit]:
+        if self.pair is not None:  # (nor on veth: it would learn its partner's table first)
+            raise BackendError(f"{self.node}: a switch of a pair (Fig. 12) coming back is not "
+                               "modelled")
         self.alive = True
         return []
 
@@ -440,8 +455,11 @@ class NasSwitchSim(_FirstDevice):
         arp = frames.parse_arp(frame)
         # a cascaded switch leaves the VIP's ARP to its parent (on veth the parent's answer
         # comes first, and the kernel keeps it for its locktime)
-        mine = (c.control_ip,) if self.parent else (c.vip, c.control_ip)
-        if arp is not None and arp.op == 1 and arp.target_ip in mine:
+        idle = isinstance(self.pair, StandbySim) and not self.pair.active  # (no VIP yet)
+        vip = () if self.parent or idle else (c.vip,)
+        unbridged = self.pair is not None and self.pair.unbridged(port)
+        if arp is not None and arp.op == 1 and arp.target_ip in (*vip, *self.addresses) \
+                and not unbridged:
             out.append(Transmit(port, frames.arp_reply(arp, self.mac)))
         packet = frames.ip_payload(frame)
         head = frames.ip_header(packet) if packet is not None else None
@@ -449,12 +467,21 @@ class NasSwitchSim(_FirstDevice):
             verdict = self._inspect(port, frame, packet, head, now)
             if verdict is not None:
                 return out + verdict
+        if unbridged:  # (its packet sockets saw it; the bridge does not have the port)
+            return out
+        if isinstance(self.pair, StandbySim) and head is not None:
+            ihl, proto = head[0], head[2]
+            served = self.pair.served_frame(port, head, _ports(packet, ihl) if proto in (
+                IPPROTO_TCP, frames.IPPROTO_UDP) else None, frame)
+            if served is not None:
+                return [*out, served]
         client_ports = set(c.client_ports)
         for tx in self.core.on_frame(port, frame, now):
             if tx.port in client_ports and head is not None and head[3] in self.internal \
                     and head[4] in self.internal:
                 continue  # cluster-internal traffic never leaves by a client port
-            out.append(tx)
+            if self.pair is None or not self.pair.unbridged(tx.port):
+                out.append(tx)
         return out
 
     def _inspect(self, port: str, frame: bytes, packet: bytes, head: tuple,
@@ -470,14 +497,18 @@ class NasSwitchSim(_FirstDevice):
                 and ports[1] in (XAP_UDP_PORT, 4494))):
             self.counters["dropped_internal"] += 1
             return []
-        if proto == frames.IPPROTO_UDP and dst == c.control_ip:
+        if proto == frames.IPPROTO_UDP and dst in self.addresses:
             d = frames.parse_udp(packet)
             if d is None or not self.alive:
                 return []
             if d.dport == XAP_UDP_PORT:
                 self.counters["xap_rx"] += 1
-                return self._xap(self.xap.on_datagram(d.src, d.sport, d.payload, now), now)
-            if self.failover is not None and d.dport == CLUSTER_UDP_PORT:
+                self._xap(self.xap.on_datagram(d.src, d.sport, d.payload, now), now, dst)
+            elif isinstance(self.pair, StandbySim) and d.dport == CLUSTER_UDP_PORT:
+                self.pair.heard(d.src, d.payload, now)
+            elif isinstance(self.pair, ActiveSim) and d.dport == MIRROR_PORT:
+                self.pair.on_ack(d.src, d.payload, now)
+            elif self.failover is not None and d.dport == CLUSTER_UDP_PORT:
                 self._failover(self.failover.heard(d.payload, d.src, now), now)
             elif self.failover is not None and d.dport == TCH_UDP_PORT:
                 self._sessions(self.tch_node.on_datagram(d.src, d.payload, now), now)
@@ -505,7 +536,7 @@ class NasSwitchSim(_FirstDevice):
                 self.closing.pop(key, None)  # a new connection on a lingering entry
                 if self.xap.owner(key) is not None:
                     self.counters["syn_seen_with_entry"] += 1
-                elif not self.alive:
+                elif not self.serving:
                     self.counters["dropped_place"] += 1
                     return []
                 else:
@@ -515,7 +546,8 @@ class NasSwitchSim(_FirstDevice):
                     self.counters["syn_placed"] += 1
             if flags & (FIN | RST):
                 self._end(key, "rst" if flags & RST else "client", now)
-        elif not from_client and src == c.vip and sport == c.vport and flags & (FIN | RST):
+        elif port in self.device_ports and src == c.vip and sport == c.vport and \
+                flags & (FIN | RST):  # (on a device's port: not the pair's own link)
             key = xap.FlowKey(dst, IPPROTO_TCP, dport, c.vip, c.vport)
             self._end(key, "rst" if flags & RST else "device", now)
         return None
@@ -580,6 +612,7 @@ class NasSwitchSim(_FirstDevice):
         times = [*(t for t, _ in self.expiry), *self._gift_deadlines(),
                  *(cl.tcb.next_deadline() for cl in self.conns.values()),
                  self.tch_node.next_deadline(),
+                 self.pair.next_deadline() if self.pair is not None and self.alive else None,
                  self.failover.next_deadline() if self.failover is not None else None]
         return min((t for t in times if t is not None), default=None)
 
@@ -596,6 +629,9 @@ class NasSwitchSim(_FirstDevice):
             self._failover(self.failover.on_timer(t), t)
         if (t := _due(self.tch_node.next_deadline(), now)) is not None:
             self._sessions(self.tch_node.on_timer(t), t)
+        if self.pair is not None and self.alive and \
+                (t := _due(self.pair.next_deadline(), now)) is not None:
+            self.pair.on_timer(t)
         due = [k for t, k in self.expiry if _due(t, now) is not None]
         self.expiry = [(t, k) for t, k in self.expiry if _due(t, now) is None]
         for key in due:
@@ -608,6 +644,8 @@ class NasSwitchSim(_FirstDevice):
             self.xap.forget(key)
             if self.failover is not None:
                 self.failover.forget(key)
+            if isinstance(self.pair, ActiveSim):
+                self.pair.on_table(key, None, now)
             self.log.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                            old=dev.name, new=None)
         return self._flush()
@@ -695,35 +733,50 @@ class NasSwitchSim(_FirstDevice):
         devices = self.devices if self.failover is None else self.failover.live() or self.devices
         return self.placement.choose(devices, self.xap.entries().values())
 
-    def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device, why: str,
-                 now: float) -> None:
-        """Point the flow's entry at ``new`` (the new entry first: no frame sees none)."""
-        entry = key.entry(new)
-        self.core.add(entry, now)
-        stale = self.programmed.get(key)
+    def _program(self, key: xap.FlowKey, old: xap.Device | None, new: xap.Device | None,
+                 why: str, now: float) -> None:
+        """Point the flow's entry at ``new`` (None: remove it; the new entry first: no frame
+        sees none); an active switch of a pair takes the flow's path (``Paths.route``)."""
+        entry = None
+        if new is not None:
+            entry = key.entry(new)
+            if isinstance(self.pair, ActiveSim):
+                port, mac = self.pair.route(key, new)
+                entry = replace(entry, out_port=port, dst_mac=mac)
+            self.core.add(entry, now)
+        stale = self.programmed.pop(key, None)
         if stale is not None and stale in self.core.entries():
             self.core.remove(stale, now)
-        self.programmed[key] = entry
-        if self.failover is not None:
+        if entry is not None:
+            self.programmed[key] = entry
+        elif isinstance(self.pair, StandbySim):
+            self.pair.unserve(key)
+        if self.failover is not None and new is not None:
             self.failover.on_table(key, new.name, now)
+        if isinstance(self.pair, ActiveSim):
+            self.pair.on_table(key, new, now)
         self.log.event("table", why=why, client=f"{key.client_ip}:{key.client_port}",
-                       old=old.name if old else None, new=new.name)
+                       old=old.name if old else None, new=new.name if new else None)
 
-    def _xap(self, actions: list, now: float) -> list[Transmit]:
-        out: list[Transmit] = []
+    def _xap(self, actions: list, now: float, at: str) -> None:
+        """The XAP core's actions; acks leave from ``at``, the address the request came to."""
         for a in actions:
             if isinstance(a, xap.Program):
-                self._program(a.key, a.old, a.new, "xap", now)
-                out += self._xap(self.xap.programmed(a.token, now), now)
+                if a.serve:  # a session the active hands to this switch (claim 56)
+                    self.pair.serve(a.key, a.new)
+                else:
+                    self._program(a.key, a.old, a.new, "mirror" if a.mirror else "xap", now)
+                self._xap(self.xap.programmed(a.token, now), now, at)
             elif isinstance(a, xap.SendDatagram):
+                udp = frames.udp_packet(frames.Datagram(at, a.dst_ip, XAP_UDP_PORT, a.dst_port,
+                                                        a.payload))
                 dev = next((d for d in self.devices.values() if d.ip == a.dst_ip), None)
-                if dev is None:
-                    continue
-                udp = frames.udp_packet(frames.Datagram(self.cluster.control_ip, a.dst_ip,
-                                                        XAP_UDP_PORT, a.dst_port, a.payload))
-                out.append(Transmit(dev.port, frames.ether(dev.mac, self.mac, frames.ETH_P_IP,
-                                                           udp)))
-        return out
+                if dev is not None:
+                    self._tx.append(Transmit(dev.port, frames.ether(
+                        dev.mac, self.mac, frames.ETH_P_IP, udp)))
+                elif self.pair is not None and a.dst_ip == self.cluster.pair.partner_ip:
+                    self._tx.append(Transmit(self.cluster.pair.port, frames.ether(
+                        self.pair.partner_mac, self.mac, frames.ETH_P_IP, udp)))
 
 
 # ---- a device --------------------------------------------------------------------------------
@@ -745,15 +798,20 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
         self.tch_ip = self.me.ip
         self.switch_mac = frames.mac_bytes(bridge_mac(scenario, c.switch))
         self.mac = frames.mac_bytes(self.me.mac)
+        # its links: to the switch, and of a pair (Fig. 12) to the standby -- by its kernel's
+        # routes, used only while the first is down, and each connection answered over the
+        # link its client's frames come in on (``pair.follow_paths``)
+        self.links = {self.me.iface: True, **({self.me.alt_iface: True} if self.me.alt_iface
+                                              else {})}
+        self.own_macs = {self.me.iface: self.mac, **({self.me.alt_iface: frames.mac_bytes(
+            self.me.alt_mac)} if self.me.alt_iface else {})}
+        self.paths: dict[tuple[str, int], str] = {}  # client -> the link it comes in on
         self.redirect = node.options["redirect"]
         self.user_tcp = node.options.get("tcp") == "user"
         self.user_peers = {n for n in c.devices if scenario.node(n).options.get("tcp") == "user"}
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
-        if c.pair is not None:  # (the device's switch is the active one: its partner stands by)
-            raise BackendError(f"switch {c.pair.partner}: a standby switch (Fig. 12) is not "
-                               "modelled in the sim yet: run it with backend: veth")
         if node.options.get("proxy_limit") is not None:
             raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
                                "modelled in the sim yet: run it with backend: veth")
@@ -796,8 +854,22 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
 
     # ---- the backend's calls -----------------------------------------------------------------
 
+    def set_port(self, iface: str, up: bool) -> None:
+        self.links[iface] = up
+
+    def _out(self, client: tuple[str, int] | None = None) -> tuple[str, bytes]:
+        """(interface, its MAC) a frame leaves by: a client's connection by the link it
+        comes in on, all else by the first link while it is up."""
+        first, alt = self.me.iface, self.me.alt_iface
+        iface = self.paths.get(client, first) if client is not None else first
+        if iface == first and not self.links[first] and alt is not None:
+            iface = alt
+        return iface, self.own_macs[iface]
+
     def on_frame(self, iface: str, frame: bytes, now: float) -> list[Transmit]:
         self.log.now = now
+        if frame[:1] and not frame[0] & 1 and frame[:6] != self.own_macs.get(iface):
+            return []  # another's unicast, flooded by a bridge: the kernel drops it
         packet = frames.ip_payload(frame)
         head = frames.ip_header(packet) if packet is not None else None
         if head is None:
@@ -828,6 +900,8 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
             else:
                 self._second(self.listener.on_segment(seg, now), now)
         elif dst == c.vip and seg.dport == c.vport:
+            if self.me.alt_iface is not None:  # (conntrack's mark of the connection)
+                self.paths[(seg.src, seg.sport)] = iface
             self._client_segment(seg, frame, now)
         return self._flush()
 
@@ -1049,6 +1123,7 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
 
     def _drop(self, cl: _Conn, now: float) -> None:
         self.conns.pop(cl.client, None)
+        self.paths.pop(cl.client, None)
         for key in [k for k in self._uploads if k[0] == id(cl)]:
             self._uploads.pop(key).abort()
         for s in cl.predictive.values():  # (a given connection released its own)
@@ -1110,7 +1185,8 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
     def _relay(self, gift: _Gift) -> None:
         """Held client frames not relayed yet, to the second device (D2.5)."""
         mac = frames.mac_bytes(self.cluster.devices[gift.to].mac)
-        self._tx += [Transmit(self.me.iface, mac + f[6:]) for f in gift.held[gift.relayed:]]
+        iface = self._out()[0]
+        self._tx += [Transmit(iface, mac + f[6:]) for f in gift.held[gift.relayed:]]
         gift.relayed = len(gift.held)
 
     def _switch_to(self, gift: _Gift, now: float) -> None:
@@ -1360,21 +1436,22 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
         for s in segs:
             mac = self.macs.get(s.dst)
             if mac is not None:
-                self._tx.append(Transmit(self.me.iface, frames.ether(
-                    mac, self.mac, frames.ETH_P_IP, s.encode())))
+                iface, own = self._out((s.dst, s.dport))
+                self._tx.append(Transmit(iface, frames.ether(mac, own, frames.ETH_P_IP,
+                                                             s.encode())))
 
     def _send_udp(self, dst_ip: str, sport: int, dport: int, payload: bytes) -> None:
         dev = self.cluster.by_ip(dst_ip)
         mac = frames.mac_bytes(dev.mac) if dev is not None else self.switch_mac
         udp = frames.udp_packet(frames.Datagram(self.me.ip, dst_ip, sport, dport, payload))
-        self._tx.append(Transmit(self.me.iface, frames.ether(mac, self.mac, frames.ETH_P_IP,
-                                                             udp)))
+        iface, own = self._out()
+        self._tx.append(Transmit(iface, frames.ether(mac, own, frames.ETH_P_IP, udp)))
 
     def _send_tch(self, seg: Segment) -> None:
         dev = self.cluster.by_ip(seg.dst)
         mac = frames.mac_bytes(dev.mac) if dev is not None else self.switch_mac
-        self._tx.append(Transmit(self.me.iface, frames.ether(mac, self.mac, frames.ETH_P_IP,
-                                                             seg.encode())))
+        iface, own = self._out()
+        self._tx.append(Transmit(iface, frames.ether(mac, own, frames.ETH_P_IP, seg.encode())))
 
     def _flush(self) -> list[Transmit]:
         out, self._tx = self._tx, []

@@ -13,7 +13,7 @@ from ftsslab.fast import xap as wire
 from ftsslab.lab import frames
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.runner import Runner
-from ftsslab.lab.scenario import load_scenario_text
+from ftsslab.lab.scenario import load_scenario, load_scenario_text
 from ftsslab.lab.sim import SimBackend
 from ftsslab.lab.tcp import SYN, Tcb, TcpSegment, TcpState
 from ftsslab.nas.cluster import file_bytes
@@ -21,7 +21,7 @@ from ftsslab.nas.repair import TcpCheckpoint
 from ftsslab.nas.sim import NasDeviceSim, NasSwitchSim, bridge_mac, sim_nonces
 from ftsslab.nas.tcb import checkpoint, snapshot
 
-from .test_twins import FIRST
+from .test_twins import FIRST, SCENARIOS
 
 C1_MAC, D1_MAC, D2_MAC = "02:00:00:00:01:01", "02:00:00:00:0d:01", "02:00:00:00:0d:02"
 
@@ -183,13 +183,15 @@ def test_a_syn_is_placed_and_forwarded_with_l2_nat(switch):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=120), st.sampled_from(["p1", "p2", "p3"]))
+@given(st.binary(max_size=120), st.sampled_from(["p1", "p2", "p3", "p9"]))
 def test_the_models_never_raise_on_arbitrary_frames(data, port):
     sc = load_scenario_text(lab())
     delayed = load_scenario_text(lab(placement="delayed").replace(
         "placement: delayed}", "placement: delayed, root: {/: d1}}"))
-    models = [NasSwitchSim(sc.node("s1"), sc), NasSwitchSim(delayed.node("s1"), delayed)]
-    d = NasDeviceSim(sc.node("d1"), sc)
+    pair = load_scenario(SCENARIOS / "nas-twins-switch-handoff.yaml")  # (Fig. 12)
+    models = [NasSwitchSim(sc.node("s1"), sc), NasSwitchSim(delayed.node("s1"), delayed),
+              NasSwitchSim(pair.node("s1"), pair), NasSwitchSim(pair.node("s2"), pair)]
+    d, paired = NasDeviceSim(sc.node("d1"), sc), NasDeviceSim(pair.node("d1"), pair)
     vip_tcp = frames.ipv4("10.0.0.1", "10.0.0.100", 6, data)
     for frame in (data, b"\xff" * 12 + b"\x08\x00" + data, b"\xff" * 12 + b"\x08\x06" + data,
                   b"\xff" * 12 + b"\x08\x00" + vip_tcp):
@@ -198,6 +200,9 @@ def test_the_models_never_raise_on_arbitrary_frames(data, port):
             s.on_timer(10.0)
         d.on_frame("eth0", frame, 0.0)
         d.on_timer(10.0)
+        for iface in ("eth0", "eth1"):
+            paired.on_frame(iface, frame, 0.0)
+        paired.on_timer(10.0)
 
 
 def test_malformed_frames_are_counted():

@@ -1,24 +1,30 @@
 """The switch pair's sans-IO parts (Fig. 12, D2.17): the table mirror, the peer's XAP at the
-standby, the link messages a switch watches and its gratuitous ARP."""
+standby, the link messages a switch watches, its gratuitous ARP and the active's paths."""
 
 from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.l2 import ARP, Ether
 
 from ftsslab.fast import xap as wire
+from ftsslab.lab.scenario import load_scenario
 from ftsslab.nas import xap
+from ftsslab.nas.cluster import cluster_of
 from ftsslab.nas.pair import (
     IFF_LOWER_UP,
     IFLA_IFNAME,
     RTM_NEWLINK,
+    Paths,
     TableMirror,
     gratuitous_arp,
     parse_link_messages,
 )
+
+from .test_twins import SCENARIOS
 
 VIP, ACTIVE, STANDBY = "10.0.0.100", "10.0.0.254", "10.0.0.253"
 D1 = xap.Device("d1", 0x111111, "10.0.0.11", "02:00:00:00:1d:01", "p2")
@@ -158,3 +164,43 @@ def test_the_gratuitous_arp_is_scapys_announcement():
     want = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
         op=1, hwsrc=mac, psrc=VIP, hwdst="00:00:00:00:00:00", pdst=VIP)
     assert gratuitous_arp(mac, VIP) == bytes(want)
+
+
+def paths() -> tuple[Paths, dict[str, xap.Device]]:
+    """The active's ``Paths`` in the reroute twin's cluster, and its devices (as switchd)."""
+    c = cluster_of(load_scenario(SCENARIOS / "nas-twins-switch-reroute.yaml"), "s1")
+    return Paths(c), {d.name: xap.Device(d.name, 1 + i, d.ip, d.mac, d.switch_port)
+                      for i, d in enumerate(c.devices.values())}
+
+
+def test_a_device_whose_link_is_down_is_reached_through_the_partner_until_it_is_back():
+    """Policy (c): the device's flows (not another's) leave by the pair's port to its MAC on
+    the partner's link; a second down changes nothing; up restores its own port."""
+    p, devs = paths()
+    entries = {flow(1): devs["d1"], flow(2): devs["d2"]}
+    flows, detail = p.link(devs["d1"], False, entries)
+    assert flows == [flow(1)] and p.route(flow(1), devs["d1"]) == ("p9", "02:00:00:00:1d:01")
+    assert detail == {"device": "d1", "port": "p9", "mac": "02:00:00:00:1d:01", "via": "s2",
+                      "flows": 1}
+    assert p.route(flow(2), devs["d2"]) == ("p3", devs["d2"].mac)
+    assert p.link(devs["d1"], False, entries) is None
+    flows, detail = p.link(devs["d1"], True, entries)
+    assert detail["via"] is None and p.route(flow(1), devs["d1"]) == ("p2", devs["d1"].mac)
+
+
+def test_only_a_session_the_partner_acked_is_handed_and_then_routed_to_it():
+    p, devs = paths()
+    mirror = TableMirror(xap.XapClient(S1.nonce, STANDBY))
+    entries = {flow(7): devs["d2"], flow(5): devs["d1"]}
+    with pytest.raises(ValueError):
+        p.pick({"to": "s3"}, entries, mirror, "s1")
+    with pytest.raises(LookupError):  # nothing mirrored yet
+        p.pick({"to": "s2"}, entries, mirror, "s1")
+    mirror.synced = {flow(7): devs["d2"].ip, flow(5): devs["d1"].ip}
+    assert p.pick({"to": "s2"}, entries, mirror, "s1") == flow(5)  # the lowest port
+    assert p.pick({"to": "s2", "client_port": 7}, entries, mirror, "s1") == flow(7)
+    assert p.handed_to(flow(5), False, devs["d1"])["outcome"] == "FAILED"
+    assert p.route(flow(5), devs["d1"]) == ("p2", devs["d1"].mac)
+    assert p.handed_to(flow(5), True, devs["d1"])["outcome"] == "HANDED"
+    assert p.route(flow(5), devs["d1"]) == ("p9", "02:00:00:00:1d:01")
+    assert p.pick({"to": "s2"}, entries, mirror, "s1") == flow(7)  # not twice

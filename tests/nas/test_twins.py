@@ -24,7 +24,8 @@ def twin_sequence(result: RunResult) -> dict[str, dict]:
     """Per node, what check 30 compares, in the order the node logged it: ``states`` -- TCH
     transitions (role, old, new; keepalive Updates left out), the switch's table events
     (why, old, new), handoff outcomes (to, outcome), failover's steps (old, new, outcome), a
-    take-over and a device's own health -- and ``requests`` served (method, path, status);
+    take-over, a switch pair's takeover (partner), hand (to, outcome) and reroute (device,
+    via, flows), and a device's own health -- and ``requests`` served (method, path, status);
     for a switch that hears heartbeats, ``health``: each device's transitions (old, new, why)
     in its own order (the devices start in parallel on veth: whose first heartbeat comes
     first is a race). Clients' ports, sequence numbers, checkpoint sizes, other ``why`` texts
@@ -44,6 +45,12 @@ def twin_sequence(result: RunResult) -> dict[str, dict]:
                 states.append(("failover", ev.get("old"), ev.get("new"), ev["outcome"]))
             elif kind == "take-over":
                 states.append(("take-over",))
+            elif kind == "takeover":  # a standby switch's (Fig. 12)
+                states.append(("takeover", ev["partner"]))
+            elif kind == "hand":  # a switch's session handed to its partner (claim 56)
+                states.append(("hand", ev["to"], ev["outcome"]))
+            elif kind == "reroute":  # policy (c): a device's flows through the partner
+                states.append(("reroute", ev["device"], ev["via"], ev["flows"]))
             elif kind == "health" and "device" in ev:
                 health.setdefault(ev["device"], []).append((ev["old"], ev["new"], ev["why"]))
             elif kind == "health":
@@ -224,11 +231,37 @@ HALF_CLUSTER = {
     "s1": {"states": [("table", "placed", None, "d1"), ("table", "closed", "d1", None)],
            "requests": []},
 }
+# Fig. 12: one download from d1 through s1, whose table s2 mirrors; s1 sees only the client's
+# end of a connection whose device answers cross s2 (rerouted, or handed): its entry stays
+_SERVED = {"d1": {"states": [], "requests": [("GET", "/big.bin", 200)]},
+           "d2": {"states": [], "requests": []}}
+_MIRRORED = ("table", "mirror", None, "d1")
+SWITCH_FAILOVER = {  # check 28: s1 dies (no report, as a killed process on veth)
+    **_SERVED,
+    "s2": {"states": [_MIRRORED, ("takeover", "s1"), ("table", "closed", "d1", None)],
+           "requests": [], "health": {"s1": [UP, ("UP", "DOWN", "SILENCE")]}},
+}
+SWITCH_REROUTE = {  # policy (c): s1 -> d1 down, d1 reached through s2, which only bridges
+    **_SERVED,
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "reroute", "d1", "d1"),
+                      ("reroute", "d1", "s2", 1)], "requests": []},
+    "s2": {"states": [_MIRRORED], "requests": [], "health": {"s1": [UP]}},
+}
+SWITCH_HANDOFF = {  # check 26: s1 hands the session to s2, which sends d1's frames on
+    **_SERVED,
+    "s1": {"states": [("table", "placed", None, "d1"), ("table", "handed", "d1", "d1"),
+                      ("hand", "s2", "HANDED")], "requests": []},
+    "s2": {"states": [_MIRRORED, ("table", "handed", "d1", "d1")], "requests": [],
+           "health": {"s1": [UP]}},
+}
 EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES,
             "nas-twins-predictive": PREDICTIVE, "nas-twins-predicted": PREDICTED,
             "nas-twins-failover": FAILOVER, "nas-twins-balance": BALANCE,
             "nas-twins-balance-devices": BALANCE_DEVICES, "nas-twins-cascade": CASCADE,
-            "nas-half-client": HALF_CLIENT, "nas-half-response": HALF_CLUSTER}
+            "nas-half-client": HALF_CLIENT, "nas-half-response": HALF_CLUSTER,
+            "nas-twins-switch-failover": SWITCH_FAILOVER,
+            "nas-twins-switch-reroute": SWITCH_REROUTE,
+            "nas-twins-switch-handoff": SWITCH_HANDOFF}
 
 
 def _failed(result: RunResult) -> list:
@@ -292,6 +325,51 @@ def test_fig8_the_second_device_sent_the_rest_of_the_response(sim_runs):
     served = [ev for ev in sim_runs["nas-half-response"].reports["d2"]["events"]
               if ev["kind"] == "request"]
     assert len(served) == 1 and 0 < served[0]["resumed_at"] < 4_000_000
+
+
+VIP = "10.0.0.100"
+
+
+def _vip_hops(run: RunResult, after: float, from_vip: bool) -> set[tuple[str, str]]:
+    """(src, dst) endpoints of the TCP frames from (or to) the VIP captured after ``after``."""
+    at = slice(26, 30) if from_vip else slice(30, 34)
+    return {(f.src, f.dst) for f in run.frames if f.time > after and f.data[12:14] == b"\x08\x00"
+            and f.data[23] == 6 and ".".join(map(str, f.data[at])) == VIP}
+
+
+def _when(run: RunResult, node: str, kind: str) -> float:
+    return next(e.time for e in run.events if e.node == node and e.kind == kind)
+
+
+def test_the_standby_carries_the_session_over_the_device_s_second_link(sim_runs):
+    """Check 28 in the sim: once s2 took over, the client's frames reach d1 by s2 and d1's
+    second link, and d1's answers come back the same way (the lan learned s1's MAC on s2's
+    port from the gratuitous ARPs)."""
+    run = sim_runs["nas-twins-switch-failover"]
+    after = _when(run, "s2", "takeover") + 0.5
+    assert {("lan:p3", "s2:p1"), ("s2:p2", "d1:eth1")} <= _vip_hops(run, after, False)
+    assert {("d1:eth1", "s2:p2"), ("s2:p1", "lan:p3")} <= _vip_hops(run, after, True)
+
+
+def test_a_rerouted_session_crosses_the_pair_s_link(sim_runs):
+    """Policy (c) in the sim, as ``test_veth_pair``: after the cut the client's frames leave
+    s1 by its port to s2 and reach d1 on its second link; s2 learned the client's MAC from
+    d1's answers on that link, so nothing is flooded to d2."""
+    run = sim_runs["nas-twins-switch-reroute"]
+    after = next(e.time for e in run.events if e.kind == "link-down") + 0.5
+    hops = _vip_hops(run, after, False) | _vip_hops(run, after, True)
+    dsts = {d for _, d in hops}
+    assert {("s1:p9", "s2:p9"), ("s2:p2", "d1:eth1"), ("s2:p9", "s1:p9")} <= hops
+    assert not dsts & {"d1:eth0", "d2:eth1"}, dsts
+
+
+def test_a_handed_session_s_answers_leave_from_the_partner(sim_runs):
+    """Check 26 in the sim: after the hand, d1's frames of the flow reach the client from
+    s2's client port, and none crosses a link of s1 (L416)."""
+    run = sim_runs["nas-twins-switch-handoff"]
+    hops = _vip_hops(run, _when(run, "s1", "hand") + 0.2, True)
+    assert ("s2:p1", "lan:p3") in hops and ("d1:eth1", "s2:p2") in hops, hops
+    assert not [h for h in hops if "s1:" in h[0] or "s1:" in h[1]], hops
 
 
 @pytest.mark.root
