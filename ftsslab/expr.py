@@ -291,6 +291,8 @@ def parse_packet(text: str, namespace: Mapping[str, Callable[..., Any]] | None =
             data = bytes(pkt)
         except Exception as exc:
             raise ExprError(f"cannot build {pkt.summary()}: {one_line(exc)}") from None
+    if not data:  # e.g. b"" alone: nothing a link could carry
+        raise ExprError("the expression builds an empty packet (0 bytes)")
     return pkt.__class__(data)
 
 

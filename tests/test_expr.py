@@ -104,6 +104,13 @@ def test_arbitrary_text_is_built_or_refused_never_crashes(text):
     assert bytes(pkt)
 
 
+def test_an_empty_packet_is_refused():
+    """hypothesis found ``''``: a bare empty string built a packet of no bytes."""
+    for text in ("''", 'b""'):
+        with pytest.raises(ExprError, match="empty packet"):
+            parse_packet(text)
+
+
 @pytest.mark.parametrize("expr, message", [
     ("/".join(["UDP()"] * 2001), "2001 layers joined by '/'; at most 100"),
     ("/".join(["UDP()"] * 101), "101 layers"),
