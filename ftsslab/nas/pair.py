@@ -47,6 +47,7 @@ from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_SET, XAP_UDP_PORT
 from ftsslab.lab.veth.switchd import TABLE, SwitchdError
 
 from . import xap
+from .bpf import tcp_filter
 from .cluster import nonce_path, read_nonces
 from .health import HealthMonitor, Load, PeerDown, StatusReporter
 from .process import iface_mac, packet_socket, read_datagrams
@@ -237,6 +238,12 @@ class Paths:
                               + (f" from port {port}" if port is not None else ""))
         return ready[0]
 
+    def ends(self, key: xap.FlowKey, who: str) -> set[str]:
+        """The ends of ``key`` a FIN or RST seen here stands for (``who``: client, device or
+        rst). A handed session's device answers through the partner, never here: its
+        client's FIN ends both (the entry goes ``LINGER`` later, as for any other)."""
+        return {"client", "device"} if who == "client" and key in self.handed else {who}
+
     def handed_to(self, key: xap.FlowKey, acked: bool, owner: xap.Device | None) -> dict:
         """The partner acked the hand of ``key`` (or never did): the ``hand`` event's detail;
         an ``outcome`` of HANDED: the entry is to point at the partner now."""
@@ -292,6 +299,10 @@ class ActiveSide:
         self.links.bind((0, RTMGRP_LINK))
         self.links.setblocking(False)
         sw.watch(self.links, self._link_events)
+        # a rerouted device's FIN comes back through the partner (policy (c))
+        ends = packet_socket(pair.port, tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=0x05),
+                             stamps=True)
+        sw.watch(ends, lambda: sw.on_end(ends, from_client=False))
         self.paths = Paths(c)
         self.handing: dict[int, xap.FlowKey] = {}  # XAP set in flight -> the flow
         sw.requests["handoff"] = self._hand

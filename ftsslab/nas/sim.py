@@ -546,8 +546,9 @@ class NasSwitchSim(_FirstDevice):
                     self.counters["syn_placed"] += 1
             if flags & (FIN | RST):
                 self._end(key, "rst" if flags & RST else "client", now)
-        elif port in self.device_ports and src == c.vip and sport == c.vport and \
-                flags & (FIN | RST):  # (on a device's port: not the pair's own link)
+        elif (port in self.device_ports or isinstance(self.pair, ActiveSim)
+              and port == c.pair.port) and src == c.vip and sport == c.vport and \
+                flags & (FIN | RST):  # (a device's; through the partner when rerouted)
             key = xap.FlowKey(dst, IPPROTO_TCP, dport, c.vip, c.vport)
             self._end(key, "rst" if flags & RST else "device", now)
         return None
@@ -604,7 +605,7 @@ class NasSwitchSim(_FirstDevice):
         if self.xap.owner(key) is None:
             return
         seen = self.closing.setdefault(key, set())
-        seen.add(who)
+        seen |= self.pair.paths.ends(key, who) if isinstance(self.pair, ActiveSim) else {who}
         if "rst" in seen or {"client", "device"} <= seen:
             self.expiry.append((now + LINGER, key))
 

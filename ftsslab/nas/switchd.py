@@ -164,12 +164,12 @@ class NasSwitch(NasProcess):
         ends = tcp_filter(dst_ip=c.vip, dport=c.vport, any_flags=FIN | RST)
         for p in c.client_ports:
             s = packet_socket(p, ends, stamps=True)
-            self.watch(s, lambda s=s: self._on_end(s, from_client=True))
+            self.watch(s, lambda s=s: self.on_end(s, from_client=True))
         ends = tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=FIN | RST)
         claims = tcp_filter(src_ip=c.vip, sport=c.vport, first_option=XAP_TCP_OPTION_KIND)
         for d in self.devices.values():
             s = packet_socket(d.port, ends, stamps=True)
-            self.watch(s, lambda s=s: self._on_end(s, from_client=False))
+            self.watch(s, lambda s=s: self.on_end(s, from_client=False))
             s = packet_socket(d.port, claims)
             self.watch(s, lambda s=s, d=d: self._on_claim(s, d))
         self.failover = Failover(self) if c.failover else None
@@ -238,7 +238,7 @@ class NasSwitch(NasProcess):
             except OSError:  # the device's link is down: the client's retransmitted SYN
                 pass         # follows the entry
 
-    def _on_end(self, s: socket.socket, from_client: bool) -> None:
+    def on_end(self, s: socket.socket, from_client: bool) -> None:
         """FIN from both sides or a RST: the entry goes ``LINGER`` s later (the last ACKs
         and retransmitted FINs still need it)."""
         for _ in range(64):
@@ -254,7 +254,8 @@ class NasSwitch(NasProcess):
             if self.xap.owner(key) is None:
                 continue
             seen = self.closing.setdefault(key, (set(), stamp))[0]
-            seen.add("rst" if flags & RST else ("client" if from_client else "device"))
+            who = "rst" if flags & RST else ("client" if from_client else "device")
+            seen |= self.pair.paths.ends(key, who) if isinstance(self.pair, ActiveSide) else {who}
             if "rst" in seen or {"client", "device"} <= seen:
                 self.at(time.monotonic() + LINGER, lambda key=key: self._expire(key))
 

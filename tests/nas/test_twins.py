@@ -231,11 +231,11 @@ HALF_CLUSTER = {
     "s1": {"states": [("table", "placed", None, "d1"), ("table", "closed", "d1", None)],
            "requests": []},
 }
-# Fig. 12: one download from d1 through s1, whose table s2 mirrors; s1 sees only the client's
-# end of a connection whose device answers cross s2 (rerouted, or handed): its entry stays
+# Fig. 12: one download from d1 through s1, whose table s2 mirrors, to the end of its entry (a
+# rerouted device's FIN reaches s1 through s2; a handed one's client FIN stands for both ends)
 _SERVED = {"d1": {"states": [], "requests": [("GET", "/big.bin", 200)]},
            "d2": {"states": [], "requests": []}}
-_MIRRORED = ("table", "mirror", None, "d1")
+_MIRRORED, _UNMIRRORED = ("table", "mirror", None, "d1"), ("table", "mirror", "d1", None)
 SWITCH_FAILOVER = {  # check 28: s1 dies (no report, as a killed process on veth)
     **_SERVED,
     "s2": {"states": [_MIRRORED, ("takeover", "s1"), ("table", "closed", "d1", None)],
@@ -244,14 +244,16 @@ SWITCH_FAILOVER = {  # check 28: s1 dies (no report, as a killed process on veth
 SWITCH_REROUTE = {  # policy (c): s1 -> d1 down, d1 reached through s2, which only bridges
     **_SERVED,
     "s1": {"states": [("table", "placed", None, "d1"), ("table", "reroute", "d1", "d1"),
-                      ("reroute", "d1", "s2", 1)], "requests": []},
-    "s2": {"states": [_MIRRORED], "requests": [], "health": {"s1": [UP]}},
+                      ("reroute", "d1", "s2", 1), ("table", "closed", "d1", None)],
+           "requests": []},
+    "s2": {"states": [_MIRRORED, _UNMIRRORED], "requests": [], "health": {"s1": [UP]}},
 }
 SWITCH_HANDOFF = {  # check 26: s1 hands the session to s2, which sends d1's frames on
     **_SERVED,
     "s1": {"states": [("table", "placed", None, "d1"), ("table", "handed", "d1", "d1"),
-                      ("hand", "s2", "HANDED")], "requests": []},
-    "s2": {"states": [_MIRRORED, ("table", "handed", "d1", "d1")], "requests": [],
+                      ("hand", "s2", "HANDED"), ("table", "closed", "d1", None)],
+           "requests": []},
+    "s2": {"states": [_MIRRORED, ("table", "handed", "d1", "d1"), _UNMIRRORED], "requests": [],
            "health": {"s1": [UP]}},
 }
 EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-messages": MESSAGES,
