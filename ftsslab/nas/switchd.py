@@ -276,6 +276,8 @@ class NasSwitch(NasProcess):
             self.failover.forget(key)
         if isinstance(self.pair, ActiveSide):
             self.pair.on_table(key, None)
+        elif isinstance(self.pair, StandbySide):  # (one that took over: a served session too)
+            self.pair.unserve(key, dev)
         self.event("table", why="closed", client=f"{key.client_ip}:{key.client_port}",
                    old=dev.name, new=None)
 
