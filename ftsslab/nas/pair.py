@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from ftsslab.fast.cluster import CLUSTER_SWITCH, CLUSTER_UDP_PORT
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_SET, XAP_UDP_PORT
+from ftsslab.lab.veth.linkstate import LinkMonitor
 from ftsslab.lab.veth.switchd import TABLE, SwitchdError
 
 from . import xap
@@ -124,43 +125,6 @@ class TableMirror:
             else:  # a datagram to send, or the end of a request that is not the mirror's
                 out.append(a)
         return out
-
-
-# ---- links (policy (c)) --------------------------------------------------------------------
-
-RTM_NEWLINK, RTM_DELLINK = 16, 17
-RTMGRP_LINK = 1
-IFLA_IFNAME = 3
-IFF_LOWER_UP = 0x10000
-_NLMSG = struct.Struct("=IHHII")
-_IFINFO = struct.Struct("=BxHiII")
-_RTA = struct.Struct("=HH")
-
-
-def parse_link_messages(data: bytes) -> list[tuple[str, bool]]:
-    """(interface, carrier) of every RTM_NEWLINK/RTM_DELLINK in a netlink datagram; what does
-    not parse is skipped, nothing raises."""
-    out, off = [], 0
-    while off + _NLMSG.size <= len(data):
-        length, kind, _, _, _ = _NLMSG.unpack_from(data, off)
-        if length < _NLMSG.size or off + length > len(data):
-            break
-        body = off + _NLMSG.size
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and body + _IFINFO.size <= off + length:
-            flags = _IFINFO.unpack_from(data, body)[3]
-            at, name = body + _IFINFO.size, None
-            while at + _RTA.size <= off + length:
-                rlen, rtype = _RTA.unpack_from(data, at)
-                if rlen < _RTA.size or at + rlen > off + length:
-                    break
-                if rtype == IFLA_IFNAME:
-                    name = data[at + _RTA.size:at + rlen].split(b"\0", 1)[0].decode(
-                        "ascii", "replace")
-                at += (rlen + 3) & ~3
-            if name:
-                out.append((name, kind == RTM_NEWLINK and bool(flags & IFF_LOWER_UP)))
-        off += (length + 3) & ~3
-    return out
 
 
 def gratuitous_arp(mac: str, ip: str) -> bytes:
@@ -295,9 +259,7 @@ class ActiveSide:
                                        kind=CLUSTER_SWITCH)
         self.beats = _udp(c.control_ip, CLUSTER_UDP_PORT)
         sw.timed(self.reporter.next_deadline, self._beat)
-        self.links = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.links.bind((0, RTMGRP_LINK))
-        self.links.setblocking(False)
+        self.links = LinkMonitor([d.switch_port for d in c.devices.values()])  # policy (c)
         sw.watch(self.links, self._link_events)
         # a rerouted device's FIN comes back through the partner (policy (c))
         ends = packet_socket(pair.port, tcp_filter(src_ip=c.vip, sport=c.vport, any_flags=0x05),
@@ -353,19 +315,14 @@ class ActiveSide:
                 self.beats.sendto(data, (self.pair.partner_ip, CLUSTER_UDP_PORT))
 
     def _link_events(self) -> None:
-        for _ in range(64):
-            try:
-                data = self.links.recv(65536)
-            except OSError:
-                return
-            for iface, up in parse_link_messages(data):
-                dev = next((d for d in self.switch.devices.values() if d.port == iface), None)
-                change = dev and self.paths.link(dev, up, self.switch.xap.entries())
-                if change:
-                    flows, detail = change
-                    for key in flows:
-                        self.switch._program(key, dev, dev, why="reroute")
-                    self.switch.event("reroute", **detail)
+        for iface, up in self.links.changes():
+            dev = next(d for d in self.switch.devices.values() if d.port == iface)
+            change = self.paths.link(dev, up, self.switch.xap.entries())
+            if change:
+                flows, detail = change
+                for key in flows:
+                    self.switch._program(key, dev, dev, why="reroute")
+                self.switch.event("reroute", **detail)
 
 
 class StandbySide:

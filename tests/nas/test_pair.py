@@ -12,17 +12,16 @@ from scapy.layers.l2 import ARP, Ether
 
 from ftsslab.fast import xap as wire
 from ftsslab.lab.scenario import load_scenario
-from ftsslab.nas import xap
-from ftsslab.nas.cluster import cluster_of
-from ftsslab.nas.pair import (
-    IFF_LOWER_UP,
+from ftsslab.lab.veth.linkstate import (
+    IFF_RUNNING,
+    IFF_UP,
     IFLA_IFNAME,
     RTM_NEWLINK,
-    Paths,
-    TableMirror,
-    gratuitous_arp,
     parse_link_messages,
 )
+from ftsslab.nas import xap
+from ftsslab.nas.cluster import cluster_of
+from ftsslab.nas.pair import Paths, TableMirror, gratuitous_arp
 
 from .test_twins import SCENARIOS
 
@@ -140,25 +139,6 @@ def test_the_standby_ends_with_the_actives_last_word_whatever_is_lost(script):
         {k: v for k, v in expect.items() if v is not None}
 
 
-def _newlink(name: str, flags: int) -> bytes:
-    attr = name.encode() + b"\0"
-    rta = struct.pack("=HH", 4 + len(attr), IFLA_IFNAME) + attr
-    rta += b"\0" * (-len(rta) % 4)
-    body = struct.pack("=BxHiII", 0, 1, 7, flags, 0) + rta
-    return struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, 0, 0, 0) + body
-
-
-def test_link_messages_say_which_port_lost_its_carrier():
-    data = _newlink("p3", 0x1003) + _newlink("p2", 0x1003 | IFF_LOWER_UP)
-    assert parse_link_messages(data) == [("p3", False), ("p2", True)]
-
-
-@given(st.binary(max_size=300))
-def test_link_messages_never_raise(data):
-    assert isinstance(parse_link_messages(data), list)
-    assert parse_link_messages(_newlink("p9", 0) + data)[0] == ("p9", False)
-
-
 def test_the_gratuitous_arp_is_scapys_announcement():
     mac = "02:00:00:03:01:00"
     want = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
@@ -204,3 +184,24 @@ def test_only_a_session_the_partner_acked_is_handed_and_then_routed_to_it():
     assert p.handed_to(flow(5), True, devs["d1"])["outcome"] == "HANDED"
     assert p.route(flow(5), devs["d1"]) == ("p9", "02:00:00:00:1d:01")
     assert p.pick({"to": "s2"}, entries, mirror, "s1") == flow(7)  # not twice
+
+
+def _newlink(name: str, flags: int, index: int = 7) -> bytes:
+    attr = name.encode() + b"\0"
+    rta = struct.pack("=HH", 4 + len(attr), IFLA_IFNAME) + attr
+    rta += b"\0" * (-len(rta) % 4)
+    body = struct.pack("=BxHiII", 0, 1, index, flags, 0) + rta
+    return struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, 0, 0, 0) + body
+
+
+def test_link_messages_say_which_port_lost_its_carrier():
+    """What the active's LinkMonitor reads (policy (c)): a veth whose peer is down keeps IFF_UP
+    but loses IFF_RUNNING."""
+    data = _newlink("p3", IFF_UP) + _newlink("p2", IFF_UP | IFF_RUNNING, 8)
+    assert parse_link_messages(data) == [("p3", 7, False), ("p2", 8, True)]
+
+
+@given(st.binary(max_size=300))
+def test_link_messages_never_raise(data):
+    assert isinstance(parse_link_messages(data), list)
+    assert parse_link_messages(_newlink("p9", 0) + data)[0] == ("p9", 7, False)
