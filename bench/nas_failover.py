@@ -102,11 +102,16 @@ def main() -> int:
     print(f"{res['passed']}/{args.runs} runs passed (same bytes, 0 RST); "
           f"RST to the client {res['rst_to_client']}, client retransmissions "
           f"{res['client_retrans']}")
-    for k in ("detection_ms", "failover_ms", "stall_ms"):
+    print_spreads(res, ("detection_ms", "failover_ms", "stall_ms"))
+    return 0
+
+
+def print_spreads(res: dict, keys: tuple[str, ...]) -> None:
+    """One line per ``spread`` of ``res``."""
+    for k in keys:
         s = res[k]
         print(f"{k:14} " + (f"p50 {s['p50']:.1f}  p95 {s['p95']:.1f}  max {s['max']:.1f}  "
                             f"(n={s['n']})" if s else "-"))
-    return 0
 
 
 if __name__ == "__main__":

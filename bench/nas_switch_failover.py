@@ -13,7 +13,7 @@ takes over) and reports, per run and as p50/p95/max:
   kill to the end -- what the unmodified client lives through;
 * whether every run passed (same bytes, 0 RST).
 
-``spread`` is ``bench/nas_failover.py``'s.
+``spread`` and the printing are ``bench/nas_failover.py``'s.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ SCENARIO = ROOT / "scenarios" / "nas-switch-failover.yaml"
 VIP = "10.0.0.100"
 
 
-def _spread():
+def _failover():
+    """bench/nas_failover.py: its ``spread`` and ``print_spreads``."""
     spec = importlib.util.spec_from_file_location("nas_failover", ROOT / "bench" /
                                                   "nas_failover.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.spread
+    return module
 
 
 def to_client(result) -> list[tuple[float, int, int, int]]:
@@ -83,7 +84,7 @@ def measure(result) -> dict:
 def run(runs: int) -> dict:
     from ftsslab.lab.veth.backend import VethBackend
 
-    spread = _spread()
+    spread = _failover().spread
     recs = [measure(Runner(load_scenario(SCENARIO), VethBackend()).run()) for _ in range(runs)]
     return {"runs": recs, "passed": sum(r["passed"] for r in recs),
             **{k: spread([r[k] for r in recs]) for k in ("detection_ms", "takeover_ms",
@@ -102,10 +103,7 @@ def main() -> int:
         return 0
     print(f"{res['passed']}/{args.runs} runs passed (same bytes, 0 RST); RST to the client "
           f"{res['rst_to_client']}")
-    for k in ("detection_ms", "takeover_ms", "stall_ms"):
-        s = res[k]
-        print(f"{k:14} " + (f"p50 {s['p50']:.1f}  p95 {s['p95']:.1f}  max {s['max']:.1f}  "
-                            f"(n={s['n']})" if s else "-"))
+    _failover().print_spreads(res, ("detection_ms", "takeover_ms", "stall_ms"))
     return 0
 
 

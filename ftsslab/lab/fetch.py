@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 TIMEOUT_STATUS = 124  # the status of a fetch that did not finish in time (timeout(1)'s)
 
-CLIENT = r"""
-import hashlib, http.client, signal, sys, urllib.parse
+# both clients: arguments, and a whole-run deadline (SIGALRM) that exits 124 like timeout(1)
+_PREAMBLE = r"""
 timeout, urls = float(sys.argv[1]), sys.argv[2:]
 def expired(*_):
     print("timed out", file=sys.stderr, flush=True)
@@ -30,6 +30,11 @@ def expired(*_):
 signal.signal(signal.SIGALRM, expired)
 signal.setitimer(signal.ITIMER_REAL, timeout)
 first = urllib.parse.urlsplit(urls[0])
+"""
+
+CLIENT = r"""
+import hashlib, http.client, signal, sys, urllib.parse
+""" + _PREAMBLE + r"""
 conn = http.client.HTTPConnection(first.hostname, first.port or 80, timeout=timeout + 1)
 try:
     for url in urls:
@@ -47,13 +52,7 @@ finally:
 
 PIPELINED = r"""
 import hashlib, signal, socket, sys, urllib.parse
-timeout, urls = float(sys.argv[1]), sys.argv[2:]
-def expired(*_):
-    print("timed out", file=sys.stderr, flush=True)
-    sys.exit(124)
-signal.signal(signal.SIGALRM, expired)
-signal.setitimer(signal.ITIMER_REAL, timeout)
-first = urllib.parse.urlsplit(urls[0])
+""" + _PREAMBLE + r"""
 host = first.hostname + ("" if (first.port or 80) == 80 else f":{first.port}")
 def request(url):
     u = urllib.parse.urlsplit(url)
