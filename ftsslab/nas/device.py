@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftsslab.fast.tch import TCH_INITIATOR_OTHER
+from ftsslab.fast.tch import TCH_INITIATOR_OTHER, TCH_INITIATOR_SECOND
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth.netns import write_sysctl
@@ -84,6 +84,9 @@ class Client:
     # the switch's ``predictive``: a TCH session per other device from the start (check 16)
     predictive: dict[str, tm.FirstDevice] = field(default_factory=dict)
     since: float = field(default_factory=time.monotonic)  # here since (load balancing)
+    relay: bool = False  # another device's fetch (``proxy.PORT``), not a client's connection
+    held: bytearray | None = None  # a fetch held while its first device is asked (check 17)
+    refetch: http.NotHere | None = None  # handed over when its owner asked: if not, fetch again
 
 
 @dataclass
@@ -100,11 +103,14 @@ class Fetch:
 
 class NasDevice(NasProcess):
     def __init__(self, cluster: Cluster, node: str, files: dict, redirect: bool,
-                 lab_dir: str, proxy_limit: int | None = None) -> None:
+                 lab_dir: str, proxy_limit: int | None = None,
+                 ask_above: int | None = None) -> None:
         super().__init__(node, lab_dir)
         self.cluster, self.me = cluster, cluster.devices[node]
         self.volume_dir = Path(lab_dir) / node / "volume"
         self.files, self.redirect, self.proxy_limit = files, redirect, proxy_limit
+        self.ask_above = ask_above
+        self.asks: dict[int, Client] = {}  # TCH session id -> the fetch held meanwhile
         self.device_ips = {d.ip for d in cluster.devices.values()}
         self.root = RootDirectory(cluster.root) if cluster.root else None
         self.clients: dict[socket.socket, Client] = {}
@@ -197,7 +203,7 @@ class NasDevice(NasProcess):
         self.tch_in = tch.TchListener(me.ip, c.vport)
         # the second embodiment's port: every device takes both; what it sends is ``c.tch``
         self.tch_port = TchPort(self, me.ip, first=self._first_action,
-                                second=lambda s, a: self.taker.on_action(s, a),
+                                second=self._second_action,
                                 keepalive=PREDICTIVE_KEEPALIVE if c.predictive else None)
         giver_args = (self, me.ip, me.iface, me.mac, c.vip, c.vport, self.nft, self._tch_send,
                       self._given, self.arm)
@@ -235,7 +241,7 @@ class NasDevice(NasProcess):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             core = http.HttpServer(self.storage, name=self.node, root=self.root,
                                    redirect=self.redirect)
-            cl = Client(sock, core, peer)
+            cl = Client(sock, core, peer, relay=listener is self.internal)
             self._serve(cl)
             self.counters["accepted"] += 1
             if self.cluster.predictive and listener is self.listener:
@@ -259,6 +265,14 @@ class NasDevice(NasProcess):
             return
         except OSError:
             data = b""
+        if cl.held is not None:  # its first device decides meanwhile: keep what comes
+            if data:
+                cl.held += data
+            else:  # it closed: it hands the client's connection here
+                self._drop(cl)
+            return
+        if cl.relay and self.ask_above is not None and self._ask(cl, data):
+            return
         self._apply(cl, cl.core.receive(data, time.time()))
 
     def _apply(self, cl: Client, actions: list, write: bool = True) -> None:
@@ -415,15 +429,27 @@ class NasDevice(NasProcess):
         try:
             self._give(cl, owner, reason)
         except NotEstablished:  # answered here after all
+            self._not_moved(cl)
+
+    def _not_moved(self, cl: Client) -> None:
+        """A redirect did not happen: fetch what its owner asked for (without naming the
+        client: it is not asked again), or answer here."""
+        notice, cl.refetch = cl.refetch, None
+        if notice is not None:
+            self._fetch(cl, notice, measure=False, named=False)
+        else:
             self._apply(cl, cl.core.refuse_redirect(time.time()), write=False)
 
-    def _fetch(self, cl: Client, a: http.NotHere, measure: bool) -> None:
+    def _fetch(self, cl: Client, a: http.NotHere, measure: bool, named: bool = True) -> None:
+        """``named``: the fetch names the client, so that its owner may ask for it (check 17)."""
         owner = self.cluster.devices[a.owner]
         method = "HEAD" if measure else a.method
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         cl.fetch = f = Fetch(sock, a, proxy.Upstream(head_only=method == "HEAD"),
-                             proxy.request(method, a.path, owner.ip, a.range), measure)
+                             proxy.request(method, a.path, owner.ip, a.range,
+                                           cl.peer if named else None),
+                             measure)
         err = sock.connect_ex((owner.ip, proxy.PORT))
         if err not in (0, errno.EINPROGRESS):
             return self._fetch_failed(cl, f, os.strerror(err))
@@ -597,7 +623,8 @@ class NasDevice(NasProcess):
                                           root=self.root, redirect=False)
             self._serve(Client(back, core, cl.peer))
         elif cl.core.state is http.Conn.REDIRECTING:  # the redirect did not happen
-            self._apply(cl, cl.core.refuse_redirect(time.time()))
+            self._not_moved(cl)
+            self._write(cl)
         else:  # never frozen: go on serving
             self._write(cl)
 
@@ -712,6 +739,9 @@ class NasDevice(NasProcess):
         if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_OTHER:
             self._asked_by_other(s, a)
             return
+        if isinstance(a, tm.HandoffRequested) and a.initiator == TCH_INITIATOR_SECOND:
+            self._asked_by_owner(s, a)
+            return
         if isinstance(a, tm.Finished) and s.session_id in self.asked:
             self._asked_handoff(*self.asked.pop(s.session_id))
             return
@@ -737,6 +767,57 @@ class NasDevice(NasProcess):
             return
         self.asked[s.session_id] = (client, to.name, f"asked by {a.peer}")
         self.tch_port.apply(s.accept(now))
+
+    def _asked_by_owner(self, s: tm.FirstDevice, a: tm.HandoffRequested) -> None:
+        """Check 17, B2.31: the owner of a file this device is about to relay asks for the
+        client's connection instead. Given -- the session's Handoff -- while nothing of the
+        answer came yet; else Fail(superseded), and the relay goes on."""
+        client = (a.state.get("client_ip"), a.state.get("client_port"))
+        dev, now = self.cluster.by_ip(a.peer), time.monotonic()
+        cl = next((c for c in self.clients.values() if c.peer == client), None)
+        f = cl.fetch if cl is not None else None
+        if (f is None or dev is None or f.notice.owner != dev.name or f.measure
+                or f.up.status or cl.gift is not None or not isinstance(self.giver, MessageGiver)):
+            self.event("asked", client=f"{client[0]}:{client[1]}",
+                       by=dev.name if dev is not None else a.peer, given=False)
+            self.tch_port.apply(s.release(now))
+            return
+        self.event("asked", client=f"{client[0]}:{client[1]}", by=dev.name, given=True)
+        self._end_fetch(cl, f)
+        old = cl.predictive.get(dev.name)
+        if old is not None and tm.Event.RELEASE in old.expecting():
+            self.tch_port.apply(old.release(now))
+        cl.predictive[dev.name], cl.refetch = s, f.notice
+        self._redirect(cl, dev.name, f"asked by {dev.name}")
+
+    def _ask(self, cl: Client, data: bytes) -> bool:
+        """Check 17, B2.31 ("only when a large amount of data needs be transported"): a
+        fetch of a whole file of at least ``ask_above`` bytes asks the fetching device for
+        the client's connection, by Open(initiator=second); the fetch waits for its answer.
+        Only a fetch whose head is in its first read is asked about (any other is relayed)."""
+        got = proxy.relayed(data)
+        info = self.storage.stat(got.path) if got is not None and not got.ranged else None
+        first = self.cluster.by_ip(cl.peer[0])
+        if (got is None or got.method != "GET" or info is None or first is None
+                or info.size < self.ask_above):
+            return False
+        c, now = self.cluster, time.monotonic()
+        state = {"client_ip": got.client[0], "client_port": got.client[1],
+                 "cluster_ip": c.vip, "cluster_port": c.vport}
+        s, acts = self.tch_port.node.request(first.ip, state, now, as_second=True)
+        cl.held, self.asks[s.session_id] = bytearray(data), cl
+        self.event("ask", client=f"{got.client[0]}:{got.client[1]}", of=first.name,
+                   path=got.path, bytes=info.size)
+        self.tch_port.apply(acts)
+        return True
+
+    def _second_action(self, s: tm.SecondDevice, a: tm.Action) -> None:
+        """The taker's, and the end of an ask: not handed here, the held fetch is answered."""
+        if isinstance(a, tm.Finished) and (cl := self.asks.pop(s.session_id, None)):
+            if a.outcome is not tm.Outcome.HANDED_OFF and cl.sock in self.clients:
+                held, cl.held = bytes(cl.held or b""), None
+                self._apply(cl, cl.core.receive(held, time.time()))
+        self.taker.on_action(s, a)
 
     def _asked_handoff(self, client: tuple[str, int], to: str, reason: str) -> None:
         cl = next((c for c in self.clients.values() if c.peer == client), None)
@@ -961,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = cluster_of(scenario, args.node)
     ipaddress.IPv4Address(cluster.vip)
     dev = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],
-                    args.state, node.options.get("proxy_limit"))
+                    args.state, node.options.get("proxy_limit"), node.options.get("ask_above"))
     dev.setup()
     (Path(args.state) / f"{node.name}.ready").touch()
     dev.loop()

@@ -127,6 +127,11 @@ _NAS_VALIDATE, _NAS_DEFAULTS = option_schema({
                           doc="proxy_limit: answer requests for another device's files by "
                               "proxy until a connection got this many bytes from it, then "
                               f"move there (B2.12; 0..{MAX_LIMIT}; veth only)"),
+    "ask_above": Option(int, range=(0, MAX_LIMIT),
+                        doc="ask_above: when another device fetches a whole file of this "
+                            "many bytes or more from this one to relay it, ask it for the "
+                            "client's connection instead (Open initiator=second, B2.31, "
+                            "check 17); needs the switch's tch: messages; veth only"),
 })
 
 
@@ -159,6 +164,10 @@ def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
         return [OptionIssue("", f"{node.name}'s address {port.ipv4} is outside "
                             f"{port.peer_node}'s subnet {net}", "devices and the switch's "
                             "control address share one subnet")]
+    if node.options.get("ask_above") is not None and switch.get("tch") != "messages":
+        return [OptionIssue("ask_above", "a device asks for another's connection by the "
+                            "second embodiment's Open (initiator=second)",
+                            f"{port.peer_node}: tch: messages")]
     if node.options.get("tcp") != "user":
         return []
     if switch.get("tch", "segments") != "messages":
@@ -166,7 +175,7 @@ def _one_switch_link(node: NodeView, nodes: Mapping[str, NodeView]) -> list[Opti
                             "embodiment's messages (its model's first-embodiment segments "
                             "are not wired on veth)", f"{port.peer_node}: tch: messages")]
     missing = [o for o in ("failover", "predictive") if switch.get(o)]
-    missing += ["proxy_limit"] if node.options.get("proxy_limit") is not None else []
+    missing += [o for o in ("proxy_limit", "ask_above") if node.options.get(o) is not None]
     if missing:
         return [OptionIssue("tcp", f"a tcp: user device is the device model, which has no "
                             f"{' or '.join(missing)} yet", "tcp: kernel")]

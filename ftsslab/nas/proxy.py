@@ -13,6 +13,10 @@ The fetch goes to the owner's internal HTTP port ``PORT`` (clients cannot reach 
 addresses, check 21): a HEAD first, whose Content-Length tells the size of a GET's answer
 before anything is relayed, then the GET itself. ``Upstream`` parses what comes back; the
 device writes the bytes. Both are sans-IO.
+
+The fetch names the client (``Forwarded: for="ip:port"``, RFC 7239), so that the owner may
+decide instead (B2.31, check 17): an owner with ``ask_above`` that is asked for a body that
+large asks the relaying device for the client's connection (``relayed`` reads the fetch).
 """
 
 from __future__ import annotations
@@ -60,11 +64,42 @@ class ProxyPolicy:
                 f">= {self.limit}")
 
 
-def request(method: str, path: str, host: str, byte_range: str | None) -> bytes:
-    """The fetch sent to the owner (one request per connection)."""
+def request(method: str, path: str, host: str, byte_range: str | None,
+            client: tuple[str, int] | None) -> bytes:
+    """The fetch sent to the owner (one request per connection), for ``client`` if named."""
     extra = f"Range: {byte_range}\r\n" if byte_range else ""
+    extra += f'Forwarded: for="{client[0]}:{client[1]}"\r\n' if client else ""
     return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
             ).encode("latin-1")
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A fetch as the owner reads it: what is asked, and for which client."""
+
+    method: str
+    path: str
+    ranged: bool
+    client: tuple[str, int]
+
+
+def relayed(head: bytes) -> Relayed | None:
+    """The fetch in ``head`` (its first bytes), or None: incomplete, not one, no client."""
+    end = head.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = head[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    fields = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    host, _, port = fields.get("forwarded", "").removeprefix('for="').removesuffix('"'
+                                                                            ).rpartition(":")
+    if len(parts) != 3 or not host or not _number(port) or int(port) > 0xFFFF:
+        return None
+    return Relayed(parts[0], parts[1], "range" in fields, (host, int(port)))
 
 
 def _number(text: str) -> bool:

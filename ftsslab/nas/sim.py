@@ -813,9 +813,10 @@ class NasDeviceSim(HalfHandoffs, _FirstDevice):
         if c.xap_carrier != "udp":
             raise BackendError(f"switch {c.switch}: xap: {c.xap_carrier} is not modelled in "
                                "the sim yet: run it with backend: veth")
-        if node.options.get("proxy_limit") is not None:
-            raise BackendError(f"node {node.name}: proxy_limit (answers by proxy) is not "
-                               "modelled in the sim yet: run it with backend: veth")
+        for opt in ("proxy_limit", "ask_above"):
+            if node.options.get(opt) is not None:
+                raise BackendError(f"node {node.name}: {opt} (answers by proxy) is not "
+                                   "modelled in the sim yet: run it with backend: veth")
         self.storage = MemoryCatalog({p: file_bytes(s) for p, s in node.options["files"].items()})
         self.root = RootDirectory(c.root) if c.root else None
         self.xap = xap.XapClient(sim_nonces(c)[node.name], c.control_ip,

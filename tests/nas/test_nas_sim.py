@@ -13,7 +13,7 @@ from ftsslab.fast import xap as wire
 from ftsslab.lab import frames
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.runner import Runner
-from ftsslab.lab.scenario import load_scenario, load_scenario_text
+from ftsslab.lab.scenario import ScenarioErrors, load_scenario, load_scenario_text
 from ftsslab.lab.sim import SimBackend
 from ftsslab.lab.tcp import SYN, Tcb, TcpSegment, TcpState
 from ftsslab.nas.cluster import file_bytes
@@ -234,10 +234,19 @@ def test_a_modelled_tcb_travels_as_the_veth_checkpoint():
     assert restored.snapshot() == server.snapshot()
 
 
-def test_answers_by_proxy_are_refused_in_the_sim_not_run_wrong():
-    text = lab().replace("  d1: {kind: nas, files:", "  d1: {kind: nas, proxy_limit: 1024, files:")
-    with pytest.raises(BackendError, match="proxy_limit .* not modelled in the sim"):
+@pytest.mark.parametrize("option", ["proxy_limit", "ask_above"])
+def test_answers_by_proxy_are_refused_in_the_sim_not_run_wrong(option):
+    text = lab().replace("  d1: {kind: nas, files:", f"  d1: {{kind: nas, {option}: 1024, files:")
+    if option == "ask_above":
+        text = text.replace("placement: first}", "placement: first, tch: messages}")
+    with pytest.raises(BackendError, match=f"{option} .* not modelled in the sim"):
         SimBackend().up(load_scenario_text(text))
+
+
+def test_asking_for_a_connection_needs_the_second_embodiment():
+    text = lab().replace("  d1: {kind: nas, files:", "  d1: {kind: nas, ask_above: 1024, files:")
+    with pytest.raises(ScenarioErrors, match=r"Open \(initiator=second\)"):
+        load_scenario_text(text)
 
 
 def test_xap_on_the_flows_packets_is_refused_in_the_sim_not_run_wrong():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftsslab.nas.proxy import Plan, ProxyPolicy, Upstream, UpstreamError, request
+from ftsslab.nas.proxy import Plan, ProxyPolicy, Relayed, Upstream, UpstreamError, relayed, request
 
 MIB = 1 << 20
 
@@ -71,5 +71,25 @@ def test_arbitrary_bytes_raise_only_upstream_error(data):
 
 
 def test_the_fetch_asks_the_same_range_and_closes():
-    assert request("GET", "/d2/b", "10.0.0.12", "bytes=0-9") == (
+    assert request("GET", "/d2/b", "10.0.0.12", "bytes=0-9", None) == (
         b"GET /d2/b HTTP/1.1\r\nHost: 10.0.0.12\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n")
+
+
+def test_the_fetch_names_its_client_for_the_owner():
+    """Check 17: the owner learns whose connection a fetch is for (RFC 7239 Forwarded), and a
+    fetch that does not name one (a second fetch after a handoff that failed) is not asked."""
+    fetch = request("GET", "/d2/b", "10.0.0.12", None, ("10.0.0.1", 52990))
+    assert b'\r\nForwarded: for="10.0.0.1:52990"\r\n' in fetch
+    assert relayed(fetch) == Relayed("GET", "/d2/b", False, ("10.0.0.1", 52990))
+    ranged = request("GET", "/d2/b", "10.0.0.12", "bytes=5-", ("10.0.0.1", 1))
+    assert relayed(ranged) == Relayed("GET", "/d2/b", True, ("10.0.0.1", 1))
+    assert relayed(request("GET", "/d2/b", "10.0.0.12", None, None)) is None
+    assert relayed(fetch[:-2]) is None  # the head is not whole yet
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=40))
+def test_reading_a_fetch_never_raises(junk, forwarded):
+    for data in (junk, b"GET / HTTP/1.1\r\nForwarded: " + forwarded + b"\r\n\r\n"):
+        got = relayed(data)
+        assert got is None or 0 <= got.client[1] <= 0xFFFF

@@ -28,13 +28,15 @@ pytestmark = pytest.mark.root
 @pytest.mark.parametrize("name", ["nas-handoff", "nas-redirect", "nas-delayed",
                                   "nas-handoff-refused", "nas-handoff-resume", "nas-upload",
                                   "nas-udp", "nas-proxy", "nas-predictive", "nas-predicted",
-                                  "nas-balance", "nas-balance-devices", "nas-cascade"])
+                                  "nas-balance", "nas-balance-devices", "nas-cascade",
+                                  "nas-owner-asks"])
 def test_scenario_passes_on_veth(name):
     """Each scenario's own expectations: nas-predictive is check 16 (a predictive session's
     Handoff, Fail(superseded) to the other), nas-predicted check 23, nas-balance check 25
     (12 downloads on d1 -> 4/4/4 by exactly 8 moves, none back; decided by the switch, and
     by the devices in nas-balance-devices), nas-cascade check 27 (a handoff inside the inner
-    switch: its entry moves, the outer one's stays)."""
+    switch: its entry moves, the outer one's stays), nas-owner-asks check 17 (the second
+    device, the owner of a file being relayed, asks for the connection)."""
     passing_run(name)
 
 
