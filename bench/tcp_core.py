@@ -8,7 +8,9 @@ lab), each transfer timed by its receiver from the first byte to EOF:
 
 - **kernel**: h1's kernel TCP to h2's and back (two Python processes, ``ip netns exec``);
 - **core sends**: ``rawtcp.RawTcp`` in h1 (this process) to a kernel socket in h2 (a
-  process of its own, so it takes no GIL from the core);
+  process of its own, so it takes no GIL from the core); once through the kernel's GSO
+  (``veth/gso.py``, the default) and once a frame and a checksum at a time (``offload``
+  off), the baseline that says what GSO is worth;
 - **core receives**: a kernel socket in h2 to ``RawTcp`` in h1.
 
 The ratio is core / kernel per direction. Then py-spy (``.venv/bin/py-spy``; cProfile when
@@ -230,13 +232,21 @@ def run(mbytes: int, mtu: int, rounds: int) -> dict:
     try:
         b.up(load_scenario_text(scenario(mtu)))
         kind = RawTcp if PY_SPY else ProfiledRawTcp
+        plain = RawTcp("eth0", CORE_IP, CORE_MAC, netns=b.namespace("h1"), mtu=mtu,
+                       offload=False)
+        try:
+            plain_runs = [core_sends(plain, b, nbytes) for _ in range(rounds)]
+        finally:
+            plain.close()
         stack = kind("eth0", CORE_IP, CORE_MAC, netns=b.namespace("h1"), mtu=mtu)
+        res["gso"] = stack.gso is not None
         stack.listen(5002)
         try:
-            for _ in range(rounds):
+            for i in range(rounds):
                 res["rounds"].append({
                     "kernel h1->h2 MB/s": kernel(b, 8 * nbytes, True),
                     "core sends MB/s": core_sends(stack, b, nbytes),
+                    "core sends, no GSO MB/s": plain_runs[i],
                     "kernel h2->h1 MB/s": kernel(b, 8 * nbytes, False),
                     "core receives MB/s": core_receives(stack, b, nbytes)})
             if kind is RawTcp:
@@ -254,6 +264,7 @@ def run(mbytes: int, mtu: int, rounds: int) -> dict:
     med = {k: statistics.median(r[k] for r in res["rounds"]) for k in res["rounds"][0]}
     res["median"] = med
     res["ratio sends"] = med["core sends MB/s"] / med["kernel h1->h2 MB/s"]
+    res["ratio sends, no GSO"] = med["core sends, no GSO MB/s"] / med["kernel h1->h2 MB/s"]
     res["ratio receives"] = med["core receives MB/s"] / med["kernel h2->h1 MB/s"]
     objects, n = core_alone(nbytes // 4, wire=False)
     wire, _ = core_alone(nbytes // 4, wire=True)
@@ -276,8 +287,9 @@ def main() -> int:
     print(f"veth pair, MTU {a.mtu}, {a.rounds} round(s), median MB/s (Mbit/s):")
     for k, v in res["median"].items():
         print(f"  {k[:-5]:<16}{v:>9.1f} ({v * 8:,.0f})")
-    print(f"ratio core/kernel: sends {res['ratio sends']:.2f}x, "
-          f"receives {res['ratio receives']:.2f}x")
+    print(f"ratio core/kernel: sends {res['ratio sends']:.2f}x "
+          f"({res['ratio sends, no GSO']:.2f}x without GSO; GSO "
+          f"{'on' if res['gso'] else 'unavailable'}), receives {res['ratio receives']:.2f}x")
     alone = res["core alone"]
     print(f"core alone (two TCBs in memory): {alone['segments/s']:,} segments/s, "
           f"{alone['segments/s with the wire format']:,} with encode + verified decode")

@@ -117,10 +117,12 @@ class TcpSegment(NamedTuple):
             out += b"\x01\x01\x04\x02"
         return out
 
-    def encode(self) -> bytes:
+    def encode(self, partial: bool = False) -> bytes:
         """The IPv4 packet (no IP options, DF clear, id 0: Scapy's defaults), both checksums
         set. The TCP checksum is one fold over addresses + segment (the pseudo header's
-        addresses lie right before the segment) plus protocol and length."""
+        addresses lie right before the segment) plus protocol and length. ``partial``: the
+        TCP checksum field holds the pseudo header's sum only, for the kernel to finish
+        (CHECKSUM_PARTIAL, ``veth/gso.py``), and the payload is not summed here."""
         payload = self.payload
         opts = self.options() if self.mss is not None or self.ts is not None \
             or self.wscale is not None or self.sack_perm else b""
@@ -131,11 +133,15 @@ class TcpSegment(NamedTuple):
         head = _IPTCP.pack(0x45, 0, total, 0, 0, 64, IPPROTO_TCP, 0, addrs, self.sport,
                            self.dport, self.seq, self.ack, off_flags, self.window, 0, 0)
         ip_sum = _fold(head[:20], False)
-        s = (_fold(head[12:], False) + IPPROTO_TCP + tcp_len + _fold(opts, False)
-             + _fold(payload, len(payload) % 2)) % 0xFFFF
+        if partial:
+            s = (_fold(addrs, False) + IPPROTO_TCP + tcp_len) % 0xFFFF
+            tcp_sum = s or 0xFFFF
+        else:
+            s = (_fold(head[12:], False) + IPPROTO_TCP + tcp_len + _fold(opts, False)
+                 + _fold(payload, len(payload) % 2)) % 0xFFFF
+            tcp_sum = 0xFFFF - s if s else 0
         return b"".join((head[:10], (0xFFFF - ip_sum if ip_sum else 0).to_bytes(2, "big"),
-                         head[12:36], (0xFFFF - s if s else 0).to_bytes(2, "big"), head[38:],
-                         opts, payload))
+                         head[12:36], tcp_sum.to_bytes(2, "big"), head[38:], opts, payload))
 
 
 _IPTCP = struct.Struct("!BBHHHBBH8sHHIIHHHH")
