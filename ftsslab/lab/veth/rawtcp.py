@@ -17,7 +17,9 @@ One thread runs the TCBs: it reads the interface through a PACKET_MMAP ring (one
 burst, ``ring.PacketRing``) behind a BPF filter (ARP, and IPv4 to ``ip``), feeds each TCB
 and fires its timers, all under one lock the application's calls share; an eventfd wakes it
 when the application did something. What a burst's segments make the TCBs send goes out once
-the burst is read, with the superseded ACKs left out (``coalesce``).
+the burst is read, with the superseded ACKs left out (``coalesce``), through the kernel's
+segmentation offload where it has it (``gso.py``: a write's segments in one system call, their
+checksums summed by the kernel before the interface and its taps).
 
 Segments without a connection are answered with a RST (RFC 9293 3.10.7.1), but a closed
 connection lingers ``LINGER`` seconds first, swallowing what still arrives for it: a link
