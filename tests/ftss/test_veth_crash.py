@@ -70,7 +70,9 @@ def test_nothing_guaranteed_is_lost_or_duplicated(kills, victim, tmp_path: Path)
 
     seed = int(os.environ.get("FTSSLAB_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    text = scenario_text(kills, rng, n=300, gap=0.005, victim=victim)
+    # a stream that outlasts the kills: each restart (recovery included) takes a while on a
+    # loaded box, and only what the FTSS acknowledged while up can be judged
+    text = scenario_text(kills, rng, n=300 + 100 * kills, gap=0.005, victim=victim)
     path = tmp_path / "crash.yaml"
     path.write_text(text)
     scenario = load_scenario_text(text, str(path))
