@@ -75,3 +75,15 @@ def test_wheel_in_fresh_venv_imports_layers(tmp_path):
     path, count = probe(py, tmp_path)
     assert Path(path) == site / "ftsslab" / "layers" / "__init__.py"
     assert int(count) == 7
+
+
+def test_every_package_of_the_source_tree_is_in_the_wheel():
+    """setuptools takes the packages pyproject.toml lists, no more: a new folder left out
+    would import from a checkout and be missing from an install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(("ftsslab", *p.parent.relative_to(ROOT / "ftsslab").parts))
+             for p in (ROOT / "ftsslab").rglob("__init__.py")} | {"ftsslab.layers"}
+    assert listed == found
