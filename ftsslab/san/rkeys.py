@@ -336,3 +336,40 @@ class RKeys:
             except (NoSegment, ProtectionFault) as exc:  # B3.28 "invalid range"
                 return Refusal(REMOTE_ACCESS_ERROR, str(exc))
         return Grant(rkey, b.generation, tuple(out))
+
+
+class Reach:
+    """What the QPs of process ``pid`` reach of their node's memory through the keys (the
+    responder's ``qp.Memory``): the check, then the granted pieces, byte for byte."""
+
+    def __init__(self, keys: RKeys, pid: int) -> None:
+        self.keys, self.pid = keys, pid
+
+    def check(self, rkey: int, va: int, length: int, op: Op) -> Grant | Refusal | Fault:
+        return self.keys.check(rkey, va, length, op, self.pid)
+
+    def _span(self, grant: Grant, offset: int, n: int) -> list[tuple[int, int, int]]:
+        """(PA, bytes, where in the data) of ``n`` bytes at ``offset`` into the grant."""
+        out, at = [], 0
+        for pa, size in grant.pieces:
+            if offset >= size:
+                offset -= size
+                continue
+            take = min(size - offset, n - at)
+            out.append((pa + offset, take, at))
+            at, offset = at + take, 0
+            if at == n:
+                break
+        return out
+
+    def write(self, grant: Grant, offset: int, data: bytes) -> None:
+        memory = self.keys.vmm.memory
+        for pa, n, at in self._span(grant, offset, len(data)):
+            memory.write(pa, data[at:at + n])
+
+    def read(self, grant: Grant, offset: int, n: int) -> bytes:
+        memory = self.keys.vmm.memory
+        return b"".join(memory.read(pa, k) for pa, k, _ in self._span(grant, offset, n))
+
+    def used(self, grant: Grant) -> None:
+        self.keys.used(grant)

@@ -1,0 +1,139 @@
+"""The RC transport packets a queue pair sends and takes, as typed records (B3.14), and their
+RoCEv2 frames: ``frame`` builds one with ``fast.roce.build_roce``, ``packet`` reads one back
+with ``fast.roce.parse_roce`` -- the one source of the wire format, which the Scapy layers and
+the Lua dissector are proven equal to (tests/layers, tests/wireshark).
+
+An AETH's syndrome (IBA 9.7.5.1, table 42): ACK with a credit count, RNR NAK with a timer, NAK
+with a code (``fast.roce.NAK_CODES``).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ftsslab.fast import roce as wire
+
+RC = wire.TRANSPORTS["RC"]
+OPCODE = {name: RC + value for name, value in wire.OPS.items()}
+NAME = {value: name for name, value in OPCODE.items()}
+NAK_CODE = {name: code for code, name in wire.NAK_CODES.items()}
+ACK_SYNDROME = (wire.AETH_ACK << 5) | wire.AETH_CREDITS_INVALID
+PSN_MASK = (1 << 24) - 1
+
+
+def psn_add(psn: int, n: int) -> int:
+    return (psn + n) & PSN_MASK
+
+
+def psn_diff(a: int, b: int) -> int:
+    """``a - b`` in the 24-bit PSN space, as a signed number within half of it."""
+    d = (a - b) & PSN_MASK
+    return d - (1 << 24) if d >= 1 << 23 else d
+
+
+@dataclass(frozen=True)
+class Reth:
+    va: int
+    rkey: int
+    dmalen: int
+
+
+@dataclass(frozen=True)
+class AtomicEth:
+    va: int
+    rkey: int
+    swap: int  # the swap data, or the add data of a FETCH_ADD
+    compare: int
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One RC packet: its operation (an ``fast.roce.OPS`` name), PSN, destination QP."""
+
+    op: str
+    psn: int
+    dqpn: int
+    ackreq: bool = False
+    reth: Reth | None = None
+    atomic: AtomicEth | None = None
+    syndrome: int | None = None  # AETH
+    msn: int = 0
+    orig: int | None = None  # AtomicAckETH: the remote data before the atomic
+    imm: int | None = None
+    payload: bytes = b""
+
+    @property
+    def is_response(self) -> bool:
+        return self.op.startswith(("RDMA_READ_RESPONSE", "ACKNOWLEDGE", "ATOMIC_ACKNOWLEDGE"))
+
+
+def ack_kind(syndrome: int) -> tuple[str, int]:
+    """("ACK", credits) / ("RNR", timer) / ("NAK", code) of an AETH syndrome."""
+    kind, value = syndrome >> 5, syndrome & 0x1F
+    if kind == wire.AETH_RNR_NAK:
+        return "RNR", value
+    if kind == wire.AETH_NAK:
+        return "NAK", value
+    return "ACK", value
+
+
+def nak(code: str) -> int:
+    return (wire.AETH_NAK << 5) | NAK_CODE[code]
+
+
+def rnr_nak(timer: int) -> int:
+    return (wire.AETH_RNR_NAK << 5) | (timer & 0x1F)
+
+
+_U32, _U64 = struct.Struct("!I"), struct.Struct("!Q")
+_RETH, _ATOMIC = struct.Struct("!QII"), struct.Struct("!QIQQ")
+
+
+def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
+          sport: int) -> bytes:
+    """The RoCEv2 frame of ``p`` (Ether/IPv4/UDP 4791/BTH/.../ICRC)."""
+    headers = b""
+    if p.reth is not None:
+        headers += _RETH.pack(p.reth.va, p.reth.rkey, p.reth.dmalen)
+    if p.syndrome is not None:
+        headers += _U32.pack((p.syndrome << 24) | (p.msn & PSN_MASK))
+    if p.orig is not None:
+        headers += _U64.pack(p.orig)
+    if p.atomic is not None:
+        a = p.atomic
+        headers += _ATOMIC.pack(a.va, a.rkey, a.swap, a.compare)
+    if p.imm is not None:
+        headers += _U32.pack(p.imm)
+    return wire.build_roce(eth_dst=eth_dst, eth_src=eth_src, ip_src=ip_src, ip_dst=ip_dst,
+                           sport=sport, opcode=OPCODE[p.op], dqpn=p.dqpn, psn=p.psn,
+                           headers=headers, payload=p.payload, ackreq=p.ackreq)
+
+
+def packet(data: bytes) -> tuple[Packet, dict] | None:
+    """The RC packet of a RoCEv2 frame whose ICRC is right, and the parsed headers (for the
+    addresses); None for anything else (never raises)."""
+    d = wire.parse_roce(data)
+    if d is None or not d["icrc_ok"] or d["BTH"]["opcode"] not in NAME:
+        return None
+    bth = d["BTH"]
+    op = NAME[bth["opcode"]]
+    need = wire.HEADER_CHAINS[bth["opcode"]]
+    if any(h not in d for h in need if h != wire.SEND_PAYLOAD):
+        return None  # a header cut short
+    reth = d.get("RETH")
+    atomic = d.get("AtomicETH")
+    aeth = d.get("AETH")
+    payload = d["payload"]
+    if (a := d.get("RKeyAdvert")) is not None:  # (parse_roce takes it off: put it back)
+        payload = wire._RKEY_ADVERT.pack(a["magic"], a["version"], a["kind"], a["access"],
+                                         a["va"], a["rkey"], (a["reserved"] << 24) | a["qpn"],
+                                         a["length"]) + payload
+    return Packet(
+        op, bth["psn"], bth["dqpn"], bool(bth["ackreq"]),
+        reth=Reth(reth["va"], reth["rkey"], reth["dmalen"]) if reth else None,
+        atomic=AtomicEth(atomic["va"], atomic["rkey"], atomic["swapdt"], atomic["cmpdt"])
+        if atomic else None,
+        syndrome=aeth["syndrome"] if aeth else None, msn=aeth["msn"] if aeth else 0,
+        orig=d["AtomicAckETH"]["origremdt"] if "AtomicAckETH" in d else None,
+        imm=d["ImmDt"]["imm"] if "ImmDt" in d else None, payload=payload), d
