@@ -94,6 +94,7 @@ class WcStatus(Enum):
 
     SUCCESS = "SUCCESS"
     LOC_LEN_ERR = "LOC_LEN_ERR"
+    LOC_PROT_ERR = "LOC_PROT_ERR"
     REM_INV_REQ_ERR = "REM_INV_REQ_ERR"
     REM_ACCESS_ERR = "REM_ACCESS_ERR"
     REM_OP_ERR = "REM_OP_ERR"
@@ -115,7 +116,7 @@ class WcOpcode(Enum):
 _NAK_STATUS = {REMOTE_ACCESS_ERROR: WcStatus.REM_ACCESS_ERR,
                INVALID_REQUEST: WcStatus.REM_INV_REQ_ERR,
                REMOTE_OPERATIONAL_ERROR: WcStatus.REM_OP_ERR}
-_WC_OF = {WrOpcode.SEND: WcOpcode.SEND, WrOpcode.SEND_WITH_IMM: WcOpcode.SEND,
+WC_OPCODE = {WrOpcode.SEND: WcOpcode.SEND, WrOpcode.SEND_WITH_IMM: WcOpcode.SEND,
           WrOpcode.RDMA_WRITE: WcOpcode.RDMA_WRITE,
           WrOpcode.RDMA_WRITE_WITH_IMM: WcOpcode.RDMA_WRITE,
           WrOpcode.RDMA_READ: WcOpcode.RDMA_READ, WrOpcode.ATOMIC_CMP_AND_SWP: WcOpcode.COMP_SWAP,
@@ -316,7 +317,7 @@ class RcQp:
 
     def _wc(self, wr: SendWr, status: WcStatus, data: bytes = b"") -> Completion:
         n = len(data) if wr.opcode is WrOpcode.RDMA_READ else len(wr.data)
-        return Completion(Wc(wr.wr_id, status, _WC_OF[wr.opcode], self.qp_num, n, wr.imm,
+        return Completion(Wc(wr.wr_id, status, WC_OPCODE[wr.opcode], self.qp_num, n, wr.imm,
                              data))
 
     # ---- verbs ---------------------------------------------------------------------------

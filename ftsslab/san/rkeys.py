@@ -177,9 +177,9 @@ class RKeys:
 
     # ---- the driver's segment tables (B3.19 604-610) --------------------------------------
     def open_process(self, pid: int) -> None:
-        """OpenQP's part: the caller's segment table, once per process (604)."""
-        if pid not in self.tables:
-            self.tables[pid] = self.vmm.process(pid).copy()
+        """OpenQP's part (604): the driver calls the VMM for the caller's segment table (one
+        copy per process, kept current by SegmentTableUpdate after that)."""
+        self.tables[pid] = self.vmm.process(pid).copy()
 
     def _segment_update(self, pid: int, esid: int, vsid: int | None) -> None:
         """SegmentTableUpdate (608/610)."""

@@ -1,0 +1,100 @@
+"""Endnodes' SANICs on one virtual clock, joined by a fabric that may lose, reorder and
+duplicate frames, deterministically from a seed: the sim's SAN (and the tests').
+
+Every packet travels as its RoCEv2 frame (``packets.frame``: Ether/IPv4/UDP 4791/BTH/.../ICRC)
+and is read back on arrival (``packets.packet``, the ICRC verified): what the sim carries is
+what a capture of it shows. Switches forward frames unmodified (B3.1), so the fabric is one
+delivery queue; ``frames`` keeps every frame delivered, for captures and checks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass
+
+from .packets import Packet, frame, packet
+from .verbs import Context
+
+ROCE_SPORT = 49152  # the UDP source port every SANIC here sends from
+
+
+@dataclass(frozen=True)
+class Endnode:
+    name: str
+    context: Context
+    mac: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A frame on the fabric: when it was sent, by whom, to whom, and whether it arrived."""
+
+    time: float
+    src: str
+    dst: str
+    data: bytes
+    delivered: bool
+
+
+class Fabric:
+    def __init__(self, *, seed: int = 0, loss: float = 0.0, reorder: float = 0.0,
+                 duplicate: float = 0.0, latency: float = 0.0001) -> None:
+        self.nodes: dict[str, Endnode] = {}
+        self.rng = random.Random(seed)
+        self.loss, self.reorder, self.duplicate, self.latency = loss, reorder, duplicate, latency
+        self.now = 0.0
+        self.frames: list[Sent] = []
+        self.malformed = 0
+        self._queue: list[tuple[float, int, str, bytes]] = []
+        self._order = itertools.count()
+
+    def add(self, name: str, context: Context) -> Endnode:
+        n = len(self.nodes) + 1
+        node = self.nodes[name] = Endnode(name, context, f"02:5a:00:00:00:{n:02x}",
+                                          f"10.3.0.{n}")
+        return node
+
+    def send(self, src: str, out: list[tuple[str, Packet]]) -> None:
+        """What ``src``'s SANIC put on the wire (the return value of a verb or of ``receive``)."""
+        a = self.nodes[src]
+        for dst, p in out:
+            b = self.nodes[dst]
+            data = frame(p, eth_dst=b.mac, eth_src=a.mac, ip_src=a.ip, ip_dst=b.ip,
+                         sport=ROCE_SPORT)
+            lost = self.rng.random() < self.loss
+            self.frames.append(Sent(self.now, src, dst, data, not lost))
+            if lost:
+                continue
+            for _ in range(2 if self.rng.random() < self.duplicate else 1):
+                late = self.rng.random() * 10 * self.latency if self.rng.random() < self.reorder \
+                    else 0.0
+                heapq.heappush(self._queue, (self.now + self.latency + late,
+                                             next(self._order), dst, data))
+
+    def run(self, until: float = 60.0) -> None:
+        """Deliver and fire timers until nothing is left to do or the clock passes ``until``."""
+        while True:
+            due = [t for t in (self._queue[0][0] if self._queue else None,
+                               *(n.context.next_deadline() for n in self.nodes.values()))
+                   if t is not None]
+            if not due:
+                return
+            if min(due) > until:
+                self.now = max(self.now, until)
+                return
+            self.now = max(self.now, min(due))
+            if self._queue and self._queue[0][0] <= self.now:
+                _, _, dst, data = heapq.heappop(self._queue)
+                got = packet(data)
+                if got is None:
+                    self.malformed += 1
+                    continue
+                self.send(dst, self.nodes[dst].context.receive(got[0], self.now))
+                continue
+            for name, node in self.nodes.items():
+                d = node.context.next_deadline()
+                if d is not None and d <= self.now:
+                    self.send(name, node.context.on_timer(self.now))

@@ -1,0 +1,281 @@
+"""Verbs, named as ibverbs and pyverbs users know them, on a node's SANIC (B3.5, B3.19, B3.24).
+
+``Context`` is one SANIC of an endnode, opened on the node's ``memory.Vmm``; ``PD`` a protection
+domain, which is one process's address space (D3.9); ``CQ`` a completion queue that several
+QPs may share (a completion names its QP and work request, L416); ``QP`` an RC queue pair
+(``qp.RcQp``) that gathers what it sends from the process's memory and scatters what comes
+back into it, by effective addresses translated with the segment table it took at OpenQP
+(B3.19 602-606). The seed's own verbs are the PD's: ``allocate_rkey``, ``bind_rkey``,
+``unbind_rkey``, ``deallocate_rkey``, ``open_qp``; ``map_local_page`` is the default error
+handler's (612).
+
+Sans-IO like the cores under it: a ``Context`` takes packets (``receive``) and the clock
+(``on_timer``) and returns what goes on the wire, as ``(peer, Packet)`` -- the peer being the
+remote endnode a QP is connected to. ``fabric.Fabric`` runs several on a virtual clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .memory import NoSegment, PageFault, Prot, ProtectionFault, Vmm, pieces
+from .packets import Packet
+from .qp import (
+    WC_OPCODE,
+    Action,
+    Completion,
+    QpState,
+    RcQp,
+    RecvWr,
+    SendWr,
+    Transmit,
+    Wc,
+    WcOpcode,
+    WcStatus,
+    WrOpcode,
+)
+from .qp import PageFault as RemoteFault
+from .rkeys import Access, Consumer, Reach, RKeys
+
+
+@dataclass(frozen=True)
+class SGE:
+    """A scatter/gather element: ``length`` bytes at effective address ``addr``."""
+
+    addr: int
+    length: int
+
+
+@dataclass(frozen=True)
+class SendWR:
+    wr_id: int
+    opcode: WrOpcode
+    sg_list: tuple[SGE, ...] = ()
+    remote_addr: int = 0
+    rkey: int = 0
+    imm: int | None = None
+    compare_add: int = 0
+    swap: int = 0
+    fence: bool = False
+
+
+@dataclass(frozen=True)
+class RecvWR:
+    wr_id: int
+    sg_list: tuple[SGE, ...] = ()
+
+
+class CQ:
+    """A completion queue; ``poll`` takes the oldest completions."""
+
+    def __init__(self) -> None:
+        self._wcs: deque[Wc] = deque()
+
+    def poll(self, num: int = 1) -> list[Wc]:
+        return [self._wcs.popleft() for _ in range(min(num, len(self._wcs)))]
+
+    def __len__(self) -> int:
+        return len(self._wcs)
+
+
+class LocalAccessError(Exception):
+    """A local buffer that does not translate (the QP's process may not reach it)."""
+
+
+class Context:
+    """One SANIC of an endnode (B3.2): its keys and QPs. ``handler`` is the default error
+    handler, called with each page fault an incoming request met (B3.28, D3.8); it may map
+    the page (``map_local_page``) -- the requester's retry then lands -- or leave it."""
+
+    def __init__(self, vmm: Vmm, name: str = "sanic0", *, mtu: int = 1024,
+                 rdma: bool = True, handler: Callable[[RemoteFault], None] | None = None
+                 ) -> None:
+        self.vmm, self.name, self.mtu, self.rdma = vmm, name, mtu, rdma
+        self.keys = RKeys(vmm)
+        self.handler = handler
+        self.qps: dict[int, QP] = {}
+        self.faults: list[RemoteFault] = []
+        self.log: list[tuple[int, Action]] = []  # every action of every QP, by QP number
+        self._next_qpn = 0x11
+
+    def pd(self, pid: int, *, kernel: bool = False) -> PD:
+        return PD(self, Consumer(pid, kernel))
+
+    def map_local_page(self, va: int) -> int:
+        """MapLocalPage (612): ``va``'s page into a frame; its PFN."""
+        return self.vmm.map_page(va)
+
+    # ---- the wire ------------------------------------------------------------------------
+    def receive(self, packet: Packet, now: float) -> list[tuple[str, Packet]]:
+        qp = self.qps.get(packet.dqpn)
+        if qp is None:
+            return []  # no such QP: dropped, as a HCA drops it
+        return qp._apply(qp.core.receive(packet, now))
+
+    def next_deadline(self) -> float | None:
+        return min((t for qp in self.qps.values() if (t := qp.core.next_deadline()) is not None),
+                   default=None)
+
+    def on_timer(self, now: float) -> list[tuple[str, Packet]]:
+        out = []
+        for qp in list(self.qps.values()):
+            d = qp.core.next_deadline()
+            if d is not None and d <= now:
+                out += qp._apply(qp.core.on_timer(now))
+        return out
+
+
+@dataclass
+class PD:
+    """A protection domain: one process's address space (D3.9), and the seed's verbs."""
+
+    context: Context
+    consumer: Consumer
+
+    @property
+    def pid(self) -> int:
+        return self.consumer.pid
+
+    def allocate_rkey(self) -> int:
+        return self.context.keys.allocate(self.consumer)
+
+    def bind_rkey(self, rkey: int, addr: int, length: int, access: Access) -> None:
+        """BindRKey; null address and length 0 unbind. ``InvalidParameter`` if not allowed."""
+        self.context.keys.bind(self.consumer, rkey, addr, length, access)
+
+    def unbind_rkey(self, rkey: int) -> None:
+        self.context.keys.unbind(self.consumer, rkey)
+
+    def deallocate_rkey(self, rkey: int) -> None:
+        self.context.keys.deallocate(self.consumer, rkey)
+
+    def open_qp(self, send_cq: CQ, recv_cq: CQ | None = None, *, max_outstanding: int = 16,
+                max_send_wr: int = 1024, max_recv_wr: int = 1024) -> QP:
+        """OpenQP (602/604): the QP's state is the driver's -- the caller gets a handle with
+        the verbs, never the state block 531 -- and it takes the process's segment table."""
+        ctx = self.context
+        ctx.keys.open_process(self.pid)
+        qpn = ctx._next_qpn
+        ctx._next_qpn += 1
+        core = RcQp(qpn, memory=Reach(ctx.keys, self.pid) if ctx.rdma else None, mtu=ctx.mtu,
+                    max_outstanding=max_outstanding, max_send_wr=max_send_wr,
+                    max_recv_wr=max_recv_wr)
+        qp = QP(self, core, send_cq, recv_cq or send_cq)
+        ctx.qps[qpn] = qp
+        return qp
+
+
+@dataclass
+class QP:
+    """An RC queue pair's handle: modify, post, and where its completions go."""
+
+    pd: PD
+    core: RcQp
+    send_cq: CQ
+    recv_cq: CQ
+    peer: str = ""  # the remote endnode it is connected to
+    _sends: dict[int, SendWR] = field(default_factory=dict)
+    _recvs: dict[int, RecvWR] = field(default_factory=dict)
+
+    @property
+    def qp_num(self) -> int:
+        return self.core.qp_num
+
+    @property
+    def state(self) -> QpState:
+        return self.core.state
+
+    def connect(self, peer: str, dest_qp: int, now: float, *, psn: int = 0,
+                remote_psn: int = 0, timeout: float = 0.05, retry_cnt: int = 7,
+                rnr_retry: int = 7) -> None:
+        """RESET -> INIT -> RTR -> RTS with the remote QP (an RC QP has one peer, L453)."""
+        self.peer = peer
+        self._apply(self.core.modify(QpState.INIT, now))
+        self._apply(self.core.modify(QpState.RTR, now, dest_qp=dest_qp, rq_psn=remote_psn))
+        self._apply(self.core.modify(QpState.RTS, now, sq_psn=psn, timeout=timeout,
+                                     retry_cnt=retry_cnt, rnr_retry=rnr_retry))
+
+    def to_error(self, now: float) -> list[tuple[str, Packet]]:
+        return self._apply(self.core.modify(QpState.ERROR, now))
+
+    # ---- posting ------------------------------------------------------------------------
+    def post_send(self, wr: SendWR, now: float) -> list[tuple[str, Packet]]:
+        """Gather the local buffers (EA -> VA -> PA with the QP's tables) and post."""
+        try:
+            data = self._gather(wr.sg_list) if wr.opcode in (
+                WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE,
+                WrOpcode.RDMA_WRITE_WITH_IMM) else b""
+        except LocalAccessError:
+            self.send_cq._wcs.append(Wc(wr.wr_id, WcStatus.LOC_PROT_ERR, WC_OPCODE[wr.opcode],
+                                        self.qp_num))
+            return []
+        self._sends[wr.wr_id] = wr
+        length = sum(s.length for s in wr.sg_list)
+        return self._apply(self.core.post_send(SendWr(
+            wr.wr_id, wr.opcode, data, length, wr.remote_addr, wr.rkey, wr.imm,
+            wr.compare_add, wr.swap, wr.fence), now))
+
+    def post_recv(self, wr: RecvWR) -> list[tuple[str, Packet]]:
+        self._recvs[wr.wr_id] = wr
+        return self._apply(self.core.post_recv(RecvWr(wr.wr_id,
+                                                      sum(s.length for s in wr.sg_list))))
+
+    # ---- local memory (B3.19 606, 612) ----------------------------------------------------
+    def _pieces(self, sg_list: tuple[SGE, ...], write: bool) -> list[tuple[int, int]]:
+        table = self.pd.context.keys.tables[self.pd.pid]
+        vmm = self.pd.context.vmm
+        out = []
+        for sge in sg_list:
+            for at, n in pieces(sge.addr, sge.length):
+                try:
+                    pa = vmm.page_table.pa(table.va(at), Prot.WRITE if write else Prot.READ)
+                except (NoSegment, PageFault, ProtectionFault) as exc:
+                    raise LocalAccessError(str(exc)) from exc
+                out.append((pa, n))
+        return out
+
+    def _gather(self, sg_list: tuple[SGE, ...]) -> bytes:
+        memory = self.pd.context.vmm.memory
+        return b"".join(memory.read(pa, n) for pa, n in self._pieces(sg_list, write=False))
+
+    def _scatter(self, sg_list: tuple[SGE, ...], data: bytes) -> None:
+        memory, at = self.pd.context.vmm.memory, 0
+        for pa, n in self._pieces(sg_list, write=True):
+            if at >= len(data):
+                break
+            memory.write(pa, data[at:at + n])
+            at += n
+
+    # ---- what the core did ----------------------------------------------------------------
+    def _apply(self, actions: list[Action]) -> list[tuple[str, Packet]]:
+        ctx, out = self.pd.context, []
+        for a in actions:
+            ctx.log.append((self.qp_num, a))
+            if isinstance(a, Transmit):
+                out.append((self.peer, a.packet))
+            elif isinstance(a, Completion):
+                self._complete(a)
+            elif isinstance(a, RemoteFault):
+                ctx.faults.append(a)
+                if ctx.handler is not None:
+                    ctx.handler(a)
+        return out
+
+    def _complete(self, c: Completion) -> None:
+        wc = c.wc
+        if c.recv:
+            rwr = self._recvs.pop(wc.wr_id, None)
+            if rwr is not None and wc.status is WcStatus.SUCCESS and wc.data:
+                self._scatter(rwr.sg_list, wc.data)
+            self.recv_cq._wcs.append(Wc(wc.wr_id, wc.status, wc.opcode, wc.qp_num,
+                                        wc.byte_len, wc.imm))
+            return
+        swr = self._sends.pop(wc.wr_id, None)
+        if swr is not None and wc.status is WcStatus.SUCCESS and wc.opcode in (
+                WcOpcode.RDMA_READ, WcOpcode.COMP_SWAP, WcOpcode.FETCH_ADD):
+            self._scatter(swr.sg_list, wc.data)
+        self.send_cq._wcs.append(Wc(wc.wr_id, wc.status, wc.opcode, wc.qp_num, wc.byte_len,
+                                    wc.imm))
+
