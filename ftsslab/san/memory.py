@@ -142,7 +142,7 @@ class PageTable:
         pte = self.lookup(va >> PAGE_SHIFT)
         if pte is None or not pte.valid:
             raise PageFault(f"VA {va:#x}: page not mapped", va)
-        if access & ~pte.prot:
+        if access.value & ~pte.prot.value:
             raise ProtectionFault(f"VA {va:#x}: page is {pte.prot}, not {access}", va)
         return (pte.pfn << PAGE_SHIFT) | (va & (PAGE - 1))
 

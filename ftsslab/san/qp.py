@@ -209,6 +209,7 @@ class _Req:
     sent: int = 0  # packets (READ: responses asked for) sent since the last go-back
     got: int = 0  # READ: response packets taken
     data: bytearray = field(default_factory=bytearray)
+    done: bool = False  # completed (a go-back may still list it as unsent)
 
     @property
     def reads(self) -> bool:
@@ -250,6 +251,7 @@ class RcQp:
         # requester
         self._sq: deque[SendWr] = deque()
         self._inflight: deque[_Req] = deque()
+        self._unsent: deque[_Req] = deque()  # of those, the ones with packets still to send
         self._next_psn = 0
         self._retries = self._rnr_retries = 0
         self._deadline: float | None = None
@@ -288,7 +290,7 @@ class RcQp:
         if new is QpState.ERROR:
             acts += self._flush()
         elif new is QpState.RESET:
-            self._sq.clear(), self._inflight.clear(), self._rq.clear()
+            self._sq.clear(), self._inflight.clear(), self._unsent.clear(), self._rq.clear()
             self._incoming, self._deadline, self._rnr_until = None, None, None
         elif new is QpState.RTS:
             acts += self._pump(now)
@@ -311,7 +313,7 @@ class RcQp:
         for rwr in self._rq:
             acts.append(Completion(Wc(rwr.wr_id, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV,
                                       self.qp_num), recv=True))
-        self._inflight.clear(), self._sq.clear(), self._rq.clear()
+        self._inflight.clear(), self._unsent.clear(), self._sq.clear(), self._rq.clear()
         self._deadline = self._rnr_until = None
         return acts
 
@@ -371,6 +373,11 @@ class RcQp:
         self._deadline = now + self.timeout if any(r.sent for r in self._inflight) else None
 
     # ---- requester ----------------------------------------------------------------------
+    def _pop(self) -> _Req:
+        r = self._inflight.popleft()
+        r.done = True
+        return r
+
     def _una(self) -> int:
         head = self._inflight[0]
         return psn_add(head.first, head.got)
@@ -386,11 +393,14 @@ class RcQp:
             size = wr.length if wr.opcode is WrOpcode.RDMA_READ else len(wr.data)
             atomic = wr.opcode in (WrOpcode.ATOMIC_CMP_AND_SWP, WrOpcode.ATOMIC_FETCH_AND_ADD)
             n = 1 if atomic else _chunks(size, self.mtu)
-            self._inflight.append(_Req(wr, self._next_psn, n))
+            r = _Req(wr, self._next_psn, n)
+            self._inflight.append(r)
+            self._unsent.append(r)
             self._next_psn = psn_add(self._next_psn, n)
         acts: list[Action] = []
-        for r in self._inflight:
-            while r.sent < r.npkts:
+        while self._unsent:
+            r = self._unsent.popleft()
+            while r.sent < r.npkts and not r.done:
                 acts.append(Transmit(self._request(r)))
                 self.counters["sent"] += 1
         if acts and self._deadline is None:
@@ -429,7 +439,7 @@ class RcQp:
         """Go back to ``psn`` (counted against the retry or the RNR retry count)."""
         left = self._rnr_retries if rnr else self._retries
         if left == 0:
-            head = self._inflight.popleft()
+            head = self._pop()
             status = WcStatus.RNR_RETRY_EXC_ERR if rnr else WcStatus.RETRY_EXC_ERR
             return [self._wc(head.wr, status), *self._fail(f"{status.name} at PSN {psn}")]
         if left != INFINITE:
@@ -441,6 +451,7 @@ class RcQp:
             back = psn_diff(psn, r.first)
             if back < r.npkts:
                 r.sent = max(0, min(r.sent, back), r.got)
+        self._unsent = deque(r for r in self._inflight if r.sent < r.npkts)
         self.counters["resent"] += 1
         self._deadline = None
         if rnr:
@@ -466,7 +477,7 @@ class RcQp:
             acts += self._acked_before(p.psn, now)
             if not self._inflight:
                 return acts
-            head = self._inflight.popleft()
+            head = self._pop()
             return acts + [self._wc(head.wr, _NAK_STATUS[code]),
                            *self._fail(f"NAK {code} at PSN {p.psn}")]
         if p.op.startswith("RDMA_READ_RESPONSE"):
@@ -476,7 +487,7 @@ class RcQp:
             head = self._inflight[0] if self._inflight else None
             if head is not None and head.first == p.psn and head.wr.opcode in (
                     WrOpcode.ATOMIC_CMP_AND_SWP, WrOpcode.ATOMIC_FETCH_AND_ADD):
-                self._inflight.popleft()
+                self._pop()
                 acts.append(self._wc(head.wr, WcStatus.SUCCESS,
                                      (p.orig or 0).to_bytes(8, "big")))
                 self._progress(now)
@@ -498,7 +509,7 @@ class RcQp:
                 if not r.reads and psn_diff(psn, r.first) > 0:
                     r.got = max(r.got, psn_diff(psn, r.first))
                 break
-            self._inflight.popleft()
+            self._pop()
             acts.append(self._wc(r.wr, WcStatus.SUCCESS))
             self._progress(now)
         return acts
@@ -523,7 +534,7 @@ class RcQp:
         r.got += 1
         self._progress(now)
         if r.got == r.npkts:
-            self._inflight.popleft()
+            self._pop()
             acts.append(self._wc(r.wr, WcStatus.SUCCESS, bytes(r.data)))
         return acts + self._pump(now)
 

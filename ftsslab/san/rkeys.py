@@ -64,6 +64,8 @@ class Op(Enum):
 
 _NEEDS = {Op.WRITE: (Access.REMOTE_WRITE, Prot.WRITE), Op.READ: (Access.REMOTE_READ, Prot.READ),
           Op.ATOMIC: (Access.REMOTE_ATOMIC, Prot.RW)}
+_NEED_BITS = {op: right.value for op, (right, _) in _NEEDS.items()}  # (Flag & is slow)
+_ONE_SHOT, _VIRTUAL = Access.ONE_SHOT.value, Access.VIRTUAL.value
 
 
 class KeyState(Enum):
@@ -119,8 +121,12 @@ class Binding:
     generation: int  # bumped by every bind: a grant names the binding it was checked against
 
     @property
+    def bits(self) -> int:
+        return self.access.value
+
+    @property
     def virtual(self) -> bool:
-        return bool(self.access & Access.VIRTUAL)
+        return bool(self.access.value & _VIRTUAL)
 
 
 @dataclass
@@ -264,7 +270,7 @@ class RKeys:
             return Refusal(REMOTE_ACCESS_ERROR, f"key {rkey:#x} is bound to process "
                            f"{b.owner}'s memory, the QP is process {pid}'s")
         right, prot = _NEEDS[op]
-        if not b.access & right:
+        if not b.bits & _NEED_BITS[op]:
             return Refusal(REMOTE_ACCESS_ERROR, f"key {rkey:#x} does not grant {right.name}")
         if op is Op.ATOMIC and (va % 8 or length != 8):
             return Refusal(INVALID_REQUEST, f"atomic at {va:#x}, {length} bytes: not one "
@@ -282,7 +288,7 @@ class RKeys:
         key = self._live(grant.rkey)
         if (key is not None and key.binding is not None
                 and key.binding.generation == grant.generation
-                and key.binding.access & Access.ONE_SHOT and key.state is KeyState.BOUND):
+                and key.binding.bits & _ONE_SHOT and key.state is KeyState.BOUND):
             self._fire(key, KeyEvent.USED)
 
     # ---- inside ---------------------------------------------------------------------------
