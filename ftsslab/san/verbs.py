@@ -204,9 +204,12 @@ class QP:
     def post_send(self, wr: SendWR, now: float) -> list[tuple[str, Packet]]:
         """Gather the local buffers (EA -> VA -> PA with the QP's tables) and post."""
         try:
-            data = self._gather(wr.sg_list) if wr.opcode in (
-                WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE,
-                WrOpcode.RDMA_WRITE_WITH_IMM) else b""
+            if wr.opcode in (WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE,
+                             WrOpcode.RDMA_WRITE_WITH_IMM):
+                data = self._gather(wr.sg_list)
+            else:  # where the answer goes must be writable now (it is checked again then)
+                data = b""
+                self._pieces(wr.sg_list, write=True)
         except LocalAccessError:
             self.send_cq._wcs.append(Wc(wr.wr_id, WcStatus.LOC_PROT_ERR, WC_OPCODE[wr.opcode],
                                         self.qp_num))
@@ -265,17 +268,14 @@ class QP:
 
     def _complete(self, c: Completion) -> None:
         wc = c.wc
-        if c.recv:
-            rwr = self._recvs.pop(wc.wr_id, None)
-            if rwr is not None and wc.status is WcStatus.SUCCESS and wc.data:
-                self._scatter(rwr.sg_list, wc.data)
-            self.recv_cq._wcs.append(Wc(wc.wr_id, wc.status, wc.opcode, wc.qp_num,
-                                        wc.byte_len, wc.imm))
-            return
-        swr = self._sends.pop(wc.wr_id, None)
-        if swr is not None and wc.status is WcStatus.SUCCESS and wc.opcode in (
-                WcOpcode.RDMA_READ, WcOpcode.COMP_SWAP, WcOpcode.FETCH_ADD):
-            self._scatter(swr.sg_list, wc.data)
-        self.send_cq._wcs.append(Wc(wc.wr_id, wc.status, wc.opcode, wc.qp_num, wc.byte_len,
-                                    wc.imm))
+        wr = (self._recvs if c.recv else self._sends).pop(wc.wr_id, None)
+        status = wc.status
+        if wr is not None and status is WcStatus.SUCCESS and wc.data and wc.opcode in (
+                WcOpcode.RECV, WcOpcode.RDMA_READ, WcOpcode.COMP_SWAP, WcOpcode.FETCH_ADD):
+            try:
+                self._scatter(wr.sg_list, wc.data)
+            except LocalAccessError:  # (unmapped since it was posted)
+                status = WcStatus.LOC_PROT_ERR
+        (self.recv_cq if c.recv else self.send_cq)._wcs.append(
+            Wc(wc.wr_id, status, wc.opcode, wc.qp_num, wc.byte_len, wc.imm))
 
