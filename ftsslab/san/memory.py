@@ -33,6 +33,9 @@ SEGMENT_SHIFT = 28  # 256 MiB segments
 ESID_BITS = 36
 EA_BITS = ESID_BITS + SEGMENT_SHIFT  # 64
 VSID_BITS = 36
+# where physical memory starts: PAs are distinctive 8-byte values, so that a scan of every frame
+# for every PA (check 15) cannot mistake small numbers in a header or payload for one
+PHYS_BASE = 0x5A5A_0000_0000
 _SEG_MASK = (1 << SEGMENT_SHIFT) - 1
 
 
@@ -144,25 +147,32 @@ class PageTable:
             raise PageFault(f"VA {va:#x}: page not mapped", va)
         if access.value & ~pte.prot.value:
             raise ProtectionFault(f"VA {va:#x}: page is {pte.prot}, not {access}", va)
-        return (pte.pfn << PAGE_SHIFT) | (va & (PAGE - 1))
+        return PHYS_BASE + (pte.pfn << PAGE_SHIFT) + (va & (PAGE - 1))
+
+
+def frame_pa(pfn: int) -> int:
+    """The PA of frame ``pfn``'s first byte."""
+    return PHYS_BASE + (pfn << PAGE_SHIFT)
 
 
 class PhysicalMemory:
-    """Frames of ``PAGE`` bytes; ``digest`` is the whole image's SHA-256 (checks' "0 bytes
-    change")."""
+    """Frames of ``PAGE`` bytes from ``PHYS_BASE`` on; ``digest`` is the whole image's SHA-256
+    (checks' "0 bytes change")."""
 
     def __init__(self, nframes: int) -> None:
         self.nframes = nframes
         self.data = bytearray(nframes * PAGE)
 
     def read(self, pa: int, n: int) -> bytes:
-        return bytes(self.data[pa:pa + n])
+        at = pa - PHYS_BASE
+        return bytes(self.data[at:at + n])
 
     def write(self, pa: int, data: bytes) -> None:
-        self.data[pa:pa + len(data)] = data
+        at = pa - PHYS_BASE
+        self.data[at:at + len(data)] = data
 
     def frame(self, pfn: int) -> bytes:
-        return self.read(pfn << PAGE_SHIFT, PAGE)
+        return self.read(frame_pa(pfn), PAGE)
 
     def digest(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
@@ -233,7 +243,7 @@ class Vmm:
             return pte.pfn
         content, prot = self.swap.pop(vpn, (bytes(PAGE), prot))
         pfn = self._frame()
-        self.memory.write(pfn << PAGE_SHIFT, content)
+        self.memory.write(frame_pa(pfn), content)
         self.page_table.insert(vpn, pfn, prot)
         return pfn
 
@@ -259,7 +269,7 @@ class Vmm:
         vpn = va >> PAGE_SHIFT
         new = self._frame()
         pte = self.page_table.remove(vpn)
-        self.memory.write(new << PAGE_SHIFT, self.memory.frame(pte.pfn))
+        self.memory.write(frame_pa(new), self.memory.frame(pte.pfn))
         self.page_table.insert(vpn, new, pte.prot)
         self._free.insert(0, pte.pfn)  # reused last: the old frame stays as it was
         return pte.pfn, new

@@ -15,6 +15,7 @@ from ftsslab.san.memory import (
     Prot,
     ProtectionFault,
     Vmm,
+    frame_pa,
     pieces,
     split_ea,
 )
@@ -57,18 +58,18 @@ def test_unmapped_swapped_and_migrated_pages():
         vmm.page_table.pa(va, Prot.READ)
     assert info.value.address == va
     first = vmm.map_page(va)
-    vmm.memory.write(first * PAGE, b"before")
+    vmm.memory.write(frame_pa(first), b"before")
     assert vmm.swap_out(va) == first
     with pytest.raises(PageFault):
         vmm.page_table.pa(va, Prot.READ)
     vmm.map_page(t.va(SEG + PAGE))  # another page takes the freed frame
     again = vmm.map_page(va)
-    assert again != first and vmm.memory.read(again * PAGE, 6) == b"before"
+    assert again != first and vmm.memory.read(frame_pa(again), 6) == b"before"
     old, new = vmm.migrate(va)
     assert old == again and new != old
     vmm.memory.write(vmm.page_table.pa(va, Prot.WRITE), b"after!")
-    assert vmm.memory.read(new * PAGE, 6) == b"after!"
-    assert vmm.memory.read(old * PAGE, 6) == b"before"
+    assert vmm.memory.read(frame_pa(new), 6) == b"after!"
+    assert vmm.memory.read(frame_pa(old), 6) == b"before"
 
 
 def test_page_protection_is_checked():

@@ -211,3 +211,79 @@ def test_rc_over_a_lossy_reordering_fabric_delivers_every_send_once_and_in_order
     assert qa.core.counters["resent"] > 10 and qb.core.counters["duplicates"] > 0
     lost = sum(1 for s in f.frames if not s.delivered)
     assert 0.07 < lost / len(f.frames) < 0.13
+
+
+def test_no_physical_address_appears_in_any_frame():
+    """Check 15 (B3.19 614): an advertised key, WRITEs, READs, SENDs and an atomic -- and
+    no frame holds, anywhere, any PA of either node's page table or of a byte that moved."""
+    from ftsslab.fast.roce import build_rkey_advert
+    from ftsslab.san.memory import frame_pa
+
+    f = Fabric()
+    a, b = endnode(f, "A"), endnode(f, "B")
+    pa, pb, qa, qb, cqa, cqb = pair(f, a, b)
+    key = pb.allocate_rkey()
+    pb.bind_rkey(key, BUF, 8 * PAGE, RW)
+    poke(b, 1, BUF + 15 * PAGE, build_rkey_advert(va=BUF, rkey=key, length=8 * PAGE,
+                                                  access=int(RW.value), qpn=qb.qp_num))
+    f.send("A", qa.post_recv(RecvWR(1, (SGE(BUF + 15 * PAGE, 32),))))
+    f.send("B", qb.post_send(SendWR(1, WrOpcode.SEND, (SGE(BUF + 15 * PAGE, 32),)), 0.0))
+    poke(a, 1, BUF, bytes(range(256)) * 32)
+    f.send("A", qa.post_send(SendWR(2, WrOpcode.RDMA_WRITE, (SGE(BUF, 8192),),
+                                    remote_addr=BUF + 100, rkey=key), 0.0))
+    f.send("A", qa.post_send(SendWR(3, WrOpcode.RDMA_READ, (SGE(BUF + 4 * PAGE, 8192),),
+                                    remote_addr=BUF + 100, rkey=key), 0.0))
+    f.send("A", qa.post_send(SendWR(4, WrOpcode.ATOMIC_FETCH_AND_ADD, (SGE(BUF + 9 * PAGE, 8),),
+                                    remote_addr=BUF + 64, rkey=key, compare_add=1), 0.0))
+    f.run()
+    assert [w.status for w in cqa.poll(10)] == [WcStatus.SUCCESS] * 4  # (and the receive)
+    assert peek(a, 1, BUF + 15 * PAGE, 32)[:4] == b"RKEY"  # the advert came
+    pas = set()
+    for ctx in (a, b):
+        for pte in ctx.vmm.page_table.frames:
+            if pte is not None:
+                base = frame_pa(pte.pfn)
+                pas.update(range(base, base + PAGE, 8))  # every aligned PA of every frame
+    values = {v.to_bytes(8, "big") for v in pas} | {v.to_bytes(8, "little") for v in pas}
+    wire = b"".join(s.data for s in f.frames)
+    assert len(f.frames) > 20
+    assert not any(wire[i:i + 8] in values for i in range(len(wire) - 7))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_after_a_rebind_completes_the_old_region_is_never_reached(seed):
+    """Check 7's stress: WRITEs to R1 stream while B rebinds the key to R2 at a random
+    moment; from that instant no byte of R1 changes (its hash), the WRITE in flight is NAKed
+    or was done, and a WRITE to R2 with the same key succeeds."""
+    import hashlib
+    import random
+
+    rng = random.Random(seed)
+    f = Fabric(seed=seed, loss=0.02)
+    a, b = endnode(f, "A"), endnode(f, "B")
+    pa, pb, qa, qb, cqa, cqb = pair(f, a, b)
+    key = pb.allocate_rkey()
+    pb.bind_rkey(key, BUF, 4 * PAGE, RW)
+    poke(a, 1, BUF, bytes(range(1, 256)) * 17)
+    at = rng.randrange(5, 60)
+    r1 = lambda: hashlib.sha256(peek(b, 1, BUF, 4 * PAGE)).hexdigest()  # noqa: E731
+    frozen = None
+    for i in range(80):
+        f.send("A", qa.post_send(SendWR(i, WrOpcode.RDMA_WRITE, (SGE(BUF + (i % 16), 700),),
+                                        remote_addr=BUF + (i * 97) % (3 * PAGE), rkey=key),
+                                 f.now))
+        f.run(until=f.now + rng.random() * 0.0004)
+        if i == at:
+            pb.bind_rkey(key, BUF + 8 * PAGE, 4 * PAGE, RW)  # the rebind completes here
+            frozen = r1()
+        if frozen is not None:
+            assert r1() == frozen
+    f.run()
+    assert r1() == frozen
+    statuses = [w.status for w in cqa.poll(100)]
+    assert WcStatus.REM_ACCESS_ERR in statuses and statuses[-1] is WcStatus.WR_FLUSH_ERR
+    _, _, q2, _, cq2, _ = pair(f, a, b)
+    f.send("A", q2.post_send(SendWR(1, WrOpcode.RDMA_WRITE, (SGE(BUF, 8),),
+                                    remote_addr=BUF + 8 * PAGE, rkey=key), f.now))
+    f.run()
+    assert [w.status for w in cq2.poll()] == [WcStatus.SUCCESS]
