@@ -48,7 +48,7 @@ class Fabric:
         self.now = 0.0
         self.frames: list[Sent] = []
         self.malformed = 0
-        self._queue: list[tuple[float, int, str, bytes]] = []
+        self._queue: list[tuple[float, int, str, str, bytes]] = []
         self._order = itertools.count()
 
     def add(self, name: str, context: Context) -> Endnode:
@@ -72,7 +72,7 @@ class Fabric:
                 late = self.rng.random() * 10 * self.latency if self.rng.random() < self.reorder \
                     else 0.0
                 heapq.heappush(self._queue, (self.now + self.latency + late,
-                                             next(self._order), dst, data))
+                                             next(self._order), src, dst, data))
 
     def run(self, until: float = 60.0) -> None:
         """Deliver and fire timers until nothing is left to do or the clock passes ``until``."""
@@ -87,12 +87,12 @@ class Fabric:
                 return
             self.now = max(self.now, min(due))
             if self._queue and self._queue[0][0] <= self.now:
-                _, _, dst, data = heapq.heappop(self._queue)
+                _, _, src, dst, data = heapq.heappop(self._queue)
                 got = packet(data)
                 if got is None:
                     self.malformed += 1
                     continue
-                self.send(dst, self.nodes[dst].context.receive(got[0], self.now))
+                self.send(dst, self.nodes[dst].context.receive(got[0], self.now, src))
                 continue
             for name, node in self.nodes.items():
                 d = node.context.next_deadline()

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from ftsslab.fast import roce as wire
 
-RC = wire.TRANSPORTS["RC"]
+RC, UD = wire.TRANSPORTS["RC"], wire.TRANSPORTS["UD"]
 OPCODE = {name: RC + value for name, value in wire.OPS.items()}
+UD_OPCODE = {name: UD + wire.OPS[name] for name in ("SEND_ONLY", "SEND_ONLY_WITH_IMMEDIATE")}
 NAME = {value: name for name, value in OPCODE.items()}
+UD_NAME = {value: name for name, value in UD_OPCODE.items()}
 NAK_CODE = {name: code for code, name in wire.NAK_CODES.items()}
 ACK_SYNDROME = (wire.AETH_ACK << 5) | wire.AETH_CREDITS_INVALID
 PSN_MASK = (1 << 24) - 1
@@ -62,6 +64,8 @@ class Packet:
     orig: int | None = None  # AtomicAckETH: the remote data before the atomic
     imm: int | None = None
     payload: bytes = b""
+    qkey: int | None = None  # DETH (UD): set, the packet is a datagram's
+    src_qp: int = 0
 
     @property
     def is_response(self) -> bool:
@@ -86,7 +90,7 @@ def rnr_nak(timer: int) -> int:
     return (wire.AETH_RNR_NAK << 5) | (timer & 0x1F)
 
 
-_U32, _U64 = struct.Struct("!I"), struct.Struct("!Q")
+_U32, _U64, _DETH = struct.Struct("!I"), struct.Struct("!Q"), struct.Struct("!II")
 _RETH, _ATOMIC = struct.Struct("!QII"), struct.Struct("!QIQQ")
 
 
@@ -94,6 +98,8 @@ def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
           sport: int) -> bytes:
     """The RoCEv2 frame of ``p`` (Ether/IPv4/UDP 4791/BTH/.../ICRC)."""
     headers = b""
+    if p.qkey is not None:
+        headers += _DETH.pack(p.qkey, p.src_qp & PSN_MASK)
     if p.reth is not None:
         headers += _RETH.pack(p.reth.va, p.reth.rkey, p.reth.dmalen)
     if p.syndrome is not None:
@@ -106,7 +112,9 @@ def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
     if p.imm is not None:
         headers += _U32.pack(p.imm)
     return wire.build_roce(eth_dst=eth_dst, eth_src=eth_src, ip_src=ip_src, ip_dst=ip_dst,
-                           sport=sport, opcode=OPCODE[p.op], dqpn=p.dqpn, psn=p.psn,
+                           sport=sport,
+                           opcode=(UD_OPCODE if p.qkey is not None else OPCODE)[p.op],
+                           dqpn=p.dqpn, psn=p.psn,
                            headers=headers, payload=p.payload, ackreq=p.ackreq)
 
 
@@ -114,10 +122,12 @@ def packet(data: bytes) -> tuple[Packet, dict] | None:
     """The RC packet of a RoCEv2 frame whose ICRC is right, and the parsed headers (for the
     addresses); None for anything else (never raises)."""
     d = wire.parse_roce(data)
-    if d is None or not d["icrc_ok"] or d["BTH"]["opcode"] not in NAME:
+    if d is None or not d["icrc_ok"]:
         return None
     bth = d["BTH"]
-    op = NAME[bth["opcode"]]
+    op = NAME.get(bth["opcode"]) or UD_NAME.get(bth["opcode"])
+    if op is None:
+        return None
     need = wire.HEADER_CHAINS[bth["opcode"]]
     if any(h not in d for h in need if h != wire.SEND_PAYLOAD):
         return None  # a header cut short
@@ -136,4 +146,6 @@ def packet(data: bytes) -> tuple[Packet, dict] | None:
         if atomic else None,
         syndrome=aeth["syndrome"] if aeth else None, msn=aeth["msn"] if aeth else 0,
         orig=d["AtomicAckETH"]["origremdt"] if "AtomicAckETH" in d else None,
-        imm=d["ImmDt"]["imm"] if "ImmDt" in d else None, payload=payload), d
+        imm=d["ImmDt"]["imm"] if "ImmDt" in d else None, payload=payload,
+        qkey=d["DETH"]["qkey"] if "DETH" in d else None,
+        src_qp=d["DETH"]["srcqp"] if "DETH" in d else 0), d

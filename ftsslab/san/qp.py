@@ -158,11 +158,14 @@ class Wc:
     byte_len: int = 0
     imm: int | None = None
     data: bytes = b""
+    src_qp: int = 0  # a datagram's: who sent it
+    src: str = ""
 
 
 @dataclass(frozen=True)
 class Transmit:
     packet: Packet
+    peer: str | None = None  # a datagram's destination (an RC QP has one peer)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .memory import NoSegment, PageFault, Prot, ProtectionFault, Vmm, pieces
 from .packets import Packet
@@ -38,6 +38,7 @@ from .qp import (
 )
 from .qp import PageFault as RemoteFault
 from .rkeys import Access, Consumer, Reach, RKeys
+from .ud import UdQp, UdSendWr
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,18 @@ class SendWR:
 class RecvWR:
     wr_id: int
     sg_list: tuple[SGE, ...] = ()
+
+
+@dataclass(frozen=True)
+class UdSendWR:
+    """A datagram: its own destination (``peer``, the remote QP and its Q_Key)."""
+
+    wr_id: int
+    sg_list: tuple[SGE, ...]
+    peer: str
+    remote_qpn: int
+    remote_qkey: int
+    imm: int | None = None
 
 
 class CQ:
@@ -108,10 +121,15 @@ class Context:
         return self.vmm.map_page(va)
 
     # ---- the wire ------------------------------------------------------------------------
-    def receive(self, packet: Packet, now: float) -> list[tuple[str, Packet]]:
+    def receive(self, packet: Packet, now: float, src: str = "") -> list[tuple[str, Packet]]:
+        """A packet from the endnode ``src``."""
         qp = self.qps.get(packet.dqpn)
         if qp is None:
             return []  # no such QP: dropped, as a HCA drops it
+        if isinstance(qp.core, UdQp):
+            return qp._apply(qp.core.receive(packet, now, src))
+        if packet.qkey is not None:
+            return []  # a datagram for an RC QP
         return qp._apply(qp.core.receive(packet, now))
 
     def next_deadline(self) -> float | None:
@@ -166,13 +184,27 @@ class PD:
         ctx.qps[qpn] = qp
         return qp
 
+    def open_ud_qp(self, send_cq: CQ, qkey: int, recv_cq: CQ | None = None, *,
+                   max_recv_wr: int = 1024) -> QP:
+        """A UD QP (``ud.UdQp``), in RTS at once: it has no peer to connect to."""
+        ctx = self.context
+        ctx.keys.open_process(self.pid)
+        qpn = ctx._next_qpn
+        ctx._next_qpn += 1
+        qp = QP(self, UdQp(qpn, qkey=qkey, mtu=ctx.mtu, max_recv_wr=max_recv_wr), send_cq,
+                recv_cq or send_cq)
+        for state in (QpState.INIT, QpState.RTR, QpState.RTS):
+            qp._apply(qp.core.modify(state, 0.0))
+        ctx.qps[qpn] = qp
+        return qp
+
 
 @dataclass
 class QP:
     """An RC queue pair's handle: modify, post, and where its completions go."""
 
     pd: PD
-    core: RcQp
+    core: RcQp | UdQp
     send_cq: CQ
     recv_cq: CQ
     peer: str = ""  # the remote endnode it is connected to
@@ -220,6 +252,18 @@ class QP:
             wr.wr_id, wr.opcode, data, length, wr.remote_addr, wr.rkey, wr.imm,
             wr.compare_add, wr.swap, wr.fence), now))
 
+    def post_datagram(self, wr: UdSendWR, now: float) -> list[tuple[str, Packet]]:
+        """A UD QP's send."""
+        assert isinstance(self.core, UdQp)
+        try:
+            data = self._gather(wr.sg_list)
+        except LocalAccessError:
+            self.send_cq._wcs.append(Wc(wr.wr_id, WcStatus.LOC_PROT_ERR, WcOpcode.SEND,
+                                        self.qp_num))
+            return []
+        return self._apply(self.core.post_send(UdSendWr(wr.wr_id, data, wr.peer, wr.remote_qpn,
+                                                        wr.remote_qkey, wr.imm), now))
+
     def post_recv(self, wr: RecvWR) -> list[tuple[str, Packet]]:
         self._recvs[wr.wr_id] = wr
         return self._apply(self.core.post_recv(RecvWr(wr.wr_id,
@@ -257,7 +301,7 @@ class QP:
         for a in actions:
             ctx.log.append((self.qp_num, a))
             if isinstance(a, Transmit):
-                out.append((self.peer, a.packet))
+                out.append((a.peer or self.peer, a.packet))
             elif isinstance(a, Completion):
                 self._complete(a)
             elif isinstance(a, RemoteFault):
@@ -277,5 +321,5 @@ class QP:
             except LocalAccessError:  # (unmapped since it was posted)
                 status = WcStatus.LOC_PROT_ERR
         (self.recv_cq if c.recv else self.send_cq)._wcs.append(
-            Wc(wc.wr_id, status, wc.opcode, wc.qp_num, wc.byte_len, wc.imm))
+            replace(wc, status=status, data=b""))
 

@@ -11,7 +11,7 @@ from ftsslab.san.fabric import Fabric
 from ftsslab.san.memory import PAGE, SEGMENT_SHIFT, Vmm
 from ftsslab.san.qp import QpState, WcOpcode, WcStatus, WrOpcode
 from ftsslab.san.rkeys import Access, InvalidParameter
-from ftsslab.san.verbs import CQ, SGE, Context, RecvWR, SendWR
+from ftsslab.san.verbs import CQ, SGE, Context, RecvWR, SendWR, UdSendWR
 
 SEG = 1 << SEGMENT_SHIFT
 BUF = SEG  # each process's buffer: EA 1 << 28, 16 pages
@@ -287,3 +287,48 @@ def test_after_a_rebind_completes_the_old_region_is_never_reached(seed):
                                     remote_addr=BUF + 8 * PAGE, rkey=key), f.now))
     f.run()
     assert [w.status for w in cq2.poll()] == [WcStatus.SUCCESS]
+
+
+def test_ud_datagrams_name_their_sender_and_what_cannot_be_taken_is_dropped_and_counted():
+    """B3.10, check 22's second half: a datagram completes when sent; the receiver drops and
+    counts a wrong Q_Key, no receive posted, a datagram longer than the buffer; a receive
+    names the sender's QP and endnode."""
+    f = Fabric()
+    a, b = endnode(f, "A"), endnode(f, "B")
+    cqa, cqb = CQ(), CQ()
+    ua, ub = a.pd(1).open_ud_qp(cqa, qkey=0x1111), b.pd(1).open_ud_qp(cqb, qkey=0x2222)
+    poke(a, 1, BUF, b"datagram" * 100)
+    send = lambda i, n, qkey: f.send("A", ua.post_datagram(UdSendWR(  # noqa: E731
+        i, (SGE(BUF, n),), "B", ub.qp_num, qkey), f.now))
+    f.send("B", ub.post_recv(RecvWR(1, (SGE(BUF + PAGE, 64),))))
+    for i, n, qkey in ((1, 64, 0x2222), (2, 64, 0x9999),  # a wrong Q_Key
+                       (3, 64, 0x2222)):  # no receive posted any more
+        send(i, n, qkey)
+        f.run()
+    f.send("B", ub.post_recv(RecvWR(2, (SGE(BUF + PAGE, 64),))))
+    send(4, 65, 0x2222)  # longer than the buffer
+    send(5, 2000, 0x2222)  # longer than a packet: not sent
+    f.run()
+    assert [(w.wr_id, w.status) for w in cqa.poll(10)] == [
+        (1, WcStatus.SUCCESS), (2, WcStatus.SUCCESS), (3, WcStatus.SUCCESS),
+        (4, WcStatus.SUCCESS), (5, WcStatus.LOC_LEN_ERR)]
+    (got,) = cqb.poll(10)
+    assert (got.wr_id, got.byte_len, got.src_qp, got.src) == (1, 64, ua.qp_num, "A")
+    assert peek(b, 1, BUF + PAGE, 64) == (b"datagram" * 8)
+    assert {k: ub.core.counters[k] for k in ("received", "qkey_drops", "no_receive",
+                                             "too_long")} == {
+        "received": 1, "qkey_drops": 1, "no_receive": 1, "too_long": 1}
+
+
+def test_a_lost_datagram_is_not_sent_again():
+    f = Fabric(seed=4, loss=0.2)
+    a, b = endnode(f, "A"), endnode(f, "B")
+    cqa, cqb = CQ(), CQ()
+    ua, ub = a.pd(1).open_ud_qp(cqa, qkey=7), b.pd(1).open_ud_qp(cqb, qkey=7)
+    for i in range(200):
+        f.send("B", ub.post_recv(RecvWR(i, (SGE(BUF + PAGE, 16),))))
+        f.send("A", ua.post_datagram(UdSendWR(i, (SGE(BUF, 16),), "B", ub.qp_num, 7), f.now))
+    f.run()
+    lost = sum(not s.delivered for s in f.frames)
+    assert len(f.frames) == 200 and 20 < lost < 60  # one frame each, none resent
+    assert len(cqa.poll(300)) == 200 and len(cqb.poll(300)) == 200 - lost
