@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from ftsslab.fast.roce import NAK_CODES
+
 from .packets import (
     ACK_SYNDROME,
     AtomicEth,
@@ -472,8 +474,7 @@ class RcQp:
             acts += self._acked_before(p.psn, now)
             return acts + (self._retry(p.psn, now, rnr=True) if self._inflight else [])
         if kind == "NAK":
-            code = {0: PSN_SEQUENCE_ERROR, 1: INVALID_REQUEST, 2: REMOTE_ACCESS_ERROR,
-                    3: REMOTE_OPERATIONAL_ERROR}.get(value, INVALID_REQUEST)
+            code = NAK_CODES.get(value, INVALID_REQUEST)
             if code == PSN_SEQUENCE_ERROR:
                 acts += self._acked_before(p.psn, now)
                 return acts + (self._retry(p.psn, now, rnr=False) if self._inflight else [])
@@ -481,7 +482,7 @@ class RcQp:
             if not self._inflight:
                 return acts
             head = self._pop()
-            return acts + [self._wc(head.wr, _NAK_STATUS[code]),
+            return acts + [self._wc(head.wr, _NAK_STATUS.get(code, WcStatus.REM_INV_REQ_ERR)),
                            *self._fail(f"NAK {code} at PSN {p.psn}")]
         if p.op.startswith("RDMA_READ_RESPONSE"):
             return self._read_response(p, now)

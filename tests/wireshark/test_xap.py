@@ -190,19 +190,21 @@ GOOD_TLVS = st.lists(TLV.filter(lambda t: t["type"] not in (1, 2) or t["length"]
                      max_size=5)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
-@given(udp=st.lists(st.tuples(homogeneous(12, 12), GOOD_TLVS), min_size=20, max_size=20),
-       tcp=st.lists(TCP_OPTS, min_size=12, max_size=12),
-       ip=st.lists(IP_OPTS, min_size=12, max_size=12),
-       both=st.lists(st.tuples(TCP_OPTS, IP_OPTS), min_size=3, max_size=3),
-       ip_udp=st.lists(st.tuples(IP_OPTS, homogeneous(4, 4)), min_size=3, max_size=3))
+# Small examples, many of them: one example of 50 packets overran Hypothesis's buffer so often
+# that drawing took 2.5 minutes for 5 examples; 20 examples of 12 take seconds.
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(udp=st.lists(st.tuples(homogeneous(12, 12), GOOD_TLVS), min_size=5, max_size=5),
+       tcp=st.lists(TCP_OPTS, min_size=3, max_size=3),
+       ip=st.lists(IP_OPTS, min_size=2, max_size=2),
+       both=st.lists(st.tuples(TCP_OPTS, IP_OPTS), min_size=1, max_size=1),
+       ip_udp=st.lists(st.tuples(IP_OPTS, homogeneous(4, 4)), min_size=1, max_size=1))
 def test_generated_packets_agree(tmp_path_factory, udp, tcp, ip, both, ip_udp):
     packets = ([udp_frame(m, t) for m, t in udp]
                + [tcp_frame(o) for o in tcp]
                + [ip_frame(o) for o in ip]
                + [tcp_frame(t, i) for t, i in both]
                + [ip_frame(i, u) for i, u in ip_udp])
-    assert len(packets) == 50  # 5 examples: 250 packets
+    assert len(packets) == 12  # 20 examples: 240 packets
     agrees(tmp_path_factory.mktemp("xap"), packets)
 
 
