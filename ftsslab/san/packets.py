@@ -10,7 +10,7 @@ with a code (``fast.roce.NAK_CODES``).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ftsslab.fast import roce as wire
 
@@ -22,6 +22,12 @@ UD_NAME = {value: name for name, value in UD_OPCODE.items()}
 NAK_CODE = {name: code for code, name in wire.NAK_CODES.items()}
 ACK_SYNDROME = (wire.AETH_ACK << 5) | wire.AETH_CREDITS_INVALID
 PSN_MASK = (1 << 24) - 1
+# operations by what they are (a set lookup per packet, not string tests)
+RESPONSES = frozenset(n for n in wire.OPS if n.startswith(
+    ("RDMA_READ_RESPONSE", "ACKNOWLEDGE", "ATOMIC_ACKNOWLEDGE")))
+SENDS = frozenset(n for n in wire.OPS if n.startswith("SEND_"))
+WRITES = frozenset(n for n in wire.OPS if n.startswith("RDMA_WRITE_"))
+MESSAGE_ENDS = frozenset(n for n in wire.OPS if n.endswith(("LAST", "ONLY", "WITH_IMMEDIATE")))
 
 
 def psn_add(psn: int, n: int) -> int:
@@ -34,23 +40,20 @@ def psn_diff(a: int, b: int) -> int:
     return d - (1 << 24) if d >= 1 << 23 else d
 
 
-@dataclass(frozen=True)
-class Reth:
+class Reth(NamedTuple):
     va: int
     rkey: int
     dmalen: int
 
 
-@dataclass(frozen=True)
-class AtomicEth:
+class AtomicEth(NamedTuple):
     va: int
     rkey: int
     swap: int  # the swap data, or the add data of a FETCH_ADD
     compare: int
 
 
-@dataclass(frozen=True)
-class Packet:
+class Packet(NamedTuple):
     """One RC packet: its operation (an ``fast.roce.OPS`` name), PSN, destination QP."""
 
     op: str
@@ -69,7 +72,7 @@ class Packet:
 
     @property
     def is_response(self) -> bool:
-        return self.op.startswith(("RDMA_READ_RESPONSE", "ACKNOWLEDGE", "ATOMIC_ACKNOWLEDGE"))
+        return self.op in RESPONSES
 
 
 def ack_kind(syndrome: int) -> tuple[str, int]:

@@ -35,12 +35,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ftsslab.fast.roce import NAK_CODES
 
 from .packets import (
     ACK_SYNDROME,
+    MESSAGE_ENDS,
+    SENDS,
+    WRITES,
     AtomicEth,
     Packet,
     Reth,
@@ -54,6 +57,7 @@ from .rkeys import INVALID_REQUEST, REMOTE_ACCESS_ERROR, Fault, Grant, Op, Refus
 
 REMOTE_OPERATIONAL_ERROR = "REMOTE_OPERATIONAL_ERROR"
 PSN_SEQUENCE_ERROR = "PSN_SEQUENCE_ERROR"
+READ_RESPONSES = frozenset(f"RDMA_READ_RESPONSE_{p}" for p in ("FIRST", "MIDDLE", "LAST", "ONLY"))
 RNR_TIMER = 1  # the RNR NAK's timer field: 0.01 ms (IBA table 45) ...
 RNR_DELAY = 0.001  # ... but a driver on a loaded box waits at least this long
 INFINITE = 7  # a retry count of 7 retries for ever (IBA 9.7.5.2.8)
@@ -125,8 +129,7 @@ WC_OPCODE = {WrOpcode.SEND: WcOpcode.SEND, WrOpcode.SEND_WITH_IMM: WcOpcode.SEND
           WrOpcode.ATOMIC_FETCH_AND_ADD: WcOpcode.FETCH_ADD}
 
 
-@dataclass(frozen=True)
-class SendWr:
+class SendWr(NamedTuple):
     """A send-queue work request. ``data``: what a SEND or WRITE carries (the verbs layer
     gathers it); ``length``: how much a READ asks for; ``compare_add``/``swap``: an atomic's."""
 
@@ -148,8 +151,7 @@ class RecvWr:
     length: int  # the receive buffer's size
 
 
-@dataclass(frozen=True)
-class Wc:
+class Wc(NamedTuple):
     """A work completion: it names its QP and work request (B3.5, L416). ``data``: what a
     READ or a receive brought (the verbs layer scatters it), an atomic's original value."""
 
@@ -164,14 +166,12 @@ class Wc:
     src: str = ""
 
 
-@dataclass(frozen=True)
-class Transmit:
+class Transmit(NamedTuple):
     packet: Packet
     peer: str | None = None  # a datagram's destination (an RC QP has one peer)
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     wc: Wc
     recv: bool = False  # on the receive queue's CQ
 
@@ -484,7 +484,7 @@ class RcQp:
             head = self._pop()
             return acts + [self._wc(head.wr, _NAK_STATUS.get(code, WcStatus.REM_INV_REQ_ERR)),
                            *self._fail(f"NAK {code} at PSN {p.psn}")]
-        if p.op.startswith("RDMA_READ_RESPONSE"):
+        if p.op in READ_RESPONSES:
             return self._read_response(p, now)
         if p.op == "ATOMIC_ACKNOWLEDGE":
             acts += self._acked_before(p.psn, now)
@@ -560,9 +560,9 @@ class RcQp:
             self._nak_sent = True
             return [self._ack(nak(PSN_SEQUENCE_ERROR), self._epsn, naked=True)]
         self._nak_sent = False
-        if p.op.startswith("SEND_"):
+        if p.op in SENDS:
             return self._send_in(p)
-        if p.op.startswith("RDMA_WRITE_"):
+        if p.op in WRITES:
             return self._write_in(p)
         if p.op == "RDMA_READ_REQUEST":
             return self._read_in(p)
@@ -607,7 +607,7 @@ class RcQp:
             return self._refuse(p, INVALID_REQUEST, f"{len(inc.buf)} bytes for a "
                                 f"{inc.recv.length}-byte receive")
         acts = self._accept(p)
-        if p.op.endswith(("LAST", "ONLY", "WITH_IMMEDIATE")):
+        if p.op in MESSAGE_ENDS:
             self._msn = (self._msn + 1) & 0xFFFFFF
             self._incoming = None
             acts.insert(0, Completion(Wc(inc.recv.wr_id, WcStatus.SUCCESS, WcOpcode.RECV,
@@ -628,7 +628,7 @@ class RcQp:
             return self._refuse(p, INVALID_REQUEST, f"{p.op} outside a WRITE")
         if inc.offset + len(p.payload) > inc.dmalen:
             return self._refuse(p, INVALID_REQUEST, "more data than the RETH's DMA length")
-        last = p.op.endswith(("LAST", "ONLY", "WITH_IMMEDIATE"))
+        last = p.op in MESSAGE_ENDS
         if last and inc.offset + len(p.payload) != inc.dmalen:
             return self._refuse(p, INVALID_REQUEST, "less data than the RETH's DMA length")
         imm = p.imm is not None

@@ -32,8 +32,9 @@ refusal names the IBA NAK code (``fast.roce.NAK_CODES``); a page that is not map
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, Flag
+from typing import NamedTuple
 
 from ftsslab.fast.roce import RKEY_ACCESS_FLAGS
 
@@ -119,10 +120,11 @@ class Binding:
     length: int
     access: Access
     generation: int  # bumped by every bind: a grant names the binding it was checked against
+    bits: int = field(init=False, repr=False, compare=False)  # access as an int: the check
+    #                                                            reads it (Flag ops are slow)
 
-    @property
-    def bits(self) -> int:
-        return self.access.value
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", self.access.value)
 
     @property
     def virtual(self) -> bool:
@@ -136,8 +138,7 @@ class _Key:
     binding: Binding | None = None
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     """Access granted: the physical pieces (PA, bytes) of the request, in order."""
 
     rkey: int

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .memory import NoSegment, PageFault, Prot, ProtectionFault, Vmm, pieces
 from .packets import Packet
@@ -321,5 +321,5 @@ class QP:
             except LocalAccessError:  # (unmapped since it was posted)
                 status = WcStatus.LOC_PROT_ERR
         (self.recv_cq if c.recv else self.send_cq)._wcs.append(
-            replace(wc, status=status, data=b""))
+            wc._replace(status=status, data=b""))
 
