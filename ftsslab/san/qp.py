@@ -33,6 +33,7 @@ A SEND without a posted receive is an RNR NAK (IBA 9.7.5.2.8). Atomics work on a
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple, Protocol
@@ -93,6 +94,11 @@ class WrOpcode(Enum):
     RDMA_READ = "RDMA_READ"
     ATOMIC_CMP_AND_SWP = "ATOMIC_CMP_AND_SWP"
     ATOMIC_FETCH_AND_ADD = "ATOMIC_FETCH_AND_ADD"
+    BIND_RKEY = "BIND_RKEY"  # B3.6: "Bind/unbind RKey" as a WQE (length 0: unbind)
+    DELAY = "DELAY"  # B3.6: "delay processing of the QP's WQEs for a specific time interval"
+
+
+LOCAL_OPS = (WrOpcode.BIND_RKEY, WrOpcode.DELAY)  # done by the SANIC, nothing on the wire
 
 
 class WcStatus(Enum):
@@ -107,6 +113,7 @@ class WcStatus(Enum):
     RETRY_EXC_ERR = "RETRY_EXC_ERR"
     RNR_RETRY_EXC_ERR = "RNR_RETRY_EXC_ERR"
     WR_FLUSH_ERR = "WR_FLUSH_ERR"
+    MW_BIND_ERR = "MW_BIND_ERR"  # a bind WQE the caller may not make (L822, D3.7)
 
 
 class WcOpcode(Enum):
@@ -117,6 +124,8 @@ class WcOpcode(Enum):
     FETCH_ADD = "FETCH_ADD"
     RECV = "RECV"
     RECV_RDMA_WITH_IMM = "RECV_RDMA_WITH_IMM"
+    BIND_MW = "BIND_MW"
+    DELAY = "DELAY"
 
 
 _NAK_STATUS = {REMOTE_ACCESS_ERROR: WcStatus.REM_ACCESS_ERR,
@@ -126,7 +135,8 @@ WC_OPCODE = {WrOpcode.SEND: WcOpcode.SEND, WrOpcode.SEND_WITH_IMM: WcOpcode.SEND
           WrOpcode.RDMA_WRITE: WcOpcode.RDMA_WRITE,
           WrOpcode.RDMA_WRITE_WITH_IMM: WcOpcode.RDMA_WRITE,
           WrOpcode.RDMA_READ: WcOpcode.RDMA_READ, WrOpcode.ATOMIC_CMP_AND_SWP: WcOpcode.COMP_SWAP,
-          WrOpcode.ATOMIC_FETCH_AND_ADD: WcOpcode.FETCH_ADD}
+          WrOpcode.ATOMIC_FETCH_AND_ADD: WcOpcode.FETCH_ADD, WrOpcode.BIND_RKEY: WcOpcode.BIND_MW,
+          WrOpcode.DELAY: WcOpcode.DELAY}
 
 
 class SendWr(NamedTuple):
@@ -143,6 +153,8 @@ class SendWr(NamedTuple):
     compare_add: int = 0
     swap: int = 0
     fence: bool = False  # IBV_SEND_FENCE: start once every earlier READ and atomic completed
+    delay: float = 0.0  # DELAY: seconds before the next work request starts
+    bind: tuple[int, int, int, int] | None = None  # BIND_RKEY: rkey, address, length, access
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,8 @@ class _Req:
     got: int = 0  # READ: response packets taken
     data: bytearray = field(default_factory=bytearray)
     done: bool = False  # completed (a go-back may still list it as unsent)
+    local: bool = False  # a BIND_RKEY or DELAY: done when taken, completed in its turn
+    ok: bool = True
 
     @property
     def reads(self) -> bool:
@@ -243,9 +257,11 @@ class RcQp:
     (None: an endnode that allows no incoming RDMA, B3.12 L665)."""
 
     def __init__(self, qp_num: int, *, memory: Memory | None = None, mtu: int = 1024,
-                 max_outstanding: int = 16, max_send_wr: int = 1024, max_recv_wr: int = 1024
-                 ) -> None:
-        self.qp_num, self.memory, self.mtu = qp_num, memory, mtu
+                 max_outstanding: int = 16, max_send_wr: int = 1024, max_recv_wr: int = 1024,
+                 local: Callable[[SendWr], bool] | None = None) -> None:
+        """``local`` carries out a BIND_RKEY work request on this node's keys (True: bound),
+        when the send queue reaches it: before anything posted after it is sent (check 16)."""
+        self.qp_num, self.memory, self.mtu, self.local = qp_num, memory, mtu, local
         self.max_outstanding, self.max_send_wr, self.max_recv_wr = \
             max_outstanding, max_send_wr, max_recv_wr
         self.state = QpState.RESET
@@ -261,6 +277,7 @@ class RcQp:
         self._retries = self._rnr_retries = 0
         self._deadline: float | None = None
         self._rnr_until: float | None = None
+        self._delay_until: float | None = None  # a DELAY work request holds the queue
         # responder
         self._rq: deque[RecvWr] = deque()
         self._epsn = 0
@@ -319,7 +336,7 @@ class RcQp:
             acts.append(Completion(Wc(rwr.wr_id, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV,
                                       self.qp_num), recv=True))
         self._inflight.clear(), self._unsent.clear(), self._sq.clear(), self._rq.clear()
-        self._deadline = self._rnr_until = None
+        self._deadline = self._rnr_until = self._delay_until = None
         return acts
 
     def _wc(self, wr: SendWr, status: WcStatus, data: bytes = b"") -> Completion:
@@ -356,23 +373,27 @@ class RcQp:
 
     # ---- the clock -----------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        times = [t for t in (self._deadline, self._rnr_until) if t is not None]
+        times = [t for t in (self._deadline, self._rnr_until, self._delay_until)
+                 if t is not None]
         return min(times, default=None)
 
     def on_timer(self, now: float) -> list[Action]:
         if self.state is not QpState.RTS:
             return []
+        acts: list[Action] = []
+        if self._delay_until is not None and self._delay_until <= now:
+            acts += self._pump(now)
         if self._rnr_until is not None and self._rnr_until <= now:
             self._rnr_until = None
             self._arm(now)
-            return self._pump(now)
+            return acts + self._pump(now)
         if self._deadline is None or self._deadline > now:
-            return []
+            return acts
         if not any(r.sent for r in self._inflight):
             self._deadline = None
-            return []
+            return acts
         self.counters["timeouts"] += 1
-        return self._retry(self._una(), now, rnr=False)
+        return acts + self._retry(self._una(), now, rnr=False)
 
     def _arm(self, now: float) -> None:
         self._deadline = now + self.timeout if any(r.sent for r in self._inflight) else None
@@ -391,10 +412,24 @@ class RcQp:
         """Start what the window allows, send what is due (nothing while an RNR wait runs)."""
         if self.state is not QpState.RTS or self._rnr_until is not None:
             return []
+        acts: list[Action] = self._locals_done()
         while self._sq and len(self._inflight) < self.max_outstanding:
+            if self._delay_until is not None:
+                if now < self._delay_until:
+                    break
+                self._delay_until = None
             if self._sq[0].fence and any(r.reads for r in self._inflight):
                 break
             wr = self._sq.popleft()
+            if wr.opcode in LOCAL_OPS:
+                r = _Req(wr, self._next_psn, 0, local=True)
+                if wr.opcode is WrOpcode.DELAY:
+                    self._delay_until = now + wr.delay
+                else:
+                    r.ok = self.local is not None and self.local(wr)
+                self._inflight.append(r)
+                acts += self._locals_done()
+                continue
             size = wr.length if wr.opcode is WrOpcode.RDMA_READ else len(wr.data)
             atomic = wr.opcode in (WrOpcode.ATOMIC_CMP_AND_SWP, WrOpcode.ATOMIC_FETCH_AND_ADD)
             n = 1 if atomic else _chunks(size, self.mtu)
@@ -402,7 +437,6 @@ class RcQp:
             self._inflight.append(r)
             self._unsent.append(r)
             self._next_psn = psn_add(self._next_psn, n)
-        acts: list[Action] = []
         while self._unsent:
             r = self._unsent.popleft()
             while r.sent < r.npkts and not r.done:
@@ -502,12 +536,24 @@ class RcQp:
             return acts + self._retry(self._una(), now, rnr=False)  # its answer was lost
         return acts + self._pump(now)
 
+    def _locals_done(self) -> list[Action]:
+        """Complete the BIND_RKEY and DELAY work requests whose turn it is (completions come in
+        the order of posting)."""
+        acts: list[Action] = []
+        while self._inflight and self._inflight[0].local:
+            r = self._pop()
+            acts.append(self._wc(r.wr, WcStatus.SUCCESS if r.ok else WcStatus.MW_BIND_ERR))
+        return acts
+
     def _acked_before(self, psn: int, now: float) -> list[Action]:
         """Complete the SENDs and WRITEs wholly before ``psn`` (an ACK of PSN p acknowledges
         every packet up to p); stop at a READ or atomic, which only its answer completes."""
         acts: list[Action] = []
         while self._inflight:
             r = self._inflight[0]
+            if r.local:
+                acts += self._locals_done()
+                continue
             end = psn_add(r.first, r.npkts)
             if r.reads or psn_diff(psn, end) < 0 or not r.sent:
                 if not r.reads and psn_diff(psn, r.first) > 0:

@@ -37,7 +37,7 @@ from .qp import (
     WrOpcode,
 )
 from .qp import PageFault as RemoteFault
-from .rkeys import Access, Consumer, Reach, RKeys
+from .rkeys import Access, Consumer, InvalidParameter, Reach, RKeys
 from .ud import UdQp, UdSendWr
 
 
@@ -60,6 +60,8 @@ class SendWR:
     compare_add: int = 0
     swap: int = 0
     fence: bool = False
+    delay: float = 0.0  # DELAY
+    bind: tuple[int, int, int, Access] | None = None  # BIND_RKEY: rkey, address, length, access
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class PD:
                     max_outstanding=max_outstanding, max_send_wr=max_send_wr,
                     max_recv_wr=max_recv_wr)
         qp = QP(self, core, send_cq, recv_cq or send_cq)
+        core.local = qp._bind_wqe
         ctx.qps[qpn] = qp
         return qp
 
@@ -239,6 +242,8 @@ class QP:
             if wr.opcode in (WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE,
                              WrOpcode.RDMA_WRITE_WITH_IMM):
                 data = self._gather(wr.sg_list)
+            elif wr.opcode in (WrOpcode.BIND_RKEY, WrOpcode.DELAY):
+                data = b""
             else:  # where the answer goes must be writable now (it is checked again then)
                 data = b""
                 self._pieces(wr.sg_list, write=True)
@@ -248,9 +253,20 @@ class QP:
             return []
         self._sends[wr.wr_id] = wr
         length = sum(s.length for s in wr.sg_list)
+        bind = None if wr.bind is None else (*wr.bind[:3], wr.bind[3].value)
         return self._apply(self.core.post_send(SendWr(
             wr.wr_id, wr.opcode, data, length, wr.remote_addr, wr.rkey, wr.imm,
-            wr.compare_add, wr.swap, wr.fence), now))
+            wr.compare_add, wr.swap, wr.fence, wr.delay, bind), now))
+
+    def _bind_wqe(self, wr: SendWr) -> bool:
+        """A BIND_RKEY work request, when its turn comes: BindRKey as the QP's process."""
+        assert wr.bind is not None
+        rkey, addr, length, bits = wr.bind
+        try:
+            self.pd.context.keys.bind(self.pd.consumer, rkey, addr, length, Access(bits))
+        except InvalidParameter:
+            return False
+        return True
 
     def post_datagram(self, wr: UdSendWR, now: float) -> list[tuple[str, Packet]]:
         """A UD QP's send."""

@@ -332,3 +332,57 @@ def test_a_lost_datagram_is_not_sent_again():
     lost = sum(not s.delivered for s in f.frames)
     assert len(f.frames) == 200 and 20 < lost < 60  # one frame each, none resent
     assert len(cqa.poll(300)) == 200 and len(cqb.poll(300)) == 200 - lost
+
+
+def test_a_delay_work_request_holds_the_queue_for_its_interval():
+    """Check 20 (B3.6 "Delay"), on the virtual clock: SEND, Delay(50 ms), SEND -- the second
+    arrives at least 50 ms after the first; completions keep the order of posting."""
+    f = Fabric()
+    a, b = endnode(f, "A"), endnode(f, "B")
+    pa, pb, qa, qb, cqa, cqb = pair(f, a, b)
+    for i in range(2):
+        f.send("B", qb.post_recv(RecvWR(i, (SGE(BUF, 8),))))
+    f.send("A", qa.post_send(SendWR(1, WrOpcode.SEND, (SGE(BUF, 8),)), f.now))
+    f.send("A", qa.post_send(SendWR(2, WrOpcode.DELAY, delay=0.05), f.now))
+    f.send("A", qa.post_send(SendWR(3, WrOpcode.SEND, (SGE(BUF, 8),)), f.now))
+    f.run()
+    sends = [s.time for s in f.frames if s.src == "A"]
+    assert len(sends) == 2 and sends[1] - sends[0] >= 0.05
+    assert [(w.wr_id, w.opcode) for w in cqa.poll(5)] == [
+        (1, WcOpcode.SEND), (2, WcOpcode.DELAY), (3, WcOpcode.SEND)]
+
+
+def test_a_bind_work_request_takes_effect_before_the_advert_behind_it_is_sent():
+    """Check 16's second half: BIND_RKEY as a WQE, then SEND(RKeyAdvert) on the same QP; the
+    peer RDMAs the moment the advert arrives -- 1000 times out of 1000, a new range each time.
+    A bind the process may not make completes MW_BIND_ERR."""
+    from ftsslab.fast.roce import build_rkey_advert, parse_rkey_advert
+
+    f = Fabric(seed=9, loss=0.05)
+    a, b = endnode(f, "A"), endnode(f, "B")
+    pa, pb, qa, qb, cqa, cqb = pair(f, a, b)  # A binds, B writes into A
+    key = pa.allocate_rkey()
+    ok = 0
+    for i in range(1000):
+        where = BUF + (i % 8) * PAGE + (i % 100)
+        poke(a, 1, BUF + 15 * PAGE, build_rkey_advert(va=where, rkey=key, length=8,
+                                                      access=RW.value, qpn=qa.qp_num))
+        f.send("B", qb.post_recv(RecvWR(i, (SGE(BUF + 15 * PAGE, 32),))))
+        f.send("A", qa.post_send(SendWR(2 * i, WrOpcode.BIND_RKEY, bind=(key, where, 8, RW)),
+                                 f.now))
+        f.send("A", qa.post_send(SendWR(2 * i + 1, WrOpcode.SEND,
+                                        (SGE(BUF + 15 * PAGE, 32),)), f.now))
+        for _ in range(10_000):  # (bounded: a lost advert would otherwise hang the test)
+            if got := cqb.poll():
+                break
+            f.run(until=f.now + 0.001)
+        ad = parse_rkey_advert(peek(b, 1, BUF + 15 * PAGE, 32))
+        f.send("B", qb.post_send(SendWR(i, WrOpcode.RDMA_WRITE, (SGE(BUF, 8),),
+                                        remote_addr=ad["va"], rkey=ad["rkey"]), f.now))
+        f.run()
+        ok += sum(w.status is WcStatus.SUCCESS for w in cqb.poll(5))
+        assert got[0].status is WcStatus.SUCCESS
+    assert ok == 1000
+    assert all(w.status is WcStatus.SUCCESS for w in cqa.poll(3000))
+    f.send("A", qa.post_send(SendWR(1, WrOpcode.BIND_RKEY, bind=(key, 9 * SEG, 8, RW)), f.now))
+    assert [w.status for w in cqa.poll()] == [WcStatus.MW_BIND_ERR]
