@@ -83,16 +83,30 @@ class UdSendWR:
 
 
 class CQ:
-    """A completion queue; ``poll`` takes the oldest completions."""
+    """A completion queue; ``poll`` takes the oldest completions. With a ``clock``, each
+    completion's time is kept in ``stamps`` as it is queued (ibverbs' completion timestamp):
+    when the SANIC completed it, not when someone polled."""
 
-    def __init__(self) -> None:
-        self._wcs: deque[Wc] = deque()
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._wcs = _Queue(self, clock)
+        self.stamps: list[tuple[float, Wc]] = []
 
     def poll(self, num: int = 1) -> list[Wc]:
         return [self._wcs.popleft() for _ in range(min(num, len(self._wcs)))]
 
     def __len__(self) -> int:
         return len(self._wcs)
+
+
+class _Queue(deque):
+    def __init__(self, cq: CQ, clock: Callable[[], float] | None) -> None:
+        super().__init__()
+        self.cq, self.clock = cq, clock
+
+    def append(self, wc: Wc) -> None:
+        if self.clock is not None:
+            self.cq.stamps.append((self.clock(), wc))
+        super().append(wc)
 
 
 class LocalAccessError(Exception):

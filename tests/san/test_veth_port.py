@@ -180,3 +180,19 @@ def test_rc_over_an_impaired_veth_link_delivers_every_operation_once_in_order(la
     assert pb.call(lambda: peek(p.b, 1, BUF, 8 * n)) == want
     assert pb.call(lambda: peek(p.b, 1, BUF + 32 * PAGE, 8 * n)) == want
     assert p.qa.core.counters["resent"] > 0
+
+
+def test_a_delay_holds_the_queue_on_the_wall_clock(lab):
+    """Check 20 on veth: SEND, Delay(50 ms), SEND -- B's receives complete at least 50 ms
+    apart, by the wall clock."""
+    _, p = lab
+    pa, pb = p.ports["h1"], p.ports["h2"]
+    p.qb.recv_cq = stamped = CQ(clock=time.monotonic)
+    for i in range(2):
+        pb.call(lambda i=i: p.qb.post_recv(RecvWR(i, (SGE(BUF + 100 * PAGE, 8),))))
+    for wr in (SendWR(1, WrOpcode.SEND, (SGE(BUF, 8),)), SendWR(2, WrOpcode.DELAY, delay=0.05),
+               SendWR(3, WrOpcode.SEND, (SGE(BUF, 8),))):
+        pa.call(lambda wr=wr: p.qa.post_send(wr, time.monotonic()))
+    pb.wait(lambda: len(stamped.stamps) == 2, WAIT)
+    (first, _), (second, _) = stamped.stamps
+    assert second - first >= 0.05
