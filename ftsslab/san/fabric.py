@@ -18,6 +18,7 @@ from .packets import Packet, frame, packet
 from .verbs import Context
 
 ROCE_SPORT = 49152  # the UDP source port every SANIC here sends from
+MAX_SPINS = 1000  # a timer that fires this often at one instant without effect is a bug
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Fabric:
 
     def run(self, until: float = 60.0) -> None:
         """Deliver and fire timers until nothing is left to do or the clock passes ``until``."""
+        spins = 0
         while True:
             due = [t for t in (self._queue[0][0] if self._queue else None,
                                *(n.context.next_deadline() for n in self.nodes.values()))
@@ -98,3 +100,9 @@ class Fabric:
                 d = node.context.next_deadline()
                 if d is not None and d <= self.now:
                     self.send(name, node.context.on_timer(self.now))
+                    if node.context.next_deadline() == d:  # a timer that never gets done
+                        spins += 1
+                        if spins > MAX_SPINS:
+                            raise RuntimeError(f"{name}: a timer at {d} keeps firing")
+                    else:
+                        spins = 0

@@ -382,6 +382,7 @@ class RcQp:
             return []
         acts: list[Action] = []
         if self._delay_until is not None and self._delay_until <= now:
+            self._delay_until = None  # (also with nothing queued after it)
             acts += self._pump(now)
         if self._rnr_until is not None and self._rnr_until <= now:
             self._rnr_until = None

@@ -350,6 +350,9 @@ def test_a_delay_work_request_holds_the_queue_for_its_interval():
     assert len(sends) == 2 and sends[1] - sends[0] >= 0.05
     assert [(w.wr_id, w.opcode) for w in cqa.poll(5)] == [
         (1, WcOpcode.SEND), (2, WcOpcode.DELAY), (3, WcOpcode.SEND)]
+    f.send("A", qa.post_send(SendWR(4, WrOpcode.DELAY, delay=0.01), f.now))  # last in line
+    f.run()  # (ends: the delay's timer is not left due)
+    assert qa.core.next_deadline() is None and [w.wr_id for w in cqa.poll()] == [4]
 
 
 def test_a_bind_work_request_takes_effect_before_the_advert_behind_it_is_sent():
