@@ -126,7 +126,6 @@ class Context:
         self.handler = handler
         self.qps: dict[int, QP] = {}
         self.faults: list[RemoteFault] = []
-        self.log: list[tuple[int, Action]] = []  # every action of every QP, by QP number
         self._next_qpn = 0x11
 
     def pd(self, pid: int, *, kernel: bool = False) -> PD:
@@ -329,7 +328,6 @@ class QP:
     def _apply(self, actions: list[Action]) -> list[tuple[str, Packet]]:
         ctx, out = self.pd.context, []
         for a in actions:
-            ctx.log.append((self.qp_num, a))
             if isinstance(a, Transmit):
                 out.append((a.peer or self.peer, a.packet))
             elif isinstance(a, Completion):
