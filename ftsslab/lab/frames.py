@@ -81,6 +81,14 @@ def arp_reply(request: Arp, mac: str | bytes) -> bytes:
     return ether(request.sender_mac, mac, ETH_P_ARP, body)
 
 
+def answer_arp(arp: Arp, ip: str, mac: bytes, neighbours: dict[str, bytes]) -> bytes | None:
+    """A user-space IPv4 host's ARP: learn the sender of a request for ``ip`` or of any reply
+    into ``neighbours``; the reply to send when it asked for ``ip``, else None."""
+    if arp.target_ip == ip or arp.op == 2:
+        neighbours[arp.sender_ip] = arp.sender_mac
+    return arp_reply(arp, mac) if arp.op == 1 and arp.target_ip == ip else None
+
+
 def ipv4(src: str, dst: str, proto: int, payload: bytes, ip_id: int = 0,
          ttl: int = 64) -> bytes:
     """An IPv4 header (no options, DF clear: Scapy's defaults) in front of ``payload``."""

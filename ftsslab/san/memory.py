@@ -273,6 +273,3 @@ class Vmm:
         self.page_table.insert(vpn, new, pte.prot)
         self._free.insert(0, pte.pfn)  # reused last: the old frame stays as it was
         return pte.pfn, new
-
-    def frames_in_use(self) -> set[int]:
-        return {p.pfn for p in self.page_table.frames if p is not None}

@@ -13,11 +13,9 @@ A QP's peer is the remote port's IPv4 address.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -31,12 +29,11 @@ from ftsslab.lab.veth.ring import PacketRing
 from .packets import Packet, frame, packet
 from .verbs import Context
 
-SO_ATTACH_FILTER = 26
 SPORT = 49152
 T = TypeVar("T")
 
 
-def roce_filter(ip: str) -> bytes:
+def roce_filter(ip: str) -> tuple[tuple[int, int, int, int], ...]:
     """Classic BPF: ARP, and IPv4 UDP to ``ip`` port 4791 (no IP options: IHL 5)."""
     addr = int.from_bytes(socket.inet_aton(ip), "big")
     code = ((0x28, 0, 0, 12),                # 0 ldh [12]: EtherType
@@ -50,7 +47,7 @@ def roce_filter(ip: str) -> bytes:
             (0x15, 1, 0, ROCEV2_UDP_PORT),   # 8 RoCEv2: accept
             (0x06, 0, 0, 0),                 # 9 drop
             (0x06, 0, 0, 0x40000))           # 10 accept
-    return b"".join(struct.pack("HBBI", *insn) for insn in code)
+    return code
 
 
 class SanPort:
@@ -62,11 +59,7 @@ class SanPort:
         self._mac_text = mac
         open_ring = lambda: PacketRing(ifname, mtu, 8 << 20)  # noqa: E731
         self.ring = call_in_netns(netns, open_ring) if netns else open_ring()
-        code = roce_filter(ip)
-        buf = ctypes.create_string_buffer(code)
-        self.ring.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
-                                  struct.pack("HL", len(code) // 8, ctypes.addressof(buf)))
-        self._filter = buf  # (kept alive while attached)
+        self.ring.attach_filter(roce_filter(ip))
         self.neighbours: dict[str, bytes] = {}
         self.lock = threading.Condition()
         self.frames_in = self.frames_out = self.dropped = self.malformed = 0
@@ -164,12 +157,9 @@ class SanPort:
     def _frame(self, data: bytes) -> None:
         if data[12:14] == b"\x08\x06":
             arp = frames.parse_arp(data)
-            if arp is None:
-                return
-            if arp.target_ip == self.ip or arp.op == 2:
-                self.neighbours[arp.sender_ip] = arp.sender_mac
-            if arp.op == 1 and arp.target_ip == self.ip:
-                self._tx(frames.arp_reply(arp, self.mac))
+            if arp is not None and (reply := frames.answer_arp(arp, self.ip, self.mac,
+                                                               self.neighbours)):
+                self._tx(reply)
             return
         if data[:6] != self.mac:
             return

@@ -366,11 +366,6 @@ class RcQp:
         self._rq.append(wr)
         return []
 
-    @property
-    def outstanding(self) -> int:
-        """Messages sent and not yet acknowledged (or answered)."""
-        return sum(1 for r in self._inflight if r.sent)
-
     # ---- the clock -----------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         times = [t for t in (self._deadline, self._rnr_until, self._delay_until)

@@ -94,9 +94,6 @@ class CQ:
     def poll(self, num: int = 1) -> list[Wc]:
         return [self._wcs.popleft() for _ in range(min(num, len(self._wcs)))]
 
-    def __len__(self) -> int:
-        return len(self._wcs)
-
 
 class _Queue(deque):
     def __init__(self, cq: CQ, clock: Callable[[], float] | None) -> None:
@@ -125,7 +122,6 @@ class Context:
         self.keys = RKeys(vmm)
         self.handler = handler
         self.qps: dict[int, QP] = {}
-        self.faults: list[RemoteFault] = []
         self._next_qpn = 0x11
 
     def pd(self, pid: int, *, kernel: bool = False) -> PD:
@@ -245,9 +241,6 @@ class QP:
         self._apply(self.core.modify(QpState.RTS, now, sq_psn=psn, timeout=timeout,
                                      retry_cnt=retry_cnt, rnr_retry=rnr_retry))
 
-    def to_error(self, now: float) -> list[tuple[str, Packet]]:
-        return self._apply(self.core.modify(QpState.ERROR, now))
-
     # ---- posting ------------------------------------------------------------------------
     def post_send(self, wr: SendWR, now: float) -> list[tuple[str, Packet]]:
         """Gather the local buffers (EA -> VA -> PA with the QP's tables) and post."""
@@ -333,7 +326,6 @@ class QP:
             elif isinstance(a, Completion):
                 self._complete(a)
             elif isinstance(a, RemoteFault):
-                ctx.faults.append(a)
                 if ctx.handler is not None:
                     ctx.handler(a)
         return out

@@ -29,13 +29,11 @@ RST for those would be noise. ``rst_in`` / ``rst_out`` count every RST seen and 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
 import select
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -46,7 +44,7 @@ from . import gso
 from .netns import call_in_netns
 from .ring import PacketRing
 
-SO_SNDBUF, SO_ATTACH_FILTER = 7, 26
+SO_SNDBUF = 7
 _IP = b"\x08\x00"
 _ARP = b"\x08\x06"
 BATCH = 512  # frames per pass of the loop: then timers and the application get a turn
@@ -57,7 +55,7 @@ class RawTcpError(OSError):
     pass
 
 
-def only_ours(ip: str) -> bytes:
+def only_ours(ip: str) -> tuple[tuple[int, int, int, int], ...]:
     """Classic BPF: ARP, and IPv4 to ``ip`` -- the kernel drops the rest of the link's
     traffic (its own flows in the namespace, a bench's kernel-to-kernel stream) before it
     costs the loop a wake-up."""
@@ -69,13 +67,7 @@ def only_ours(ip: str) -> bytes:
             (0x15, 0, 1, addr),         # ours: accept, else drop
             (0x06, 0, 0, 0x40000),      # accept (the whole frame)
             (0x06, 0, 0, 0))            # drop
-    return b"".join(struct.pack("HBBI", *insn) for insn in code)
-
-
-def _attach(sock: socket.socket, code: bytes) -> None:
-    buf = ctypes.create_string_buffer(code)
-    prog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+    return code
 
 
 def coalesce(segs: list[TcpSegment]) -> list[TcpSegment]:
@@ -178,7 +170,7 @@ class RawTcp:
         open_ring = lambda: PacketRing(ifname, mtu, 16 << 20)  # noqa: E731
         self.ring = call_in_netns(netns, open_ring) if netns else open_ring()
         self.ring.sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUF, 4 << 20)
-        _attach(self.ring.sock, only_ours(ip))
+        self.ring.attach_filter(only_ours(ip))
         self.gso: socket.socket | None = None
         if offload:
             try:
@@ -402,12 +394,9 @@ class RawTcp:
 
     def _arp(self, frame: bytes) -> None:
         arp = frames.parse_arp(frame)
-        if arp is None:
-            return
-        if arp.target_ip == self.ip or arp.op == 2:
-            self.neighbours[arp.sender_ip] = arp.sender_mac
-        if arp.op == 1 and arp.target_ip == self.ip:
-            self._tx(frames.arp_reply(arp, self.mac))
+        if arp is not None and (reply := frames.answer_arp(arp, self.ip, self.mac,
+                                                           self.neighbours)):
+            self._tx(reply)
 
     def _send(self, segs: list[TcpSegment]) -> None:
         if self._queue is not None:  # a burst is being read: sent once it is done

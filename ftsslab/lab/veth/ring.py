@@ -15,6 +15,7 @@ frame that precede it, so no explicit barrier is needed between reading and rele
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import socket
 import struct
@@ -28,6 +29,7 @@ TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
 
 # tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
 _HDR = struct.Struct("=IIIHHIIHH")
@@ -102,6 +104,14 @@ class PacketRing:
             status.pack_into(m, off, TP_STATUS_KERNEL)
             self.head = (self.head + 1) % self.nframes
         return out
+
+    def attach_filter(self, insns) -> None:
+        """A classic BPF program, (code, jt, jf, k) per instruction: the kernel keeps a copy,
+        and drops what it refuses before the ring."""
+        code = b"".join(struct.pack("HBBI", *insn) for insn in insns)  # struct sock_filter
+        buf = ctypes.create_string_buffer(code)
+        prog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
 
     def pending_error(self) -> int:
         """The socket's pending error (ENETDOWN when its link went down), now cleared: a
