@@ -5,3 +5,4 @@ kind lookup and never names a system itself; a new system adds one line here."""
 import ftsslab.ftss.kinds  # noqa: F401  -- seed 000/004: `ftss`, `server`
 import ftsslab.lab.builtin  # noqa: F401  -- the lab's own `host`, `switch`
 import ftsslab.nas.kinds  # noqa: F401  -- seed 002: `nas-switch`, `nas`
+import ftsslab.san.kinds  # noqa: F401  -- seed 003: `sanic`

@@ -13,8 +13,9 @@ import functools
 import itertools
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .fetch import CLIENT, PIPELINED
 from .model import ForwardingEntry, Impairments, Scenario
@@ -139,6 +140,11 @@ class Backend(ABC):
         """Ask ``node``'s process to hand a live connection to ``to`` (kinds with
         ``hands_off``), whole or half (``htype``); it goes on in the background."""
         raise BackendError(f"the {self.name} backend cannot hand connections off")
+
+    def verb(self, node: str, args: Mapping[str, Any]) -> None:
+        """An application on ``node`` makes a call (kinds with ``verbs``); its results are
+        the node's events."""
+        raise BackendError(f"the {self.name} backend models no verbs")
 
     def set_health(self, node: str, health: str) -> None:
         """Make ``node``'s process report ``health`` (kinds with ``hands_off``)."""

@@ -78,6 +78,9 @@ TopologyValidator = Callable[[NodeView, Mapping[str, NodeView]], list[OptionIssu
 # (the node, the scenario) -> the node's sim model (a sans-IO core; see ``sim.py``)
 SimFactory = Callable[["Node", "Scenario"], Any]
 
+# (a `verb` step's arguments with its ``op``, the node's options) -> issues, keyed below the step
+VerbValidator = Callable[[Mapping[str, Any], Mapping[str, Any]], list[OptionIssue]]
+
 
 @dataclass(frozen=True)
 class KindSpec:
@@ -111,6 +114,8 @@ class KindSpec:
     reserved_ifaces: frozenset[str] = frozenset({"lo"})  # names a scenario may not use
     # options against the links; runs only when validate_options found nothing
     validate_topology: TopologyValidator | None = None
+    # its process takes `verb` steps (an application's calls on the node): their arguments
+    verbs: VerbValidator | None = None
 
 
 _KINDS: dict[str, KindSpec] = {}

@@ -7,8 +7,9 @@ item (``steps[3].send``) and ``line`` its 1-based line, for runtime messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,15 @@ class SetHealth(Step):
 
     node: str
     health: str  # "ok", "degraded", "predicted-fail"
+
+
+@dataclass(frozen=True)
+class Verb(Step):
+    """An application on ``node`` makes one call (``args["op"]`` with its arguments, checked
+    by the node's kind: ``KindSpec.verbs``); what follows is in the node's events."""
+
+    node: str
+    args: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

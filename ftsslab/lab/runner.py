@@ -34,6 +34,7 @@ from .model import (
     Step,
     TableHas,
     TableOp,
+    Verb,
     Wait,
 )
 from .switch import format_entry
@@ -174,6 +175,8 @@ class Runner:
                 b.handoff(step.node, step.to, step.client_port, step.type)
             case SetHealth():
                 b.set_health(step.node, step.health)
+            case Verb():
+                b.verb(step.node, step.args)
             case NodeProcess():
                 b.process(step.node, step.action)
             case Wait() if step.until:

@@ -53,7 +53,7 @@ import heapq
 import ipaddress
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -576,6 +576,15 @@ class SimBackend(Backend):
             raise BackendError(f"{node}: handoff to {to}: {exc}") from None
         self._emit(sim, out)
         self._events.append(Event(self.now(), node, "handoff", f"{client} -> {to}"))
+
+    def verb(self, node: str, args: Mapping[str, Any]) -> None:
+        sim = self._node(node)
+        if not hasattr(sim.core, "verb"):
+            raise BackendError(f"{node} ({sim.node.kind}) takes no verbs")
+        if not sim.alive:
+            raise BackendError(f"{node}: its process is not running (killed)")
+        self._emit(sim, sim.core.verb(args, self.now()))
+        self._events.append(Event(self.now(), node, "verb", str(args.get("op"))))
 
     def set_health(self, node: str, health: str) -> None:
         sim = self._node(node)

@@ -54,9 +54,16 @@ from .packets import (
     psn_diff,
     rnr_nak,
 )
-from .rkeys import INVALID_REQUEST, REMOTE_ACCESS_ERROR, Fault, Grant, Op, Refusal
+from .rkeys import (
+    INVALID_REQUEST,
+    REMOTE_ACCESS_ERROR,
+    REMOTE_OPERATIONAL_ERROR,
+    Fault,
+    Grant,
+    Op,
+    Refusal,
+)
 
-REMOTE_OPERATIONAL_ERROR = "REMOTE_OPERATIONAL_ERROR"
 PSN_SEQUENCE_ERROR = "PSN_SEQUENCE_ERROR"
 READ_RESPONSES = frozenset(f"RDMA_READ_RESPONSE_{p}" for p in ("FIRST", "MIDDLE", "LAST", "ONLY"))
 RNR_TIMER = 1  # the RNR NAK's timer field: 0.01 ms (IBA table 45) ...

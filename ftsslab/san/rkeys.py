@@ -39,6 +39,7 @@ from typing import NamedTuple
 from ftsslab.fast.roce import RKEY_ACCESS_FLAGS
 
 from .memory import (
+    PAGE_SHIFT,
     NoSegment,
     PageFault,
     Prot,
@@ -53,6 +54,7 @@ Access.__doc__ = "BindRKey's access (D3.2): the RKeyAdvert flags, bit for bit."
 
 INDEX_BITS, TAG_BITS = 24, 8
 REMOTE_ACCESS_ERROR, INVALID_REQUEST = "REMOTE_ACCESS_ERROR", "INVALID_REQUEST"
+REMOTE_OPERATIONAL_ERROR = "REMOTE_OPERATIONAL_ERROR"
 
 
 class Op(Enum):
@@ -175,6 +177,9 @@ class RKeys:
         self.vmm = vmm
         self.tables: dict[int, SegmentTable] = {}
         self.updates = 0  # SegmentTableUpdate calls taken
+        # pages (VPNs) the default error handler declared it cannot bring in (check 12):
+        # an access to one is a remote operational error, not a fault again
+        self.unresolvable: set[int] = set()
         self._keys: dict[int, _Key] = {}  # index -> key
         self._tags: dict[int, int] = {}  # index -> its last tag
         self._free: list[int] = []
@@ -339,6 +344,9 @@ class RKeys:
                 virt = at if table is None else table.va(at)
                 out.append((self.vmm.page_table.pa(virt, prot), n))
             except PageFault:
+                if virt >> PAGE_SHIFT in self.unresolvable:
+                    return Refusal(REMOTE_OPERATIONAL_ERROR, f"the page of {virt:#x} cannot "
+                                   "be brought in")
                 return Fault(rkey, virt, b.owner)
             except (NoSegment, ProtectionFault) as exc:  # B3.28 "invalid range"
                 return Refusal(REMOTE_ACCESS_ERROR, str(exc))

@@ -27,4 +27,5 @@ class Context(Collector):
         self.killed: dict[str, str] = {}                # node -> label of the step that killed it
         # node with valid options -> its mapping, the option keys given
         self.checked: dict[str, tuple[MappingNode, frozenset[str]]] = {}
+        self.options: dict[str, dict] = {}              # node -> options with defaults (valid)
         self.unlinked: set[str] = set()                 # nodes named in a link that failed

@@ -64,6 +64,7 @@ def _load_node(ctx: Context, knode: Node, vnode: Node) -> ModelNode | None:
         return None
     if not issues:
         ctx.checked[name] = (vnode, frozenset(options))
+        ctx.options[name] = {**spec.defaults, **options}
     return ModelNode(name=name, kind=kind, options={**spec.defaults, **options})
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..fetch import parse_urls
+from ..kinds import OptionIssue
 from ..kinds import kinds as all_kinds
 from ..model import (
     NO_IMPAIRMENTS,
@@ -30,6 +31,7 @@ from ..model import (
     SetImpairment,
     Step,
     TableOp,
+    Verb,
     Wait,
 )
 from .context import Context
@@ -39,7 +41,7 @@ from .expectations import load_expectations
 from .impair import check_impairable, load_impairments
 from .packets import check_frame, packet_expr
 from .refs import endpoint_ref, link_ref, node_ref, switch_ref
-from .safe_yaml import NULL, describe
+from .safe_yaml import NULL, describe, find, plain
 from .values import MAX_COUNT, Items, boolean, duration, integer, mapping, sequence, text
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -439,6 +441,43 @@ def load_health(ctx: Context, vnode: Node, at: StepAt) -> SetHealth | None:
     return SetHealth(**at.fields(), node=node, health=state)
 
 
+def load_verb(ctx: Context, vnode: Node, at: StepAt) -> Verb | None:
+    """A call by an application on a node whose kind takes verbs (``KindSpec.verbs``)."""
+    hint = "verb: {node: b, op: bind_rkey, process: p1, key: k1, address: 0x10000000, ...}"
+    if not isinstance(vnode, MappingNode):
+        ctx.err(at.where, vnode, f"expected a mapping, got {describe(vnode)}", hint)
+        return None
+    args = plain(vnode)
+    got = args.pop("node", None)
+    if not isinstance(got, str) or "op" not in args:
+        ctx.err(at.where, vnode, "a verb needs its `node` and `op`", hint)
+        return None
+    node = node_ref(ctx, got, find(vnode, "node") or vnode, f"{at.where}.node")
+    spec = ctx.kinds.get(node) if node is not None else None
+    if node is None or spec is None:
+        return None
+    if spec.verbs is None:
+        takes = [k.name for k in all_kinds() if k.verbs is not None]
+        ctx.err(f"{at.where}.node", find(vnode, "node") or vnode,
+                f"{node} is a {spec.name}, which takes no verbs",
+                "kinds that do: " + ", ".join(takes))
+        return None
+    options = ctx.options.get(node)
+    if options is None:  # its options are wrong: their errors say so
+        return None
+    try:
+        issues = spec.verbs(args, options)
+    except Exception as exc:  # a kind's validator must not crash the loader
+        issues = [OptionIssue("", f"kind {spec.name!r} cannot check this verb: {exc}")]
+    for issue in issues:
+        ctx.err(f"{at.where}.{issue.key}".rstrip("."), find(vnode, issue.key) or vnode,
+                issue.message, issue.hint)
+    if node in ctx.killed:
+        ctx.err(at.where, vnode, f"{node}'s process is killed at this point "
+                f"({ctx.killed[node]})", f"add `restart: {node}` before this step")
+    return None if issues else Verb(**at.fields(), node=node, args=args)
+
+
 def load_wait(ctx: Context, vnode: Node, at: StepAt) -> Wait | None:
     """``wait: 0.2``, or ``wait: {until: [expectations], timeout: 30}``: until they hold."""
     if not isinstance(vnode, MappingNode):
@@ -494,5 +533,6 @@ STEP_LOADERS: dict[str, StepLoader] = {
     "send": load_send, "exec": load_exec, "link": load_link, "table": load_table,
     "kill": load_kill, "restart": load_restart, "wait": load_wait, "check": load_check,
     "impair": load_impair, "handoff": load_handoff, "fetch": load_fetch, "health": load_health,
+    "verb": load_verb,
 }
 STEP_ACTIONS = tuple(STEP_LOADERS)

@@ -37,8 +37,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ..backend import Backend, BackendError, CapturedFrame, Event, ExecResult
 from ..impair import bucket, direction_seed
@@ -659,6 +661,17 @@ class VethBackend(Backend):
         if not reply.get("ok"):
             raise BackendError(f"{node}: handoff to {to}: {reply.get('error', 'refused')}")
         self._events.append(Event(self.now(), node, "handoff", f"{reply['client']} -> {to}"))
+
+    def verb(self, node: str, args: Mapping[str, Any]) -> None:
+        assert self.lab_id is not None
+        try:
+            reply = control_request(names.lab_dir(self.lab_id), node,
+                                    {"op": "verb", "args": dict(args)}, timeout=30.0)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{node}: its process does not answer ({exc})") from exc
+        if not reply.get("ok"):
+            raise BackendError(f"{node}: verb {args.get('op')}: {reply.get('error', 'refused')}")
+        self._events.append(Event(self.now(), node, "verb", str(args.get("op"))))
 
     def set_health(self, node: str, health: str) -> None:
         assert self.lab_id is not None
