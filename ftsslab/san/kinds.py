@@ -160,6 +160,14 @@ def _access(v: list) -> str | None:
     return f"not access rights: {bad}; one of {RKEY_ACCESS_FLAGS}" if bad else None
 
 
+def _sg_list(v: list) -> str | None:
+    for i, p in enumerate(v):
+        if not isinstance(p, dict) or set(p) != {"address", "length"} or \
+                not all(_int(x) and x >= 0 for x in p.values()):
+            return f"part {i} is not {{address: EA, length: bytes}}: {p!r}"
+    return None
+
+
 _access_opt = Option(list, default=[], check=_access, doc="[REMOTE_WRITE, REMOTE_READ, ...]")
 _remote = {"rkey": Option(int, range=(0, 2**32 - 1), doc="a key value (forged, stale...)"),
            "advert": Option(int, range=(-1024, 1024),
@@ -179,7 +187,9 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
         "access": _access_opt, "imm": Option(int, range=(0, 2**32 - 1)),
         "compare": Option(int, range=(0, 2**64 - 1)), "swap": Option(int, range=(0, 2**64 - 1)),
         "add": Option(int, range=(0, 2**64 - 1)), "fence": Option(bool),
-        "delay": Option((str, int, float), doc="like 50ms"), "count": _count},
+        "delay": Option((str, int, float), doc="like 50ms"), "count": _count,
+        "sg_list": Option(list, range=(1, 16), check=lambda v: _sg_list(v),
+                          doc="[{address: 0x10000000, length: 100}, ...]: 1..16 parts")},
     "increment": {"qp": _qp_opt, "by": Option(str, choices=("cas", "fetch_add")),
                   "count": Option(int, required=True, range=(1, MAX_COUNT)), "local": _addr,
                   "wr_id": _wr, **_remote},

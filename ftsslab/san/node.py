@@ -549,6 +549,8 @@ def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
     local = a.get("local", _default_buffer(core, spec.process))
     length = 8 if opcode in ATOMIC_OPS else a.get("length", 0)
     sg = (SGE(local, length),) if length else ()
+    if "sg_list" in a:  # a gathered message (Fig. 8): its parts, in order
+        sg = tuple(SGE(p["address"], p["length"]) for p in a["sg_list"])
     if opcode is WrOpcode.BIND_RKEY:
         bind = (_key(core, a), a["address"], a["length"], _access(a.get("access", [])))
         sg, rkey, address = (), 0, 0
@@ -626,25 +628,29 @@ def v_swap_out(core: SanicCore, a: Mapping[str, Any]) -> None:
 
 
 def v_migrate(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """The VMM moves a page to another frame (check 14): logs the old and new frame's hash
-    so a scenario can see the old frame untouched by what follows."""
+    """The VMM moves a page to another frame, the PTE following (check 14): logs the old and
+    the new frame number (local to the node: no PA leaves it)."""
     _page_verb(core, a, core.vmm.migrate)
 
 
 def v_add_segment(core: SanicCore, a: Mapping[str, Any]) -> None:
-    pid = core.procs[a["process"]].pid
-    core.vmm.add_segment(pid, a["esid"], a.get("vsid"))
-    core._event("verb", op="add_segment", result="OK", updates=core.ctx.keys.updates)
+    """The VMM gives the process a segment (a new VSID, or ``vsid``: the one it had);
+    ``notified`` is how many SegmentTableUpdate calls the SANIC's driver took for it."""
+    before = core.ctx.keys.updates
+    vsid = core.vmm.add_segment(core.procs[a["process"]].pid, a["esid"], a.get("vsid"))
+    core._event("verb", op="add_segment", result="OK", vsid=vsid,
+                notified=core.ctx.keys.updates - before)
 
 
 def v_delete_segment(core: SanicCore, a: Mapping[str, Any]) -> None:
-    pid = core.procs[a["process"]].pid
+    before = core.ctx.keys.updates
     try:
-        core.vmm.delete_segment(pid, a["esid"])
+        core.vmm.delete_segment(core.procs[a["process"]].pid, a["esid"])
     except KeyError:
         core._event("verb", op="delete_segment", result="FAILED", error="no such segment")
         return
-    core._event("verb", op="delete_segment", result="OK", updates=core.ctx.keys.updates)
+    core._event("verb", op="delete_segment", result="OK",
+                notified=core.ctx.keys.updates - before)
 
 
 def v_fill(core: SanicCore, a: Mapping[str, Any]) -> None:
