@@ -516,7 +516,10 @@ class SimBackend(Backend):
         if not math.isfinite(when):
             raise BackendError(f"node {sim.node.name}: its {sim.node.kind} model asked for a "
                                f"timer at {when}")
-        due = max(self._now_ns, round(when * _NS))
+        due = round(when * _NS)
+        if due / _NS < when:  # (a deadline between two nanoseconds: the later one, so that
+            due += 1          # the model's clock has reached it when it fires)
+        due = max(self._now_ns, due)
         if sim.timer_ns is not None and sim.timer_ns <= due:
             return   # an earlier (or the same) wake-up is already queued
         sim.timer_ns = due

@@ -542,7 +542,8 @@ _OPCODES = {"send": WrOpcode.SEND, "send_imm": WrOpcode.SEND_WITH_IMM,
 
 
 def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """ibv_post_send; with ``count``, that many (immediates 0, 1, ...), one `burst` event."""
+    """ibv_post_send; with ``count``, that many (immediates ``imm``, ``imm``+1, ...), and one
+    `burst` event when the last completes."""
     spec = next(q for q in core.cfg.qps if q.name == a["qp"])
     qp = core.qps[spec.name]
     opcode = _OPCODES[a["opcode"]]
@@ -562,7 +563,7 @@ def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
     first = a.get("wr_id", core._next_wr(spec.name, count))
 
     def make(i: int) -> SendWR:
-        imm = a.get("imm", i if count > 1 else None) \
+        imm = (a.get("imm", 0) + i if count > 1 else a.get("imm")) \
             if opcode in (WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE_WITH_IMM) else None
         return SendWR(first + i, opcode, sg, address, rkey, imm, a.get("compare", 0),
                       a.get("swap", a.get("add", 0)), a.get("fence", False),
@@ -690,7 +691,8 @@ def v_snapshot(core: SanicCore, a: Mapping[str, Any]) -> None:
 
 def v_query_qp(core: SanicCore, a: Mapping[str, Any]) -> None:
     qp = core.qps[a["qp"]]
-    core._event("qp", qp=a["qp"], state=qp.state.name, qpn=qp.qp_num)
+    core._event("qp", qp=a["qp"], state=qp.state.name, qpn=qp.qp_num,
+                **getattr(qp.core, "counters", {}))
 
 
 def v_received(core: SanicCore, a: Mapping[str, Any]) -> None:
