@@ -57,6 +57,7 @@ from .packets import (
 from .rkeys import INVALID_REQUEST, REMOTE_ACCESS_ERROR, Fault, Grant, Op, Refusal
 
 REMOTE_OPERATIONAL_ERROR = "REMOTE_OPERATIONAL_ERROR"
+INVALID_RD_REQUEST = "INVALID_RD_REQUEST"  # (RD only: ``rd.py``)
 PSN_SEQUENCE_ERROR = "PSN_SEQUENCE_ERROR"
 READ_RESPONSES = frozenset(f"RDMA_READ_RESPONSE_{p}" for p in ("FIRST", "MIDDLE", "LAST", "ONLY"))
 RNR_TIMER = 1  # the RNR NAK's timer field: 0.01 ms (IBA table 45) ...
@@ -110,6 +111,7 @@ class WcStatus(Enum):
     REM_INV_REQ_ERR = "REM_INV_REQ_ERR"
     REM_ACCESS_ERR = "REM_ACCESS_ERR"
     REM_OP_ERR = "REM_OP_ERR"
+    REM_INV_RD_REQ_ERR = "REM_INV_RD_REQ_ERR"  # RD: no such QP, or not its Q_Key
     RETRY_EXC_ERR = "RETRY_EXC_ERR"
     RNR_RETRY_EXC_ERR = "RNR_RETRY_EXC_ERR"
     WR_FLUSH_ERR = "WR_FLUSH_ERR"
@@ -130,7 +132,8 @@ class WcOpcode(Enum):
 
 _NAK_STATUS = {REMOTE_ACCESS_ERROR: WcStatus.REM_ACCESS_ERR,
                INVALID_REQUEST: WcStatus.REM_INV_REQ_ERR,
-               REMOTE_OPERATIONAL_ERROR: WcStatus.REM_OP_ERR}
+               REMOTE_OPERATIONAL_ERROR: WcStatus.REM_OP_ERR,
+               INVALID_RD_REQUEST: WcStatus.REM_INV_RD_REQ_ERR}
 WC_OPCODE = {WrOpcode.SEND: WcOpcode.SEND, WrOpcode.SEND_WITH_IMM: WcOpcode.SEND,
           WrOpcode.RDMA_WRITE: WcOpcode.RDMA_WRITE,
           WrOpcode.RDMA_WRITE_WITH_IMM: WcOpcode.RDMA_WRITE,
