@@ -108,12 +108,13 @@ class RdQp:
             raise QpStateError(f"RD QP {self.qp_num}: {self.state.name} -> {new.name}")
         old, self.state = self.state, new
         acts: list[Action] = [StateChanged(self.qp_num, old, new, why)]
-        if new is QpState.ERROR:
-            acts += [Completion(Wc(r.wr_id, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV, self.qp_num),
-                                recv=True) for r in self._rq]
-            acts += self.rd.drop(self)
-        if new in (QpState.ERROR, QpState.RESET):
+        if new in (QpState.ERROR, QpState.RESET):  # (RESET: discarded, as RC's)
+            flushed = [Completion(Wc(r.wr_id, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV,
+                                     self.qp_num), recv=True) for r in self._rq]
+            flushed += self.rd.drop(self)
             self._rq.clear()
+            if new is QpState.ERROR:
+                acts += flushed
         return acts
 
     def post_send(self, wr: SendWr, dest: RdDest, now: float) -> list[Action]:

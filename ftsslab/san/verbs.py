@@ -152,7 +152,8 @@ class Context:
         out = []
         for a in actions:
             if isinstance(a, Transmit):
-                out.append((a.peer or "", a.packet))
+                assert a.peer is not None  # (an EE context addresses all it sends)
+                out.append((a.peer, a.packet))
             elif isinstance(a, Completion):
                 self.qps[a.wc.qp_num]._complete(a)
             elif isinstance(a, RemoteFault) and self.handler is not None:
@@ -171,6 +172,8 @@ class Context:
             return qp._apply(qp.core.receive(packet, now, src))
         if packet.qkey is not None:
             return []  # a datagram for an RC QP
+        if src and src != qp.peer:
+            return []  # an RC QP takes its connected peer's packets only (IBA's validation)
         return qp._apply(qp.core.receive(packet, now))
 
     def next_deadline(self) -> float | None:

@@ -405,3 +405,23 @@ def test_tshark_4_reads_every_rd_header_8_bytes_late(tmp_path):
         if "infiniband.reth" in fields:
             assert fields["infiniband.reth"][0] == rdeth + 12 + 8
             assert int(fields["infiniband.reth.va"][2], 16) != p.reth.va
+
+
+def test_rc_a_third_node_has_no_qp_connected_and_cannot_use_the_key():
+    """Check 10, RC part (B3.27): B's key reaches B's RC QP from A, the one node it is
+    connected to; the very WRITE, coming from C, is dropped and no byte of B changes."""
+    from tests.san.test_verbs import pair
+
+    f = Fabric()
+    a, b = endnode(f, "A"), endnode(f, "B")
+    endnode(f, "C")
+    pa, pb, qa, qb, cqa, _ = pair(f, a, b)
+    key = pb.allocate_rkey()
+    pb.bind_rkey(key, BUF, 64, RW)
+    poke(a, 1, BUF, b"from A, or C?")
+    ((_, write),) = qa.post_send(SendWR(1, WrOpcode.RDMA_WRITE, (SGE(BUF, 13),),
+                                        remote_addr=BUF, rkey=key), f.now)
+    before = b.vmm.memory.digest()
+    assert b.receive(write, f.now, "C") == [] and b.vmm.memory.digest() == before
+    assert [p.op for _, p in b.receive(write, f.now, "A")] == ["ACKNOWLEDGE"]
+    assert peek(b, 1, BUF, 13) == b"from A, or C?"
