@@ -28,6 +28,12 @@ ERROR too (D3.7); a page that is not mapped is an RNR NAK and a ``PageFault`` ev
 default error handler (D3.8), the PSN not taken, so the retry lands once the page is mapped.
 A SEND without a posted receive is an RNR NAK (IBA 9.7.5.2.8). Atomics work on an aligned
 64-bit word, big-endian (the byte order is not in the seed; network order is ftsslab's).
+
+**Reused by RD.** An RD EE context (``rd.EeContext``) is this machinery between two endnodes;
+it overrides the methods that tie it to one peer QP: ``_take`` (the checks before a request is
+taken), ``_target`` (whose receive queue and memory a request reaches), ``_reply`` and
+``_request`` (how packets are addressed), ``_refuse``, ``_duplicate``, ``_nak_failed`` (what a
+refusal or a NAK fails), ``_wc`` and ``_pump``.
 """
 
 from __future__ import annotations
