@@ -252,6 +252,8 @@ class EeContext(RcQp):
     def _duplicate(self, p: Packet) -> list[Action]:
         if self._naked is not None and self._naked[0] == self._epsn:
             return [self._naked[1]]  # nothing taken since the NAK: it is the answer
+        if p.dqpn not in self.rd.qps:
+            return []  # (no request to a QP that does not exist was ever taken)
         return super()._duplicate(p)
 
 

@@ -166,8 +166,8 @@ class Context:
         if packet.eec is not None:
             return self._apply_rd(self.rd.receive(packet, now, src))
         qp = self.qps.get(packet.dqpn)
-        if qp is None:
-            return []  # no such QP: dropped, as a HCA drops it
+        if qp is None or isinstance(qp.core, RdQp):
+            return []  # no such QP, or RD without an RDETH: dropped, as a HCA drops it
         if isinstance(qp.core, UdQp):
             return qp._apply(qp.core.receive(packet, now, src))
         if packet.qkey is not None:

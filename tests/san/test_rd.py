@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from ftsslab.fast.roce import verify_icrc
 from ftsslab.san.fabric import Fabric
 from ftsslab.san.memory import PAGE
-from ftsslab.san.packets import Packet, nak, packet
+from ftsslab.san.packets import Packet, Reth, nak, packet
 from ftsslab.san.qp import QpState, WcStatus, WrOpcode
 from ftsslab.san.rd import NoEeContext, RdDest, UnsupportedWr
 from ftsslab.san.verbs import CQ, SGE, Context, RecvWR, SendWR
@@ -243,18 +243,26 @@ def test_what_rd_does_not_carry_is_a_named_error():
 
 def test_a_stray_rd_packet_from_another_node_is_dropped():
     """An EE context takes packets from its peer only: the SEND B would send, coming from C
-    into A's EE context to B, reaches nothing; from B it is taken."""
+    into A's EE context to B, reaches nothing; from B it is taken. Neither an RC packet to an
+    RD QP nor a duplicate READ naming no QP reaches anything."""
     f = Fabric()
     a = endnode(f, "A")
     endnode(f, "B"), endnode(f, "C")
     ea, _ = ee(f, "A", "B")
     qa, cqa = rd_qp(a)
+    key = a.pd(1).allocate_rkey()
+    a.pd(1).bind_rkey(key, BUF, 64, RW)
     f.send("A", qa.post_recv(RecvWR(1, (SGE(BUF, 64),))))
     p = Packet("SEND_ONLY", 700, qa.qp_num, True, payload=b"is it B?", qkey=QKEY, src_qp=0x11,
                eec=ea.qp_num)
     assert a.receive(p, 0.0, "C") == [] and cqa.poll() == []
+    assert a.receive(p._replace(eec=None, qkey=None), 0.0) == []  # an RC packet, to RD QP
     assert [q.op for _, q in a.receive(p, 0.0, "B")] == ["ACKNOWLEDGE"]
     assert [(w.wr_id, w.src) for w in cqa.poll()] == [(1, "B")]
+    read = p._replace(op="RDMA_READ_REQUEST", psn=701, reth=Reth(BUF, key, 8), payload=b"")
+    assert [q.op for _, q in a.receive(read, 0.0, "B")] == ["RDMA_READ_RESPONSE_ONLY"]
+    assert a.receive(read._replace(dqpn=0x99), 0.0, "B") == []
+
 
 
 @settings(max_examples=25, deadline=None)
