@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .packets import Packet, frame, packet
@@ -42,11 +43,16 @@ class Sent:
 
 
 class Fabric:
+    """``faulty(src, dst)``: whether loss, reordering and duplication apply to the frames
+    from ``src`` to ``dst`` (None: to every frame)."""
+
     def __init__(self, *, seed: int = 0, loss: float = 0.0, reorder: float = 0.0,
-                 duplicate: float = 0.0, latency: float = 0.0001) -> None:
+                 duplicate: float = 0.0, latency: float = 0.0001,
+                 faulty: Callable[[str, str], bool] | None = None) -> None:
         self.nodes: dict[str, Endnode] = {}
         self.rng = random.Random(seed)
         self.loss, self.reorder, self.duplicate, self.latency = loss, reorder, duplicate, latency
+        self.faulty = faulty
         self.now = 0.0
         self.frames: list[Sent] = []
         self.malformed = 0
@@ -66,13 +72,14 @@ class Fabric:
             b = self.nodes[dst]
             data = frame(p, eth_dst=b.mac, eth_src=a.mac, ip_src=a.ip, ip_dst=b.ip,
                          sport=ROCE_SPORT)
-            lost = self.rng.random() < self.loss
+            bad = self.faulty is None or self.faulty(src, dst)
+            lost = bad and self.rng.random() < self.loss
             self.frames.append(Sent(self.now, src, dst, data, not lost))
             if lost:
                 continue
-            for _ in range(2 if self.rng.random() < self.duplicate else 1):
-                late = self.rng.random() * 10 * self.latency if self.rng.random() < self.reorder \
-                    else 0.0
+            for _ in range(2 if bad and self.rng.random() < self.duplicate else 1):
+                late = self.rng.random() * 10 * self.latency \
+                    if bad and self.rng.random() < self.reorder else 0.0
                 heapq.heappush(self._queue, (self.now + self.latency + late,
                                              next(self._order), src, dst, data))
 

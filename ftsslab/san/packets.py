@@ -1,4 +1,4 @@
-"""The RC transport packets a queue pair sends and takes, as typed records (B3.14), and their
+"""The transport packets a queue pair sends and takes, as typed records (B3.14), and their
 RoCEv2 frames: ``frame`` builds one with ``fast.roce.build_roce``, ``packet`` reads one back
 with ``fast.roce.parse_roce`` -- the one source of the wire format, which the Scapy layers and
 the Lua dissector are proven equal to (tests/layers, tests/wireshark).
@@ -14,11 +14,12 @@ from typing import NamedTuple
 
 from ftsslab.fast import roce as wire
 
-RC, UD = wire.TRANSPORTS["RC"], wire.TRANSPORTS["UD"]
+RC, RD, UD = wire.TRANSPORTS["RC"], wire.TRANSPORTS["RD"], wire.TRANSPORTS["UD"]
 OPCODE = {name: RC + value for name, value in wire.OPS.items()}
+RD_OPCODE = {name: RD + value for name, value in wire.OPS.items()}
 UD_OPCODE = {name: UD + wire.OPS[name] for name in ("SEND_ONLY", "SEND_ONLY_WITH_IMMEDIATE")}
-NAME = {value: name for name, value in OPCODE.items()}
-UD_NAME = {value: name for name, value in UD_OPCODE.items()}
+NAME = {value: name for opcodes in (OPCODE, RD_OPCODE, UD_OPCODE)
+        for name, value in opcodes.items()}
 NAK_CODE = {name: code for code, name in wire.NAK_CODES.items()}
 ACK_SYNDROME = (wire.AETH_ACK << 5) | wire.AETH_CREDITS_INVALID
 PSN_MASK = (1 << 24) - 1
@@ -54,7 +55,9 @@ class AtomicEth(NamedTuple):
 
 
 class Packet(NamedTuple):
-    """One RC packet: its operation (an ``fast.roce.OPS`` name), PSN, destination QP."""
+    """One packet: its operation (an ``fast.roce.OPS`` name), PSN, destination QP. The
+    transport is told by the headers: an RDETH (``eec``) makes it RD, else a DETH (``qkey``)
+    UD, else RC."""
 
     op: str
     psn: int
@@ -67,8 +70,9 @@ class Packet(NamedTuple):
     orig: int | None = None  # AtomicAckETH: the remote data before the atomic
     imm: int | None = None
     payload: bytes = b""
-    qkey: int | None = None  # DETH (UD): set, the packet is a datagram's
+    qkey: int | None = None  # DETH (UD, RD requests): set, the packet is a datagram's
     src_qp: int = 0
+    eec: int | None = None  # RDETH (RD): the destination's EE context
 
     @property
     def is_response(self) -> bool:
@@ -101,6 +105,8 @@ def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
           sport: int) -> bytes:
     """The RoCEv2 frame of ``p`` (Ether/IPv4/UDP 4791/BTH/.../ICRC)."""
     headers = b""
+    if p.eec is not None:
+        headers += _U32.pack(p.eec & PSN_MASK)
     if p.qkey is not None:
         headers += _DETH.pack(p.qkey, p.src_qp & PSN_MASK)
     if p.reth is not None:
@@ -116,19 +122,20 @@ def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
         headers += _U32.pack(p.imm)
     return wire.build_roce(eth_dst=eth_dst, eth_src=eth_src, ip_src=ip_src, ip_dst=ip_dst,
                            sport=sport,
-                           opcode=(UD_OPCODE if p.qkey is not None else OPCODE)[p.op],
+                           opcode=(RD_OPCODE if p.eec is not None else UD_OPCODE
+                                   if p.qkey is not None else OPCODE)[p.op],
                            dqpn=p.dqpn, psn=p.psn,
                            headers=headers, payload=p.payload, ackreq=p.ackreq)
 
 
 def packet(data: bytes) -> tuple[Packet, dict] | None:
-    """The RC packet of a RoCEv2 frame whose ICRC is right, and the parsed headers (for the
+    """The packet of a RoCEv2 frame whose ICRC is right, and the parsed headers (for the
     addresses); None for anything else (never raises)."""
     d = wire.parse_roce(data)
     if d is None or not d["icrc_ok"]:
         return None
     bth = d["BTH"]
-    op = NAME.get(bth["opcode"]) or UD_NAME.get(bth["opcode"])
+    op = NAME.get(bth["opcode"])
     if op is None:
         return None
     need = wire.HEADER_CHAINS[bth["opcode"]]
@@ -151,4 +158,5 @@ def packet(data: bytes) -> tuple[Packet, dict] | None:
         orig=d["AtomicAckETH"]["origremdt"] if "AtomicAckETH" in d else None,
         imm=d["ImmDt"]["imm"] if "ImmDt" in d else None, payload=payload,
         qkey=d["DETH"]["qkey"] if "DETH" in d else None,
-        src_qp=d["DETH"]["srcqp"] if "DETH" in d else 0), d
+        src_qp=d["DETH"]["srcqp"] if "DETH" in d else 0,
+        eec=d["RDETH"]["eecnxt"] if "RDETH" in d else None), d

@@ -28,6 +28,12 @@ ERROR too (D3.7); a page that is not mapped is an RNR NAK and a ``PageFault`` ev
 default error handler (D3.8), the PSN not taken, so the retry lands once the page is mapped.
 A SEND without a posted receive is an RNR NAK (IBA 9.7.5.2.8). Atomics work on an aligned
 64-bit word, big-endian (the byte order is not in the seed; network order is ftsslab's).
+
+**Reused by RD.** An RD EE context (``rd.EeContext``) is this machinery between two endnodes;
+it overrides the methods that tie it to one peer QP: ``_take`` (the checks before a request is
+taken), ``_target`` (whose receive queue and memory a request reaches), ``_reply`` and
+``_request`` (how packets are addressed), ``_refuse``, ``_duplicate``, ``_nak_failed`` (what a
+refusal or a NAK fails), ``_wc`` and ``_pump``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from .rkeys import (
     Refusal,
 )
 
+INVALID_RD_REQUEST = "INVALID_RD_REQUEST"  # (RD only: ``rd.py``)
 PSN_SEQUENCE_ERROR = "PSN_SEQUENCE_ERROR"
 READ_RESPONSES = frozenset(f"RDMA_READ_RESPONSE_{p}" for p in ("FIRST", "MIDDLE", "LAST", "ONLY"))
 RNR_TIMER = 1  # the RNR NAK's timer field: 0.01 ms (IBA table 45) ...
@@ -117,6 +124,7 @@ class WcStatus(Enum):
     REM_INV_REQ_ERR = "REM_INV_REQ_ERR"
     REM_ACCESS_ERR = "REM_ACCESS_ERR"
     REM_OP_ERR = "REM_OP_ERR"
+    REM_INV_RD_REQ_ERR = "REM_INV_RD_REQ_ERR"  # RD: no such QP, or not its Q_Key
     RETRY_EXC_ERR = "RETRY_EXC_ERR"
     RNR_RETRY_EXC_ERR = "RNR_RETRY_EXC_ERR"
     WR_FLUSH_ERR = "WR_FLUSH_ERR"
@@ -137,7 +145,8 @@ class WcOpcode(Enum):
 
 _NAK_STATUS = {REMOTE_ACCESS_ERROR: WcStatus.REM_ACCESS_ERR,
                INVALID_REQUEST: WcStatus.REM_INV_REQ_ERR,
-               REMOTE_OPERATIONAL_ERROR: WcStatus.REM_OP_ERR}
+               REMOTE_OPERATIONAL_ERROR: WcStatus.REM_OP_ERR,
+               INVALID_RD_REQUEST: WcStatus.REM_INV_RD_REQ_ERR}
 WC_OPCODE = {WrOpcode.SEND: WcOpcode.SEND, WrOpcode.SEND_WITH_IMM: WcOpcode.SEND,
           WrOpcode.RDMA_WRITE: WcOpcode.RDMA_WRITE,
           WrOpcode.RDMA_WRITE_WITH_IMM: WcOpcode.RDMA_WRITE,
@@ -223,6 +232,15 @@ class Memory(Protocol):
     def write(self, grant: Grant, offset: int, data: bytes) -> None: ...
     def read(self, grant: Grant, offset: int, n: int) -> bytes: ...
     def used(self, grant: Grant) -> None: ...
+
+
+class Endpoint(Protocol):
+    """What a request reaches at the responder: a QP's receive queue and memory. An RC QP is
+    its own; an RD EE context takes each request to the RD QP it names (``rd.EeContext``)."""
+
+    qp_num: int
+    memory: Memory | None
+    _rq: deque[RecvWr]
 
 
 @dataclass
@@ -516,11 +534,11 @@ class RcQp:
                 acts += self._acked_before(p.psn, now)
                 return acts + (self._retry(p.psn, now, rnr=False) if self._inflight else [])
             acts += self._acked_before(p.psn, now)
-            if not self._inflight:
-                return acts
+            if not self._inflight or psn_diff(p.psn, self._inflight[0].first) < 0:
+                return acts  # (a NAK of a message already completed: a duplicate)
             head = self._pop()
-            return acts + [self._wc(head.wr, _NAK_STATUS.get(code, WcStatus.REM_INV_REQ_ERR)),
-                           *self._fail(f"NAK {code} at PSN {p.psn}")]
+            return acts + self._nak_failed(head, _NAK_STATUS.get(code, WcStatus.REM_INV_REQ_ERR),
+                                           f"NAK {code} at PSN {p.psn}", now)
         if p.op in READ_RESPONSES:
             return self._read_response(p, now)
         if p.op == "ATOMIC_ACKNOWLEDGE":
@@ -538,6 +556,10 @@ class RcQp:
                 p.psn, self._inflight[0].first) >= 0:
             return acts + self._retry(self._una(), now, rnr=False)  # its answer was lost
         return acts + self._pump(now)
+
+    def _nak_failed(self, head: _Req, status: WcStatus, why: str, now: float) -> list[Action]:
+        """``head`` NAKed for good: its completion, and the QP to ERROR (D3.7)."""
+        return [self._wc(head.wr, status), *self._fail(why)]
 
     def _locals_done(self) -> list[Action]:
         """Complete the BIND_RKEY and DELAY work requests whose turn it is (completions come in
@@ -609,6 +631,10 @@ class RcQp:
             self._nak_sent = True
             return [self._ack(nak(PSN_SEQUENCE_ERROR), self._epsn, naked=True)]
         self._nak_sent = False
+        return self._take(p)
+
+    def _take(self, p: Packet) -> list[Action]:
+        """The request packet the PSN order lets in."""
         if p.op in SENDS:
             return self._send_in(p)
         if p.op in WRITES:
@@ -617,10 +643,18 @@ class RcQp:
             return self._read_in(p)
         return self._atomic_in(p)
 
+    def _target(self, p: Packet) -> Endpoint:
+        """Whose receive queue and memory the request ``p`` reaches: this QP's."""
+        return self
+
+    def _reply(self, p: Packet) -> Transmit:
+        """A response, on its way to the requester (an RC QP has one)."""
+        return Transmit(p)
+
     def _ack(self, syndrome: int, psn: int, naked: bool = False) -> Transmit:
         self.counters["naks_sent" if naked else "acks_sent"] += 1
-        return Transmit(Packet("ACKNOWLEDGE", psn, self.dest_qp, syndrome=syndrome,
-                               msn=self._msn))
+        return self._reply(Packet("ACKNOWLEDGE", psn, self.dest_qp, syndrome=syndrome,
+                                  msn=self._msn))
 
     def _accept(self, p: Packet) -> list[Action]:
         """``p`` taken: the expected PSN moves on, and it is acknowledged."""
@@ -633,26 +667,28 @@ class RcQp:
 
     def _fault(self, p: Packet, f: Fault) -> list[Action]:
         self._incoming = None
-        return [PageFault(self.qp_num, f.rkey, f.va, f.pid),
+        return [PageFault(self._target(p).qp_num, f.rkey, f.va, f.pid),
                 self._ack(rnr_nak(RNR_TIMER), p.psn, naked=True)]
 
-    def _check(self, rkey: int, va: int, n: int, op: Op) -> Grant | Refusal | Fault:
-        if self.memory is None:
+    def _check(self, t: Endpoint, rkey: int, va: int, n: int, op: Op
+               ) -> Grant | Refusal | Fault:
+        if t.memory is None:
             return Refusal(REMOTE_ACCESS_ERROR, "this endnode takes no RDMA (L665)")
-        return self.memory.check(rkey, va, n, op)
+        return t.memory.check(rkey, va, n, op)
 
     def _send_in(self, p: Packet) -> list[Action]:
         start = p.op in ("SEND_FIRST", "SEND_ONLY", "SEND_ONLY_WITH_IMMEDIATE")
+        t = self._target(p)
         if start:
-            if not self._rq:
+            if not t._rq:
                 return [self._ack(rnr_nak(RNR_TIMER), p.psn, naked=True)]
-            self._incoming = _Incoming("SEND", recv=self._rq.popleft())
+            self._incoming = _Incoming("SEND", recv=t._rq.popleft())
         inc = self._incoming
         if inc is None or inc.kind != "SEND" or inc.recv is None:
             return self._refuse(p, INVALID_REQUEST, f"{p.op} outside a SEND")
         inc.buf += p.payload
         if len(inc.buf) > inc.recv.length:
-            self._rq.appendleft(inc.recv)
+            t._rq.appendleft(inc.recv)
             return self._refuse(p, INVALID_REQUEST, f"{len(inc.buf)} bytes for a "
                                 f"{inc.recv.length}-byte receive")
         acts = self._accept(p)
@@ -660,13 +696,14 @@ class RcQp:
             self._msn = (self._msn + 1) & 0xFFFFFF
             self._incoming = None
             acts.insert(0, Completion(Wc(inc.recv.wr_id, WcStatus.SUCCESS, WcOpcode.RECV,
-                                         self.qp_num, len(inc.buf), p.imm, bytes(inc.buf)),
+                                         t.qp_num, len(inc.buf), p.imm, bytes(inc.buf)),
                                       recv=True))
         return acts
 
     def _write_in(self, p: Packet) -> list[Action]:
+        t = self._target(p)
         if p.reth is not None:  # FIRST or ONLY: the whole DMA length is checked (D3.6)
-            got = self._check(p.reth.rkey, p.reth.va, p.reth.dmalen, Op.WRITE)
+            got = self._check(t, p.reth.rkey, p.reth.va, p.reth.dmalen, Op.WRITE)
             if isinstance(got, Fault):
                 return self._fault(p, got)
             if isinstance(got, Refusal):
@@ -681,81 +718,84 @@ class RcQp:
         if last and inc.offset + len(p.payload) != inc.dmalen:
             return self._refuse(p, INVALID_REQUEST, "less data than the RETH's DMA length")
         imm = p.imm is not None
-        if last and imm and not self._rq:
+        if last and imm and not t._rq:
             return [self._ack(rnr_nak(RNR_TIMER), p.psn, naked=True)]
-        assert self.memory is not None
+        memory = t.memory
+        assert memory is not None
         if p.payload:
-            self.memory.write(inc.grant, inc.offset, p.payload)
+            memory.write(inc.grant, inc.offset, p.payload)
         inc.offset += len(p.payload)
         acts = self._accept(p)
         if last:
             self._msn = (self._msn + 1) & 0xFFFFFF
-            self.memory.used(inc.grant)
+            memory.used(inc.grant)
             self._incoming = None
             if imm:
-                rwr = self._rq.popleft()
+                rwr = t._rq.popleft()
                 acts.insert(0, Completion(Wc(rwr.wr_id, WcStatus.SUCCESS,
-                                             WcOpcode.RECV_RDMA_WITH_IMM, self.qp_num,
+                                             WcOpcode.RECV_RDMA_WITH_IMM, t.qp_num,
                                              inc.dmalen, p.imm), recv=True))
         return acts
 
     def _read_in(self, p: Packet) -> list[Action]:
         assert p.reth is not None
-        got = self._check(p.reth.rkey, p.reth.va, p.reth.dmalen, Op.READ)
+        t = self._target(p)
+        memory = t.memory
+        got = self._check(t, p.reth.rkey, p.reth.va, p.reth.dmalen, Op.READ)
         if isinstance(got, Fault):
             return self._fault(p, got)
         if isinstance(got, Refusal):
             return self._refuse(p, got.code, got.why)
-        assert self.memory is not None
+        assert memory is not None
         n = _chunks(p.reth.dmalen, self.mtu)
         self._msn = (self._msn + 1) & 0xFFFFFF
         self._reads.append((p.psn, n, p.reth, got, self._msn))
-        acts = self._read_responses(p.psn, p.reth.dmalen, got, 0, self._msn)
-        self.memory.used(got)
+        acts = self._read_responses(memory, p.psn, p.reth.dmalen, got, 0, self._msn)
+        memory.used(got)
         self._epsn = psn_add(self._epsn, n)
         return acts
 
-    def _read_responses(self, psn: int, dmalen: int, grant: Grant, offset: int, msn: int
-                        ) -> list[Action]:
+    def _read_responses(self, memory: Memory, psn: int, dmalen: int, grant: Grant, offset: int,
+                        msn: int) -> list[Action]:
         """The responses to a READ of ``dmalen`` bytes at ``offset`` into ``grant``."""
-        assert self.memory is not None
         n = _chunks(dmalen, self.mtu)
         acts: list[Action] = []
         for i in range(n):
             pos = "ONLY" if n == 1 else "FIRST" if i == 0 else "LAST" if i == n - 1 \
                 else "MIDDLE"
-            data = self.memory.read(grant, offset + i * self.mtu,
-                                    min(self.mtu, dmalen - i * self.mtu))
+            data = memory.read(grant, offset + i * self.mtu, min(self.mtu, dmalen - i * self.mtu))
             aeth = pos != "MIDDLE"
-            acts.append(Transmit(Packet(f"RDMA_READ_RESPONSE_{pos}", psn_add(psn, i),
-                                        self.dest_qp, syndrome=ACK_SYNDROME if aeth else None,
-                                        msn=msn if aeth else 0, payload=data)))
+            acts.append(self._reply(Packet(f"RDMA_READ_RESPONSE_{pos}", psn_add(psn, i),
+                                           self.dest_qp, syndrome=ACK_SYNDROME if aeth else None,
+                                           msn=msn if aeth else 0, payload=data)))
         return acts
 
     def _atomic_in(self, p: Packet) -> list[Action]:
         a = p.atomic
         assert a is not None
-        got = self._check(a.rkey, a.va, 8, Op.ATOMIC)
+        t = self._target(p)
+        memory = t.memory
+        got = self._check(t, a.rkey, a.va, 8, Op.ATOMIC)
         if isinstance(got, Fault):
             return self._fault(p, got)
         if isinstance(got, Refusal):
             return self._refuse(p, got.code, got.why)
-        assert self.memory is not None
-        orig = int.from_bytes(self.memory.read(got, 0, 8), "big")
+        assert memory is not None
+        orig = int.from_bytes(memory.read(got, 0, 8), "big")
         if p.op == "COMPARE_SWAP":
             new = a.swap if orig == a.compare else orig
         else:
             new = (orig + a.swap) & ((1 << 64) - 1)
         if new != orig:
-            self.memory.write(got, 0, new.to_bytes(8, "big"))
-        self.memory.used(got)
+            memory.write(got, 0, new.to_bytes(8, "big"))
+        memory.used(got)
         self._msn = (self._msn + 1) & 0xFFFFFF
         self._atomics[p.psn] = orig
         if len(self._atomics) > 64:
             del self._atomics[next(iter(self._atomics))]
         self._epsn = psn_add(self._epsn, 1)
-        return [Transmit(Packet("ATOMIC_ACKNOWLEDGE", p.psn, self.dest_qp,
-                                syndrome=ACK_SYNDROME, msn=self._msn, orig=orig))]
+        return [self._reply(Packet("ATOMIC_ACKNOWLEDGE", p.psn, self.dest_qp,
+                                   syndrome=ACK_SYNDROME, msn=self._msn, orig=orig))]
 
     def _duplicate(self, p: Packet) -> list[Action]:
         """IBA 9.7.5.1.1: answer a duplicate again, doing nothing twice."""
@@ -764,11 +804,14 @@ class RcQp:
                 k = psn_diff(p.psn, first)
                 if (0 <= k < n and p.reth is not None and p.reth.va == reth.va + k * self.mtu
                         and p.reth.dmalen == reth.dmalen - k * self.mtu):
-                    return self._read_responses(p.psn, p.reth.dmalen, grant, k * self.mtu, msn)
+                    memory = self._target(p).memory
+                    assert memory is not None
+                    return self._read_responses(memory, p.psn, p.reth.dmalen, grant,
+                                                k * self.mtu, msn)
             return []
         if p.op in ("COMPARE_SWAP", "FETCH_ADD") and p.psn in self._atomics:
-            return [Transmit(Packet("ATOMIC_ACKNOWLEDGE", p.psn, self.dest_qp,
-                                    syndrome=ACK_SYNDROME, msn=self._msn,
-                                    orig=self._atomics[p.psn]))]
+            return [self._reply(Packet("ATOMIC_ACKNOWLEDGE", p.psn, self.dest_qp,
+                                       syndrome=ACK_SYNDROME, msn=self._msn,
+                                       orig=self._atomics[p.psn]))]
         return [self._ack(ACK_SYNDROME, psn_add(self._epsn, -1))]
 

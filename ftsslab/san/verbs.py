@@ -5,9 +5,11 @@ domain, which is one process's address space (D3.9); ``CQ`` a completion queue t
 QPs may share (a completion names its QP and work request, L416); ``QP`` an RC queue pair
 (``qp.RcQp``) that gathers what it sends from the process's memory and scatters what comes
 back into it, by effective addresses translated with the segment table it took at OpenQP
-(B3.19 602-606). The seed's own verbs are the PD's: ``allocate_rkey``, ``bind_rkey``,
-``unbind_rkey``, ``deallocate_rkey``, ``open_qp``; ``map_local_page`` is the default error
-handler's (612).
+(B3.19 602-606); ``open_ud_qp`` and ``open_rd_qp`` open the datagram ones, an RD QP's
+messages going on the ``Context``'s EE contexts (``rd.Rd``: one per remote endnode, by
+``open_eec`` and ``connect_eec``). The seed's own verbs are the PD's: ``allocate_rkey``,
+``bind_rkey``, ``unbind_rkey``, ``deallocate_rkey``, ``open_qp``; ``map_local_page`` is the
+default error handler's (612).
 
 Sans-IO like the cores under it: a ``Context`` takes packets (``receive``) and the clock
 (``on_timer``) and returns what goes on the wire, as ``(peer, Packet)`` -- the peer being the
@@ -37,6 +39,7 @@ from .qp import (
     WrOpcode,
 )
 from .qp import PageFault as RemoteFault
+from .rd import EeContext, Rd, RdDest, RdQp
 from .rkeys import Access, Consumer, InvalidParameter, Reach, RKeys
 from .ud import UdQp, UdSendWr
 
@@ -122,6 +125,7 @@ class Context:
         self.keys = RKeys(vmm)
         self.handler = handler
         self.qps: dict[int, QP] = {}
+        self.rd = Rd(mtu)
         self._next_qpn = 0x11
 
     def pd(self, pid: int, *, kernel: bool = False) -> PD:
@@ -131,24 +135,53 @@ class Context:
         """MapLocalPage (612): ``va``'s page into a frame; its PFN."""
         return self.vmm.map_page(va)
 
+    def open_eec(self, peer: str) -> EeContext:
+        """The EE context to the endnode ``peer``, in RESET (one per peer, B3.9)."""
+        return self.rd.open_eec(peer)
+
+    def connect_eec(self, peer: str, remote_eecn: int, now: float, *, psn: int = 0,
+                    remote_psn: int = 0, timeout: float = 0.05, retry_cnt: int = 7,
+                    rnr_retry: int = 7) -> None:
+        """The EE context to ``peer`` to RTS with the peer's EE context ``remote_eecn``."""
+        self._apply_rd(self.rd.eec(peer).connect(
+            remote_eecn, now, psn=psn, remote_psn=remote_psn, timeout=timeout,
+            retry_cnt=retry_cnt, rnr_retry=rnr_retry))
+
+    def _apply_rd(self, actions: list[Action]) -> list[tuple[str, Packet]]:
+        """What the EE contexts did: a completion goes to the QP it names."""
+        out = []
+        for a in actions:
+            if isinstance(a, Transmit):
+                assert a.peer is not None  # (an EE context addresses all it sends)
+                out.append((a.peer, a.packet))
+            elif isinstance(a, Completion):
+                self.qps[a.wc.qp_num]._complete(a)
+            elif isinstance(a, RemoteFault) and self.handler is not None:
+                self.handler(a)
+        return out
+
     # ---- the wire ------------------------------------------------------------------------
     def receive(self, packet: Packet, now: float, src: str = "") -> list[tuple[str, Packet]]:
         """A packet from the endnode ``src``."""
+        if packet.eec is not None:
+            return self._apply_rd(self.rd.receive(packet, now, src))
         qp = self.qps.get(packet.dqpn)
-        if qp is None:
-            return []  # no such QP: dropped, as a HCA drops it
+        if qp is None or isinstance(qp.core, RdQp):
+            return []  # no such QP, or RD without an RDETH: dropped, as a HCA drops it
         if isinstance(qp.core, UdQp):
             return qp._apply(qp.core.receive(packet, now, src))
         if packet.qkey is not None:
             return []  # a datagram for an RC QP
+        if src and src != qp.peer:
+            return []  # an RC QP takes its connected peer's packets only (IBA's validation)
         return qp._apply(qp.core.receive(packet, now))
 
     def next_deadline(self) -> float | None:
-        return min((t for qp in self.qps.values() if (t := qp.core.next_deadline()) is not None),
-                   default=None)
+        return min((t for t in (*(qp.core.next_deadline() for qp in self.qps.values()),
+                                self.rd.next_deadline()) if t is not None), default=None)
 
     def on_timer(self, now: float) -> list[tuple[str, Packet]]:
-        out = []
+        out = self._apply_rd(self.rd.on_timer(now))
         for qp in list(self.qps.values()):
             d = qp.core.next_deadline()
             if d is not None and d <= now:
@@ -210,13 +243,30 @@ class PD:
         ctx.qps[qpn] = qp
         return qp
 
+    def open_rd_qp(self, send_cq: CQ, qkey: int, recv_cq: CQ | None = None, *,
+                   rdma: bool = True, max_recv_wr: int = 1024) -> QP:
+        """An RD QP (``rd.RdQp``), in RTS at once: its peers are its messages'. ``rdma``: it
+        takes RDMA WRITE, READ and atomics under its process's keys from any node (B3.27);
+        never on an endnode that takes no RDMA."""
+        ctx = self.context
+        ctx.keys.open_process(self.pid)
+        qpn = ctx._next_qpn
+        ctx._next_qpn += 1
+        core = RdQp(qpn, ctx.rd, qkey=qkey, memory=Reach(ctx.keys, self.pid) if ctx.rdma
+                    else None, rdma=rdma, max_recv_wr=max_recv_wr)
+        qp = QP(self, core, send_cq, recv_cq or send_cq)
+        for state in (QpState.INIT, QpState.RTR, QpState.RTS):
+            qp._apply(core.modify(state, 0.0))
+        ctx.qps[qpn], ctx.rd.qps[qpn] = qp, core
+        return qp
+
 
 @dataclass
 class QP:
-    """An RC queue pair's handle: modify, post, and where its completions go."""
+    """A queue pair's handle: modify, post, and where its completions go."""
 
     pd: PD
-    core: RcQp | UdQp
+    core: RcQp | UdQp | RdQp
     send_cq: CQ
     recv_cq: CQ
     peer: str = ""  # the remote endnode it is connected to
@@ -244,6 +294,18 @@ class QP:
     # ---- posting ------------------------------------------------------------------------
     def post_send(self, wr: SendWR, now: float) -> list[tuple[str, Packet]]:
         """Gather the local buffers (EA -> VA -> PA with the QP's tables) and post."""
+        assert isinstance(self.core, RcQp)
+        got = self._work(wr)
+        return [] if got is None else self._apply(self.core.post_send(got, now))
+
+    def post_rd(self, wr: SendWR, dest: RdDest, now: float) -> list[tuple[str, Packet]]:
+        """An RD QP's send, WRITE, READ or atomic to ``dest`` (its peer's QP and Q_Key)."""
+        assert isinstance(self.core, RdQp)
+        got = self._work(wr)
+        return [] if got is None else self._apply(self.core.post_send(got, dest, now))
+
+    def _work(self, wr: SendWR) -> SendWr | None:
+        """The core's work request, its local buffers gathered (None: they cannot be)."""
         try:
             if wr.opcode in (WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE,
                              WrOpcode.RDMA_WRITE_WITH_IMM):
@@ -256,13 +318,12 @@ class QP:
         except LocalAccessError:
             self.send_cq._wcs.append(Wc(wr.wr_id, WcStatus.LOC_PROT_ERR, WC_OPCODE[wr.opcode],
                                         self.qp_num))
-            return []
+            return None
         self._sends[wr.wr_id] = wr
         length = sum(s.length for s in wr.sg_list)
         bind = None if wr.bind is None else (*wr.bind[:3], wr.bind[3].value)
-        return self._apply(self.core.post_send(SendWr(
-            wr.wr_id, wr.opcode, data, length, wr.remote_addr, wr.rkey, wr.imm,
-            wr.compare_add, wr.swap, wr.fence, wr.delay, bind), now))
+        return SendWr(wr.wr_id, wr.opcode, data, length, wr.remote_addr, wr.rkey, wr.imm,
+                      wr.compare_add, wr.swap, wr.fence, wr.delay, bind)
 
     def _bind_wqe(self, wr: SendWr) -> bool:
         """A BIND_RKEY work request, when its turn comes: BindRKey as the QP's process."""

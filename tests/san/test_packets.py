@@ -1,4 +1,4 @@
-"""The RC packet records and their RoCEv2 frames: ``packet(frame(p)) == p`` for every kind,
+"""The RC and RD packet records and their RoCEv2 frames: ``packet(frame(p)) == p`` for every kind,
 and the frames are what Scapy's own layers build (the one wire format)."""
 
 from __future__ import annotations
@@ -42,10 +42,21 @@ kinds = st.one_of(
     st.builds(_packet, st.just("ATOMIC_ACKNOWLEDGE"), psn, psn, syndrome=st.just(ACK_SYNDROME),
               msn=psn, orig=u64),
 )
+rd = st.one_of(  # RD: an RDETH on every packet, a DETH on every request
+    st.builds(_packet, st.sampled_from(["SEND_FIRST", "SEND_ONLY", "RDMA_WRITE_MIDDLE"]), psn,
+              psn, st.booleans(), payload=st.binary(max_size=64), qkey=u32, src_qp=psn, eec=psn),
+    st.builds(_packet, st.sampled_from(["RDMA_WRITE_ONLY", "RDMA_READ_REQUEST"]), psn, psn,
+              reth=reth, qkey=u32, src_qp=psn, eec=psn),
+    st.builds(_packet, st.just("FETCH_ADD"), psn, psn, qkey=u32, src_qp=psn, eec=psn,
+              atomic=st.builds(lambda *a: AtomicEth(*a), u64, u32, u64, u64)),
+    st.builds(_packet, st.sampled_from(["ACKNOWLEDGE", "RDMA_READ_RESPONSE_ONLY"]), psn, psn,
+              syndrome=st.sampled_from([ACK_SYNDROME, nak("INVALID_RD_REQUEST")]), msn=psn,
+              eec=psn),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(kinds)
+@given(st.one_of(kinds, rd))
 def test_a_packet_survives_its_frame_and_scapy_reads_the_same(p):
     data = frame(p, **ADDR)
     back, _ = packet(data)
