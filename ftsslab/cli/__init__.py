@@ -30,9 +30,9 @@ class UserError(Exception):
 # The module that defines each command. A run imports only the one it needs (``replay`` and
 # ``merge`` race tcpreplay and mergecap: importing every command costs them 3%); help, shell
 # completion and unknown names import all of them, in this order.
-MODULES = ("ftss", "nas", "lab", "packets", "tour", "wireshark")
-COMMANDS = {"ftss": "ftss", "nas": "nas", "validate": "lab", "run": "lab", "merge": "lab",
-            "lab": "lab", "replay": "lab", "layers": "packets", "craft": "packets",
+MODULES = ("ftss", "nas", "san", "lab", "packets", "tour", "wireshark")
+COMMANDS = {"ftss": "ftss", "nas": "nas", "san": "san", "validate": "lab", "run": "lab",
+            "merge": "lab", "lab": "lab", "replay": "lab", "layers": "packets", "craft": "packets",
             "inspect": "packets", "shell": "packets", "tour": "tour", "wireshark": "wireshark"}
 
 

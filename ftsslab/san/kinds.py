@@ -188,6 +188,8 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
         "compare": Option(int, range=(0, 2**64 - 1)), "swap": Option(int, range=(0, 2**64 - 1)),
         "add": Option(int, range=(0, 2**64 - 1)), "fence": Option(bool),
         "delay": Option((str, int, float), doc="like 50ms"), "count": _count,
+        "depth": Option(int, range=(1, 256), doc="work requests of a count posted at once "
+                        "(1: one after another, each timed)"),
         "sg_list": Option(list, range=(1, 16), check=lambda v: _sg_list(v),
                           doc="[{address: 0x10000000, length: 100}, ...]: 1..16 parts")},
     "increment": {"qp": _qp_opt, "by": Option(str, choices=("cas", "fetch_add")),

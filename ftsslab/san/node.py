@@ -146,17 +146,45 @@ def config(name: str, options: Mapping[str, Any], ports: list[tuple[str, str, st
 
 @dataclass
 class _Run:
-    """``count`` work requests of one shape on one QP, posted ``SEND_DEPTH`` at a time."""
+    """``count`` work requests of one shape on one QP, ``depth`` posted at a time (1: each
+    after the last completed, timed one by one -- a latency test)."""
 
     qp: str
     first_wr: int
     count: int
     make: Callable[[int], SendWR]  # the i-th work request
+    depth: int = SEND_DEPTH
+    length: int = 0  # bytes each moves
     posted: int = 0
     done: int = 0
     success: int = 0
     first_error: str | None = None
     successes: int = 0  # `increment`: CAS attempts that took
+    started: float | None = None  # the first post
+    ended: float = 0.0  # the last completion
+    last_post: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def completed(self, now: float, ok: bool, status: str) -> None:
+        self.done += 1
+        self.ended = now
+        if self.depth == 1:
+            self.latencies.append(now - self.last_post)
+        if ok:
+            self.success += 1
+        elif self.first_error is None:
+            self.first_error = status
+
+    def timing(self) -> dict[str, float]:
+        """Seconds from the first post to the last completion; with depth 1, latencies."""
+        if self.started is None:
+            return {}
+        out = {"seconds": self.ended - self.started, "bytes": self.length * self.success}
+        if self.latencies:
+            lat = sorted(self.latencies)
+            out |= {"lat_min_us": lat[0] * 1e6, "lat_p50_us": lat[len(lat) // 2] * 1e6,
+                    "lat_p99_us": lat[min(len(lat) - 1, len(lat) * 99 // 100)] * 1e6}
+        return out
 
 
 @dataclass
@@ -323,11 +351,7 @@ class SanicCore:
         run = next((r for r in self._runs[name]
                     if r.first_wr <= wc.wr_id < r.first_wr + r.count), None)
         if run is not None:
-            run.done += 1
-            if wc.status is WcStatus.SUCCESS:
-                run.success += 1
-            elif run.first_error is None:
-                run.first_error = wc.status.value
+            run.completed(self.now, wc.status is WcStatus.SUCCESS, wc.status.value)
             return
         self._event("completion", qp=name, wr_id=wc.wr_id, status=wc.status.value,
                     opcode=wc.opcode.value, byte_len=wc.byte_len)
@@ -379,18 +403,21 @@ class SanicCore:
     # ---- counted runs ------------------------------------------------------------------------
     def _pump(self, name: str, run: _Run) -> None:
         qp = self.qps[name]
-        while run.posted < run.count and run.posted - run.done < SEND_DEPTH:
+        while run.posted < run.count and run.posted - run.done < run.depth:
             if qp.state is QpState.ERROR:  # the rest would only be flushed
                 run.done += run.count - run.posted
                 run.first_error = run.first_error or WcStatus.WR_FLUSH_ERR.value
                 run.posted = run.count
                 break
+            if run.started is None:
+                run.started = self.now
+            run.last_post = self.now
             self._wire(qp.post_send(run.make(run.posted), self.now))
             run.posted += 1
 
     def _finish(self, run: _Run) -> None:
         self._event("burst", qp=run.qp, wr_id=run.first_wr, count=run.count,
-                    success=run.success, first_error=run.first_error,
+                    success=run.success, first_error=run.first_error, **run.timing(),
                     **({"successes": run.successes} if run.successes else {}))
 
     def _increment_done(self, inc: _Increment, wc) -> None:
@@ -470,7 +497,9 @@ def _seed_verb(core: SanicCore, args: Mapping[str, Any], call: Callable[[], Any]
         core._event("verb", op=args["op"], key=args.get("key"), result="INVALID_PARAMETER",
                     error=str(exc))
         return None
-    core._event("verb", op=args["op"], key=args.get("key"), result="OK", what=what)
+    rkey = got if isinstance(got, int) else None
+    core._event("verb", op=args["op"], key=args.get("key"), result="OK", what=what,
+                **({"rkey": rkey} if rkey is not None else {}))
     return got
 
 
@@ -569,10 +598,11 @@ def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
                       a.get("swap", a.get("add", 0)), a.get("fence", False),
                       parse_seconds(a.get("delay", 0)), bind)
 
-    if count == 1:
+    if count == 1 and "depth" not in a:
         core._wire(qp.post_send(make(0), core.now))
         return
-    core._runs[spec.name].append(_Run(spec.name, first, count, make))
+    core._runs[spec.name].append(_Run(spec.name, first, count, make, a.get("depth", SEND_DEPTH),
+                                      sum(s.length for s in sg)))
 
 
 def v_increment(core: SanicCore, a: Mapping[str, Any]) -> None:

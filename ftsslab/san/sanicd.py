@@ -2,11 +2,11 @@
 the clock and the node's control socket.
 
 One thread: it polls the ring (behind ``port.roce_filter``: ARP and RoCEv2 for the node's
-address) and the control socket (``{"op": "verb", "args": ...}`` from `verb` steps, ``stats``,
-``report``), fires the core's timers on the monotonic clock, and appends every event the core
-logs to ``<lab dir>/<node>.events`` (``logged`` expectations read it). A handler that raises is
-a bug: counted in ``internal_errors`` (which fails the run), its traceback on stderr, and the
-loop goes on.
+address) and the control socket (``{"op": "verb", "args": ...}`` from `verb` steps and
+``ftsslab san``; ``stats``, ``report``, ``events``), fires the core's timers on the monotonic
+clock, and appends every event the core logs to ``<lab dir>/<node>.events`` (``logged``
+expectations read it). A handler that raises is a bug: counted in ``internal_errors`` (which
+fails the run), its traceback on stderr, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -30,13 +30,17 @@ from .node import SanicCore
 from .port import roce_filter
 
 BATCH = 256  # frames taken from the ring at a time
+BATCHES = 8  # ... and batches before the control socket and the timers get their turn
+RING_BYTES = 16 << 20  # 8192 slots at MTU 1500: a window of 64 KiB READs and what comes back
+EVENTS_PER_REPLY = 100  # events in one control reply (it must fit in a datagram)
 
 
 class Sanicd:
     def __init__(self, core: SanicCore, lab_dir: str) -> None:
         self.core = core
         cfg = core.cfg
-        self.ring = PacketRing(cfg.iface, 9000, 8 << 20)
+        mtu = int(Path(f"/sys/class/net/{cfg.iface}/mtu").read_text())
+        self.ring = PacketRing(cfg.iface, mtu, RING_BYTES)
         self.ring.attach_filter(roce_filter(cfg.ip))
         path = control_path(lab_dir, cfg.name)
         if os.path.exists(path):
@@ -76,7 +80,10 @@ class Sanicd:
 
     def _frames(self) -> None:
         iface = self.core.cfg.iface
-        while batch := self.ring.frames(BATCH):
+        for _ in range(BATCHES):
+            batch = self.ring.frames(BATCH)
+            if not batch:
+                return
             for data in batch:
                 self._send(self.core.on_frame(iface, data, time.monotonic()))
 
@@ -111,6 +118,10 @@ class Sanicd:
         if op == "stats":
             return {"ok": True, "internal_errors": self.internal_errors,
                     "stats": {**self.core.stats(), "send_errors": self.send_errors}}
+        if op == "events":  # what the node logged from index `since` on (`ftsslab san`)
+            since = int(req.get("since", 0))
+            return {"ok": True, "events": self.core.events[since:since + EVENTS_PER_REPLY],
+                    "total": len(self.core.events)}
         if op == "report":
             return {"ok": True, "report": {"stats": self.core.stats(),
                                            "events": self.core.events[-200:]}}
