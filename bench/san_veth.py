@@ -37,11 +37,13 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -297,6 +299,11 @@ class San:
         self.port = SanPort(self.ctx, "eth0", ip, mac, netns=b.namespace("h1"),
                             mtu=port_mtu(mtus))
         self.cq, self.qps = open_qps(self.ctx, mtus, depth)
+        flight = depth * frames_per_message(size, min(mtus))
+        if flight > self.port.ring.nframes // 2:
+            print(f"san_veth: {depth} x {size} bytes outstanding is {flight} frames in flight at "
+                  f"MTU {min(mtus)}, near the ports' rings' {self.port.ring.nframes} slots: a "
+                  f"ring that overflows makes the QPs go back N again and again", file=sys.stderr)
         self.node = kids.start(b.namespace("h2"), [
             sys.executable, str(Path(__file__).resolve()), "--node", "--mtus",
             ",".join(map(str, mtus)), "--size", str(size), "--depth", str(depth)],
@@ -310,7 +317,6 @@ class San:
         self._tell({"qpns": {m: q.qp_num for m, q in self.qps.items()}})
         readline(self.node, 30)
         self.wr_id = 0
-        self.lock_wait = threading.Lock()
 
     def _tell(self, msg) -> None:
         assert self.node.stdin is not None
@@ -359,6 +365,9 @@ class San:
                 posted += room
             if done == posted:
                 break
+            if time.perf_counter() > end + WAIT:
+                raise TimeoutError(f"{op.name} at MTU {mtu}: {posted - done} messages still "
+                                   f"outstanding {WAIT:g} s after the last post")
             done += len(self._completions(posted - done))
         elapsed = self.cq.stamps[-1][0] - t0
         me1, peer1 = self.local_stats(), self.peer_stats()
@@ -400,6 +409,98 @@ class San:
         self.port.close()
 
 
+# ---- where the time goes ----------------------------------------------------------------
+
+PY_SPY = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+AREAS = (  # (area, substrings of a sampled frame), first match from the leaf up wins
+    ("send(2) on the packet socket (with the peer kernel's delivery)", ("SanPort._tx",)),
+    ("reading the ring", ("PacketRing.frames",)),
+    ("ICRC (build and verify)", ("_icrc_of",)),
+    ("building frames (packets.frame, roce.build_roce)", ("build_roce", "_ip_checksum",
+                                                          "frame (ftsslab/san/packets")),
+    ("parsing frames (packets.packet, roce.parse_roce)", ("parse_roce", "parse_bth", "_aeth",
+                                                          "_reth", "_parse_headers",
+                                                          "packet (ftsslab/san/packets",
+                                                          "inet_ntoa")),
+    ("RC QP (qp.py)", ("RcQp.", "_Req.", "psn_diff", "psn_add", "ack_kind")),
+    ("verbs, memory, keys (gather, scatter, checks)", ("QP.", "Context.", "Reach.", "RKeys.",
+                                                       "PhysicalMemory.", "PageTable.",
+                                                       "SegmentTable.", "pieces", "CQ.")),
+    ("port loop, lock, waking the application", ("SanPort.", "Condition.", "_acquire",
+                                                 "eventfd")),
+)
+
+
+WAITING = "(waiting: in poll(2) or for a completion; not in the shares)"
+
+
+def area(frame: str) -> str:
+    return next((name for name, keys in AREAS if any(k in frame for k in keys)), "other")
+
+
+def _poll_line() -> int:
+    """The line of ``SanPort._loop``'s poll(2), whose samples are waiting, not work."""
+    import inspect
+
+    from ftsslab.san.port import SanPort
+
+    lines, first = inspect.getsourcelines(SanPort._loop)
+    return first + next(i for i, text in enumerate(lines) if "poll.poll(" in text)
+
+
+def waiting(leaf: str, poll_line: int) -> bool:
+    return leaf.startswith(("Condition.wait (", "SanPort.wait (")) or (
+        leaf.startswith("SanPort._loop (") and leaf.endswith(f":{poll_line})"))
+
+
+def profile(san: San, op: WrOpcode, mtu: int, seconds: float) -> dict:
+    """Shares of py-spy's samples per area, in each node, during one more ``op`` bw run."""
+    outs = {"requester (h1)": os.getpid(), "responder (h2)": san.node.pid}
+    files, spies = {}, []
+    try:
+        for name, pid in outs.items():
+            files[name] = tempfile.mktemp(suffix=".txt")
+            spies.append(subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "400",
+                                           "--nonblocking", "--format", "raw", "--output",
+                                           files[name]], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        time.sleep(1.0)  # attached
+        san.bw(op, mtu, seconds)
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            try:
+                spy.wait(60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+    res, poll_line = {}, _poll_line()
+    for name, path in files.items():
+        counts: dict[str, int] = {}
+        idle = 0
+        try:
+            with open(path) as f:
+                for line in f:
+                    stack, _, n = line.rstrip().rpartition(" ")
+                    frames = stack.split(";")
+                    if not any("SanPort" in fr or "San." in fr for fr in frames):
+                        continue  # (not the node's work: the control channel, py-spy's own)
+                    if waiting(frames[-1], poll_line):
+                        idle += int(n)
+                        continue
+                    leaf = next((a for fr in reversed(frames) if (a := area(fr)) != "other"),
+                                "other")
+                    counts[leaf] = counts.get(leaf, 0) + int(n)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        total = sum(counts.values()) or 1
+        res[name] = {k: round(v / total, 3) for k, v in sorted(counts.items(),
+                                                                 key=lambda kv: -kv[1])}
+        res[name][WAITING] = round(idle / (total + idle), 3)
+    return res
+
+
 # ---- the run -------------------------------------------------------------------------------
 
 def one_round(kids: Children, b, san: San, a: argparse.Namespace, mtus: list[int]) -> dict:
@@ -431,11 +532,31 @@ def run(a: argparse.Namespace) -> dict:
                  "depth": a.depth, "lat_size": a.lat_size, "seconds": a.seconds, "rounds": []}
     b, kids, udp_kids, san = VethBackend(capture=False), Children(), Children(), None
     t0 = time.monotonic()
+    finished = threading.Event()
+
+    def watchdog() -> None:  # a signal would wait for the main thread, which may be stuck
+        if finished.wait(a.timeout):
+            return
+        print(f"san_veth: more than {a.timeout:g} s: stopped, the lab removed", file=sys.stderr,
+              flush=True)
+        try:
+            udp_kids.close()
+            kids.close()
+            b.down()
+        finally:
+            os._exit(3)
+
+    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
     try:
         b.up(load_scenario_text(scenario()))
         san = San(kids, b, mtus, a.size, a.depth)
         for _ in range(a.rounds):
             res["rounds"].append(one_round(udp_kids, b, san, a, mtus))
+        if a.profile and PY_SPY:
+            for op in (WrOpcode.RDMA_WRITE, WrOpcode.RDMA_READ):
+                res[f"time, {op.name} bw {mtus[0]}"] = profile(san, op, mtus[0], 2 * a.seconds)
+        elif a.profile:
+            res["time"] = "py-spy missing: .venv/bin/pip install py-spy"
     finally:
         try:
             if san is not None:
@@ -444,6 +565,7 @@ def run(a: argparse.Namespace) -> dict:
             udp_kids.close()
             kids.close()
             b.down()
+            finished.set()
     res["wall_seconds"] = time.monotonic() - t0
     res["median"] = med = {k: {f: statistics.median(r[k][f] for r in res["rounds"])
                                for f in res["rounds"][0][k]} for k in res["rounds"][0]}
@@ -474,6 +596,14 @@ def report(res: dict) -> None:
         bw_table(console, res)
     if "write lat" in med:
         lat_table(console, res)
+    for key in [k for k in res if k.startswith("time")]:
+        if isinstance(res[key], str):
+            console.print(f"{key}: {res[key]}")
+            continue
+        for node, shares in res[key].items():
+            console.print(f"{key}, {node} (py-spy samples of its threads):")
+            for name, share in shares.items():
+                console.print(f"  {share:>6.1%}  {name}")
     console.print(f"({len(res['rounds'])} round(s), {res['wall_seconds']:.0f} s)")
 
 
@@ -531,24 +661,20 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="per test and round")
     ap.add_argument("--size", type=int, default=65536, help="bytes per RDMA message (bw)")
     ap.add_argument("--mtus", default="1024,4096", help="path MTUs (bw)")
-    ap.add_argument("--depth", type=int, default=16, help="messages outstanding (bw)")
+    ap.add_argument("--depth", type=int, default=8, help="messages outstanding (bw)")
     ap.add_argument("--lat-size", type=int, default=64, help="bytes per message (lat)")
     ap.add_argument("--parts", default="bw,lat", type=lambda s: set(s.split(",")),
                     help="which parts to run: bw, lat")
-    ap.add_argument("--timeout", type=float, default=600, help="the whole run's limit")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy both nodes during one more WRITE and READ bw run")
+    ap.add_argument("--timeout", type=float, default=300, help="the whole run's limit [s]")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.node:
         return node_main(a)
 
-    def too_long(*_) -> None:
-        raise TimeoutError(f"the run took more than {a.timeout:g} s")
-
-    signal.signal(signal.SIGALRM, too_long)
-    signal.alarm(int(a.timeout))
     res = run(a)
-    signal.alarm(0)
     if a.json:
         print(json.dumps(res, indent=1))
     else:
