@@ -1,8 +1,9 @@
 """RDMA WRITE and READ between two SAN ports on veth against plain kernel UDP sockets over the
 same veth pair, in one run: bandwidth, message and frame rates, latency, and their ratios.
 
-    python bench/san_veth.py [--rounds 3] [--seconds 1] [--size 65536] [--mtus 1024,4096]
-                             [--depth 16] [--lat-size 64] [--json]   (root)
+    python bench/san_veth.py [--rounds 3] [--seconds 1] [--parts bw,lat] [--size 65536]
+                             [--mtus 1024,4096] [--depth 8] [--lat-size 64] [--profile]
+                             [--timeout 300] [--json]   (root)
 
 One veth pair h1 -- h2 between two namespaces (link MTU 9000, no impairment; checksum
 offload off, as in every lab), made for the run and always removed, also on an error or
@@ -29,6 +30,12 @@ payload; latency, the SAN's p50 over the UDP ping-pong's. Also CPU microseconds 
 frame, both ends' processes together (``os.times``: user + system; the kernel's delivery to
 the peer on a veth runs in the sender's system time). Figures are the medians of
 ``--rounds``. The issue's aim: the node reaches >= 0.5x of the UDP baseline's frame rate.
+
+``--profile``: py-spy (``.venv/bin/py-spy``) samples both nodes during one more WRITE and READ
+run at the first path MTU, the samples grouped by what they were doing. Never a hang: no
+completion for 30 s, or a run past ``--timeout``, ends it, and the lab goes with it. Keep
+``--depth`` x frames per message under the ports' rings' 1024 slots: RC here has no flow
+control, and a ring that overflows makes the QPs go back N again and again (a warning says so).
 """
 
 from __future__ import annotations
