@@ -142,10 +142,9 @@ class SanPort:
                             pass
                     elif ev & select.POLLERR:
                         self.ring.pending_error()
-                with self.lock:
-                    while batch := self.ring.frames(256):
-                        for data in batch:
-                            self._frame(data)
+                with self.lock:  # one batch a turn: the application and the timers get theirs
+                    for data in self.ring.frames(256):  # (poll(2) is readable while more wait)
+                        self._frame(data)
                     now = time.monotonic()
                     self._send(self.context.on_timer(now))
                     self.lock.notify_all()
