@@ -7,10 +7,13 @@ Fig. 10A each request frame acknowledged by its own ACK frame (L643-645). The se
 sizes: the parts here are 200, 148, 100 and 52 bytes at four scattered addresses, and the path
 MTU is 256 -- IBA's smallest -- so 500 bytes make exactly two frames, split inside part 1 (56
 bytes in frame 0, 92 in frame 1), as the figure draws it. Everything is read back from the
-frames the fabric carried, by the fast parser and by Scapy.
+frames the fabric carried, by the fast parser and by Scapy. Fig. 10B's flits, and each link's
+acknowledgement of them, come from the sim-only link model (``san/flits.py``, D3.13).
 """
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import pytest
 from scapy.contrib.roce import AETH, BTH
@@ -20,6 +23,7 @@ from scapy.packet import Raw
 from ftsslab.layers.roce import roce_answers
 from ftsslab.reference.roce import fig_9b_10a
 from ftsslab.san.fabric import Fabric
+from ftsslab.san.flits import carry, cut
 from ftsslab.san.memory import PAGE
 from ftsslab.san.packets import ack_kind, packet
 from ftsslab.san.qp import WcOpcode, WcStatus, WrOpcode
@@ -102,3 +106,54 @@ def test_the_ack_of_frame_1_carries_the_msn_of_message_0():
     f, _ = fig_8()
     assert [Ether(s.data)[AETH].msn for s in f.frames[2:]] == [
         p[AETH].msn for _, p in fig_9b_10a()[2:]] == [0, 1]
+
+
+# ---- Fig. 10B: the link level, modelled in the sim only (D3.13, san/flits.py) ----------------
+PATH = ("302", "310", "312", "304")  # SANIC 306, switches 310 and 312, SANIC 308 (Fig. 8)
+
+
+def _trains(f: Fabric) -> tuple[list[bytes], list[bytes]]:
+    """The frames of Fig. 10A as the links see them: the two requests leave 302 back to back,
+    the two ACKs leave 304 back to back."""
+    requests = [s.data for s in f.frames if s.src == "302"]
+    acks = [s.data for s in f.frames if s.src == "304"]
+    assert len({s.time for s in f.frames if s.src == "302"}) == 1
+    assert len({s.time for s in f.frames if s.src == "304"}) == 1
+    return requests, acks
+
+
+def test_fig_10b_eight_flits_on_each_link_and_one_ack_flit_per_link():
+    """Frames 0 and 1 are flits 0-3 and 4-7 (Fig. 9B) on each of the three links, each link's
+    receiver acknowledging all eight with one ack flit (342a-h / 352, 348a-h / 354, 350a-h /
+    356); each ACK frame fits one flit, and one ack flit per link acknowledges both (370, 372,
+    374). What the last node takes is what was sent."""
+    f, _ = fig_8()
+    requests, acks = _trains(f)
+    assert [len(cut([r])) for r in requests] == [4, 4]
+    events, got = carry(PATH, requests)
+    assert got == requests
+    for a, b in pairwise(PATH):
+        assert [e.seqs for e in events if (e.src, e.dst, e.kind) == (a, b, "flit")] == [
+            (i,) for i in range(8)]
+        assert [e.seqs for e in events if e.kind == "ack" and (e.src, e.dst) == (b, a)] == [
+            tuple(range(8))]
+    back = PATH[::-1]
+    events, got = carry(back, acks)
+    assert got == acks
+    assert [(e.src, e.dst, e.kind, e.seqs) for e in events] == [
+        x for a, b in pairwise(back)
+        for x in ((a, b, "flit", (0,)), (a, b, "flit", (1,)), (b, a, "ack", (0, 1)))]
+
+
+def test_a_flit_that_fails_its_check_is_sent_again_by_its_link_alone():
+    """Flit 5 fails on the middle link: 312 acknowledges 0-4, 310 sends 5-7 again, and the
+    frames reach 304 whole; the other links see eight flits once."""
+    f, _ = fig_8()
+    requests, _ = _trains(f)
+    events, got = carry(PATH, requests, bad={(1, 5)})
+    assert got == requests
+    middle = [(e.kind, e.seqs, e.bad) for e in events if {e.src, e.dst} == {"310", "312"}]
+    assert middle == [*(("flit", (i,), i == 5) for i in range(8)), ("ack", (0, 1, 2, 3, 4), False),
+                      *(("flit", (i,), False) for i in (5, 6, 7)), ("ack", (5, 6, 7), False)]
+    for link in ({"302", "310"}, {"312", "304"}):
+        assert sum(e.kind == "flit" and {e.src, e.dst} == link for e in events) == 8
