@@ -13,6 +13,8 @@ extends it, without forking it, with the IBA extension transport headers:
   R_Key, DMA length), ``AtomicETH``, ``AtomicAckETH``, ``ImmDt``;
 * AETH syndrome names (``aeth_syndrome``, ``ack_aeth``/``rnr_nak_aeth``/``nak_aeth``);
 * ``RKeyAdvert``, message 748, carried as a SEND payload;
+* ``SanMad``, the management datagram of discovery over UD (seed 003 L489: "employed by
+  management applications to discover ... endnodes"), an IBA MAD of a vendor class;
 * ``register_send_payload``: SEND payloads (RKeyAdvert, I2O frames, ...) are claimed
   by the first registered matcher;
 * ``icrc``/``verify_icrc`` (pure, no Scapy) and ``roce_answers`` (request/response
@@ -31,12 +33,17 @@ from scapy.fields import (
     BitField,
     ByteEnumField,
     ByteField,
+    FieldListField,
     FlagsField,
     IntField,
+    ShortField,
+    StrFixedLenField,
     XBitField,
     XByteField,
     XIntField,
     XLongField,
+    XShortEnumField,
+    XShortField,
 )
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
@@ -59,14 +66,23 @@ from ftsslab.fast.roce import (
     RKEY_ADVERT_MAGIC,
     RKEY_ADVERT_VERSION,
     ROCEV2_UDP_PORT,
+    SAN_MAD_ATTRIBUTES,
+    SAN_MAD_BASE_VERSION,
+    SAN_MAD_CLASS,
+    SAN_MAD_CLASS_VERSION,
+    SAN_MAD_LEN,
+    SAN_MAD_METHODS,
+    SAN_MAD_NODE_DESC_LEN,
+    SAN_MAD_QPN_SLOTS,
 )
 
 __all__ = [
     "AETH_ACK", "AETH_CREDITS_INVALID", "AETH_NAK", "AETH_RNR_NAK", "HEADER_CHAINS", "NAK_CODES",
     "RKEY_ACCESS_FLAGS",
     "RKEY_ADVERT_KINDS", "RKEY_ADVERT_MAGIC", "RKEY_ADVERT_VERSION", "ROCEV2_UDP_PORT",
-    "AtomicAckETH", "AtomicETH", "DETH", "ImmDt", "RDETH", "RETH", "RKeyAdvert", "SendPayload",
-    "ack_aeth", "aeth_syndrome", "icrc", "looks_like_rkey_advert", "nak_aeth",
+    "AtomicAckETH", "AtomicETH", "DETH", "ImmDt", "RDETH", "RETH", "RKeyAdvert", "SanMad",
+    "SendPayload", "ack_aeth", "aeth_syndrome", "icrc", "looks_like_rkey_advert",
+    "looks_like_san_mad", "nak_aeth",
     "register_send_payload", "rnr_nak_aeth",
     "roce_answers", "verify_icrc",
 ]
@@ -289,6 +305,56 @@ def looks_like_rkey_advert(payload: bytes) -> bool:
 
 
 register_send_payload(RKeyAdvert, looks_like_rkey_advert)
+
+
+# ---------------------------------------------------------------- management datagram
+class SanMad(Packet):
+    """The management datagram of discovery over UD (seed 003 L489; ``ftsslab.san.discovery``).
+
+    An IBA MAD (13.4.2): the 24-byte common header, then 232 bytes of class data, here an
+    endnode's answer to who it is -- GUID, port count, name (64 bytes, as NodeDescription) and
+    up to 39 QP numbers, ``qp_count`` of them used. Sent QP1 to QP1, so Wireshark's own
+    infiniband dissector reads the header; the class is vendor-specific, so it shows the data
+    as data.
+    """
+
+    name = "SAN management datagram (seed 003 discovery)"
+    fields_desc = [
+        ByteField("basever", SAN_MAD_BASE_VERSION),
+        XByteField("mgmtclass", SAN_MAD_CLASS),
+        ByteField("classver", SAN_MAD_CLASS_VERSION),
+        ByteEnumField("method", 0x01, SAN_MAD_METHODS),
+        XShortField("status", 0),
+        XShortField("classspecific", 0),
+        XLongField("tid", 0),
+        XShortEnumField("attrid", 0x0011, SAN_MAD_ATTRIBUTES),
+        XShortField("reserved", 0),
+        XIntField("attrmod", 0),
+        XLongField("guid", 0),
+        ByteField("ports", 0),
+        XByteField("reserved2", 0),
+        ShortField("qp_count", 0),
+        StrFixedLenField("node_desc", b"", SAN_MAD_NODE_DESC_LEN),
+        FieldListField("qpns", [0] * SAN_MAD_QPN_SLOTS, IntField("qpn", 0),
+                       count_from=lambda _: SAN_MAD_QPN_SLOTS),
+    ]
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Too short for the whole MAD: Raw, as ``_whole_or_raw`` does for fixed headers."""
+        if _pkt and len(_pkt) < SAN_MAD_LEN:
+            return Raw
+        return cls
+
+    def mysummary(self) -> str:
+        return self.sprintf("SanMad %method% %attrid% tid=%tid% guid=%guid% qps=%qp_count%")
+
+
+def looks_like_san_mad(payload: bytes) -> bool:
+    return _fast.parse_san_mad(payload) is not None
+
+
+register_send_payload(SanMad, looks_like_san_mad)
 
 
 # ---------------------------------------------------------------- ICRC

@@ -100,6 +100,7 @@ _RETH = struct.Struct("!QII")
 _ATOMIC = struct.Struct("!QIQQ")
 _U64 = struct.Struct("!Q")
 _RKEY_ADVERT = struct.Struct("!IBBHQIIQ")
+_SAN_MAD = struct.Struct("!BBBBHHQHHIQBBH64s39I")
 
 # The wire numbers of the AETH syndrome and RKeyAdvert, defined here only
 # (ftsslab.layers.roce and roce.lua use them).
@@ -131,6 +132,21 @@ RKEY_ACCESS_FLAGS = [  # bits 0-4 have the values of ibverbs' IBV_ACCESS_*
     "ONE_SHOT",  # seed: "translation for the RKey is disabled" after first RDMA
     "VIRTUAL",  # va is a kernel virtual address, not an effective address
 ]
+
+# SanMad: the management datagram of seed 003's discovery over UD (L489, check 22). Its layout
+# is IBA's MAD (13.4.2): a 24-byte common header and 232 bytes of class data, 256 in all, on the
+# well-known GSI QP (QP1) under its well-known Q_Key, so Wireshark reads it as the MAD it is.
+# The class is vendor-specific (range 1, which needs no OUI), its one attribute ours.
+GSI_QPN = 1
+GSI_QKEY = 0x80010000
+SAN_MAD_LEN = _SAN_MAD.size  # 256
+SAN_MAD_BASE_VERSION = 1
+SAN_MAD_CLASS = 0x09  # the first vendor-specific class of range 1 (IBA 13.4.4)
+SAN_MAD_CLASS_VERSION = 1
+SAN_MAD_METHODS = {0x01: "GET", 0x81: "GET_RESP"}  # IBA 13.4.5; bit 7 = response
+SAN_MAD_ATTRIBUTES = {0x0011: "ENDNODE_INFO"}  # name, GUID, ports and QPs of an endnode
+SAN_MAD_NODE_DESC_LEN = 64  # as IBA's NodeDescription
+SAN_MAD_QPN_SLOTS = 39  # what the data has room for after GUID, ports, count and name
 
 
 def _mac(b: bytes) -> str:
@@ -274,12 +290,26 @@ def parse_rkey_advert(buf: bytes | memoryview) -> dict | None:
     }
 
 
+def parse_san_mad(buf: bytes | memoryview) -> dict | None:
+    """SanMad fields (``qpns`` all 39 slots, ``qp_count`` says how many are used), or None if
+    ``buf`` is shorter than a MAD or is not of SanMad's base version, class and class version."""
+    if len(buf) < _SAN_MAD.size:
+        return None
+    v = _SAN_MAD.unpack_from(buf)
+    if v[:3] != (SAN_MAD_BASE_VERSION, SAN_MAD_CLASS, SAN_MAD_CLASS_VERSION):
+        return None
+    names = ("basever", "mgmtclass", "classver", "method", "status", "classspecific", "tid",
+             "attrid", "reserved", "attrmod", "guid", "ports", "reserved2", "qp_count",
+             "node_desc")
+    return {**dict(zip(names, v[:15], strict=True)), "qpns": list(v[15:])}
+
+
 def parse_roce(frame: bytes | memoryview) -> dict | None:
     """Parse a RoCEv2 Ether frame.
 
     Returns ``{"Ether": {...}, "IP" or "IPv6": {...}, "UDP": {...}, "BTH": {...},
     <extension header class name>: {...}, ..., "payload": bytes, "icrc_ok": bool}``
-    (plus ``"RKeyAdvert"`` when the SEND payload is one), or None.
+    (plus ``"RKeyAdvert"`` or ``"SanMad"`` when the SEND payload is one), or None.
     """
     buf = memoryview(frame)
     hdrs = _parse_headers(buf)
@@ -317,6 +347,9 @@ def parse_roce(frame: bytes | memoryview) -> dict | None:
             if advert is not None:
                 out["RKeyAdvert"] = advert
                 off += _RKEY_ADVERT.size
+            elif (mad := parse_san_mad(buf[off:stop])) is not None:
+                out["SanMad"] = mad
+                off += _SAN_MAD.size
             break
         size, parser = _EXT[name]
         if off + size > stop:
@@ -416,3 +449,14 @@ def build_rkey_advert(*, va: int, rkey: int, length: int, access: int, qpn: int 
     """The 32-byte RKeyAdvert SEND payload (put it in ``build_send(payload=...)``)."""
     return _RKEY_ADVERT.pack(RKEY_ADVERT_MAGIC, RKEY_ADVERT_VERSION, kind, access, va, rkey,
                              qpn & 0xFFFFFF, length)
+
+
+def build_san_mad(*, method: int, tid: int, attrid: int = 0x0011, status: int = 0,
+                  guid: int = 0, ports: int = 0, node_desc: bytes = b"",
+                  qpns: tuple[int, ...] | list[int] = (), attrmod: int = 0) -> bytes:
+    """The 256-byte SanMad SEND payload; ``node_desc`` is cut to 64 bytes, ``qpns`` to 39."""
+    qpns = list(qpns)[:SAN_MAD_QPN_SLOTS]
+    return _SAN_MAD.pack(SAN_MAD_BASE_VERSION, SAN_MAD_CLASS, SAN_MAD_CLASS_VERSION, method,
+                         status, 0, tid, attrid, 0, attrmod, guid, ports, 0, len(qpns),
+                         node_desc[:SAN_MAD_NODE_DESC_LEN],
+                         *qpns, *[0] * (SAN_MAD_QPN_SLOTS - len(qpns)))

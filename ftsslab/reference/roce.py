@@ -1,5 +1,7 @@
-"""Reference RoCEv2 frames: every extension header, every AETH syndrome family, and the
-seed 003 RKey flow (message 748 = RKeyAdvert SEND, message 750 = RDMA with RETH)."""
+"""Reference RoCEv2 frames: every extension header, every AETH syndrome family, the seed 003
+RKey flow (message 748 = RKeyAdvert SEND, message 750 = RDMA with RETH), the example of its
+Figs. 9B/10A (``tests/san/test_figures.py`` checks that the simulated SAN sends these) and a
+discovery GET and GET_RESP on QP1 (``ftsslab.san.discovery``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
+from ftsslab.fast.roce import GSI_QKEY, GSI_QPN
 from ftsslab.layers.roce import (
     DETH,
     RDETH,
@@ -17,6 +20,7 @@ from ftsslab.layers.roce import (
     AtomicETH,
     ImmDt,
     RKeyAdvert,
+    SanMad,
     ack_aeth,
     nak_aeth,
     rnr_nak_aeth,
@@ -31,6 +35,9 @@ SPORT = 49152  # RoCEv2 source port (flow entropy); fixed here
 VA, RKEY, REGION = 0x00007F3A_10000000, 0x0000C0DE, 0x10000
 DATA = bytes(range(64))
 PMTU_BLOCK = bytes(range(256))  # multi-packet messages use the smallest IBA path MTU, 256
+# Figs. 8-10: message 0's parts 0-3, 500 bytes at a path MTU of 256 (tests/san/test_figures.py)
+FIG_PARTS = tuple(bytes([0xA0 + i]) * n for i, n in enumerate((200, 148, 100, 52)))
+FIG_MESSAGE = b"".join(FIG_PARTS)
 
 
 def _frame(op: str, psn: int, *, to_702: bool = True, tr: str = "RC", v6: bool = False,
@@ -132,4 +139,31 @@ def packets() -> list[tuple[str, Packet]]:
          _frame("RDMA_WRITE_ONLY", 800, v6=True) / RETH(va=VA, rkey=RKEY, dmalen=64)
          / Raw(DATA)),
         ("RC ACK over IPv6", _frame("ACKNOWLEDGE", 800, v6=True, **resp) / AETH(msn=7)),
+        *fig_9b_10a(),
+        ("SanMad GET of ENDNODE_INFO, UD from QP1 to QP1 (seed 003 discovery over UD)",
+         _gsi(SanMad(method="GET", tid=1))),
+        ("SanMad GET_RESP: the endnode's name, GUID, ports and QPs",
+         _gsi(SanMad(method="GET_RESP", tid=1, guid=0x0002C90300000702, ports=1,
+                     node_desc=b"node-702", qp_count=2, qpns=[1, QP_702] + [0] * 37),
+              to_702=False)),
+    ]
+
+
+def _gsi(mad: SanMad, to_702: bool = True) -> Packet:
+    """A UD SEND ONLY from QP1 to QP1 (the GSI's, under its Q_Key)."""
+    pkt = _frame("SEND_ONLY", 0, to_702=to_702, tr="UD")
+    pkt[BTH].dqpn = GSI_QPN
+    return pkt / DETH(qkey=GSI_QKEY, srcqp=GSI_QPN) / mad
+
+
+def fig_9b_10a() -> list[tuple[str, Packet]]:
+    """Seed 003 Fig. 9B's two frames of message 0 and Fig. 10A's ACK of each (L633-645)."""
+    resp = {"to_702": False}
+    return [
+        ("Fig. 9B frame 0 (336a): RC SEND FIRST, part 0 and the first 56 bytes of part 1",
+         _frame("SEND_FIRST", 100, ackreq=True) / Raw(FIG_MESSAGE[:256])),
+        ("Fig. 9B frame 1 (336b): RC SEND LAST, the rest of part 1 and parts 2 and 3",
+         _frame("SEND_LAST", 101, ackreq=True) / Raw(FIG_MESSAGE[256:])),
+        ("Fig. 10A ACK 346a of frame 0", _frame("ACKNOWLEDGE", 100, **resp) / ack_aeth(msn=0)),
+        ("Fig. 10A ACK 346b of frame 1", _frame("ACKNOWLEDGE", 101, **resp) / ack_aeth(msn=1)),
     ]

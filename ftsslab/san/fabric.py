@@ -5,7 +5,8 @@ benchmark's today; the sim backend's ``sanic`` kind is still to come).
 Every packet travels as its RoCEv2 frame (``packets.frame``: Ether/IPv4/UDP 4791/BTH/.../ICRC)
 and is read back on arrival (``packets.packet``, the ICRC verified): what the sim carries is
 what a capture of it shows. Switches forward frames unmodified (B3.1), so the fabric is one
-delivery queue; ``frames`` keeps every frame delivered, for captures and checks.
+delivery queue; ``frames`` keeps every frame delivered, for captures and checks. Software
+above an endnode's verbs (``discovery.ManagementAgent``) is ``attach``-ed as a ``Program``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .packets import Packet, frame, packet
 from .verbs import Context
@@ -29,6 +31,16 @@ class Endnode:
     context: Context
     mac: str
     ip: str
+
+
+class Program(Protocol):
+    """Software on an endnode, above its verbs: ``poll`` runs when the endnode's SANIC took a
+    packet (its completions may have changed, as a completion channel would say) and when
+    ``next_deadline`` comes, and returns what it sent."""
+
+    def poll(self, now: float) -> list[tuple[str, Packet]]: ...
+
+    def next_deadline(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Fabric:
                  duplicate: float = 0.0, latency: float = 0.0001,
                  faulty: Callable[[str, str], bool] | None = None) -> None:
         self.nodes: dict[str, Endnode] = {}
+        self.programs: dict[str, list[Program]] = {}
         self.rng = random.Random(seed)
         self.loss, self.reorder, self.duplicate, self.latency = loss, reorder, duplicate, latency
         self.faulty = faulty
@@ -64,6 +77,9 @@ class Fabric:
         node = self.nodes[name] = Endnode(name, context, f"02:5a:00:00:00:{n:02x}",
                                           f"10.3.0.{n}")
         return node
+
+    def attach(self, name: str, program: Program) -> None:
+        self.programs.setdefault(name, []).append(program)
 
     def send(self, src: str, out: list[tuple[str, Packet]]) -> None:
         """What ``src``'s SANIC put on the wire (the return value of a verb or of ``receive``)."""
@@ -88,7 +104,9 @@ class Fabric:
         spins = 0
         while True:
             due = [t for t in (self._queue[0][0] if self._queue else None,
-                               *(n.context.next_deadline() for n in self.nodes.values()))
+                               *(n.context.next_deadline() for n in self.nodes.values()),
+                               *(p.next_deadline() for ps in self.programs.values()
+                                 for p in ps))
                    if t is not None]
             if not due:
                 return
@@ -103,12 +121,17 @@ class Fabric:
                     self.malformed += 1
                     continue
                 self.send(dst, self.nodes[dst].context.receive(got[0], self.now, src))
+                for program in self.programs.get(dst, ()):
+                    self.send(dst, program.poll(self.now))
                 continue
             for name, node in self.nodes.items():
-                d = node.context.next_deadline()
-                if d is not None and d <= self.now:
-                    self.send(name, node.context.on_timer(self.now))
-                    if node.context.next_deadline() == d:  # a timer that never gets done
+                for clock, fire in ((node.context, node.context.on_timer),
+                                    *((p, p.poll) for p in self.programs.get(name, ()))):
+                    d = clock.next_deadline()
+                    if d is None or d > self.now:
+                        continue
+                    self.send(name, fire(self.now))
+                    if clock.next_deadline() == d:  # a timer that never gets done
                         spins += 1
                         if spins > MAX_SPINS:
                             raise RuntimeError(f"{name}: a timer at {d} keeps firing")

@@ -145,10 +145,15 @@ def packet(data: bytes) -> tuple[Packet, dict] | None:
     atomic = d.get("AtomicETH")
     aeth = d.get("AETH")
     payload = d["payload"]
-    if (a := d.get("RKeyAdvert")) is not None:  # (parse_roce takes it off: put it back)
+    if (a := d.get("RKeyAdvert")) is not None:  # (parse_roce takes these off: put them back)
         payload = wire._RKEY_ADVERT.pack(a["magic"], a["version"], a["kind"], a["access"],
                                          a["va"], a["rkey"], (a["reserved"] << 24) | a["qpn"],
                                          a["length"]) + payload
+    if (m := d.get("SanMad")) is not None:
+        payload = wire._SAN_MAD.pack(
+            m["basever"], m["mgmtclass"], m["classver"], m["method"], m["status"],
+            m["classspecific"], m["tid"], m["attrid"], m["reserved"], m["attrmod"], m["guid"],
+            m["ports"], m["reserved2"], m["qp_count"], m["node_desc"], *m["qpns"]) + payload
     return Packet(
         op, bth["psn"], bth["dqpn"], bool(bth["ackreq"]),
         reth=Reth(reth["va"], reth["rkey"], reth["dmalen"]) if reth else None,

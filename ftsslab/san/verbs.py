@@ -230,12 +230,16 @@ class PD:
         return qp
 
     def open_ud_qp(self, send_cq: CQ, qkey: int, recv_cq: CQ | None = None, *,
-                   max_recv_wr: int = 1024) -> QP:
-        """A UD QP (``ud.UdQp``), in RTS at once: it has no peer to connect to."""
+                   max_recv_wr: int = 1024, qp_num: int | None = None) -> QP:
+        """A UD QP (``ud.UdQp``), in RTS at once: it has no peer to connect to. ``qp_num``
+        opens a well-known QP (IBA's QP1, the GSI: ``discovery``) instead of the next one."""
         ctx = self.context
+        if qp_num in ctx.qps:
+            raise ValueError(f"{ctx.name}: QP {qp_num} is open")
         ctx.keys.open_process(self.pid)
-        qpn = ctx._next_qpn
-        ctx._next_qpn += 1
+        qpn = ctx._next_qpn if qp_num is None else qp_num
+        if qp_num is None:
+            ctx._next_qpn += 1
         qp = QP(self, UdQp(qpn, qkey=qkey, mtu=ctx.mtu, max_recv_wr=max_recv_wr), send_cq,
                 recv_cq or send_cq)
         for state in (QpState.INIT, QpState.RTR, QpState.RTS):
@@ -259,6 +263,36 @@ class PD:
             qp._apply(core.modify(state, 0.0))
         ctx.qps[qpn], ctx.rd.qps[qpn] = qp, core
         return qp
+
+    # ---- the process's own loads and stores (no SANIC) -------------------------------------
+    def read(self, addr: int, length: int) -> bytes:
+        """``length`` bytes at effective address ``addr``, as the process loads them (how it
+        reads what a receive scattered); LocalAccessError if they do not translate."""
+        memory = self.context.vmm.memory
+        return b"".join(memory.read(pa, n) for pa, n in self._pieces((SGE(addr, length),),
+                                                                      write=False))
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Store ``data`` at effective address ``addr`` (all of it or, LocalAccessError, none)."""
+        memory, at = self.context.vmm.memory, 0
+        for pa, n in self._pieces((SGE(addr, len(data)),), write=True):
+            memory.write(pa, data[at:at + n])
+            at += n
+
+    def _pieces(self, sg_list: tuple[SGE, ...], write: bool) -> list[tuple[int, int]]:
+        """(PA, length) of each page piece of ``sg_list``, translated with the process's tables
+        (B3.19 606, 612); LocalAccessError if one does not."""
+        table = self.context.keys.tables[self.pid]
+        vmm = self.context.vmm
+        out = []
+        for sge in sg_list:
+            for at, n in pieces(sge.addr, sge.length):
+                try:
+                    pa = vmm.page_table.pa(table.va(at), Prot.WRITE if write else Prot.READ)
+                except (NoSegment, PageFault, ProtectionFault) as exc:
+                    raise LocalAccessError(str(exc)) from exc
+                out.append((pa, n))
+        return out
 
 
 @dataclass
@@ -314,7 +348,7 @@ class QP:
                 data = b""
             else:  # where the answer goes must be writable now (it is checked again then)
                 data = b""
-                self._pieces(wr.sg_list, write=True)
+                self.pd._pieces(wr.sg_list, write=True)
         except LocalAccessError:
             self.send_cq._wcs.append(Wc(wr.wr_id, WcStatus.LOC_PROT_ERR, WC_OPCODE[wr.opcode],
                                         self.qp_num))
@@ -353,26 +387,13 @@ class QP:
                                                       sum(s.length for s in wr.sg_list))))
 
     # ---- local memory (B3.19 606, 612) ----------------------------------------------------
-    def _pieces(self, sg_list: tuple[SGE, ...], write: bool) -> list[tuple[int, int]]:
-        table = self.pd.context.keys.tables[self.pd.pid]
-        vmm = self.pd.context.vmm
-        out = []
-        for sge in sg_list:
-            for at, n in pieces(sge.addr, sge.length):
-                try:
-                    pa = vmm.page_table.pa(table.va(at), Prot.WRITE if write else Prot.READ)
-                except (NoSegment, PageFault, ProtectionFault) as exc:
-                    raise LocalAccessError(str(exc)) from exc
-                out.append((pa, n))
-        return out
-
     def _gather(self, sg_list: tuple[SGE, ...]) -> bytes:
         memory = self.pd.context.vmm.memory
-        return b"".join(memory.read(pa, n) for pa, n in self._pieces(sg_list, write=False))
+        return b"".join(memory.read(pa, n) for pa, n in self.pd._pieces(sg_list, write=False))
 
     def _scatter(self, sg_list: tuple[SGE, ...], data: bytes) -> None:
         memory, at = self.pd.context.vmm.memory, 0
-        for pa, n in self._pieces(sg_list, write=True):
+        for pa, n in self.pd._pieces(sg_list, write=True):
             if at >= len(data):
                 break
             memory.write(pa, data[at:at + n])

@@ -26,6 +26,7 @@ from ftsslab.layers.roce import (
     AtomicETH,
     ImmDt,
     RKeyAdvert,
+    SanMad,
     SendPayload,
     ack_aeth,
     aeth_syndrome,
@@ -90,7 +91,7 @@ def iba():
 
 def scapy_matches_fast(pkt: Packet, parsed: dict) -> None:
     """Every layer the fast parser returns equals the dissected Scapy layer."""
-    classes = {c.__name__: c for c in (Ether, IP, IPv6, UDP, BTH, AETH, *EXT)}
+    classes = {c.__name__: c for c in (Ether, IP, IPv6, UDP, BTH, AETH, *EXT, SanMad)}
     for name, values in parsed.items():
         if name in ("payload", "icrc_ok"):
             continue

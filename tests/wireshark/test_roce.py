@@ -24,6 +24,7 @@ from ftsslab.layers.roce import (
     AtomicETH,
     ImmDt,
     RKeyAdvert,
+    SanMad,
     SendPayload,
 )
 from tests.layers.test_roce import ADDR, carrier, fields, roce_frames
@@ -48,6 +49,7 @@ NOT_OURS: dict[type[Packet], str] = {
     AtomicETH: "Wireshark's infiniband dissector (native)",
     AtomicAckETH: "Wireshark's infiniband dissector (native)",
     ImmDt: "Wireshark's infiniband dissector (native)",
+    SanMad: "Wireshark's infiniband dissector (native: QP1 to QP1 is a MAD)",
 }
 SKIP: dict[str, str] = {}  # every RKeyAdvert field is compared
 EXPERTS = ("rkeyadvert.truncated", "rkeyadvert.bad_version", "rkeyadvert.unknown_kind",
