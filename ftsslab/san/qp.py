@@ -691,9 +691,10 @@ class RcQp:
             t._rq.appendleft(inc.recv)
             return self._refuse(p, INVALID_REQUEST, f"{len(inc.buf)} bytes for a "
                                 f"{inc.recv.length}-byte receive")
+        if p.op in MESSAGE_ENDS:  # (before the ACK: it carries the count with this one)
+            self._msn = (self._msn + 1) & 0xFFFFFF
         acts = self._accept(p)
         if p.op in MESSAGE_ENDS:
-            self._msn = (self._msn + 1) & 0xFFFFFF
             self._incoming = None
             acts.insert(0, Completion(Wc(inc.recv.wr_id, WcStatus.SUCCESS, WcOpcode.RECV,
                                          t.qp_num, len(inc.buf), p.imm, bytes(inc.buf)),
@@ -725,9 +726,10 @@ class RcQp:
         if p.payload:
             memory.write(inc.grant, inc.offset, p.payload)
         inc.offset += len(p.payload)
+        if last:  # (before the ACK: it carries the count with this message)
+            self._msn = (self._msn + 1) & 0xFFFFFF
         acts = self._accept(p)
         if last:
-            self._msn = (self._msn + 1) & 0xFFFFFF
             memory.used(inc.grant)
             self._incoming = None
             if imm:
