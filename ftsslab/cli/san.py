@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import UserError, app, out
@@ -157,13 +158,14 @@ def _show(report: dict, as_json: bool, title: str) -> None:
     if as_json:
         out.print_json(json.dumps(report))
     elif "t_min_us" in report:
-        t = Table("#bytes", "#iterations", "t_min[usec]", "t_typical[usec]",
-                  "99% percentile[usec]", title=title)
+        t = Table(*map(escape, ("#bytes", "#iterations", "t_min[usec]", "t_typical[usec]",
+                                "99% percentile[usec]")), title=title)
         t.add_row(str(report["bytes"]), str(report["iterations"]), f"{report['t_min_us']:.2f}",
                   f"{report['t_typical_us']:.2f}", f"{report['t_99_us']:.2f}")
         out.print(t)
     else:
-        t = Table("#bytes", "#iterations", "BW average[MB/sec]", "MsgRate[Mpps]", title=title)
+        t = Table(*map(escape, ("#bytes", "#iterations", "BW average[MB/sec]",
+                                "MsgRate[Mpps]")), title=title)
         t.add_row(str(report["bytes"]), str(report["iterations"]),
                   f"{report['bw_average_MBps']:.2f}", f"{report['msg_rate_Mpps']:.6f}")
         out.print(t)
