@@ -218,6 +218,7 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
     "snapshot": {"name": Option(str, required=True), "since": Option(str)},
     "query_qp": {"qp": _qp_opt},
     "received": {"qp": _qp_opt},
+    "stats": {},
     "fault_handler": {"action": Option(str, required=True, choices=("map", "refuse"))},
 }
 _VERB_CHECKS = {op: option_schema(fields)[0] for op, fields in VERB_FIELDS.items()}

@@ -296,7 +296,7 @@ class SanicCore:
         return self.events
 
     def stats(self) -> dict:
-        return dict(self.counters)
+        return {**self.counters, **{f"dropped_{k}": n for k, n in self.ctx.dropped.items()}}
 
     def verb(self, args: Mapping[str, Any], now: float) -> list[Transmit]:
         """One verbs call by an application on the node (a `verb` step)."""
@@ -725,6 +725,11 @@ def v_query_qp(core: SanicCore, a: Mapping[str, Any]) -> None:
                 **getattr(qp.core, "counters", {}))
 
 
+def v_stats(core: SanicCore, a: Mapping[str, Any]) -> None:
+    """The node's frame counters, and the packets no QP took (``dropped_*``, by why)."""
+    core._event("stats", **core.stats())
+
+
 def v_received(core: SanicCore, a: Mapping[str, Any]) -> None:
     """What a QP received so far, counted by immediate: each once and in order?"""
     arr = core.arrivals[a["qp"]]
@@ -745,5 +750,5 @@ VERBS: dict[str, Callable[[SanicCore, Mapping[str, Any]], None]] = {
     "increment": v_increment, "map_page": v_map_page, "swap_out": v_swap_out,
     "migrate": v_migrate, "add_segment": v_add_segment, "delete_segment": v_delete_segment,
     "fill": v_fill, "read": v_read, "snapshot": v_snapshot, "query_qp": v_query_qp,
-    "received": v_received, "fault_handler": v_fault_handler,
+    "received": v_received, "stats": v_stats, "fault_handler": v_fault_handler,
 }

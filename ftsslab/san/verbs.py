@@ -18,7 +18,7 @@ remote endnode a QP is connected to. ``fabric.Fabric`` runs several on a virtual
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -125,6 +125,7 @@ class Context:
         self.keys = RKeys(vmm)
         self.handler = handler
         self.qps: dict[int, QP] = {}
+        self.dropped: Counter[str] = Counter()  # packets no QP takes, by why
         self.rd = Rd(mtu)
         self._next_qpn = 0x11
 
@@ -167,13 +168,16 @@ class Context:
             return self._apply_rd(self.rd.receive(packet, now, src))
         qp = self.qps.get(packet.dqpn)
         if qp is None or isinstance(qp.core, RdQp):
-            return []  # no such QP, or RD without an RDETH: dropped, as a HCA drops it
+            self.dropped["no_qp"] += 1  # no such QP, or RD without an RDETH, as a HCA drops it
+            return []
         if isinstance(qp.core, UdQp):
             return qp._apply(qp.core.receive(packet, now, src))
         if packet.qkey is not None:
-            return []  # a datagram for an RC QP
+            self.dropped["datagram_for_rc"] += 1
+            return []
         if src and src != qp.peer:
-            return []  # an RC QP takes its connected peer's packets only (IBA's validation)
+            self.dropped["not_the_peer"] += 1  # an RC QP takes its connected peer's only (IBA)
+            return []
         return qp._apply(qp.core.receive(packet, now))
 
     def next_deadline(self) -> float | None:
