@@ -1,6 +1,6 @@
 """Endnodes' SANICs on one virtual clock, joined by a fabric that may lose, reorder and
-duplicate frames, deterministically from a seed: a simulated SAN (the tests' and the
-benchmark's today; the sim backend's ``sanic`` kind is still to come).
+duplicate frames, deterministically from a seed: the SAN's own sim, where the parts the lab's
+``sanic`` kind does not carry yet run (RD, discovery, the flits), and the core benchmark.
 
 Every packet travels as its RoCEv2 frame (``packets.frame``: Ether/IPv4/UDP 4791/BTH/.../ICRC)
 and is read back on arrival (``packets.packet``, the ICRC verified): what the sim carries is
