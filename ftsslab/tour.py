@@ -47,6 +47,14 @@ STOPS = (
         "scenarios/nas-handoff.yaml",
     ),
     Stop(
+        "san-keys",
+        "seed 003 claims 1-5, 21-22: RDMA that a remote key guards to the byte",
+        "two SAN endnodes on RoCEv2: b binds keys and advertises them; a's WRITEs with a key"
+        " never allocated, retired, unbound or one byte out of range are NAKed (0x62) and 0"
+        " bytes of b's memory change; the 5 bound bytes take a WRITE and a READ",
+        "scenarios/san-keys.yaml",
+    ),
+    Stop(
         "switch-learning",
         "the lab itself: real kernel stacks in namespaces, the switch seed 002 builds on",
         "three hosts ping and send a UDP burst through a learning switch: it floods the first"
