@@ -28,7 +28,7 @@ from ftsslab.fast.roce import build_rkey_advert, parse_rkey_advert
 from ftsslab.lab import frames
 from ftsslab.lab.switch import Transmit
 
-from .memory import PAGE, PAGE_SHIFT, SEGMENT_SHIFT, Prot, Vmm
+from .memory import PAGE_SHIFT, SEGMENT_SHIFT, Prot, Vmm, pieces
 from .packets import Packet, frame, packet
 from .qp import PageFault, QpState, WcOpcode, WcStatus, WrOpcode
 from .rkeys import Access, InvalidParameter, KeyStateError
@@ -226,6 +226,7 @@ class SanicCore:
         self.cq = CQ(clock=lambda: self.now)  # one CQ for every QP: a completion names its QP
         self.pds: dict[str, PD] = {}
         self.procs = {p.name: p for p in cfg.processes}
+        self.specs = {q.name: q for q in cfg.qps}
         for p in cfg.processes:
             table = self.vmm.process(p.pid)
             for esid, _pages, mapped in p.segments:
@@ -243,7 +244,6 @@ class SanicCore:
         self._runs: dict[str, deque[_Run]] = {}
         self._increments: dict[int, _Increment] = {}
         self._wr_ids: dict[str, int] = {}
-        self._ring: dict[str, int] = {}  # next receive slot of a QP's ring
         self._out: list[bytes] = []
         for q in cfg.qps:
             pd = self.pds[q.process]
@@ -340,7 +340,7 @@ class SanicCore:
 
     def _completion(self, wc) -> None:
         name = self.qp_names.get(wc.qp_num, str(wc.qp_num))
-        spec = next(q for q in self.cfg.qps if q.name == name)
+        spec = self.specs[name]
         if wc.opcode in (WcOpcode.RECV, WcOpcode.RECV_RDMA_WITH_IMM):
             self._received(spec, wc)
             return
@@ -426,7 +426,7 @@ class SanicCore:
             run.done, run.first_error = run.count, wc.status.value
             self._finish(run)
             return
-        old = int.from_bytes(self._peek(self._qp_process(run.qp), inc.local, 8), "big")
+        old = int.from_bytes(self._peek(self.specs[run.qp].process, inc.local, 8), "big")
         if inc.by == "fetch_add" or old == inc.guess:
             run.done += 1
             run.successes += 1
@@ -450,27 +450,19 @@ class SanicCore:
         self._increments[wr.wr_id] = inc
         self._wire(self.qps[inc.run.qp].post_send(wr, self.now))
 
-    def _qp_process(self, qp: str) -> str:
-        return next(q.process for q in self.cfg.qps if q.name == qp)
-
     # ---- memory, as the process sees it ------------------------------------------------------
     def _peek(self, process: str, ea: int, n: int) -> bytes:
-        table = self.vmm.tables[self.procs[process].pid]
-        out = bytearray()
-        for at in range(ea, ea + n, PAGE):
-            take = min(PAGE - (at % PAGE), ea + n - at)
-            out += self.vmm.memory.read(self.vmm.page_table.pa(table.va(at), Prot.READ), take)
-        return bytes(out[:n])
+        """What the process loads from [ea, ea+n): through its own tables (the VMM's)."""
+        table, mem = self.vmm.tables[self.procs[process].pid], self.vmm.memory
+        return b"".join(mem.read(self.vmm.page_table.pa(table.va(at), Prot.READ), k)
+                        for at, k in pieces(ea, n))
 
     def _poke(self, process: str, ea: int, data: bytes) -> None:
-        table = self.vmm.tables[self.procs[process].pid]
+        table, mem = self.vmm.tables[self.procs[process].pid], self.vmm.memory
         done = 0
-        while done < len(data):
-            at = ea + done
-            take = min(PAGE - (at % PAGE), len(data) - done)
-            self.vmm.memory.write(self.vmm.page_table.pa(table.va(at), Prot.WRITE),
-                                  data[done:done + take])
-            done += take
+        for at, k in pieces(ea, len(data)):
+            mem.write(self.vmm.page_table.pa(table.va(at), Prot.WRITE), data[done:done + k])
+            done += k
 
     def _next_wr(self, qp: str, n: int = 1) -> int:
         first = self._wr_ids.get(qp, 1)
@@ -537,7 +529,7 @@ def _default_buffer(core: SanicCore, process: str) -> int:
 
 def v_advertise(core: SanicCore, a: Mapping[str, Any]) -> None:
     """SEND(RKeyAdvert) of a key's binding on a QP (message 748)."""
-    spec = next(q for q in core.cfg.qps if q.name == a["qp"])
+    spec = core.specs[a["qp"]]
     rkey = _key(core, a)
     b = core.ctx.keys.binding(rkey)
     va, length, access = (b.base, b.length, b.bits) if b is not None else (0, 0, 0)
@@ -573,7 +565,7 @@ _OPCODES = {"send": WrOpcode.SEND, "send_imm": WrOpcode.SEND_WITH_IMM,
 def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
     """ibv_post_send; with ``count``, that many (immediates ``imm``, ``imm``+1, ...), and one
     `burst` event when the last completes."""
-    spec = next(q for q in core.cfg.qps if q.name == a["qp"])
+    spec = core.specs[a["qp"]]
     qp = core.qps[spec.name]
     opcode = _OPCODES[a["opcode"]]
     local = a.get("local", _default_buffer(core, spec.process))
@@ -607,7 +599,7 @@ def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
 
 def v_increment(core: SanicCore, a: Mapping[str, Any]) -> None:
     """Add 1 to a remote 8-byte word ``count`` times, by CAS or FETCH_ADD (check 19)."""
-    spec = next(q for q in core.cfg.qps if q.name == a["qp"])
+    spec = core.specs[a["qp"]]
     by = a.get("by", "cas")
     opcode = WrOpcode.ATOMIC_CMP_AND_SWP if by == "cas" else WrOpcode.ATOMIC_FETCH_AND_ADD
     local = a.get("local", _default_buffer(core, spec.process))
@@ -621,7 +613,7 @@ def v_increment(core: SanicCore, a: Mapping[str, Any]) -> None:
 
 
 def v_post_recv(core: SanicCore, a: Mapping[str, Any]) -> None:
-    spec = next(q for q in core.cfg.qps if q.name == a["qp"])
+    spec = core.specs[a["qp"]]
     first = a.get("wr_id", core._next_wr(spec.name, a.get("count", 1)))
     for i in range(a.get("count", 1)):
         core._wire(core.qps[spec.name].post_recv(
@@ -630,7 +622,7 @@ def v_post_recv(core: SanicCore, a: Mapping[str, Any]) -> None:
 
 def v_post_datagram(core: SanicCore, a: Mapping[str, Any]) -> None:
     """A UD SEND to (node, QP) with that QP's Q_Key unless one is named."""
-    spec = next(q for q in core.cfg.qps if q.name == a["qp"])
+    spec = core.specs[a["qp"]]
     peer, _, remote = str(a["to"]).partition(".")
     ip, _, qpns = core.cfg.peers[peer]
     local = a.get("local", _default_buffer(core, spec.process))

@@ -170,3 +170,12 @@ def test_the_sim_backend_runs_a_verb_and_refuses_one_on_a_killed_node():
             b.verb("b", {"op": "snapshot", "name": "t"})
     finally:
         b.down()
+
+
+def test_fill_and_read_cross_a_page_boundary():
+    c = core()
+    c.verb({"op": "fill", "process": "p1", "address": 0x10000FF0, "length": 40,
+            "hex": bytes(range(40)).hex()}, 0.0)
+    c.verb({"op": "read", "process": "p1", "address": 0x10000FF8, "length": 24, "name": "r"},
+           0.0)
+    assert [e["data"] for e in c.events if e["kind"] == "memory"] == [bytes(range(8, 32)).hex()]
