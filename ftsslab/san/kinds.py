@@ -67,19 +67,22 @@ def _process(name: str, p: dict) -> OptionIssue | None:
 
 
 QP_KEYS = ("process", "type", "peer", "max_outstanding", "timeout", "retry_cnt", "rnr_retry",
-           "qkey", "recv_buffer", "recv_size", "receives")
+           "qkey", "recv_buffer", "recv_size", "receives", "rdma")
 
 
 def _qp(name: str, q: dict) -> OptionIssue | None:
-    hint = "q1: {process: p1, peer: b.q1} (RC), or {process: p1, type: ud, qkey: 0x1234}"
+    hint = ("q1: {process: p1, peer: b.q1} (RC), {process: p1, type: ud, qkey: 0x1234} (UD), "
+            "{process: p1, type: rd, qkey: 0x1234} (RD)")
     for key in q:
         if key not in QP_KEYS:
             return OptionIssue(f".{name}.{key}", f"unknown key {key!r}",
                                "one of: " + ", ".join(QP_KEYS))
     if not isinstance(q.get("process"), str):
         return OptionIssue(f".{name}", "a QP needs its `process`", hint)
-    if q.get("type", "rc") not in ("rc", "ud"):
-        return OptionIssue(f".{name}.type", f"{q['type']!r} is not a QP type", "rc or ud")
+    if q.get("type", "rc") not in ("rc", "ud", "rd"):
+        return OptionIssue(f".{name}.type", f"{q['type']!r} is not a QP type", "rc, ud or rd")
+    if not isinstance(q.get("rdma", True), bool):
+        return OptionIssue(f".{name}.rdma", "expected true/false")
     if q.get("type", "rc") == "rc" and not isinstance(q.get("peer"), str):
         return OptionIssue(f".{name}", "an RC QP needs its `peer`: node.qp", hint)
     bounds = {"max_outstanding": (1, 128), "retry_cnt": (0, 7), "rnr_retry": (0, 7),
@@ -181,7 +184,9 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
     "unbind_rkey": {"process": _proc, "key": _key},
     "deallocate_rkey": {"process": _proc, "key": _key},
     "advertise": {"qp": _qp_opt, "key": _key, "buffer": _addr, "wr_id": _wr},
-    "post_send": {"qp": _qp_opt, "opcode": Option(str, required=True, choices=(
+    "post_send": {"qp": _qp_opt, "to": Option(str, doc="an RD QP's destination: node.qp"),
+                  "qkey": Option(int, range=(0, 2**32 - 1)),
+                  "opcode": Option(str, required=True, choices=(
         "send", "send_imm", "write", "write_imm", "read", "cas", "fetch_add", "bind", "delay")),
         "wr_id": _wr, "local": _addr, "length": _len, **_remote, "key": _key,
         "access": _access_opt, "imm": Option(int, range=(0, 2**32 - 1)),
@@ -194,6 +199,7 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
                           doc="[{address: 0x10000000, length: 100}, ...]: 1..16 parts")},
     "increment": {"qp": _qp_opt, "by": Option(str, choices=("cas", "fetch_add")),
                   "count": Option(int, required=True, range=(1, MAX_COUNT)), "local": _addr,
+                  "to": Option(str, doc="an RD QP's destination: node.qp"),
                   "wr_id": _wr, **_remote},
     "post_recv": {"qp": _qp_opt, "address": Option(int, required=True, range=ADDRESS),
                   "length": Option(int, required=True, range=(0, 1 << 31)), "wr_id": _wr,
@@ -242,9 +248,18 @@ def _verb(args: Mapping[str, Any], options: Mapping[str, Any]) -> list[OptionIss
     if "process" in args and args["process"] not in options.get("processes", {}):
         issues.append(OptionIssue("process", f"no process {args['process']!r} on this node",
                                   "one of: " + ", ".join(options.get("processes", {}))))
-    if "qp" in args and args["qp"] not in options.get("qps", {}):
+    qps = options.get("qps", {})
+    if "qp" in args and args["qp"] not in qps:
         issues.append(OptionIssue("qp", f"no QP {args['qp']!r} on this node",
-                                  "one of: " + ", ".join(options.get("qps", {})) or "none"))
+                                  "one of: " + ", ".join(qps) or "none"))
+    elif op in ("post_send", "increment") and "qp" in args:
+        rd = qps[args["qp"]].get("type") == "rd"
+        if rd and "to" not in args:
+            issues.append(OptionIssue("", f"{args['qp']} is an RD QP: say where to, "
+                                      "`to: node.qp`"))
+        if not rd and "to" in args:
+            issues.append(OptionIssue("to", f"{args['qp']} is connected: no `to`",
+                                      "`to` is for RD QPs"))
     if "fill" == op and sum(k in args for k in ("byte", "seed", "hex")) > 1:
         issues.append(OptionIssue("", "fill takes one of byte, seed, hex"))
     return issues

@@ -22,7 +22,7 @@ import socket
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ftsslab.fast.roce import build_rkey_advert, parse_rkey_advert
 from ftsslab.lab import frames
@@ -31,6 +31,7 @@ from ftsslab.lab.switch import Transmit
 from .memory import PAGE_SHIFT, SEGMENT_SHIFT, Prot, Vmm, pieces
 from .packets import Packet, frame, packet
 from .qp import PageFault, QpState, WcOpcode, WcStatus, WrOpcode
+from .rd import RdDest
 from .rkeys import Access, InvalidParameter, KeyStateError
 from .verbs import CQ, PD, QP, SGE, Context, RecvWR, SendWR, UdSendWR
 
@@ -63,10 +64,11 @@ class QpSpec:
     timeout: float
     retry_cnt: int
     rnr_retry: int
-    qkey: int  # UD
+    qkey: int  # UD, RD
     recv_buffer: int | None  # EA of a ring of receives kept posted
     recv_size: int
     receives: int
+    rdma: bool = True  # RD: takes RDMA from any node holding a key (B3.27)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,26 @@ class SanicConfig:
     fault_handler: str  # "map": MapLocalPage; "refuse": every fault is unresolvable
     processes: tuple[ProcessSpec, ...]
     qps: tuple[QpSpec, ...]
-    peers: Mapping[str, tuple[str, str, Mapping[str, int]]]  # node -> (ip, mac, QP -> QPN)
+    peers: Mapping[str, Peer]
+    # RD: the EE context to each node with RD QPs, and the number that node's EE context to
+    # this one has -- both from one rule (sorted names), so each side knows the other's
+    eecs: tuple[tuple[str, int], ...] = ()
+
+
+class Peer(NamedTuple):
+    ip: str
+    mac: str
+    qpns: Mapping[str, int]  # its QPs' numbers
+    qkeys: Mapping[str, int]  # its datagram QPs' Q_Keys
+
+
+def _has_rd(options: Mapping[str, Any]) -> bool:
+    return any(q.get("type") == "rd" for q in options.get("qps", {}).values())
+
+
+def eec_numbers(node: str, rd_nodes: list[str]) -> dict[str, int]:
+    """The EE context numbers ``node`` opens, one per other node with RD QPs, in name order."""
+    return {n: i for i, n in enumerate((n for n in sorted(rd_nodes) if n != node), start=1)}
 
 
 def qp_numbers(options: Mapping[str, Any]) -> dict[str, int]:
@@ -134,12 +155,20 @@ def config(name: str, options: Mapping[str, Any], ports: list[tuple[str, str, st
             qname, qpns[qname], q["process"], q.get("type", "rc"), peer, remote,
             q.get("max_outstanding", 16), parse_seconds(q.get("timeout", 0.05)),
             q.get("retry_cnt", 7), q.get("rnr_retry", 7), q.get("qkey", 0),
-            q.get("recv_buffer"), q.get("recv_size", 4096), q.get("receives", 0)))
-    peer_table = {n: (ip, pmac, qp_numbers(popts)) for n, (ip, pmac, popts) in peers.items()}
+            q.get("recv_buffer"), q.get("recv_size", 4096), q.get("receives", 0),
+            q.get("rdma", True)))
+    peer_table = {n: Peer(ip, pmac, qp_numbers(popts),
+                          {q: o.get("qkey", 0) for q, o in popts.get("qps", {}).items()})
+                  for n, (ip, pmac, popts) in peers.items()}
+    eecs: tuple[tuple[str, int], ...] = ()
+    if _has_rd(options):
+        rd_nodes = [name, *(n for n, (_, _, o) in peers.items() if _has_rd(o))]
+        mine = eec_numbers(name, rd_nodes)
+        eecs = tuple((n, eec_numbers(n, rd_nodes)[name]) for n in mine)
     return SanicConfig(name, iface, mac, ipv4.split("/")[0], options.get("frames", 256),
                        options.get("mtu", 1024), options.get("rdma", True),
                        options.get("fault_handler", "map"), tuple(procs), tuple(qps),
-                       peer_table)
+                       peer_table, eecs)
 
 
 # ---- counted runs ---------------------------------------------------------------------------
@@ -154,6 +183,7 @@ class _Run:
     count: int
     make: Callable[[int], SendWR]  # the i-th work request
     depth: int = SEND_DEPTH
+    dest: RdDest | None = None  # an RD QP's: where they go
     length: int = 0  # bytes each moves
     posted: int = 0
     done: int = 0
@@ -240,7 +270,8 @@ class SanicCore:
         self.adverts: dict[str, list[dict]] = {}
         self.arrivals: dict[str, _Arrivals] = {}
         self.snapshots: dict[str, bytes] = {}
-        self.neighbours = {ip: frames.mac_bytes(mac) for ip, mac, _ in cfg.peers.values()}
+        self.neighbours = {p.ip: frames.mac_bytes(p.mac) for p in cfg.peers.values()}
+        self.peer_names = {p.ip: n for n, p in cfg.peers.items()}
         self._runs: dict[str, deque[_Run]] = {}
         self._increments: dict[int, _Increment] = {}
         self._wr_ids: dict[str, int] = {}
@@ -249,10 +280,12 @@ class SanicCore:
             pd = self.pds[q.process]
             if q.type == "ud":
                 qp = pd.open_ud_qp(self.cq, q.qkey)
+            elif q.type == "rd":
+                qp = pd.open_rd_qp(self.cq, q.qkey, rdma=q.rdma)
             else:
                 qp = pd.open_qp(self.cq, max_outstanding=q.max_outstanding)
-                ip, _, remote_qpns = cfg.peers[q.peer]
-                qp.connect(ip, remote_qpns[q.remote], now, timeout=q.timeout,
+                peer = cfg.peers[q.peer]
+                qp.connect(peer.ip, peer.qpns[q.remote], now, timeout=q.timeout,
                            retry_cnt=q.retry_cnt, rnr_retry=q.rnr_retry)
             assert qp.qp_num == q.qpn, "QPs are numbered in the order they are declared"
             self.qps[q.name] = qp
@@ -262,6 +295,13 @@ class SanicCore:
             self._runs[q.name] = deque()
             for slot in range(q.receives):
                 self._post_recv_slot(q, slot)
+        rd = next((q for q in cfg.qps if q.type == "rd"), None)
+        for peer, remote_eecn in cfg.eecs:  # (RD: reliability is the EE context's, B3.9)
+            ip = cfg.peers[peer].ip
+            self.ctx.open_eec(ip)
+            assert rd is not None
+            self.ctx.connect_eec(ip, remote_eecn, now, timeout=rd.timeout,
+                                 retry_cnt=rd.retry_cnt, rnr_retry=rd.rnr_retry)
 
     # ---- the sim's core interface ------------------------------------------------------------
     def on_frame(self, iface: str, data: bytes, now: float) -> list[Transmit]:
@@ -296,7 +336,11 @@ class SanicCore:
         return self.events
 
     def stats(self) -> dict:
-        return {**self.counters, **{f"dropped_{k}": n for k, n in self.ctx.dropped.items()}}
+        eecs = {f"eec_{self.peer_names.get(e.peer, e.peer)}_{k}": n
+                for e in self.ctx.rd.eecs.values() for k, n in e.counters.items()
+                if k in ("sent", "resent", "timeouts")}
+        return {**self.counters, **{f"dropped_{k}": n for k, n in self.ctx.dropped.items()},
+                "eecs": len(self.ctx.rd.eecs), **eecs}
 
     def verb(self, args: Mapping[str, Any], now: float) -> list[Transmit]:
         """One verbs call by an application on the node (a `verb` step)."""
@@ -412,7 +456,7 @@ class SanicCore:
             if run.started is None:
                 run.started = self.now
             run.last_post = self.now
-            self._wire(qp.post_send(run.make(run.posted), self.now))
+            self._wire(self._post(name, run.make(run.posted), run.dest))
             run.posted += 1
 
     def _finish(self, run: _Run) -> None:
@@ -448,7 +492,13 @@ class SanicCore:
                         compare_add=inc.guess, swap=inc.guess + 1)
         inc.attempts += 1
         self._increments[wr.wr_id] = inc
-        self._wire(self.qps[inc.run.qp].post_send(wr, self.now))
+        self._wire(self._post(inc.run.qp, wr, inc.run.dest))
+
+    def _post(self, qp: str, wr: SendWR, dest: RdDest | None) -> list[tuple[str, Packet]]:
+        """ibv_post_send on an RC QP; on an RD QP, to ``dest`` (its EE context's peer)."""
+        if dest is not None:
+            return self.qps[qp].post_rd(wr, dest, self.now)
+        return self.qps[qp].post_send(wr, self.now)
 
     # ---- memory, as the process sees it ------------------------------------------------------
     def _peek(self, process: str, ea: int, n: int) -> bytes:
@@ -566,7 +616,6 @@ def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
     """ibv_post_send; with ``count``, that many (immediates ``imm``, ``imm``+1, ...), and one
     `burst` event when the last completes."""
     spec = core.specs[a["qp"]]
-    qp = core.qps[spec.name]
     opcode = _OPCODES[a["opcode"]]
     local = a.get("local", _default_buffer(core, spec.process))
     length = 8 if opcode in ATOMIC_OPS else a.get("length", 0)
@@ -590,11 +639,21 @@ def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
                       a.get("swap", a.get("add", 0)), a.get("fence", False),
                       parse_seconds(a.get("delay", 0)), bind)
 
+    dest = _rd_dest(core, spec, a)
     if count == 1 and "depth" not in a:
-        core._wire(qp.post_send(make(0), core.now))
+        core._wire(core._post(spec.name, make(0), dest))
         return
     core._runs[spec.name].append(_Run(spec.name, first, count, make, a.get("depth", SEND_DEPTH),
-                                      sum(s.length for s in sg)))
+                                      dest, sum(s.length for s in sg)))
+
+
+def _rd_dest(core: SanicCore, spec: QpSpec, a: Mapping[str, Any]) -> RdDest | None:
+    """An RD QP's destination, ``to: node.qp`` (its QPN and Q_Key from the scenario)."""
+    if spec.type != "rd":
+        return None
+    node, _, remote = str(a["to"]).partition(".")
+    peer = core.cfg.peers[node]
+    return RdDest(peer.ip, peer.qpns[remote], a.get("qkey", peer.qkeys[remote]))
 
 
 def v_increment(core: SanicCore, a: Mapping[str, Any]) -> None:
@@ -608,7 +667,7 @@ def v_increment(core: SanicCore, a: Mapping[str, Any]) -> None:
     first = a.get("wr_id", core._next_wr(spec.name, 1 << 20))
     run = _Run(spec.name, first, count,
                lambda i: SendWR(first + i, opcode, (SGE(local, 8),), address, rkey,
-                                compare_add=1, swap=1))
+                                compare_add=1, swap=1), dest=_rd_dest(core, spec, a))
     core._issue(_Increment(run, by, local))
 
 
