@@ -19,7 +19,9 @@ from ftsslab.lab.model import Endpoint, Node, Scenario
 from ftsslab.lab.veth.drivers import NodeEnv, VethDriver
 
 from .memory import ESID_BITS
-from .node import VERBS, SanicCore, config, esid_of, parse_seconds
+from .node import SanicCore
+from .node_config import config, esid_of, parse_seconds
+from .node_verbs import VERBS
 
 MTUS = (256, 512, 1024, 2048, 4096)  # IBA path MTUs
 MAX_FRAMES = 65536  # 256 MiB of physical memory
@@ -115,7 +117,17 @@ _VALIDATE, _DEFAULTS = option_schema({
                         doc="p1: {segments: {1: 16}}"),
     "qps": Option(dict, default={}, check=lambda v: _name_map(v, "QP", _qp),
                   doc="q1: {process: p1, peer: b.q1}"),
+    "management": Option(dict, check=lambda v: _management(v),
+                         doc="{process: p1, buffer: 0x10004000}: a GSI agent on QP1, its 17 "
+                             "MADs of 256 bytes at buffer"),
 })
+
+
+def _management(v: dict) -> str | None:
+    if set(v) != {"process", "buffer"} or not isinstance(v["process"], str) \
+            or not _int(v["buffer"]):
+        return f"not {{process: NAME, buffer: EA}}: {v!r}"
+    return None
 
 
 def _topology(view: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
@@ -124,6 +136,10 @@ def _topology(view: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue
         issues.append(OptionIssue("", "a sanic node needs an IPv4 address on its link",
                                   "give its endpoint ipv4: 10.0.0.1/24"))
     procs = view.options.get("processes", {})
+    mgmt = view.options.get("management")
+    if mgmt is not None and mgmt["process"] not in procs:
+        issues.append(OptionIssue("management.process", f"no process {mgmt['process']!r}",
+                                  "one of: " + ", ".join(procs)))
     for qname, q in view.options.get("qps", {}).items():
         if q["process"] not in procs:
             issues.append(OptionIssue(f"qps.{qname}.process", f"no process {q['process']!r}",
@@ -206,7 +222,8 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
                   "count": _count},
     "post_datagram": {"qp": _qp_opt, "to": Option(str, required=True, doc="node.qp"),
                       "local": _addr, "length": _len, "qkey": Option(int, range=(0, 2**32 - 1)),
-                      "imm": Option(int, range=(0, 2**32 - 1)), "wr_id": _wr},
+                      "imm": Option(int, range=(0, 2**32 - 1)), "wr_id": _wr,
+                      "count": _count},
     "map_page": {"process": _proc, "address": Option(int, required=True, range=ADDRESS)},
     "swap_out": {"process": _proc, "address": Option(int, required=True, range=ADDRESS)},
     "migrate": {"process": _proc, "address": Option(int, required=True, range=ADDRESS)},
@@ -225,6 +242,8 @@ VERB_FIELDS: dict[str, dict[str, Option]] = {
     "query_qp": {"qp": _qp_opt},
     "received": {"qp": _qp_opt},
     "stats": {},
+    "discover": {"sweeps": Option(int, range=(1, 64)),
+                 "timeout": Option((str, int, float), doc="a sweep's wait, like 50ms")},
     "fault_handler": {"action": Option(str, required=True, choices=("map", "refuse"))},
 }
 _VERB_CHECKS = {op: option_schema(fields)[0] for op, fields in VERB_FIELDS.items()}

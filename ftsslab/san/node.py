@@ -8,239 +8,38 @@ processes with their segments, QPs and their peers -- comes from the scenario
 on the node would make it (``VERBS``), and everything that happens is an event (``events``):
 ``completion`` for each work completion, ``advert`` for each RKeyAdvert received, ``fault``
 for each page fault the default error handler saw, ``verb`` for a verb's synchronous result,
-``memory`` for hashes and reads, ``burst`` and ``received`` for the counted runs.
+``memory`` for hashes and reads, ``burst`` and ``received`` for the counted runs,
+``discovered`` when a management sweep ends.
 
 One IPv4 port per node; its peers' addresses come from the scenario (as a subnet manager
-would assign them). ARP is answered, so a kernel host on the fabric can reach it too.
+would assign them). ARP is answered, so a kernel host on the fabric can reach it too. With the
+``management`` option the node runs a GSI agent on QP1 (``discovery.ManagementAgent``), which
+answers sweeps and, asked by a ``discover`` verb, makes one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
 import socket
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
-from ftsslab.fast.roce import build_rkey_advert, parse_rkey_advert
+from ftsslab.fast.roce import parse_rkey_advert
 from ftsslab.lab import frames
 from ftsslab.lab.switch import Transmit
 
+from .discovery import ManagementAgent, Sweep
 from .memory import PAGE_SHIFT, SEGMENT_SHIFT, Prot, Vmm, pieces
+from .node_config import QpSpec, SanicConfig, guid_of
+from .node_runs import Arrivals, Increment, Run
+from .node_verbs import VERBS
 from .packets import Packet, frame, packet
-from .qp import PageFault, QpState, WcOpcode, WcStatus, WrOpcode
+from .qp import PageFault, QpState, WcOpcode, WcStatus
 from .rd import RdDest
-from .rkeys import Access, InvalidParameter, KeyStateError
-from .verbs import CQ, PD, QP, SGE, Context, RecvWR, SendWR, UdSendWR
+from .verbs import CQ, PD, QP, SGE, Context, RecvWR, SendWR
 
 SPORT = 49152  # the UDP source port of every SANIC here
-FIRST_QPN = 0x11  # Context numbers QPs from here, in the order they are opened
-SEND_DEPTH = 256  # work requests a counted run keeps posted on its QP
-MAX_READ = 256  # bytes a `read` verb logs (as hex)
-ATOMIC_OPS = (WrOpcode.ATOMIC_CMP_AND_SWP, WrOpcode.ATOMIC_FETCH_AND_ADD)
 
-
-# ---- what the scenario says the node is ----------------------------------------------------
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    name: str
-    pid: int
-    kernel: bool
-    segments: tuple[tuple[int, int, int], ...]  # (ESID, pages, of them mapped from the first)
-
-
-@dataclass(frozen=True)
-class QpSpec:
-    name: str
-    qpn: int
-    process: str
-    type: str  # "rc" or "ud"
-    peer: str | None  # the remote node (RC)
-    remote: str | None  # its QP's name (RC)
-    max_outstanding: int
-    timeout: float
-    retry_cnt: int
-    rnr_retry: int
-    qkey: int  # UD, RD
-    recv_buffer: int | None  # EA of a ring of receives kept posted
-    recv_size: int
-    receives: int
-    rdma: bool = True  # RD: takes RDMA from any node holding a key (B3.27)
-
-
-@dataclass(frozen=True)
-class SanicConfig:
-    name: str
-    iface: str
-    mac: str
-    ip: str
-    frames: int
-    mtu: int
-    rdma: bool
-    fault_handler: str  # "map": MapLocalPage; "refuse": every fault is unresolvable
-    processes: tuple[ProcessSpec, ...]
-    qps: tuple[QpSpec, ...]
-    peers: Mapping[str, Peer]
-    # RD: the EE context to each node with RD QPs, and the number that node's EE context to
-    # this one has -- both from one rule (sorted names), so each side knows the other's
-    eecs: tuple[tuple[str, int], ...] = ()
-
-
-class Peer(NamedTuple):
-    ip: str
-    mac: str
-    qpns: Mapping[str, int]  # its QPs' numbers
-    qkeys: Mapping[str, int]  # its datagram QPs' Q_Keys
-
-
-def _has_rd(options: Mapping[str, Any]) -> bool:
-    return any(q.get("type") == "rd" for q in options.get("qps", {}).values())
-
-
-def eec_numbers(node: str, rd_nodes: list[str]) -> dict[str, int]:
-    """The EE context numbers ``node`` opens, one per other node with RD QPs, in name order."""
-    return {n: i for i, n in enumerate((n for n in sorted(rd_nodes) if n != node), start=1)}
-
-
-def qp_numbers(options: Mapping[str, Any]) -> dict[str, int]:
-    """The QPN each of a node's QPs gets: in the order they are declared."""
-    return {name: FIRST_QPN + i for i, name in enumerate(options.get("qps", {}))}
-
-
-def esid_of(key: Any) -> int | None:
-    """A segment's ESID from its key (YAML mapping keys arrive as text: "1", "0x10")."""
-    if isinstance(key, int) and not isinstance(key, bool):
-        return key
-    try:
-        return int(str(key), 0)
-    except ValueError:
-        return None
-
-
-def parse_seconds(value: Any) -> float:
-    """``50ms``, ``1s``, ``0.05``: seconds (options are checked before this runs)."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    for unit, scale in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    return float(text)
-
-
-def config(name: str, options: Mapping[str, Any], ports: list[tuple[str, str, str | None]],
-           peers: Mapping[str, tuple[str, str, Mapping[str, Any]]]) -> SanicConfig:
-    """A node's config from its options, its ports (iface, mac, ipv4/len) and the other sanic
-    nodes' (ip, mac, options)."""
-    iface, mac, ipv4 = next(p for p in ports if p[2])
-    procs = []
-    for pid, (pname, p) in enumerate(options["processes"].items(), start=1):
-        segs = []
-        for esid, seg in p.get("segments", {}).items():
-            pages = seg if isinstance(seg, int) else seg["pages"]
-            mapped = pages if isinstance(seg, int) else seg.get("mapped", pages)
-            segs.append((esid_of(esid), pages, mapped))
-        procs.append(ProcessSpec(pname, pid, bool(p.get("kernel", False)), tuple(segs)))
-    qpns = qp_numbers(options)
-    qps = []
-    for qname, q in options.get("qps", {}).items():
-        peer, remote = None, None
-        if q.get("type", "rc") == "rc":
-            peer, _, remote = str(q["peer"]).partition(".")
-            remote = remote or qname
-        qps.append(QpSpec(
-            qname, qpns[qname], q["process"], q.get("type", "rc"), peer, remote,
-            q.get("max_outstanding", 16), parse_seconds(q.get("timeout", 0.05)),
-            q.get("retry_cnt", 7), q.get("rnr_retry", 7), q.get("qkey", 0),
-            q.get("recv_buffer"), q.get("recv_size", 4096), q.get("receives", 0),
-            q.get("rdma", True)))
-    peer_table = {n: Peer(ip, pmac, qp_numbers(popts),
-                          {q: o.get("qkey", 0) for q, o in popts.get("qps", {}).items()})
-                  for n, (ip, pmac, popts) in peers.items()}
-    eecs: tuple[tuple[str, int], ...] = ()
-    if _has_rd(options):
-        rd_nodes = [name, *(n for n, (_, _, o) in peers.items() if _has_rd(o))]
-        mine = eec_numbers(name, rd_nodes)
-        eecs = tuple((n, eec_numbers(n, rd_nodes)[name]) for n in mine)
-    return SanicConfig(name, iface, mac, ipv4.split("/")[0], options.get("frames", 256),
-                       options.get("mtu", 1024), options.get("rdma", True),
-                       options.get("fault_handler", "map"), tuple(procs), tuple(qps),
-                       peer_table, eecs)
-
-
-# ---- counted runs ---------------------------------------------------------------------------
-
-@dataclass
-class _Run:
-    """``count`` work requests of one shape on one QP, ``depth`` posted at a time (1: each
-    after the last completed, timed one by one -- a latency test)."""
-
-    qp: str
-    first_wr: int
-    count: int
-    make: Callable[[int], SendWR]  # the i-th work request
-    depth: int = SEND_DEPTH
-    dest: RdDest | None = None  # an RD QP's: where they go
-    length: int = 0  # bytes each moves
-    posted: int = 0
-    done: int = 0
-    success: int = 0
-    first_error: str | None = None
-    successes: int = 0  # `increment`: CAS attempts that took
-    started: float | None = None  # the first post
-    ended: float = 0.0  # the last completion
-    last_post: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-
-    def completed(self, now: float, ok: bool, status: str) -> None:
-        self.done += 1
-        self.ended = now
-        if self.depth == 1:
-            self.latencies.append(now - self.last_post)
-        if ok:
-            self.success += 1
-        elif self.first_error is None:
-            self.first_error = status
-
-    def timing(self) -> dict[str, float]:
-        """Seconds from the first post to the last completion; with depth 1, latencies."""
-        if self.started is None:
-            return {}
-        out = {"seconds": self.ended - self.started, "bytes": self.length * self.success}
-        if self.latencies:
-            lat = sorted(self.latencies)
-            out |= {"lat_min_us": lat[0] * 1e6, "lat_p50_us": lat[len(lat) // 2] * 1e6,
-                    "lat_p99_us": lat[min(len(lat) - 1, len(lat) * 99 // 100)] * 1e6}
-        return out
-
-
-@dataclass
-class _Increment:
-    """An application's loop: add 1 to a remote word ``count`` times by CAS (read the old
-    value, CAS old -> old+1, again on a miss) or by FETCH_ADD -- no update may be lost."""
-
-    run: _Run
-    by: str
-    local: int
-    guess: int = 0
-    attempts: int = 0
-
-
-@dataclass
-class _Arrivals:
-    """What a QP received, for the `received` summary: the immediates in order of arrival."""
-
-    messages: int = 0
-    next_imm: int = 0
-    in_order: int = 0
-    seen: set[int] = field(default_factory=set)
-    duplicates: int = 0
-
-
-# ---- the node -------------------------------------------------------------------------------
 
 class SanicCore:
     """The endnode: its VMM, SANIC (``verbs.Context``), processes and QPs."""
@@ -268,12 +67,12 @@ class SanicCore:
         self.qp_names: dict[int, str] = {}
         self.rkeys: dict[str, int] = {}  # a key's name in the scenario -> its value
         self.adverts: dict[str, list[dict]] = {}
-        self.arrivals: dict[str, _Arrivals] = {}
+        self.arrivals: dict[str, Arrivals] = {}
         self.snapshots: dict[str, bytes] = {}
         self.neighbours = {p.ip: frames.mac_bytes(p.mac) for p in cfg.peers.values()}
         self.peer_names = {p.ip: n for n, p in cfg.peers.items()}
-        self._runs: dict[str, deque[_Run]] = {}
-        self._increments: dict[int, _Increment] = {}
+        self._runs: dict[str, deque[Run]] = {}
+        self._increments: dict[int, Increment] = {}
         self._wr_ids: dict[str, int] = {}
         self._out: list[bytes] = []
         for q in cfg.qps:
@@ -291,10 +90,16 @@ class SanicCore:
             self.qps[q.name] = qp
             self.qp_names[qp.qp_num] = q.name
             self.adverts[q.name] = []
-            self.arrivals[q.name] = _Arrivals()
+            self.arrivals[q.name] = Arrivals()
             self._runs[q.name] = deque()
             for slot in range(q.receives):
                 self._post_recv_slot(q, slot)
+        self.agent: ManagementAgent | None = None
+        self._discovering = False
+        if cfg.management is not None:  # QP1, the GSI: discovery over UD (check 22)
+            process, buf = cfg.management
+            self.agent = ManagementAgent(self.pds[process], buf, name=cfg.name,
+                                         guid=guid_of(self.mac))
         rd = next((q for q in cfg.qps if q.type == "rd"), None)
         for peer, remote_eecn in cfg.eecs:  # (RD: reliability is the EE context's, B3.9)
             ip = cfg.peers[peer].ip
@@ -324,7 +129,9 @@ class SanicCore:
         return self._flush()
 
     def next_deadline(self) -> float | None:
-        return self.ctx.next_deadline()
+        ours = self.agent.next_deadline() if self.agent is not None else None
+        theirs = self.ctx.next_deadline()
+        return theirs if ours is None else ours if theirs is None else min(ours, theirs)
 
     def on_timer(self, now: float) -> list[Transmit]:
         self.now = now
@@ -372,7 +179,15 @@ class SanicCore:
 
     # ---- completions -------------------------------------------------------------------------
     def _drain(self) -> None:
-        """Take every completion: log it or count it into its run, refill runs and rings."""
+        """Take every completion: log it or count it into its run, refill runs and rings;
+        the management agent takes its own (it has its CQ)."""
+        if self.agent is not None:
+            self._wire(self.agent.poll(self.now))
+            if self._discovering and self.agent.state is Sweep.DONE:
+                self._discovering = False
+                found = sorted(f.name for f in self.agent.found.values())
+                self._event("discovered", found=len(found), names=",".join(found),
+                            sweeps=self.agent.sweeps, **self.agent.counters)
         while wcs := self.cq.poll(64):
             for wc in wcs:
                 self._completion(wc)
@@ -411,9 +226,9 @@ class SanicCore:
             if wc.imm in arr.seen:
                 arr.duplicates += 1
             arr.seen.add(wc.imm)
-            if wc.imm == arr.next_imm:
+            if wc.imm > arr.last_imm:
                 arr.in_order += 1
-            arr.next_imm = wc.imm + 1
+                arr.last_imm = wc.imm
         if spec.recv_buffer is not None and wc.wr_id >> 32 == 1:  # a ring slot
             slot = wc.wr_id & 0xFFFFFFFF
             data = self._peek(spec.process, spec.recv_buffer + slot * spec.recv_size,
@@ -445,7 +260,7 @@ class SanicCore:
             self._event("fault", qp=qp, va=f.va, rkey=f.rkey, resolved=False)
 
     # ---- counted runs ------------------------------------------------------------------------
-    def _pump(self, name: str, run: _Run) -> None:
+    def _pump(self, name: str, run: Run) -> None:
         qp = self.qps[name]
         while run.posted < run.count and run.posted - run.done < run.depth:
             if qp.state is QpState.ERROR:  # the rest would only be flushed
@@ -459,12 +274,12 @@ class SanicCore:
             self._wire(self._post(name, run.make(run.posted), run.dest))
             run.posted += 1
 
-    def _finish(self, run: _Run) -> None:
+    def _finish(self, run: Run) -> None:
         self._event("burst", qp=run.qp, wr_id=run.first_wr, count=run.count,
                     success=run.success, first_error=run.first_error, **run.timing(),
                     **({"successes": run.successes} if run.successes else {}))
 
-    def _increment_done(self, inc: _Increment, wc) -> None:
+    def _increment_done(self, inc: Increment, wc) -> None:
         run = inc.run
         if wc.status is not WcStatus.SUCCESS:
             run.done, run.first_error = run.count, wc.status.value
@@ -485,7 +300,7 @@ class SanicCore:
             return
         self._issue(inc)
 
-    def _issue(self, inc: _Increment) -> None:
+    def _issue(self, inc: Increment) -> None:
         wr = inc.run.make(inc.attempts)
         if inc.by == "cas":
             wr = SendWR(wr.wr_id, wr.opcode, wr.sg_list, wr.remote_addr, wr.rkey,
@@ -518,288 +333,3 @@ class SanicCore:
         first = self._wr_ids.get(qp, 1)
         self._wr_ids[qp] = first + n
         return first
-
-
-
-# ---- the verbs a `verb` step may call -------------------------------------------------------
-
-def _access(names: list[str]) -> Access:
-    bits = Access(0)
-    for n in names:
-        bits |= Access[n]
-    return bits
-
-
-def _seed_verb(core: SanicCore, args: Mapping[str, Any], call: Callable[[], Any],
-               what: str) -> Any:
-    """A synchronous verb: INVALID_PARAMETER (L822) is its result, logged, not a failure."""
-    try:
-        got = call()
-    except (InvalidParameter, KeyStateError, KeyError) as exc:
-        core._event("verb", op=args["op"], key=args.get("key"), result="INVALID_PARAMETER",
-                    error=str(exc))
-        return None
-    rkey = got if isinstance(got, int) else None
-    core._event("verb", op=args["op"], key=args.get("key"), result="OK", what=what,
-                **({"rkey": rkey} if rkey is not None else {}))
-    return got
-
-
-def v_allocate_rkey(core: SanicCore, a: Mapping[str, Any]) -> None:
-    pd = core.pds[a["process"]]
-    got = _seed_verb(core, a, pd.allocate_rkey, "allocated")
-    if got is not None:
-        core.rkeys[a["key"]] = got
-
-
-def _key(core: SanicCore, a: Mapping[str, Any]) -> int:
-    return core.rkeys[a["key"]] if isinstance(a["key"], str) else a["key"]
-
-
-def v_bind_rkey(core: SanicCore, a: Mapping[str, Any]) -> None:
-    pd = core.pds[a["process"]]
-    _seed_verb(core, a, lambda: pd.bind_rkey(_key(core, a), a["address"], a["length"],
-                                             _access(a.get("access", []))), "bound")
-
-
-def v_unbind_rkey(core: SanicCore, a: Mapping[str, Any]) -> None:
-    pd = core.pds[a["process"]]
-    _seed_verb(core, a, lambda: pd.unbind_rkey(_key(core, a)), "unbound")
-
-
-def v_deallocate_rkey(core: SanicCore, a: Mapping[str, Any]) -> None:
-    pd = core.pds[a["process"]]
-    _seed_verb(core, a, lambda: pd.deallocate_rkey(_key(core, a)), "deallocated")
-
-
-def _default_buffer(core: SanicCore, process: str) -> int:
-    esid = core.procs[process].segments[0][0]
-    return esid << SEGMENT_SHIFT
-
-
-def v_advertise(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """SEND(RKeyAdvert) of a key's binding on a QP (message 748)."""
-    spec = core.specs[a["qp"]]
-    rkey = _key(core, a)
-    b = core.ctx.keys.binding(rkey)
-    va, length, access = (b.base, b.length, b.bits) if b is not None else (0, 0, 0)
-    buf = a.get("buffer", _default_buffer(core, spec.process))
-    core._poke(spec.process, buf, build_rkey_advert(va=va, rkey=rkey, length=length,
-                                                    access=int(access),
-                                                    kind=1 if b is not None else 2))
-    wr = SendWR(a.get("wr_id", core._next_wr(spec.name)), WrOpcode.SEND, (SGE(buf, 32),))
-    core._wire(core.qps[spec.name].post_send(wr, core.now))
-
-
-def _remote(core: SanicCore, a: Mapping[str, Any]) -> tuple[int, int]:
-    """(rkey, remote address) of a request: a key value named outright (a forged or stale
-    one), or one the QP received in an RKeyAdvert (``advert: 1`` the first, -1 the newest)."""
-    ads = core.adverts[a["qp"]]
-    advert = None
-    if "rkey" not in a or "address" not in a:
-        n = a.get("advert", -1)
-        advert = ads[n - 1 if n > 0 else n] if ads and -len(ads) <= n <= len(ads) and n else None
-    rkey = a["rkey"] if "rkey" in a else (advert["rkey"] if advert else 0)
-    address = a["address"] if "address" in a else \
-        (advert["va"] if advert else 0) + a.get("offset", 0)
-    return rkey, address
-
-
-_OPCODES = {"send": WrOpcode.SEND, "send_imm": WrOpcode.SEND_WITH_IMM,
-            "write": WrOpcode.RDMA_WRITE, "write_imm": WrOpcode.RDMA_WRITE_WITH_IMM,
-            "read": WrOpcode.RDMA_READ, "cas": WrOpcode.ATOMIC_CMP_AND_SWP,
-            "fetch_add": WrOpcode.ATOMIC_FETCH_AND_ADD, "bind": WrOpcode.BIND_RKEY,
-            "delay": WrOpcode.DELAY}
-
-
-def v_post_send(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """ibv_post_send; with ``count``, that many (immediates ``imm``, ``imm``+1, ...), and one
-    `burst` event when the last completes."""
-    spec = core.specs[a["qp"]]
-    opcode = _OPCODES[a["opcode"]]
-    local = a.get("local", _default_buffer(core, spec.process))
-    length = 8 if opcode in ATOMIC_OPS else a.get("length", 0)
-    sg = (SGE(local, length),) if length else ()
-    if "sg_list" in a:  # a gathered message (Fig. 8): its parts, in order
-        sg = tuple(SGE(p["address"], p["length"]) for p in a["sg_list"])
-    if opcode is WrOpcode.BIND_RKEY:
-        bind = (_key(core, a), a["address"], a["length"], _access(a.get("access", [])))
-        sg, rkey, address = (), 0, 0
-    else:
-        bind = None
-        rkey, address = (0, 0) if opcode in (WrOpcode.SEND, WrOpcode.SEND_WITH_IMM,
-                                              WrOpcode.DELAY) else _remote(core, a)
-    count = a.get("count", 1)
-    first = a.get("wr_id", core._next_wr(spec.name, count))
-
-    def make(i: int) -> SendWR:
-        imm = (a.get("imm", 0) + i if count > 1 else a.get("imm")) \
-            if opcode in (WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE_WITH_IMM) else None
-        return SendWR(first + i, opcode, sg, address, rkey, imm, a.get("compare", 0),
-                      a.get("swap", a.get("add", 0)), a.get("fence", False),
-                      parse_seconds(a.get("delay", 0)), bind)
-
-    dest = _rd_dest(core, spec, a)
-    if count == 1 and "depth" not in a:
-        core._wire(core._post(spec.name, make(0), dest))
-        return
-    core._runs[spec.name].append(_Run(spec.name, first, count, make, a.get("depth", SEND_DEPTH),
-                                      dest, sum(s.length for s in sg)))
-
-
-def _rd_dest(core: SanicCore, spec: QpSpec, a: Mapping[str, Any]) -> RdDest | None:
-    """An RD QP's destination, ``to: node.qp`` (its QPN and Q_Key from the scenario)."""
-    if spec.type != "rd":
-        return None
-    node, _, remote = str(a["to"]).partition(".")
-    peer = core.cfg.peers[node]
-    return RdDest(peer.ip, peer.qpns[remote], a.get("qkey", peer.qkeys[remote]))
-
-
-def v_increment(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """Add 1 to a remote 8-byte word ``count`` times, by CAS or FETCH_ADD (check 19)."""
-    spec = core.specs[a["qp"]]
-    by = a.get("by", "cas")
-    opcode = WrOpcode.ATOMIC_CMP_AND_SWP if by == "cas" else WrOpcode.ATOMIC_FETCH_AND_ADD
-    local = a.get("local", _default_buffer(core, spec.process))
-    rkey, address = _remote(core, a)
-    count = a["count"]
-    first = a.get("wr_id", core._next_wr(spec.name, 1 << 20))
-    run = _Run(spec.name, first, count,
-               lambda i: SendWR(first + i, opcode, (SGE(local, 8),), address, rkey,
-                                compare_add=1, swap=1), dest=_rd_dest(core, spec, a))
-    core._issue(_Increment(run, by, local))
-
-
-def v_post_recv(core: SanicCore, a: Mapping[str, Any]) -> None:
-    spec = core.specs[a["qp"]]
-    first = a.get("wr_id", core._next_wr(spec.name, a.get("count", 1)))
-    for i in range(a.get("count", 1)):
-        core._wire(core.qps[spec.name].post_recv(
-            RecvWR(first + i, (SGE(a["address"], a["length"]),))))
-
-
-def v_post_datagram(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """A UD SEND to (node, QP) with that QP's Q_Key unless one is named."""
-    spec = core.specs[a["qp"]]
-    peer, _, remote = str(a["to"]).partition(".")
-    ip, _, qpns = core.cfg.peers[peer]
-    local = a.get("local", _default_buffer(core, spec.process))
-    wr = UdSendWR(a.get("wr_id", core._next_wr(spec.name)), (SGE(local, a.get("length", 0)),),
-                  ip, qpns[remote], a.get("qkey", spec.qkey), a.get("imm"))
-    core._wire(core.qps[spec.name].post_datagram(wr, core.now))
-
-
-def _page_verb(core: SanicCore, a: Mapping[str, Any], fn: Callable[[int], Any]) -> None:
-    pid = core.procs[a["process"]].pid
-    try:
-        va = core.vmm.tables[pid].va(a["address"])
-        got = fn(va)
-    except (LookupError, ValueError, MemoryError) as exc:
-        core._event("verb", op=a["op"], result="FAILED", error=str(exc))
-        return
-    core._event("verb", op=a["op"], result="OK", what=str(got))
-
-
-def v_map_page(core: SanicCore, a: Mapping[str, Any]) -> None:
-    _page_verb(core, a, core.ctx.map_local_page)
-
-
-def v_swap_out(core: SanicCore, a: Mapping[str, Any]) -> None:
-    _page_verb(core, a, core.vmm.swap_out)
-
-
-def v_migrate(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """The VMM moves a page to another frame, the PTE following (check 14): logs the old and
-    the new frame number (local to the node: no PA leaves it)."""
-    _page_verb(core, a, core.vmm.migrate)
-
-
-def v_add_segment(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """The VMM gives the process a segment (a new VSID, or ``vsid``: the one it had);
-    ``notified`` is how many SegmentTableUpdate calls the SANIC's driver took for it."""
-    before = core.ctx.keys.updates
-    vsid = core.vmm.add_segment(core.procs[a["process"]].pid, a["esid"], a.get("vsid"))
-    core._event("verb", op="add_segment", result="OK", vsid=vsid,
-                notified=core.ctx.keys.updates - before)
-
-
-def v_delete_segment(core: SanicCore, a: Mapping[str, Any]) -> None:
-    before = core.ctx.keys.updates
-    try:
-        core.vmm.delete_segment(core.procs[a["process"]].pid, a["esid"])
-    except KeyError:
-        core._event("verb", op="delete_segment", result="FAILED", error="no such segment")
-        return
-    core._event("verb", op="delete_segment", result="OK",
-                notified=core.ctx.keys.updates - before)
-
-
-def v_fill(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """The process writes its buffer: a byte repeated, hex, or seeded random bytes."""
-    n = a["length"]
-    if "hex" in a:
-        data = bytes.fromhex(a["hex"])
-    elif "seed" in a:
-        data = random.Random(a["seed"]).randbytes(n)
-    else:
-        data = bytes([a.get("byte", 0)]) * n
-    core._poke(a["process"], a["address"], data[:n] if "hex" not in a else data)
-
-
-def v_read(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """What the process reads at an address: logged as hex (``memory`` event)."""
-    try:
-        data = core._peek(a["process"], a["address"], a["length"])
-    except (LookupError, ValueError) as exc:
-        core._event("memory", name=a.get("name"), error=str(exc))
-        return
-    core._event("memory", name=a.get("name"), data=data.hex(),
-                sha256=hashlib.sha256(data).hexdigest())
-
-
-def v_snapshot(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """The whole physical memory image: its SHA-256; with ``since``, the bytes changed
-    since that snapshot ("0 bytes change" is ``changed: 0``)."""
-    image = bytes(core.vmm.memory.data)
-    detail: dict[str, Any] = {}
-    if "since" in a:
-        old = core.snapshots[a["since"]]
-        detail["changed"] = sum(x != y for x, y in zip(old, image, strict=True))
-    core.snapshots[a["name"]] = image
-    core._event("memory", name=a["name"], sha256=hashlib.sha256(image).hexdigest(), **detail)
-
-
-def v_query_qp(core: SanicCore, a: Mapping[str, Any]) -> None:
-    qp = core.qps[a["qp"]]
-    core._event("qp", qp=a["qp"], state=qp.state.name, qpn=qp.qp_num,
-                **getattr(qp.core, "counters", {}))
-
-
-def v_stats(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """The node's frame counters, and the packets no QP took (``dropped_*``, by why)."""
-    core._event("stats", **core.stats())
-
-
-def v_received(core: SanicCore, a: Mapping[str, Any]) -> None:
-    """What a QP received so far, counted by immediate: each once and in order?"""
-    arr = core.arrivals[a["qp"]]
-    core._event("received", qp=a["qp"], messages=arr.messages, distinct=len(arr.seen),
-                duplicates=arr.duplicates, in_order=arr.in_order == arr.messages)
-
-
-def v_fault_handler(core: SanicCore, a: Mapping[str, Any]) -> None:
-    core.cfg = replace(core.cfg, fault_handler=a["action"])
-    if a["action"] == "map":
-        core.ctx.keys.unresolvable.clear()
-
-
-VERBS: dict[str, Callable[[SanicCore, Mapping[str, Any]], None]] = {
-    "allocate_rkey": v_allocate_rkey, "bind_rkey": v_bind_rkey, "unbind_rkey": v_unbind_rkey,
-    "deallocate_rkey": v_deallocate_rkey, "advertise": v_advertise,
-    "post_send": v_post_send, "post_recv": v_post_recv, "post_datagram": v_post_datagram,
-    "increment": v_increment, "map_page": v_map_page, "swap_out": v_swap_out,
-    "migrate": v_migrate, "add_segment": v_add_segment, "delete_segment": v_delete_segment,
-    "fill": v_fill, "read": v_read, "snapshot": v_snapshot, "query_qp": v_query_qp,
-    "received": v_received, "stats": v_stats, "fault_handler": v_fault_handler,
-}
