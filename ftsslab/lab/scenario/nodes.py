@@ -62,10 +62,11 @@ def _load_node(ctx: Context, knode: Node, vnode: Node) -> ModelNode | None:
     option_issues(ctx, name, vnode, issues)
     if not valid:
         return None
+    merged = {**spec.defaults, **options}
     if not issues:
         ctx.checked[name] = (vnode, frozenset(options))
-        ctx.options[name] = {**spec.defaults, **options}
-    return ModelNode(name=name, kind=kind, options={**spec.defaults, **options})
+        ctx.options[name] = merged
+    return ModelNode(name=name, kind=kind, options=merged)
 
 
 def _items(ctx: Context, vnode: Node, path: str, name: str) -> Items | None:
