@@ -6,7 +6,7 @@ LT <-> IOP stays message-based, as in the seed: ``post`` puts a frame in an IOP'
 FIFO, ``service`` is the IOPs doing their work (in the sim a call; on a real bus the IOP runs
 on its own), ``take`` empties an outbound FIFO for the Local Transport. ``fail`` is the
 emulator dying (its FIFOs lost with it) and ``restart`` bringing it back in RESET with the
-same devices; ``alive`` is what the host sees of either.
+same devices; ``alive`` and ``failures`` are what the host sees of either.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class _Slot:
         self.iop = iop
         self.inbound: deque[bytes] = deque()
         self.outbound: deque[bytes] = deque()
+        self.failures = 0
 
 
 class LocalBus:
@@ -73,6 +74,10 @@ class LocalBus:
 
     def alive(self, slot: int) -> bool:
         return self._slots[slot].iop.state is not IopState.FAILED
+
+    def failures(self, slot: int) -> int:
+        """How often the IOP died: a host that polls too late to see it dead still sees this."""
+        return self._slots[slot].failures
 
     def post(self, slot: int, frame: bytes) -> bool:
         """Into the IOP's inbound FIFO; False if the IOP is dead (nothing to post to)."""
@@ -95,6 +100,7 @@ class LocalBus:
     def fail(self, slot: int) -> None:
         s = self._slots[slot]
         s.iop.transition(IopEvent.FAIL)
+        s.failures += 1
         s.inbound.clear()
         s.outbound.clear()
 

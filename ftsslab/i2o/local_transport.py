@@ -68,12 +68,13 @@ class IopContext:
     """The opaque "context" structure the LT builds for each IOP found (L188, L192): only the
     LT reads it; everyone else passes it back (check 1)."""
 
-    __slots__ = ("_slot", "_iop_id", "_devices", "_ready")
+    __slots__ = ("_slot", "_iop_id", "_devices", "_ready", "_failures")
 
     def __init__(self, slot: int, iop_id: int) -> None:
         self._slot, self._iop_id = slot, iop_id
         self._devices: tuple[DeviceInfo, ...] = ()
         self._ready = False
+        self._failures = 0  # the bus's failure count when the IOP was initialised
 
     def __repr__(self) -> str:
         return f"<IopContext slot {self._slot}>"
@@ -99,6 +100,7 @@ class LocalTransport:
     def _initialise(self, ctx: IopContext, iops: int) -> bool:
         """The executive sequence, one request and its reply at a time; False if a step fails."""
         bodies = {EXEC_SYS_TAB_SET: SYS_TAB.pack(ctx._iop_id, iops)}
+        ctx._failures = self._bus.failures(ctx._slot)
         for function in INIT_SEQUENCE:
             reply = self._exec(ctx, function, bodies.get(function, b""))
             ok = reply is not None and reply.req_status == REQ_SUCCESS
@@ -155,11 +157,11 @@ class LocalTransport:
         actions: list[Any] = []
         for ctx in self._contexts:
             alive = self._bus.alive(ctx._slot)
-            if ctx._ready and not alive:
-                ctx._ready = False
+            if ctx._ready and (not alive or self._bus.failures(ctx._slot) != ctx._failures):
+                ctx._ready = False  # dead, or died and restarted since the last poll
                 self.trace.emit("LT", "iop failed", iop=ctx._iop_id)
                 actions += self.on_iop_failed(ctx)
-            elif not ctx._ready and alive and self._initialise(ctx, len(self._contexts)):
+            if not ctx._ready and alive and self._initialise(ctx, len(self._contexts)):
                 self.trace.emit("LT", "iop ready", iop=ctx._iop_id)
                 actions += self.on_iop_ready(ctx)
             for frame in self._bus.take(ctx._slot):

@@ -74,6 +74,19 @@ def test_iop_failure_fails_outstanding_withdraws_and_readvertises(tmp_path):
     assert (s.conn_id, fast.parse_i2o(s.frame)["req_status"]) == (R2, 0)
 
 
+def test_a_failure_the_lt_polled_too_late_to_see_is_still_seen(tmp_path):
+    rig = connected(tmp_path)
+    rig.rt.receive_handler(R1, write(0, 512, 0, ictx=1))
+    rig.bus.fail(1)
+    rig.bus.restart(1)  # back in RESET before the LT's next poll
+    out = rig.run()
+    (s,) = [a for a in out if isinstance(a, Send)]
+    assert fast.parse_i2o(s.frame)["req_status"] == 0x05 and len(rig.host.callbacks) == 0
+    assert out[-1] == Advertise(rig.cm.advertisement()) and len(out[-1].adverts) == 2
+    assert rig.bus.iop(1).state is IopState.OPERATIONAL
+    assert [e.step for e in rig.host.trace][-3:] == ["exec", "iop ready", "advertise"]
+
+
 def test_refused_connections_create_nothing(tmp_path):
     rig = connected(tmp_path)
     assert rig.cm.connect("R3", 9, 300).status is ConnectStatus.NO_SUCH_IOP
