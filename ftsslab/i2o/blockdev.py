@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Block devices a DDM owns: the device behind the IOP (disk storage devices 326, L178).
+
+``BlockDevice`` is the small interface a DDM needs; ``FileBlockDevice`` backs it with a real
+file: sparse (``ftruncate`` to the capacity, nothing written until written), ``os.pwrite`` /
+``os.pread`` at the byte address, and ``flush`` = fsync, which the DDM calls on BSA
+CacheFlush and for a write-through BlockWrite. ``fsync`` is a parameter so tests can count
+the calls that reach the disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+
+class BlockDevice(Protocol):
+    capacity: int
+    block_size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class FileBlockDevice:
+    def __init__(self, path: str | os.PathLike, capacity: int, *, block_size: int = 512,
+                 fsync: Callable[[int], None] = os.fsync) -> None:
+        self.capacity, self.block_size = capacity, block_size
+        self._fsync = fsync
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(self._fd).st_size < capacity:
+            os.ftruncate(self._fd, capacity)
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        return data.ljust(length, b"\x00")  # a file shortened behind our back reads as holes
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(self._fd, view, offset + len(data) - len(view)):]
+
+    def flush(self) -> None:
+        self._fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
