@@ -1,7 +1,10 @@
 """The transport packets a queue pair sends and takes, as typed records (B3.14), and their
-RoCEv2 frames: ``frame`` builds one with ``fast.roce.build_roce``, ``packet`` reads one back
-with ``fast.roce.parse_roce`` -- the one source of the wire format, which the Scapy layers and
-the Lua dissector are proven equal to (tests/layers, tests/wireshark).
+RoCEv2 frames: ``frame`` builds one on its path's ``fast.roce.Template``, ``packet`` reads one
+back -- the common frame (Ether/IPv4 without options/UDP 4791) by ``struct`` at fixed offsets,
+the header chain from ``fast.roce.HEADER_CHAINS`` and ``EXT_HEADERS``, anything else by
+``fast.roce.parse_roce`` (``parse_general``, also the reference the fast read is tested
+against). ``fast.roce`` is the one source of the wire format, which the Scapy layers and the Lua
+dissector are proven equal to (tests/layers, tests/wireshark).
 
 An AETH's syndrome (IBA 9.7.5.1, table 42): ACK with a credit count, RNR NAK with a timer, NAK
 with a code (``fast.roce.NAK_CODES``).
@@ -97,8 +100,7 @@ def rnr_nak(timer: int) -> int:
     return (wire.AETH_RNR_NAK << 5) | (timer & 0x1F)
 
 
-_U32, _U64, _DETH = struct.Struct("!I"), struct.Struct("!Q"), struct.Struct("!II")
-_RETH, _ATOMIC = struct.Struct("!QII"), struct.Struct("!QIQQ")
+_EXT = wire.EXT_HEADERS
 
 
 def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
@@ -106,31 +108,111 @@ def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
     """The RoCEv2 frame of ``p`` (Ether/IPv4/UDP 4791/BTH/.../ICRC)."""
     headers = b""
     if p.eec is not None:
-        headers += _U32.pack(p.eec & PSN_MASK)
+        headers += _EXT["RDETH"].pack(p.eec & PSN_MASK)
     if p.qkey is not None:
-        headers += _DETH.pack(p.qkey, p.src_qp & PSN_MASK)
+        headers += _EXT["DETH"].pack(p.qkey, p.src_qp & PSN_MASK)
     if p.reth is not None:
-        headers += _RETH.pack(p.reth.va, p.reth.rkey, p.reth.dmalen)
+        headers += _EXT["RETH"].pack(*p.reth)
     if p.syndrome is not None:
-        headers += _U32.pack((p.syndrome << 24) | (p.msn & PSN_MASK))
+        headers += _EXT["AETH"].pack((p.syndrome << 24) | (p.msn & PSN_MASK))
     if p.orig is not None:
-        headers += _U64.pack(p.orig)
+        headers += _EXT["AtomicAckETH"].pack(p.orig)
     if p.atomic is not None:
-        a = p.atomic
-        headers += _ATOMIC.pack(a.va, a.rkey, a.swap, a.compare)
+        headers += _EXT["AtomicETH"].pack(*p.atomic)
     if p.imm is not None:
-        headers += _U32.pack(p.imm)
-    return wire.build_roce(eth_dst=eth_dst, eth_src=eth_src, ip_src=ip_src, ip_dst=ip_dst,
-                           sport=sport,
-                           opcode=(RD_OPCODE if p.eec is not None else UD_OPCODE
-                                   if p.qkey is not None else OPCODE)[p.op],
-                           dqpn=p.dqpn, psn=p.psn,
-                           headers=headers, payload=p.payload, ackreq=p.ackreq)
+        headers += _EXT["ImmDt"].pack(p.imm)
+    opcode = (RD_OPCODE if p.eec is not None else UD_OPCODE if p.qkey is not None
+              else OPCODE)[p.op]
+    return wire.template(eth_dst, eth_src, ip_src, ip_dst, sport).build(
+        opcode, p.dqpn, p.psn, headers, p.payload, p.ackreq)
 
 
-def packet(data: bytes) -> tuple[Packet, dict] | None:
-    """The packet of a RoCEv2 frame whose ICRC is right, and the parsed headers (for the
-    addresses); None for anything else (never raises)."""
+# ---- reading: each extension header's unpacked values into the Packet's fields (a list)
+_OP, _PSN, _DQPN, _ACKREQ, _RETH, _ATOMIC, _SYNDROME, _MSN, _ORIG, _IMM, _PAYLOAD, _QKEY, \
+    _SRC_QP, _EEC = range(len(Packet._fields))
+
+
+def _rdeth(f: list, eecnxt: int) -> None:
+    f[_EEC] = eecnxt & PSN_MASK
+
+
+def _deth(f: list, qkey: int, srcqp: int) -> None:
+    f[_QKEY], f[_SRC_QP] = qkey, srcqp & PSN_MASK
+
+
+def _reth(f: list, va: int, rkey: int, dmalen: int) -> None:
+    f[_RETH] = Reth(va, rkey, dmalen)
+
+
+def _atomic(f: list, va: int, rkey: int, swap: int, compare: int) -> None:
+    f[_ATOMIC] = AtomicEth(va, rkey, swap, compare)
+
+
+def _aeth(f: list, v: int) -> None:
+    f[_SYNDROME], f[_MSN] = v >> 24, v & PSN_MASK
+
+
+def _atomic_ack(f: list, orig: int) -> None:
+    f[_ORIG] = orig
+
+
+def _imm(f: list, imm: int) -> None:
+    f[_IMM] = imm
+
+
+_READERS = {"RDETH": _rdeth, "DETH": _deth, "RETH": _reth, "AtomicETH": _atomic,
+            "AETH": _aeth, "AtomicAckETH": _atomic_ack, "ImmDt": _imm}
+
+
+def _plan(opcode: int) -> tuple[str, int, tuple]:
+    """(operation, bytes of headers after the BTH, ((reader, layout, offset), ...))"""
+    steps, off = [], 0
+    for name in wire.HEADER_CHAINS[opcode]:
+        if name != wire.SEND_PAYLOAD:  # (the SEND payload stays the payload)
+            layout = _EXT[name]
+            steps.append((_READERS[name], layout, _HEAD.size + off))
+            off += layout.size
+    return NAME[opcode], off, tuple(steps)
+
+
+# Ether type, IPv4 version+IHL, total length, protocol, UDP destination port, UDP length, then
+# the BTH's opcode, flags, destination QP word and PSN word: a frame's fixed-offset fields
+_HEAD = struct.Struct("!12xHBxH5xB12xHH2xBB2xII")
+_PLANS = {opcode: _plan(opcode) for opcode in NAME}
+_BLANK = list(Packet("", 0, 0))
+_new = tuple.__new__  # (a NamedTuple's own __new__ is a Python function: this is its C core)
+
+
+def packet(data: bytes) -> Packet | None:
+    """The packet of a RoCEv2 frame whose ICRC is right; None for anything else (never
+    raises)."""
+    n = len(data)
+    if n >= _HEAD.size + 4:
+        etype, vihl, tot, proto, dport, ulen, opcode, flags, qp, psn = _HEAD.unpack_from(data)
+        end = 14 + tot
+        if (etype == wire.ETH_P_IP and vihl == 0x45 and proto == 17
+                and dport == wire.ROCEV2_UDP_PORT and ulen + 20 == tot and ulen >= 24
+                and end <= n):
+            plan = _PLANS.get(opcode)
+            if plan is None or not wire.icrc_ok(data, 4, 14, 34, end):
+                return None
+            op, size, steps = plan
+            off, stop = _HEAD.size + size, end - 4
+            if off > stop:
+                return None  # a header cut short
+            f = _BLANK.copy()
+            f[_OP], f[_PSN], f[_DQPN] = op, psn & PSN_MASK, qp & PSN_MASK
+            f[_ACKREQ] = psn >> 31 == 1
+            for read, layout, at in steps:
+                read(f, *layout.unpack_from(data, at))
+            f[_PAYLOAD] = bytes(data[off:stop])
+            return _new(Packet, f)
+    return parse_general(data)
+
+
+def parse_general(data: bytes) -> Packet | None:
+    """``packet`` by ``fast.roce.parse_roce``'s dicts: any frame it reads (VLAN tags, IPv6, IP
+    options, ...)."""
     d = wire.parse_roce(data)
     if d is None or not d["icrc_ok"]:
         return None
@@ -164,4 +246,4 @@ def packet(data: bytes) -> tuple[Packet, dict] | None:
         imm=d["ImmDt"]["imm"] if "ImmDt" in d else None, payload=payload,
         qkey=d["DETH"]["qkey"] if "DETH" in d else None,
         src_qp=d["DETH"]["srcqp"] if "DETH" in d else 0,
-        eec=d["RDETH"]["eecnxt"] if "RDETH" in d else None), d
+        eec=d["RDETH"]["eecnxt"] if "RDETH" in d else None)
