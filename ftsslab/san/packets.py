@@ -101,34 +101,36 @@ def rnr_nak(timer: int) -> int:
 
 
 _EXT = wire.EXT_HEADERS
+_RDETH_S, _DETH_S, _RETH_S, _AETH_S, _ATOMIC_ACK_S, _ATOMIC_S, _IMM_S = (_EXT[h] for h in (
+    "RDETH", "DETH", "RETH", "AETH", "AtomicAckETH", "AtomicETH", "ImmDt"))
 
 
 def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
           sport: int) -> bytes:
     """The RoCEv2 frame of ``p`` (Ether/IPv4/UDP 4791/BTH/.../ICRC)."""
+    op, psn, dqpn, ackreq, reth, atomic, syndrome, msn, orig, imm, payload, qkey, src_qp, eec = p
     headers = b""
-    if p.eec is not None:
-        headers += _EXT["RDETH"].pack(p.eec & PSN_MASK)
-    if p.qkey is not None:
-        headers += _EXT["DETH"].pack(p.qkey, p.src_qp & PSN_MASK)
-    if p.reth is not None:
-        headers += _EXT["RETH"].pack(*p.reth)
-    if p.syndrome is not None:
-        headers += _EXT["AETH"].pack((p.syndrome << 24) | (p.msn & PSN_MASK))
-    if p.orig is not None:
-        headers += _EXT["AtomicAckETH"].pack(p.orig)
-    if p.atomic is not None:
-        headers += _EXT["AtomicETH"].pack(*p.atomic)
-    if p.imm is not None:
-        headers += _EXT["ImmDt"].pack(p.imm)
-    opcode = (RD_OPCODE if p.eec is not None else UD_OPCODE if p.qkey is not None
-              else OPCODE)[p.op]
-    return wire.template(eth_dst, eth_src, ip_src, ip_dst, sport).build(
-        opcode, p.dqpn, p.psn, headers, p.payload, p.ackreq)
+    if eec is not None:
+        headers += _RDETH_S.pack(eec & PSN_MASK)
+    if qkey is not None:
+        headers += _DETH_S.pack(qkey, src_qp & PSN_MASK)
+    if reth is not None:
+        headers += _RETH_S.pack(*reth)
+    if syndrome is not None:
+        headers += _AETH_S.pack((syndrome << 24) | (msn & PSN_MASK))
+    if orig is not None:
+        headers += _ATOMIC_ACK_S.pack(orig)
+    if atomic is not None:
+        headers += _ATOMIC_S.pack(*atomic)
+    if imm is not None:
+        headers += _IMM_S.pack(imm)
+    opcode = (RD_OPCODE if eec is not None else UD_OPCODE if qkey is not None else OPCODE)[op]
+    return _template(eth_dst, eth_src, ip_src, ip_dst, sport).build(opcode, dqpn, psn, headers,
+                                                                   payload, ackreq)
 
 
 # ---- reading: each extension header's unpacked values into the Packet's fields (a list)
-_OP, _PSN, _DQPN, _ACKREQ, _RETH, _ATOMIC, _SYNDROME, _MSN, _ORIG, _IMM, _PAYLOAD, _QKEY, \
+_, _, _, _, _RETH, _ATOMIC, _SYNDROME, _MSN, _ORIG, _IMM, _PAYLOAD, _QKEY, \
     _SRC_QP, _EEC = range(len(Packet._fields))
 
 
@@ -165,44 +167,42 @@ _READERS = {"RDETH": _rdeth, "DETH": _deth, "RETH": _reth, "AtomicETH": _atomic,
 
 
 def _plan(opcode: int) -> tuple[str, int, tuple]:
-    """(operation, bytes of headers after the BTH, ((reader, layout, offset), ...))"""
+    """(operation, the payload's offset, ((reader, layout, offset), ...))"""
     steps, off = [], 0
     for name in wire.HEADER_CHAINS[opcode]:
         if name != wire.SEND_PAYLOAD:  # (the SEND payload stays the payload)
             layout = _EXT[name]
             steps.append((_READERS[name], layout, _HEAD.size + off))
             off += layout.size
-    return NAME[opcode], off, tuple(steps)
+    return NAME[opcode], _HEAD.size + off, tuple(steps)
 
 
 # Ether type, IPv4 version+IHL, total length, protocol, UDP destination port, UDP length, then
 # the BTH's opcode, flags, destination QP word and PSN word: a frame's fixed-offset fields
 _HEAD = struct.Struct("!12xHBxH5xB12xHH2xBB2xII")
 _PLANS = {opcode: _plan(opcode) for opcode in NAME}
-_BLANK = list(Packet("", 0, 0))
+_BLANK = Packet("", 0, 0)[_RETH:]  # the fields after op, psn, dqpn, ackreq, as by default
+_MIN_FRAME, _ETH_P_IP, _ROCEV2 = _HEAD.size + 4, wire.ETH_P_IP, wire.ROCEV2_UDP_PORT
+_icrc_ok, _template = wire.icrc_ok, wire.template  # (globals, not attributes: it adds up)
 _new = tuple.__new__  # (a NamedTuple's own __new__ is a Python function: this is its C core)
 
 
 def packet(data: bytes) -> Packet | None:
     """The packet of a RoCEv2 frame whose ICRC is right; None for anything else (never
     raises)."""
-    n = len(data)
-    if n >= _HEAD.size + 4:
+    if len(data) >= _MIN_FRAME:
         etype, vihl, tot, proto, dport, ulen, opcode, flags, qp, psn = _HEAD.unpack_from(data)
         end = 14 + tot
-        if (etype == wire.ETH_P_IP and vihl == 0x45 and proto == 17
-                and dport == wire.ROCEV2_UDP_PORT and ulen + 20 == tot and ulen >= 24
-                and end <= n):
+        if (etype == _ETH_P_IP and vihl == 0x45 and proto == 17 and dport == _ROCEV2
+                and ulen + 20 == tot and ulen >= 24 and end <= len(data)):
             plan = _PLANS.get(opcode)
-            if plan is None or not wire.icrc_ok(data, 4, 14, 34, end):
+            if plan is None or not _icrc_ok(data, 4, 14, 34, end):
                 return None
-            op, size, steps = plan
-            off, stop = _HEAD.size + size, end - 4
+            op, off, steps = plan
+            stop = end - 4
             if off > stop:
                 return None  # a header cut short
-            f = _BLANK.copy()
-            f[_OP], f[_PSN], f[_DQPN] = op, psn & PSN_MASK, qp & PSN_MASK
-            f[_ACKREQ] = psn >> 31 == 1
+            f = [op, psn & PSN_MASK, qp & PSN_MASK, psn >> 31 == 1, *_BLANK]
             for read, layout, at in steps:
                 read(f, *layout.unpack_from(data, at))
             f[_PAYLOAD] = bytes(data[off:stop])
