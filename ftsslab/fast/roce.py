@@ -213,8 +213,8 @@ def _icrc_mask(version: int, u: int) -> int:
 
 def _icrc_crc(buf: memoryview | bytes, version: int, ip: int, udp: int, end: int) -> int:
     """The ICRC as the CRC-32 that goes on the wire (``_ICRC_WIRE``): only the headers up to
-    the BTH's fecn/becn/resv6 byte are copied to mask their variant fields; crc32 is chained
-    on through the rest of the datagram in place."""
+    the BTH's fecn/becn/resv6 byte are copied, to OR the mask on; crc32 is chained on through
+    the rest of the datagram in place (no masked copy of the whole datagram)."""
     n = udp + 13 - ip
     masked = int.from_bytes(buf[ip:udp + 13], "big") | _icrc_mask(version, udp - ip)
     return crc32(memoryview(buf)[udp + 13:end - 4], crc32(masked.to_bytes(n, "big"), _LRH_CRC))

@@ -178,8 +178,8 @@ def _plan(opcode: int) -> tuple[str, int, tuple]:
 
 
 # Ether type, IPv4 version+IHL, total length, protocol, UDP destination port, UDP length, then
-# the BTH's opcode, flags, destination QP word and PSN word: a frame's fixed-offset fields
-_HEAD = struct.Struct("!12xHBxH5xB12xHH2xBB2xII")
+# the BTH's opcode, destination QP word and PSN word: a frame's fixed-offset fields
+_HEAD = struct.Struct("!12xHBxH5xB12xHH2xB3xII")
 _PLANS = {opcode: _plan(opcode) for opcode in NAME}
 _BLANK = Packet("", 0, 0)[_RETH:]  # the fields after op, psn, dqpn, ackreq, as by default
 _MIN_FRAME, _ETH_P_IP, _ROCEV2 = _HEAD.size + 4, wire.ETH_P_IP, wire.ROCEV2_UDP_PORT
@@ -191,7 +191,7 @@ def packet(data: bytes) -> Packet | None:
     """The packet of a RoCEv2 frame whose ICRC is right; None for anything else (never
     raises)."""
     if len(data) >= _MIN_FRAME:
-        etype, vihl, tot, proto, dport, ulen, opcode, flags, qp, psn = _HEAD.unpack_from(data)
+        etype, vihl, tot, proto, dport, ulen, opcode, qp, psn = _HEAD.unpack_from(data)
         end = 14 + tot
         if (etype == _ETH_P_IP and vihl == 0x45 and proto == 17 and dport == _ROCEV2
                 and ulen + 20 == tot and ulen >= 24 and end <= len(data)):
