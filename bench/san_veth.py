@@ -30,8 +30,8 @@ payload; latency, the SAN's p50 over the UDP ping-pong's. Also CPU microseconds 
 frame, both ends' processes together (``os.times``: user + system; the kernel's delivery to
 the peer on a veth runs in the sender's system time). Figures are the medians of
 ``--rounds``. The issue's aim: the node reaches >= 0.5x of the UDP baseline's frame rate.
-Not met (docs/san.md, "Performance on veth"): with the struct codec, RDMA WRITE 0.16x / 0.13x
-and READ 0.26x / 0.21x at path MTU 1024 / 4096 (before it 0.11x / 0.10x and 0.17x / 0.14x).
+Not met (docs/san.md, "Performance on veth"): with the struct codec, RDMA WRITE 0.23x / 0.17x
+and READ 0.40x / 0.24x at path MTU 1024 / 4096 (before it 0.12x / 0.11x and 0.24x / 0.18x).
 
 ``--profile``: py-spy (``.venv/bin/py-spy``) samples both nodes during one more WRITE and READ
 run at the first path MTU, the samples grouped by what they were doing. Never a hang: no
