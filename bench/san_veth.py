@@ -30,6 +30,8 @@ payload; latency, the SAN's p50 over the UDP ping-pong's. Also CPU microseconds 
 frame, both ends' processes together (``os.times``: user + system; the kernel's delivery to
 the peer on a veth runs in the sender's system time). Figures are the medians of
 ``--rounds``. The issue's aim: the node reaches >= 0.5x of the UDP baseline's frame rate.
+Not met (docs/san.md, "Performance on veth"): with the struct codec, RDMA WRITE 0.23x / 0.17x
+and READ 0.40x / 0.24x at path MTU 1024 / 4096 (before it 0.12x / 0.11x and 0.24x / 0.18x).
 
 ``--profile``: py-spy (``.venv/bin/py-spy``) samples both nodes during one more WRITE and READ
 run at the first path MTU, the samples grouped by what they were doing. Never a hang: no
@@ -422,13 +424,12 @@ PY_SPY = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ
 AREAS = (  # (area, substrings of a sampled frame), first match from the leaf up wins
     ("send(2) on the packet socket (with the peer kernel's delivery)", ("SanPort._tx",)),
     ("reading the ring", ("PacketRing.frames",)),
-    ("ICRC (build and verify)", ("_icrc_of",)),
-    ("building frames (packets.frame, roce.build_roce)", ("build_roce", "_ip_checksum",
-                                                          "frame (ftsslab/san/packets")),
-    ("parsing frames (packets.packet, roce.parse_roce)", ("parse_roce", "parse_bth", "_aeth",
-                                                          "_reth", "_parse_headers",
-                                                          "packet (ftsslab/san/packets",
-                                                          "inet_ntoa")),
+    ("ICRC (build and verify)", ("_icrc_crc", "icrc_ok")),
+    ("building frames (packets.frame, roce.Template)", ("Template.build", "_FRAME_HEAD",
+                                                       "frame (ftsslab/san/packets")),
+    ("parsing frames (packets.packet)", ("packet (ftsslab/san/packets", "parse_general",
+                                         "parse_roce", "_parse_headers", "_rdeth", "_deth",
+                                         "_reth", "_atomic", "_aeth", "_imm", "inet_ntoa")),
     ("RC QP (qp.py)", ("RcQp.", "_Req.", "psn_diff", "psn_add", "ack_kind")),
     ("verbs, memory, keys (gather, scatter, checks)", ("QP.", "Context.", "Reach.", "RKeys.",
                                                        "PhysicalMemory.", "PageTable.",

@@ -11,6 +11,7 @@ that stand for the (absent) LRH.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from zlib import crc32
@@ -100,6 +101,11 @@ _RETH = struct.Struct("!QII")
 _ATOMIC = struct.Struct("!QIQQ")
 _U64 = struct.Struct("!Q")
 _RKEY_ADVERT = struct.Struct("!IBBHQIIQ")
+_ICRC_WIRE = struct.Struct("<I")  # the ICRC goes on the wire least significant byte first
+EXT_HEADERS = {  # extension header -> its layout (size = .size): the one table of them
+    "RDETH": _U32, "DETH": _DETH, "RETH": _RETH, "AtomicETH": _ATOMIC, "AETH": _U32,
+    "AtomicAckETH": _U64, "ImmDt": _U32,
+}
 _SAN_MAD = struct.Struct("!BBBBHHQHHIQBBH64s39I")
 
 # The wire numbers of the AETH syndrome and RKeyAdvert, defined here only
@@ -185,23 +191,43 @@ def _parse_headers(buf: memoryview) -> tuple[int, int, int, int] | None:
     return version, off, udp, end
 
 
-def _icrc_of(buf: memoryview, version: int, ip: int, udp: int, end: int) -> int:
-    masked = bytearray(buf[ip:end - 4])
+_LRH_CRC = crc32(b"\xff" * 8)
+
+
+@functools.cache
+def _icrc_mask(version: int, u: int) -> int:
+    """The ones the ICRC puts over the variant fields from the IP header to the BTH's byte 4
+    (``u``: the UDP header's offset in the IP datagram), as a number to OR on those bytes."""
+    m = bytearray(u + 13)
     if version == 4:
-        masked[1] = 0xFF  # TOS
-        masked[8] = 0xFF  # TTL
-        masked[10:12] = b"\xff\xff"  # header checksum
+        m[1] = m[8] = 0xFF  # TOS, TTL
+        m[10] = m[11] = 0xFF  # header checksum
     else:
-        masked[0] |= 0x0F  # traffic class + flow label
-        masked[1:4] = b"\xff\xff\xff"
-        masked[7] = 0xFF  # hop limit
-    u = udp - ip
-    masked[u + 6:u + 8] = b"\xff\xff"  # UDP checksum
-    masked[u + 12] = 0xFF  # BTH fecn, becn, resv6
-    crc = crc32(masked, crc32(b"\xff" * 8))
-    # The ICRC goes on the wire least significant byte first; return it the way the
-    # BTH ``icrc`` field (a big-endian read of those 4 bytes) shows it.
-    return int.from_bytes(crc.to_bytes(4, "little"), "big")
+        m[0] = 0x0F  # traffic class + flow label
+        m[1] = m[2] = m[3] = 0xFF
+        m[7] = 0xFF  # hop limit
+    m[u + 6] = m[u + 7] = 0xFF  # UDP checksum
+    m[u + 12] = 0xFF  # BTH fecn, becn, resv6
+    return int.from_bytes(m, "big")
+
+
+def _icrc_crc(buf: memoryview | bytes, version: int, ip: int, udp: int, end: int) -> int:
+    """The ICRC as the CRC-32 that goes on the wire (``_ICRC_WIRE``): only the headers up to
+    the BTH's fecn/becn/resv6 byte are copied, to OR the mask on; crc32 is chained on through
+    the rest of the datagram in place (no masked copy of the whole datagram)."""
+    n = udp + 13 - ip
+    masked = int.from_bytes(buf[ip:udp + 13], "big") | _icrc_mask(version, udp - ip)
+    return crc32(memoryview(buf)[udp + 13:end - 4], crc32(masked.to_bytes(n, "big"), _LRH_CRC))
+
+
+def icrc_ok(buf: memoryview | bytes, version: int, ip: int, udp: int, end: int) -> bool:
+    """Whether the datagram at these offsets (``_parse_headers``) ends in its right ICRC."""
+    return _icrc_crc(buf, version, ip, udp, end) == _ICRC_WIRE.unpack_from(buf, end - 4)[0]
+
+
+def _icrc_of(buf: memoryview, version: int, ip: int, udp: int, end: int) -> int:
+    # as the BTH ``icrc`` field (a big-endian read of the wire's 4 bytes) shows it
+    return int.from_bytes(_icrc_crc(buf, version, ip, udp, end).to_bytes(4, "little"), "big")
 
 
 def icrc(frame: bytes | memoryview) -> int:
@@ -218,12 +244,11 @@ def icrc(frame: bytes | memoryview) -> int:
 
 def verify_icrc(frame: bytes | memoryview) -> bool:
     """True if the ICRC at the end of the IP datagram matches the computed one."""
-    try:
-        value = icrc(frame)
-    except ValueError:
+    buf = memoryview(frame)
+    hdrs = _parse_headers(buf)
+    if hdrs is None or hdrs[3] - hdrs[2] < _UDP.size + _BTH.size + 4:
         return False
-    end = _parse_headers(memoryview(frame))[3]  # type: ignore[index]
-    return value == int.from_bytes(frame[end - 4:end], "big")
+    return icrc_ok(buf, *hdrs)
 
 
 # ---------------------------------------------------------------- parsers
@@ -245,35 +270,14 @@ def _split32(v: int, hi: str, lo: str) -> dict:
     return {hi: v >> 24, lo: v & 0xFFFFFF}
 
 
-def _rdeth(b: memoryview) -> dict:
-    return _split32(_U32.unpack_from(b)[0], "reserved", "eecnxt")
-
-
-def _deth(b: memoryview) -> dict:
-    qkey, v = _DETH.unpack_from(b)
-    return {"qkey": qkey, **_split32(v, "reserved", "srcqp")}
-
-
-def _reth(b: memoryview) -> dict:
-    return dict(zip(("va", "rkey", "dmalen"), _RETH.unpack_from(b), strict=True))
-
-
-def _atomic(b: memoryview) -> dict:
-    return dict(zip(("va", "rkey", "swapdt", "cmpdt"), _ATOMIC.unpack_from(b), strict=True))
-
-
-def _aeth(b: memoryview) -> dict:
-    return _split32(_U32.unpack_from(b)[0], "syndrome", "msn")
-
-
-_EXT = {  # name -> (size, parser)
-    "RDETH": (4, _rdeth),
-    "DETH": (8, _deth),
-    "RETH": (16, _reth),
-    "AtomicETH": (28, _atomic),
-    "AETH": (4, _aeth),
-    "AtomicAckETH": (8, lambda b: {"origremdt": _U64.unpack_from(b)[0]}),
-    "ImmDt": (4, lambda b: {"imm": _U32.unpack_from(b)[0]}),
+_EXT_FIELDS = {  # name -> its fields as a dict, from EXT_HEADERS[name].unpack_from
+    "RDETH": lambda v: _split32(v[0], "reserved", "eecnxt"),
+    "DETH": lambda v: {"qkey": v[0], **_split32(v[1], "reserved", "srcqp")},
+    "RETH": lambda v: dict(zip(("va", "rkey", "dmalen"), v, strict=True)),
+    "AtomicETH": lambda v: dict(zip(("va", "rkey", "swapdt", "cmpdt"), v, strict=True)),
+    "AETH": lambda v: _split32(v[0], "syndrome", "msn"),
+    "AtomicAckETH": lambda v: {"origremdt": v[0]},
+    "ImmDt": lambda v: {"imm": v[0]},
 }
 
 
@@ -351,22 +355,56 @@ def parse_roce(frame: bytes | memoryview) -> dict | None:
                 out["SanMad"] = mad
                 off += _SAN_MAD.size
             break
-        size, parser = _EXT[name]
-        if off + size > stop:
+        layout = EXT_HEADERS[name]
+        if off + layout.size > stop:
             break  # Scapy leaves a truncated header as Raw payload
-        out[name] = parser(buf[off:])
-        off += size
+        out[name] = _EXT_FIELDS[name](layout.unpack_from(buf, off))
+        off += layout.size
     out["payload"] = bytes(buf[off:stop])
-    out["icrc_ok"] = _icrc_of(buf, *hdrs) == bth["icrc"]
+    out["icrc_ok"] = icrc_ok(buf, *hdrs)
     return out
 
 
 # ---------------------------------------------------------------- builders
-def _ip_checksum(hdr: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+_FRAME_HEAD = struct.Struct("!16sH6sH12sHHBBHII")  # Ether .. IPv4 TOS, length, id .. protocol,
+# checksum, addresses and ports, UDP length, UDP checksum, BTH
+
+
+class Template:
+    """The Ether/IPv4/UDP headers of one path, packed once: a frame is then one struct pack, the
+    IPv4 checksum an add to the header's constant sum, and the ICRC crc32 chained over the
+    pieces (no copy of the datagram to compute it)."""
+
+    __slots__ = ("_eth_ip", "_id_proto", "_addrs", "_sum")
+
+    def __init__(self, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str, sport: int,
+                 tos: int = 0, ttl: int = 64, ip_id: int = 1) -> None:
+        src, dst = socket.inet_aton(ip_src), socket.inet_aton(ip_dst)
+        self._eth_ip = _ETH.pack(bytes.fromhex(eth_dst.replace(":", "")),
+                                 bytes.fromhex(eth_src.replace(":", "")),
+                                 ETH_P_IP) + bytes((0x45, tos))
+        self._id_proto = struct.pack("!HHBB", ip_id, 0, ttl, 17)
+        self._addrs = src + dst + struct.pack("!HH", sport, ROCEV2_UDP_PORT)
+        self._sum = sum(struct.unpack("!10H", _IP4.pack(0x45, tos, 0, ip_id, 0, ttl, 17, 0,
+                                                        src, dst)))
+
+    def build(self, opcode: int, dqpn: int, psn: int, headers: bytes = b"",
+              payload: bytes = b"", ackreq: bool = False, solicited: bool = False,
+              pkey: int = 0xFFFF) -> bytes:
+        """The frame ``build_roce`` describes, on this path."""
+        udp_len = 24 + len(headers) + len(payload)  # UDP, BTH, ICRC
+        s = self._sum + udp_len + 20
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        head = _FRAME_HEAD.pack(self._eth_ip, udp_len + 20, self._id_proto, ~s & 0xFFFF,
+                                self._addrs, udp_len, 0, opcode, solicited << 7, pkey,
+                                dqpn & 0xFFFFFF, (ackreq << 31) | (psn & 0xFFFFFF))
+        crc = crc32(payload, crc32(headers, _icrc_crc(head, 4, 14, 34, _FRAME_HEAD.size + 4)))
+        return b"".join((head, headers, payload, _ICRC_WIRE.pack(crc)))
+
+
+template = functools.lru_cache(maxsize=1024)(Template)
+"""A path's ``Template``, made once (the arguments positional, as the cache keys them)."""
 
 
 def build_roce(
@@ -377,18 +415,8 @@ def build_roce(
     """Ether/IPv4/UDP(checksum 0)/BTH/headers/payload/ICRC, equal to the Scapy frame
     ``Ether()/IP(tos, ttl, id)/UDP(sport, dport=4791, chksum=0)/BTH(...)/...``.
     RoCEv2 NICs send UDP checksum 0 (the ICRC covers the datagram), so we do too."""
-    bth = _BTH.pack(opcode, solicited << 7, pkey, dqpn & 0xFFFFFF,
-                    (ackreq << 31) | (psn & 0xFFFFFF))
-    udp_len = 8 + len(bth) + len(headers) + len(payload) + 4
-    ip = bytearray(_IP4.pack(0x45, tos, 20 + udp_len, ip_id, 0, ttl, 17, 0,
-                             socket.inet_aton(ip_src), socket.inet_aton(ip_dst)))
-    ip[10:12] = _ip_checksum(bytes(ip)).to_bytes(2, "big")
-    eth = _ETH.pack(bytes.fromhex(eth_dst.replace(":", "")),
-                    bytes.fromhex(eth_src.replace(":", "")), ETH_P_IP)
-    frame = bytearray(eth + ip + _UDP.pack(sport, ROCEV2_UDP_PORT, udp_len, 0) + bth
-                      + headers + payload + b"\0\0\0\0")
-    frame[-4:] = _icrc_of(memoryview(frame), 4, 14, 34, len(frame)).to_bytes(4, "big")
-    return bytes(frame)
+    return template(eth_dst, eth_src, ip_src, ip_dst, sport, tos, ttl, ip_id).build(
+        opcode, dqpn, psn, headers, payload, ackreq, solicited, pkey)
 
 
 def build_write(*, va: int, rkey: int, data: bytes, imm: int | None = None,

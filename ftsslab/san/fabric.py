@@ -120,7 +120,7 @@ class Fabric:
                 if got is None:
                     self.malformed += 1
                     continue
-                self.send(dst, self.nodes[dst].context.receive(got[0], self.now, src))
+                self.send(dst, self.nodes[dst].context.receive(got, self.now, src))
                 for program in self.programs.get(dst, ()):
                     self.send(dst, program.poll(self.now))
                 continue

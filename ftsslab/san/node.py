@@ -124,7 +124,7 @@ class SanicCore:
         if got is None:
             self.counters["malformed"] += 1  # not ours to parse, cut short or a bad ICRC
             return self._flush()
-        self._wire(self.ctx.receive(got[0], now, socket.inet_ntoa(data[26:30])))
+        self._wire(self.ctx.receive(got, now, socket.inet_ntoa(data[26:30])))
         self._drain()
         return self._flush()
 

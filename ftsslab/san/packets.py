@@ -1,7 +1,10 @@
 """The transport packets a queue pair sends and takes, as typed records (B3.14), and their
-RoCEv2 frames: ``frame`` builds one with ``fast.roce.build_roce``, ``packet`` reads one back
-with ``fast.roce.parse_roce`` -- the one source of the wire format, which the Scapy layers and
-the Lua dissector are proven equal to (tests/layers, tests/wireshark).
+RoCEv2 frames: ``frame`` builds one on its path's ``fast.roce.Template``, ``packet`` reads one
+back -- the common frame (Ether/IPv4 without options/UDP 4791) by ``struct`` at fixed offsets,
+the header chain from ``fast.roce.HEADER_CHAINS`` and ``EXT_HEADERS``, anything else by
+``fast.roce.parse_roce`` (``parse_general``, also the reference the fast read is tested
+against). ``fast.roce`` is the one source of the wire format, which the Scapy layers and the Lua
+dissector are proven equal to (tests/layers, tests/wireshark).
 
 An AETH's syndrome (IBA 9.7.5.1, table 42): ACK with a credit count, RNR NAK with a timer, NAK
 with a code (``fast.roce.NAK_CODES``).
@@ -97,40 +100,119 @@ def rnr_nak(timer: int) -> int:
     return (wire.AETH_RNR_NAK << 5) | (timer & 0x1F)
 
 
-_U32, _U64, _DETH = struct.Struct("!I"), struct.Struct("!Q"), struct.Struct("!II")
-_RETH, _ATOMIC = struct.Struct("!QII"), struct.Struct("!QIQQ")
+_EXT = wire.EXT_HEADERS
+_RDETH_S, _DETH_S, _RETH_S, _AETH_S, _ATOMIC_ACK_S, _ATOMIC_S, _IMM_S = (_EXT[h] for h in (
+    "RDETH", "DETH", "RETH", "AETH", "AtomicAckETH", "AtomicETH", "ImmDt"))
 
 
 def frame(p: Packet, *, eth_dst: str, eth_src: str, ip_src: str, ip_dst: str,
           sport: int) -> bytes:
     """The RoCEv2 frame of ``p`` (Ether/IPv4/UDP 4791/BTH/.../ICRC)."""
+    op, psn, dqpn, ackreq, reth, atomic, syndrome, msn, orig, imm, payload, qkey, src_qp, eec = p
     headers = b""
-    if p.eec is not None:
-        headers += _U32.pack(p.eec & PSN_MASK)
-    if p.qkey is not None:
-        headers += _DETH.pack(p.qkey, p.src_qp & PSN_MASK)
-    if p.reth is not None:
-        headers += _RETH.pack(p.reth.va, p.reth.rkey, p.reth.dmalen)
-    if p.syndrome is not None:
-        headers += _U32.pack((p.syndrome << 24) | (p.msn & PSN_MASK))
-    if p.orig is not None:
-        headers += _U64.pack(p.orig)
-    if p.atomic is not None:
-        a = p.atomic
-        headers += _ATOMIC.pack(a.va, a.rkey, a.swap, a.compare)
-    if p.imm is not None:
-        headers += _U32.pack(p.imm)
-    return wire.build_roce(eth_dst=eth_dst, eth_src=eth_src, ip_src=ip_src, ip_dst=ip_dst,
-                           sport=sport,
-                           opcode=(RD_OPCODE if p.eec is not None else UD_OPCODE
-                                   if p.qkey is not None else OPCODE)[p.op],
-                           dqpn=p.dqpn, psn=p.psn,
-                           headers=headers, payload=p.payload, ackreq=p.ackreq)
+    if eec is not None:
+        headers += _RDETH_S.pack(eec & PSN_MASK)
+    if qkey is not None:
+        headers += _DETH_S.pack(qkey, src_qp & PSN_MASK)
+    if reth is not None:
+        headers += _RETH_S.pack(*reth)
+    if syndrome is not None:
+        headers += _AETH_S.pack((syndrome << 24) | (msn & PSN_MASK))
+    if orig is not None:
+        headers += _ATOMIC_ACK_S.pack(orig)
+    if atomic is not None:
+        headers += _ATOMIC_S.pack(*atomic)
+    if imm is not None:
+        headers += _IMM_S.pack(imm)
+    opcode = (RD_OPCODE if eec is not None else UD_OPCODE if qkey is not None else OPCODE)[op]
+    return _template(eth_dst, eth_src, ip_src, ip_dst, sport).build(opcode, dqpn, psn, headers,
+                                                                   payload, ackreq)
 
 
-def packet(data: bytes) -> tuple[Packet, dict] | None:
-    """The packet of a RoCEv2 frame whose ICRC is right, and the parsed headers (for the
-    addresses); None for anything else (never raises)."""
+# ---- reading: each extension header's unpacked values into the Packet's fields (a list)
+_, _, _, _, _RETH, _ATOMIC, _SYNDROME, _MSN, _ORIG, _IMM, _PAYLOAD, _QKEY, \
+    _SRC_QP, _EEC = range(len(Packet._fields))
+
+
+def _rdeth(f: list, eecnxt: int) -> None:
+    f[_EEC] = eecnxt & PSN_MASK
+
+
+def _deth(f: list, qkey: int, srcqp: int) -> None:
+    f[_QKEY], f[_SRC_QP] = qkey, srcqp & PSN_MASK
+
+
+def _reth(f: list, va: int, rkey: int, dmalen: int) -> None:
+    f[_RETH] = Reth(va, rkey, dmalen)
+
+
+def _atomic(f: list, va: int, rkey: int, swap: int, compare: int) -> None:
+    f[_ATOMIC] = AtomicEth(va, rkey, swap, compare)
+
+
+def _aeth(f: list, v: int) -> None:
+    f[_SYNDROME], f[_MSN] = v >> 24, v & PSN_MASK
+
+
+def _atomic_ack(f: list, orig: int) -> None:
+    f[_ORIG] = orig
+
+
+def _imm(f: list, imm: int) -> None:
+    f[_IMM] = imm
+
+
+_READERS = {"RDETH": _rdeth, "DETH": _deth, "RETH": _reth, "AtomicETH": _atomic,
+            "AETH": _aeth, "AtomicAckETH": _atomic_ack, "ImmDt": _imm}
+
+
+def _plan(opcode: int) -> tuple[str, int, tuple]:
+    """(operation, the payload's offset, ((reader, layout, offset), ...))"""
+    steps, off = [], 0
+    for name in wire.HEADER_CHAINS[opcode]:
+        if name != wire.SEND_PAYLOAD:  # (the SEND payload stays the payload)
+            layout = _EXT[name]
+            steps.append((_READERS[name], layout, _HEAD.size + off))
+            off += layout.size
+    return NAME[opcode], _HEAD.size + off, tuple(steps)
+
+
+# Ether type, IPv4 version+IHL, total length, protocol, UDP destination port, UDP length, then
+# the BTH's opcode, destination QP word and PSN word: a frame's fixed-offset fields
+_HEAD = struct.Struct("!12xHBxH5xB12xHH2xB3xII")
+_PLANS = {opcode: _plan(opcode) for opcode in NAME}
+_BLANK = Packet("", 0, 0)[_RETH:]  # the fields after op, psn, dqpn, ackreq, as by default
+_MIN_FRAME, _ETH_P_IP, _ROCEV2 = _HEAD.size + 4, wire.ETH_P_IP, wire.ROCEV2_UDP_PORT
+_icrc_ok, _template = wire.icrc_ok, wire.template  # (globals, not attributes: it adds up)
+_new = tuple.__new__  # (a NamedTuple's own __new__ is a Python function: this is its C core)
+
+
+def packet(data: bytes) -> Packet | None:
+    """The packet of a RoCEv2 frame whose ICRC is right; None for anything else (never
+    raises)."""
+    if len(data) >= _MIN_FRAME:
+        etype, vihl, tot, proto, dport, ulen, opcode, qp, psn = _HEAD.unpack_from(data)
+        end = 14 + tot
+        if (etype == _ETH_P_IP and vihl == 0x45 and proto == 17 and dport == _ROCEV2
+                and ulen + 20 == tot and ulen >= 24 and end <= len(data)):
+            plan = _PLANS.get(opcode)
+            if plan is None or not _icrc_ok(data, 4, 14, 34, end):
+                return None
+            op, off, steps = plan
+            stop = end - 4
+            if off > stop:
+                return None  # a header cut short
+            f = [op, psn & PSN_MASK, qp & PSN_MASK, psn >> 31 == 1, *_BLANK]
+            for read, layout, at in steps:
+                read(f, *layout.unpack_from(data, at))
+            f[_PAYLOAD] = bytes(data[off:stop])
+            return _new(Packet, f)
+    return parse_general(data)
+
+
+def parse_general(data: bytes) -> Packet | None:
+    """``packet`` by ``fast.roce.parse_roce``'s dicts: any frame it reads (VLAN tags, IPv6, IP
+    options, ...)."""
     d = wire.parse_roce(data)
     if d is None or not d["icrc_ok"]:
         return None
@@ -164,4 +246,4 @@ def packet(data: bytes) -> tuple[Packet, dict] | None:
         imm=d["ImmDt"]["imm"] if "ImmDt" in d else None, payload=payload,
         qkey=d["DETH"]["qkey"] if "DETH" in d else None,
         src_qp=d["DETH"]["srcqp"] if "DETH" in d else 0,
-        eec=d["RDETH"]["eecnxt"] if "RDETH" in d else None), d
+        eec=d["RDETH"]["eecnxt"] if "RDETH" in d else None)

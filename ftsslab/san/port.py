@@ -168,7 +168,7 @@ class SanPort:
             self.malformed += 1  # not RC, cut short, or a wrong ICRC: counted, dropped
             return
         src = socket.inet_ntoa(data[26:30])
-        self._send(self.context.receive(got[0], time.monotonic(), src))
+        self._send(self.context.receive(got, time.monotonic(), src))
 
     def _send(self, out: list[tuple[str, Packet]]) -> None:
         for peer, p in out:

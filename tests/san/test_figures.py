@@ -59,7 +59,7 @@ def test_a_four_part_gathered_message_is_two_frames_split_inside_part_1():
     """Fig. 9B: frame 0 = part 0 + the first 56 bytes of part 1, frame 1 = the other 92 + parts
     2 and 3; one PSN each, each asking for its acknowledgement."""
     f, message = fig_8()
-    requests = [packet(s.data)[0] for s in f.frames if s.src == "302"]
+    requests = [packet(s.data) for s in f.frames if s.src == "302"]
     assert [(p.op, p.psn, p.ackreq) for p in requests] == [
         ("SEND_FIRST", 100, True), ("SEND_LAST", 101, True)]
     assert [len(p.payload) for p in requests] == [256, 244]
@@ -73,12 +73,12 @@ def test_each_request_frame_gets_its_own_ack():
     arrived; Scapy's reading of the same bytes pairs them alike."""
     f, _ = fig_8()
     assert all(s.delivered for s in f.frames)
-    seen = [(s.time, s.src, packet(s.data)[0]) for s in f.frames]
+    seen = [(s.time, s.src, packet(s.data)) for s in f.frames]
     assert [(src, p.op, p.psn) for _, src, p in seen] == [
         ("302", "SEND_FIRST", 100), ("302", "SEND_LAST", 101),
         ("304", "ACKNOWLEDGE", 100), ("304", "ACKNOWLEDGE", 101)]
     assert [t for t, _, _ in seen] == [0.0, 0.0, f.latency, f.latency]
-    acks = [packet(s.data)[0] for s in f.frames if s.src == "304"]
+    acks = [packet(s.data) for s in f.frames if s.src == "304"]
     assert [ack_kind(p.syndrome)[0] for p in acks] == ["ACK", "ACK"]
     scapy = [Ether(s.data) for s in f.frames]
     assert all(BTH in p for p in scapy)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftsslab.fast.roce import verify_icrc
+from ftsslab.fast.roce import parse_roce, verify_icrc
 from ftsslab.san.fabric import Fabric
 from ftsslab.san.memory import PAGE
 from ftsslab.san.packets import Packet, Reth, nak, packet
@@ -41,7 +41,7 @@ def packets(f: Fabric, src: str | None = None, dst: str | None = None):
         got = packet(s.data)
         assert got is not None and verify_icrc(s.data), s
         if (src is None or s.src == src) and (dst is None or s.dst == dst):
-            out.append(got[0])
+            out.append(got)
     return out
 
 
@@ -345,7 +345,7 @@ def test_ftsslabs_dissectors_read_every_rd_field():
     layer.read_rd_ack_per_iba(True)
     try:
         for s in f.frames:
-            p, d = packet(s.data)
+            p, d = packet(s.data), parse_roce(s.data)
             scapy = Ether(s.data)
             assert scapy[layer.RDETH].eecnxt == d["RDETH"]["eecnxt"] == p.eec
             if p.qkey is not None:
