@@ -22,16 +22,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 FTSS_KINDS = {"ftss", "server"}  # their decisions are compared in tests/ftss/test_parity.py
 NAS_KINDS = {"nas-switch", "nas"}  # their traffic is the nodes' own: tests/nas/test_twins.py
+SAN_KINDS = {"sanic"}  # theirs too: tests/san/test_scenarios.py runs them on both backends
 
 
 def _crafted(path: Path) -> bool:
     sc = load_scenario(path)
-    return not sc.needs_kernel() and not any(n.kind in FTSS_KINDS | NAS_KINDS
+    return not sc.needs_kernel() and not any(n.kind in FTSS_KINDS | NAS_KINDS | SAN_KINDS
                                              for n in sc.nodes)
+
+
+def _san(path: Path) -> bool:
+    return any(n.kind in SAN_KINDS for n in load_scenario(path).nodes)
 
 
 CRAFTED = [p for p in SHIPPED if _crafted(p)] + [ROOT / "tests" / "lab" / "good" /
                                                   "sim-redirect.yaml"]
+SAN = [p for p in SHIPPED if _san(p)]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -70,7 +76,7 @@ def test_veth_and_sim_forward_alike(path):
     assert got == expected, {"only sim": expected - got, "only veth": got - expected}
 
 
-@pytest.mark.parametrize("path", CRAFTED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CRAFTED + SAN, ids=lambda p: p.stem)
 def test_sim_is_deterministic(path):
     scenario = load_scenario(path)
     first = Runner(scenario, SimBackend()).run()
