@@ -48,4 +48,7 @@ class FileBlockDevice:
         self._fsync(self._fd)
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the file (again: nothing, as a file object's ``close``)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
