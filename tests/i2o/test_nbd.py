@@ -9,6 +9,7 @@ reach the clients with their errno. Every process and socket is cleaned up, also
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib.util
@@ -142,15 +143,15 @@ def wait_for_socket(path: Path, proc: subprocess.Popen, log: Path) -> None:
     raise TimeoutError(f"nbdkit did not create {path} in {WAIT} s")
 
 
-@pytest.fixture
-def rig(tmp_path_factory):
-    """A BlockServer and an nbdkit in front of it: yields (server, NBD URI, backing file)."""
+@contextlib.contextmanager
+def exported(d: Path, **options):
+    """A BlockServer and an nbdkit in front of it (``options`` go to nbdkit_command):
+    yields (server, NBD URI, backing file); both are stopped on the way out."""
     need("nbdkit")
-    d = tmp_path_factory.mktemp("nbd")  # short: AF_UNIX paths are limited to 107 bytes
     server = BlockServer(d / "node.sock", d / "disk.img")
     proc = log = None
     try:
-        argv = nbdkit_command(d / "node.sock", unix=d / "nbd.sock", timeout=20)
+        argv = nbdkit_command(d / "node.sock", unix=d / "nbd.sock", timeout=20, **options)
         log = open(d / "nbdkit.log", "w")  # closed in finally
         proc = subprocess.Popen(argv, stderr=log)
         wait_for_socket(d / "nbd.sock", proc, d / "nbdkit.log")
@@ -167,6 +168,13 @@ def rig(tmp_path_factory):
             log.close()
         server.close()
     assert not server.malformed, server.malformed
+
+
+@pytest.fixture
+def rig(tmp_path_factory):
+    # A directory of its own, short: AF_UNIX paths are limited to 107 bytes.
+    with exported(tmp_path_factory.mktemp("nbd")) as rig:
+        yield rig
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -298,10 +306,11 @@ def test_fio_random_read_write_verifies(rig, tmp_path):
 
 
 def qemu_io(uri: str, *commands: str) -> str:
-    """qemu-io's output for ``commands`` on the export (it exits 0 also when one fails)."""
+    """qemu-io's output for ``commands`` (``-x`` ones are options) on the export; it exits 0
+    also when a command fails."""
     argv = ["qemu-io", "-f", "raw"]
     for c in commands:
-        argv += ["-c", c]
+        argv += [c] if c.startswith("-") else ["-c", c]
     res = run(*argv, uri, check=False)
     return res.stdout + res.stderr
 
@@ -326,3 +335,19 @@ def test_a_broken_node_gives_eio_not_a_hang(rig):
     server.garbage = True  # INFO is still answered: the connection opens, then breaks
     out = qemu_io(uri, "read 0 4k", "read 4k 4k")
     assert out.count(f"read failed: {os.strerror(errno.EIO)}") == 2, out
+
+
+def test_readonly_export_refuses_writes(tmp_path_factory):
+    need("nbdinfo", "nbdcopy", "qemu-io")
+    d = tmp_path_factory.mktemp("nbd")
+    image = d / "in.img"
+    image.write_bytes(os.urandom(4096))
+    with exported(d, readonly=True) as (server, uri, disk):
+        info = json.loads(run("nbdinfo", "--json", uri).stdout)
+        assert info["exports"][0]["is_read_only"] is True
+        res = run("nbdcopy", str(image), uri, check=False)
+        assert res.returncode != 0 and "read-only" in res.stderr.lower(), res.stderr
+        assert "Permission denied" in qemu_io(uri, "write 0 4k")  # a read-write open fails
+        out = qemu_io(uri, "-r", "read 0 4k")
+        assert "read 4096/4096 bytes" in out, out
+    assert Op.WRITE not in {op for op, _, _ in server.requests}
