@@ -17,6 +17,9 @@ and the Random Block Storage class messages of the I2O specification:
   MsgFlags reply bit tells it apart from a request.
 * ``I2OBlockRead`` / ``I2OBlockWrite`` / ``I2OBlockCacheFlush`` and the BSA
   reply payload ``I2OBlockReply``.
+* ``I2OPrivate`` -- word 4 of a Private (0xFF) frame: XFunctionCode and
+  OrganizationID, I2O's vendor extension; under ftsslab's OrganizationID the
+  Connection Manager's messages follow (below).
 * Scatter-gather elements: ``I2OSGESimple`` (32-bit address),
   ``I2OSGESimple64`` (after an ``I2OSGEAttributes`` element that turns on
   64-bit addressing, as Linux emits ``0x7C020002``) and our extension
@@ -28,6 +31,16 @@ Context-field swap (seed 001, steps 530 and 650): the host saves the inbound
 frame's context, gives the IOP its own, and puts the saved one back in the
 outgoing reply, so on the SAN a reply carries exactly the InitiatorContext and
 TransactionContext of its request: ``answers()`` pairs on those.
+
+Connection Manager (seed 001 L198: messages "based on a protocol specified by
+the network used and/or the Intelligent I/O Architecture"; decision D1.5): a
+remote server says ``I2OCMHello``, the host answers with ``I2OCMAdvertise`` (its
+IOPs and their block devices, ``I2OCMIOP`` / ``I2OCMDevice``) and sends it again
+whenever the set changes; ``I2OCMConnect`` / ``I2OCMConnectReply`` set up a
+service connection (its id and queue pairs), ``I2OCMDisconnect`` /
+``I2OCMDisconnectReply`` tear it down.  All are private frames under
+``FTSSLAB_ORGANIZATION_ID``; a reply has the REPLY flag, the request's
+XFunctionCode and contexts.
 
 Carriers: UDP port ``I2O_UDP_PORT`` and the payload of a RoCE SEND
 (``layers/roce.py``'s ``register_send_payload`` with ``looks_like_i2o``).
@@ -43,13 +56,17 @@ from scapy.fields import (
     ConditionalField,
     FlagsField,
     LEIntField,
+    LELongField,
+    LEShortEnumField,
     LEShortField,
     LEThreeBytesField,
     MultiEnumField,
     PacketListField,
+    StrFixedLenField,
     XByteField,
     XLEIntField,
     XLELongField,
+    XLEShortField,
 )
 from scapy.layers.inet import UDP
 from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
@@ -60,6 +77,17 @@ from ftsslab.fast.i2o import (  # noqa: F401  (the numbers and names, importable
     BSA_CTL_FLAG_NAMES,
     BSA_READ_FLAG_NAMES,
     BSA_WRITE_FLAG_NAMES,
+    CM_ADVERTISE,
+    CM_BODIES,
+    CM_CONNECT,
+    CM_DEVICE_LEN,
+    CM_DISCONNECT,
+    CM_FUNCTIONS,
+    CM_HELLO,
+    CM_IOP_LEN,
+    CM_NAME_LEN,
+    CM_STATUS_NAMES,
+    FTSSLAB_ORGANIZATION_ID,
     I2O_BSA_BLOCK_READ,
     I2O_BSA_BLOCK_WRITE,
     I2O_BSA_CACHE_FLUSH,
@@ -72,6 +100,7 @@ from ftsslab.fast.i2o import (  # noqa: F401  (the numbers and names, importable
     I2O_HEADER_LEN,
     I2O_HEADER_WORDS,
     I2O_OTHER_FUNCTIONS,
+    I2O_PRIVATE,
     I2O_REPLY_ERRORS,
     I2O_REPLY_STATUS,
     I2O_UDP_PORT,
@@ -163,21 +192,28 @@ class I2OMessage(Packet):
         if self.msg_flags & MSG_REPLY:
             # The failure reply (MSG_FAIL) carries the rejected frame's
             # preserved header instead of a status word: left as Raw.
-            return Raw if self.msg_flags & MSG_FAIL else I2OReply
-        return _REQUEST_BODIES.get(self.function, Raw)
+            if self.msg_flags & MSG_FAIL:
+                return Raw
+        elif self.msg_flags & MSG_FAIL:
+            return Raw if self.function == I2O_PRIVATE else _REQUEST_BODIES.get(self.function, Raw)
+        if self.function == I2O_PRIVATE:
+            return I2OPrivate
+        return I2OReply if self.msg_flags & MSG_REPLY else _REQUEST_BODIES.get(self.function, Raw)
 
     def hashret(self):
         return struct.pack("<BII", self.function, self.initiator_context,
-                           self.transaction_context)
+                           self.transaction_context) + self.payload.hashret()
 
     def answers(self, other):
-        """A reply answers the request whose contexts it carries back (seed 001, Fig. 6)."""
+        """A reply answers the request whose contexts it carries back (seed 001, Fig. 6);
+        a private one also needs the request's XFunctionCode."""
         return (isinstance(other, I2OMessage)
                 and bool(self.msg_flags & MSG_REPLY)
                 and not other.msg_flags & MSG_REPLY
                 and self.function == other.function
                 and self.initiator_context == other.initiator_context
-                and self.transaction_context == other.transaction_context)
+                and self.transaction_context == other.transaction_context
+                and (self.function != I2O_PRIVATE or self.payload.answers(other.payload)))
 
     def mysummary(self):
         if self.raw_packet_cache == b"":
@@ -360,6 +396,186 @@ _REQUEST_BODIES = {
     I2O_BSA_BLOCK_WRITE: I2OBlockWrite,
     I2O_BSA_CACHE_FLUSH: I2OBlockCacheFlush,
 }
+
+
+# ---------------------------------------------------------------- private frames and the CM
+def _is_reply(pkt) -> bool:
+    under = pkt.underlayer
+    return isinstance(under, I2OMessage) and bool(under.msg_flags & MSG_REPLY)
+
+
+def _ours(pkt) -> int:
+    return int(pkt.organization_id == FTSSLAB_ORGANIZATION_ID)
+
+
+class I2OPrivate(Packet):
+    """Word 4 of a Private message (Function 0xFF): the vendor's XFunctionCode and its
+    OrganizationID.  XFunctionCode names are ftsslab's only under ftsslab's id."""
+
+    name = "I2O Private"
+    fields_desc = [
+        MultiEnumField("xfunction", 0, {0: {}, 1: CM_FUNCTIONS}, depends_on=_ours,
+                       fmt="<H"),
+        XLEShortField("organization_id", FTSSLAB_ORGANIZATION_ID),
+    ]
+
+    def guess_payload_class(self, payload):
+        known = CM_BODIES.get((self.xfunction, _is_reply(self)))
+        if not _ours(self) or known is None or len(payload) < known[1]:
+            return Raw
+        return _CM_CLASSES[known[0]]
+
+    def hashret(self):
+        return struct.pack("<HH", self.xfunction, self.organization_id)
+
+    def answers(self, other):
+        return (isinstance(other, I2OPrivate) and self.xfunction == other.xfunction
+                and self.organization_id == other.organization_id)
+
+    def mysummary(self):
+        if _ours(self):
+            return self.sprintf("%xfunction%")
+        return f"I2O private 0x{self.xfunction:04x} of organization 0x{self.organization_id:04x}"
+
+
+def _cm_name(value: bytes) -> str:
+    return value.split(b"\x00", 1)[0].decode("ascii", "backslashreplace")
+
+
+class I2OCMHello(Packet):
+    """Remote server -> host: who is asking (the host answers with its advertisement)."""
+
+    name = "I2O CM Hello"
+    fields_desc = [StrFixedLenField("remote", b"", CM_NAME_LEN)]
+
+    def mysummary(self):
+        return f"CM_HELLO from {_cm_name(self.remote)}"
+
+
+class _CMElement(Packet):
+    """A list element of the advertisement: the rest of the bytes go back to the list."""
+
+    def extract_padding(self, s):
+        return b"", s
+
+
+class I2OCMDevice(_CMElement):
+    """One block device of an IOP: its TID, block size and capacity in bytes."""
+
+    name = "I2O CM Device"
+    fields_desc = [
+        LEShortField("tid", 0),
+        LEShortField("reserved", 0),
+        LEIntField("block_size", 512),
+        LELongField("capacity", 0),
+    ]
+
+    def mysummary(self):
+        return self.sprintf("TID %tid%: %capacity% bytes in %block_size%-byte blocks")
+
+
+def _counted(cls, size, count, lst, cur, remain):
+    """Elements while the count and the bytes last (the fast parser stops the same way);
+    Scapy's ``lst`` does not hold ``cur`` yet."""
+    done = len(lst) + (cur is not None)
+    return cls if done < count and len(remain) >= size else None
+
+
+def _next_device(pkt, lst, cur, remain):
+    count = len(pkt.devices) if pkt.device_count is None else pkt.device_count
+    return _counted(I2OCMDevice, CM_DEVICE_LEN, count, lst, cur, remain)
+
+
+class I2OCMIOP(_CMElement):
+    """One IOP available for external use, and its devices (seed 001 L198)."""
+
+    name = "I2O CM IOP"
+    fields_desc = [
+        LEShortField("iop_id", 0),
+        LEShortField("device_count", None),
+        PacketListField("devices", [], next_cls_cb=_next_device, max_count=0xFFFF),
+    ]
+
+    def post_build(self, p, pay):
+        if self.device_count is None:
+            p = p[:2] + struct.pack("<H", len(self.devices)) + p[4:]
+        return p + pay
+
+    def mysummary(self):
+        return self.sprintf("IOP %iop_id%: ") + f"{len(self.devices)} devices"
+
+
+def _next_iop(pkt, lst, cur, remain):
+    count = len(pkt.iops) if pkt.iop_count is None else pkt.iop_count
+    return _counted(I2OCMIOP, CM_IOP_LEN, count, lst, cur, remain)
+
+
+class I2OCMAdvertise(Packet):
+    """Host -> remote server: the host's IOPs for external use, after a hello and whenever
+    the set changes (an IOP fails or comes back)."""
+
+    name = "I2O CM Advertise"
+    fields_desc = [
+        StrFixedLenField("host", b"", CM_NAME_LEN),
+        LEShortField("iop_count", None),
+        LEShortField("reserved", 0),
+        PacketListField("iops", [], next_cls_cb=_next_iop, max_count=0xFFFF),
+    ]
+
+    def post_build(self, p, pay):
+        if self.iop_count is None:
+            p = p[:CM_NAME_LEN] + struct.pack("<H", len(self.iops)) + p[CM_NAME_LEN + 2:]
+        return p + pay
+
+    def mysummary(self):
+        return f"CM_ADVERTISE from {_cm_name(self.host)}: {len(self.iops)} IOPs"
+
+
+class I2OCMConnect(Packet):
+    """Remote server -> host: open a service connection to one IOP."""
+
+    name = "I2O CM Connect"
+    fields_desc = [LEShortField("iop_id", 0), LEShortField("reserved", 0)]
+
+    def mysummary(self):
+        return self.sprintf("CM_CONNECT iop %iop_id%")
+
+
+class I2OCMConnectReply(Packet):
+    """The service connection's id and the queue pairs its messages and data use."""
+
+    name = "I2O CM Connect Reply"
+    fields_desc = [
+        LEShortEnumField("status", 0, CM_STATUS_NAMES),
+        LEShortField("reserved", 0),
+        LEIntField("conn_id", 0),
+        XLEIntField("message_qpn", 0),
+        XLEIntField("data_qpn", 0),
+    ]
+
+    def mysummary(self):
+        return self.sprintf("CM_CONNECT reply %status% conn %conn_id%")
+
+
+class I2OCMDisconnect(Packet):
+    name = "I2O CM Disconnect"
+    fields_desc = [LEIntField("conn_id", 0)]
+
+    def mysummary(self):
+        return self.sprintf("CM_DISCONNECT conn %conn_id%")
+
+
+class I2OCMDisconnectReply(Packet):
+    name = "I2O CM Disconnect Reply"
+    fields_desc = [LEShortEnumField("status", 0, CM_STATUS_NAMES), LEShortField("reserved", 0)]
+
+    def mysummary(self):
+        return self.sprintf("CM_DISCONNECT reply %status%")
+
+
+_CM_CLASSES = {c.__name__: c for c in (I2OCMHello, I2OCMAdvertise, I2OCMConnect,
+                                       I2OCMConnectReply, I2OCMDisconnect,
+                                       I2OCMDisconnectReply)}
 
 
 def looks_like_i2o(payload: bytes) -> bool:

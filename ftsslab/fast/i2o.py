@@ -3,9 +3,12 @@
 
 ``parse_i2o`` gives the fields of ``ftsslab.layers.i2o`` under the same names:
 the header's, then those of each body layer in ``"layers"`` (flattened: no two
-layers of one frame share a field name), ``"sgl"`` as a list of element dicts
-(each with its ``"layer"``), and ``"payload"``: body bytes no layer claimed.
-The numbers the Scapy layers use are defined here, once.
+layers of one frame share a field name), ``"sgl"`` (and a CM advertisement's
+``"iops"`` / ``"devices"``) as a list of element dicts (each with its
+``"layer"``), and ``"payload"``: body bytes no layer claimed.
+``parse_cm`` / ``build_cm`` are the Connection Manager's own view of its
+private frames (seed 001 L198, D1.5).  The numbers the Scapy layers use are
+defined here, once.
 """
 
 from __future__ import annotations
@@ -124,6 +127,42 @@ SGL_ATTR_FLAG_NAMES = ["res0", "addr64", "trans64", "res3", "res4", "res5", "res
                        "local_hint", "immediate_hint", "bit_bucket_hint"]
 I2O_BSA_FUNCTION_CODES = frozenset(I2O_BSA_FUNCTIONS)
 
+# ---------------------------------------------------------------- Connection Manager
+# Seed 001's CM speaks "a protocol specified by the network used and/or the Intelligent
+# I/O Architecture" (L198); D1.5: I2O Private messages, I2O's own vendor extension.  Word 4
+# of a private frame is XFunctionCode (u16) then OrganizationID (u16); replies carry the
+# REPLY flag and the request's XFunctionCode.
+I2O_PRIVATE = 0xFF
+# The I2O SIG handed out OrganizationIDs (Linux dpt_i2o uses DPT/Adaptec's 0x001B, CERN's
+# XDAQ 0x0100); no experimental range is documented that we could find, and the SIG is
+# gone, so ftsslab takes a value far above every known assignment: 0xF755, "FTSS".
+FTSSLAB_ORGANIZATION_ID = 0xF755
+
+CM_HELLO, CM_ADVERTISE, CM_CONNECT, CM_DISCONNECT = 1, 2, 3, 4
+CM_FUNCTIONS = {CM_HELLO: "CM_HELLO", CM_ADVERTISE: "CM_ADVERTISE", CM_CONNECT: "CM_CONNECT",
+                CM_DISCONNECT: "CM_DISCONNECT"}
+(CM_OK, CM_NO_SUCH_IOP, CM_IOP_UNAVAILABLE, CM_REFUSED, CM_CONNECTION_IN_USE,
+ CM_UNKNOWN_CONNECTION, CM_NOT_STARTED) = range(7)
+CM_STATUS_NAMES = {CM_OK: "OK", CM_NO_SUCH_IOP: "NO_SUCH_IOP",
+                   CM_IOP_UNAVAILABLE: "IOP_UNAVAILABLE", CM_REFUSED: "REFUSED",
+                   CM_CONNECTION_IN_USE: "CONNECTION_IN_USE",
+                   CM_UNKNOWN_CONNECTION: "UNKNOWN_CONNECTION", CM_NOT_STARTED: "NOT_STARTED"}
+CM_NAME_LEN = 32  # NUL-padded ASCII node name
+CM_MSG_FLAGS_REPLY = MSG_REPLY | MSG_FINAL  # a single reply, as build_reply's default
+
+# (XFunctionCode, is a reply) -> (body layer, its fixed size): a body shorter than that is
+# left raw, in Scapy too (the fixed part is never dissected half-way).
+CM_BODIES = {
+    (CM_HELLO, False): ("I2OCMHello", CM_NAME_LEN),
+    (CM_ADVERTISE, False): ("I2OCMAdvertise", CM_NAME_LEN + 4),
+    (CM_CONNECT, False): ("I2OCMConnect", 4),
+    (CM_CONNECT, True): ("I2OCMConnectReply", 16),
+    (CM_DISCONNECT, False): ("I2OCMDisconnect", 4),
+    (CM_DISCONNECT, True): ("I2OCMDisconnectReply", 4),
+}
+CM_IOP_LEN = 4  # iop_id, device_count; then the devices
+CM_DEVICE_LEN = 16  # tid, reserved, block_size, capacity
+
 _HEADER = struct.Struct("<BBHIII")
 _STATUS = struct.Struct("<HBB")
 _U32 = struct.Struct("<I")
@@ -134,6 +173,9 @@ _SGE32 = struct.Struct("<II")
 _SGE64 = struct.Struct("<IQ")
 _SGE_REMOTE = struct.Struct("<IQI")
 _SGE_ATTR = struct.Struct("<HBBI")
+_HH = struct.Struct("<HH")
+_CM_CONNECT_REPLY = struct.Struct("<HHIII")
+_CM_DEVICE = struct.Struct("<HHIQ")
 
 
 def sge_kind(flags: int, addr64: bool) -> str | None:
@@ -198,6 +240,57 @@ def _parse_request(out: dict, body: memoryview) -> int:
     return 0
 
 
+def _parse_advertise(out: dict, body: memoryview) -> int:
+    """Host name, IOP count, then IOPs and their devices while both count and bytes last
+    (Scapy's PacketListFields stop the same way)."""
+    out["host"] = bytes(body[:CM_NAME_LEN])
+    out["iop_count"], out["reserved"] = _HH.unpack_from(body, CM_NAME_LEN)
+    pos = CM_NAME_LEN + 4
+    iops = []
+    while len(iops) < out["iop_count"] and len(body) - pos >= CM_IOP_LEN:
+        iop_id, count = _HH.unpack_from(body, pos)
+        pos += CM_IOP_LEN
+        devices = []
+        while len(devices) < count and len(body) - pos >= CM_DEVICE_LEN:
+            tid, res, block_size, capacity = _CM_DEVICE.unpack_from(body, pos)
+            devices.append({"layer": "I2OCMDevice", "tid": tid, "reserved": res,
+                            "block_size": block_size, "capacity": capacity})
+            pos += CM_DEVICE_LEN
+        iops.append({"layer": "I2OCMIOP", "iop_id": iop_id, "device_count": count,
+                     "devices": devices})
+    out["iops"] = iops
+    return pos
+
+
+def _parse_private(out: dict, body: memoryview) -> int:
+    """Private frame: word 4, then ftsslab's CM body when the OrganizationID is ours."""
+    if len(body) < 4:
+        return 0
+    xfn, org = _HH.unpack_from(body)
+    out["layers"].append("I2OPrivate")
+    out.update(xfunction=xfn, organization_id=org)
+    known = CM_BODIES.get((xfn, bool(out["msg_flags"] & MSG_REPLY)))
+    cm = body[4:]
+    if org != FTSSLAB_ORGANIZATION_ID or known is None or len(cm) < known[1]:
+        return 4
+    layer, size = known
+    out["layers"].append(layer)
+    if layer == "I2OCMHello":
+        out["remote"] = bytes(cm[:CM_NAME_LEN])
+    elif layer == "I2OCMAdvertise":
+        size = _parse_advertise(out, cm)
+    elif layer == "I2OCMConnect":
+        out["iop_id"], out["reserved"] = _HH.unpack_from(cm)
+    elif layer == "I2OCMConnectReply":
+        (out["status"], out["reserved"], out["conn_id"], out["message_qpn"],
+         out["data_qpn"]) = _CM_CONNECT_REPLY.unpack_from(cm)
+    elif layer == "I2OCMDisconnect":
+        out["conn_id"] = _U32.unpack_from(cm)[0]
+    else:
+        out["status"], out["reserved"] = _HH.unpack_from(cm)
+    return 4 + size
+
+
 def _parse_reply(out: dict, body: memoryview) -> int:
     if out["msg_flags"] & MSG_FAIL or len(body) < _STATUS.size:
         return 0
@@ -231,7 +324,10 @@ def parse_i2o(buf: bytes | memoryview) -> dict | None:
         "layers": [],
     }
     body = mv[I2O_HEADER_LEN:size * 4]
-    used = (_parse_reply if flags & MSG_REPLY else _parse_request)(out, body)
+    if out["function"] == I2O_PRIVATE and not flags & MSG_FAIL:
+        used = _parse_private(out, body)
+    else:
+        used = (_parse_reply if flags & MSG_REPLY else _parse_request)(out, body)
     out["payload"] = body[used:]
     return out
 
@@ -297,3 +393,94 @@ def swap_initiator_context(frame: bytes, context: int) -> tuple[bytes, int]:
     """Seed 001 steps 530/650: put ``context`` in the frame, return it and the old one."""
     old = _U32.unpack_from(frame, 8)[0]
     return frame[:8] + _U32.pack(context & 0xFFFFFFFF) + frame[12:], old
+
+
+# ---------------------------------------------------------------- Connection Manager codec
+def _cm_name(value: str) -> bytes:
+    raw = value.encode("ascii")
+    if len(raw) > CM_NAME_LEN:
+        raise ValueError(f"CM node name longer than {CM_NAME_LEN} bytes: {value!r}")
+    return raw.ljust(CM_NAME_LEN, b"\x00")
+
+
+def _cm_body(xfunction: int, fields: dict, reply: bool) -> bytes:
+    key = (xfunction, reply)
+    if key == (CM_HELLO, False):
+        return _cm_name(fields["name"])
+    if key == (CM_ADVERTISE, False):
+        out = [_cm_name(fields["host"]), _HH.pack(len(fields["iops"]), 0)]
+        for iop in fields["iops"]:
+            out.append(_HH.pack(iop["iop_id"], len(iop["devices"])))
+            out += [_CM_DEVICE.pack(d["tid"], 0, d["block_size"], d["capacity"])
+                    for d in iop["devices"]]
+        return b"".join(out)
+    if key == (CM_CONNECT, False):
+        return _HH.pack(fields["iop_id"], 0)
+    if key == (CM_CONNECT, True):
+        return _CM_CONNECT_REPLY.pack(fields["status"], 0, fields["conn_id"],
+                                      fields["message_qpn"], fields["data_qpn"])
+    if key == (CM_DISCONNECT, False):
+        return _U32.pack(fields["conn_id"])
+    if key == (CM_DISCONNECT, True):
+        return _HH.pack(fields["status"], 0)
+    raise ValueError(f"no CM {'reply' if reply else 'request'} with XFunctionCode {xfunction}")
+
+
+def build_cm(xfunction: int, fields: dict, *, reply: bool = False, initiator_context: int = 0,
+             transaction_context: int = 0, target_tid: int = 0, initiator_tid: int = 0) -> bytes:
+    """A CM private frame; a reply (MsgFlags REPLY+LAST) should echo its request's contexts."""
+    body = _HH.pack(xfunction, FTSSLAB_ORGANIZATION_ID) + _cm_body(xfunction, fields, reply)
+    return build_i2o(I2O_PRIVATE, body, target_tid=target_tid, initiator_tid=initiator_tid,
+                     initiator_context=initiator_context,
+                     transaction_context=transaction_context,
+                     msg_flags=CM_MSG_FLAGS_REPLY if reply else 0)
+
+
+def _cm_text(raw: bytes) -> str | None:
+    try:
+        return raw.split(b"\x00", 1)[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _cm_fields(frame: dict) -> dict | None:
+    layer = frame["layers"][-1]
+    if layer == "I2OCMHello":
+        name = _cm_text(frame["remote"])
+        return None if name is None else {"name": name}
+    if layer == "I2OCMAdvertise":
+        host = _cm_text(frame["host"])
+        iops = frame["iops"]
+        if (host is None or len(iops) != frame["iop_count"]
+                or any(len(i["devices"]) != i["device_count"] for i in iops)):
+            return None
+        return {"host": host, "iops": [
+            {"iop_id": i["iop_id"], "devices": [
+                {"tid": d["tid"], "block_size": d["block_size"], "capacity": d["capacity"]}
+                for d in i["devices"]]} for i in iops]}
+    if layer == "I2OCMConnect":
+        return {"iop_id": frame["iop_id"]}
+    if layer == "I2OCMConnectReply":
+        return {k: frame[k] for k in ("status", "conn_id", "message_qpn", "data_qpn")}
+    if layer == "I2OCMDisconnect":
+        return {"conn_id": frame["conn_id"]}
+    return {"status": frame["status"]}
+
+
+def parse_cm(buf: bytes | memoryview) -> dict | None:
+    """A CM message's fields (names as ``build_cm`` takes them) plus "xfunction", "reply"
+    and the header's contexts and TIDs; None unless a whole, well-formed CM private frame
+    (I2O version 1, ftsslab's OrganizationID, counts matching the lists, ASCII names, no
+    body bytes left over)."""
+    frame = parse_i2o(buf)
+    if (frame is None or frame["version"] != I2OVERSION or len(frame["layers"]) != 2
+            or frame["layers"][0] != "I2OPrivate" or len(frame["payload"])):
+        return None
+    fields = _cm_fields(frame)
+    if fields is None:
+        return None
+    return {**fields, "xfunction": frame["xfunction"],
+            "reply": bool(frame["msg_flags"] & MSG_REPLY),
+            "initiator_context": frame["initiator_context"],
+            "transaction_context": frame["transaction_context"],
+            "target_tid": frame["target_tid"], "initiator_tid": frame["initiator_tid"]}

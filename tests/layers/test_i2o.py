@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.contrib.roce import BTH
-from scapy.fields import ConditionalField
+from scapy.fields import ConditionalField, PacketListField
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Padding, Raw
@@ -43,6 +43,8 @@ U16, U24 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFF)
 U32, U64 = st.integers(0, 0xFFFFFFFF), st.integers(0, 2**64 - 1)
 FUZZ = settings(max_examples=2000, deadline=None)
 FUNCTIONS = st.sampled_from(sorted(I2O_FUNCTIONS))
+# Private frames (0xFF) have a body layer of their own: tests/layers/test_i2o_cm.py
+PUBLIC_FUNCTIONS = st.sampled_from(sorted(set(I2O_FUNCTIONS) - {fast.I2O_PRIVATE}))
 REQUEST_FLAGS = st.sampled_from([0x00, 0x01, 0x02, 0x10, 0x40, 0x41])
 ERRORS = list(fast.I2O_REPLY_ERRORS)
 
@@ -94,7 +96,7 @@ def block_requests():
 
 @st.composite
 def replies(draw):
-    function = draw(FUNCTIONS)
+    function = draw(PUBLIC_FUNCTIONS)
     status = draw(st.sampled_from(sorted(I2OReply().get_field("req_status").i2s)))
     pkt = (I2OMessage(function=function, msg_flags=draw(st.sampled_from([0x80, 0xC0])),
                       **draw(_header()))
@@ -110,7 +112,7 @@ def replies(draw):
 def plain_requests():
     return st.builds(lambda fn, fl, h, body: I2OMessage(function=fn, msg_flags=fl, **h)
                      / Raw(body),
-                     FUNCTIONS.filter(lambda f: f not in (0x30, 0x31, 0x37)), REQUEST_FLAGS,
+                     PUBLIC_FUNCTIONS.filter(lambda f: f not in (0x30, 0x31, 0x37)), REQUEST_FLAGS,
                      _header(), st.binary(max_size=64))
 
 
@@ -123,8 +125,9 @@ def _fields(layer) -> dict:
     for f in layer.fields_desc:
         if isinstance(f, ConditionalField) and not f._evalcond(layer):
             continue
-        if f.name == "sgl":
-            out["sgl"] = [{"layer": type(e).__name__, **_fields(e)} for e in layer.sgl]
+        if isinstance(f, PacketListField):  # the SGL, a CM advertisement's IOPs and devices
+            out[f.name] = [{"layer": type(e).__name__, **_fields(e)}
+                           for e in layer.getfieldval(f.name)]
         else:
             out[f.name] = layer.getfieldval(f.name)
     return out
