@@ -52,3 +52,39 @@ class FileBlockDevice:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class MemoryBlockDevice:
+    """A device in memory, for the sim backend (in-process, deterministic, no files): sparse
+    by 4 KiB block, what was never written reads as zeros. ``flush`` counts, nothing more:
+    the sim's durability is not this device's to prove (the veth lab's files are)."""
+
+    BLOCK = 4096
+
+    def __init__(self, capacity: int, *, block_size: int = 512) -> None:
+        self.capacity, self.block_size = capacity, block_size
+        self._blocks: dict[int, bytearray] = {}
+        self.flushes = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        pos = 0
+        while pos < length:
+            block, at = divmod(offset + pos, self.BLOCK)
+            n = min(self.BLOCK - at, length - pos)
+            if (b := self._blocks.get(block)) is not None:
+                out[pos:pos + n] = b[at:at + n]
+            pos += n
+        return bytes(out)
+
+    def write(self, offset: int, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            block, at = divmod(offset + pos, self.BLOCK)
+            n = min(self.BLOCK - at, len(data) - pos)
+            b = self._blocks.setdefault(block, bytearray(self.BLOCK))
+            b[at:at + n] = data[pos:pos + n]
+            pos += n
+
+    def flush(self) -> None:
+        self.flushes += 1

@@ -18,10 +18,19 @@ from .iop import Iop, IopEvent, IopState
 
 
 class HostMemory:
-    """Host memory as the IOPs' DMA sees it: simple SGL elements address it directly."""
+    """Host memory as the IOPs' DMA sees it: simple SGL elements address [base, base+size)
+    directly. ``load``/``store`` are the memory itself: a bytearray here, the SAN endnode's
+    memory under a host on the SAN (``san_port.HostSanMemory``)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, base: int = 0) -> None:
+        self.base, self.size = base, size
         self.data = bytearray(size)
+
+    def load(self, address: int, n: int) -> bytes:
+        return bytes(self.data[address - self.base:address - self.base + n])
+
+    def store(self, address: int, data: bytes) -> None:
+        self.data[address - self.base:address - self.base + len(data)] = data
 
     def _pieces(self, sgl: list[dict], length: int) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
@@ -33,7 +42,7 @@ class HostMemory:
             if element["layer"] not in ("I2OSGESimple", "I2OSGESimple64"):
                 raise DmaError(f"{element['layer']}: no DMA path")
             n = min(element["count"], length)
-            if element["address"] + n > len(self.data):
+            if not self.base <= element["address"] <= self.base + self.size - n:
                 raise DmaError(f"{n} bytes at {element['address']:#x}: outside host memory")
             out.append((element["address"], n))
             length -= n
@@ -42,12 +51,12 @@ class HostMemory:
         return out
 
     def gather(self, sgl: list[dict], length: int) -> bytes:
-        return b"".join(self.data[a:a + n] for a, n in self._pieces(sgl, length))
+        return b"".join(self.load(a, n) for a, n in self._pieces(sgl, length))
 
     def scatter(self, sgl: list[dict], data: bytes) -> None:
         pos = 0
         for a, n in self._pieces(sgl, len(data)):
-            self.data[a:a + n] = data[pos:pos + n]
+            self.store(a, data[pos:pos + n])
             pos += n
 
 

@@ -8,8 +8,8 @@ claims 1, 19, 22, 23).
 and open the SAN management channel through the RT. ``advertisement`` is what it advertises
 of the IOPs available for external use (L198); ``connect`` sets up a service connection by
 passing the RT the address of the IOP's descriptor (L200) -- the same object, not a copy.
-The management protocol on the wire (I2O Private messages, D1.5) comes with the SAN; here its
-messages are calls. An IOP that dies is withdrawn, its outstanding requests failed and new
+On the SAN its messages are I2O Private frames on the management channel
+(``san_port``, D1.5). An IOP that dies is withdrawn, its outstanding requests failed and new
 connections to it refused; when it comes back it is advertised again (check 12).
 """
 
@@ -102,7 +102,8 @@ class ConnectionManager:
         self.trace.emit("CM", "connect", remote=remote, iop=iop_id, status=status.name)
         return ConnectReply(status, conn_id)
 
-    def disconnect(self, conn_id: int) -> int:
+    def disconnect(self, conn_id: int) -> list:
+        """The remote's service connection ends: the callback objects it abandoned."""
         return self._rt.detach(conn_id)
 
     def iop_failed(self, ctx: IopContext) -> list:

@@ -35,12 +35,15 @@ class TableFull(Exception):
 class CallbackObject:
     """One outstanding request (D1.2): the function the reply goes to (RT.send_handler), its
     context (the IOP connection structure), and the request as it came in, whose
-    InitiatorContext step 650 restores."""
+    InitiatorContext step 650 restores; and what the SAN side staged for it (the remote
+    buffer its data moves to or from by RDMA, ``san_port.Staged``), which the reply takes
+    back out."""
 
     handle: int
     function: Callable[[CallbackObject, bytes], Any]
     connection: Any  # remote_transport.IopConnection
     request: Request
+    staged: Any = None
 
     @property
     def saved_initiator_context(self) -> int:
@@ -55,7 +58,7 @@ class CallbackTable:
         self.stale = 0  # lookups of handles naming no live object (check 10)
 
     def alloc(self, function: Callable[[CallbackObject, bytes], Any], connection: Any,
-              request: Request) -> CallbackObject:
+              request: Request, staged: Any = None) -> CallbackObject:
         if self._free:
             index = self._free.popleft()
         elif len(self._slots) < MAX_SLOTS:
@@ -65,7 +68,7 @@ class CallbackTable:
         else:
             raise TableFull(f"{MAX_SLOTS} requests outstanding")
         cb = CallbackObject(self._generations[index] << INDEX_BITS | index, function, connection,
-                            request)
+                            request, staged)
         self._slots[index] = cb
         return cb
 

@@ -13,8 +13,9 @@ from .trace import Trace
 
 
 class HostDriverModule:
-    def __init__(self, bus: LocalBus, *, private: frozenset[int] = frozenset()) -> None:
-        self.trace = Trace()
+    def __init__(self, bus: LocalBus, *, private: frozenset[int] = frozenset(),
+                 trace: Trace | None = None) -> None:
+        self.trace = Trace() if trace is None else trace
         self.callbacks = CallbackTable()
         self.lt = LocalTransport(bus, self.callbacks, self.trace)
         self.rt = RemoteTransport(self.callbacks, self.trace)

@@ -24,7 +24,7 @@ once (D1.7).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ftsslab.fast import i2o as fast
 
@@ -46,10 +46,12 @@ DSC_INSUFFICIENT_RESOURCE_SOFT = 0x0006
 
 
 class Send(NamedTuple):
-    """Step 660: a frame to send out a service connection."""
+    """Step 660: a frame to send out a service connection, and what the SAN side staged for
+    its request (given to ``receive_handler``, kept in the callback object)."""
 
     conn_id: int
     frame: bytes
+    staged: Any = None
 
 
 @dataclass(eq=False)
@@ -93,19 +95,23 @@ class RemoteTransport:
     def connection(self, conn_id: int) -> IopConnection | None:
         return self._connections.get(conn_id)
 
-    def detach(self, conn_id: int) -> int:
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def detach(self, conn_id: int) -> list[CallbackObject]:
         """The remote disconnected: its outstanding requests are abandoned, their callback
         objects freed now, and the IOP's late replies dropped as stale (check 11). Returns
-        how many were in flight."""
+        the objects freed (what the SAN side staged for them comes back)."""
         conn = self._connections.pop(conn_id, None)
         in_flight = [cb for cb in self._callbacks.live() if cb.connection is conn]
         for cb in in_flight:
             self._callbacks.free(cb)
         self.trace.emit("RT", "disconnect", conn=conn_id, aborted=len(in_flight))
-        return len(in_flight)
+        return in_flight
 
     # ---------------------------------------------------------------- Fig. 5
-    def receive_handler(self, conn_id: int, frame: bytes) -> list[Send]:
+    def receive_handler(self, conn_id: int, frame: bytes, staged: Any = None) -> list[Send]:
         self.trace.emit("RT", "510", conn=conn_id)
         conn = self._connections.get(conn_id)
         if conn is None:
@@ -117,11 +123,11 @@ class RemoteTransport:
             self.malformed += 1
             return [Send(conn_id, failure_reply(frame))]
         if request.function in fast.I2O_EXEC_FUNCTIONS:
-            return [Send(conn_id, error_reply(request, DSC_INAPPROPRIATE_FUNCTION))]
+            return [Send(conn_id, error_reply(request, DSC_INAPPROPRIATE_FUNCTION), staged)]
         try:
-            cb = self._callbacks.alloc(self.send_handler, conn, request)
+            cb = self._callbacks.alloc(self.send_handler, conn, request, staged)
         except TableFull:
-            return [Send(conn_id, error_reply(request, DSC_INSUFFICIENT_RESOURCE_SOFT))]
+            return [Send(conn_id, error_reply(request, DSC_INSUFFICIENT_RESOURCE_SOFT), staged)]
         frame, _ = fast.swap_initiator_context(frame, cb.handle)
         self.trace.emit("RT", "530", saved=request.initiator_context, handle=cb.handle)
         descriptor = conn.descriptor
@@ -132,7 +138,7 @@ class RemoteTransport:
         if send_handler(iop_context, frame):
             return []
         self._callbacks.free(cb)
-        return [Send(conn_id, iop_gone_reply(request))]
+        return [Send(conn_id, iop_gone_reply(request), staged)]
 
     # ---------------------------------------------------------------- Fig. 6
     def send_handler(self, callback: CallbackObject, frame: bytes) -> list[Send]:
@@ -142,7 +148,7 @@ class RemoteTransport:
         frame, _ = fast.swap_initiator_context(frame, callback.saved_initiator_context)
         self.trace.emit("RT", "650", restored=callback.saved_initiator_context)
         self.trace.emit("RT", "660", conn=callback.connection.conn_id)
-        return [Send(callback.connection.conn_id, frame)]
+        return [Send(callback.connection.conn_id, frame, callback.staged)]
 
     def fail_outstanding(self, descriptor: IopDescriptor) -> list[Send]:
         """The IOP behind ``descriptor`` died: each request it held gets its failure reply."""
@@ -150,5 +156,5 @@ class RemoteTransport:
         for cb in self._callbacks.live():
             if cb.connection.descriptor is descriptor:
                 self._callbacks.free(cb)
-                out.append(Send(cb.connection.conn_id, iop_gone_reply(cb.request)))
+                out.append(Send(cb.connection.conn_id, iop_gone_reply(cb.request), cb.staged))
         return out

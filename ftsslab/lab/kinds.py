@@ -78,8 +78,10 @@ TopologyValidator = Callable[[NodeView, Mapping[str, NodeView]], list[OptionIssu
 # (the node, the scenario) -> the node's sim model (a sans-IO core; see ``sim.py``)
 SimFactory = Callable[["Node", "Scenario"], Any]
 
-# (a `verb` step's arguments with its ``op``, the node's options) -> issues, keyed below the step
-VerbValidator = Callable[[Mapping[str, Any], Mapping[str, Any]], list[OptionIssue]]
+# (a `verb` step's arguments with its ``op``, the node's options, every node's options: a verb
+# may name what another node has) -> issues, keyed below the step
+VerbValidator = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Mapping[str, Any]]],
+                         list[OptionIssue]]
 
 
 @dataclass(frozen=True)

@@ -251,7 +251,8 @@ assert set(VERB_FIELDS) == set(VERBS), "every verb has its fields, and only verb
 _NEEDS_KEY = ("bind_rkey", "unbind_rkey", "deallocate_rkey", "advertise")
 
 
-def _verb(args: Mapping[str, Any], options: Mapping[str, Any]) -> list[OptionIssue]:
+def _verb(args: Mapping[str, Any], options: Mapping[str, Any],
+          _nodes: Mapping[str, Mapping[str, Any]]) -> list[OptionIssue]:
     """A `verb` step's arguments (``op`` and the op's own), against the node's options."""
     op = args.get("op")
     if op not in _VERB_CHECKS:

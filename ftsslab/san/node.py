@@ -22,7 +22,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ftsslab.fast.roce import parse_rkey_advert
 from ftsslab.lab import frames
@@ -34,11 +34,24 @@ from .node_config import QpSpec, SanicConfig, guid_of
 from .node_runs import Arrivals, Increment, Run
 from .node_verbs import VERBS
 from .packets import Packet, frame, packet
-from .qp import PageFault, QpState, WcOpcode, WcStatus
+from .qp import PageFault, QpState, Wc, WcOpcode, WcStatus
 from .rd import RdDest
 from .verbs import CQ, PD, QP, SGE, Context, RecvWR, SendWR
 
 SPORT = 49152  # the UDP source port of every SANIC here
+APP_WR = 2  # wr_id >> 32 of an application's own work requests (1: the receive rings')
+
+
+class App(Protocol):
+    """An application on the node that owns some QPs' messages (seed 001's host driver
+    module, its remotes): what a ring slot of one of ``qps`` receives goes to ``received``,
+    the completion of a work request it posted (wr_id tagged ``APP_WR``) to ``completed``."""
+
+    qps: frozenset[str]
+
+    def received(self, qp: str, data: bytes) -> None: ...
+
+    def completed(self, qp: str, wc: Wc) -> None: ...
 
 
 class SanicCore:
@@ -96,6 +109,7 @@ class SanicCore:
                 self._post_recv_slot(q, slot)
         self.agent: ManagementAgent | None = None
         self._discovering = False
+        self.app: App | None = None
         if cfg.management is not None:  # QP1, the GSI: discovery over UD (check 22)
             process, buf = cfg.management
             self.agent = ManagementAgent(self.pds[process], buf, name=cfg.name,
@@ -203,6 +217,9 @@ class SanicCore:
         if wc.opcode in (WcOpcode.RECV, WcOpcode.RECV_RDMA_WITH_IMM):
             self._received(spec, wc)
             return
+        if self.app is not None and wc.wr_id >> 32 == APP_WR:
+            self.app.completed(name, wc)
+            return
         inc = self._increments.pop(wc.wr_id, None)
         if inc is not None:
             self._increment_done(inc, wc)
@@ -231,8 +248,12 @@ class SanicCore:
                 arr.last_imm = wc.imm
         if spec.recv_buffer is not None and wc.wr_id >> 32 == 1:  # a ring slot
             slot = wc.wr_id & 0xFFFFFFFF
-            data = self._peek(spec.process, spec.recv_buffer + slot * spec.recv_size,
+            data = self.load(spec.process, spec.recv_buffer + slot * spec.recv_size,
                               min(wc.byte_len, spec.recv_size))
+            if self.app is not None and spec.name in self.app.qps:
+                self._post_recv_slot(spec, slot)
+                self.app.received(spec.name, data)
+                return
             advert = parse_rkey_advert(data) if data else None
             if advert is not None:
                 self.adverts[spec.name].append(advert)
@@ -285,7 +306,7 @@ class SanicCore:
             run.done, run.first_error = run.count, wc.status.value
             self._finish(run)
             return
-        old = int.from_bytes(self._peek(self.specs[run.qp].process, inc.local, 8), "big")
+        old = int.from_bytes(self.load(self.specs[run.qp].process, inc.local, 8), "big")
         if inc.by == "fetch_add" or old == inc.guess:
             run.done += 1
             run.successes += 1
@@ -315,14 +336,35 @@ class SanicCore:
             return self.qps[qp].post_rd(wr, dest, self.now)
         return self.qps[qp].post_send(wr, self.now)
 
+    # ---- what an application does --------------------------------------------------------
+    def post(self, qp: str, wr: SendWR) -> None:
+        """ibv_post_send for the application (its ``wr_id`` tagged ``APP_WR``)."""
+        self._wire(self.qps[qp].post_send(wr, self.now))
+
+    def take_output(self) -> list[Transmit]:
+        """After an application's own calls (not a verb step's): what they completed is
+        taken, what they sent goes out."""
+        self._drain()
+        return self._flush()
+
+    def reconnect(self, qp: str) -> None:
+        """An RC QP in ERROR back to RTS with the same peer QP, its PSNs from 0 again (both
+        ends do this, each when it learns the QP failed: the peer's application says so)."""
+        q, spec = self.qps[qp], self.specs[qp]
+        q.reset(self.now)
+        q.connect(q.peer, self.cfg.peers[spec.peer].qpns[spec.remote], self.now,
+                  timeout=spec.timeout, retry_cnt=spec.retry_cnt, rnr_retry=spec.rnr_retry)
+        for slot in range(spec.receives):
+            self._post_recv_slot(spec, slot)
+
     # ---- memory, as the process sees it ------------------------------------------------------
-    def _peek(self, process: str, ea: int, n: int) -> bytes:
+    def load(self, process: str, ea: int, n: int) -> bytes:
         """What the process loads from [ea, ea+n): through its own tables (the VMM's)."""
         table, mem = self.vmm.tables[self.procs[process].pid], self.vmm.memory
         return b"".join(mem.read(self.vmm.page_table.pa(table.va(at), Prot.READ), k)
                         for at, k in pieces(ea, n))
 
-    def _poke(self, process: str, ea: int, data: bytes) -> None:
+    def store(self, process: str, ea: int, data: bytes) -> None:
         table, mem = self.vmm.tables[self.procs[process].pid], self.vmm.memory
         done = 0
         for at, k in pieces(ea, len(data)):

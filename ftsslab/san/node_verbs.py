@@ -87,7 +87,7 @@ def v_advertise(core: SanicCore, a: Mapping[str, Any]) -> None:
     b = core.ctx.keys.binding(rkey)
     va, length, access = (b.base, b.length, b.bits) if b is not None else (0, 0, 0)
     buf = a.get("buffer", _default_buffer(core, spec.process))
-    core._poke(spec.process, buf, build_rkey_advert(va=va, rkey=rkey, length=length,
+    core.store(spec.process, buf, build_rkey_advert(va=va, rkey=rkey, length=length,
                                                     access=int(access),
                                                     kind=1 if b is not None else 2))
     wr = SendWR(a.get("wr_id", core._next_wr(spec.name)), WrOpcode.SEND, (SGE(buf, 32),))
@@ -256,13 +256,13 @@ def v_fill(core: SanicCore, a: Mapping[str, Any]) -> None:
         data = random.Random(a["seed"]).randbytes(n)
     else:
         data = bytes([a.get("byte", 0)]) * n
-    core._poke(a["process"], a["address"], data[:n] if "hex" not in a else data)
+    core.store(a["process"], a["address"], data[:n] if "hex" not in a else data)
 
 
 def v_read(core: SanicCore, a: Mapping[str, Any]) -> None:
     """What the process reads at an address: logged as hex (``memory`` event)."""
     try:
-        data = core._peek(a["process"], a["address"], a["length"])
+        data = core.load(a["process"], a["address"], a["length"])
     except (LookupError, ValueError) as exc:
         core._event("memory", name=a.get("name"), error=str(exc))
         return

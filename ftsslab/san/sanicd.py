@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ftsslab.lab.scenario import load_scenario
@@ -52,23 +53,38 @@ class Sanicd:
         self.logged = 0
         self.internal_errors = 0
         self.send_errors = 0
+        self._poll = select.poll()
+        self._poll.register(self.ring.fileno(), select.POLLIN)
+        self._poll.register(self.control.fileno(), select.POLLIN)
+        self._watched: dict[int, Callable[[], None]] = {}
+        self.after_turn: Callable[[], None] = lambda: None  # an application's own work
+
+    def watch(self, fd: int, ready: Callable[[], None]) -> None:
+        """Serve one more descriptor in the loop (an application's socket): ``ready`` when it
+        can be read."""
+        self._watched[fd] = ready
+        self._poll.register(fd, select.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        self._watched.pop(fd, None)
+        self._poll.unregister(fd)
 
     def loop(self) -> None:
-        poll = select.poll()
-        poll.register(self.ring.fileno(), select.POLLIN)
-        poll.register(self.control.fileno(), select.POLLIN)
         while True:
             due = self.core.next_deadline()
             wait = -1 if due is None else max(0.0, due - time.monotonic()) * 1000
-            for fd, ev in poll.poll(wait):
+            for fd, ev in self._poll.poll(wait):
                 if fd == self.control.fileno():
                     self._guarded(self._serve)
+                elif fd in self._watched:
+                    self._guarded(self._watched[fd])
                 elif ev & select.POLLERR:
                     self.ring.pending_error()
             self._guarded(self._frames)
             due = self.core.next_deadline()
             if due is not None and due <= time.monotonic():
                 self._guarded(lambda: self._send(self.core.on_timer(time.monotonic())))
+            self._guarded(self.after_turn)
             self._log()
 
     def _guarded(self, fn) -> None:

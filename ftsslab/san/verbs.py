@@ -329,6 +329,12 @@ class QP:
         self._apply(self.core.modify(QpState.RTS, now, sq_psn=psn, timeout=timeout,
                                      retry_cnt=retry_cnt, rnr_retry=rnr_retry))
 
+    def reset(self, now: float) -> None:
+        """Any state -> RESET, its work requests forgotten: where a reconnect starts."""
+        self._apply(self.core.modify(QpState.RESET, now))
+        self._sends.clear()
+        self._recvs.clear()
+
     # ---- posting ------------------------------------------------------------------------
     def post_send(self, wr: SendWR, now: float) -> list[tuple[str, Packet]]:
         """Gather the local buffers (EA -> VA -> PA with the QP's tables) and post."""

@@ -77,7 +77,7 @@ def test_identical_contexts_never_cross(tmp_path_factory, schedule):
     got = {100: [], 200: []}
     for step in [*schedule, "run"]:
         if step == "run":
-            for conn, frame in rig.run():
+            for conn, frame, _ in rig.run():
                 out = fast.parse_i2o(frame)
                 got[conn].append((out["function"], out["initiator_context"],
                                   out["transaction_context"], out["req_status"]))

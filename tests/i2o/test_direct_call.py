@@ -62,7 +62,7 @@ def test_the_iop_sees_the_handle_and_the_remote_its_own_context(tmp_path):
     iop.inbound = lambda f: seen.append(f) or inbound(f)
     request = write(0, 4096, 0, ictx=0xCAFE, tctx=9)
     rig.rt.receive_handler(R1, request)
-    ((conn, reply),) = rig.run()
+    ((conn, reply, _),) = rig.run()
     handle = fast.parse_i2o(seen[0])["initiator_context"]
     (swap,) = [e for e in rig.host.trace if e.step == "530"]
     assert handle != 0xCAFE and swap.detail == {"saved": 0xCAFE, "handle": handle}

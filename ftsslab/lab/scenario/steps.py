@@ -466,7 +466,7 @@ def load_verb(ctx: Context, vnode: Node, at: StepAt) -> Verb | None:
     if options is None:  # its options are wrong: their errors say so
         return None
     try:
-        issues = spec.verbs(args, options)
+        issues = spec.verbs(args, options, ctx.options)
     except Exception as exc:  # a kind's validator must not crash the loader
         issues = [OptionIssue("", f"kind {spec.name!r} cannot check this verb: {exc}")]
     for issue in issues:

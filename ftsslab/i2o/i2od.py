@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The process of an `i2o-host` or `i2o-remote` node on veth: its core (``nodes``) in sanicd's
+loop -- the port's packet ring, the monotonic clock, the control socket, the events file.
+A host's devices are sparse files in the lab's directory. A remote with an ``nbd`` export
+serves its disk on ``<lab dir>/<node>.blk`` (blockproto, ``export``) and runs nbdkit with the
+ftsslab plugin on it, so real NBD clients reach the disk on ``<lab dir>/<node>.nbd``."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ftsslab.lab.scenario import load_scenario
+from ftsslab.san.sanicd import Sanicd
+
+from .export import BlockExport
+from .kinds import HOST, file_devices, host_core, remote_core
+from .nbd import nbdkit_command
+
+NBDKIT_START = 20.0  # seconds nbdkit may take to create its socket
+
+
+class ExportServer:
+    """The blockproto side of a remote's export: a Unix stream socket in sanicd's loop."""
+
+    def __init__(self, d: Sanicd, export: BlockExport, path: Path) -> None:
+        self.d, self.export = d, export
+        path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(8)
+        self.listener.setblocking(False)
+        self.clients: dict[int, socket.socket] = {}
+        d.watch(self.listener.fileno(), self._accept)
+        d.after_turn = self._flush
+
+    def _accept(self) -> None:
+        try:
+            s, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        fd = s.fileno()
+        self.clients[fd] = s
+        self.export.open(fd)
+        self.d.watch(fd, lambda: self._read(fd))
+
+    def _read(self, fd: int) -> None:
+        s = self.clients[fd]
+        try:
+            data = s.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data or not self.export.feed(fd, data):
+            self._drop(fd)
+        self.d._send(self.d.core.take_output())
+
+    def _drop(self, fd: int) -> None:
+        self.d.unwatch(fd)
+        self.export.close(fd)
+        self.clients.pop(fd).close()
+
+    def _flush(self) -> None:
+        self.export.pump()
+        self.d._send(self.d.core.take_output())
+        for fd, data in self.export.take().items():
+            try:
+                self.clients[fd].sendall(data)
+            except OSError:
+                self._drop(fd)
+
+
+def _start_nbdkit(lab: Path, node: str, blk: Path) -> subprocess.Popen:
+    nbd = lab / f"{node}.nbd"
+    nbd.unlink(missing_ok=True)
+    proc = subprocess.Popen(nbdkit_command(blk, unix=nbd), stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + NBDKIT_START
+    while not nbd.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"nbdkit did not start (exit {proc.poll()})")
+        time.sleep(0.02)
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--state", required=True, help="the lab's directory")
+    args = ap.parse_args(argv)
+    scenario = load_scenario(args.scenario)
+    node = scenario.node(args.node)
+    lab = Path(args.state)
+    now = time.monotonic()
+    if node.kind == HOST:
+        core = host_core(node, scenario, file_devices(args.state, node.name,
+                                                      node.options["block_size"]), now)
+    else:
+        core = remote_core(node, scenario, now)
+    d = Sanicd(core, args.state)
+    nbd = node.options.get("nbd") if node.kind != HOST else None
+    if nbd is not None:
+        d._send(core.verb({"op": "connect", "iop": nbd["iop"]}, time.monotonic()))
+        blk = lab / f"{node.name}.blk"
+        ExportServer(d, BlockExport(core, nbd["iop"], nbd.get("device", 0)), blk)
+        _start_nbdkit(lab, node.name, blk)
+    (lab / f"{node.name}.ready").touch()
+    d.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
