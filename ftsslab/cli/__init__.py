@@ -30,10 +30,11 @@ class UserError(Exception):
 # The module that defines each command. A run imports only the one it needs (``replay`` and
 # ``merge`` race tcpreplay and mergecap: importing every command costs them 3%); help, shell
 # completion and unknown names import all of them, in this order.
-MODULES = ("ftss", "nas", "san", "lab", "packets", "tour", "wireshark")
-COMMANDS = {"ftss": "ftss", "nas": "nas", "san": "san", "validate": "lab", "run": "lab",
-            "merge": "lab", "lab": "lab", "replay": "lab", "layers": "packets", "craft": "packets",
-            "inspect": "packets", "shell": "packets", "tour": "tour", "wireshark": "wireshark"}
+MODULES = ("ftss", "nas", "san", "i2o", "lab", "packets", "tour", "wireshark")
+COMMANDS = {"ftss": "ftss", "nas": "nas", "san": "san", "i2o": "i2o", "validate": "lab",
+            "run": "lab", "merge": "lab", "lab": "lab", "replay": "lab", "layers": "packets",
+            "craft": "packets", "inspect": "packets", "shell": "packets", "tour": "tour",
+            "wireshark": "wireshark"}
 
 
 def register(args: list[str]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import UserError, app, out
-from .lab import LabOpt, attach, load
+from .lab import LabOpt
+from .nodes import LabNodes
 
 san_app = typer.Typer(help="perftest-style tools between two sanic nodes of a running lab.",
                       no_args_is_help=True)
@@ -43,20 +43,12 @@ QpOpt = Annotated[str | None, typer.Option("--qp", help="The requester's QP (def
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON for machines.")]
 
 
-class _Lab:
-    """The two nodes' control sockets, and the QP between them."""
+class _Lab(LabNodes):
+    """The two nodes, and the QP between them."""
 
     def __init__(self, lab: str | None, a: str, b: str, qp: str | None) -> None:
-        from ..lab.veth import names
-
-        backend = attach(lab)
-        self.dir = names.lab_dir(backend.lab_id)
-        scenario = load(Path(backend.state.scenario_path))
-        for n in (a, b):
-            if n not in {x.name for x in scenario.nodes}:
-                raise UserError(f"no node {n!r} in {scenario.name}")
-            if scenario.node(n).kind != "sanic":
-                raise UserError(f"{n} is a {scenario.node(n).kind}, not a sanic node")
+        super().__init__(lab, (a, b), "sanic")
+        scenario = self.scenario
         self.a, self.b = a, b
         qps = scenario.node(a).options.get("qps", {})
         to_b = [q for q, o in qps.items() if o.get("type", "rc") == "rc"
@@ -74,39 +66,6 @@ class _Lab:
         esid, seg = next(iter(bopts["processes"][self.b_process]["segments"].items()))
         self.b_base = int(str(esid), 0) << 28
         self.b_mapped = (seg if isinstance(seg, int) else seg.get("mapped", seg["pages"])) * PAGE
-
-    def ask(self, node: str, request: dict) -> dict:
-        from ..lab.veth.control import control_request
-
-        try:
-            reply = control_request(self.dir, node, request, timeout=30.0)
-        except OSError as exc:
-            raise UserError(f"{node} does not answer ({exc}); is its process running?") from None
-        if not reply.get("ok"):
-            raise UserError(f"{node}: {reply.get('error')}")
-        return reply
-
-    def verb(self, node: str, **args) -> None:
-        self.ask(node, {"op": "verb", "args": args})
-
-    def events(self, node: str, since: int) -> tuple[list[dict], int]:
-        reply = self.ask(node, {"op": "events", "since": since})
-        return reply["events"], since + len(reply["events"])
-
-    def logged_since(self, node: str) -> int:
-        return self.ask(node, {"op": "events", "since": 1 << 62})["total"]
-
-    def wait_for(self, node: str, since: int, match, timeout: float) -> dict:
-        end = time.monotonic() + timeout
-        while True:
-            got, since = self.events(node, since)
-            for e in got:
-                if match(e):
-                    return e
-            if not got:
-                if time.monotonic() > end:
-                    raise UserError(f"{node} did not finish within {timeout:g} s")
-                time.sleep(0.05)
 
 
 def _run(lab: str | None, a: str, b: str, qp: str | None, opcode: str, size: int, iters: int,

@@ -19,7 +19,7 @@ from ftsslab.san.sanicd import Sanicd
 
 from .export import BlockExport
 from .kinds import HOST, file_devices, host_core, remote_core
-from .nbd import nbdkit_command
+from .nbd import nbd_uri, nbdkit_command
 
 NBDKIT_START = 20.0  # seconds nbdkit may take to create its socket
 
@@ -75,16 +75,39 @@ class ExportServer:
                 self._drop(fd)
 
 
-def _start_nbdkit(lab: Path, node: str, blk: Path) -> subprocess.Popen:
-    nbd = lab / f"{node}.nbd"
-    nbd.unlink(missing_ok=True)
-    proc = subprocess.Popen(nbdkit_command(blk, unix=nbd), stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + NBDKIT_START
-    while not nbd.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"nbdkit did not start (exit {proc.poll()})")
-        time.sleep(0.02)
-    return proc
+class I2od(Sanicd):
+    """sanicd's loop, and a remote's NBD export: at start (the ``nbd`` option) or asked for
+    on the control socket (``{"op": "export", "iop": ..., "device": ...}``, `ftsslab i2o
+    export`). One export per node."""
+
+    def __init__(self, core, lab_dir: str) -> None:
+        super().__init__(core, lab_dir)
+        self.lab = Path(lab_dir)
+        self.exporting: str | None = None  # the NBD URI
+
+    def _request(self, req: dict) -> dict:
+        if req.get("op") != "export":
+            return super()._request(req)
+        if self.exporting is not None:
+            return {"ok": False, "error": f"already exporting on {self.exporting}"}
+        return {"ok": True, "uri": self.export(req["iop"], int(req.get("device", 0)))}
+
+    def export(self, iop: str, device: int) -> str:
+        """Connect to ``iop``, serve its disk on blockproto, run nbdkit on it: the NBD URI."""
+        name = self.core.cfg.name
+        self._send(self.core.verb({"op": "connect", "iop": iop}, time.monotonic()))
+        blk = self.lab / f"{name}.blk"
+        ExportServer(self, BlockExport(self.core, iop, device), blk)
+        nbd = self.lab / f"{name}.nbd"
+        nbd.unlink(missing_ok=True)
+        proc = subprocess.Popen(nbdkit_command(blk, unix=nbd), stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + NBDKIT_START
+        while not nbd.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nbdkit did not start (exit {proc.poll()})")
+            time.sleep(0.02)
+        self.exporting = nbd_uri(unix=nbd)
+        return self.exporting
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,13 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       node.options["block_size"]), now)
     else:
         core = remote_core(node, scenario, now)
-    d = Sanicd(core, args.state)
+    d = I2od(core, args.state)
     nbd = node.options.get("nbd") if node.kind != HOST else None
     if nbd is not None:
-        d._send(core.verb({"op": "connect", "iop": nbd["iop"]}, time.monotonic()))
-        blk = lab / f"{node.name}.blk"
-        ExportServer(d, BlockExport(core, nbd["iop"], nbd.get("device", 0)), blk)
-        _start_nbdkit(lab, node.name, blk)
+        d.export(nbd["iop"], nbd.get("device", 0))
     (lab / f"{node.name}.ready").touch()
     d.loop()
     return 0
