@@ -434,7 +434,7 @@ class I2OPrivate(Packet):
 
     def mysummary(self):
         if _ours(self):
-            return self.sprintf("%xfunction%")
+            return CM_FUNCTIONS.get(self.xfunction, f"CM XFunctionCode 0x{self.xfunction:04x}")
         return f"I2O private 0x{self.xfunction:04x} of organization 0x{self.organization_id:04x}"
 
 

@@ -3,7 +3,10 @@
 
 A remote server (10.0.1.1) sends frames to the host exporting its IOP
 (10.0.1.2), seed 001's "inbound message frame"; the host answers with the
-"outgoing message frame" whose contexts are the request's (step 650).
+"outgoing message frame" whose contexts are the request's (step 650).  Before
+that, on the management channel (UDP 49122, D1.5), the remote and the host's
+Connection Manager exchange the CM's private frames: hello, advertisement,
+connect, and at the end disconnect.
 """
 
 from __future__ import annotations
@@ -13,14 +16,33 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from ftsslab.fast.i2o import I2O_UDP_PORT, MSG_FINAL, MSG_REPLY
+from ftsslab.fast.i2o import (
+    CM_ADVERTISE,
+    CM_CONNECT,
+    CM_DISCONNECT,
+    CM_HELLO,
+    CM_UNKNOWN_CONNECTION,
+    I2O_PRIVATE,
+    I2O_UDP_PORT,
+    MSG_FINAL,
+    MSG_REPLY,
+)
 from ftsslab.fast.roce import ROCEV2_UDP_PORT
 from ftsslab.layers.i2o import (
+    I2OCMIOP,
     I2OBlockCacheFlush,
     I2OBlockRead,
     I2OBlockReply,
     I2OBlockWrite,
+    I2OCMAdvertise,
+    I2OCMConnect,
+    I2OCMConnectReply,
+    I2OCMDevice,
+    I2OCMDisconnect,
+    I2OCMDisconnectReply,
+    I2OCMHello,
     I2OMessage,
+    I2OPrivate,
     I2OReply,
     I2OSGEAttributes,
     I2OSGERemote,
@@ -61,6 +83,10 @@ def _hdr(function: int, tctx: int, target: int = IOP_TID, reply: bool = False,
                       msg_flags=REPLY if reply else 0, **kw)
 
 
+def _cm(xfunction: int, tctx: int, reply: bool = False) -> Packet:
+    return _hdr(I2O_PRIVATE, tctx, reply=reply) / I2OPrivate(xfunction=xfunction)
+
+
 def packets() -> list[tuple[str, Packet]]:
     status_addr = Raw(bytes(8) + (0x3F000000).to_bytes(4, "little") + bytes(4)
                       + (88).to_bytes(4, "little"))
@@ -69,7 +95,24 @@ def packets() -> list[tuple[str, Packet]]:
     remote = [I2OSGERemote(count=4096, virtual_address=REMOTE_VA, rkey=RKEY)]
     mixed = [I2OSGESimple(count=512, address=0x3E001000, flags="simple+dir+eob"),
              I2OSGERemote(count=3584, virtual_address=REMOTE_VA + 512, rkey=RKEY)]
+    devices = [I2OCMDevice(tid=BSA_TID, block_size=512, capacity=64 << 20),
+               I2OCMDevice(tid=0x009, block_size=4096, capacity=1 << 40)]
     return [
+        ("I2O CM_HELLO (remote server remote-a)",
+         _udp(_cm(CM_HELLO, 0x001) / I2OCMHello(remote=b"remote-a"))),
+        ("I2O CM_ADVERTISE (host-b: IOP 1 with two block devices, IOP 2 with none)",
+         _udp(_cm(CM_ADVERTISE, 0x001) / I2OCMAdvertise(host=b"host-b", iops=[
+             I2OCMIOP(iop_id=1, devices=devices), I2OCMIOP(iop_id=2)]), reply=True)),
+        ("I2O CM_CONNECT (IOP 1)", _udp(_cm(CM_CONNECT, 0x002) / I2OCMConnect(iop_id=1))),
+        ("I2O CM_CONNECT reply OK (connection 1, QPNs 0x222 / 0x223)",
+         _udp(_cm(CM_CONNECT, 0x002, reply=True)
+              / I2OCMConnectReply(conn_id=1, message_qpn=HOST_QPN, data_qpn=HOST_QPN + 1),
+              reply=True)),
+        ("I2O CM_DISCONNECT (connection 1)",
+         _udp(_cm(CM_DISCONNECT, 0x003) / I2OCMDisconnect(conn_id=1))),
+        ("I2O CM_DISCONNECT reply UNKNOWN_CONNECTION",
+         _udp(_cm(CM_DISCONNECT, 0x003, reply=True)
+              / I2OCMDisconnectReply(status=CM_UNKNOWN_CONNECTION), reply=True)),
         ("I2O ExecStatusGet request (status block to 0x3F000000, 88 bytes)",
          _udp(_hdr(0xA0, 0x100) / status_addr)),
         ("I2O ExecStatusGet reply SUCCESS", _udp(_hdr(0xA0, 0x100, reply=True) / I2OReply(),

@@ -2,8 +2,9 @@
 """tshark + ftsslab/wireshark/lua/i2o.lua against the Scapy layers of layers/i2o.py.
 
 Every I2O layer class has a Lua prefix; every field of every dissected layer must show in
-tshark with the same value (reference capture and hypothesis-generated frames over both
-carriers, UDP 49122 and RoCE SEND), and broken frames raise the expected expert items.
+tshark with the same value (reference capture and hypothesis-generated frames, the
+Connection Manager's private frames among them, over both carriers, UDP 49122 and RoCE
+SEND), and broken frames raise the expected expert items.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from scapy.contrib.roce import BTH
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
-from scapy.packet import Packet
+from scapy.packet import Packet, Raw
 
 from ftsslab.fast import i2o as fast
 from ftsslab.layers import i2o as layers
@@ -28,11 +29,20 @@ from ftsslab.layers.i2o import (
     I2O_FUNCTIONS,
     I2O_REPLY_STATUS,
     I2O_UDP_PORT,
+    I2OCMIOP,
     I2OBlockCacheFlush,
     I2OBlockRead,
     I2OBlockReply,
     I2OBlockWrite,
+    I2OCMAdvertise,
+    I2OCMConnect,
+    I2OCMConnectReply,
+    I2OCMDevice,
+    I2OCMDisconnect,
+    I2OCMDisconnectReply,
+    I2OCMHello,
     I2OMessage,
+    I2OPrivate,
     I2OReply,
     I2OSGEAttributes,
     I2OSGERemote,
@@ -41,6 +51,7 @@ from ftsslab.layers.i2o import (
 )
 from ftsslab.wireshark import LUA_DIR
 from tests.layers.test_i2o import ANY_FRAME
+from tests.layers.test_i2o_cm import CM_FRAMES
 
 from .oracle import (
     SEVERITY_WARN,
@@ -66,12 +77,24 @@ ABBREV: dict[type[Packet], str] = {
     I2OSGESimple64: "i2o.sge64",
     I2OSGEAttributes: "i2o.sge_attr",
     I2OSGERemote: "i2o.sge_remote",
+    I2OPrivate: "i2o.private",
+    I2OCMHello: "i2o.cm_hello",
+    I2OCMAdvertise: "i2o.cm_advertise",
+    I2OCMIOP: "i2o.cm_iop",
+    I2OCMDevice: "i2o.cm_device",
+    I2OCMConnect: "i2o.cm_connect",
+    I2OCMConnectReply: "i2o.cm_connect_reply",
+    I2OCMDisconnect: "i2o.cm_disconnect",
+    I2OCMDisconnectReply: "i2o.cm_disconnect_reply",
 }
 # Classes of layers/i2o.py that Wireshark dissects natively: none (tshark 4.0 has no I2O).
 NATIVE: set[type[Packet]] = set()
-# "Layer.field" -> why it is not compared. The SGL list itself is packet-valued (its
-# elements are compared as layers), so nothing needs skipping.
-SKIP: dict[str, str] = {}
+# "Layer.field" -> why it is not compared. A list of layers is compared element by element
+# (the SGL is never empty); the CM's lists may be, and an empty list looks like a value.
+SKIP: dict[str, str] = {
+    "I2OCMAdvertise.iops": "its I2OCMIOP elements are compared as layers",
+    "I2OCMIOP.devices": "its I2OCMDevice elements are compared as layers",
+}
 
 SEVERITY_ERROR = 0x800000
 SEVERITY_NOTE = 0x400000
@@ -84,6 +107,7 @@ def _udp(msg: bytes | Packet) -> Packet:
 
 
 def _roce(msg: bytes | Packet) -> Packet:
+    # not QP0/QP1: Wireshark reads a SEND to those as a MAD, never offering it to heuristics
     return (Ether() / IP(src="10.0.1.1", dst="10.0.1.2")
             / UDP(sport=0xC000, dport=ROCEV2_PORT) / BTH(opcode=4, dqpn=0x222) / msg)
 
@@ -120,7 +144,7 @@ def test_reference_info_column_is_the_scapy_summary():
             body = body.payload
 
 
-CARRIED = st.tuples(ANY_FRAME, st.sampled_from([_udp, _roce])).map(
+CARRIED = st.tuples(st.one_of(ANY_FRAME, CM_FRAMES), st.sampled_from([_udp, _roce])).map(
     lambda fc: Ether(bytes(fc[1](fc[0]))))
 
 
@@ -140,6 +164,10 @@ def _hdr(function=0x00, flags=0, size=4, version=1, sgl_offset=0, body=b"") -> b
 
 
 _RW = struct.pack("<HBBIQ", 0, 1, 0, 4096, 0x10000)
+
+
+def _CM_HEAD(xfunction: int) -> bytes:  # noqa: N802  (reads like the constant it builds)
+    return struct.pack("<HH", xfunction, fast.FTSSLAB_ORGANIZATION_ID)
 _GOOD_READ = fast.build_block_rw(0x30, [fast.sge_simple(4096, 0x3E000000)], 0x10000)
 
 BROKEN = [
@@ -175,6 +203,22 @@ BROKEN = [
      "I2O BSA Cache Flush body needs 4 bytes, 0 present"),
     ("reply without status", _hdr(function=0xA0, flags=0xC0), SEVERITY_ERROR,
      "reply without its 4-byte status word"),
+    ("private frame without word 4", _hdr(function=0xFF, size=4), SEVERITY_ERROR,
+     "Private frame without its XFunctionCode/OrganizationID word"),
+    ("CM body too short", _hdr(function=0xFF, flags=0xC0, size=6, body=_CM_HEAD(3) + bytes(4)),
+     SEVERITY_ERROR, "CM_CONNECT reply body needs 16 bytes, 4 present"),
+    ("no such CM message", _hdr(function=0xFF, size=5, body=_CM_HEAD(9)), SEVERITY_WARN,
+     "No CM request with XFunctionCode 0x0009"),
+    ("reply to a CM_HELLO", _hdr(function=0xFF, flags=0x80, size=5, body=_CM_HEAD(1)),
+     SEVERITY_WARN, "No CM reply with XFunctionCode 0x0001"),
+    ("IOP count beyond the IOPs",
+     _hdr(function=0xFF, size=15, body=_CM_HEAD(2) + bytes(32) + struct.pack("<HH", 2, 0)
+          + struct.pack("<HH", 7, 0)),
+     SEVERITY_WARN, "IOP count 2, but the frame holds 1 IOPs"),
+    ("device count beyond the devices",
+     _hdr(function=0xFF, size=19, body=_CM_HEAD(2) + bytes(32) + struct.pack("<HH", 1, 0)
+          + struct.pack("<HH", 7, 3) + struct.pack("<HHIQ", 8, 0, 512, 4096)),
+     SEVERITY_WARN, "Device count 3, but the frame holds 1 devices"),
     ("BSA error reply without address",
      _hdr(function=0x30, flags=0xC0, size=6, body=struct.pack("<HBBI", 1, 0, 0x04, 512)),
      SEVERITY_ERROR, "BSA error reply needs 12 bytes"),
@@ -229,14 +273,15 @@ def test_roce_heuristic_mirrors_looks_like_i2o(tmp_path):
 
 @settings(max_examples=2, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(blobs=st.lists(st.tuples(st.sampled_from([0x30, 0x31, 0x37, 0xA0, 0x60]),
+@given(blobs=st.lists(st.tuples(st.sampled_from([0x30, 0x31, 0x37, 0xA0, 0x60, 0xFF]),
                                 st.sampled_from([0x00, 0x80, 0xA0, 0x0C]),
                                 st.integers(0, 16), st.integers(0, 15),
+                                st.sampled_from([b""] + [_CM_HEAD(x) for x in range(5)]),
                                 st.binary(max_size=72)),
                       min_size=60, max_size=60))
 def test_fuzzed_frames_never_raise_a_lua_error(tmp_path_factory, blobs):
-    raws = [_hdr(function=fn, flags=fl, size=size, sgl_offset=off, body=body)
-            for fn, fl, size, off, body in blobs]
+    raws = [_hdr(function=fn, flags=fl, size=size, sgl_offset=off, body=head + body)
+            for fn, fl, size, off, head, body in blobs]
     raws += [r[:n] for r, n in zip(raws[:20], range(0, 20), strict=True)]
     pcap = write_pcap(tmp_path_factory.mktemp("fuzz") / "fuzz.pcapng",
                       [_udp(r) for r in raws] + [_roce(r) for r in raws[:40]])
@@ -261,3 +306,66 @@ def test_value_tables_match_scapy(tmp_path):
             tables.setdefault(parts[1], {})[int(parts[2], 0)] = parts[3]
     assert tables["i2o.function"] == I2O_FUNCTIONS
     assert tables["i2o.reply.req_status"] == I2O_REPLY_STATUS
+    assert tables["i2o.cm_connect_reply.status"] == fast.CM_STATUS_NAMES
+    assert tables["i2o.cm_disconnect_reply.status"] == fast.CM_STATUS_NAMES
+
+
+# ---------------------------------------------------------------- the Connection Manager
+_ADVERT = {"host": "host-a", "iops": [
+    {"iop_id": 1, "devices": [{"tid": 8, "block_size": 512, "capacity": 1 << 33},
+                              {"tid": 9, "block_size": 4096, "capacity": 2**64 - 1}]},
+    {"iop_id": 2, "devices": []}]}
+_HDR = {"initiator_context": 0x52540001, "transaction_context": 0x500, "target_tid": 0,
+        "initiator_tid": 1}
+CM_CRAFTED = [
+    fast.build_cm(fast.CM_HELLO, {"name": "remote-b"}, **_HDR),
+    fast.build_cm(fast.CM_ADVERTISE, _ADVERT, **_HDR),
+    fast.build_cm(fast.CM_CONNECT, {"iop_id": 1}, **_HDR),
+    fast.build_cm(fast.CM_CONNECT, {"status": fast.CM_OK, "conn_id": 7, "message_qpn": 0x222,
+                                    "data_qpn": 0x223}, reply=True, **_HDR),
+    fast.build_cm(fast.CM_DISCONNECT, {"conn_id": 7}, **_HDR),
+    fast.build_cm(fast.CM_DISCONNECT, {"status": fast.CM_UNKNOWN_CONNECTION}, reply=True,
+                  **_HDR),
+]
+# parse_cm key -> the tshark field it must equal (lists: one occurrence per element)
+CM_TSHARK = {"name": "i2o.cm_hello.remote", "host": "i2o.cm_advertise.host",
+             "iop_id": "i2o.cm_connect.iop_id", "status": "status", "conn_id": "conn_id",
+             "message_qpn": "i2o.cm_connect_reply.message_qpn",
+             "data_qpn": "i2o.cm_connect_reply.data_qpn"}
+
+
+def _shown(frame, name: str) -> list[str]:
+    if "." not in name:  # the reply's or the request's field of that name
+        name = next(k for k in frame.fields if k.startswith("i2o.cm_") and k.endswith(name))
+    return [s.show for s in frame.fields[name]]
+
+
+def test_crafted_cm_frames_agree_with_scapy_and_parse_cm(tmp_path):
+    packets = [Ether(bytes(carrier(raw))) for raw in CM_CRAFTED for carrier in (_udp, _roce)]
+    assert all(I2OPrivate in p and Raw not in p for p in packets)
+    frames = assert_agrees(tmp_path, packets, ABBREV, SKIP)
+    for pkt, frame in zip(packets, frames, strict=True):
+        cm = fast.parse_cm(bytes(pkt[I2OMessage]))
+        assert cm is not None and "i2o" in frame.protos
+        assert int(frame.first("i2o.private.xfunction"), 0) == cm["xfunction"]
+        for key, name in CM_TSHARK.items():
+            if key in cm:
+                got = _shown(frame, name)[0]
+                assert (got if isinstance(cm[key], str) else int(got, 0)) == cm[key], key
+        if "iops" in cm:
+            assert [int(v) for v in _shown(frame, "i2o.cm_iop.iop_id")] == [
+                i["iop_id"] for i in cm["iops"]]
+            assert [int(v) for v in _shown(frame, "i2o.cm_device.capacity")] == [
+                d["capacity"] for i in cm["iops"] for d in i["devices"]]
+
+
+def test_roce_send_only_carries_a_block_write_and_a_cm_connect(tmp_path):
+    write = fast.build_block_rw(fast.I2O_BSA_BLOCK_WRITE, [fast.sge_remote(4096, 0x7F00_0000, 7)],
+                                0x8000, target_tid=8)
+    connect = fast.build_cm(fast.CM_CONNECT, {"iop_id": 1}, **_HDR)
+    packets = [Ether(bytes(_roce(raw))) for raw in (write, connect)]
+    assert all(p[BTH].opcode == 4 for p in packets)  # RC SEND ONLY
+    frames = assert_agrees(tmp_path, packets, ABBREV, SKIP)
+    assert all("infiniband" in f.protos and "i2o" in f.protos for f in frames)
+    assert frames[0].first("i2o.write.byte_address") is not None
+    assert frames[1].first("i2o.cm_connect.iop_id") == "1"

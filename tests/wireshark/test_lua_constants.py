@@ -158,6 +158,11 @@ MIRRORS: dict[str, dict[str, object]] = {
         **_same_names(i2o, "HEADER_LEN", "HEADER_WORDS", prefix="I2O_"),
         **_same_names(i2o, "BSA_SGL_OFFSET", "BSA_BLOCK_READ", "BSA_BLOCK_WRITE",
                       "BSA_CACHE_FLUSH", prefix="I2O_"),
+        **_same_names(i2o, "I2O_PRIVATE", "FTSSLAB_ORGANIZATION_ID", "CM_NAME_LEN", "CM_IOP_LEN",
+                      "CM_DEVICE_LEN", "CM_FUNCTIONS", "CM_STATUS_NAMES"),
+        "CM_REQUEST_SIZES": {x: size for (x, reply), (_, size) in i2o.CM_BODIES.items()
+                             if not reply},
+        "CM_REPLY_SIZES": {x: size for (x, reply), (_, size) in i2o.CM_BODIES.items() if reply},
         "BSA_FUNCTIONS": i2o.I2O_BSA_FUNCTION_CODES,
         "REPLY_ERRORS": frozenset(i2o.I2O_REPLY_ERRORS),
         "SGE_SIZE": {k: i2o.SGE_SIZE[f"I2OSGE{c}"] for k, c in (

@@ -5,12 +5,19 @@
 -- (I2OMessage), the single reply body (I2OReply) and its BSA payload (I2OBlockReply), the
 -- BSA requests BlockRead/BlockWrite/CacheFlush and their scatter-gather lists (I2OSGESimple,
 -- I2OSGESimple64, I2OSGEAttributes and ftsslab's remote-buffer element I2OSGERemote, address
--- mode 0x34).  Everything is little-endian.  Carriers: UDP port 49122 ("udp.port") and the
+-- mode 0x34), and the private frames (Function 0xFF, I2OPrivate) of ftsslab's Connection Manager
+-- (seed 001 L198, decision D1.5): I2OCMHello, I2OCMAdvertise with its I2OCMIOP / I2OCMDevice
+-- list, I2OCMConnect / I2OCMConnectReply, I2OCMDisconnect / I2OCMDisconnectReply.
+-- Everything is little-endian.  Carriers: UDP port 49122 ("udp.port") and the
 -- payload of a RoCE SEND (heuristic on "infiniband.payload", the same test as Scapy's
 -- looks_like_i2o).  Field names are "<prefix>.<Scapy field name>":
 --   I2OMessage i2o, I2OReply i2o.reply, I2OBlockReply i2o.bsa_reply, I2OBlockRead i2o.read,
 --   I2OBlockWrite i2o.write, I2OBlockCacheFlush i2o.flush, I2OSGESimple i2o.sge,
---   I2OSGESimple64 i2o.sge64, I2OSGEAttributes i2o.sge_attr, I2OSGERemote i2o.sge_remote.
+--   I2OSGESimple64 i2o.sge64, I2OSGEAttributes i2o.sge_attr, I2OSGERemote i2o.sge_remote,
+--   I2OPrivate i2o.private, I2OCMHello i2o.cm_hello, I2OCMAdvertise i2o.cm_advertise,
+--   I2OCMIOP i2o.cm_iop, I2OCMDevice i2o.cm_device, I2OCMConnect i2o.cm_connect,
+--   I2OCMConnectReply i2o.cm_connect_reply, I2OCMDisconnect i2o.cm_disconnect,
+--   I2OCMDisconnectReply i2o.cm_disconnect_reply.
 
 local I2O_UDP_PORT = 49122
 local HEADER_LEN = 16
@@ -25,6 +32,23 @@ local MSG_REPLY = 0x80
 local BSA_BLOCK_READ = 0x30
 local BSA_BLOCK_WRITE = 0x31
 local BSA_CACHE_FLUSH = 0x37
+local I2O_PRIVATE = 0xFF
+
+-- Connection Manager (ftsslab/fast/i2o.py CM_*)
+local FTSSLAB_ORGANIZATION_ID = 0xF755
+local CM_NAME_LEN = 32
+local CM_IOP_LEN = 4
+local CM_DEVICE_LEN = 16
+local CM_FUNCTIONS = {
+    [1] = "CM_HELLO", [2] = "CM_ADVERTISE", [3] = "CM_CONNECT", [4] = "CM_DISCONNECT",
+}
+local CM_STATUS_NAMES = {
+    [0] = "OK", [1] = "NO_SUCH_IOP", [2] = "IOP_UNAVAILABLE", [3] = "REFUSED",
+    [4] = "CONNECTION_IN_USE", [5] = "UNKNOWN_CONNECTION", [6] = "NOT_STARTED",
+}
+-- the fixed part of each body (CM_BODIES): a shorter one is not dissected
+local CM_REQUEST_SIZES = { [1] = 32, [2] = 36, [3] = 4, [4] = 4 }
+local CM_REPLY_SIZES = { [3] = 16, [4] = 4 }
 
 local SGL_FLAGS_LAST = 0x80
 local SGL_ATTR_64BIT_ADDRESS = 0x0002
@@ -146,7 +170,12 @@ for _, l in ipairs({ { "header", "Standard message header" }, { "reply", "I2O Re
     { "write", "I2O BSA Block Write" }, { "flush", "I2O BSA Cache Flush" },
     { "sgl", "Scatter-gather list" }, { "sge", "I2O SGL Simple Element" },
     { "sge64", "I2O SGL Simple Element 64-bit" }, { "sge_attr", "I2O SGL Attributes Element" },
-    { "sge_remote", "I2O SGL Remote Buffer Element" } }) do
+    { "sge_remote", "I2O SGL Remote Buffer Element" }, { "private", "I2O Private" },
+    { "cm_hello", "I2O CM Hello" }, { "cm_advertise", "I2O CM Advertise" },
+    { "cm_iop", "I2O CM IOP" }, { "cm_device", "I2O CM Device" },
+    { "cm_connect", "I2O CM Connect" }, { "cm_connect_reply", "I2O CM Connect Reply" },
+    { "cm_disconnect", "I2O CM Disconnect" },
+    { "cm_disconnect_reply", "I2O CM Disconnect Reply" } }) do
     hl[l[1]] = field(ProtoField.none("i2o." .. l[1], l[2]))
 end
 
@@ -238,6 +267,36 @@ local hf_attr = {
 }
 hf_attr.bits = flag_bits("i2o.sge_attr.attribute_flags", SGL_ATTR_FLAG_NAMES, 16)
 
+-- private frames and the Connection Manager
+local function u16(abbrev, label, b) return field(ProtoField.uint16(abbrev, label, b or base.DEC)) end
+local function u32(abbrev, label, b) return field(ProtoField.uint32(abbrev, label, b or base.DEC)) end
+local hf_cm = {
+    xfunction = u16("i2o.private.xfunction", "XFunctionCode", base.HEX),
+    organization_id = u16("i2o.private.organization_id", "OrganizationID", base.HEX),
+    remote = field(ProtoField.string("i2o.cm_hello.remote", "Remote server name")),
+    host = field(ProtoField.string("i2o.cm_advertise.host", "Host name")),
+    iop_count = u16("i2o.cm_advertise.iop_count", "IOP count"),
+    adv_reserved = u16("i2o.cm_advertise.reserved", "Reserved"),
+    iop_id = u16("i2o.cm_iop.iop_id", "IOP id"),
+    device_count = u16("i2o.cm_iop.device_count", "Device count"),
+    tid = u16("i2o.cm_device.tid", "TID"),
+    dev_reserved = u16("i2o.cm_device.reserved", "Reserved"),
+    block_size = u32("i2o.cm_device.block_size", "Block size (bytes)"),
+    capacity = field(ProtoField.uint64("i2o.cm_device.capacity", "Capacity (bytes)", base.DEC)),
+    connect_iop_id = u16("i2o.cm_connect.iop_id", "IOP id"),
+    connect_reserved = u16("i2o.cm_connect.reserved", "Reserved"),
+    connect_status = field(ProtoField.uint16("i2o.cm_connect_reply.status", "Status", base.DEC,
+        CM_STATUS_NAMES)),
+    connect_reply_reserved = u16("i2o.cm_connect_reply.reserved", "Reserved"),
+    conn_id = u32("i2o.cm_connect_reply.conn_id", "Connection id"),
+    message_qpn = u32("i2o.cm_connect_reply.message_qpn", "Message QPN", base.HEX),
+    data_qpn = u32("i2o.cm_connect_reply.data_qpn", "Data QPN", base.HEX),
+    disconnect_conn_id = u32("i2o.cm_disconnect.conn_id", "Connection id"),
+    disconnect_status = field(ProtoField.uint16("i2o.cm_disconnect_reply.status", "Status",
+        base.DEC, CM_STATUS_NAMES)),
+    disconnect_reserved = u16("i2o.cm_disconnect_reply.reserved", "Reserved"),
+}
+
 p_i2o.fields = pf
 
 -- ---------------------------------------------------------------- expert items
@@ -274,10 +333,15 @@ local ef = {
         expert.severity.NOTE),
     padding = ProtoExpert.new("i2o.expert.padding", "Bytes after MessageSize",
         expert.group.PROTOCOL, expert.severity.CHAT),
+    cm_unknown = ProtoExpert.new("i2o.expert.cm_unknown", "No such CM message",
+        expert.group.PROTOCOL, expert.severity.WARN),
+    cm_count = ProtoExpert.new("i2o.expert.cm_count", "CM count beyond the list",
+        expert.group.MALFORMED, expert.severity.WARN),
 }
 p_i2o.experts = { ef.short, ef.size_exceeds, ef.size_small, ef.version, ef.reserved_flags,
     ef.unknown_function, ef.sgl_offset, ef.sgl_offset_bsa, ef.reply_flag, ef.fail_flag,
-    ef.body_short, ef.sgl_no_last, ef.sgl_element, ef.failure_reply, ef.padding }
+    ef.body_short, ef.sgl_no_last, ef.sgl_element, ef.failure_reply, ef.padding, ef.cm_unknown,
+    ef.cm_count }
 
 -- ---------------------------------------------------------------- helpers (no bit library)
 local function has(value, mask)
@@ -501,6 +565,151 @@ local function dissect_reply(tvb, pinfo, tree, off, stop, fn)
     return used, summary
 end
 
+-- ---------------------------------------------------------------- private frames: the CM
+-- each CM body dissector returns (bytes used, summary); its fixed part is there
+local CM_BODY = {}
+
+CM_BODY["1/request"] = function(tvb, tree, off)
+    local summary = "CM_HELLO from " .. tvb(off, CM_NAME_LEN):stringz()
+    local st = tree:add(hl.cm_hello, tvb(off, CM_NAME_LEN))
+    st:set_text(summary)
+    st:add(hf_cm.remote, tvb(off, CM_NAME_LEN))
+    return CM_NAME_LEN, summary
+end
+
+-- the IOPs and their devices while both count and bytes last (Scapy's lists stop the same way)
+CM_BODY["2/request"] = function(tvb, tree, off, stop)
+    local st = tree:add(hl.cm_advertise, tvb(off, stop - off))
+    st:add(hf_cm.host, tvb(off, CM_NAME_LEN))
+    local count = tvb(off + CM_NAME_LEN, 2):le_uint()
+    local ci = st:add_le(hf_cm.iop_count, tvb(off + CM_NAME_LEN, 2))
+    st:add_le(hf_cm.adv_reserved, tvb(off + CM_NAME_LEN + 2, 2))
+    local pos = off + CM_NAME_LEN + 4
+    local n = 0
+    while n < count and stop - pos >= CM_IOP_LEN do
+        local start = pos
+        local iop_id = tvb(pos, 2):le_uint()
+        local devices = tvb(pos + 2, 2):le_uint()
+        local it = st:add(hl.cm_iop, tvb(pos, CM_IOP_LEN))
+        it:add_le(hf_cm.iop_id, tvb(pos, 2))
+        local di = it:add_le(hf_cm.device_count, tvb(pos + 2, 2))
+        pos = pos + CM_IOP_LEN
+        local d = 0
+        while d < devices and stop - pos >= CM_DEVICE_LEN do
+            local dt = it:add(hl.cm_device, tvb(pos, CM_DEVICE_LEN))
+            dt:set_text(string.format("I2O CM Device: TID %d: %s bytes in %d-byte blocks",
+                tvb(pos, 2):le_uint(), tostring(tvb(pos + 8, 8):le_uint64()),
+                tvb(pos + 4, 4):le_uint()))
+            dt:add_le(hf_cm.tid, tvb(pos, 2))
+            dt:add_le(hf_cm.dev_reserved, tvb(pos + 2, 2))
+            dt:add_le(hf_cm.block_size, tvb(pos + 4, 4))
+            dt:add_le(hf_cm.capacity, tvb(pos + 8, 8))
+            pos = pos + CM_DEVICE_LEN
+            d = d + 1
+        end
+        if d < devices then
+            di:add_proto_expert_info(ef.cm_count, string.format(
+                "Device count %d, but the frame holds %d devices", devices, d))
+        end
+        it:set_len(pos - start)
+        it:set_text(string.format("I2O CM IOP: IOP %d: %d devices", iop_id, d))
+        n = n + 1
+    end
+    if n < count then
+        ci:add_proto_expert_info(ef.cm_count, string.format(
+            "IOP count %d, but the frame holds %d IOPs", count, n))
+    end
+    local summary = string.format("CM_ADVERTISE from %s: %d IOPs", tvb(off, CM_NAME_LEN):stringz(),
+        n)
+    st:set_len(pos - off)
+    st:set_text(summary)
+    return pos - off, summary
+end
+
+CM_BODY["3/request"] = function(tvb, tree, off)
+    local summary = string.format("CM_CONNECT iop %d", tvb(off, 2):le_uint())
+    local st = tree:add(hl.cm_connect, tvb(off, 4))
+    st:set_text(summary)
+    st:add_le(hf_cm.connect_iop_id, tvb(off, 2))
+    st:add_le(hf_cm.connect_reserved, tvb(off + 2, 2))
+    return 4, summary
+end
+
+local function status_name(status)
+    return CM_STATUS_NAMES[status] or tostring(status)
+end
+
+CM_BODY["3/reply"] = function(tvb, tree, off)
+    local summary = string.format("CM_CONNECT reply %s conn %d",
+        status_name(tvb(off, 2):le_uint()), tvb(off + 4, 4):le_uint())
+    local st = tree:add(hl.cm_connect_reply, tvb(off, 16))
+    st:set_text(summary)
+    st:add_le(hf_cm.connect_status, tvb(off, 2))
+    st:add_le(hf_cm.connect_reply_reserved, tvb(off + 2, 2))
+    st:add_le(hf_cm.conn_id, tvb(off + 4, 4))
+    st:add_le(hf_cm.message_qpn, tvb(off + 8, 4))
+    st:add_le(hf_cm.data_qpn, tvb(off + 12, 4))
+    return 16, summary
+end
+
+CM_BODY["4/request"] = function(tvb, tree, off)
+    local summary = string.format("CM_DISCONNECT conn %d", tvb(off, 4):le_uint())
+    local st = tree:add(hl.cm_disconnect, tvb(off, 4))
+    st:set_text(summary)
+    st:add_le(hf_cm.disconnect_conn_id, tvb(off, 4))
+    return 4, summary
+end
+
+CM_BODY["4/reply"] = function(tvb, tree, off)
+    local summary = "CM_DISCONNECT reply " .. status_name(tvb(off, 2):le_uint())
+    local st = tree:add(hl.cm_disconnect_reply, tvb(off, 4))
+    st:set_text(summary)
+    st:add_le(hf_cm.disconnect_status, tvb(off, 2))
+    st:add_le(hf_cm.disconnect_reserved, tvb(off + 2, 2))
+    return 4, summary
+end
+
+-- word 4 (XFunctionCode, OrganizationID), then the CM body under ftsslab's OrganizationID
+local function dissect_private(tvb, pinfo, tree, off, stop, reply)
+    if stop - off < 4 then
+        tree:add_proto_expert_info(ef.body_short, string.format(
+            "Private frame without its XFunctionCode/OrganizationID word (%d bytes of body)",
+            stop - off))
+        return 0, nil
+    end
+    local xfn = tvb(off, 2):le_uint()
+    local org = tvb(off + 2, 2):le_uint()
+    local ours = org == FTSSLAB_ORGANIZATION_ID
+    local summary
+    if ours then
+        summary = CM_FUNCTIONS[xfn] or string.format("CM XFunctionCode 0x%04x", xfn)
+    else
+        summary = string.format("I2O private 0x%04x of organization 0x%04x", xfn, org)
+    end
+    local pt = tree:add(hl.private, tvb(off, 4))
+    pt:set_text("I2O Private: " .. summary)
+    local xi = pt:add_le(hf_cm.xfunction, tvb(off, 2))
+    local oi = pt:add_le(hf_cm.organization_id, tvb(off + 2, 2))
+    if not ours then return 4, summary end
+    oi:append_text(" (ftsslab)")
+    if CM_FUNCTIONS[xfn] then xi:append_text(" (" .. CM_FUNCTIONS[xfn] .. ")") end
+    local kind = reply and "reply" or "request"
+    local size = (reply and CM_REPLY_SIZES or CM_REQUEST_SIZES)[xfn]
+    if size == nil then
+        xi:add_proto_expert_info(ef.cm_unknown, string.format(
+            "No CM %s with XFunctionCode 0x%04x", kind, xfn))
+        return 4, summary
+    end
+    if stop - off - 4 < size then
+        pt:add_proto_expert_info(ef.body_short, string.format(
+            "%s %s body needs %d bytes, %d present", CM_FUNCTIONS[xfn], kind, size,
+            stop - off - 4))
+        return 4, summary
+    end
+    local used, body_summary = CM_BODY[xfn .. "/" .. kind](tvb, tree, off + 4, stop)
+    return 4 + used, body_summary
+end
+
 -- ---------------------------------------------------------------- the frame
 local function dissect_i2o(tvb, pinfo, tree)
     local cap = tvb:len()
@@ -588,14 +797,16 @@ local function dissect_i2o(tvb, pinfo, tree)
 
     local used, body_summary = 0, nil
     local off = HEADER_LEN
-    if reply then
-        if has(flags, MSG_FAIL) then
-            if stop > off then
-                root:add_proto_expert_info(ef.failure_reply)
-            end
-        else
-            used, body_summary = dissect_reply(tvb, pinfo, root, off, stop, fn)
+    if reply and has(flags, MSG_FAIL) then
+        if stop > off then
+            root:add_proto_expert_info(ef.failure_reply)
         end
+    elseif fn == I2O_PRIVATE then
+        if not has(flags, MSG_FAIL) then
+            used, body_summary = dissect_private(tvb, pinfo, root, off, stop, reply)
+        end
+    elseif reply then
+        used, body_summary = dissect_reply(tvb, pinfo, root, off, stop, fn)
     elseif fn == BSA_BLOCK_READ or fn == BSA_BLOCK_WRITE then
         if sgl_offset ~= BSA_SGL_OFFSET and stop - off >= 16 then
             so:add_proto_expert_info(ef.sgl_offset_bsa, string.format(
