@@ -55,6 +55,14 @@ STOPS = (
         "scenarios/san-keys.yaml",
     ),
     Stop(
+        "i2o-export",
+        "seed 001 claims 1, 19-23: a host's disks on the SAN by a direct call path",
+        "host h initialises its IOPs and advertises them (not its private one); r1 writes 1 MiB"
+        " to p1's disk over I2O BSA, h fetching the data by RDMA READ under r1's key; r2 reads"
+        " it back by RDMA WRITE: the same SHA-256 on both remotes and on h's disk",
+        "scenarios/i2o-export.yaml",
+    ),
+    Stop(
         "switch-learning",
         "the lab itself: real kernel stacks in namespaces, the switch seed 002 builds on",
         "three hosts ping and send a UDP burst through a learning switch: it floods the first"
