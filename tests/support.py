@@ -17,7 +17,8 @@ from typing import NamedTuple
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon", b"ftsslab.lab.veth.impaird",
-                 b"ftsslab.nas.switchd", b"ftsslab.nas.device")
+                 b"ftsslab.nas.switchd", b"ftsslab.nas.device", b"ftsslab.san.sanicd",
+                 b"ftsslab.i2o.i2od")  # (an i2o node's nbdkit exits with its parent)
 SETTLE = 0.5  # seconds a leak must persist (see ``leaked``)
 
 

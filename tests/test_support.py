@@ -133,3 +133,18 @@ def test_a_node_process_is_traced_to_its_lab_by_its_command_line(run_dir):
     assert support._lab_of_cmdline(socket) == "12345"
     assert support._lab_of_cmdline(["python", "-m", "ftsslab.ftss.daemon", "a1b2c",
                                     "--state", "/elsewhere/a1b2c"]) is None
+
+
+def test_every_kinds_node_process_is_one_the_leak_check_looks_for():
+    """A kind whose node process the leak check did not know would leak unseen."""
+    from ftsslab.lab.kinds import kinds
+    from ftsslab.lab.model import Node
+    from ftsslab.lab.veth.drivers import NodeEnv
+
+    env = NodeEnv("a1b2c", "/run/ftsslab/a1b2c", "/x.yaml", ("eth0",))
+    for spec in kinds():
+        if spec.veth is None or spec.veth.program is None:
+            continue
+        argv = spec.veth.program(Node("n", spec.name, dict(spec.defaults)), env)
+        module = argv[argv.index("-m") + 1].encode()
+        assert module in support.LAB_PROCESSES, f"{spec.name}: {module!r}"

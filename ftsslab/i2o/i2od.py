@@ -58,7 +58,7 @@ class ExportServer:
             data = b""
         if not data or not self.export.feed(fd, data):
             self._drop(fd)
-        self.d._send(self.d.core.take_output())
+        self.d.transmit(self.d.core.take_output())
 
     def _drop(self, fd: int) -> None:
         self.d.unwatch(fd)
@@ -67,7 +67,7 @@ class ExportServer:
 
     def _flush(self) -> None:
         self.export.pump()
-        self.d._send(self.d.core.take_output())
+        self.d.transmit(self.d.core.take_output())
         for fd, data in self.export.take().items():
             try:
                 self.clients[fd].sendall(data)
@@ -95,7 +95,7 @@ class I2od(Sanicd):
     def export(self, iop: str, device: int) -> str:
         """Connect to ``iop``, serve its disk on blockproto, run nbdkit on it: the NBD URI."""
         name = self.core.cfg.name
-        self._send(self.core.verb({"op": "connect", "iop": iop}, time.monotonic()))
+        self.transmit(self.core.verb({"op": "connect", "iop": iop}, time.monotonic()))
         blk = self.lab / f"{name}.blk"
         ExportServer(self, BlockExport(self.core, iop, device), blk)
         nbd = self.lab / f"{name}.nbd"

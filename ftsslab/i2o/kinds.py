@@ -249,8 +249,7 @@ def host_core(node: Node, scenario: Scenario, devices: DeviceFactory,
     o = node.options
     spec = HostSpec(tuple((name, tuple(size_of(d) for d in iop["devices"]),
                            iop.get("private", False)) for name, iop in o["iops"].items()),
-                    tuple(_remotes(node.name, scenario)), o["block_size"],
-                    parse_seconds(o["iop_latency"]))
+                    tuple(_remotes(node.name, scenario)), parse_seconds(o["iop_latency"]))
     return I2oHostCore(_san_config(node, scenario), spec, _layout(node, scenario), devices,
                        now)
 

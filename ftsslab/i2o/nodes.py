@@ -60,7 +60,6 @@ def _percentile(values: list[float], q: float) -> float:
 class HostSpec:
     iops: tuple[tuple[str, tuple[int, ...], bool], ...]  # (name, device sizes, private)
     remotes: tuple[str, ...]
-    block_size: int
     iop_latency: float
 
 

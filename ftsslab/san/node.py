@@ -249,7 +249,7 @@ class SanicCore:
         if spec.recv_buffer is not None and wc.wr_id >> 32 == 1:  # a ring slot
             slot = wc.wr_id & 0xFFFFFFFF
             data = self.load(spec.process, spec.recv_buffer + slot * spec.recv_size,
-                              min(wc.byte_len, spec.recv_size))
+                             min(wc.byte_len, spec.recv_size))
             if self.app is not None and spec.name in self.app.qps:
                 self._post_recv_slot(spec, slot)
                 self.app.received(spec.name, data)

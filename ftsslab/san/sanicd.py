@@ -83,7 +83,7 @@ class Sanicd:
             self._guarded(self._frames)
             due = self.core.next_deadline()
             if due is not None and due <= time.monotonic():
-                self._guarded(lambda: self._send(self.core.on_timer(time.monotonic())))
+                self._guarded(lambda: self.transmit(self.core.on_timer(time.monotonic())))
             self._guarded(self.after_turn)
             self._log()
 
@@ -101,9 +101,10 @@ class Sanicd:
             if not batch:
                 return
             for data in batch:
-                self._send(self.core.on_frame(iface, data, time.monotonic()))
+                self.transmit(self.core.on_frame(iface, data, time.monotonic()))
 
-    def _send(self, out) -> None:
+    def transmit(self, out) -> None:
+        """Frames out of the port (the core's ``Transmit`` actions)."""
         for t in out:
             try:
                 self.ring.send(t.frame)
@@ -128,7 +129,7 @@ class Sanicd:
     def _request(self, req: dict) -> dict:
         op = req.get("op")
         if op == "verb":
-            self._send(self.core.verb(req["args"], time.monotonic()))
+            self.transmit(self.core.verb(req["args"], time.monotonic()))
             self._log()
             return {"ok": True}
         if op == "stats":
