@@ -6,7 +6,8 @@
 
 Each NBD connection opens its own Unix stream socket to the node (``socket=``) and speaks
 blockproto on it (see ftsslab/i2o/blockproto.py for the byte layout): INFO once at open for
-the size and block size, then READ, WRITE and FLUSH, one request at a time. A node's error
+the size and block size, then READ, WRITE and FLUSH, as many outstanding as nbdkit's threads
+make (each with its handle; the node answers in any order). A node's error
 status (an errno value) becomes the NBD client's error through ``nbdkit.set_error``; a node
 that breaks the protocol, hangs past ``timeout`` seconds or goes away gives EIO, and the
 connection is not used again.
@@ -15,9 +16,11 @@ This file runs in nbdkit's embedded interpreter (the system python3), not in fts
 it uses the standard library only and does not import ftsslab. Its copy of the header
 formats is checked against blockproto's by tests/i2o/test_nbd.py.
 
-Thread model: SERIALIZE_REQUESTS. Requests on one NBD connection are serialized (one
-outstanding blockproto request per node socket), connections run in parallel: each has its
-own socket and handle counter, and the module's settings are read-only once configured.
+Thread model: PARALLEL. nbdkit's threads share a connection's node socket: a lock orders
+their requests on it, a reader thread hands each reply to the request whose handle it
+carries (a client's iodepth reaches the node's client library, which keeps 32 requests on
+the SAN); connections have their own sockets, and the module's settings are read-only once
+configured.
 can_multi_conn is false: whether a flush on one connection covers writes made on another is
 the node's business, and it does not promise it.
 """
@@ -25,6 +28,7 @@ the node's business, and it does not promise it.
 import errno
 import socket
 import struct
+import threading
 
 try:
     import nbdkit
@@ -73,15 +77,25 @@ def config_complete():
 
 
 def thread_model():
-    return nbdkit.THREAD_MODEL_SERIALIZE_REQUESTS
+    return nbdkit.THREAD_MODEL_PARALLEL
 
 
 class NodeError(OSError):
     """The node answered with an error status, or broke the connection (EIO)."""
 
 
+class _Wait:
+    """A request in flight: what its reply must be, and the reply once it came."""
+
+    def __init__(self, op, length, into):
+        self.op, self.length, self.into = op, length, into
+        self.done = threading.Event()
+        self.payload, self.error = None, None
+
+
 class Node:
-    """One blockproto connection to the node."""
+    """One blockproto connection to the node, shared by nbdkit's threads: each request has
+    its handle, a reader thread hands every reply to the request it names."""
 
     def __init__(self, path, timeout):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -91,57 +105,93 @@ class Node:
         except OSError:
             self.sock.close()
             raise
+        self.sock.settimeout(None)  # the reader blocks; each request waits ``timeout``
+        self.timeout = timeout
+        self.lock = threading.RLock()  # the handles, the waits, the sending side
+        self.waits = {}
         self.next_handle = 1
         self.broken = None
+        self.reader = threading.Thread(target=self._read_replies, daemon=True)
+        self.reader.start()
         (self.size, self.block_size) = INFO_PAYLOAD.unpack(self.call(OP_INFO))
 
     def close(self):
+        self._break("closed")
+        self.reader.join(self.timeout)
         self.sock.close()
 
-    def _fail(self, reason):
-        self.broken = reason
-        self.sock.close()
-        raise NodeError(errno.EIO, f"node connection: {reason}")
+    def _break(self, reason):
+        """The connection is unusable: every request waiting gets EIO."""
+        with self.lock:
+            if self.broken:
+                return
+            self.broken = reason
+            waits, self.waits = list(self.waits.values()), {}
+        for w in waits:
+            w.error = NodeError(errno.EIO, f"node connection: {reason}")
+            w.done.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def call(self, op, offset=0, length=0, data=b"", into=None):
+        """Send one request and return its reply's payload (or read it ``into`` a buffer)."""
+        w = _Wait(op, length, into)
+        with self.lock:
+            if self.broken:
+                raise NodeError(errno.EIO, f"node connection: {self.broken}")
+            handle = self.next_handle
+            self.next_handle += 1
+            self.waits[handle] = w
+            try:
+                self.sock.sendall(REQUEST_HEADER.pack(REQUEST_MAGIC, op, 0, handle, offset,
+                                                      length))
+                if data:
+                    self.sock.sendall(data)
+            except OSError as e:
+                self._break(f"{type(e).__name__}: {e}")
+        if not w.done.wait(self.timeout):
+            self._break(f"no reply to handle {handle} in {self.timeout:g} s")
+        if w.error is not None:
+            raise w.error
+        return w.payload
 
     def _recv_into(self, view):
         while view:
             n = self.sock.recv_into(view)
             if n == 0:
-                self._fail("closed by the node")
+                raise EOFError("closed by the node")
             view = view[n:]
 
-    def call(self, op, offset=0, length=0, data=b"", into=None):
-        """Send one request and return its reply's payload (or read it ``into`` a buffer)."""
-        if self.broken:
-            raise NodeError(errno.EIO, f"node connection: {self.broken}")
-        handle = self.next_handle
-        self.next_handle += 1
+    def _read_replies(self):
         try:
-            self.sock.sendall(REQUEST_HEADER.pack(REQUEST_MAGIC, op, 0, handle, offset, length))
-            if data:
-                self.sock.sendall(data)
-            header = bytearray(REPLY_HEADER.size)
-            self._recv_into(memoryview(header))
-            magic, rop, flags, rhandle, status, rlength = REPLY_HEADER.unpack(header)
-            if magic != REPLY_MAGIC or flags or rop != op or rhandle != handle:
-                self._fail(f"bad reply header {bytes(header).hex()} to handle {handle}")
-            if status:
-                if rlength:
-                    self._fail(f"payload of {rlength} bytes with status {status}")
-                raise NodeError(status, f"node: {errno.errorcode.get(status, status)}")
-            expected = INFO_PAYLOAD.size if op == OP_INFO else length if op == OP_READ else 0
-            if rlength != expected:
-                self._fail(f"reply payload of {rlength} bytes, expected {expected}")
-            if into is not None:
-                self._recv_into(into)
-                return None
-            payload = bytearray(rlength)
-            self._recv_into(memoryview(payload))
-            return bytes(payload)
-        except NodeError:
-            raise
-        except OSError as e:  # timeout, reset, ...
-            self._fail(f"{type(e).__name__}: {e}")
+            while True:
+                header = bytearray(REPLY_HEADER.size)
+                self._recv_into(memoryview(header))
+                magic, rop, flags, handle, status, rlength = REPLY_HEADER.unpack(header)
+                with self.lock:
+                    w = self.waits.pop(handle, None)
+                if magic != REPLY_MAGIC or flags or w is None or rop != w.op:
+                    raise ValueError(f"bad reply header {bytes(header).hex()}")
+                if status:
+                    if rlength:
+                        raise ValueError(f"payload of {rlength} bytes with status {status}")
+                    w.error = NodeError(status, f"node: {errno.errorcode.get(status, status)}")
+                else:
+                    expected = INFO_PAYLOAD.size if w.op == OP_INFO else \
+                        w.length if w.op == OP_READ else 0
+                    if rlength != expected:
+                        raise ValueError(f"reply payload of {rlength} bytes, expected {expected}")
+                    if w.into is not None:
+                        self._recv_into(w.into)
+                    else:
+                        payload = bytearray(rlength)
+                        self._recv_into(memoryview(payload))
+                        w.payload = bytes(payload)
+                w.done.set()
+        except (OSError, EOFError, ValueError) as e:
+            self._break(str(e) or type(e).__name__)
 
 
 def _errors_to_nbdkit(fn):
