@@ -51,7 +51,8 @@ the CI smoke test (tests/i2o/test_bench_bypass.py). Note: (a)'s server CPU inclu
 emulation (DDM, file syscalls), which on the seed's hardware runs on the IOP's own processor.
 On the shared 2-core box (--ops 10000 --rounds 5) check 14 is not met: (a)/(b) p50 2.20x for
 reads, 2.45x for writes, server CPU per request 2.9x / 3.5x; the direct call alone, in process,
-costs 57-60 us a request against 48-52 us for (b)'s whole TCP round trip (docs/i2o-bypass.md).
+costs 57-60 us a request against 48-52 us for (b)'s whole TCP round trip (docs/i2o.md,
+"Bypass vs OS stack").
 """
 
 from __future__ import annotations

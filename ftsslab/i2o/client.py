@@ -12,8 +12,9 @@ the same work, on purpose (check 7): the host's context swap keeps them apart, a
 whose contexts name no outstanding request of this connection is counted as a misroute.
 
 Keys: one key over all the I/O slots (``region``, REMOTE_READ|REMOTE_WRITE), or per request
-a fresh one-shot binding of the slot's own key (``oneshot``); ``spent`` reuses that binding
-without binding it again and ``forged`` sends a key value nobody bound (check 13). A reply
+a fresh one-shot binding of the slot's own key (``oneshot``); ``spent`` names the last
+one-shot binding again -- its key and its buffer, without binding it again -- and ``forged``
+sends a key value nobody bound (check 13). A reply
 with BSA ACCESS_ERROR whose data QP is in ERROR resets and reconnects the data QP (the host
 resets its end before it replies).
 """
@@ -117,6 +118,7 @@ class RemoteClient:
         self.region_key = pd.allocate_rkey()
         pd.bind_rkey(self.region_key, layout.data, layout.slots * MAX_TRANSFER, RW)
         self._slot_keys = [pd.allocate_rkey() for _ in range(layout.slots)]
+        self._last_oneshot = (layout.data, self._slot_keys[0])  # (unbound until one is made)
         self.counters = {"requests": 0, "replies": 0, "misroutes": 0, "errors": 0,
                          "data_qp_resets": 0, "malformed": 0}
 
@@ -226,19 +228,23 @@ class RemoteClient:
         ea = self.layout.slot(r.slot)
         if r.payload:
             self.san.store(self.process, ea, r.payload)
+        va, key = self._remote(r, ea)
         return fast.build_block_rw(
-            r.function, [fast.sge_remote(r.length, ea, self._key(r, ea))], r.offset,
+            r.function, [fast.sge_remote(r.length, va, key)], r.offset,
             control_flags=BSA_WRITE_THRU if r.write_through else 0, **header)
 
-    def _key(self, r: _Request, ea: int) -> int:
+    def _remote(self, r: _Request, ea: int) -> tuple[int, int]:
+        """The buffer and key the request names for its data."""
         if r.key == "region":
-            return self.region_key
+            return ea, self.region_key
         if r.key == "forged":
-            return self.region_key ^ 0x5A5A0000
+            return ea, self.region_key ^ 0x5A5A0000
+        if r.key == "spent":
+            return self._last_oneshot
         key = self._slot_keys[r.slot]
-        if r.key == "oneshot":
-            self._pd.bind_rkey(key, ea, r.length, RW | Access.ONE_SHOT)
-        return key
+        self._pd.bind_rkey(key, ea, r.length, RW | Access.ONE_SHOT)
+        self._last_oneshot = (ea, key)
+        return ea, key
 
     # ---- san.node.App ------------------------------------------------------------------
     def received(self, qp: str, data: bytes) -> None:

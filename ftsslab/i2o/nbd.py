@@ -4,7 +4,7 @@
 nbdcopy, qemu-img, fio, nbdinfo, ... speak NBD to nbdkit; nbdkit runs ``nbdkit_plugin.py``
 (this package's file, in nbdkit's embedded python3), which speaks blockproto over a Unix
 socket to the lab node holding the disk. ``nbdkit_command`` builds the argv; ``nbd_uri``
-gives the URI clients are handed. See docs/i2o-nbd.md.
+gives the URI clients are handed. See docs/i2o.md ("Real block clients over NBD").
 """
 
 from __future__ import annotations

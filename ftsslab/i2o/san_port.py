@@ -8,9 +8,11 @@ Manager's management channel (L198, D1.5). An application of the host's ``SanicC
 ``rt.receive_handler`` (Fig. 5) and every ``Send`` the RT returns (Fig. 6, 660) goes out the
 same QP as a SEND.
 
-**Data by RDMA (check 13; 003 L406).** A BlockWrite or BlockRead whose SGL is one remote
-element (0x34: count, the remote's virtual address, its RKey) has its data moved under that
-key on the connection's data QP, through a bounce slot of host memory: the element becomes a
+**Data by RDMA (check 13; 003 L406).** A BlockWrite or BlockRead from the SAN must have one
+remote SGL element (0x34: count, the remote's virtual address, its RKey) of at most
+``MAX_TRANSFER`` bytes -- any other SGL would name host memory, and is refused
+ERROR_NO_DATA_TRANSFER / BSA ACCESS_ERROR. Its data moves under that key on the
+connection's data QP, through a bounce slot of host memory: the element becomes a
 simple one naming the slot, so the IOP's DMA reaches it (``HostSanMemory``); the remote
 element rides in the callback object (``Staged``) to the reply. A write's data is RDMA READ
 into the slot before the frame is delivered -- the message is complete only with its data,
@@ -119,7 +121,7 @@ class HostSanPort:
         self._wr = 0
         self.counters = {"requests": 0, "replies": 0, "rdma_read": 0, "rdma_write": 0,
                          "rdma_refused": 0, "data_qp_resets": 0, "cm_messages": 0,
-                         "cm_malformed": 0, "too_long": 0}
+                         "cm_malformed": 0, "refused_sgl": 0}
 
     # ---- san.node.App ------------------------------------------------------------------
     def received(self, qp: str, data: bytes) -> None:
@@ -129,11 +131,15 @@ class HostSanPort:
         service = self._by_msg[qp]
         self.counters["requests"] += 1
         out = fast.parse_i2o(data)
-        element = remote_element(out) if out is not None and out["function"] in _RW else None
-        if element is None:
+        rw = out is not None and out["function"] in _RW and "sgl" in out
+        element = remote_element(out) if rw else None
+        if not rw:
             self._deliver(service, data, None)
-        elif element["count"] > MAX_TRANSFER or element["count"] != out["byte_count"]:
-            self.counters["too_long"] += 1
+        elif element is None or element["count"] > MAX_TRANSFER or \
+                element["count"] != out["byte_count"]:
+            # from the SAN, data moves only by RDMA under the remote's key: an SGL naming host
+            # memory (the bounce slots, other remotes' data) is refused, as one too long
+            self.counters["refused_sgl"] += 1
             request = parse_request(data)
             self._send(service.msg, error_reply(request, BSA_DSC_ACCESS_ERROR)
                        if request is not None else failure_reply(data))

@@ -6,6 +6,7 @@ channel (D1.7): never raises, nothing left behind."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from pathlib import Path
@@ -61,16 +62,20 @@ def _chain(pair: Pair, frames: list[bytes]) -> tuple[list, int | None]:
             return
         if event == "call" and frame.f_code is LocalTransport.send_handler.__code__:
             post_thread = threading.get_ident()
-        if event in ("call", "c_call"):
-            events.append((event, frame.f_code if event == "call" else arg))
+        if event == "call":
+            events.append((event, frame.f_code))
+        elif event == "c_call":
+            events.append((event, arg, f"{frame.f_code.co_filename}:{frame.f_lineno}"))
 
     for data in frames[:-1]:
         pair.h.on_frame("eth0", data, 0.0)
+    gc.disable()  # a collection's callbacks (hypothesis times them) are not the path's
     sys.setprofile(profile)
     try:
         pair.h.on_frame("eth0", frames[-1], 0.0)
     finally:
         sys.setprofile(None)
+        gc.enable()
     return events, post_thread
 
 
@@ -95,13 +100,13 @@ def test_direct_call_from_the_san_frame():
             frames = [t.frame for f in reads for t in pair.r.on_frame("eth0", f, 0.0)]
         events, thread = _chain(pair, frames)
         assert thread == threading.get_ident(), f"{op}: the LT's post ran in another thread"
-        codes = [c for e, c in events if e == "call"]
+        codes = [c for e, c, *_ in events if e == "call"]
         assert SanicCore.on_frame.__code__ in codes
         assert RemoteTransport.receive_handler.__code__ in codes
         assert codes.index(RemoteTransport.receive_handler.__code__) < \
             codes.index(LocalTransport.send_handler.__code__)
-        blocking = [c for e, c in events if e == "c_call" and _module(c).split(".")[0]
-                    in BLOCKING and c.__name__ not in PURE]
+        blocking = [(c, where) for e, c, *where in events if e == "c_call" and
+                    _module(c).split(".")[0] in BLOCKING and c.__name__ not in PURE]
         assert blocking == [], f"{op}: {blocking}"
 
 
@@ -119,7 +124,7 @@ def test_the_chain_check_sees_a_blocking_call(monkeypatch):
 
     monkeypatch.setattr(RemoteTransport, "receive_handler", slow)
     events, _ = _chain(pair, frames)
-    assert any(e == "c_call" and _module(c) == "time" for e, c in events)
+    assert any(e == "c_call" and _module(c) == "time" for e, c, *_ in events)
 
 
 @settings(max_examples=300, deadline=None)
@@ -152,3 +157,40 @@ def test_malformed_cm_messages_get_the_fail_reply():
         port.received("r1_cm", junk)
     assert port.counters["cm_malformed"] == 3
     assert [fast.parse_i2o(f)["msg_flags"] & fast.MSG_FAIL for _, f in sent] == [fast.MSG_FAIL] * 3
+
+
+def test_a_spent_key_is_refused_because_it_is_spent():
+    """``key: spent`` names the last one-shot binding again (its key and buffer): the key is
+    SPENT at the remote, the host's RDMA READ of it refused, the IOP never sees the write."""
+    from ftsslab.san.rkeys import KeyState
+
+    pair = Pair().connected()
+    pair.verb(op="write", iop="p1", offset=0, length=4096, seed=3, key="oneshot")
+    va, key = pair.r.client._last_oneshot
+    assert pair.r.ctx.keys.state(key) is KeyState.SPENT
+    frames = _sends_of(pair, op="write", iop="p1", offset=4096, length=4096, seed=4,
+                       key="spent")
+    element = fast.parse_i2o(frames[0][54:-4])["sgl"][0]
+    assert (element["virtual_address"], element["rkey"]) == (va, key)
+    requests = pair.h.bus.iop(pair.h.iop_slots["p1"]).ddm.requests
+    pair.exchange([t for f in frames for t in pair.h.on_frame("eth0", f, 0.0)], pair.r)
+    assert pair.h.port.counters["rdma_refused"] == 1
+    assert pair.h.bus.iop(pair.h.iop_slots["p1"]).ddm.requests == requests
+    assert [e["dsc"] for e in pair.r.events if e["kind"] == "io"] == ["SUCCESS", "ACCESS_ERROR"]
+
+
+def test_a_request_naming_host_memory_is_refused():
+    """From the SAN, data moves only under the remote's key: a BlockWrite or BlockRead whose
+    SGL names host memory (a bounce slot, where another remote's data may be) is refused, and
+    the IOP never sees it."""
+    pair = Pair().connected()
+    port, sent = pair.h.port, []
+    port._send = lambda qp, frame: sent.append(frame)
+    slot = port.layout.slot(0)
+    for function in (fast.I2O_BSA_BLOCK_WRITE, fast.I2O_BSA_BLOCK_READ):
+        port.received("r1_p1_msg", fast.build_block_rw(
+            function, [fast.sge_simple(4096, slot)], 0, target_tid=0x10, initiator_context=7))
+    assert port.counters["refused_sgl"] == 2
+    assert pair.h.bus.iop(pair.h.iop_slots["p1"]).ddm.requests == 0
+    replies = [fast.parse_i2o(f) for f in sent]
+    assert [(r["initiator_context"], r["detailed_status"]) for r in replies] == [(7, 2), (7, 2)]
