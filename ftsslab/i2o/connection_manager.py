@@ -15,7 +15,7 @@ connections to it refused; when it comes back it is advertised again (check 12).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple
@@ -52,6 +52,7 @@ class ConnectStatus(Enum):
     NO_SUCH_IOP = "no such IOP"
     IOP_UNAVAILABLE = "IOP not available"  # failed, or not for external use
     CONNECTION_IN_USE = "connection id already in use"
+    REFUSED = "this remote may not attach to it"  # the IOP's allow-list (D1.9)
     NOT_STARTED = "management channel not open"
 
 
@@ -62,9 +63,11 @@ class ConnectReply(NamedTuple):
 
 class ConnectionManager:
     def __init__(self, lt: LocalTransport, rt: RemoteTransport, trace: Trace, *,
-                 private: frozenset[int] = frozenset()) -> None:
+                 private: frozenset[int] = frozenset(),
+                 allowed: Mapping[int, frozenset[str]] | None = None) -> None:
         self._lt, self._rt, self.trace = lt, rt, trace
         self._private = private  # IOP ids not for external use (L198)
+        self._allowed = dict(allowed or {})  # IOP id -> the remotes that may attach (D1.9)
         self.descriptors: dict[int, IopDescriptor] = {}
         self._ids: dict[IopContext, int] = {}
         self._down: set[int] = set()
@@ -80,10 +83,16 @@ class ConnectionManager:
         self._rt.open_management_channel()
         self.trace.emit("CM", "waiting")
 
-    def advertisement(self) -> tuple[IopAdvert, ...]:
+    def _may(self, remote: str | None, iop_id: int) -> bool:
+        allowed = self._allowed.get(iop_id)
+        return allowed is None or remote in allowed
+
+    def advertisement(self, remote: str | None = None) -> tuple[IopAdvert, ...]:
+        """What is available for external use (to ``remote``: what it may attach to)."""
         return tuple(IopAdvert(iop_id, self._lt.info(d.iop_context).devices)
                      for iop_id, d in self.descriptors.items()
-                     if iop_id not in self._private and iop_id not in self._down)
+                     if iop_id not in self._private and iop_id not in self._down
+                     and (remote is None or self._may(remote, iop_id)))
 
     def connect(self, remote: str, iop_id: int, conn_id: int) -> ConnectReply:
         """A remote's service-connection request (L200); a refusal creates nothing (check 3)."""
@@ -94,6 +103,8 @@ class ConnectionManager:
             status = ConnectStatus.NO_SUCH_IOP
         elif iop_id in self._private or iop_id in self._down:
             status = ConnectStatus.IOP_UNAVAILABLE
+        elif not self._may(remote, iop_id):
+            status = ConnectStatus.REFUSED
         elif self._rt.connection(conn_id) is not None:
             status = ConnectStatus.CONNECTION_IN_USE
         else:

@@ -51,14 +51,15 @@ def size_of(value: Any) -> int | None:
 
 
 def _iops(value: dict) -> OptionIssue | None:
-    hint = "p0: {devices: [4MiB, 4MiB]}, p1: {devices: [1GiB], private: true}"
+    hint = ("p0: {devices: [4MiB, 4MiB]}, p1: {devices: [1GiB], private: true}, "
+            "p2: {devices: [1MiB], allow: [r1]}")
     if not 1 <= len(value) <= MAX_IOPS:
         return OptionIssue("", f"1..{MAX_IOPS} IOPs, got {len(value)}", hint)
     advert = 16 + 4 + 32 + 4
     for name, iop in value.items():
         if not isinstance(name, str) or not name.replace("-", "").isalnum():
             return OptionIssue(f".{name}", f"bad IOP name {name!r}", "letters, digits, -")
-        if not isinstance(iop, dict) or set(iop) - {"devices", "private"}:
+        if not isinstance(iop, dict) or set(iop) - {"devices", "private", "allow"}:
             return OptionIssue(f".{name}", f"not an IOP: {iop!r}", hint)
         devices = iop.get("devices")
         if not isinstance(devices, list) or not 1 <= len(devices) <= MAX_DEVICES:
@@ -71,6 +72,10 @@ def _iops(value: dict) -> OptionIssue | None:
                                    "4KiB..64GiB, a multiple of 4 KiB, like 16MiB")
         if not isinstance(iop.get("private", False), bool):
             return OptionIssue(f".{name}.private", "expected true/false")
+        allow = iop.get("allow", [])
+        if not isinstance(allow, list) or not all(isinstance(r, str) for r in allow):
+            return OptionIssue(f".{name}.allow", f"not a list of remotes: {allow!r}",
+                               "allow: [r1, r2]: the i2o-remote nodes that may attach")
         advert += 4 + 16 * len(devices)
     if advert > FRAME_MAX:
         return OptionIssue("", f"the advertisement would be {advert} bytes",
@@ -116,7 +121,15 @@ def _needs_ip(view: NodeView) -> list[OptionIssue]:
 
 
 def _host_topology(view: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
-    return _needs_ip(view)
+    issues = _needs_ip(view)
+    remotes = tuple(n for n, v in nodes.items() if v.kind == REMOTE
+                    and v.options.get("host") == view.name)
+    for name, iop in view.options["iops"].items():
+        for r in iop.get("allow", []):
+            if r not in remotes:
+                issues.append(OptionIssue(f"iops.{name}.allow", f"{r!r} is not an {REMOTE} "
+                                          f"of {view.name}", did_you_mean(r, remotes)))
+    return issues
 
 
 def _remote_topology(view: NodeView, nodes: Mapping[str, NodeView]) -> list[OptionIssue]:
@@ -180,16 +193,19 @@ _HOST_VERB_CHECKS = {op: option_schema(f)[0] for op, f in HOST_VERBS.items()}
 _REMOTE_VERB_CHECKS = {op: option_schema(f)[0] for op, f in REMOTE_VERBS.items()}
 
 
-def _verb_issues(checks: dict, args: Mapping[str, Any], iops: Mapping[str, Any]
+def _verb_issues(checks: dict, args: Mapping[str, Any], iops: Mapping[str, Any] | None
                  ) -> list[OptionIssue]:
+    """A verb's arguments; its IOP against ``iops`` (None: the host is wrong, and its own
+    error says so)."""
     op = args.get("op")
     if op not in checks:
         return [OptionIssue("op", f"unknown verb {op!r}", did_you_mean(str(op), tuple(checks)))]
     issues = checks[op]({k: v for k, v in args.items() if k != "op"})
-    if "iop" in args and args["iop"] not in iops:
+    if iops is not None and "iop" in args and args["iop"] not in iops:
         issues.append(OptionIssue("iop", f"no IOP {args['iop']!r}",
                                   did_you_mean(str(args["iop"]), tuple(iops))))
-    elif "device" in args and args["device"] >= len(iops[args["iop"]]["devices"]):
+    elif iops is not None and "device" in args and \
+            args["device"] >= len(iops[args["iop"]]["devices"]):
         issues.append(OptionIssue("device", f"{args['iop']} has "
                                   f"{len(iops[args['iop']]['devices'])} devices"))
     if sum(k in args for k in ("seed", "byte")) > 1:
@@ -204,8 +220,7 @@ def _host_verb(args: Mapping[str, Any], options: Mapping[str, Any],
 
 def _remote_verb(args: Mapping[str, Any], options: Mapping[str, Any],
                  nodes: Mapping[str, Mapping[str, Any]]) -> list[OptionIssue]:
-    host = nodes.get(options["host"], {})
-    return _verb_issues(_REMOTE_VERB_CHECKS, args, host.get("iops", {}))
+    return _verb_issues(_REMOTE_VERB_CHECKS, args, nodes.get(options["host"], {}).get("iops"))
 
 
 # ---- both backends --------------------------------------------------------------------------
@@ -248,7 +263,9 @@ def host_core(node: Node, scenario: Scenario, devices: DeviceFactory,
               now: float = 0.0) -> I2oHostCore:
     o = node.options
     spec = HostSpec(tuple((name, tuple(size_of(d) for d in iop["devices"]),
-                           iop.get("private", False)) for name, iop in o["iops"].items()),
+                           iop.get("private", False),
+                           frozenset(iop["allow"]) if "allow" in iop else None)
+                          for name, iop in o["iops"].items()),
                     tuple(_remotes(node.name, scenario)), parse_seconds(o["iop_latency"]))
     return I2oHostCore(_san_config(node, scenario), spec, _layout(node, scenario), devices,
                        now)

@@ -58,7 +58,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class HostSpec:
-    iops: tuple[tuple[str, tuple[int, ...], bool], ...]  # (name, device sizes, private)
+    # (name, device sizes, private, the remotes allowed to attach: None, all)
+    iops: tuple[tuple[str, tuple[int, ...], bool, frozenset[str] | None], ...]
     remotes: tuple[str, ...]
     iop_latency: float
 
@@ -72,17 +73,19 @@ class I2oHostCore(SanicCore):
         self.bus = LocalBus(memory)
         self.iop_slots: dict[str, int] = {}
         self.devices: dict[str, list[BlockDevice]] = {}
-        for name, sizes, _ in spec.iops:
+        for name, sizes, _, _ in spec.iops:
             devs = [devices(name, i, size) for i, size in enumerate(sizes)]
             self.devices[name] = devs
             self.iop_slots[name] = self.bus.attach(Iop(Ddm(devs, memory)))
-        private = frozenset(FIRST_IOP_ID + i for i, (_, _, p) in enumerate(spec.iops) if p)
-        self.module = HostDriverModule(self.bus, private=private, trace=DigestTrace())
+        self.iop_ids = {name: FIRST_IOP_ID + i for i, (name, *_) in enumerate(spec.iops)}
+        private = frozenset(self.iop_ids[n] for n, _, p, _ in spec.iops if p)
+        allowed = {self.iop_ids[n]: a for n, _, _, a in spec.iops if a is not None}
+        self.module = HostDriverModule(self.bus, private=private, allowed=allowed,
+                                       trace=DigestTrace())
         self.module.initialise()
-        self.iop_ids = {name: FIRST_IOP_ID + i for i, (name, _, _) in enumerate(spec.iops)}
         services = [Service(r, p, self.iop_ids[p], f"{r}_{p}_msg", f"{r}_{p}_data",
                             self.qps[f"{r}_{p}_msg"].qp_num)
-                    for r in spec.remotes for p, _, _ in spec.iops]
+                    for r in spec.remotes for p, *_ in spec.iops]
         self.port = HostSanPort(self, self.module, layout, services, process=PROCESS,
                                 service_bus=self._posted)
         self.app = self.port

@@ -51,6 +51,7 @@ from .san_layout import MAX_TRANSFER, Layout
 CM_STATUS = {ConnectStatus.CONNECTED: fast.CM_OK, ConnectStatus.NO_SUCH_IOP: fast.CM_NO_SUCH_IOP,
              ConnectStatus.IOP_UNAVAILABLE: fast.CM_IOP_UNAVAILABLE,
              ConnectStatus.CONNECTION_IN_USE: fast.CM_CONNECTION_IN_USE,
+             ConnectStatus.REFUSED: fast.CM_REFUSED,
              ConnectStatus.NOT_STARTED: fast.CM_NOT_STARTED}
 _RW = (fast.I2O_BSA_BLOCK_READ, fast.I2O_BSA_BLOCK_WRITE)
 
@@ -309,6 +310,6 @@ class HostSanPort:
     def _advertise(self, remote: str) -> None:
         iops = [{"iop_id": a.iop_id, "devices": [
             {"tid": d.tid, "block_size": d.block_size, "capacity": d.capacity}
-            for d in a.devices]} for a in self.module.cm.advertisement()]
+            for d in a.devices]} for a in self.module.cm.advertisement(remote)]
         qp = next(q for q, r in self._cm.items() if r == remote)
         self._send(qp, fast.build_cm(fast.CM_ADVERTISE, {"host": self.san.name, "iops": iops}))

@@ -19,14 +19,15 @@ TID = FIRST_DEVICE_TID
 
 class Rig:
     def __init__(self, tmp: Path, iops: int = 2, devices: int = 2, *, fsync=os.fsync,
-                 private: frozenset[int] = frozenset(), initialise: bool = True) -> None:
+                 private: frozenset[int] = frozenset(), allowed=None,
+                 initialise: bool = True) -> None:
         self.memory = HostMemory(1 << 20)
         self.bus = LocalBus(self.memory)
         self.devices = [[FileBlockDevice(tmp / f"p{i}d{j}.img", CAPACITY, fsync=fsync)
                          for j in range(devices)] for i in range(iops)]
         for devs in self.devices:
             self.bus.attach(Iop(Ddm(devs, self.memory)))
-        self.host = HostDriverModule(self.bus, private=private)
+        self.host = HostDriverModule(self.bus, private=private, allowed=allowed)
         self.lt, self.rt, self.cm = self.host.lt, self.host.rt, self.host.cm
         if initialise:
             self.host.initialise()

@@ -98,6 +98,16 @@ def test_refused_connections_create_nothing(tmp_path):
     assert early.cm.connect("R1", 2, R1).status is ConnectStatus.NOT_STARTED
 
 
+def test_an_allow_list_refuses_other_remotes_and_hides_the_iop_from_them(tmp_path):
+    """D1.9: IOP 3 is R1's only -- R2 is not told of it and may not attach."""
+    rig = Rig(tmp_path, allowed={3: frozenset({"R1"})})
+    assert [a.iop_id for a in rig.cm.advertisement("R2")] == [2]
+    assert [a.iop_id for a in rig.cm.advertisement("R1")] == [2, 3]
+    assert rig.cm.connect("R2", 3, R2).status is ConnectStatus.REFUSED
+    assert rig.rt.connection(R2) is None
+    assert rig.cm.connect("R1", 3, R1).status is ConnectStatus.CONNECTED
+
+
 def test_executive_messages_from_a_remote_are_refused(tmp_path):
     rig = connected(tmp_path)
     (s,) = rig.rt.receive_handler(R1, fast.build_i2o(0xBD, target_tid=0, initiator_context=3))
