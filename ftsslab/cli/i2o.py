@@ -62,7 +62,8 @@ def ls(remote: Remote, lab: LabOpt = None, as_json: JsonOpt = False) -> None:
     out.print(t)
     hidden = sorted(set(r.iops) - {row["iop"] for row in rows})
     if hidden:
-        out.print(f"not advertised (private or down): {', '.join(hidden)}")
+        out.print(f"not advertised to {remote} (private, down or not allowed): "
+                  + ", ".join(hidden))
 
 
 @i2o_app.command("attach")

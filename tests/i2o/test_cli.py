@@ -32,14 +32,16 @@ def test_ls_lists_what_the_host_advertises(lab_id):
         {"iop": "p0", "iop_id": 2, "tids": ["0x10", "0x11"]},
         {"iop": "p1", "iop_id": 3, "tids": ["0x10", "0x11"]}]}
     table = ftsslab("i2o", "ls", "r2", "--lab", lab_id)
-    assert "h advertises to r2" in table.stdout and "(private or down): p2" in table.stdout
+    assert "h advertises to r2" in table.stdout
+    assert "not advertised to r2 (private, down or not allowed): p0, p2" in table.stdout
 
 
 def test_attach_connects_or_exits_1(lab_id):
-    ok = ftsslab("i2o", "attach", "r2", "p0", "--lab", lab_id, "--json")
+    ok = ftsslab("i2o", "attach", "r2", "p1", "--lab", lab_id, "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "OK", ok.stdout
-    refused = ftsslab("i2o", "attach", "r2", "p2", "--lab", lab_id)
-    assert refused.returncode == 1 and "IOP_UNAVAILABLE" in refused.stdout
+    for iop, status in (("p2", "IOP_UNAVAILABLE"), ("p0", "REFUSED")):  # private; r1's only
+        refused = ftsslab("i2o", "attach", "r2", iop, "--lab", lab_id)
+        assert refused.returncode == 1 and status in refused.stdout, refused.stdout
 
 
 @pytest.mark.skipif(shutil.which("nbdcopy") is None, reason="libnbd-bin is not installed")

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ftsslab.fast.roce import ROCEV2_UDP_PORT, verify_icrc
+from ftsslab.fast.roce import (
+    EXT_HEADERS,
+    HEADER_CHAINS,
+    ROCEV2_UDP_PORT,
+    SEND_PAYLOAD,
+    verify_icrc,
+)
 from ftsslab.lab.runner import Runner, RunResult
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.sim import SimBackend
@@ -26,10 +32,14 @@ def _roce(data: bytes) -> bool:
 
 
 def _scanned(frame: bytes, random_data: bool) -> bytes:
-    """What of a RoCEv2 frame may hold an address: all of it but the ICRC (a CRC is any 32
-    bits), or with ``random_data`` (a run moving random bytes, where 00 00 5A 5A turns up by
-    chance) a SEND's payload and the headers of the rest (BTH, RETH: 28 bytes)."""
-    return frame[42:-4] if not random_data or frame[42] == 0x04 else frame[42:70]
+    """What of a RoCEv2 frame may hold an address: what follows the BTH (whose opcode, P_Key,
+    QPN and PSN are no addresses: a PSN of 0x005A5A is 00 00 5A 5A), but the ICRC (a CRC is any
+    32 bits); with ``random_data`` (a run moving random bytes, where 00 00 5A 5A turns up by
+    chance) the headers its opcode carries and a SEND's payload."""
+    chain = HEADER_CHAINS.get(frame[42], ())
+    if not random_data or SEND_PAYLOAD in chain:
+        return frame[54:-4]
+    return frame[54:54 + sum(EXT_HEADERS[name].size for name in chain)]
 
 
 def assert_wire_truth(result: RunResult, tmp_path: Path, *, random_data: bool = False) -> None:
@@ -75,3 +85,26 @@ def test_scenario_passes_on_veth(name, tmp_path):
     result = Runner(load_scenario(SCENARIOS / f"{name}.yaml"), VethBackend()).run()
     _passes(result)
     assert_wire_truth(result, tmp_path)
+
+
+def test_the_address_scan_sees_a_physical_address_but_not_a_psn():
+    """Check 15's scan can fail: a PA in a RETH or in a SEND's payload is seen (random data
+    or not); a PSN of 0x005A5A and random bytes in a READ response are not addresses."""
+    from ftsslab.fast.roce import op
+
+    def bth(code: int, psn: int) -> bytes:
+        return bytes([code, 0, 0xFF, 0xFF, 0, 0, 0, 0x11]) + psn.to_bytes(4, "big")
+
+    def seen(frame: bytes, random_data: bool) -> bool:
+        part = _scanned(frame, random_data)
+        return top in part or top[::-1] in part
+
+    pa = (PHYS_BASE + 0x1234).to_bytes(8, "big")
+    top = (PHYS_BASE >> 32).to_bytes(4, "big")
+    head = bytes(42)
+    write = head + bth(op("RC", "RDMA_WRITE_ONLY"), 1) + pa + bytes(8) + bytes(64) + bytes(4)
+    send = head + bth(op("RC", "SEND_ONLY"), 1) + bytes(16) + pa[::-1] + bytes(4)
+    acked = head + bth(op("RC", "ACKNOWLEDGE"), 0x5A5A) + bytes(4) + bytes(4)
+    data = head + bth(op("RC", "RDMA_READ_RESPONSE_MIDDLE"), 1) + pa * 8 + bytes(4)
+    assert [seen(f, True) for f in (write, send, acked, data)] == [True, True, False, False]
+    assert [seen(f, False) for f in (write, send, acked, data)] == [True, True, False, True]
