@@ -195,7 +195,7 @@ class I2oRemoteCore(SanicCore):
         super().__init__(cfg, now)
         self.client = RemoteClient(self, layout, iops, process=CLIENT, on_cm=self._cm_event)
         self.app = self.client
-        self._names: dict[int, tuple[str, str]] = {}  # op id -> (its `name`, its op)
+        self._names: dict[int, tuple[str, str]] = {}  # op id -> (its `name`, what it wrote)
         self._io_runs: list[_Run] = []
         self._run_of: dict[int, _Run] = {}
         self.on_done: dict[int, Callable[[Done], None]] = {}  # op id -> who else waits for it
