@@ -136,7 +136,8 @@ def test_a_node_process_is_traced_to_its_lab_by_its_command_line(run_dir):
 
 
 def test_every_kinds_node_process_is_one_the_leak_check_looks_for():
-    """A kind whose node process the leak check did not know would leak unseen."""
+    """A kind whose node process the leak check did not know would leak unseen (the
+    product's kinds; tests register kinds of their own, with processes of their own)."""
     from ftsslab.lab.kinds import kinds
     from ftsslab.lab.model import Node
     from ftsslab.lab.veth.drivers import NodeEnv
@@ -147,4 +148,5 @@ def test_every_kinds_node_process_is_one_the_leak_check_looks_for():
             continue
         argv = spec.veth.program(Node("n", spec.name, dict(spec.defaults)), env)
         module = argv[argv.index("-m") + 1].encode()
-        assert module in support.LAB_PROCESSES, f"{spec.name}: {module!r}"
+        if module.startswith(b"ftsslab."):
+            assert module in support.LAB_PROCESSES, f"{spec.name}: {module!r}"
