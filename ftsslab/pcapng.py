@@ -197,6 +197,7 @@ class CaptureInterface:
     offset: int     # if_tsoffset, seconds
     endian: str
     scale: int      # ticks = first stamp word * scale + second: 2**32 (pcapng), per_second (pcap)
+    description: str = ""  # if_description (ftsslab's names the whole link)
 
 
 class Capture:
@@ -214,6 +215,7 @@ class Capture:
         self.offsets, self.lengths, self.ifaces = array("Q"), array("Q"), array("I")
         self.interfaces: list[CaptureInterface] = []
         self.comments: dict[int, list[str]] = {}   # packet number -> its comments
+        self.notes: list[str] = []                 # the section headers' comments
         self.untimed: set[int] = set()             # Simple Packet Blocks: no time (0)
 
     def __len__(self) -> int:
@@ -262,8 +264,9 @@ class Capture:
                              bytes(self.data[at:at + length]), iface.linktype, self.wirelen(i))
 
 
-def _read(source: str | os.PathLike | bytes | bytearray) -> tuple[Capture, CaptureError | None]:
-    """The capture's good packets and the damage after them, if any."""
+def read_capture(source: str | os.PathLike | bytes | bytearray,
+                 ) -> tuple[Capture, CaptureError | None]:
+    """The capture's good packets and the damage after them, if any (a report shows both)."""
     name = None if isinstance(source, bytes | bytearray) else os.fspath(source)
     if name is None:
         data: Buffer = bytes(source)
@@ -317,7 +320,7 @@ def load_capture(source: str | os.PathLike | bytes | bytearray) -> Capture:
     CaptureError (a ValueError) when the data is not a capture file or is damaged anywhere;
     OSError when a path cannot be read.
     """
-    cap, damage = _read(source)
+    cap, damage = read_capture(source)
     if damage is not None:
         raise damage
     return cap
@@ -329,7 +332,7 @@ def read_packets(source: str | os.PathLike | bytes | bytearray) -> Iterator[Read
     CaptureError (a ValueError) when the data is not a capture file, or after the last
     good packet when it is damaged; OSError when a path cannot be read.
     """
-    cap, damage = _read(source)
+    cap, damage = read_capture(source)
     yield from cap.packets()
     if damage is not None:
         raise damage
@@ -472,7 +475,7 @@ def _walk_pcapng(cap: Capture) -> None:
             major, minor = struct.unpack_from(endian + "HH", body, 4)
             if major != 1:
                 raise _Damage(base + 4, where, f"pcapng version {major}.{minor}, not 1.x")
-            _options(body, 16, endian, base, where)
+            cap.notes += _text(_options(body, 16, endian, base, where).get(_OPT_COMMENT, []))
         elif kind == _IDB:
             section.append(_interface(body, endian, base, where))
             cap.interfaces.append(section[-1])
@@ -559,7 +562,9 @@ def _interface(body: bytes, endian: str, base: int, where: str) -> CaptureInterf
             raise _Damage(base, where, f"if_tsoffset of {len(value)} bytes, 8 expected")
         (offset,) = struct.unpack(endian + "q", value)
     name = _text(opts[_IF_NAME])[0] if _IF_NAME in opts else None
-    return CaptureInterface(name, linktype, snaplen, per_second, offset, endian, 2**32)
+    description = _text(opts[_IF_DESCRIPTION])[0] if _IF_DESCRIPTION in opts else ""
+    return CaptureInterface(name, linktype, snaplen, per_second, offset, endian, 2**32,
+                            description)
 
 
 def _packet(kind: int, body: bytes, endian: str, base: int, where: str,

@@ -42,7 +42,7 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _fields(layer: Packet) -> list[tuple[str, Any, str]]:
+def layer_fields(layer: Packet) -> list[tuple[str, Any, str]]:
     """(name, machine value, display text) for each present field of one layer."""
     out = []
     for fld in layer.fields_desc:
@@ -64,7 +64,7 @@ def layer_json(layer: Packet) -> dict[str, Any]:
     return {
         "layer": type(layer).__name__,
         "name": layer.name,
-        "fields": {name: _json_value(value) for name, value, _ in _fields(layer)},
+        "fields": {name: _json_value(value) for name, value, _ in layer_fields(layer)},
     }
 
 
@@ -96,7 +96,7 @@ def packet_tree(cp: CapturedPacket, with_hex: bool = False) -> Tree:
                 f"load = {_escape(repr(layer.load[:64]))}{'…' if len(layer.load) > 64 else ''}"
             )
             continue
-        for name, _, shown in _fields(layer):
+        for name, _, shown in layer_fields(layer):
             branch.add(f"{name} = {_escape(shown)}")
     if with_hex:
         tree.add(_escape(hexdump(cp.pkt, dump=True)))
