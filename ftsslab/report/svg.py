@@ -56,8 +56,9 @@ def quantity(n: int) -> str:
 
 # -- topology -----------------------------------------------------------------------------
 
-BOX_W, BOX_H, COL, ROW, PER_ROW, PAD = 132, 42, 176, 140, 8, 40
+BOX_W, BOX_H, COL, ROW, PER_ROW, PAD = 132, 42, 210, 150, 8, 40
 IMPAIRED = ' class="impaired"'
+LABEL_ROOM = 150  # either side of the boxes: a link's counters may stand outside them
 
 
 def split_endpoint(endpoint: str, names: Iterable[str]) -> tuple[str, str]:
@@ -136,7 +137,11 @@ def _node_svg(n: NodeBox, x: float, y: float, cls: str = "node") -> str:
             f"</g>")
 
 
-def _link_svg(link: LinkLine, pa: tuple, pb: tuple, ia: str, ib: str, offset: float) -> str:
+def _link_svg(link: LinkLine, pa: tuple, pb: tuple, ia: str, ib: str, offset: float,
+              centre: tuple) -> str:
+    """The counters stand a third of the way from the outer end (the one farther from the
+    middle row), on the side away from the middle: links fanning into one switch keep their
+    labels apart. A link within a row has them above its line."""
     (xa, ya), (xb, yb) = pa, pb
     dx, dy = xb - xa, yb - ya
     length = math.hypot(dx, dy) or 1.0
@@ -150,18 +155,27 @@ def _link_svg(link: LinkLine, pa: tuple, pb: tuple, ia: str, ib: str, offset: fl
              f"<title>{esc(link.a)} — {esc(link.b)}</title>",
              f'<line x1="{xa:.1f}" y1="{ya:.1f}" x2="{xb:.1f}" y2="{yb:.1f}"'
              f"{IMPAIRED if link.impair else ''}/>"]
-    for iface, (x, y) in ((ia, (xa + ux * edge, ya + uy * edge)),
-                          (ib, (xb - ux * edge, yb - uy * edge))):
-        if iface:
-            parts.append(f'<text x="{x:.1f}" y="{y + 4:.1f}" class="iface">{esc(iface)}</text>')
-    mx, my = (xa + xb) / 2 + 6, (ya + yb) / 2
-    words = [f"mtu {link.mtu}"] if link.mtu else []
-    words.append(f"{link.frames} fr · {quantity(link.bytes)}")
-    parts.append(f'<text x="{mx:.1f}" y="{my:.1f}" class="lcount">{esc(" · ".join(words))}'
-                 f"</text>")
+    lines = [(f"mtu {link.mtu}", "lcount")] if link.mtu else []
+    lines.append((f"{link.frames} fr · {quantity(link.bytes)}", "lcount"))
     if link.impair:
-        parts.append(f'<text x="{mx:.1f}" y="{my + 13:.1f}" class="limpair">'
-                     f"{esc(clip(link.impair, 40))}</text>")
+        lines.append((clip(link.impair, 40), "limpair"))
+    cx, cy = centre
+    if abs(dy) < 1:
+        x, y, anchor, iside = (xa + xb) / 2, ya - 8 - 12 * len(lines), "middle", 0
+    else:
+        t = 0.35 if abs(ya - cy) >= abs(yb - cy) else 0.65
+        x, y = xa + dx * t, ya + dy * t - 6 * (len(lines) - 1)
+        iside = 1 if x < cx - 1 else -1  # the interface names on the other side
+        x, anchor = (x - 6, "end") if iside == 1 else (x + 6, "start")
+    ianchor = {0: "middle", 1: "start", -1: "end"}[iside]
+    for iface, (ix, iy) in ((ia, (xa + ux * edge, ya + uy * edge)),
+                            (ib, (xb - ux * edge, yb - uy * edge))):
+        if iface:
+            parts.append(f'<text x="{ix + 5 * iside:.1f}" y="{iy + 4:.1f}" class="iface" '
+                         f'text-anchor="{ianchor}">{esc(iface)}</text>')
+    for i, (text, cls) in enumerate(lines):
+        parts.append(f'<text x="{x:.1f}" y="{y + 12 * i + 4:.1f}" class="{cls}" '
+                     f'text-anchor="{anchor}">{esc(text)}</text>')
     parts.append("</g>")
     return "".join(parts)
 
@@ -189,6 +203,9 @@ def topology(topo: Topology) -> str:
         neighbours.setdefault(nb, set()).add(na)
     fabric = any(n.kind in FABRIC for n in nodes)
     pos = _rows_layout(nodes, neighbours) if fabric else _circle_layout(nodes)
+    pos = {n: (x + LABEL_ROOM, y) for n, (x, y) in pos.items()}
+    centre = ((min(x for x, _ in pos.values()) + max(x for x, _ in pos.values())) / 2,
+              (min(y for _, y in pos.values()) + max(y for _, y in pos.values())) / 2)
     seen: dict[frozenset, int] = {}
     parts = []
     for link, na, ia, nb, ib in ends:
@@ -197,12 +214,12 @@ def topology(topo: Topology) -> str:
         if na == nb:  # a loop on one node: a line out to the right of its box and back
             x, y = pos[na]
             pb = (x + BOX_W / 2 + 40, y - 30 - offset)
-            parts.append(_link_svg(link, (x + BOX_W / 2, y), pb, ia, ib, 0))
+            parts.append(_link_svg(link, (x + BOX_W / 2, y), pb, ia, ib, 0, centre))
         else:
-            parts.append(_link_svg(link, pos[na], pos[nb], ia, ib, offset))
+            parts.append(_link_svg(link, pos[na], pos[nb], ia, ib, offset, centre))
     parts += [_node_svg(n, *pos[n.name], "node" if n.name in set(names) else "phantom")
               for n in nodes]
-    w = max(x for x, _ in pos.values()) + BOX_W / 2 + PAD + 60
+    w = max(x for x, _ in pos.values()) + BOX_W / 2 + PAD + LABEL_ROOM
     h = max(y for _, y in pos.values()) + BOX_H / 2 + PAD
     return (f'<svg class="topology" width="{w:.0f}" height="{h:.0f}" viewBox="0 0 {w:.0f} '
             f'{h:.0f}" role="img" aria-label="topology">{"".join(parts)}</svg>')
@@ -210,7 +227,7 @@ def topology(topo: Topology) -> str:
 
 # -- ladder -------------------------------------------------------------------------------
 
-GUTTER, GAP, TOP, STEP_ROW, ARROW_ROW, FOLD_ROW, SELF_W = 118, 220, 46, 24, 30, 26, 34
+GUTTER, GAP, TOP, STEP_ROW, ARROW_ROW, FOLD_ROW, SELF_W = 118, 250, 46, 24, 30, 26, 34
 
 
 def _rows(ex: Exchange, frames: Mapping[int, Frame]) -> list[tuple]:
@@ -252,15 +269,15 @@ def _arrow(n: int, f: Frame | None, xs: Mapping[str, float], y: float, c: str) -
                 f'stroke="{c}" fill="none"/>')
         head = f"{x1:.1f},{y + 6:.1f} {x1 + 8:.1f},{y + 2:.1f} {x1 + 8:.1f},{y + 10:.1f}"
         hit = f'<rect x="{x1:.1f}" y="{y - 12:.1f}" width="{SELF_W + 260}" height="24"/>'
-        text = (f'<text x="{x1 + SELF_W + 6:.1f}" y="{y + 4:.1f}" class="alabel" '
-                f'text-anchor="start">{esc(clip(f.summary, 40 - len(note)) + note)}</text>')
+        text = (f'<text x="{x1 + SELF_W + 6:.1f}" y="{y + 4:.1f}" class="alabel self">'
+                f"{esc(clip(f.summary, 40 - len(note)) + note)}</text>")
     else:
         d = 1 if x2 > x1 else -1
         line = f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{x2 - d * 8:.1f}" y2="{y:.1f}" stroke="{c}"/>'
         head = f"{x2:.1f},{y:.1f} {x2 - d * 9:.1f},{y - 4.5:.1f} {x2 - d * 9:.1f},{y + 4.5:.1f}"
         hit = (f'<rect x="{min(x1, x2):.1f}" y="{y - 16:.1f}" width="{abs(x2 - x1):.1f}" '
                f'height="22"/>')
-        room = max(int(abs(x2 - x1) / CHAR_W) - 2, 36) - len(note)
+        room = max(int(abs(x2 - x1) / CHAR_W) - 2, 44) - len(note)
         text = (f'<text x="{(x1 + x2) / 2:.1f}" y="{y - 5:.1f}" class="alabel">'
                 f"{esc(clip(f.summary, room) + note)}</text>")
     return (f'<g class="{cls}" data-frame="{f.number}" data-src="{esc(f.src)}" '
@@ -311,5 +328,7 @@ def ladder(ex: Exchange, frames: Mapping[int, Frame]) -> str:
                      f'<line x1="{x:.1f}" y1="{TOP - 12}" x2="{x:.1f}" y2="{height}"/>'
                      f'<rect x="{x - GAP / 2 + 10:.1f}" y="6" width="{GAP - 20}" height="24" '
                      f'rx="5"/><text x="{x:.1f}" y="22">{esc(clip(name, 26))}</text></g>')
+    heads.append(f'<text x="8" y="22" class="anum">frame</text>'
+                 f'<text x="{GUTTER - 12}" y="22" class="atime">time (s)</text>')
     return (f'<svg class="ladder" width="{width:.0f}" height="{height}" viewBox="0 0 '
-            f'{width:.0f} {height}" style="--fam:{c}">{"".join(heads)}{"".join(body)}</svg>')
+            f'{width:.0f} {height}">{"".join(heads)}{"".join(body)}</svg>')
