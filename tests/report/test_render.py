@@ -39,7 +39,7 @@ def sample() -> Report:
         4: frame(4, "h1", "h2", "TCP 4000 > 80 S", step="get"),
         7: frame(7, "h2", "h1", EVIL, step="get"),
         10: frame(10, "h1", "h2", "TCP 4000 > 80 F" + "A" * 300, step="get", note="lost"),
-        11: frame(11, "s1", "s1", "switch talks to itself", step="kill"),
+        11: frame(11, "s1", "s1", "<!--<script> switch talks to itself", step="kill"),
         12: frame(12, "h9", "h1", "from outside the lanes", step="kill"),
     }
     return Report(
@@ -175,8 +175,10 @@ def test_data_is_escaped_and_the_frames_blob_parses_back():
         ("script", "frames"), ("script", None)]
     assert html.count("</script>") == 2
     assert "&lt;/script&gt;&lt;script&gt;alert(1)" in html
+    assert "<" not in dom.scripts["frames"]  # not even "<!--<script>", which bends "</"
     blob = json.loads(dom.scripts["frames"])
     assert sorted(blob, key=int) == ["1", "2", "3", "4", "7", "10", "11", "12"]
+    assert blob["11"]["summary"].startswith("<!--<script>")
     f7 = blob["7"]
     assert f7["summary"] == EVIL and f7["src"] == "h2"
     assert f7["layers"][1] == ["Raw", [["load", f"b'{EVIL}'"]]]
