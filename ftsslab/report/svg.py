@@ -185,8 +185,9 @@ def topology(topo: Topology) -> str:
     stand-in box (class ``phantom``, not ``node``) so its link is still drawn."""
     nodes = list(topo.nodes)
     names = [n.name for n in nodes]
-    ends = []
+    declared = set(names)
     known = set(names)
+    ends = []
     for link in topo.links:
         (na, ia), (nb, ib) = split_endpoint(link.a, names), split_endpoint(link.b, names)
         ends.append((link, na, ia, nb, ib))
@@ -217,7 +218,7 @@ def topology(topo: Topology) -> str:
             parts.append(_link_svg(link, (x + BOX_W / 2, y), pb, ia, ib, 0, centre))
         else:
             parts.append(_link_svg(link, pos[na], pos[nb], ia, ib, offset, centre))
-    parts += [_node_svg(n, *pos[n.name], "node" if n.name in set(names) else "phantom")
+    parts += [_node_svg(n, *pos[n.name], "node" if n.name in declared else "phantom")
               for n in nodes]
     w = max(x for x, _ in pos.values()) + BOX_W / 2 + PAD + LABEL_ROOM
     h = max(y for _, y in pos.values()) + BOX_H / 2 + PAD

@@ -214,3 +214,13 @@ def test_many_nodes_of_a_foreign_capture_are_all_drawn():
     dom = Dom(html)
     assert len(dom.find("g", "node")) == 50 and len(dom.find("g", "link")) == 49
     assert {a["data-kind"] for a in dom.find("g", "node")} == {""}
+
+
+def test_a_link_to_an_undeclared_node_gets_a_stand_in_box():
+    topo = Topology((NodeBox("h1", "host"), NodeBox("s1", "switch")),
+                    (LinkLine("h1:eth0", "s1:p1"), LinkLine("s1:p2", "ghost:eth0", frames=2)),
+                    "scenario")
+    dom = Dom(render(Report(title="t", source="x.pcap", topology=topo)))
+    assert [a["data-node"] for a in dom.find("g", "node")] == ["h1", "s1"]
+    assert [a["data-node"] for a in dom.find("g", "phantom")] == ["ghost"]
+    assert len(dom.find("g", "link")) == 2
