@@ -278,7 +278,7 @@ def _arrow(n: int, f: Frame | None, xs: Mapping[str, float], y: float, c: str) -
         head = f"{x2:.1f},{y:.1f} {x2 - d * 9:.1f},{y - 4.5:.1f} {x2 - d * 9:.1f},{y + 4.5:.1f}"
         hit = (f'<rect x="{min(x1, x2):.1f}" y="{y - 16:.1f}" width="{abs(x2 - x1):.1f}" '
                f'height="22"/>')
-        room = max(int(abs(x2 - x1) / CHAR_W) - 2, 44) - len(note)
+        room = max(int(abs(x2 - x1) / CHAR_W) - 2, 56) - len(note)
         text = (f'<text x="{(x1 + x2) / 2:.1f}" y="{y - 5:.1f}" class="alabel">'
                 f"{esc(clip(f.summary, room) + note)}</text>")
     return (f'<g class="{cls}" data-frame="{f.number}" data-src="{esc(f.src)}" '
