@@ -24,9 +24,8 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("ftsslab.report", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
-    env.filters.update(seconds=svg.seconds, quantity=svg.quantity)
-    env.globals.update(family_colour=lambda f: svg.colour(f, svg.FAMILY_COLOURS),
-                       kind_colour=lambda k: svg.colour(k, svg.KIND_COLOURS))
+    env.filters["seconds"] = svg.seconds
+    env.globals["family_colour"] = lambda f: svg.colour(f, svg.FAMILY_COLOURS)
     return env
 
 
