@@ -45,7 +45,17 @@ def _netns_missing() -> str | None:
     return None if res.returncode == 0 else f"needs `ip netns`: {res.stderr.strip()}"
 
 
-REQUIREMENTS = {"tshark": _tshark_missing, "root": _netns_missing}
+def chromium() -> str | None:
+    """The headless browser the report tests open reports in (Debian package chromium)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium_missing() -> str | None:
+    return None if chromium() else "needs chromium: it is not on PATH (Debian package chromium)"
+
+
+REQUIREMENTS = {"tshark": _tshark_missing, "root": _netns_missing,
+                "chromium": _chromium_missing}
 
 
 def missing(marker: str) -> str | None:

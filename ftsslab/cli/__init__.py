@@ -19,6 +19,12 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _group() -> None:
+    """Keeps ``ftsslab`` a group of commands when a run imports only one (typer would make a
+    lone command the whole program)."""
+
 EXIT_USAGE = 2  # bad input: file, expression, layer name, field value
 EXIT_INTERNAL = 3
 
@@ -30,10 +36,11 @@ class UserError(Exception):
 # The module that defines each command. A run imports only the one it needs (``replay`` and
 # ``merge`` race tcpreplay and mergecap: importing every command costs them 3%); help, shell
 # completion and unknown names import all of them, in this order.
-MODULES = ("ftss", "nas", "san", "i2o", "lab", "packets", "tour", "wireshark")
+MODULES = ("ftss", "nas", "san", "i2o", "lab", "packets", "report", "tour", "wireshark")
 COMMANDS = {"ftss": "ftss", "nas": "nas", "san": "san", "i2o": "i2o", "validate": "lab",
             "run": "lab", "merge": "lab", "lab": "lab", "replay": "lab", "layers": "packets",
-            "craft": "packets", "inspect": "packets", "shell": "packets", "tour": "tour",
+            "craft": "packets", "inspect": "packets", "shell": "packets", "report": "report",
+            "tour": "tour",
             "wireshark": "wireshark"}
 
 

@@ -105,9 +105,16 @@ def run(
             "--capture", "-w", help="pcapng to write (default captures/<scenario>.pcapng)."
         ),
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="HTML report to write (default: the capture's name, .html)."),
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Write no report.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Run a scenario: build the lab, play the steps, check the expectations, write the capture.
+
+    Its HTML report (topology, timeline, a ladder per exchange) goes beside it, or --no-report.
 
     Exit status: 0 all expectations passed, 1 one failed, 2 bad file or option, 3 the lab broke.
     """
@@ -118,15 +125,16 @@ def run(
     scenario = load(file)
     chosen = choose_backend(scenario, backend)
     capture = capture or default_capture(scenario)
+    report = None if no_report else report or capture.with_suffix(".html")
     try:
-        result, doc = execute(scenario, chosen, capture, progress=not as_json)
+        result, doc = execute(scenario, chosen, capture, progress=not as_json, report=report)
     except BackendError as exc:
         show_lab_error(exc)
         raise typer.Exit(EXIT_INTERNAL) from None
     if as_json:
         out.print_json(json.dumps(doc))
     else:
-        show_summary(result, capture)
+        show_summary(result, capture, report)
     if not result.passed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -135,8 +143,9 @@ def default_capture(scenario) -> Path:
     return Path("captures") / f"{scenario.name}.pcapng"
 
 
-def execute(scenario, backend, capture: Path, progress: bool = True):
-    """Play a loaded scenario (progress bar on stderr), write its capture: (result, JSON doc).
+def execute(scenario, backend, capture: Path, progress: bool = True, report: Path | None = None):
+    """Play a loaded scenario (progress bar on stderr), write its capture and, when asked, its
+    report: (result, JSON doc).
 
     Shared by `run` and `tour`; a BackendError (the lab broke) is the caller's to report.
     """
@@ -161,7 +170,15 @@ def execute(scenario, backend, capture: Path, progress: bool = True):
 
         result = Runner(scenario, backend, progress=advance).run()
     written = write_capture(capture, scenario, result.frames, result.events, backend.name)
-    return result, result.as_dict() | {"capture": str(capture), "frames_written": written}
+    doc = result.as_dict() | {"capture": str(capture), "frames_written": written}
+    if report is not None:
+        from ..report import write_report
+        from .packets import quiet_scapy
+
+        with quiet_scapy():
+            write_report(capture, report, result)
+        doc["report"] = str(report)
+    return result, doc
 
 
 def show_lab_error(exc: Exception) -> None:
@@ -169,7 +186,7 @@ def show_lab_error(exc: Exception) -> None:
               soft_wrap=True)
 
 
-def show_summary(result, capture: Path) -> None:
+def show_summary(result, capture: Path, report: Path | None = None) -> None:
     from rich.table import Table
 
     sc = result.scenario
@@ -204,7 +221,8 @@ def show_summary(result, capture: Path) -> None:
         if result.passed
         else f"[red]{sum(not o.passed for o in result.outcomes)} expectation(s) failed[/red]"
     )
-    out.print(f"{verdict}; capture: [bold]{capture}[/bold]", highlight=False)
+    out.print(f"{verdict}; capture: [bold]{capture}[/bold]"
+              + (f"; report: [bold]{report}[/bold]" if report else ""), highlight=False)
 
 
 @app.command(rich_help_panel="Lab")

@@ -39,6 +39,14 @@ def _packets(as_json: bool) -> tuple[bool, Path]:
         return demo.main(CAPTURES) == 0, capture
 
 
+def _report(capture: Path, report: Path) -> None:
+    from ..report import write_report
+    from .packets import quiet_scapy
+
+    with quiet_scapy():
+        write_report(capture, report)
+
+
 def _from_here(path: Path) -> Path:
     """A stop's scenario as the user would name it from here: the verdict tables cite it."""
     try:
@@ -60,7 +68,7 @@ def tour(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
-    """Run the headline tour (`./run demo`): each stop's verdict table and capture, then a summary.
+    """Run the headline tour (`./run demo`): each stop's verdict, capture and report; a summary.
 
     Stops: the FTSS download through a SIGKILL, fabric failover, the switch, every seed's packets.
     Needs root: the scenarios run in real network namespaces.
@@ -86,18 +94,24 @@ def tour(
         row = {"stop": stop.name, "claim": stop.claim, "scenario": stop.scenario}
         if scenario is None:
             passed, capture = _packets(as_json)
-            row |= {"verdict": "pass" if passed else "fail", "capture": str(capture)}
+            report = capture.with_suffix(".html")
+            _report(capture, report)
+            row |= {"verdict": "pass" if passed else "fail", "capture": str(capture),
+                    "report": str(report)}
         else:
             capture = lab_cli.default_capture(scenario)
-            row["capture"] = str(capture)
+            report = capture.with_suffix(".html")
+            row |= {"capture": str(capture), "report": str(report)}
             try:
-                result, doc = lab_cli.execute(scenario, backend, capture, progress=not as_json)
+                result, doc = lab_cli.execute(scenario, backend, capture, progress=not as_json,
+                                              report=report)
             except BackendError as exc:
                 lab_cli.show_lab_error(exc)  # stderr, as `run` does
-                row |= {"verdict": "lab broke", "error": str(exc), "capture": None}
+                row |= {"verdict": "lab broke", "error": str(exc), "capture": None,
+                        "report": None}
             else:
                 if not as_json:
-                    lab_cli.show_summary(result, capture)
+                    lab_cli.show_summary(result, capture, report)
                 failed = sum(not o.passed for o in result.outcomes)
                 row |= {"verdict": "fail" if failed else "pass", "run": doc,
                         "failed": failed, "expectations": len(result.outcomes)}
@@ -122,7 +136,7 @@ def tour(
 def _show_summary(rows: list[dict], total: float) -> None:
     stops = f"{len(rows)} stop" + "s" * (len(rows) != 1)
     table = Table(title=f"ftsslab tour: {stops}, {total:.1f} s")
-    for col in ("stop", "verdict", "seconds", "capture"):
+    for col in ("stop", "verdict", "seconds", "capture", "report"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
     for r in rows:
         verdict = {
@@ -131,7 +145,8 @@ def _show_summary(rows: list[dict], total: float) -> None:
                                          if "failed" in r else ""),
             "lab broke": "[bold red]lab broke[/bold red]",
         }[r["verdict"]]
-        table.add_row(r["stop"], verdict, f"{r['seconds']:.1f}", r["capture"] or "-")
+        table.add_row(r["stop"], verdict, f"{r['seconds']:.1f}", r["capture"] or "-",
+                      r["report"] or "-")
     out.rule()
     out.print(table)
     passed = sum(r["verdict"] == "pass" for r in rows)
