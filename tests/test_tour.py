@@ -105,9 +105,11 @@ def test_the_quickest_real_stop_through_the_cli(tmp_path):
     out = res.stdout
     assert "stop 1/1: switch-learning" in out and "forwards only to the port it learned" in out
     assert "all expectations passed; capture: captures/switch-learning.pcapng" in out  # run's
+    assert "report: captures/switch-learning.html" in " ".join(out.split())
     summary = out[out.index("ftsslab tour: 1 stop,"):]
     assert "switch-learning │ pass" in summary and "every stop passed (1 of 1)" in summary
     assert (tmp_path / "captures" / "switch-learning.pcapng").stat().st_size > 0
+    assert 'class="arrow"' in (tmp_path / "captures" / "switch-learning.html").read_text()
 
 
 @pytest.mark.tshark
@@ -117,3 +119,5 @@ def test_the_packet_stop_in_json(tmp_path):
     doc = json.loads(res.stdout)  # demo's own tables stay out of the JSON
     assert doc["passed"] and [r["stop"] for r in doc["stops"]] == ["packets"]
     assert (tmp_path / doc["stops"][0]["capture"]).stat().st_size > 0
+    assert doc["stops"][0]["report"] == "captures/demo.html"
+    assert 'class="arrow"' in (tmp_path / "captures" / "demo.html").read_text()

@@ -136,7 +136,7 @@ def tour(
 def _show_summary(rows: list[dict], total: float) -> None:
     stops = f"{len(rows)} stop" + "s" * (len(rows) != 1)
     table = Table(title=f"ftsslab tour: {stops}, {total:.1f} s")
-    for col in ("stop", "verdict", "seconds", "capture", "report"):
+    for col in ("stop", "verdict", "seconds", "capture and report"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
     for r in rows:
         verdict = {
@@ -145,8 +145,8 @@ def _show_summary(rows: list[dict], total: float) -> None:
                                          if "failed" in r else ""),
             "lab broke": "[bold red]lab broke[/bold red]",
         }[r["verdict"]]
-        table.add_row(r["stop"], verdict, f"{r['seconds']:.1f}", r["capture"] or "-",
-                      r["report"] or "-")
+        files = "\n".join(f for f in (r["capture"], r["report"]) if f) or "-"
+        table.add_row(r["stop"], verdict, f"{r['seconds']:.1f}", files)
     out.rule()
     out.print(table)
     passed = sum(r["verdict"] == "pass" for r in rows)
