@@ -56,7 +56,7 @@ def quantity(n: int) -> str:
 
 # -- topology -----------------------------------------------------------------------------
 
-BOX_W, BOX_H, COL, ROW, PER_ROW, PAD = 132, 42, 280, 170, 8, 40
+BOX_W, BOX_H, COL, ROW, PER_ROW, PAD = 132, 42, 340, 170, 8, 40
 IMPAIRED = ' class="impaired"'
 
 
@@ -243,10 +243,11 @@ def _link_svg(g: dict, ia: str, ib: str, placer: _Placer) -> str:
         lines.append((clip(link.impair, 40), "limpair"))
     widths = [len(t) * TEXT_W for t, _ in lines]
     cands = []
-    for t in (0.5, 0.38, 0.62, 0.26, 0.74, 0.15, 0.85):
-        px, py = xa + (xb - xa) * t, ya + (yb - ya) * t
-        for s in g["sides"]:
-            cands.append(_block(px, py, nx * s, ny * s, widths))
+    for sides in (g["sides"], [-g["sides"][0]] if len(g["sides"]) == 1 else []):
+        for t in (0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.18, 0.82, 0.1, 0.9):
+            px, py = xa + (xb - xa) * t, ya + (yb - ya) * t
+            for s in sides:
+                cands.append(_block(px, py, nx * s, ny * s, widths))
     box, x, y, anchor = placer.place(cands, g["seg"])
     for i, (text, cls) in enumerate(lines):
         parts.append(f'<text x="{x:.1f}" y="{y + LINE_H * i:.1f}" class="{cls}" '
@@ -266,9 +267,9 @@ def _spread_ends(geo: list, ends: list, pos: dict, fabric: set, centre: tuple) -
             if node not in fabric:
                 continue
             (x, y), (ox, oy) = g["seg"][end], g["seg"][1 - end]
-            if abs(oy - y) < abs(ox - x):
+            if abs(oy - y) * BOX_W < abs(ox - x) * BOX_H:
                 continue  # leaves by a side
-            faces.setdefault((node, oy < y), []).append((math.atan2(ox - x, abs(oy - y)), g, end))
+            faces.setdefault((node, oy < y), []).append(((ox, x), g, end))
     for (node, _), links in faces.items():
         if len(links) < 3:
             continue
