@@ -394,8 +394,9 @@ def _arrow(n: int, f: Frame | None, xs: Mapping[str, float], y: float, c: str) -
                 f"{esc(clip(f.summary, 40 - len(note)) + note)}</text>")
     else:
         d = 1 if x2 > x1 else -1
-        line = f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{x2 - d * 8:.1f}" y2="{y:.1f}" stroke="{c}"/>'
-        head = f"{x2:.1f},{y:.1f} {x2 - d * 9:.1f},{y - 4.5:.1f} {x2 - d * 9:.1f},{y + 4.5:.1f}"
+        line = (f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{x2 - d * 10:.1f}" y2="{y:.1f}" '
+                f'stroke="{c}"/>')
+        head = f"{x2:.1f},{y:.1f} {x2 - d * 12:.1f},{y - 5.5:.1f} {x2 - d * 12:.1f},{y + 5.5:.1f}"
         hit = (f'<rect x="{min(x1, x2):.1f}" y="{y - 16:.1f}" width="{abs(x2 - x1):.1f}" '
                f'height="22"/>')
         room = max(int(abs(x2 - x1) / CHAR_W) - 2, 56) - len(note)
@@ -423,7 +424,7 @@ def ladder(ex: Exchange, frames: Mapping[int, Frame]) -> str:
     width = GUTTER + len(every) * GAP + SELF_W + 40
     rows = _rows(ex, frames)
     c = colour(ex.family, FAMILY_COLOURS)
-    body, y = [], TOP
+    body, y, shade = [], TOP, 0
     for kind, value in rows:
         if kind == "step":
             body.append(f'<g class="step"><rect x="0" y="{y + 2}" width="{width}" '
@@ -438,6 +439,10 @@ def ladder(ex: Exchange, frames: Mapping[int, Frame]) -> str:
                         f"⋯ {value} frame{'s' if value != 1 else ''} folded ⋯</text></g>")
             y += FOLD_ROW
         else:
+            if shade % 2:  # every other frame's row a shade darker: a row is easy to follow
+                body.append(f'<rect class="band" x="0" y="{y}" width="{width}" '
+                            f'height="{ARROW_ROW}"/>')
+            shade += 1
             y += ARROW_ROW
             body.append(_arrow(value, frames.get(value), xs, y - 8, c))
     height = y + 16
