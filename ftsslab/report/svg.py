@@ -56,9 +56,8 @@ def quantity(n: int) -> str:
 
 # -- topology -----------------------------------------------------------------------------
 
-BOX_W, BOX_H, COL, ROW, PER_ROW, PAD = 132, 42, 210, 150, 8, 40
+BOX_W, BOX_H, COL, ROW, PER_ROW, PAD = 132, 42, 340, 170, 8, 40
 IMPAIRED = ' class="impaired"'
-LABEL_ROOM = 150  # either side of the boxes: a link's counters may stand outside them
 
 
 def split_endpoint(endpoint: str, names: Iterable[str]) -> tuple[str, str]:
@@ -137,52 +136,160 @@ def _node_svg(n: NodeBox, x: float, y: float, cls: str = "node") -> str:
             f"</g>")
 
 
-def _link_svg(link: LinkLine, pa: tuple, pb: tuple, ia: str, ib: str, offset: float,
-              centre: tuple) -> str:
-    """The counters stand a third of the way from the outer end (the one farther from the
-    middle row), on the side away from the middle: links fanning into one switch keep their
-    labels apart. A link within a row has them above its line."""
+LINE_H, TEXT_W = 12, 6.9  # a label line's height; an 11px character's average width
+SPREAD = 26  # between parallel links of one pair of nodes
+
+
+class _Placer:
+    """Greedy label placement: each label takes the first of its candidate spots (in order of
+    preference) that overlaps no box or earlier label, crossing as few links as it can."""
+
+    def __init__(self, boxes: list[tuple], segments: list[tuple]) -> None:
+        self.taken = list(boxes)
+        self.segments = segments
+
+    @staticmethod
+    def _overlap(a: tuple, b: tuple) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    @staticmethod
+    def _crosses(box: tuple, seg: tuple) -> bool:
+        (x1, y1), (x2, y2) = seg
+        for i in range(9):  # sample the segment: cheap and good enough for labels
+            t = i / 8
+            x, y = x1 + (x2 - x1) * t, y1 + (y2 - y1) * t
+            if box[0] < x < box[2] and box[1] < y < box[3]:
+                return True
+        return False
+
+    def place(self, candidates: list[tuple], own: tuple | None = None) -> tuple:
+        best, best_score = candidates[0], math.inf
+        for rank, cand in enumerate(candidates):
+            box = cand[0]
+            score = rank + 1000 * sum(self._overlap(box, t) for t in self.taken)
+            score += 40 * sum(self._crosses(box, s) for s in self.segments if s is not own)
+            if score < best_score:
+                best, best_score = cand, score
+            if score == rank:
+                break
+        self.taken.append(best[0])
+        return best
+
+
+def _block(px: float, py: float, nx: float, ny: float, widths: list[float]) -> tuple:
+    """A block of label lines standing off the point (px, py) towards the normal (nx, ny):
+    (bbox, x, first baseline y, text-anchor)."""
+    w, h = max(widths), LINE_H * len(widths)
+    x, y = px + nx * 7, py + ny * 7
+    if abs(nx) < 0.35:  # off a flat line: centred above or below it
+        x0, y0, anchor = x - w / 2, (y - h if ny < 0 else y), "middle"
+    else:
+        y0 = y - h / 2 + ny * h / 2
+        x0, anchor = (x, "start") if nx > 0 else (x - w, "end")
+    return (x0 - 7, y0 - 2, x0 + w + 7, y0 + h + 2), x, y0 + 9, anchor
+
+
+def _link_parts(link: LinkLine, pa: tuple, pb: tuple, offset: float, centre: tuple) -> dict:
     (xa, ya), (xb, yb) = pa, pb
     dx, dy = xb - xa, yb - ya
     length = math.hypot(dx, dy) or 1.0
     ux, uy = dx / length, dy / length
-    nx, ny = -uy * offset, ux * offset  # parallel links side by side
-    xa, ya, xb, yb = xa + nx, ya + ny, xb + nx, yb + ny
-    # how far from a centre the box edge is along the line, plus room for the label
-    edge = min(BOX_W / 2 / (abs(ux) or 1e-9), BOX_H / 2 / (abs(uy) or 1e-9)) + 16
+    nx, ny = -uy, ux
+    xa, ya, xb, yb = xa + nx * offset, ya + ny * offset, xb + nx * offset, yb + ny * offset
+    if offset:  # a parallel link's labels stand on its own outer side
+        sides = [1 if offset > 0 else -1]
+    else:  # away from the drawing's middle first
+        mx, my = (xa + xb) / 2 - centre[0], (ya + yb) / 2 - centre[1]
+        first = 1 if nx * mx + ny * my >= 0 else -1
+        if abs(dy) < 1:
+            first = -1 if ny > 0 else 1  # a flat link: above its line first
+        sides = [first, -first]
+    return {"link": link, "seg": ((xa, ya), (xb, yb)), "u": (ux, uy), "n": (nx, ny),
+            "sides": sides, "len": length}
+
+
+def _edge(ux: float, uy: float) -> float:
+    """How far from a box's centre its edge is along the direction (ux, uy)."""
+    return min(BOX_W / 2 / (abs(ux) or 1e-9), BOX_H / 2 / (abs(uy) or 1e-9))
+
+
+def _link_svg(g: dict, ia: str, ib: str, placer: _Placer) -> str:
+    link = g["link"]
+    (xa, ya), (xb, yb) = g["seg"]
+    ux, uy = g["u"]
+    nx, ny = g["n"]
     parts = [f'<g class="link" data-link="{esc(link.name)}" data-frames="{link.frames}" '
              f'data-bytes="{link.bytes}">',
              f"<title>{esc(link.a)} — {esc(link.b)}</title>",
              f'<line x1="{xa:.1f}" y1="{ya:.1f}" x2="{xb:.1f}" y2="{yb:.1f}"'
              f"{IMPAIRED if link.impair else ''}/>"]
+    edge = _edge(ux, uy)
+    span = max(g["len"] - 2 * edge, 1.0)
+    for iface, (ex, ey), d in ((ia, (xa, ya), 1), (ib, (xb, yb), -1)):
+        if not iface:
+            continue
+        cands = []
+        for step in (10, 26, 42):
+            r = edge + min(step, span / 2)
+            px, py = ex + d * ux * r, ey + d * uy * r
+            for s in g["sides"]:
+                cands.append(_block(px, py, nx * s, ny * s, [len(iface) * TEXT_W]))
+        box, x, y, anchor = placer.place(cands, g["seg"])
+        parts.append(f'<text x="{x:.1f}" y="{y:.1f}" class="iface" '
+                     f'text-anchor="{anchor}">{esc(iface)}</text>')
     lines = [(f"mtu {link.mtu}", "lcount")] if link.mtu else []
     lines.append((f"{link.frames} fr · {quantity(link.bytes)}", "lcount"))
     if link.impair:
         lines.append((clip(link.impair, 40), "limpair"))
-    cx, cy = centre
-    if abs(dy) < 1:
-        x, y, anchor, iside = (xa + xb) / 2, ya - 8 - 12 * len(lines), "middle", 0
-    else:
-        t = 0.35 if abs(ya - cy) >= abs(yb - cy) else 0.65
-        x, y = xa + dx * t, ya + dy * t - 6 * (len(lines) - 1)
-        iside = 1 if x < cx - 1 else -1  # the interface names on the other side
-        x, anchor = (x - 6, "end") if iside == 1 else (x + 6, "start")
-    ianchor = {0: "middle", 1: "start", -1: "end"}[iside]
-    for iface, (ix, iy) in ((ia, (xa + ux * edge, ya + uy * edge)),
-                            (ib, (xb - ux * edge, yb - uy * edge))):
-        if iface:
-            parts.append(f'<text x="{ix + 5 * iside:.1f}" y="{iy + 4:.1f}" class="iface" '
-                         f'text-anchor="{ianchor}">{esc(iface)}</text>')
+    widths = [len(t) * TEXT_W for t, _ in lines]
+    cands = []
+    for sides in (g["sides"], [-g["sides"][0]] if len(g["sides"]) == 1 else []):
+        for t in (0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.18, 0.82, 0.1, 0.9):
+            px, py = xa + (xb - xa) * t, ya + (yb - ya) * t
+            for s in sides:
+                cands.append(_block(px, py, nx * s, ny * s, widths))
+    box, x, y, anchor = placer.place(cands, g["seg"])
     for i, (text, cls) in enumerate(lines):
-        parts.append(f'<text x="{x:.1f}" y="{y + 12 * i + 4:.1f}" class="{cls}" '
+        parts.append(f'<text x="{x:.1f}" y="{y + LINE_H * i:.1f}" class="{cls}" '
                      f'text-anchor="{anchor}">{esc(text)}</text>')
     parts.append("</g>")
     return "".join(parts)
 
 
+def _spread_ends(geo: list, ends: list, pos: dict, fabric: set, centre: tuple) -> None:
+    """A fabric node's links leaving by one face (top or bottom) leave it side by side,
+    ordered by where they go, instead of all from its centre."""
+    faces: dict[tuple, list] = {}
+    for (g, _, _), (_, na, _, nb, _) in zip(geo, ends, strict=True):
+        if na == nb:
+            continue
+        for end, node in ((0, na), (1, nb)):
+            if node not in fabric:
+                continue
+            (x, y), (ox, oy) = g["seg"][end], g["seg"][1 - end]
+            if abs(oy - y) * BOX_W < abs(ox - x) * BOX_H:
+                continue  # leaves by a side
+            faces.setdefault((node, oy < y), []).append(((ox, x), g, end))
+    for (node, _), links in faces.items():
+        if len(links) < 3:
+            continue
+        links.sort(key=lambda t: t[0])
+        gap = min(28.0, (BOX_W - 24) / (len(links) - 1))
+        cx, cy = pos[node]
+        for i, (_, g, end) in enumerate(links):
+            seg = list(g["seg"])
+            seg[end] = (cx + (i - (len(links) - 1) / 2) * gap, cy)
+            sides = g["sides"]
+            g.update(_link_parts(g["link"], seg[0], seg[1], 0, centre))
+            if len(sides) == 1:  # a parallel link keeps its outer side
+                g["sides"] = sides
+
+
 def topology(topo: Topology) -> str:
     """The topology graph: links under the nodes; an endpoint naming no node gets a dashed
-    stand-in box (class ``phantom``, not ``node``) so its link is still drawn."""
+    stand-in box (class ``phantom``, not ``node``) so its link is still drawn. Links between
+    the same two nodes are drawn side by side, offset symmetrically, each with its own labels;
+    labels go where they cover no box and no other label (``_Placer``)."""
     nodes = list(topo.nodes)
     names = [n.name for n in nodes]
     declared = set(names)
@@ -204,26 +311,39 @@ def topology(topo: Topology) -> str:
         neighbours.setdefault(nb, set()).add(na)
     fabric = any(n.kind in FABRIC for n in nodes)
     pos = _rows_layout(nodes, neighbours) if fabric else _circle_layout(nodes)
-    pos = {n: (x + LABEL_ROOM, y) for n, (x, y) in pos.items()}
     centre = ((min(x for x, _ in pos.values()) + max(x for x, _ in pos.values())) / 2,
               (min(y for _, y in pos.values()) + max(y for _, y in pos.values())) / 2)
+    bundles: dict[frozenset, int] = {}
+    for _, na, _, nb, _ in ends:
+        bundles[frozenset((na, nb))] = bundles.get(frozenset((na, nb)), 0) + 1
     seen: dict[frozenset, int] = {}
-    parts = []
+    geo = []
     for link, na, ia, nb, ib in ends:
-        k = seen[frozenset((na, nb))] = seen.get(frozenset((na, nb)), -1) + 1
-        offset = (k + 1) // 2 * 10 * (1 if k % 2 else -1)
+        key = frozenset((na, nb))
+        k = seen[key] = seen.get(key, -1) + 1
+        m = bundles[key]
+        offset = (k - (m - 1) / 2) * SPREAD
         if na == nb:  # a loop on one node: a line out to the right of its box and back
             x, y = pos[na]
             pb = (x + BOX_W / 2 + 40, y - 30 - offset)
-            parts.append(_link_svg(link, (x + BOX_W / 2, y), pb, ia, ib, 0, centre))
+            geo.append((_link_parts(link, (x + BOX_W / 2, y), pb, 0, centre), ia, ib))
         else:
-            parts.append(_link_svg(link, pos[na], pos[nb], ia, ib, offset, centre))
+            if (na, nb) != tuple(sorted((na, nb))):  # one direction for a bundle's normal
+                offset = -offset
+            geo.append((_link_parts(link, pos[na], pos[nb], offset, centre), ia, ib))
+    _spread_ends(geo, ends, pos, {n.name for n in nodes if n.kind in FABRIC}, centre)
+    boxes = [(x - BOX_W / 2 - 3, y - BOX_H / 2 - 3, x + BOX_W / 2 + 3, y + BOX_H / 2 + 3)
+             for x, y in pos.values()]
+    placer = _Placer(boxes, [g["seg"] for g, _, _ in geo])
+    parts = [_link_svg(g, ia, ib, placer) for g, ia, ib in geo]
     parts += [_node_svg(n, *pos[n.name], "node" if n.name in declared else "phantom")
               for n in nodes]
-    w = max(x for x, _ in pos.values()) + BOX_W / 2 + PAD + LABEL_ROOM
-    h = max(y for _, y in pos.values()) + BOX_H / 2 + PAD
-    return (f'<svg class="topology" width="{w:.0f}" height="{h:.0f}" viewBox="0 0 {w:.0f} '
-            f'{h:.0f}" role="img" aria-label="topology">{"".join(parts)}</svg>')
+    x0 = min(b[0] for b in placer.taken) - 12
+    y0 = min(b[1] for b in placer.taken) - 12
+    w = max(b[2] for b in placer.taken) + 12 - x0
+    h = max(b[3] for b in placer.taken) + 12 - y0
+    return (f'<svg class="topology" width="{w:.0f}" height="{h:.0f}" viewBox="{x0:.0f} '
+            f'{y0:.0f} {w:.0f} {h:.0f}" role="img" aria-label="topology">{"".join(parts)}</svg>')
 
 
 # -- ladder -------------------------------------------------------------------------------
@@ -274,8 +394,9 @@ def _arrow(n: int, f: Frame | None, xs: Mapping[str, float], y: float, c: str) -
                 f"{esc(clip(f.summary, 40 - len(note)) + note)}</text>")
     else:
         d = 1 if x2 > x1 else -1
-        line = f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{x2 - d * 8:.1f}" y2="{y:.1f}" stroke="{c}"/>'
-        head = f"{x2:.1f},{y:.1f} {x2 - d * 9:.1f},{y - 4.5:.1f} {x2 - d * 9:.1f},{y + 4.5:.1f}"
+        line = (f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{x2 - d * 10:.1f}" y2="{y:.1f}" '
+                f'stroke="{c}"/>')
+        head = f"{x2:.1f},{y:.1f} {x2 - d * 12:.1f},{y - 5.5:.1f} {x2 - d * 12:.1f},{y + 5.5:.1f}"
         hit = (f'<rect x="{min(x1, x2):.1f}" y="{y - 16:.1f}" width="{abs(x2 - x1):.1f}" '
                f'height="22"/>')
         room = max(int(abs(x2 - x1) / CHAR_W) - 2, 56) - len(note)
@@ -303,7 +424,7 @@ def ladder(ex: Exchange, frames: Mapping[int, Frame]) -> str:
     width = GUTTER + len(every) * GAP + SELF_W + 40
     rows = _rows(ex, frames)
     c = colour(ex.family, FAMILY_COLOURS)
-    body, y = [], TOP
+    body, y, shade = [], TOP, 0
     for kind, value in rows:
         if kind == "step":
             body.append(f'<g class="step"><rect x="0" y="{y + 2}" width="{width}" '
@@ -318,6 +439,10 @@ def ladder(ex: Exchange, frames: Mapping[int, Frame]) -> str:
                         f"⋯ {value} frame{'s' if value != 1 else ''} folded ⋯</text></g>")
             y += FOLD_ROW
         else:
+            if shade % 2:  # every other frame's row a shade darker: a row is easy to follow
+                body.append(f'<rect class="band" x="0" y="{y}" width="{width}" '
+                            f'height="{ARROW_ROW}"/>')
+            shade += 1
             y += ARROW_ROW
             body.append(_arrow(value, frames.get(value), xs, y - 8, c))
     height = y + 16

@@ -224,3 +224,33 @@ def test_a_link_to_an_undeclared_node_gets_a_stand_in_box():
     assert [a["data-node"] for a in dom.find("g", "node")] == ["h1", "s1"]
     assert [a["data-node"] for a in dom.find("g", "phantom")] == ["ghost"]
     assert len(dom.find("g", "link")) == 2
+
+
+def test_verdicts_box_lists_failures_first_and_the_timeline_still_holds_every_moment():
+    html = render(sample())
+    dom = Dom(html)
+    (box,) = dom.find("div", "verdicts")
+    assert "bad" in box["class"].split()
+    assert [a["class"] for a in dom.find("li", "")
+            if a.get("class") in ("vok", "vbad", "vunk")] == ["vbad", "vok"]
+    assert len(dom.find("li", "moment")) == 5  # the box's rows are not moments
+    assert len(dom.find("div", "timeline-wrap")) == 1
+
+
+def test_parallel_links_are_drawn_apart_with_their_own_labels():
+    topo = Topology((NodeBox("srv1", "server"), NodeBox("ftss", "ftss")),
+                    (LinkLine("srv1:fa", "ftss:a1", frames=3), LinkLine("srv1:fb", "ftss:b1")),
+                    "scenario")
+    html = render(Report(title="t", source="x.pcap", topology=topo))
+    lines = re.findall(r'<line x1="([\d.-]+)" y1="([\d.-]+)" x2="([\d.-]+)" y2="([\d.-]+)"', html)
+    assert len(lines) == 2 and lines[0] != lines[1]
+    assert len(Dom(html).find("text", "iface")) == 4
+
+
+def test_the_index_closes_past_twelve_exchanges():
+    base = sample()
+    many = [Exchange(i, "arp", f"x{i}", ("h1", "s1"), (1,), (1,), ()) for i in range(1, 14)]
+    closed = render(Report(title="t", source="x.pcap", topology=base.topology,
+                           exchanges=many, frames=base.frames))
+    assert '<details class="index">' in closed
+    assert '<details class="index" open>' in render(sample())
