@@ -37,9 +37,14 @@ def opened(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     sc = load_scenario(REPO / "scenarios" / "ftss-guaranteed.yaml")
     result = Runner(sc, SimBackend()).run()
-    cap, html = tmp / "run.pcapng", tmp / "run.html"
+    cap, html = tmp / "captures" / "ftss-guaranteed.pcapng", tmp / "report.html"
     write_capture(cap, sc, result.frames, result.events, "sim")
-    model = write_report(cap, html, result)
+    here = os.getcwd()
+    os.chdir(tmp)  # the report names its capture as `ftsslab run` there would
+    try:
+        model = write_report(cap.relative_to(tmp), html, result)
+    finally:
+        os.chdir(here)
     return cap, html, model, browser.dump_dom(html)
 
 
