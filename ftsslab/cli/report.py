@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..report.model import DISSECT
 from . import UserError, app, err, out
 
 
@@ -19,7 +20,7 @@ def report(
     ] = None,
     dissect: Annotated[
         int, typer.Option(min=1, help="Frames to dissect and draw; the rest are counted.")
-    ] = 5000,
+    ] = DISSECT,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Draw a capture as one HTML file: topology, timeline, a ladder diagram per exchange.

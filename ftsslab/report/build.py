@@ -1,9 +1,11 @@
 """A report's model from a capture, and from the run that wrote it when there is one.
 
-Scapy dissects about 5k of these frames a second, so a large capture is not dissected whole:
-the first ``dissect`` frames are (grouped into exchanges, drawn), the rest are counted per
-conversation by a struct reader, and the report says so. Within an exchange, a long dialogue
-(a TCP download, an RDMA stream) is drawn by its head and tail with a fold between.
+Scapy dissects about 5k of these frames a second, so a large capture is not dissected whole.
+A struct reader sorts every frame into its conversation (addresses, protocol, ports); within
+the budget, each conversation is dissected by its first and last frames, as many for every
+conversation alike, and the middle of a long one is counted, not dissected. So a download's
+bulk is folded while the handoff that moved it, in a conversation of its own, is drawn. Within
+an exchange, a long dialogue is drawn by its head and tail with a fold between.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..pcapng import Capture, read_capture
 from ..view import layer_fields, layers_of
 from .exchanges import Grouper, label
 from .model import (
+    DISSECT,
     Conversation,
     Exchange,
     Frame,
@@ -37,7 +40,6 @@ from .model import (
     Topology,
 )
 
-DISSECT = 5000      # frames dissected and grouped; the rest are counted per conversation
 HEAD, TAIL = 30, 10  # arrows drawn of a longer exchange: its first and last frames
 DRAWN = 3000        # arrows drawn in all; later exchanges are listed, not drawn
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -77,12 +79,12 @@ def build_report(path: str | Path | bytes, result=None, *, dissect: int = DISSEC
     ours = notes["scenario"] is not None
     times = cap.times()
     origin = EPOCH_NS / 1e9 if ours else (times[0] if times else 0.0)
-    dissect = min(dissect, len(cap))
-
-    seen = _dissect(cap, times, origin, dissect)
+    keys = _keys(cap)
+    chosen, quota = _chosen(keys, dissect)
+    seen = _dissect(cap, times, origin, chosen)
     grouper = Grouper()
     for s in seen:
-        grouper.feed(s.number, s.pkt, s.src, s.dst, s.step, s.data[12:])
+        grouper.feed(s.number, s.pkt, s.src, s.dst, s.step, s.data[12:], s.where)
     exchanges, frames = _draw(grouper, {s.number: s for s in seen})
 
     report = Report(
@@ -92,21 +94,59 @@ def build_report(path: str | Path | bytes, result=None, *, dissect: int = DISSEC
         timeline=_timeline(result, cap.notes),
         exchanges=exchanges,
         frames=frames,
-        undissected=_conversations(cap, times, origin, dissect),
+        undissected=_conversations(cap, keys, times, origin, set(chosen)),
         total_frames=len(cap),
-        dissected_frames=dissect,
+        dissected_frames=len(chosen),
         backend=notes["backend"],
         passed=result.passed if result is not None else None,
         damage=str(damage or ""),
     )
-    report.folds = _folds(report)
+    report.folds = _folds(report, quota, dissect)
     return report
 
 
-def _dissect(cap: Capture, times: list[float], origin: float, count: int) -> list[_Seen]:
+def _chosen(keys: list[tuple], budget: int) -> tuple[list[int], int]:
+    """The frames to dissect, and how many of each conversation's (0: all of them): every
+    frame when they fit the budget, else the first four fifths and the last fifth (``_head``)
+    of the largest quota all conversations can have alike."""
+    if len(keys) <= budget:
+        return list(range(len(keys))), 0
+    members: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    sizes = [len(m) for m in members.values()]
+    low, high = 1, max(sizes)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in sizes) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    head = _head(low)
+    chosen = []
+    for m in members.values():
+        chosen += m if len(m) <= low else m[:head] + m[len(m) - (low - head):]
+    return sorted(chosen)[:budget], low  # (more conversations than the budget: the first)
+
+
+def _head(quota: int) -> int:
+    """Of a conversation's quota, how many of its first frames (the rest are its last)."""
+    return quota - max(1, quota // 5) if quota > 1 else quota
+
+
+def _keys(cap: Capture) -> list[tuple]:
+    data, out = cap.data, []
+    for i, (at, length) in enumerate(zip(cap.offsets, cap.lengths, strict=True)):
+        linktype = cap.interfaces[cap.ifaces[i]].linktype
+        out.append(_conversation(data, at, length) if linktype == 1
+                   else ("link type", str(linktype)))
+    return out
+
+
+def _dissect(cap: Capture, times: list[float], origin: float, chosen: list[int]) -> list[_Seen]:
     out, macs = [], {}
     pkts, datas = [], []
-    for i in range(count):
+    for i in chosen:
         iface = cap.interfaces[cap.ifaces[i]]
         at = cap.offsets[i]
         data = bytes(cap.data[at:at + cap.lengths[i]])
@@ -122,7 +162,7 @@ def _dissect(cap: Capture, times: list[float], origin: float, count: int) -> lis
                 macs.setdefault(pkt[Ether].src, pkt[IP].src)
             elif ARP in pkt and pkt[ARP].op in (1, 2):
                 macs.setdefault(pkt[Ether].src, pkt[ARP].psrc)
-    for i, pkt in enumerate(pkts):
+    for i, pkt, data in zip(chosen, pkts, datas, strict=True):
         iface = cap.interfaces[cap.ifaces[i]]
         where, step, note = iface.name or "", "", ""
         m = next(filter(None, map(_FRAME_NOTE.match, cap.comments.get(i, ()))), None)
@@ -131,7 +171,7 @@ def _dissect(cap: Capture, times: list[float], origin: float, count: int) -> lis
             where, step, note = f"{m[1]} -> {m[2]}", m[3] or "", m[4] or ""
         else:
             src, dst = _lanes(pkt, macs)
-        out.append(_Seen(i + 1, pkt, src, dst, where, step, note, times[i] - origin, datas[i]))
+        out.append(_Seen(i + 1, pkt, src, dst, where, step, note, times[i] - origin, data))
     return out
 
 
@@ -229,16 +269,14 @@ def _timeline(result, notes: list[str]) -> list[Moment]:
 _U16 = struct.Struct("!H").unpack_from
 
 
-def _conversations(cap: Capture, times: list[float], origin: float,
-                   start: int) -> list[Conversation]:
-    """Frames past the dissection budget, counted per address pair with a struct reader."""
-    data = cap.data
+def _conversations(cap: Capture, keys: list[tuple], times: list[float], origin: float,
+                   dissected: set[int]) -> list[Conversation]:
+    """The frames not dissected, counted per conversation."""
     found: dict[tuple, list] = {}
-    for i in range(start, len(cap)):
-        at, length = cap.offsets[i], cap.lengths[i]
-        key = _conversation(data, at, length) if cap.interfaces[cap.ifaces[i]].linktype == 1 \
-            else ("link type", str(cap.interfaces[cap.ifaces[i]].linktype))
-        t = times[i] - origin
+    for i, key in enumerate(keys):
+        if i in dissected:
+            continue
+        length, t = cap.lengths[i], times[i] - origin
         row = found.get(key)
         if row is None:
             found[key] = [1, length, t, t]
@@ -282,16 +320,18 @@ def _ports(data, pos: int, end: int, proto: int) -> str:
     return name
 
 
-def _folds(report: Report) -> list[str]:
+def _folds(report: Report, quota: int, budget: int) -> list[str]:
     """What the report leaves out, in words."""
     out = []
     if report.damage:
         out.append(f"the capture is damaged after frame {report.total_frames}: {report.damage}")
     rest = report.total_frames - report.dissected_frames
     if rest:
-        out.append(f"frames {report.dissected_frames + 1:,}\u2013{report.total_frames:,} "
-                   f"({rest:,}) were counted per conversation, not dissected (ftsslab report "
-                   f"--dissect raises the budget of {report.dissected_frames:,})")
+        head = _head(quota)
+        out.append(f"{rest:,} frames were counted per conversation, not dissected: the middle "
+                   f"of {len(report.undissected):,} long conversations, each dissected by its "
+                   f"first {head:,} and last {quota - head:,} frames (a budget of {budget:,}; "
+                   f"ftsslab report --dissect raises it)")
     folded = [e for e in report.exchanges if e.drawn and e.folded]
     if folded:
         hidden = sum(e.folded for e in folded)

@@ -23,7 +23,7 @@ from scapy.packet import Packet
 from ..layers.ftss import FTSS, FTSSAck, FTSSPacket
 from ..layers.i2o import MSG_REPLY, I2OMessage
 from ..layers.roce import RETH, roce_answers
-from ..layers.tch import TCHMessage
+from ..layers.tch import TCHMessage, tch_flags
 from ..layers.xap import XAPUDP
 from ..view import layers_of
 
@@ -93,6 +93,9 @@ class Family:
         return label(pkt)
 
     def family_of(self, pkt: Packet) -> str:
+        """The family an exchange this frame opens belongs to: the rule's, else the top layer's."""
+        if self.name:
+            return self.name
         top = pkt.lastlayer()
         while top.underlayer is not None and top.name in ("Raw", "Padding"):
             top = top.underlayer
@@ -163,9 +166,18 @@ class Conversation(Family):
     def opens(self, pkt):
         return self.cls is TCP and pkt[TCP].flags.S and not pkt[TCP].flags.A
 
+    def _handoff(self, pkt) -> bool:
+        """A TCP connection that opens with TCH flags is a handoff (seed 002, Fig. 4)."""
+        return self.cls is TCP and bool(tch_flags(pkt))
+
+    def family_of(self, pkt):
+        return "tch" if self._handoff(pkt) else self.name
+
     def title(self, pkt):
         (a, b), seg = _ends(pkt), pkt[self.cls]
-        return f"{self.name.upper()} {a}:{seg.sport} \u21c4 {b}:{seg.dport}"
+        flags = "/".join(sorted(tch_flags(pkt))) if self._handoff(pkt) else ""
+        what = f"TCH handoff ({flags}) over TCP" if flags else self.name.upper()
+        return f"{what} {a}:{seg.sport} \u21c4 {b}:{seg.dport}"
 
 
 class Roce(Family):
@@ -280,15 +292,18 @@ class Grouper:
         self.index: dict[Hashable, tuple[Group, Packet]] = {}
         self.pending: dict[bytes, list[tuple[Group, Packet]]] = {}
         self.flows: dict[Hashable, Group] = {}
-        self.recent: dict[bytes, tuple[Group, str]] = {}  # frame -> its exchange, its sender
+        self.recent: dict[bytes, tuple[Group, str]] = {}  # frame -> its exchange, where seen
 
     def feed(self, number: int, pkt: Packet, src: str, dst: str, step: str = "",
-             data: bytes = b"") -> Group:
-        """Place one frame; ``data`` is its bytes after the MAC addresses, by which a frame
-        forwarded onto the next link (a switch may rewrite its MACs) joins where it was."""
+             data: bytes = b"", where: str = "") -> Group:
+        """Place one frame. ``data`` is its bytes after the MAC addresses and ``where`` the link
+        it was seen on: the same bytes on another link are the frame forwarded or flooded (a
+        switch may rewrite its MACs) and join where it was; on the same link, it was sent
+        again."""
         fam = next((f for f in self.families if _safely(f.claims, pkt)), FALLBACK)
-        group, sender = self.recent.get(data, (None, src))
-        if sender == src:  # the same frame from the same lane is sent again, not forwarded
+        link = where or src
+        group, seen_on = self.recent.get(data, (None, link))
+        if seen_on == link:
             group = None
         if group is None and not _safely(fam.opens, pkt):
             group = self._find(fam, pkt)
@@ -301,13 +316,13 @@ class Grouper:
             if group is not None and group.answered:
                 group = None
         if group is None:
-            group = Group(len(self.groups) + 1, fam.name or fam.family_of(pkt), fam.title(pkt))
+            group = Group(len(self.groups) + 1, fam.family_of(pkt), fam.title(pkt))
             self.groups.append(group)
             self.flows[flow] = group
         group.add(number, src, dst, step)
         if data:
             self.recent.pop(data, None)
-            self.recent[data] = group, src
+            self.recent[data] = group, link
             if len(self.recent) > _RECENT:
                 del self.recent[next(iter(self.recent))]
         for key in _safely(fam.keys, pkt) or ():

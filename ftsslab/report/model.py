@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DISSECT = 4000  # frames a report dissects and groups by default; the rest are counted
+
 
 @dataclass(frozen=True)
 class NodeBox:

@@ -77,12 +77,14 @@ def test_a_frame_forwarded_onto_the_next_link_stays_in_its_exchange(tmp_path):
     rep = Ether(src=MB, dst=MA) / ARP(op=2, psrc=B, pdst=A, hwsrc=MB, hwdst=MA)
     again = Ether(src=MA, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, psrc=A, pdst="10.0.0.3",
                                                          hwsrc=MA)
-    frames = [(req, "h1:eth0 -> s1:p1"), (req, "s1:p2 -> h2:eth0"),
+    frames = [(req, "h1:eth0 -> s1:p1"), (req, "s1:p2 -> h2:eth0"), (req, "s1:p3 -> h3:eth0"),
               (rep, "h2:eth0 -> s1:p2"), (rep, "s1:p1 -> h1:eth0"),
-              (again, "h1:eth0 -> s1:p1")]
+              (again, "h1:eth0 -> s1:p1"), (again, "h1:eth0 -> s1:p1")]
     r = build_report(write(tmp_path / "c.pcapng", frames))
-    assert groups(r) == [[1, 2, 3, 4], [5]]  # an answered request is closed: a new one opens
-    assert r.exchanges[0].lanes == ("h1", "s1", "h2")
+    # flooded onto two ports, answered, forwarded back: one exchange; an answered request is
+    # closed, so a new one opens, and the same frame on the same link is sent again
+    assert groups(r) == [[1, 2, 3, 4, 5], [6, 7]]
+    assert r.exchanges[0].lanes == ("h1", "s1", "h2", "h3")
     assert r.exchanges[0].family == "arp"
 
 
@@ -110,16 +112,22 @@ def test_a_long_exchange_is_drawn_by_its_head_and_tail_and_the_report_says_so(tm
     assert any("25 frames folded" in f for f in r.folds)
 
 
-def test_frames_past_the_budget_are_counted_per_conversation(tmp_path):
-    frames = [(Ether() / IP(src=A, dst=B) / UDP(sport=5000, dport=9 + i % 2) / b"z",
-               "c:eth0 -> s:eth0") for i in range(50)]
-    r = build_report(write(tmp_path / "c.pcapng", frames), dissect=20)
-    assert (r.total_frames, r.dissected_frames) == (50, 20)
-    assert sum(len(e.frames) for e in r.exchanges) == 20
-    assert sorted((c.title, c.frames) for c in r.undissected) == [
-        (f"IPv4 {A} <-> {B} UDP 10/5000", 15), (f"IPv4 {A} <-> {B} UDP 9/5000", 15)]
-    assert sum(c.bytes for c in r.undissected) == 30 * len(frames[0][0])
-    assert any("frames 21\u201350 (30)" in f for f in r.folds)
+def test_past_the_budget_each_conversation_is_dissected_by_its_head_and_tail(tmp_path):
+    """A long conversation's middle is counted, a short one's frames are all dissected."""
+    bulk = [(Ether() / IP(src=A, dst=B) / UDP(sport=5000, dport=9) / (bytes([i]) * 9),
+             "c:eth0 -> s:eth0") for i in range(60)]
+    brief = [(Ether() / IP(src=A, dst=B) / UDP(sport=5000, dport=10) / b"z", "s:eth0 -> c:eth0")
+             for _ in range(3)]
+    frames = bulk[:30] + brief + bulk[30:]  # the brief one in the bulk's middle
+    r = build_report(write(tmp_path / "c.pcapng", frames), dissect=23)
+    assert (r.total_frames, r.dissected_frames) == (63, 23)
+    long, short = sorted(r.exchanges, key=lambda e: -len(e.frames))
+    assert long.frames == tuple(range(1, 17)) + tuple(range(60, 64))  # 16 first, 4 last
+    assert short.frames == (31, 32, 33)
+    assert [(c.title, c.frames) for c in r.undissected] == [(f"IPv4 {A} <-> {B} UDP 9/5000", 40)]
+    assert r.undissected[0].bytes == 40 * len(bulk[0][0])
+    assert any("40 frames were counted per conversation" in f and "first 16 and last 4" in f
+               for f in r.folds)
 
 
 def test_a_foreign_capture_is_drawn_by_its_addresses(tmp_path):
@@ -210,7 +218,7 @@ def test_i2o_replies_and_roce_acks_are_with_what_they_answer(sim_run):
 
     result, path = sim_run("i2o-export")
     r = build_report(path, result)
-    pkts = [p.pkt for p in load_capture(path).packets()][:r.dissected_frames]
+    pkts = [p.pkt for p in load_capture(path).packets()]
     replies = acks = 0
     for e in r.exchanges:
         mine = [pkts[n - 1] for n in e.frames]
@@ -225,9 +233,15 @@ def test_i2o_replies_and_roce_acks_are_with_what_they_answer(sim_run):
     assert replies >= 10 and acks >= 10
 
 
+def test_a_tcp_connection_opened_with_tch_flags_is_a_handoff():
+    r = build_report(REPO / "pcaps" / "reference" / "tch.pcapng")
+    first = r.exchanges[0]
+    assert first.family == "tch" and first.title.startswith("TCH handoff (HND) over TCP")
+
+
 def test_a_tch_session_is_one_exchange():
     r = build_report(REPO / "pcaps" / "reference" / "tch.pcapng")
-    (session,) = [e for e in r.exchanges if e.family == "tch"]
+    (session,) = [e for e in r.exchanges if e.title.startswith("TCH session")]
     from ftsslab.pcapng import load_capture
 
     pkts = [p.pkt for p in load_capture(REPO / "pcaps" / "reference" / "tch.pcapng").packets()]

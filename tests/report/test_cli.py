@@ -33,7 +33,8 @@ def test_the_default_output_is_beside_the_capture(tmp_path):
     res = ftsslab("report", str(cap), "--dissect", "10")
     assert res.returncode == 0, res.stderr
     assert f"report: {cap.with_suffix('.html')}" in " ".join(res.stdout.split())
-    assert "frames 11–26 (16) were counted per conversation" in " ".join(res.stderr.split())
+    said = " ".join(res.stderr.split())
+    assert "17 frames were counted per conversation" in said and "first 3 and last 1" in said
 
 
 def test_a_damaged_capture_is_drawn_up_to_the_damage_and_exits_2(tmp_path):
