@@ -97,3 +97,23 @@ def test_clicking_needs_no_network_and_the_screenshot_is_a_drawn_page(opened, tm
     assert len(data) > 60_000  # a blank page of this size compresses to a few kB
     if keep := os.environ.get("FTSSLAB_SCREENSHOT"):
         shutil.copyfile(png, keep)
+
+
+def test_clicking_an_arrow_shows_that_frames_fields_and_bytes(opened, tmp_path):
+    """A real click event, dispatched in the page, goes through the page's own handler; the
+    panel then holds the frame's layers and a hex dump of its bytes as the capture has them."""
+    cap, html, model, _ = opened
+    message = next(e for e in model.exchanges if e.title.startswith("FTSS message"))
+    number = message.frames[1]  # the STORED ack
+    clicked = tmp_path / "clicked.html"
+    click = (f"<script>document.querySelector('g.arrow[data-frame=\"{number}\"]')"
+             ".dispatchEvent(new MouseEvent('click', {bubbles: true}));</script></body>")
+    clicked.write_text(html.read_text().replace("</body>", click))
+    panel = browser.dump_dom(clicked).split('<aside id="frame-panel"', 1)[1].split("</aside>")[0]
+    data = list(load_capture(cap).packets())[number - 1].data
+    assert f"Frame #{number}" in panel
+    for layer in ("Ethernet", "FTSS", "FTSS Acknowledgment"):
+        assert f"<summary>{layer}</summary>" in panel
+    first = " ".join(f"{b:02x}" for b in data[:8]) + "  " + " ".join(f"{b:02x}" for b in data[8:16])
+    assert f"0000  {first}" in panel
+    assert "STORED_GUARANTEED" in panel
