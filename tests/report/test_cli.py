@@ -70,3 +70,20 @@ def test_run_writes_its_report_unless_told_not_to(tmp_path):
     quiet = tmp_path / "q.pcapng"
     assert ftsslab("run", scenario, "-b", "sim", "-w", str(quiet), "--no-report").returncode == 0
     assert quiet.is_file() and not quiet.with_suffix(".html").exists()
+
+
+def test_a_plain_pcap_from_elsewhere_is_drawn_by_its_addresses(tmp_path):
+    """A classic pcap (no interfaces, no comments), as tcpdump writes it."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    cap = tmp_path / "ping.pcap"
+    wrpcap(str(cap), [Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / ICMP(id=1, seq=1),
+                      Ether() / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=0, id=1,
+                                                                            seq=1)])
+    res = ftsslab("report", str(cap), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["exchanges"] == 1  # the echo reply answers the request
+    html = cap.with_suffix(".html").read_text()
+    assert 'data-lane="192.0.2.1"' in html and 'data-lane="192.0.2.2"' in html
