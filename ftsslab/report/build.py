@@ -237,7 +237,7 @@ def _topology(cap: Capture, seen: list[_Seen], result) -> Topology:
     for s in seen:
         key = tuple(sorted((s.src, s.dst)))
         pairs[key] += 1
-        sizes[key] += len(s.pkt)
+        sizes[key] += len(s.data)
     names = dict.fromkeys(lane for s in seen for lane in (s.src, s.dst))
     links = tuple(LinkLine(a, b, None, "", pairs[(a, b)], sizes[(a, b)]) for a, b in pairs)
     return Topology(tuple(NodeBox(n) for n in names), links, "capture")
@@ -256,8 +256,7 @@ def _timeline(result, notes: list[str]) -> list[Moment]:
         return [Moment(float(m[1]), "event", m[3], m[4], m[2]) for m in events]
     moments = [Moment(t, "step", label_) for label_, t in result.step_times]
     moments += [Moment(e.time, "event", e.kind, e.detail, e.node) for e in result.events]
-    at = dict((label_, t) for label_, t in result.step_times)
-    moments.sort(key=lambda m: (m.time, m.kind != "step"))
+    at = dict(result.step_times)
     for o in result.outcomes:
         moments.append(Moment(at.get(o.at) if o.at != "end" else None, "verdict", o.what,
                               o.detail, "", o.passed))

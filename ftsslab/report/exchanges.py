@@ -286,6 +286,8 @@ def label(pkt: Packet) -> str:
 
 
 class Grouper:
+    """The exchanges of the frames fed so far, in the order each was opened."""
+
     def __init__(self, families: tuple[Family, ...] = FAMILIES):
         self.families = families
         self.groups: list[Group] = []
@@ -316,7 +318,8 @@ class Grouper:
             if group is not None and group.answered:
                 group = None
         if group is None:
-            group = Group(len(self.groups) + 1, fam.family_of(pkt), fam.title(pkt))
+            title = _safely(fam.title, pkt) or label(pkt)
+            group = Group(len(self.groups) + 1, fam.family_of(pkt), title)
             self.groups.append(group)
             self.flows[flow] = group
         group.add(number, src, dst, step)
