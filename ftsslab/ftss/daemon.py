@@ -15,7 +15,6 @@ any send or receive that finds a link down), the moment it changes.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import json
@@ -28,11 +27,11 @@ import time
 import traceback
 from pathlib import Path
 
-from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.control import control_path, send_reply
 from ftsslab.lab.veth.linkstate import LinkMonitor, iface_mtu
 from ftsslab.lab.veth.netns import call_in_netns
+from ftsslab.lab.veth.nodeargs import node_args
 from ftsslab.lab.veth.ring import PacketRing
 
 from .actions import Forget, Persist, Transmit
@@ -326,16 +325,11 @@ def recovered_live(store: Store) -> dict[int, tuple[int, int, bytes]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--state", required=True, help="the lab's directory (store lives here)")
-    args = ap.parse_args(argv)
-    scenario = load_scenario(args.scenario)
-    node = scenario.node(args.node)
+    a = node_args(__doc__.splitlines()[0], argv)  # the store lives in the lab's directory
+    scenario, node, state = a.scenario, a.node, str(a.state)
     ifaces = sorted({ep.iface for ln in scenario.links for ep in (ln.a, ln.b)
                      if ep.node == node.name})
-    base = Path(args.state) / node.name
+    base = a.state / node.name
     taps = {}
     if node.kind == "ftss":
         make, grace = ftss_factory(node, scenario)
@@ -343,20 +337,20 @@ def main(argv: list[str] | None = None) -> int:
         core = make()
     else:
         make_unit = server_factory(node, scenario)
-        lab_id = os.path.basename(os.path.normpath(args.state))
+        lab_id = a.state.name
         for ln in scenario.links:  # the TAP is the peer's interface, in the peer's namespace
             for ep, peer in ((ln.a, ln.b), (ln.b, ln.a)):
                 if ep.node == node.name and ep.iface in SERVER_TAPS:
                     taps[ep.iface] = call_in_netns(names.ns_name(lab_id, peer.node), open_tap,
                                                    peer.iface)
         store, grace = Store([base / "seen"]), 0.0  # the keys it handed to its stack
-        core = make_unit(next_epoch(args.state, node.name))
-    proc = NodeProcess(core, ifaces, store, control_path(args.state, node.name), taps=taps)
+        core = make_unit(next_epoch(state, node.name))
+    proc = NodeProcess(core, ifaces, store, control_path(state, node.name), taps=taps)
     records = recovered_live(store)
     proc.live.update({rid: seq for seq, (rid, _, _) in records.items()})
     proc.run_actions(core.recover(list(records.values()), time.time(), grace=grace))
     proc.flush_store()
-    (Path(args.state) / f"{node.name}.ready").touch()  # the backend waits for this
+    a.ready()
     proc.loop()
     return 0
 

@@ -7,14 +7,13 @@ ftsslab plugin on it, so real NBD clients reach the disk on ``<lab dir>/<node>.n
 
 from __future__ import annotations
 
-import argparse
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ftsslab.lab.scenario import load_scenario
+from ftsslab.lab.veth.nodeargs import node_args
 from ftsslab.san.sanicd import Sanicd
 
 from .export import BlockExport
@@ -111,25 +110,18 @@ class I2od(Sanicd):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--state", required=True, help="the lab's directory")
-    args = ap.parse_args(argv)
-    scenario = load_scenario(args.scenario)
-    node = scenario.node(args.node)
-    lab = Path(args.state)
-    now = time.monotonic()
+    a = node_args(__doc__.splitlines()[0], argv)
+    node, scenario, now = a.node, a.scenario, time.monotonic()
     if node.kind == HOST:
-        core = host_core(node, scenario, file_devices(args.state, node.name,
+        core = host_core(node, scenario, file_devices(str(a.state), node.name,
                                                       node.options["block_size"]), now)
     else:
         core = remote_core(node, scenario, now)
-    d = I2od(core, args.state)
+    d = I2od(core, str(a.state))
     nbd = node.options.get("nbd") if node.kind != HOST else None
     if nbd is not None:
         d.export(nbd["iop"], nbd.get("device", 0))
-    (lab / f"{node.name}.ready").touch()
+    a.ready()
     d.loop()
     return 0
 

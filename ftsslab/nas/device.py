@@ -22,7 +22,6 @@ by them (``udp_tch.MessageGiver``), and it always takes them both ways.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import ipaddress
@@ -40,8 +39,8 @@ from pathlib import Path
 
 from ftsslab.fast.tch import TCH_INITIATOR_OTHER, TCH_INITIATOR_SECOND
 from ftsslab.fast.xap import XAP_OP_CHANGE_CONNECTION, XAP_OP_QUERY, XAP_UDP_PORT
-from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth.netns import write_sysctl
+from ftsslab.lab.veth.nodeargs import node_args
 
 from . import http, proxy, repair, staging, tch, xap
 from . import tch_messages as tm
@@ -1024,28 +1023,20 @@ def wait_file(path: Path, timeout: float = 30.0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--state", required=True, help="the lab's directory")
-    args = ap.parse_args(argv)
-    scenario = load_scenario(args.scenario)
-    node = scenario.node(args.node)
+    a = node_args(__doc__.splitlines()[0], argv)
+    node, state = a.node, str(a.state)
     if node.options.get("tcp") == "user":  # ftsslab's TCP: the device model (D2.6)
         from .userdevice import UserDevice
 
-        user = UserDevice(scenario, node.name, args.state)
-        user.setup()
-        (Path(args.state) / f"{node.name}.ready").touch()
-        user.loop()
-        return 0
-    cluster = cluster_of(scenario, args.node)
-    ipaddress.IPv4Address(cluster.vip)
-    dev = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],
-                    args.state, node.options.get("proxy_limit"), node.options.get("ask_above"))
-    dev.setup()
-    (Path(args.state) / f"{node.name}.ready").touch()
-    dev.loop()
+        proc = UserDevice(a.scenario, node.name, state)
+    else:
+        cluster = cluster_of(a.scenario, node.name)
+        ipaddress.IPv4Address(cluster.vip)
+        proc = NasDevice(cluster, node.name, node.options["files"], node.options["redirect"],
+                         state, node.options.get("proxy_limit"), node.options.get("ask_above"))
+    proc.setup()
+    a.ready()
+    proc.loop()
     return 0
 
 

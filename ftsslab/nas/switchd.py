@@ -25,7 +25,6 @@ process only
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import socket
@@ -36,8 +35,8 @@ from pathlib import Path
 from ftsslab.fast.cluster import CLUSTER_UDP_PORT
 from ftsslab.fast.tch import TCH_UDP_PORT
 from ftsslab.fast.xap import XAP_TCP_OPTION_KIND, XAP_UDP_PORT, parse_xap_tcp_options
-from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
+from ftsslab.lab.veth.nodeargs import node_args
 from ftsslab.lab.veth.switchd import (
     CHAIN,
     TABLE,
@@ -505,21 +504,16 @@ class NasSwitch(NasProcess):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--state", required=True, help="the lab's directory")
-    args = ap.parse_args(argv)
-    cluster = cluster_of(load_scenario(args.scenario), args.node)
+    a = node_args(__doc__.splitlines()[0], argv)
+    cluster = cluster_of(a.scenario, a.node.name)
     ipaddress.IPv4Address(cluster.vip)
-    lab_id = Path(args.state).name
-    proc = NasSwitch(cluster, args.state, lab_id)
+    proc = NasSwitch(cluster, str(a.state), a.state.name)
     try:
         proc.setup()
     except SwitchdError as exc:
         print(f"nas switchd: {exc}", file=sys.stderr)
         return 1
-    names.ready_path(lab_id, cluster.switch).touch()
+    a.ready()
     proc.loop()
     return 0
 

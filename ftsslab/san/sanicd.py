@@ -11,7 +11,6 @@ fails the run), its traceback on stderr, and the loop goes on.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -22,8 +21,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth.control import control_path, send_reply
+from ftsslab.lab.veth.nodeargs import node_args
 from ftsslab.lab.veth.ring import PacketRing
 
 from .kinds import sanic_config
@@ -153,15 +152,9 @@ class Sanicd:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--state", required=True, help="the lab's directory")
-    args = ap.parse_args(argv)
-    scenario = load_scenario(args.scenario)
-    node = scenario.node(args.node)
-    d = Sanicd(SanicCore(sanic_config(node, scenario), time.monotonic()), args.state)
-    (Path(args.state) / f"{node.name}.ready").touch()
+    a = node_args(__doc__.splitlines()[0], argv)
+    d = Sanicd(SanicCore(sanic_config(a.node, a.scenario), time.monotonic()), str(a.state))
+    a.ready()
     d.loop()
     return 0
 
