@@ -40,8 +40,7 @@ MODULES = ("ftss", "nas", "san", "i2o", "lab", "packets", "report", "tour", "wir
 COMMANDS = {"ftss": "ftss", "nas": "nas", "san": "san", "i2o": "i2o", "validate": "lab",
             "run": "lab", "merge": "lab", "lab": "lab", "replay": "lab", "layers": "packets",
             "craft": "packets", "inspect": "packets", "shell": "packets", "report": "report",
-            "tour": "tour",
-            "wireshark": "wireshark"}
+            "tour": "tour", "wireshark": "wireshark"}
 
 
 def register(args: list[str]) -> None:
