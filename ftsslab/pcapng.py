@@ -156,6 +156,7 @@ _CUT = "the file appears to have been cut short in the middle of a"  # tshark's 
 # interface id, time (high, low) and captured length: one struct call per packet
 _EPB_HEAD = {e: struct.Struct(e + "IIIIIII").unpack_from for e in "<>"}
 _U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
+_OPTION_HEAD = {e: struct.Struct(e + "HH").unpack_from for e in "<>"}
 _WORDS = {e: struct.Struct(e + "II").unpack_from for e in "<>"}  # a packet's time stamp
 _U32PACK = struct.Struct("<I").pack
 
@@ -492,26 +493,38 @@ def _walk_pcapng(cap: Capture) -> None:
 
 
 def _epb_run(cap: Capture, pos: int, endian: str, nif: int, first: int) -> int:
-    """Index the run of Enhanced Packet Blocks without options (so with nothing to check but
-    their lengths and interface) from ``pos``; where it ends. One struct call per block also
-    checks the trailing length of the block before; a block that fails is left to the
-    careful path."""
+    """Index the run of Enhanced Packet Blocks from ``pos`` that have no options, or one comment
+    (what ftsslab writes for every frame), so nothing to check but lengths, interface and
+    that one option; where it ends. One struct call per block also checks the trailing
+    length of the block before; a block that fails is left to the careful path."""
     buf, end, before = cap.data, len(cap.data), len(cap)
     head, add_offset, add_length = _EPB_HEAD[endian], cap.offsets.append, cap.lengths.append
+    option, comments = _OPTION_HEAD[endian], cap.comments
     last = _U32[endian](buf, pos - 4)[0]  # the block before was checked whole
     limit, most = end - 24, MAX_BLOCK  # (the loop is the reader's hot path: locals only)
     while pos <= limit:
         trailer, kind, total, ifid, _, _, caplen = head(buf, pos - 4)
         after = pos + total
-        if (trailer != last or kind != 6 or total != (caplen + 35 & -4) or ifid >= nif
-                or after > end or total > most):  # a block of 32 bytes + data padded to 4
+        if trailer != last or kind != 6 or ifid >= nif or after > end or total > most:
             break
+        plain = caplen + 35 & -4  # a block of 32 bytes + data padded to 4
+        if total != plain:
+            at = pos + plain - 4  # the options: a comment, then the end of options
+            if total < plain + 8:
+                break
+            code, length = option(buf, at)
+            tail = at + 4 + (length + 3 & -4)
+            if code != _OPT_COMMENT or tail + 8 != after or option(buf, tail) != (0, 0):
+                break
+            comments[len(cap)] = [bytes(buf[at + 4:at + 4 + length]).decode("utf-8",
+                                                                            "replace")]
         add_offset(pos + 28)
         add_length(caplen)
         pos, last = after, total
     if len(cap) > before and _U32[endian](buf, pos - 4)[0] != last:  # the last one's trailer
         cap.offsets.pop()
         cap.lengths.pop()
+        comments.pop(len(cap), None)
         pos -= last
     if nif == 1:
         cap.ifaces.extend(array("I", [first]) * (len(cap) - before))
