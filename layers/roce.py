@@ -84,7 +84,7 @@ __all__ = [
     "SendPayload", "ack_aeth", "aeth_syndrome", "icrc", "looks_like_rkey_advert",
     "looks_like_san_mad", "nak_aeth",
     "register_send_payload", "rnr_nak_aeth",
-    "roce_answers", "verify_icrc",
+    "read_psn_span", "roce_answers", "verify_icrc",
 ]
 
 
@@ -406,9 +406,14 @@ def roce_answers(req: Packet, resp: Packet) -> bool:
     if rop == _fast.OPS["ATOMIC_ACKNOWLEDGE"]:
         return qop in _ATOMICS and r.psn == q.psn
     if rop in _READ_RESPONSES and qop == _fast.OPS["RDMA_READ_REQUEST"] and RETH in req:
-        span = max(1, -(-req[RETH].dmalen // _MIN_PMTU))
-        return (r.psn - q.psn) % (1 << 24) < span
+        return (r.psn - q.psn) % (1 << 24) < read_psn_span(req)
     return False
+
+
+def read_psn_span(req: Packet) -> int:
+    """How many PSNs, from a READ REQUEST's own, its responses may take: one per smallest
+    path MTU of the data it asks for."""
+    return max(1, -(-req[RETH].dmalen // _MIN_PMTU))
 
 
 # ---------------------------------------------------------------- bindings

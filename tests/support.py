@@ -8,10 +8,13 @@ marked ``slow``) is a failure, so CI cannot go green without running the suite.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
@@ -20,6 +23,15 @@ LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon", b"ftsslab.
                  b"ftsslab.nas.switchd", b"ftsslab.nas.device", b"ftsslab.san.sanicd",
                  b"ftsslab.i2o.i2od")  # (an i2o node's nbdkit exits with its parent)
 SETTLE = 0.5  # seconds a leak must persist (see ``leaked``)
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (the benches are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tshark() -> str | None:

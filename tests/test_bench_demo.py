@@ -1,24 +1,17 @@
 """The benchmark and the demo run, and say something true."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from ftsslab import demo
+from tests.support import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_bench(name: str = "parse_speed"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fast_parsers_handle_every_reference_frame_the_bench_feeds_them():
-    rows = {r["family"]: r for r in load_bench().run(seconds=0.001)}
+    rows = {r["family"]: r for r in load_bench("parse_speed").run(seconds=0.001)}
     assert set(rows) == {"fc", "ftss", "xap", "tch", "roce", "i2o"}
     for row in rows.values():  # the 802.1Q-tagged FCoE reference frame included
         assert row["fast_unparsed"] == 0, row

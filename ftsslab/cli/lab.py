@@ -172,13 +172,18 @@ def execute(scenario, backend, capture: Path, progress: bool = True, report: Pat
     written = write_capture(capture, scenario, result.frames, result.events, backend.name)
     doc = result.as_dict() | {"capture": str(capture), "frames_written": written}
     if report is not None:
-        from ..report import write_report
-        from .packets import quiet_scapy
-
-        with quiet_scapy():
-            write_report(capture, report, result)
+        write_html_report(capture, report, result)
         doc["report"] = str(report)
     return result, doc
+
+
+def write_html_report(capture: Path, report: Path, result=None) -> None:
+    """The capture's report (and the run's, with ``result``), without Scapy's warnings."""
+    from ..report import write_report
+    from .packets import quiet_scapy
+
+    with quiet_scapy():
+        write_report(capture, report, result)
 
 
 def show_lab_error(exc: Exception) -> None:

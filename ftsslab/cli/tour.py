@@ -39,14 +39,6 @@ def _packets(as_json: bool) -> tuple[bool, Path]:
         return demo.main(CAPTURES) == 0, capture
 
 
-def _report(capture: Path, report: Path) -> None:
-    from ..report import write_report
-    from .packets import quiet_scapy
-
-    with quiet_scapy():
-        write_report(capture, report)
-
-
 def _from_here(path: Path) -> Path:
     """A stop's scenario as the user would name it from here: the verdict tables cite it."""
     try:
@@ -95,7 +87,7 @@ def tour(
         if scenario is None:
             passed, capture = _packets(as_json)
             report = capture.with_suffix(".html")
-            _report(capture, report)
+            lab_cli.write_html_report(capture, report)
             row |= {"verdict": "pass" if passed else "fail", "capture": str(capture),
                     "report": str(report)}
         else:

@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from scapy.config import conf
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -24,7 +23,7 @@ from scapy.packet import Packet, Raw
 
 from .. import catalog  # noqa: F401 -- Scapy's layers and ftsslab's, as inspect dissects
 from ..lab.capture import EPOCH_NS
-from ..pcapng import Capture, read_capture
+from ..pcapng import Capture, ReadPacket, read_capture
 from ..view import layer_fields, layers_of
 from .exchanges import Grouper, label
 from .model import (
@@ -65,18 +64,13 @@ class _Seen:
     data: bytes
 
 
-def build_report(path: str | Path | bytes, result=None, *, dissect: int = DISSECT,
-                 title: str | None = None) -> Report:
+def build_report(path: str | Path | bytes, result=None, *, dissect: int = DISSECT) -> Report:
     """The model of ``path``'s report (a capture file, or its bytes); ``result`` (a
     ``RunResult``) adds the scenario's topology, steps and verdicts."""
     cap, damage = read_capture(path)
     if damage is not None and not len(cap):
         raise damage  # not a capture, or nothing readable in it: nothing to draw
-    notes = {"scenario": None, "backend": result.backend if result else ""}
-    for note in cap.notes:
-        if m := _SCENARIO_NOTE.match(note):
-            notes["scenario"], notes["backend"] = m[1], notes["backend"] or m[3]
-    ours = notes["scenario"] is not None
+    ours = next(filter(None, map(_SCENARIO_NOTE.match, cap.notes)), None)  # ftsslab wrote it
     times = cap.times()
     origin = EPOCH_NS / 1e9 if ours else (times[0] if times else 0.0)
     keys = _keys(cap)
@@ -88,7 +82,7 @@ def build_report(path: str | Path | bytes, result=None, *, dissect: int = DISSEC
     exchanges, frames = _draw(grouper, {s.number: s for s in seen})
 
     report = Report(
-        title=title or notes["scenario"] or cap.source and Path(cap.source).name or "capture",
+        title=ours[1] if ours else cap.source and Path(cap.source).name or "capture",
         source=cap.source or "(in memory)",
         topology=_topology(cap, seen, result),
         timeline=_timeline(result, cap.notes),
@@ -97,7 +91,7 @@ def build_report(path: str | Path | bytes, result=None, *, dissect: int = DISSEC
         undissected=_conversations(cap, keys, times, origin, set(chosen)),
         total_frames=len(cap),
         dissected_frames=len(chosen),
-        backend=notes["backend"],
+        backend=result.backend if result else ours[3] if ours else "",
         passed=result.passed if result is not None else None,
         damage=str(damage or ""),
     )
@@ -147,14 +141,9 @@ def _dissect(cap: Capture, times: list[float], origin: float, chosen: list[int])
     out, macs = [], {}
     pkts, datas = [], []
     for i in chosen:
-        iface = cap.interfaces[cap.ifaces[i]]
         at = cap.offsets[i]
         data = bytes(cap.data[at:at + cap.lengths[i]])
-        cls = conf.l2types.num2layer.get(iface.linktype, Raw)
-        try:
-            pkt = cls(data)
-        except Exception:  # a dissector bug must not hide the frame
-            pkt = Raw(data)
+        pkt = ReadPacket(0.0, None, [], data, cap.interfaces[cap.ifaces[i]].linktype).pkt
         pkts.append(pkt)
         datas.append(data)
         if Ether in pkt:  # addresses to name a foreign capture's lanes by

@@ -20,21 +20,22 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
+from ..fast.roce import OPS
 from ..layers.ftss import FTSS, FTSSAck, FTSSPacket
 from ..layers.i2o import MSG_REPLY, I2OMessage
-from ..layers.roce import RETH, roce_answers
+from ..layers.roce import RETH, read_psn_span, roce_answers
 from ..layers.tch import TCHMessage, tch_flags
 from ..layers.xap import XAPUDP
 from ..view import layers_of
 
 _PENDING = 8        # requests of one hashret kept for answers() (newest first)
 _RECENT = 4096      # frames remembered to know one seen again on the next link
-# RoCE opcodes (low 5 bits) that continue a message its FIRST opened, and the requests
-_CONTINUES = {1, 2, 3, 7, 8, 9}     # SEND MIDDLE/LAST(/IMM), WRITE MIDDLE/LAST(/IMM)
-_FIRSTS = {0, 6}                    # SEND FIRST, WRITE FIRST
-_REQUESTS = set(range(0x00, 0x0D)) | {0x13, 0x14, 0x16, 0x17}
-_READ_REQUEST = 0x0C
-_MIN_PMTU = 256
+# RoCE opcodes (low 5 bits): what a FIRST opens, what continues it, and every request
+_FIRSTS = {OPS["SEND_FIRST"], OPS["RDMA_WRITE_FIRST"]}
+_CONTINUES = {OPS[f"{kind}_{part}"] for kind in ("SEND", "RDMA_WRITE")
+              for part in ("MIDDLE", "LAST", "LAST_WITH_IMMEDIATE")}
+_REQUESTS = {op for name, op in OPS.items() if name.startswith(("SEND_", "RDMA_WRITE_"))} | {
+    OPS["RDMA_READ_REQUEST"], OPS["COMPARE_SWAP"], OPS["FETCH_ADD"]}
 
 
 @dataclass
@@ -199,9 +200,8 @@ class Roce(Family):
             return []
         src, dst = ends
         psns = [bth.psn]
-        if op == _READ_REQUEST and RETH in pkt:
-            span = max(1, -(-pkt[RETH].dmalen // _MIN_PMTU))
-            psns = [(bth.psn + k) % (1 << 24) for k in range(min(span, 4096))]
+        if op == OPS["RDMA_READ_REQUEST"] and RETH in pkt:
+            psns = [(bth.psn + k) % (1 << 24) for k in range(min(read_psn_span(pkt), 4096))]
         out: list[Hashable] = [("roce-psn", src, dst, p) for p in psns]
         if op in _FIRSTS:
             out.append(("roce-msg", src, dst, bth.dqpn))
