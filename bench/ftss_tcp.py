@@ -99,15 +99,17 @@ def worker(kind: str, mb: int) -> dict:
             result = Path(tmp) / "mbps"
             backend.exec("app2", ("python3", "-c", RECEIVER, str(result)), 1, background=True)
             time.sleep(0.5)
-            pids = [rec["pid"] for node, rec in backend.state.processes.items()
-                    if node in ("ftss", "srv1", "srv2")]
+            pids = {node: rec["pid"] for node, rec in backend.state.processes.items()
+                    if node in ("ftss", "srv1", "srv2")}
             apps = [(backend.namespace(h), "eth0") for h in ("app1", "app2")]
-            cpu0, rx0 = cpu_seconds(pids), sum(rx_packets(*a) for a in apps)
+            cpu0 = {n: cpu_seconds([p]) for n, p in pids.items()}
+            rx0 = sum(rx_packets(*a) for a in apps)
             res = backend.exec("app1", ("python3", "-c", SENDER.format(mb=mb)), 600)
             deadline = time.monotonic() + 60
             while not result.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            cpu1, rx1 = cpu_seconds(pids), sum(rx_packets(*a) for a in apps)
+            cpu1 = {n: cpu_seconds([p]) for n, p in pids.items()}
+            rx1 = sum(rx_packets(*a) for a in apps)
             if res.status != 0 or not result.exists():
                 raise SystemExit(f"{kind}: transfer failed: {res.stderr.strip()[-300:]}")
             mbps = float(result.read_text())
@@ -116,16 +118,23 @@ def worker(kind: str, mb: int) -> dict:
     frames = rx1 - rx0
     out = {"MBps": mbps}
     if kind != "switch":
-        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        per = {n: (cpu1[n][0] - cpu0[n][0], cpu1[n][1] - cpu0[n][1]) for n in pids}
+        user, system = sum(u for u, _ in per.values()), sum(s for _, s in per.values())
         out |= {"frames": frames, "user_s": user, "sys_s": system,
                 "us_per_frame": (user + system) / frames * 1e6 if frames else None}
+        if frames:  # where it goes: each process's user and system µs per carried frame
+            out |= {f"{n}_{k}_us": v / frames * 1e6 for n, (u, s) in per.items()
+                    for k, v in (("user", u), ("sys", s))}
     return out
 
 
 def measure(kind: str, mb: int, pythonpath: str) -> dict:
+    """One worker on the tree ``pythonpath``, run from its root: a revision whose node
+    processes put the working directory first on sys.path (``python -m``, before the
+    backend's ``-P``) would otherwise import this tree's code and measure it twice."""
     env = dict(os.environ, PYTHONPATH=pythonpath)
-    res = subprocess.run([sys.executable, __file__, WORKER, kind, str(mb)], env=env,
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), WORKER, kind, str(mb)],
+                         env=env, capture_output=True, text=True, timeout=900, cwd=pythonpath)
     if res.returncode != 0:
         raise SystemExit(f"{kind} ({pythonpath}): {res.stderr.strip()[-500:]}")
     return json.loads(res.stdout)
@@ -172,6 +181,10 @@ def main() -> None:
                  f" user {m['user_s']:.2f} s, system {m['sys_s']:.2f} s)"
                  if "us_per_frame" in m else "")
         print(f"  {kind:6s} {m['MBps']:8.2f} MB/s{extra}")
+        split = [f"{n} {m[f'{n}_user_us']:.0f}+{m[f'{n}_sys_us']:.0f}"
+                 for n in ("ftss", "srv1", "srv2") if f"{n}_user_us" in m]
+        if split:
+            print(f"         µs per frame, user+system: {', '.join(split)}")
     print(f"  ftss/switch = {summary['ftss_over_switch']:.4f}")
     if "base" in med:
         print(f"  base/switch = {summary['base_over_switch']:.4f}; "

@@ -309,14 +309,28 @@ class Pattern:
     layers: tuple[tuple[type[Packet], tuple[tuple[str, Any], ...]], ...]
 
     def matches(self, pkt: Packet) -> bool:
-        layer = pkt
+        return self._last(pkt) is not None
+
+    def count(self, pkt: Packet) -> int:
+        """How many messages the frame counts for: 0 if it does not match, else what the
+        last matched layer stands for -- its ``messages()`` if it has one (an FTSS ACK that
+        answers several PKTs), otherwise 1."""
+        last = self._last(pkt)
+        if last is None:
+            return 0
+        messages = getattr(last, "messages", None)
+        return messages() if callable(messages) else 1
+
+    def _last(self, pkt: Packet) -> Packet | None:
+        """The layer the pattern's last layer matched, None if the pattern does not match."""
+        layer, last = pkt, None
         for cls, fields in self.layers:
             while not (isinstance(layer, cls) and _fields_equal(layer, fields)):
                 if isinstance(layer, NoPayload):
-                    return False
+                    return None
                 layer = layer.payload
-            layer = layer.payload
-        return True
+            last, layer = layer, layer.payload
+        return last if last is not None else pkt
 
 
 def _fields_equal(layer: Packet, fields: tuple[tuple[str, Any], ...]) -> bool:

@@ -175,7 +175,8 @@ class FTSSPacket(Packet):
 
 
 class FTSSAck(Packet):
-    """ACK: the answer to the PKT with the same ``msg_id``."""
+    """ACK: the answer to the PKT with the same ``msg_id`` and to the ``more`` PKTs of the
+    same sender after it (consecutive msg ids, one verdict: FC's ACK_N)."""
 
     name = "FTSS Acknowledgment"
     fields_desc = [
@@ -183,19 +184,24 @@ class FTSSAck(Packet):
         XIntField("node_id", 0),  # the acknowledging node: FTSS or destination
         ByteEnumField("status", FTSS_ACK_STORED_GUARANTEED, FTSS_ACK_STATUS),
         ByteEnumField("reason", FTSS_REASON_NONE, FTSS_ACK_REASONS),
-        ShortField("reserved", 0),
+        ShortField("more", 0),
     ]
 
-    def hashret(self):
+    def hashret(self):  # the first msg id: sr() pairs a range with its first PKT only
         return struct.pack("!Q", self.msg_id)
 
     def answers(self, other):
-        return isinstance(other, FTSSPacket) and other.msg_id == self.msg_id
+        return (isinstance(other, FTSSPacket)
+                and self.msg_id <= other.msg_id <= self.msg_id + self.more)
+
+    def messages(self):
+        """The PKTs it answers (a scenario's ``received:`` counts it as that many)."""
+        return self.more + 1
 
     def mysummary(self):
-        if self.reason == FTSS_REASON_NONE:
-            return self.sprintf("FTSS ACK id=%msg_id% %status%")
-        return self.sprintf("FTSS ACK id=%msg_id% %status% (%reason%)")
+        s = self.sprintf("FTSS ACK id=%msg_id%") + (f" +{self.more}" if self.more else "")
+        s += self.sprintf(" %status%")
+        return s if self.reason == FTSS_REASON_NONE else s + self.sprintf(" (%reason%)")
 
 
 class FTSSHello(Packet):

@@ -57,6 +57,16 @@ def test_unset_ether_dst_is_broadcast_without_any_arp(monkeypatch):
 def test_patterns_match_layers_in_order(pattern, hit):
     pkt = parse_packet('Ether()/IP(src="10.9.0.1", dst="10.9.0.2")/UDP(dport=7)/b"hello"')
     assert parse_pattern(pattern).matches(pkt) is hit
+    assert parse_pattern(pattern).count(pkt) == int(hit)
+
+
+@pytest.mark.parametrize("more", [0, 1, 6])
+def test_a_match_counts_the_messages_its_last_layer_answers(more):
+    """An FTSS ACK answering ``more + 1`` PKTs counts that many; a layer below it, once."""
+    pkt = parse_packet(f'Ether()/FCoE()/FC(type=0xE0)/FTSS()/FTSSAck(msg_id=9, more={more})')
+    assert parse_pattern('FTSSAck(status="STORED_GUARANTEED")').count(pkt) == more + 1
+    assert parse_pattern('FTSS()').count(pkt) == 1
+    assert parse_pattern('FTSSAck(status="DELIVERED")').count(pkt) == 0
 
 
 @pytest.mark.parametrize(

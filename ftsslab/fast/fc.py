@@ -171,6 +171,7 @@ _FC_START = 14 + 14  # FC frame (what the CRC covers) starts after Ether + FCoE 
 _MIN_LEN = _HEAD.size + _TRAILER.size
 _RESERVED_MASK = (1 << 100) - 1
 _ADDR_MASK = 0xFFFFFF
+_ZERO13, _ZERO3 = bytes(13), bytes(3)
 
 
 def fc_crc(data: bytes | memoryview) -> int:
@@ -232,11 +233,16 @@ def decode_fcoe(frame: bytes | memoryview) -> Fcoe | None:
     view = memoryview(frame)
     end = len(view) - _TRAILER.size
     crc, eof, trailer_reserved = _TRAILER.unpack_from(view, end)
-    first = int.from_bytes(ver_rsvd, "big")
-    return Fcoe(dst.hex(":"), src.hex(":"), ether_type, vlan, first >> 100,
-                first & _RESERVED_MASK, sof, w0 >> 24, w0 & _ADDR_MASK, w1 >> 24,
-                w1 & _ADDR_MASK, w2 >> 24, w2 & _ADDR_MASK, seq_id, df_ctl, seq_cnt, ox_id,
-                rx_id, parameter, crc, eof, int.from_bytes(trailer_reserved, "big"),
+    if ver_rsvd == _ZERO13:  # FCoE version 0, reserved 0: nearly every frame
+        version = reserved = 0
+    else:
+        first = int.from_bytes(ver_rsvd, "big")
+        version, reserved = first >> 100, first & _RESERVED_MASK
+    return Fcoe(dst.hex(":"), src.hex(":"), ether_type, vlan, version, reserved, sof,
+                w0 >> 24, w0 & _ADDR_MASK, w1 >> 24, w1 & _ADDR_MASK, w2 >> 24,
+                w2 & _ADDR_MASK, seq_id, df_ctl, seq_cnt, ox_id,
+                rx_id, parameter, crc, eof,
+                int.from_bytes(trailer_reserved, "big") if trailer_reserved != _ZERO3 else 0,
                 view[at + _BODY.size : end],
                 zlib.crc32(view[at + FCOE_HEADER_LEN : end]) == crc)
 

@@ -95,6 +95,9 @@ FTSS_ACK_REASONS = {
     FTSS_REASON_DEST_UNKNOWN: "DEST_UNKNOWN",
 }
 
+MAX_MSG_ID = (1 << 64) - 1
+MAX_ACK_MORE = 0xFFFF  # an ACK answers at most 65536 msg ids (its 16-bit ``more``)
+
 FTSS_HOLD_TIME = 30  # default seconds a HELLO keeps its routing table entry valid
 
 # Node state in routing table 146 ("status information of the destination node").
@@ -142,7 +145,7 @@ FC_RX_ID_UNASSIGNED = _fc.FC_RX_ID_UNASSIGNED
 
 _HDR = struct.Struct("!BBH")  # version<<4 | flags, opcode, length
 _PKT = struct.Struct("!QIHH")  # msg_id, src_node, flags, retention
-_ACK = struct.Struct("!QIBBH")  # msg_id, node_id, status, reason, reserved
+_ACK = struct.Struct("!QIBBH")  # msg_id, node_id, status, reason, more
 _HELLO = struct.Struct("!IHBBHH")  # node_id, seq, state, port, hold_time, mac_count
 _WRITE = struct.Struct("!IQHHI")  # req_id, offset, wflags, name_len, data_len
 _READ = struct.Struct("!IQIH")  # req_id, offset, count, name_len
@@ -171,7 +174,11 @@ class Ack(NamedTuple):
     node_id: int
     status: int
     reason: int
-    reserved: int
+    more: int  # the msg ids after msg_id that it answers too (FC's ACK_N, N - 1)
+
+    def msg_ids(self) -> range:
+        """Every msg id it answers: ``msg_id`` and the ``more`` after it."""
+        return range(self.msg_id, min(self.msg_id + self.more, MAX_MSG_ID) + 1)
 
 
 class Hello(NamedTuple):  # also STATUS
@@ -443,9 +450,13 @@ def build_ack(
     status: int = FTSS_ACK_STORED_GUARANTEED,
     reason: int = 0,
     *,
+    more: int = 0,
     flags: int = 0,
 ) -> bytes:
-    return build_ftss(FTSS_OP_ACK, _ACK.pack(msg_id, node_id, status, reason, 0), flags=flags)
+    """``more``: the consecutive msg ids after ``msg_id`` (of the same sender) that this
+    ACK answers too, with the same status and reason (at most ``MAX_ACK_MORE``)."""
+    return build_ftss(FTSS_OP_ACK, _ACK.pack(msg_id, node_id, status, reason, more),
+                      flags=flags)
 
 
 def _hello_body(node_id, seq, macs, state, port, hold_time) -> bytes:

@@ -91,11 +91,14 @@ class Transmit:
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Store this record durably; the driver answers with ``on_durable(record_id)``."""
+    """Store this record durably; the driver answers with ``on_durable(record_id)``, or
+    with ``on_persist_failed``. ``awaited=False``: nothing waits for it (a unit's seen
+    keys), so a driver may tell only of a failure."""
 
     record_id: int
     kind: int
     payload: bytes
+    awaited: bool = True
 
 
 @dataclass(frozen=True, slots=True)

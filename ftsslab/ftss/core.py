@@ -197,6 +197,8 @@ class FtssCore:
         self._unrouted: list[tuple[int, bool]] = []
         self._recovering = False  # from recover() until the grace for HELLOs is over
         self._seq = 0
+        self._held: list[Stored] | None = None  # acks held for merging (on_durable_batch)
+        self._dirty: dict[int, Outbox] | None = None  # lanes it flows once, at its end
 
     # ---- configuration and state --------------------------------------------------------
 
@@ -214,11 +216,13 @@ class FtssCore:
     def able(self, node_id: int) -> bool:
         """Decision blocks 168/186: the node is known, UP and reachable on a fabric port."""
         route = self.routes.get(node_id)
-        return (
-            route is not None
-            and route.state == FTSS_NODE_UP
-            and any(self.port_up.get(p, False) for p in route.ports)
-        )
+        if route is None or route.state != FTSS_NODE_UP:
+            return False
+        port_up = self.port_up
+        for p in route.ports:  # a loop, not any(): this runs for every packet
+            if port_up.get(p, False):
+                return True
+        return False
 
     def set_port(self, port: str, up: bool) -> None:
         if port in self.port_up:
@@ -256,20 +260,17 @@ class FtssCore:
             "decisions": [{"src": k[0], "msg": k[1], **v} for k, v in self.decisions.items()],
         }
 
-    def _decide(self, pkt: Stored, **what) -> None:
+    def _decision(self, pkt: Stored) -> dict | None:
+        """The ``report()`` entry of a packet from the fabric (None for an external one)."""
         if pkt.origin != ORIGIN_FABRIC:
-            return
+            return None
         key = (pkt.src_node, pkt.msg_id)
         entry = self.decisions.get(key)
         if entry is None:
             entry = self.decisions[key] = {"ack": None, "delivered": {}, "retained": False}
-            while len(self.decisions) > DEDUPE_MEMORY:
+            if len(self.decisions) > DEDUPE_MEMORY:
                 self.decisions.popitem(last=False)
-        for k, v in what.items():
-            if k == "delivered":
-                entry["delivered"].update(v)
-            else:
-                entry[k] = v
+        return entry
 
     def _route(self, node_id: int, fc_id: int) -> Route:
         route = self.routes.get(node_id)
@@ -471,6 +472,36 @@ class FtssCore:
             return self._route_pkt(pkt, now, fresh=True)
         return self._file_durable(record_id, now)
 
+    def on_durable_batch(self, record_ids: Iterable[int], now: float) -> list:
+        """A group commit: ``on_durable`` of each record in order, with the acknowledgments
+        it gives a unit for consecutive msg ids with one verdict as one ACK (``more``, FC's
+        ACK_N), before the deliveries (block 174, then 176)."""
+        out: list = []
+        self._held, self._dirty = [], {}
+        try:
+            for rid in record_ids:
+                out += self.on_durable(rid, now)
+        finally:
+            held, self._held = self._held, None
+            dirty, self._dirty = self._dirty, None
+        for lane in dirty.values():  # each lane flows once, with the whole commit queued
+            out += self._flow(lane, now)
+        return self._merged_acks(held) + out if held else out
+
+    def _merged_acks(self, held: list[Stored]) -> list[Transmit]:
+        out: list[Transmit] = []
+        first = last = held[0]
+        for pkt in held[1:]:
+            if (pkt.reply[:3] == first.reply[:3] and pkt.ack == first.ack
+                    and pkt.src_node == first.src_node and pkt.msg_id == last.msg_id + 1
+                    and last.msg_id - first.msg_id < wire.MAX_ACK_MORE):
+                last = pkt
+                continue
+            out.append(self._ack_to(first, more=last.msg_id - first.msg_id))
+            first = last = pkt
+        out.append(self._ack_to(first, more=last.msg_id - first.msg_id))
+        return out
+
     def on_persist_failed(self, record_id: int, now: float) -> list:
         """The store could not take the record (full, I/O error): REJECTED STORE_FULL."""
         self._release(record_id)
@@ -491,19 +522,24 @@ class FtssCore:
             del self.files[key]
         return self._respond(port, fc, req, FTSS_FILE_NO_SPACE)
 
-    def _ack_to(self, pkt: Stored) -> Transmit:
+    def _ack_to(self, pkt: Stored, more: int = 0) -> Transmit:
         port, mac, fc_id, ox_id = pkt.reply
         status, reason = pkt.ack
-        msg = wire.build_ack(pkt.msg_id, self.node_id, status, reason)
+        msg = wire.build_ack(pkt.msg_id, self.node_id, status, reason, more=more)
         fc = Peer(mac, fc_id, ox_id)
         return self._answer(port, fc, msg)
 
     def _acknowledge(self, pkt: Stored, status: int, reason: int, out: list) -> None:
         pkt.ack = (status, reason)
         self._count(f"ack_{status}")
-        self._decide(pkt, ack=status)
+        entry = self._decision(pkt)
+        if entry is not None:
+            entry["ack"] = status
         if pkt.reply is not None and pkt.origin == ORIGIN_FABRIC and pkt.reply[0] in self.ports:
-            out.append(self._ack_to(pkt))
+            if self._held is not None:  # a group commit's: merged by on_durable_batch
+                self._held.append(pkt)
+            else:
+                out.append(self._ack_to(pkt))
 
     def _route_pkt(self, pkt: Stored, now: float, *, fresh: bool) -> list:
         """Blocks 156/158 (and 184/186 for external frames): where does it go?
@@ -558,7 +594,10 @@ class FtssCore:
         for node in dests:  # blocks 176 / 192: into the node's lane, in store order
             lane = self._lane(node)
             lane.queue[pkt.rid] = Delivery(pkt.rid)
-            out += self._flow(lane, now)
+            if self._dirty is not None:  # a group commit: the lane flows at its end
+                self._dirty[node] = lane
+            else:
+                out += self._flow(lane, now)
         if not pkt.pending:
             self._finish(pkt, now, out)
         return out
@@ -662,7 +701,8 @@ class FtssCore:
         return ox
 
     def _ack(self, port: str, fc: Fcoe, msg: wire.Ack, now: float) -> list:
-        """Block 178: the destination acknowledges receipt (its unit's ACK DELIVERED)."""
+        """Block 178: the destination acknowledges receipt (its unit's ACK DELIVERED) of the
+        PKT of the exchange, and of the ``more`` after it from the same source."""
         if msg.status != FTSS_ACK_DELIVERED:
             self._count("unexpected_ack")
             return []
@@ -674,21 +714,35 @@ class FtssCore:
             return []
         route = self.routes.get(node)
         fabric = list(route.ports).index(port) if route and port in route.ports else None
-        self._decide(pkt, delivered={str(node): fabric})
-        return self._delivered(pkt, node, now)
-
-    def _delivered(self, pkt: Stored, node: int, now: float) -> list:
-        pkt.pending.discard(node)
-        self._count("delivered")
         out: list = []
         lane = self.lanes.get(node)
-        delivery = lane.acked(pkt.rid, now) if lane is not None else None
+        src = pkt.src_node
+        for msg_id in msg.msg_ids():
+            if msg_id != pkt.msg_id:
+                pkt = self.stored.get(self.by_msg.get((src, msg_id)))
+                if pkt is None or node not in pkt.pending:
+                    self._count("stale_ack")
+                    continue
+            entry = self._decision(pkt)
+            if entry is not None:
+                entry["delivered"][str(node)] = fabric
+            self._delivered(pkt, node, now, out, flow=False, sample=msg_id == msg.msg_id)
+        if lane is not None:
+            out += self._flow(lane, now)
+        return out
+
+    def _delivered(self, pkt: Stored, node: int, now: float, out: list, *,
+                   flow: bool = True, sample: bool = True) -> None:
+        pkt.pending.discard(node)
+        self._count("delivered")
+        lane = self.lanes.get(node)
+        delivery = lane.acked(pkt.rid, now, sample=sample) if lane is not None else None
         if delivery is not None:
             self._ox.pop(delivery.ox_id, None)
-            out += self._flow(lane, now)
+            if flow:
+                out += self._flow(lane, now)
         if not pkt.pending:  # a broadcast is deleted only once every node has it
             self._finish(pkt, now, out)
-        return out
 
     def _finish(self, pkt: Stored, now: float, out: list) -> None:
         """Blocks 166/172/188: delete, or keep in the packet queue (claims 5, 20, 29)."""
@@ -701,7 +755,9 @@ class FtssCore:
             pkt.delivered_rid = rec.record_id
             out.append(rec)
             self.retained.append(pkt.rid)
-            self._decide(pkt, retained=True)
+            entry = self._decision(pkt)
+            if entry is not None:
+                entry["retained"] = True
             self._timer(now + keep, Timer.RETAIN, pkt.rid)
             while len(self.retained) > self.retain_max:  # FIFO capacity: oldest goes first
                 self._drop(self.stored.get(self.retained.popleft()), out)
@@ -872,9 +928,12 @@ class FtssCore:
     def _delete(self, port, fc, req, node, name, now) -> list:
         pkt = self._spooled(node, name)
         if pkt is not None:  # deleting its copy is the node's receipt (block 178, claim 3)
-            self._decide(pkt, delivered={str(node): None})
-            return [*self._delivered(pkt, node, now), *self._respond(port, fc, req,
-                                                                     FTSS_FILE_OK)]
+            entry = self._decision(pkt)
+            if entry is not None:
+                entry["delivered"][str(node)] = None
+            out: list = []
+            self._delivered(pkt, node, now, out)
+            return [*out, *self._respond(port, fc, req, FTSS_FILE_OK)]
         f = self.files.get((node, name))
         if f is None or not f.durable:
             return self._respond(port, fc, req, FTSS_FILE_NOT_FOUND)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import selectors
@@ -90,6 +91,9 @@ class NodeProcess:
         self.taps = dict(taps or {})
         # a receive ring per port: frames are read from shared memory, not one recv each
         self.socks = {i: PacketRing(i, iface_mtu(i)) for i in ifaces if i not in self.taps}
+        # port -> how a frame goes out on it: the packet socket's send, or a write to the TAP
+        self._send = {i: s.sock.send for i, s in self.socks.items()}
+        self._send.update({i: functools.partial(os.write, fd) for i, fd in self.taps.items()})
         self.links = LinkMonitor(list(self.socks))
         self.sel = selectors.DefaultSelector()
         for iface, s in self.socks.items():
@@ -116,6 +120,7 @@ class NodeProcess:
         self.tombstones = 0
         self.live: dict[int, int] = {}  # record id -> store seq of its live record
         self._flushes = hasattr(core, "flush")
+        self._batch = hasattr(core, "on_durable_batch")
         self._persists: list[Persist] = []  # this turn's records, submitted together
         self._forgets: list[int] = []  # this turn's forgotten record ids: one tombstone
         for iface, up in self.links.up.items():  # a link that is down at start
@@ -127,10 +132,14 @@ class NodeProcess:
         try:
             return getattr(self.core, method)(*args)
         except Exception:
-            self.internal_errors += 1
-            traceback.print_exc(file=sys.stderr)
-            sys.stderr.flush()
+            self._bug()
             return []
+
+    def _bug(self) -> None:
+        """(In an ``except``.) Count the core's exception and log its traceback."""
+        self.internal_errors += 1
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
 
     def _bump(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -139,11 +148,15 @@ class NodeProcess:
     def run_actions(self, actions: list) -> None:
         """Frames go out at once; records wait for ``flush_store`` (end of the loop's turn)."""
         for a in actions:
-            if isinstance(a, Transmit):
-                self.transmit(a)
-            elif isinstance(a, Persist):
+            kind = type(a)
+            if kind is Transmit:
+                try:
+                    self._send[a.port](a.frame)
+                except OSError as exc:
+                    self._send_failed(a, exc)
+            elif kind is Persist:
                 self._persists.append(a)
-            elif isinstance(a, Forget):
+            elif kind is Forget:
                 self.live.pop(a.record_id, None)
                 self._forgets.append(a.record_id)
 
@@ -153,7 +166,7 @@ class NodeProcess:
             return
         while self._persists or self._forgets:
             persists, self._persists = self._persists, []
-            items = [(a.kind, a.record_id, a.payload, self._done(a.record_id))
+            items = [(a.kind, a.record_id, a.payload, self._done(a.record_id, a.awaited))
                      for a in persists]
             if self._forgets:
                 forgets, self._forgets = self._forgets, []
@@ -172,28 +185,27 @@ class NodeProcess:
             for rid in refused:
                 self.run_actions(self._call("on_persist_failed", rid, time.time()))
 
-    def transmit(self, a: Transmit) -> None:
-        try:
-            if a.port in self.taps:
-                os.write(self.taps[a.port], a.frame)
-            else:
-                self.socks[a.port].send(a.frame)
-        except OSError as exc:  # the frame is lost; the core retries it
-            if exc.errno in (errno.ENETDOWN, errno.ENXIO) and a.port in self.socks:
-                self._seen_down.add(a.port)  # a link down before netlink said so
-            elif exc.errno == errno.EMSGSIZE:  # a configuration error worth a line in <node>.err
-                if not self.counters.get("dropped_mtu"):
-                    print(f"{a.port}: {len(a.frame)}-byte frame exceeds the link MTU",
-                          file=sys.stderr, flush=True)
-                self._bump("dropped_mtu")
-            elif exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EIO, errno.ENETDOWN,
-                               errno.ENXIO):  # EIO: the TAP is down
-                self._bump("dropped_tx")
-            else:
-                raise
+    def _send_failed(self, a: Transmit, exc: OSError) -> None:
+        """The frame is lost (the core retries it); what the error says is counted."""
+        if exc.errno in (errno.ENETDOWN, errno.ENXIO) and a.port in self.socks:
+            self._seen_down.add(a.port)  # a link down before netlink said so
+        elif exc.errno == errno.EMSGSIZE:  # a configuration error worth a line in <node>.err
+            if not self.counters.get("dropped_mtu"):
+                print(f"{a.port}: {len(a.frame)}-byte frame exceeds the link MTU",
+                      file=sys.stderr, flush=True)
+            self._bump("dropped_mtu")
+        elif exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EIO, errno.ENETDOWN,
+                           errno.ENXIO):  # EIO: the TAP is down
+            self._bump("dropped_tx")
+        else:
+            raise exc
 
-    def _done(self, rid: int):
+    def _done(self, rid: int, awaited: bool):
+        """The store's completion of record ``rid``; one nothing waits for wakes the loop
+        only if it failed (the unit's seen keys: a commit need not cost a turn)."""
         def done(_seq: int, error: BaseException | None) -> None:  # on the store's writer
+            if error is None and not awaited:
+                return
             self.durable.append((rid, error))
             if not self._woken:  # one wake-up for a whole group commit, not one per record
                 self._woken = True
@@ -202,12 +214,13 @@ class NodeProcess:
 
     # ---- loop --------------------------------------------------------------------------
     def loop(self) -> None:
+        select, next_deadline = self.sel.select, self.core.next_deadline
+        deadline = next_deadline()
         while True:
-            deadline = self.core.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
-            # completed commits first: their acknowledgments free the senders' windows
-            for key, _ in sorted(self.sel.select(timeout), key=lambda e: e[0].data is not
-                                 _DURABLE):
+            events = select(None if deadline is None else max(0.0, deadline - time.time()))
+            if len(events) > 1:  # completed commits first: their acks free the senders' windows
+                events.sort(key=lambda e: e[0].data is not _DURABLE)
+            for key, _ in events:
                 if key.data is _DURABLE:
                     self._drain_durable()
                 elif key.data is _CONTROL:
@@ -216,9 +229,10 @@ class NodeProcess:
                     self._link_changes(self.links.changes())
                 else:
                     self._drain_port(key.data)
-            self._link_changes([])
+            if self._seen_down:
+                self._link_changes([])
             now = time.time()
-            deadline = self.core.next_deadline()
+            deadline = next_deadline()
             if deadline is not None and deadline <= now:
                 self.run_actions(self._call("on_timer", now))
             if self._flushes:  # the core's end of a batch of events
@@ -229,6 +243,7 @@ class NodeProcess:
                 self.tombstones = 0
                 live = dict(self.live)
                 self.store.compact(lambda r, live=live: live.get(r.key) == r.seq)
+            deadline = next_deadline()
 
     def _link_changes(self, changes: list[tuple[str, bool]]) -> None:
         """Tell the core of every link that went down or up (netlink, or a failed send)."""
@@ -249,12 +264,31 @@ class NodeProcess:
             pass
         self._woken = False  # first: a record done from here on wakes the loop again
         done, self.durable = self.durable, []
-        now = time.time()
-        for rid, error in done:
-            if error is None:
-                self.run_actions(self._call("on_durable", rid, now))
-            else:
-                self.run_actions(self._call("on_persist_failed", rid, now))
+        now, durable = time.time(), []
+        for rid, error in done:  # in commit order; a core with on_durable_batch hears each
+            if error is None:    # commit's records at once (to merge their acknowledgments)
+                durable.append(rid)
+                continue
+            self._durable(durable, now)
+            durable = []
+            self.run_actions(self._call("on_persist_failed", rid, now))
+        self._durable(durable, now)
+
+    def _durable(self, rids: list[int], now: float) -> None:
+        if not rids:
+            return
+        if self._batch:
+            self.run_actions(self._call("on_durable_batch", rids, now))
+            return
+        core, run = self.core, self.run_actions
+        for rid in rids:
+            try:
+                actions = core.on_durable(rid, now)
+            except Exception:
+                self._bug()
+                continue
+            if actions:
+                run(actions)
 
     def _serve_control(self) -> None:
         """JSON requests: ``{"op": "stats"}`` -> the core's counters and the process's own;
@@ -285,20 +319,28 @@ class NodeProcess:
         send_reply(self.control, peer, reply)
 
     def _drain_port(self, iface: str) -> None:
+        """What arrived on a port, all with one timestamp (a NIC's batch has one too)."""
         if iface in self.taps:
+            fd, frames = self.taps[iface], []
             for _ in range(256):
                 try:
-                    frame = os.read(self.taps[iface], 65536)
+                    frames.append(os.read(fd, 65536))
                 except (BlockingIOError, InterruptedError):
-                    return
-                self.run_actions(self._call("on_frame", iface, frame, time.time()))
-            return
-        ring = self.socks[iface]
-        frames = ring.frames(256)
-        if not frames and ring.pending_error() in (errno.ENETDOWN, errno.ENXIO):
-            self._seen_down.add(iface)  # the socket reports its link going down once
+                    break
+        else:
+            ring = self.socks[iface]
+            frames = ring.frames(256)
+            if not frames and ring.pending_error() in (errno.ENETDOWN, errno.ENXIO):
+                self._seen_down.add(iface)  # the socket reports its link going down once
+        on_frame, run, now = self.core.on_frame, self.run_actions, time.time()
         for frame in frames:
-            self.run_actions(self._call("on_frame", iface, frame, time.time()))
+            try:
+                actions = on_frame(iface, frame, now)
+            except Exception:
+                self._bug()
+                continue
+            if actions:
+                run(actions)
 
 
 _DURABLE, _CONTROL, _LINKS = object(), object(), object()  # selector keys besides ports

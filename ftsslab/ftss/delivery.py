@@ -40,6 +40,7 @@ class ProtocolError(Exception):
 
 
 class Lane(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
     FLOWING = "flowing"
     PROBING = "probing"
     PARKED = "parked"
@@ -47,6 +48,7 @@ class Lane(Enum):
 
 
 class LaneEvent(Enum):
+    __hash__ = object.__hash__
     TIMEOUT = "timeout"  # the oldest unacknowledged delivery was not acknowledged in time
     PROBE_ACKED = "probe-acked"  # the resent head arrived (or none is left): flow again
     UNABLE = "unable"  # the node went down or lost every fabric port
@@ -223,13 +225,14 @@ class Outbox:
                          if self.flight else None)
         return self.deadline
 
-    def acked(self, rid: int, now: float) -> Delivery | None:
-        """A receipt: out of the lane, an RTT sample (Karn: first transmissions only),
-        and a PROBING lane whose probe arrived flows again -- without sending again what
-        was in flight, if ACKs of those copies came meanwhile (the timeout was spurious)."""
+    def acked(self, rid: int, now: float, *, sample: bool = True) -> Delivery | None:
+        """A receipt: out of the lane, an RTT sample (Karn: first transmissions only; one
+        per ACK frame, ``sample``), and a PROBING lane whose probe arrived flows again --
+        without sending again what was in flight, if ACKs of those copies came meanwhile
+        (the timeout was spurious)."""
         queued = rid in self.queue
         delivery = self.drop(rid)
-        if delivery is not None and delivery.tries == 1:
+        if sample and delivery is not None and delivery.tries == 1:
             self.rto.sample(now - delivery.sent_at)
         if self.state is Lane.PROBING:
             if queued and delivery is not None and delivery.tries and not self.lost:

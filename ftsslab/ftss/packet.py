@@ -17,6 +17,7 @@ from .delivery import ProtocolError
 
 
 class PacketState(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
     COMMITTING = "committing"  # its Persist is on the way to the disk: no verdict yet
     HELD = "held"  # durable, waiting to be routed (at once, or after a recovery's grace)
     DELIVERING = "delivering"  # in its destinations' lanes until each acknowledges it
@@ -25,6 +26,7 @@ class PacketState(Enum):
 
 
 class PacketEvent(Enum):
+    __hash__ = object.__hash__
     DURABLE = "durable"  # the store's fsync covered it
     FAILED = "failed"  # the store refused it (full, I/O error)
     ROUTED = "routed"  # it has destinations on the fabric

@@ -101,8 +101,12 @@ class SimDurable:
                 self._forgotten.discard(p.record_id)
             else:
                 self.store[p.record_id] = (p.kind, p.payload)
-        for p in done:
-            out += self._run(self.core.on_durable(p.record_id, now), now)
+        batch = getattr(self.core, "on_durable_batch", None)
+        if batch is not None and done:  # one group commit, as the veth daemon reports it
+            out += self._run(batch([p.record_id for p in done], now), now)
+        else:
+            for p in done:
+                out += self._run(self.core.on_durable(p.record_id, now), now)
         return out + self._run(self.core.on_timer(now), now) + self._flush(now)
 
     def report(self) -> dict:

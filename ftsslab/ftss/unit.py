@@ -108,6 +108,7 @@ class ServerUnit:
         self.outcome: OrderedDict[int, int] = OrderedDict()  # msg id -> ACK status
         self.seen: OrderedDict[tuple[int, int], int | None] = OrderedDict()  # -> its record
         self._fresh: list[tuple[int, int]] = []  # keys not in a record yet
+        self._acks: list[tuple[str, int, int, int]] = []  # DELIVERED acks ``flush`` sends
         self._records: dict[int, int] = {}  # record id -> keys of it still remembered
         self.latest: dict[int, int] = {}  # source node -> highest msg id handed up
         self.stats: dict[str, int] = {}
@@ -249,7 +250,11 @@ class ServerUnit:
             return self._incoming(port, fc, body.msg_id, body.src_node, body.pkt_flags,
                                   bytes(body.payload))
         if op == wire.FTSS_OP_ACK:
-            return self._acked(body.msg_id, body.status, now)
+            settled = False
+            for msg_id in body.msg_ids():  # one RTT sample per ACK frame
+                settled = self._settle(msg_id, body.status, now,
+                                       sample=msg_id == body.msg_id) or settled
+            return self._flow(now) if settled else []
         if op == wire.FTSS_OP_RESPONSE:
             return self._response(port, body, now)
         if op == wire.FTSS_OP_STATUS:
@@ -271,9 +276,8 @@ class ServerUnit:
             if msg_id < self.latest.get(src, 0) and msg_id >> 32 == self.latest[src] >> 32:
                 self._count("reordered")  # the FTSS promises order per source: never seen
             self.latest[src] = max(msg_id, self.latest.get(src, 0))
-        if ack:
-            out.append(self._frame(port, wire.build_ack(msg_id, self.node_id, FTSS_ACK_DELIVERED),
-                                   answer=fc))
+        if ack:  # sent by ``flush``, consecutive msg ids as one ACK
+            self._acks.append((port, src, msg_id, fc.ox_id))
         if key not in self.seen:
             out += self._remember(key)
         return out
@@ -298,30 +302,59 @@ class ServerUnit:
         return out
 
     def flush(self, now: float) -> list:
-        """The end of a batch of events: the keys handed up since the last one, as one
-        ``REC_SEEN`` record."""
+        """The end of a batch of events: its DELIVERED acknowledgments, a run of consecutive
+        msg ids from one source as one ACK (``more``), and the keys handed up since the last
+        batch as one ``REC_SEEN`` record."""
+        out = self._delivered_acks() if self._acks else []
         fresh = [k for k in self._fresh if k in self.seen]
         self._fresh = []
         if not fresh:
-            return []
+            return out
         rid = self._next_rid
         self._next_rid += 1
         for key in fresh:
             self.seen[key] = rid
         self._records[rid] = len(fresh)
-        return [Persist(rid, REC_SEEN, b"".join(SEEN_REC.pack(*k) for k in fresh))]
+        return [*out, Persist(rid, REC_SEEN, b"".join(SEEN_REC.pack(*k) for k in fresh),
+                              awaited=False)]
 
-    def _acked(self, msg_id: int, status: int, now: float) -> list[Transmit]:
+    def _delivered_acks(self) -> list[Transmit]:
+        """This batch's DELIVERED acknowledgments: (port, source, msg id, OX_ID) in order,
+        a run of consecutive msg ids of one source on one port as one ACK (the first's
+        exchange)."""
+        out: list[Transmit] = []
+        acks, self._acks = self._acks, []
+        port, src, first, ox = acks[0]
+        last = first
+        for p, s, msg_id, o in acks[1:]:
+            if p == port and s == src and msg_id == last + 1 and last - first < wire.MAX_ACK_MORE:
+                last = msg_id
+                continue
+            out.append(self._delivered_ack(port, first, last, ox))
+            port, src, first, last, ox = p, s, msg_id, msg_id, o
+        out.append(self._delivered_ack(port, first, last, ox))
+        return out
+
+    def _delivered_ack(self, port: str, first: int, last: int, ox_id: int) -> Transmit:
+        message = wire.build_ack(first, self.node_id, FTSS_ACK_DELIVERED, more=last - first)
+        return Transmit(port, self._heads[port].frame(message, self.ftss_fc_id, self.fc_id,
+                                                      ox_id, FC_FCTL_ANSWER))
+
+    def _settle(self, msg_id: int, status: int, now: float, *, sample: bool = True) -> bool:
+        """The FTSS's verdict on one msg id: the frame leaves the lane. False if stale."""
         if msg_id not in self.frames:
             self._count("stale_ack")
-            return []
+            return False
         del self.frames[msg_id]
         self._count(f"ack_{status}")
         self.outcome[msg_id] = status
         while len(self.outcome) > MEMORY:
             self.outcome.popitem(last=False)
-        self.lane.acked(msg_id, now)
-        return self._flow(now)
+        self.lane.acked(msg_id, now, sample=sample)
+        return True
+
+    def _acked(self, msg_id: int, status: int, now: float) -> list[Transmit]:
+        return self._flow(now) if self._settle(msg_id, status, now) else []
 
     def report(self) -> dict:
         return {"stats": dict(self.stats), "lane": self.lane.report()}

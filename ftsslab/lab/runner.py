@@ -218,11 +218,11 @@ class Runner:
             case Received():
                 pattern = parse_pattern(e.match)
                 target = f"{e.node}:{e.iface}" if e.iface else None
-                n = sum(
-                    1
+                n = sum(  # messages: an ACK that answers several PKTs counts as that many
+                    pattern.count(d.pkt)
                     for d in self._frames()
                     if (d.frame.dst == target if target else d.frame.dst.startswith(e.node + ":"))
-                    and d.frame.delivered and pattern.matches(d.pkt)
+                    and d.frame.delivered
                 )
                 where = target or e.node
                 if e.count is not None:

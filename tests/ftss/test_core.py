@@ -84,6 +84,13 @@ class Driver:
         self.now += dt
         return self.run(self.core.on_timer(self.now))
 
+    def group_commit(self) -> list[Transmit]:
+        """``fsync`` as the veth daemon reports it: one ``on_durable_batch`` per commit."""
+        done, self.unsynced = self.unsynced, []
+        for p in done:
+            self.store[p.record_id] = (p.kind, p.payload)
+        return self.run(self.core.on_durable_batch([p.record_id for p in done], self.now))
+
 
 def decode(t: Transmit) -> dict:
     d = wire.parse_ftss_frame(t.frame)
@@ -136,6 +143,44 @@ def test_guaranteed_ack_only_after_durable_then_delivery_then_forget():
     d.frame("a2", fabric("a2", ack, ox=p["fc"]["ox_id"]))  # block 178
     assert d.store == {} and d.core.stored == {}  # block 172
     assert d.tick(1.0) == []  # no retry after the receipt
+
+
+def test_a_group_commit_acknowledges_a_run_of_msg_ids_with_one_ack():
+    """Consecutive msg ids of one unit with one verdict: one ACK (``more``), the first's
+    exchange; a gap, another verdict or another unit starts the next. Acks come first."""
+    d = make()
+    for msg_id, dst in ((20, APP[2]), (21, APP[2]), (22, APP[2]), (24, APP[2]),
+                        (25, "02:00:00:00:00:77"), (26, APP[2])):
+        d.frame("a1", fabric("a1", wire.build_pkt(msg_id, 1, inner(dst)), ox=msg_id))
+    d.frame("a2", fabric("a2", wire.build_pkt(27, 2, inner(APP[1])), ox=27))
+    out = d.group_commit()
+    assert [decode(t)["opcode"] for t in out[5:]] == [wire.FTSS_OP_PKT] * 6
+    got = [(t.port, decode(t)["msg_id"], decode(t)["more"], decode(t)["status"],
+            decode(t)["fc"]["ox_id"]) for t in out[:5]]
+    assert got == [("a1", 20, 2, A.FTSS_ACK_STORED_GUARANTEED, 20),
+                   ("a1", 24, 0, A.FTSS_ACK_STORED_GUARANTEED, 24),
+                   ("a1", 25, 0, A.FTSS_ACK_UNDELIVERABLE, 25),
+                   ("a1", 26, 0, A.FTSS_ACK_STORED_GUARANTEED, 26),
+                   ("a2", 27, 0, A.FTSS_ACK_STORED_GUARANTEED, 27)]
+
+
+def test_one_delivered_ack_settles_the_run_it_names():
+    d = make()
+    for msg_id in (30, 31, 32, 33):
+        d.frame("a1", pkt(msg_id, inner(APP[2])))
+    first = pkts(d.group_commit(), "a2")[0]
+    d.core.stats.pop("stale_ack", None)
+    ack = wire.build_ack(30, 2, A.FTSS_ACK_DELIVERED, more=2)
+    d.frame("a2", fabric("a2", ack, ox=first["fc"]["ox_id"]))
+    assert sorted(p.msg_id for p in d.core.stored.values()) == [33]
+    assert d.core.stats["delivered"] == 3 and not d.core.stats.get("stale_ack")
+    # a range naming a msg id that is not waiting for node 2 settles the rest only
+    d.frame("a1", pkt(34, inner(APP[2])))
+    d.group_commit()
+    (p33,) = [q for q in pkts(d.sent, "a2") if q["msg_id"] == 33]
+    d.frame("a2", fabric("a2", wire.build_ack(33, 2, A.FTSS_ACK_DELIVERED, more=2),
+                         ox=p33["fc"]["ox_id"]))
+    assert d.core.stored == {} and d.core.stats["stale_ack"] == 1
 
 
 def test_destination_down_is_undeliverable_and_forgotten():

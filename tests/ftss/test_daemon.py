@@ -120,6 +120,18 @@ def test_a_record_the_store_refuses_is_answered_not_lost(tmp_path):
     assert proc.internal_errors == 0
 
 
+def test_a_record_nothing_waits_for_is_told_of_only_when_it_fails(tmp_path):
+    """A unit's seen keys: the commit costs the loop no turn, a refusal is still answered."""
+    proc, core = node(tmp_path, capacity_bytes=300)
+    proc.run_actions([Persist(1, 1, b"x" * 100, awaited=False), Persist(2, 1, b"y" * 100),
+                      Persist(3, 1, b"z" * 200, awaited=False)])
+    proc.flush_store()
+    settle(proc, core, 2)
+    assert core.durable == [2] and core.failed == [3]
+    proc.store.close()
+    assert restart(tmp_path) == {1: (1, b"x" * 100), 2: (1, b"y" * 100)}
+
+
 @pytest.mark.parametrize("size", [0, 7, 9, 24])
 def test_a_damaged_tombstone_forgets_only_whole_ids(tmp_path, size):
     """A tombstone payload that is not a multiple of 8 bytes is read up to its last whole

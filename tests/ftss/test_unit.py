@@ -96,22 +96,55 @@ def test_packets_before_the_ftss_answered_a_hello_are_dropped():
     assert [decode(h)["seq"] for h in u.on_timer(1.0)] == [2, 2]  # in sync: counting on
 
 
+def batch(u: ServerUnit, now: float, *frames: tuple[str, bytes]) -> list[Transmit]:
+    """One batch of frames from the fabric and its ``flush``: what goes out (no records)."""
+    out = [t for port, frame in frames for t in u.on_frame(port, frame, now)]
+    return [t for t in out + u.flush(now) if isinstance(t, Transmit)]
+
+
 def test_incoming_pkt_delivered_once_and_acked_every_time():
     u = synced(unit())
     frame = inner(APP[1], APP[2])
     msg = from_ftss("fa", wire.build_pkt(77, 2, frame), ox=33)
-    out = u.on_frame("fa", msg, 0.0)
+    out = batch(u, 0.0, ("fa", msg))
     assert out[0] == Transmit("stack", frame)
     ack = decode(out[1])
-    assert (ack["msg_id"], ack["status"], ack["node_id"]) == (77, A.FTSS_ACK_DELIVERED, 1)
+    assert (ack["msg_id"], ack["status"], ack["node_id"], ack["more"]) == \
+        (77, A.FTSS_ACK_DELIVERED, 1, 0)
     assert ack["fc"]["ox_id"] == 33 and ack["fc"]["f_ctl"] == A.FC_FCTL_ANSWER
-    again = u.on_frame("fb", from_ftss("fb", wire.build_pkt(77, 2, frame)), 0.1)
+    again = batch(u, 0.1, ("fb", from_ftss("fb", wire.build_pkt(77, 2, frame))))
     assert [t.port for t in again] == ["fb"]  # duplicate: re-acked, not delivered
-    other = u.on_frame("fa", from_ftss("fa", wire.build_pkt(77, 3, frame)), 0.2)
+    other = batch(u, 0.2, ("fa", from_ftss("fa", wire.build_pkt(77, 3, frame))))
     assert other[0].port == "stack"  # same msg id from another source is another packet
-    roll = u.on_frame("fa", from_ftss("fa", wire.build_pkt(77, 2, frame,
-                                                            pkt_flags=A.FTSS_PKT_ROLLBACK)), 0.3)
+    roll = batch(u, 0.3, ("fa", from_ftss("fa", wire.build_pkt(77, 2, frame,
+                                                                pkt_flags=A.FTSS_PKT_ROLLBACK))))
     assert roll[0] == Transmit("stack", frame)  # roll back: handed over again
+
+
+def test_a_batch_of_deliveries_is_acknowledged_by_one_ack_per_run():
+    """Consecutive msg ids of one source on one port: one ACK (the first's exchange, ``more``
+    the rest); another source, another port or a gap starts the next."""
+    u = synced(unit())
+    frame = inner(APP[1], APP[2])
+    pkts = [("fa", 10, 2), ("fa", 11, 2), ("fa", 12, 2), ("fa", 5, 3), ("fa", 13, 2),
+            ("fb", 14, 2), ("fb", 15, 2), ("fb", 17, 2)]
+    out = batch(u, 0.0, *[(p, from_ftss(p, wire.build_pkt(m, src, frame), ox=100 + m))
+                          for p, m, src in pkts])
+    assert [t.port for t in out[:8]] == ["stack"] * 8
+    acks = [(t.port, decode(t)["msg_id"], decode(t)["more"], decode(t)["fc"]["ox_id"])
+            for t in out[8:]]
+    assert acks == [("fa", 10, 2, 110), ("fa", 5, 0, 105), ("fa", 13, 0, 113),
+                    ("fb", 14, 1, 114), ("fb", 17, 0, 117)]
+
+
+def test_one_ack_settles_the_run_of_msg_ids_it_names():
+    u = synced(unit(window=8))
+    sent = [decode(t)["msg_id"] for i in range(5)
+            for t in u.on_frame("stack", inner(APP[2], body=b"%d" % i), 0.0)]
+    assert len(sent) == 5 and sent == list(range(sent[0], sent[0] + 5))
+    u.on_frame("fa", from_ftss("fa", wire.build_ack(sent[1], 92, more=2)), 0.001)
+    assert sorted(u.pending) == [sent[0], sent[4]]
+    assert u.stats["ack_1"] == 3 and not u.stats.get("stale_ack")
 
 
 def test_restart_epoch_gives_new_msg_ids():

@@ -87,11 +87,13 @@ class PacketRing:
     def frames(self, limit: int) -> list[bytes]:
         """Up to ``limit`` frames that arrived, oldest first; their slots go back."""
         out: list[bytes] = []
-        m, hdr, status = self.map, _HDR, _STATUS
+        m, unpack, release, user = self.map, _HDR.unpack_from, _STATUS.pack_into, TP_STATUS_USER
+        head, nframes, per_block = self.head, self.nframes, self.frames_per_block
+        block, size = self.block, self.frame_size
         while len(out) < limit:
-            off = self._offset(self.head)
-            st, length, snaplen, mac, _, _, _, tci, tpid = hdr.unpack_from(m, off)
-            if not st & TP_STATUS_USER:
+            off = (head // per_block) * block + (head % per_block) * size  # _offset(head)
+            st, length, snaplen, mac, _, _, _, tci, tpid = unpack(m, off)
+            if not st & user:
                 break
             if snaplen < length:
                 self.truncated += 1
@@ -101,8 +103,9 @@ class PacketRing:
                 out.append(m[at : at + 12] + _TAG.pack(tpid, tci) + m[at + 12 : at + snaplen])
             else:
                 out.append(m[off + mac : off + mac + snaplen])
-            status.pack_into(m, off, TP_STATUS_KERNEL)
-            self.head = (self.head + 1) % self.nframes
+            release(m, off, TP_STATUS_KERNEL)
+            head = (head + 1) % nframes
+        self.head = head
         return out
 
     def attach_filter(self, insns) -> None:

@@ -125,7 +125,7 @@ local ACK = {
     node_id = uint(32, "ftss.ack.node_id", "Node ID", base.HEX),
     status = uint(8, "ftss.ack.status", "Status", base.DEC, ack_status),
     reason = uint(8, "ftss.ack.reason", "Reason", base.HEX, ack_reasons),
-    reserved = uint(16, "ftss.ack.reserved", "Reserved", base.DEC),
+    more = uint(16, "ftss.ack.more", "More (msg ids after this one it answers)", base.DEC),
 }
 
 local function node_fields(prefix)
@@ -352,9 +352,11 @@ local function dissect_ack(rd)
     rd:uint(ACK.node_id, 4)
     local _, status = rd:uint(ACK.status, 1)
     local _, reason = rd:uint(ACK.reason, 1)
-    rd:uint(ACK.reserved, 2)
+    local _, more = rd:uint(ACK.more, 2)
     rd:extra()
-    local s = string.format("FTSS ACK id=%s %s", lhex(msg_id), name_of(ack_status, status))
+    local s = string.format("FTSS ACK id=%s", lhex(msg_id))
+    if more ~= 0 then s = s .. string.format(" +%d", more) end
+    s = s .. " " .. name_of(ack_status, status)
     if reason ~= 0 then s = s .. " (" .. name_of(ack_reasons, reason) .. ")" end
     return s
 end
