@@ -341,6 +341,10 @@ class NodeProcess:
                 continue
             if actions:
                 run(actions)
+        if frames and self._flushes:
+            # the batch ends here: a unit acknowledges what it just handed up at once (a
+            # SIGKILL between the two would have the FTSS deliver it again)
+            run(self._call("flush", now))
 
 
 _DURABLE, _CONTROL, _LINKS = object(), object(), object()  # selector keys besides ports

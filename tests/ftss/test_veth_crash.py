@@ -97,7 +97,7 @@ def test_nothing_guaranteed_is_lost_or_duplicated(kills, victim, tmp_path: Path)
                 sent_as[msg["msg_id"]] = num
         elif (f.dst.startswith("srv1:") and msg.get("opcode") == FTSS_OP_ACK
               and msg.get("status") == FTSS_ACK_STORED_GUARANTEED):
-            guaranteed.add(msg["msg_id"])
+            guaranteed.update(range(msg["msg_id"], msg["msg_id"] + msg["more"] + 1))
     promised = {sent_as[m] for m in guaranteed if m in sent_as}
     assert len(promised) > 50, f"seed {seed}: too few guaranteed packets to judge"
     lost = promised - set(delivered)
