@@ -716,17 +716,22 @@ class FtssCore:
         fabric = list(route.ports).index(port) if route and port in route.ports else None
         out: list = []
         lane = self.lanes.get(node)
-        src = pkt.src_node
-        for msg_id in msg.msg_ids():
-            if msg_id != pkt.msg_id:
-                pkt = self.stored.get(self.by_msg.get((src, msg_id)))
-                if pkt is None or node not in pkt.pending:
-                    self._count("stale_ack")
-                    continue
+        src, ids = pkt.src_node, msg.msg_ids()
+        if lane is not None and len(ids) > lane.pending():  # a long (or hostile) range:
+            waiting = (self.stored.get(rid) for rid in (*lane.flight, *lane.queue))
+            ids = sorted({msg.msg_id} | {p.msg_id for p in waiting if p is not None and
+                                         p.src_node == src and p.msg_id in ids})  # for node
+        first = pkt
+        for msg_id in ids:
+            pkt = first if msg_id == first.msg_id else self.stored.get(
+                self.by_msg.get((src, msg_id)))
+            if pkt is None or node not in pkt.pending:
+                self._count("stale_ack")
+                continue
             entry = self._decision(pkt)
             if entry is not None:
                 entry["delivered"][str(node)] = fabric
-            self._delivered(pkt, node, now, out, flow=False, sample=msg_id == msg.msg_id)
+            self._delivered(pkt, node, now, out, flow=False, sample=pkt is first)
         if lane is not None:
             out += self._flow(lane, now)
         return out

@@ -250,8 +250,10 @@ class ServerUnit:
             return self._incoming(port, fc, body.msg_id, body.src_node, body.pkt_flags,
                                   bytes(body.payload))
         if op == wire.FTSS_OP_ACK:
-            settled = False
-            for msg_id in body.msg_ids():  # one RTT sample per ACK frame
+            settled, ids = False, body.msg_ids()
+            if len(ids) > len(self.frames):  # a long (or hostile) range: what is pending
+                ids = [m for m in self.frames if m in ids]
+            for msg_id in ids:  # one RTT sample per ACK frame
                 settled = self._settle(msg_id, body.status, now,
                                        sample=msg_id == body.msg_id) or settled
             return self._flow(now) if settled else []

@@ -145,6 +145,9 @@ def test_one_ack_settles_the_run_of_msg_ids_it_names():
     u.on_frame("fa", from_ftss("fa", wire.build_ack(sent[1], 92, more=2)), 0.001)
     assert sorted(u.pending) == [sent[0], sent[4]]
     assert u.stats["ack_1"] == 3 and not u.stats.get("stale_ack")
+    # the longest range a frame can name settles what is pending in it, and no more
+    u.on_frame("fa", from_ftss("fa", wire.build_ack(sent[4], 92, more=wire.MAX_ACK_MORE)), 0.002)
+    assert sorted(u.pending) == [sent[0]] and u.stats["ack_1"] == 4
 
 
 def test_restart_epoch_gives_new_msg_ids():
