@@ -17,6 +17,13 @@ def test_fast_parsers_handle_every_reference_frame_the_bench_feeds_them():
         assert row["fast_unparsed"] == 0, row
 
 
+def test_the_cores_bench_carries_every_frame_it_feeds_the_cores():
+    """200 data frames from app1 and an ACK-sized frame from app2 per two: all 300 reach the
+    other application's stack, through unit, FTSS and unit, each a figure of CPU."""
+    got = load_bench("ftss_cores").drive(200, 16)
+    assert got["carried"] == 300 and got["us_per_frame"] > 0
+
+
 @pytest.mark.root
 def test_replay_bench_runs_the_whole_commands_and_cleans_up():
     """A small run (without tcpreplay if it is missing): every command sends or merges every
