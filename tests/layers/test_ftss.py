@@ -96,9 +96,10 @@ def messages(draw):
         raw = fast.build_pkt(msg_id, node, inner, pkt_flags=pf, retention=ret, flags=hf)
     elif kind == "ack":
         msg_id, node, status, reason = draw(u64), draw(u32), draw(u8), draw(u8)
+        more = draw(st.integers(0, fast.MAX_ACK_MORE))
         pkt = FTSS(flags=hf) / FTSSAck(msg_id=msg_id, node_id=node, status=status,
-                                       reason=reason)  # fmt: skip
-        raw = fast.build_ack(msg_id, node, status, reason, flags=hf)
+                                       reason=reason, more=more)  # fmt: skip
+        raw = fast.build_ack(msg_id, node, status, reason, more=more, flags=hf)
     elif kind in ("hello", "status"):
         cls, build = {"hello": (FTSSHello, fast.build_hello),
                       "status": (FTSSStatus, fast.build_status)}[kind]  # fmt: skip
@@ -281,6 +282,9 @@ def test_mysummary():
     assert ack.mysummary() == "FTSS ACK id=0x5 STORED_GUARANTEED"
     rej = FTSSAck(msg_id=5, status=L.FTSS_ACK_REJECTED, reason=L.FTSS_REASON_STORE_FULL)
     assert rej.mysummary() == "FTSS ACK id=0x5 REJECTED (STORE_FULL)"
+    run = FTSSAck(msg_id=5, status=L.FTSS_ACK_DELIVERED, more=3)
+    assert run.mysummary() == "FTSS ACK id=0x5 +3 DELIVERED" and run.messages() == 4
+    assert [run.answers(FTSSPacket(msg_id=m)) for m in (4, 5, 8, 9)] == [False, True, True, False]
     assert FTSSHello(node_id=80, port=2, macs=["02:00:00:00:00:01"]).mysummary() == \
         "FTSS HELLO node=0x50 UP port=2 1 MACs"  # fmt: skip
     assert FTSSStatus(node_id=80, state=0).mysummary() == "FTSS STATUS node=0x50 DOWN port=0 0 MACs"
@@ -344,7 +348,8 @@ def _fast_rebuild(d: dict) -> bytes:
         return fast.build_pkt(d["msg_id"], d["src_node"], d["payload"], pkt_flags=d["pkt_flags"],
                               retention=d["retention"], flags=f)  # fmt: skip
     if op == L.FTSS_OP_ACK:
-        return fast.build_ack(d["msg_id"], d["node_id"], d["status"], d["reason"], flags=f)
+        return fast.build_ack(d["msg_id"], d["node_id"], d["status"], d["reason"],
+                              more=d["more"], flags=f)
     if op in (L.FTSS_OP_HELLO, L.FTSS_OP_STATUS):
         build = fast.build_hello if op == L.FTSS_OP_HELLO else fast.build_status
         return build(d["node_id"], d["seq"], d["macs"], state=d["state"], port=d["port"],
