@@ -387,13 +387,13 @@ class VethBackend(Backend):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        # -P: not the working directory first on sys.path, or ``-m ftsslab...`` run from
-        # another checkout's root would import that checkout, not this one
         # recorded before it exists: a SIGKILL of this process from here on leaves a state
         # file that names it (``clean`` also finds it by the lab dir on its command line)
         self.state.processes[node] = {"pid": None, "start": None}
         self.state.save()
         with open(os.path.join(names.lab_dir(self.lab_id), f"{node}.err"), "ab") as err:
+            # -P: not the working directory first on sys.path, or ``-m ftsslab...`` run from
+            # another checkout's root would import that checkout's code, not this one's
             p = subprocess.Popen([*enter, self._python, "-P", *python_args],
                                  stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=err, env=env,
