@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, TypeVar
 
 from ftsslab.fast import fc as _fc
 
@@ -152,6 +153,7 @@ _READ = struct.Struct("!IQIH")  # req_id, offset, count, name_len
 _NAMED = struct.Struct("!IH")  # req_id, name_len (LIST, DELETE)
 _RESP = struct.Struct("!IBBH")  # req_id, status, op, data_len
 _U16 = struct.Struct("!H")
+T = TypeVar("T")
 
 
 def _mac(b) -> str:
@@ -457,6 +459,24 @@ def build_ack(
     ACK answers too, with the same status and reason (at most ``MAX_ACK_MORE``)."""
     return build_ftss(FTSS_OP_ACK, _ACK.pack(msg_id, node_id, status, reason, more),
                       flags=flags)
+
+
+def ack_runs(items: Iterable[T], key: Callable[[T], object],
+             msg_id: Callable[[T], int]) -> Iterator[tuple[T, int]]:
+    """Answers due, in order, grouped as ACKs can carry them: a run of consecutive msg ids
+    with one ``key`` (where the ACK goes, its verdict, the sender), at most ``MAX_ACK_MORE``
+    after the first. Yields each run's first item and its ``more``."""
+    run: list = []  # the run so far: its first item, key, first and last msg ids
+    for item in items:
+        m, k = msg_id(item), key(item)
+        if run and k == run[1] and m == run[3] + 1 and run[3] - run[2] < MAX_ACK_MORE:
+            run[3] = m
+            continue
+        if run:
+            yield run[0], run[3] - run[2]
+        run = [item, k, m, m]
+    if run:
+        yield run[0], run[3] - run[2]
 
 
 def _hello_body(node_id, seq, macs, state, port, hold_time) -> bytes:

@@ -489,18 +489,8 @@ class FtssCore:
         return self._merged_acks(held) + out if held else out
 
     def _merged_acks(self, held: list[Stored]) -> list[Transmit]:
-        out: list[Transmit] = []
-        first = last = held[0]
-        for pkt in held[1:]:
-            if (pkt.reply[:3] == first.reply[:3] and pkt.ack == first.ack
-                    and pkt.src_node == first.src_node and pkt.msg_id == last.msg_id + 1
-                    and last.msg_id - first.msg_id < wire.MAX_ACK_MORE):
-                last = pkt
-                continue
-            out.append(self._ack_to(first, more=last.msg_id - first.msg_id))
-            first = last = pkt
-        out.append(self._ack_to(first, more=last.msg_id - first.msg_id))
-        return out
+        runs = wire.ack_runs(held, lambda p: (p.reply[:3], p.ack, p.src_node), lambda p: p.msg_id)
+        return [self._ack_to(pkt, more=more) for pkt, more in runs]
 
     def on_persist_failed(self, record_id: int, now: float) -> list:
         """The store could not take the record (full, I/O error): REJECTED STORE_FULL."""

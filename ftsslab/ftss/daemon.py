@@ -26,6 +26,7 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ftsslab.lab.veth import names
@@ -127,19 +128,16 @@ class NodeProcess:
             if not up:
                 self.run_actions(self._call("on_port", iface, False, time.time()))
 
-    def _call(self, method: str, *args) -> list:
-        """``core.<method>(*args)``; an exception is a bug of the core: counted and logged."""
+    def _call(self, method: str | Callable[..., list], *args) -> list:
+        """``core.<method>(*args)`` (or a bound method of the core, looked up once by a loop
+        that calls it per frame); an exception is a bug of the core: counted and logged."""
         try:
-            return getattr(self.core, method)(*args)
+            return (getattr(self.core, method) if isinstance(method, str) else method)(*args)
         except Exception:
-            self._bug()
+            self.internal_errors += 1
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
             return []
-
-    def _bug(self) -> None:
-        """(In an ``except``.) Count the core's exception and log its traceback."""
-        self.internal_errors += 1
-        traceback.print_exc(file=sys.stderr)
-        sys.stderr.flush()
 
     def _bump(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -280,15 +278,9 @@ class NodeProcess:
         if self._batch:
             self.run_actions(self._call("on_durable_batch", rids, now))
             return
-        core, run = self.core, self.run_actions
+        on_durable = self.core.on_durable
         for rid in rids:
-            try:
-                actions = core.on_durable(rid, now)
-            except Exception:
-                self._bug()
-                continue
-            if actions:
-                run(actions)
+            self.run_actions(self._call(on_durable, rid, now))
 
     def _serve_control(self) -> None:
         """JSON requests: ``{"op": "stats"}`` -> the core's counters and the process's own;
@@ -332,19 +324,13 @@ class NodeProcess:
             frames = ring.frames(256)
             if not frames and ring.pending_error() in (errno.ENETDOWN, errno.ENXIO):
                 self._seen_down.add(iface)  # the socket reports its link going down once
-        on_frame, run, now = self.core.on_frame, self.run_actions, time.time()
+        on_frame, call, run, now = self.core.on_frame, self._call, self.run_actions, time.time()
         for frame in frames:
-            try:
-                actions = on_frame(iface, frame, now)
-            except Exception:
-                self._bug()
-                continue
-            if actions:
-                run(actions)
+            run(call(on_frame, iface, frame, now))
         if frames and self._flushes:
             # the batch ends here: a unit acknowledges what it just handed up at once (a
             # SIGKILL between the two would have the FTSS deliver it again)
-            run(self._call("flush", now))
+            run(call("flush", now))
 
 
 _DURABLE, _CONTROL, _LINKS = object(), object(), object()  # selector keys besides ports

@@ -324,21 +324,12 @@ class ServerUnit:
         """This batch's DELIVERED acknowledgments: (port, source, msg id, OX_ID) in order,
         a run of consecutive msg ids of one source on one port as one ACK (the first's
         exchange)."""
-        out: list[Transmit] = []
         acks, self._acks = self._acks, []
-        port, src, first, ox = acks[0]
-        last = first
-        for p, s, msg_id, o in acks[1:]:
-            if p == port and s == src and msg_id == last + 1 and last - first < wire.MAX_ACK_MORE:
-                last = msg_id
-                continue
-            out.append(self._delivered_ack(port, first, last, ox))
-            port, src, first, last, ox = p, s, msg_id, msg_id, o
-        out.append(self._delivered_ack(port, first, last, ox))
-        return out
+        runs = wire.ack_runs(acks, lambda a: a[:2], lambda a: a[2])
+        return [self._delivered_ack(port, msg_id, more, ox) for (port, _, msg_id, ox), more in runs]
 
-    def _delivered_ack(self, port: str, first: int, last: int, ox_id: int) -> Transmit:
-        message = wire.build_ack(first, self.node_id, FTSS_ACK_DELIVERED, more=last - first)
+    def _delivered_ack(self, port: str, msg_id: int, more: int, ox_id: int) -> Transmit:
+        message = wire.build_ack(msg_id, self.node_id, FTSS_ACK_DELIVERED, more=more)
         return Transmit(port, self._heads[port].frame(message, self.ftss_fc_id, self.fc_id,
                                                       ox_id, FC_FCTL_ANSWER))
 

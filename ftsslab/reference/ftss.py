@@ -126,12 +126,13 @@ def packets() -> list[tuple[str, Packet]]:
             src, dst, ox, FTSS() / FTSSPacket(msg_id=msg_id, src_node=origin, **kw) / inner
         )
 
-    def ack(ox, msg_id, status, reason=0, src=FTSS_NODE, dst=SERVER_A):
+    def ack(ox, msg_id, status, reason=0, src=FTSS_NODE, dst=SERVER_A, more=0):
         return _frame(
             src,
             dst,
             ox,
-            FTSS() / FTSSAck(msg_id=msg_id, node_id=src, status=status, reason=reason),
+            FTSS() / FTSSAck(msg_id=msg_id, node_id=src, status=status, reason=reason,
+                             more=more),
             reply=True,
         )
 
@@ -310,4 +311,11 @@ def packets() -> list[tuple[str, Packet]]:
                 ),
             )
         )
+    # One group commit's STORED acknowledgments to a unit: one ACK answers four PKTs (FC's ACK_N)
+    out.append(
+        (
+            "FTSS ACK stored-guaranteed for PKTs 0x10-0x13, one group commit (more=3)",
+            ack(0x500, 0x10, FTSS_ACK_STORED_GUARANTEED, more=3),
+        )
+    )
     return out

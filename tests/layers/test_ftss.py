@@ -476,3 +476,11 @@ def test_decoded_records_name_the_scapy_fields(comment, frame):
     assert_fast_matches(payload, fast.parse_ftss(payload))
     body = {k: v for k, v in msg.body._asdict().items() if v is not None}
     assert body.items() <= fast.parse_ftss(payload).items()
+
+
+def test_ack_runs_merge_consecutive_msg_ids_of_one_key_up_to_what_more_can_say():
+    items = [("a", m) for m in range(fast.MAX_ACK_MORE + 3)] + [("b", 70000), ("a", 70001)]
+    runs = list(fast.ack_runs(items, lambda i: i[0], lambda i: i[1]))
+    assert runs == [(("a", 0), fast.MAX_ACK_MORE), (("a", fast.MAX_ACK_MORE + 1), 1),
+                    (("b", 70000), 0), (("a", 70001), 0)]
+    assert list(fast.ack_runs([], lambda i: i, lambda i: i)) == []
