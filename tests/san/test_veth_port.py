@@ -183,16 +183,20 @@ def test_rc_over_an_impaired_veth_link_delivers_every_operation_once_in_order(la
 
 
 def test_a_delay_holds_the_queue_on_the_wall_clock(lab):
-    """Check 20 on veth: SEND, Delay(50 ms), SEND -- B's receives complete at least 50 ms
-    apart, by the wall clock."""
+    """Check 20 on veth: SEND, Delay(50 ms), SEND -- B's second receive completes at least
+    50 ms after the Delay was posted, by the wall clock (CLOCK_MONOTONIC is the host's, shared
+    by the namespaces).  The gap between B's two receives is no bound: the first SEND may
+    arrive late on a loaded box and shorten it (CI saw 49.97 ms)."""
     _, p = lab
     pa, pb = p.ports["h1"], p.ports["h2"]
     p.qb.recv_cq = stamped = CQ(clock=time.monotonic)
     for i in range(2):
         pb.call(lambda i=i: p.qb.post_recv(RecvWR(i, (SGE(BUF + 100 * PAGE, 8),))))
+    posted = {}
     for wr in (SendWR(1, WrOpcode.SEND, (SGE(BUF, 8),)), SendWR(2, WrOpcode.DELAY, delay=0.05),
                SendWR(3, WrOpcode.SEND, (SGE(BUF, 8),))):
+        posted[wr.wr_id] = time.monotonic()
         pa.call(lambda wr=wr: p.qa.post_send(wr, time.monotonic()))
     pb.wait(lambda: len(stamped.stamps) == 2, WAIT)
-    (first, _), (second, _) = stamped.stamps
-    assert second - first >= 0.05
+    second, _ = stamped.stamps[1]
+    assert second - posted[2] >= 0.05
