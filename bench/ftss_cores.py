@@ -28,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test loads this file
+from baseline import ROOT, ftss_topology, worktree  # noqa: E402
+
 WORKER = "cores-worker"  # argv[1] of this script run as one measurement
 APP1, APP2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
@@ -43,8 +45,7 @@ def drive(frames: int, batch: int) -> dict:
     from ftsslab.ftss.sim_nodes import ftss_factory, server_factory
     from ftsslab.lab.scenario import load_scenario_text
 
-    text = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0]
-    scenario = load_scenario_text(text + "\nsteps: []\n", "cores.yaml")
+    scenario = load_scenario_text(ftss_topology(), "cores.yaml")
     nodes = {n.name: n for n in scenario.nodes}
     cores = {"ftss": ftss_factory(nodes["ftss"], scenario)[0](),
              "srv1": server_factory(nodes["srv1"], scenario)(1),
@@ -144,18 +145,10 @@ def main() -> None:
                     help="count instructions under valgrind (slow: use --frames 1000)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    trees = {"now": ROOT}
-    if args.baseline:
-        trees["base"] = Path(tempfile.mkdtemp(prefix="ftsslab-base-"))
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach",
-                        str(trees["base"]), args.baseline], check=True, capture_output=True)
-    try:
+    with worktree(args.baseline) as base:
+        trees = {"now": ROOT} | ({"base": base} if base else {})
         results = {k: measure(t, args.frames, args.batch, args.callgrind)
                    for k, t in trees.items()}
-    finally:
-        if "base" in trees:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                            str(trees["base"])], capture_output=True)
     if args.json:
         print(json.dumps(results, indent=2))
         return

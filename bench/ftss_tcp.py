@@ -1,6 +1,7 @@
 """TCP through the FTSS against a plain switch, and the FTSS's CPU per carried frame.
 
-    python bench/ftss_tcp.py [--mbytes N] [--rounds R] [--baseline REV] [--json]   (root)
+    python bench/ftss_tcp.py [--mbytes N] [--rounds R] [--baseline REV] [--floor] [--json]
+                                                                                (root)
 
 Every round measures, in the same run and on the same box:
 
@@ -9,7 +10,11 @@ Every round measures, in the same run and on the same box:
   server units and the FTSS, which commits every frame to its mirrored store before it
   acknowledges and delivers it;
 - **base** (``--baseline REV``): the FTSS path of an earlier revision, from a
-  ``git worktree`` of it, with this same harness.
+  ``git worktree`` of it, with this same harness;
+- **floor** (``--floor``): the same chain of three processes and four veth links, each
+  process a relay with no logic: the FTSS's packet ring in, one ``send`` per frame out. It
+  is what a Python data path costs before any work is done on a frame: ftss - floor is the
+  FTSS's logic, store and acknowledgments, the share a compiled data path would take over.
 
 Throughput is the receiver's MB/s. CPU per carried frame is the CPU time (user + system,
 from ``/proc/<pid>/stat``: the kernel's per-process accounting, far less sensitive to a
@@ -31,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from baseline import ROOT, ftss_topology, worktree
+
 RECEIVER = ("import socket,sys,time\n"  # argv[1]: where it writes the MB/s it received at
             "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             "s.bind(('10.0.0.2', 5001)); s.listen(1); c,_=s.accept(); n=0; t=None\n"
@@ -56,15 +62,45 @@ links:
       - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
       - {node: s1, interface: p2}
 """
+# the floor's chain: hosts named as the FTSS topology's processes, so their splits compare
+FLOOR = """name: bench-floor
+nodes:
+  app1: {kind: host}
+  srv1: {kind: host}
+  ftss: {kind: host}
+  srv2: {kind: host}
+  app2: {kind: host}
+links:
+  - endpoints:
+      - {node: app1, interface: eth0, mac: "02:00:00:00:00:01", ipv4: 10.0.0.1/24}
+      - {node: srv1, interface: stack}
+  - "srv1:fa ftss:a1"
+  - "ftss:a2 srv2:fa"
+  - endpoints:
+      - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
+      - {node: srv2, interface: stack}
+"""
+RELAYS = {"srv1": ("stack", "fa"), "ftss": ("a1", "a2"), "srv2": ("fa", "stack")}
+RELAY = ("import selectors,sys\n"  # argv[1:3]: the two interfaces it relays between
+         "from ftsslab.lab.veth.ring import PacketRing\n"
+         "a,b=(PacketRing(i,1500) for i in sys.argv[1:3]); sel=selectors.DefaultSelector()\n"
+         "sel.register(a,selectors.EVENT_READ,b); sel.register(b,selectors.EVENT_READ,a)\n"
+         "while True:\n"
+         "    for k,_ in sel.select():\n"
+         "        send=k.data.send\n"
+         "        for f in k.fileobj.frames(256): send(f)\n")
 WORKER = "bench-worker"  # argv[1] of this script run as one measurement
+MEASURED = ("ftss", "srv1", "srv2")  # the processes whose CPU is counted
 
 
 def topology(kind: str) -> str:
-    """The http-kill scenario's two servers and FTSS, or a switch in their place."""
+    """The http-kill scenario's two servers and FTSS, or a switch or the relays' chain in
+    their place."""
     if kind == "switch":
         return SWITCH
-    text = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0]
-    return text + "\nsteps: []\n"
+    if kind == "floor":
+        return FLOOR
+    return ftss_topology()
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
@@ -97,10 +133,15 @@ def worker(kind: str, mb: int) -> dict:
         backend.up(load_scenario_text(path.read_text(), str(path)))
         try:
             result = Path(tmp) / "mbps"
+            if kind == "floor":
+                for node, ifaces in RELAYS.items():
+                    backend.exec(node, (sys.executable, "-P", "-c", RELAY, *ifaces), 1,
+                                 background=True)
             backend.exec("app2", ("python3", "-c", RECEIVER, str(result)), 1, background=True)
             time.sleep(0.5)
-            pids = {node: rec["pid"] for node, rec in backend.state.processes.items()
-                    if node in ("ftss", "srv1", "srv2")}
+            started = (backend.state.processes.items() if kind == "ftss" else
+                       ((b["node"], b) for b in backend.state.background))
+            pids = {node: rec["pid"] for node, rec in started if node in MEASURED}
             apps = [(backend.namespace(h), "eth0") for h in ("app1", "app2")]
             cpu0 = {n: cpu_seconds([p]) for n, p in pids.items()}
             rx0 = sum(rx_packets(*a) for a in apps)
@@ -140,32 +181,24 @@ def measure(kind: str, mb: int, pythonpath: str) -> dict:
     return json.loads(res.stdout)
 
 
-def baseline_tree(rev: str) -> Path:
-    tree = Path(tempfile.mkdtemp(prefix="ftsslab-base-"))
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
-                   check=True, capture_output=True)
-    return tree
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mbytes", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", metavar="REV", help="also measure the FTSS path of REV")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure the same chain of logic-free Python relays")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    tree = baseline_tree(args.baseline) if args.baseline else None
-    runs: dict[str, list[dict]] = {"switch": [], "ftss": [], "base": []}
-    try:
+    runs: dict[str, list[dict]] = {"switch": [], "ftss": [], "base": [], "floor": []}
+    with worktree(args.baseline) as tree:
         for _ in range(args.rounds):  # interleaved: drift of the machine hits all alike
             runs["switch"].append(measure("switch", args.mbytes, str(ROOT)))
             runs["ftss"].append(measure("ftss", args.mbytes, str(ROOT)))
             if tree is not None:
                 runs["base"].append(measure("ftss", args.mbytes, str(tree)))
-    finally:
-        if tree is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                           capture_output=True)
+            if args.floor:
+                runs["floor"].append(measure("floor", args.mbytes, str(ROOT)))
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items() if v}
     summary = {"mbytes": args.mbytes, "rounds": args.rounds, "median": med,
                "ftss_over_switch": med["ftss"]["MBps"] / med["switch"]["MBps"], "runs": runs}
@@ -182,7 +215,7 @@ def main() -> None:
                  if "us_per_frame" in m else "")
         print(f"  {kind:6s} {m['MBps']:8.2f} MB/s{extra}")
         split = [f"{n} {m[f'{n}_user_us']:.0f}+{m[f'{n}_sys_us']:.0f}"
-                 for n in ("ftss", "srv1", "srv2") if f"{n}_user_us" in m]
+                 for n in MEASURED if f"{n}_user_us" in m]
         if split:
             print(f"         µs per frame, user+system: {', '.join(split)}")
     print(f"  ftss/switch = {summary['ftss_over_switch']:.4f}")

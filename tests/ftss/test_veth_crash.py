@@ -26,6 +26,7 @@ from ftsslab.fast.ftss import (
 )
 from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario_text
+from tests.support import load_bench
 
 pytestmark = pytest.mark.root
 
@@ -34,9 +35,8 @@ SENDER = ("import socket,time,sys\\n"
           "for i in range({n}):\\n"
           "    s.sendto(b'seq%08d' % i, ('10.0.0.2', 9999)); time.sleep({gap})\\n")
 
-ROOT = Path(__file__).resolve().parents[2]
 # the two-server topology of the http-kill scenario (apps with addresses, fabric A and B)
-TOPOLOGY = (ROOT / "scenarios" / "ftss-http-kill.yaml").read_text().split("\nsteps:")[0] + "\n"
+ftss_topology = load_bench("baseline").ftss_topology
 
 
 def scenario_text(kills: int, rng: random.Random, n: int, gap: float,
@@ -52,7 +52,7 @@ def scenario_text(kills: int, rng: random.Random, n: int, gap: float,
         steps.append(f"  - wait: {rng.uniform(0.0, 0.2):.3f}")
         steps.append(f"  - restart: {victim}")
     steps.append(f"  - wait: {n * gap + 3:.1f}")
-    return TOPOLOGY + "steps:\n" + "\n".join(steps) + "\n"
+    return ftss_topology(steps)
 
 
 def numbers(frame: bytes) -> bytes | None:
