@@ -7,7 +7,8 @@ which keys it looks for (``wanted``); a frame that finds none is paired by ``has
 and ``answers()``, or starts an exchange of its own. So an FTSS message's four legs (PKT,
 STORED, the delivery, DELIVERED) share the key of its message id, a TCH handoff its session,
 a TCP connection its addresses, and an RDMA message's packets the QP they go to, while an ARP
-reply or an ACK finds its request as Scapy would pair them.
+reply or an ACK finds its request as Scapy would pair them. A frame is in one exchange, but
+an FTSS range ACK, which answers several messages at once (``joins``), is in each of theirs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..view import layers_of
 
 _PENDING = 8        # requests of one hashret kept for answers() (newest first)
 _RECENT = 4096      # frames remembered to know one seen again on the next link
+_RANGE = 1024       # messages of one FTSS range ACK drawn with it
 # RoCE opcodes (low 5 bits): what a FIRST opens, what continues it, and every request
 _FIRSTS = {OPS["SEND_FIRST"], OPS["RDMA_WRITE_FIRST"]}
 _CONTINUES = {OPS[f"{kind}_{part}"] for kind in ("SEND", "RDMA_WRITE")
@@ -82,6 +84,10 @@ class Family:
     def wanted(self, pkt: Packet) -> list[Hashable]:
         return []
 
+    def joins(self, pkt: Packet) -> list[Hashable]:
+        """Keys of further exchanges the frame answers as well as the one it is placed in."""
+        return []
+
     def opens(self, pkt: Packet) -> bool:
         """Whether the frame starts a new exchange although a key it wants is open."""
         return False
@@ -107,6 +113,7 @@ class Ftss(Family):
     """PKT, its STORED ack, the delivery and DELIVERED: one message id (seed 004)."""
 
     name = "ftss"
+    flows = False  # each message is its own exchange, however many are in flight at once
 
     def claims(self, pkt):
         return FTSS in pkt
@@ -118,6 +125,14 @@ class Ftss(Family):
         return []
 
     wanted = keys
+
+    def joins(self, pkt):
+        """A range ACK answers the messages after its first too: it is drawn in each one's
+        exchange (up to ``_RANGE`` of them: a longer range is no ack an FTSS sends)."""
+        if FTSSAck not in pkt:
+            return []
+        ack = pkt[FTSSAck]
+        return [("ftss", ack.msg_id + i) for i in range(1, min(ack.more, _RANGE) + 1)]
 
     def title(self, pkt):
         if FTSSPacket in pkt:
@@ -323,6 +338,8 @@ class Grouper:
             self.groups.append(group)
             self.flows[flow] = group
         group.add(number, src, dst, step)
+        for other in self._joined(fam, pkt, group):
+            other.add(number, src, dst, step)
         if data:
             self.recent.pop(data, None)
             self.recent[data] = group, link
@@ -343,6 +360,17 @@ class Grouper:
                 found[0].answered = True
                 return found[0]
         return None
+
+    def _joined(self, fam: Family, pkt: Packet, group: Group) -> list[Group]:
+        out, placed = [], {id(group)}
+        for key in _safely(fam.joins, pkt) or ():
+            found = self.index.get(key)
+            if (found is not None and id(found[0]) not in placed
+                    and _safely(fam.answers, pkt, found[1])):
+                found[0].answered = True
+                placed.add(id(found[0]))
+                out.append(found[0])
+        return out
 
     def _answered(self, pkt: Packet, hashed: bytes) -> Group | None:
         for group, request in reversed(self.pending.get(hashed, ())):

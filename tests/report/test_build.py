@@ -162,8 +162,9 @@ def test_frames_no_dissector_understands_are_still_each_in_one_exchange(tmp_path
 @given(st.lists(st.tuples(st.sampled_from([0x0800, 0x86DD, 0x0806, 0x8906, 0x8100, 0x88B5]),
                           st.binary(max_size=80)), max_size=30))
 def test_any_bytes_give_a_partition_of_the_frames(frames):
-    """Whatever the bytes, every frame lands in exactly one exchange and no layer's error
-    escapes (the Ethernet types steer the bytes into IP, ARP, FCoE, VLAN and raw dissectors)."""
+    """Whatever the bytes, every frame lands in exactly one exchange (a range ACK in each one
+    it answers) and no layer's error escapes (the Ethernet types steer the bytes into IP,
+    ARP, FCoE, VLAN and raw dissectors)."""
     data = [b"\x02" * 12 + t.to_bytes(2, "big") + body for t, body in frames]
     buf = io.BytesIO()
     w = PcapNgWriter(buf)
@@ -171,7 +172,10 @@ def test_any_bytes_give_a_partition_of_the_frames(frames):
     for i, d in enumerate(data):
         w.packet(iface, d, i)
     r = build_report(buf.getvalue())
-    assert sorted(n for e in r.exchanges for n in e.frames) == list(range(1, len(data) + 1))
+    assert sorted({n for e in r.exchanges for n in e.frames}) == list(range(1, len(data) + 1))
+    placed = [n for e in r.exchanges for n in e.frames]
+    again = {n for n in placed if placed.count(n) > 1}  # only a range ACK answers many
+    assert all(FTSSAck in Ether(data[n - 1]) and Ether(data[n - 1])[FTSSAck].more for n in again)
     assert all(set(e.drawn) <= set(e.frames) for e in r.exchanges)
 
 
@@ -209,6 +213,21 @@ def test_an_ftss_message_is_pkt_stored_delivery_delivered(sim_run):
         assert kinds == ["PKT", "STORED_GUARANTEED", "PKT", "DELIVERED"], kinds
         assert legs[0].dst == legs[1].src == legs[2].src == legs[3].dst == "ftss"
         assert legs[1].dst == legs[0].src != legs[2].dst == legs[3].src  # sender, receiver
+
+
+def test_a_range_ack_is_drawn_with_every_message_it_answers(tmp_path):
+    """STORED for three PKTs in one ACK (more=2) is in each of the three messages' exchanges,
+    and in no other (the fourth message is not in its range)."""
+    from ftsslab.layers.ftss import FTSS
+    from ftsslab.reference.ftss import FTSS_NODE, SERVER_A, _frame
+
+    msgs = [(_frame(SERVER_A, FTSS_NODE, i, FTSS() / FTSSPacket(msg_id=i) / (b"x" * 20)),
+             "srv1:fa -> ftss:a1") for i in (5, 6, 7, 8)]
+    ack = (_frame(FTSS_NODE, SERVER_A, 5, FTSS() / FTSSAck(msg_id=5, more=2), reply=True),
+           "ftss:a1 -> srv1:fa")
+    r = build_report(write(tmp_path / "c.pcapng", msgs + [ack]))
+    holding = {e.title.split()[2].rstrip(":"): e.frames for e in r.exchanges}
+    assert holding == {"0x5": (1, 5), "0x6": (2, 5), "0x7": (3, 5), "0x8": (4,)}
 
 
 def test_i2o_replies_and_roce_acks_are_with_what_they_answer(sim_run):
