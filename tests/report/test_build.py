@@ -281,6 +281,3 @@ def test_a_runs_report_has_its_topology_steps_events_and_verdicts(sim_run):
     times = [m.time for m in r.timeline if m.time is not None]
     assert times == sorted(times)
 
-
-def test_ftss_acks_in_the_model_are_the_layers_own():
-    assert FTSSAck().answers(FTSSPacket()) and not FTSSAck(msg_id=1).answers(FTSSPacket())
