@@ -280,4 +280,3 @@ def test_a_runs_report_has_its_topology_steps_events_and_verdicts(sim_run):
     assert r.passed is True and r.backend == "sim" and r.title == sc.name
     times = [m.time for m in r.timeline if m.time is not None]
     assert times == sorted(times)
-
