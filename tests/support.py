@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +24,14 @@ LAB_PROCESSES = (b"ftsslab.lab.veth.switchd", b"ftsslab.ftss.daemon", b"ftsslab.
                  b"ftsslab.nas.switchd", b"ftsslab.nas.device", b"ftsslab.san.sanicd",
                  b"ftsslab.i2o.i2od")  # (an i2o node's nbdkit exits with its parent)
 SETTLE = 0.5  # seconds a leak must persist (see ``leaked``)
+CLI = (sys.executable, "-c", "from ftsslab.cli import main; main()")  # `ftsslab`, on this Python
+
+
+def ftsslab(*args: str, cwd=None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """``ftsslab ARGS`` as a user runs it: a real process, in a wide terminal so that rich
+    wraps no line a test reads; ``env`` adds variables (e.g. ``HOME``)."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=dict(os.environ, COLUMNS="200", **env))
 
 
 def load_bench(name: str) -> ModuleType:

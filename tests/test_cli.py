@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import CLI, ftsslab
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "pcaps" / "reference"
-
-
-def ftsslab(*args, cwd=None):
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-c", "from ftsslab.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-    )
 
 
 def assert_one_line_error(res, *needles):
@@ -101,7 +91,7 @@ def test_help_reads_well():
 
 def test_shell_banner_names_the_layers():
     res = subprocess.run(
-        [sys.executable, "-c", "from ftsslab.cli import main; main()", "shell"],
+        [*CLI, "shell"],
         input="print('LAYERS', len([c for c in (FCoE, FTSS, I2OMessage, RETH)]))\n",
         capture_output=True,
         text=True,

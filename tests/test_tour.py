@@ -1,9 +1,6 @@
 """`ftsslab tour` (`./run demo`): its stops exist and validate; verdicts become exit codes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +11,7 @@ from ftsslab.cli import lab as lab_cli
 from ftsslab.cli import tour as tour_cli  # noqa: F401  (registers the command)
 from ftsslab.lab.backend import BackendError
 from ftsslab.lab.scenario import load_scenario
+from tests.support import ftsslab
 
 # `backend: sim` so that these run anywhere, root or not
 PASSING = """
@@ -29,12 +27,6 @@ expect:
   - received: {node: h2, match: 'UDP(dport=7)', count: 1}
 """
 FAILING = PASSING.replace("tour-passes", "tour-fails").replace("count: 1", "count: 2")
-
-
-def ftsslab(*args, cwd):
-    return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env=dict(os.environ, COLUMNS="200"))
 
 
 def test_every_stop_names_a_scenario_file_that_validates():

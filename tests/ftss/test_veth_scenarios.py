@@ -6,6 +6,7 @@ import pytest
 
 from ftsslab.lab.runner import Runner
 from ftsslab.lab.scenario import load_scenario
+from tests.support import ftsslab
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
@@ -22,12 +23,6 @@ def test_scenario_passes_on_veth(name):
 def test_replay_command_rolls_back_a_nodes_dialog(tmp_path):
     """`ftsslab ftss replay` asks the running FTSS to re-send what it retained for a node."""
     import json
-    import subprocess
-    import sys
-
-    def ftsslab(*args):
-        return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
-                               *args], capture_output=True, text=True, timeout=120)
 
     up = ftsslab("lab", "up", str(ROOT / "scenarios" / "ftss-retention.yaml"))
     assert up.returncode == 0, up.stderr

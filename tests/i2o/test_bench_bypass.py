@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import load_bench
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "i2o_bypass.py"
 PATHS = {"a", "b", "b_udp", "direct", "file"}
 METRICS = ("p50_us", "p99_us", "ops_per_s", "server_cpu_us_per_op")
@@ -37,11 +39,7 @@ def test_quick_bypass_bench_reports_every_row_and_reads_back_what_was_written(tm
 
 def test_a_read_of_the_wrong_bytes_fails_the_check(tmp_path, monkeypatch):
     """The verification is real: a path that returns another block is caught."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("i2o_bypass", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("i2o_bypass")
     base = bytes(range(256)) * 16
     writes, reads, expected = bench.workload(0, 50, 64, base)
     path = bench.DirectInProcess(str(tmp_path / "d.img"), 64 * bench.BLOCK, False)

@@ -1,14 +1,13 @@
 """`ftsslab run/validate/merge/lab/replay` as users run them."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import support
+from tests.support import ftsslab
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
@@ -25,12 +24,6 @@ steps:
 expect:
   - received: {node: h2, match: 'UDP(dport=8)', count: 1}
 """
-
-
-def ftsslab(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env=dict(os.environ, COLUMNS="200"))
 
 
 @pytest.mark.tshark

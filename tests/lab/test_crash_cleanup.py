@@ -27,8 +27,8 @@ KILLS = int(os.environ.get("FTSSLAB_KILLS", "4"))
 
 
 def ftsslab(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from ftsslab.cli import main; main()",
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen([*support.CLI, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, **kw)
 
 
 def test_clean_after_a_kill_during_lab_up(tmp_path):
@@ -47,8 +47,7 @@ def test_clean_after_a_kill_during_lab_up(tmp_path):
         time.sleep(rng.uniform(0.0, 1.5))
         run.send_signal(signal.SIGKILL)
         run.wait()
-        clean = subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
-                                "lab", "clean"], capture_output=True, text=True, timeout=120)
+        clean = support.ftsslab("lab", "clean")
         assert clean.returncode == 0, clean.stderr
         left = support.leaked(before)
         assert not left, f"seed {seed}, kill {i}: `lab clean` left {left}"

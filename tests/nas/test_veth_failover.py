@@ -3,29 +3,17 @@ the switch hears the silence and a replica takes the unmodified client's connect
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from tests.nas.veth_runs import passing_run
+from tests.support import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")
 def failover_run():
     return passing_run("nas-failover")[1]
-
-
-def _bench():
-    """bench/nas_failover.py: its reading of a run is the test's."""
-    spec = importlib.util.spec_from_file_location("nas_failover", ROOT / "bench" /
-                                                  "nas_failover.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_client_stalls_less_than_2_s_and_sees_no_reset(failover_run):
@@ -37,7 +25,7 @@ def test_the_client_stalls_less_than_2_s_and_sees_no_reset(failover_run):
                 and "new=DOWN" in e.detail)
     detection = float(dict(kv.split("=", 1) for kv in down.detail.split())["detection_ms"])
     assert 340 <= detection < 2000, down  # 3.5 periods of 100 ms at least; late under load
-    frames = _bench().to_client(result)
+    frames = load_bench("nas_failover").to_client(result)
     assert not [f for f in frames if f[1] & 0x04]  # no RST
     data = [f for f in frames if f[3] > 0]
     cut = next(f for f in result.events if f.kind == "link-down")

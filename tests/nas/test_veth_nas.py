@@ -20,6 +20,7 @@ from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.veth import names
 from ftsslab.lab.veth.control import control_request
 from tests.nas.veth_runs import passing_run
+from tests.support import ftsslab
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
@@ -513,10 +514,6 @@ time.sleep(3600)
 def test_nas_cli_shows_who_holds_which_connection():
     """`ftsslab nas table` / `sessions` on a lab that `lab up` left running: a live download's
     entry names its device, and that device lists the connection; wrong nodes exit 2."""
-    def ftsslab(*args, timeout=120):
-        return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
-                               *args], capture_output=True, text=True, timeout=timeout)
-
     up = ftsslab("lab", "up", str(ROOT / "scenarios" / "nas-redirect.yaml"))
     assert up.returncode == 0, up.stderr
     lab_id = up.stdout.split()[1]

@@ -4,19 +4,17 @@ is reached through the standby, which does no NAS processing."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import struct
-from pathlib import Path
 
 import pytest
 
 from ftsslab.nas.cluster import bridge_mac
 from tests.nas.veth_runs import passing_run
+from tests.support import load_bench
 from tests.wireshark.oracle import tshark_fields, write_pcap
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[2]
 VIP, S1_IP = "10.0.0.100", "10.0.0.254"
 
 
@@ -26,15 +24,6 @@ def _detail(e) -> dict:
 
 def _event(result, node: str, kind: str):
     return next(e for e in result.events if e.node == node and e.kind == kind)
-
-
-def _bench():
-    """bench/nas_switch_failover.py: its reading of a run is the test's."""
-    spec = importlib.util.spec_from_file_location("nas_switch_failover", ROOT / "bench" /
-                                                  "nas_switch_failover.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +60,7 @@ def test_the_sessions_go_on_through_the_standby_with_no_reset(takeover):
     their data after the takeover comes from the devices' links to s2."""
     _, result = takeover
     kill = _event(result, "s1", "kill").time
-    got = _bench().measure(result)
+    got = load_bench("nas_switch_failover").measure(result)
     assert got["rst_to_client"] == 0 and got["stall_ms"] < 2000, got
     after = [f for f in result.frames if f.time > kill and f.data[12:14] == b"\x08\x00"
              and f.data[23] == 6 and socket.inet_ntoa(f.data[26:30]) == VIP

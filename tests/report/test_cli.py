@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support import ftsslab
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "pcaps" / "reference"
-
-
-def ftsslab(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_report_of_a_capture_writes_one_html_file(tmp_path):

@@ -4,21 +4,14 @@ each completes every message and reports perftest's figures; wrong nodes or size
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support import ftsslab
+
 pytestmark = [pytest.mark.root]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def ftsslab(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200"})  # (headers unwrapped)
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from ftsslab.wireshark import lua_scripts
+from tests.support import ftsslab
 
 from .oracle import TSHARK, lua_stderr
 
@@ -27,17 +27,6 @@ REGISTRATIONS = {
 HEURISTICS = {"infiniband.payload": {"rkey", "i2o"}}
 
 
-def ftsslab(home, *args):
-    env = dict(os.environ, HOME=str(home), COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-c", "from ftsslab.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
 def tshark_report(home, report):
     res = subprocess.run(
         [TSHARK, "-G", report],
@@ -53,19 +42,19 @@ def tshark_report(home, report):
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    first = ftsslab(home, "wireshark", "install")
+    first = ftsslab("wireshark", "install", HOME=str(home))
     assert first.returncode == 0, first.stderr
     folder = home / ".local" / "lib" / "wireshark" / "plugins" / "ftsslab"
     installed = {p.name: p.read_bytes() for p in folder.glob("*.lua")}
     (folder / "stale.lua").write_text("-- a file an older ftsslab installed")
-    again = ftsslab(home, "wireshark", "install")
+    again = ftsslab("wireshark", "install", HOME=str(home))
     assert again.returncode == 0, again.stderr
     assert {p.name: p.read_bytes() for p in folder.glob("*.lua")} == installed  # idempotent
     return home
 
 
 def test_install_goes_to_the_folder_path_reports(home):
-    folder = ftsslab(home, "wireshark", "path").stdout.strip()
+    folder = ftsslab("wireshark", "path", HOME=str(home)).stdout.strip()
     assert folder == str(home / ".local" / "lib" / "wireshark" / "plugins" / "ftsslab")
     assert sorted(p.name for p in (home / folder).glob("*.lua")) == sorted(
         p.name for p in lua_scripts()
