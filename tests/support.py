@@ -29,9 +29,9 @@ CLI = (sys.executable, "-c", "from ftsslab.cli import main; main()")  # `ftsslab
 
 def ftsslab(*args: str, cwd=None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     """``ftsslab ARGS`` as a user runs it: a real process, in a wide terminal so that rich
-    wraps no line a test reads; ``env`` adds variables (e.g. ``HOME``)."""
+    wraps no line a test reads; ``env`` adds or overrides variables (e.g. ``HOME``)."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=dict(os.environ, COLUMNS="200", **env))
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **env})
 
 
 def load_bench(name: str) -> ModuleType:

@@ -139,8 +139,7 @@ def test_validate_exits_2_with_every_impairment_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(pair("{loss: 101%, delay: 1ms, jitter: 2ms, rate: 10}",
                         '[{impair: {link: "h1:eth0 h2:eth0", set: {reorder: 1%}}}]'))
-    res = subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
-                          "validate", str(bad)], capture_output=True, text=True, timeout=60)
+    res = support.ftsslab("validate", str(bad))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     lines = [x for x in (res.stdout + res.stderr).splitlines() if str(bad) in x]
     assert len(lines) == 4, lines   # all at once: loss, jitter, rate, reorder

@@ -6,7 +6,6 @@ import copy
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from ftsslab.lab.scenario import (
     load_scenario,
     load_scenario_text,
 )
+from tests.support import ftsslab
 
 HERE = Path(__file__).parent
 GOOD = sorted((HERE / "good").glob("*.yaml"))
@@ -384,9 +384,7 @@ LAB_UP = [HERE / "broken" / name for name in (
 
 def test_validate_rejects_what_failed_at_lab_up():
     """These files passed `validate`, then hung the sim or failed at lab-up (exit 3)."""
-    res = subprocess.run([sys.executable, "-c", "from ftsslab.cli import main; main()",
-                          "validate", *map(str, LAB_UP)], capture_output=True, text=True,
-                         timeout=120, env=dict(os.environ, COLUMNS="300"))
+    res = ftsslab("validate", *map(str, LAB_UP), COLUMNS="300")
     assert res.returncode == 2, res.stdout + res.stderr
     assert "Traceback" not in res.stderr and "ok " not in res.stdout
     for path in LAB_UP:
