@@ -128,7 +128,8 @@ class Ftss(Family):
 
     def joins(self, pkt):
         """A range ACK answers the messages after its first too: it is drawn in each one's
-        exchange (up to ``_RANGE`` of them: a longer range is no ack an FTSS sends)."""
+        exchange, up to ``_RANGE`` of them (a group commit merges tens; the bound keeps a
+        damaged or hostile ACK from costing the report 65,536 lookups)."""
         if FTSSAck not in pkt:
             return []
         ack = pkt[FTSSAck]
