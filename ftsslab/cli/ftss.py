@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from . import UserError, app, out
-from .lab import LabOpt, attach, load
+from .lab import attach, load
+from .running import LabOpt
 
 ftss_app = typer.Typer(help="The FTSS of a running lab.", no_args_is_help=True)
 app.add_typer(ftss_app, name="ftss", rich_help_panel="Systems")

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from . import UserError, app, out
-from .lab import LabOpt
 from .nodes import LabNodes
+from .running import LabOpt
 
 i2o_app = typer.Typer(help="Seed 001 on a running lab: advertisements, service connections, "
                            "NBD exports.", no_args_is_help=True)

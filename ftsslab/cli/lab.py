@@ -1,4 +1,4 @@
-"""Scenario commands: ``run``, ``validate``, ``merge``, ``replay`` and the ``lab`` group."""
+"""Scenario commands: ``run``, ``validate`` and the ``lab`` group."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from . import EXIT_INTERNAL, UserError, app, err, out
+from . import EXIT_FAILED, EXIT_INTERNAL, UserError, app, err, out
+from .running import LabOpt, lab_state
 
-EXIT_FAILED = 1  # an expectation failed
 EVENTS_SHOWN = 40  # events the run table shows (the capture and --json have all)
 
 
@@ -230,45 +230,11 @@ def show_summary(result, capture: Path, report: Path | None = None) -> None:
               + (f"; report: [bold]{report}[/bold]" if report else ""), highlight=False)
 
 
-@app.command(rich_help_panel="Lab")
-def merge(
-    output: Annotated[Path, typer.Argument(help="pcapng to write.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Captures to merge by timestamp.")],
-) -> None:
-    """Merge captures by timestamp, keeping interface names and packet comments."""
-    from ..pcapng import merge as merge_files
-
-    for path in inputs:
-        if not path.is_file():
-            raise UserError(f"{path}: no such file")
-    try:
-        count = merge_files(output, inputs)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot merge: {exc}") from None
-    out.print(f"wrote {count} packets to [bold]{output}[/bold]", highlight=False)
-
-
 lab_app = typer.Typer(
     help="Interactive labs on the veth backend: up, exec, capture, down, ls, clean.",
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab", rich_help_panel="Lab")
-
-
-def lab_state(lab_id: str | None):
-    """The state record of the lab named, or of the only running one; UserError otherwise."""
-    from ..lab.veth.state import list_labs, load
-
-    if lab_id is None:
-        labs = [s for s in list_labs() if s.alive()]
-        if len(labs) != 1:
-            ids = ", ".join(s.lab_id for s in labs) or "none"
-            raise UserError(f"{len(labs)} labs are running ({ids}): name one with --lab")
-        return labs[0]
-    state = load(lab_id)
-    if state is None:
-        raise UserError(f"no lab {lab_id!r} (see `ftsslab lab ls`)")
-    return state
 
 
 def attach(lab_id: str | None):
@@ -280,9 +246,6 @@ def attach(lab_id: str | None):
         return VethBackend.attach(lab_state(lab_id).lab_id)
     except BackendError as exc:
         raise UserError(str(exc)) from None
-
-
-LabOpt = Annotated[str | None, typer.Option("--lab", help="Lab id (see `ftsslab lab ls`).")]
 
 
 @lab_app.command("up")
@@ -422,55 +385,3 @@ def lab_clean(
     for line in removed:
         out.print(f"removed {line}", highlight=False)
     out.print(f"{len(removed)} items removed", highlight=False)
-
-
-@app.command(rich_help_panel="Lab")
-def replay(
-    file: Annotated[Path, typer.Argument(help="pcap or pcapng to replay.")],
-    into: Annotated[str, typer.Option("--into", help="NODE:IF of a running lab.")],
-    multiplier: Annotated[float | None, typer.Option(help="Speed factor on file times.")] = None,
-    pps: Annotated[float | None, typer.Option(help="Fixed packets per second.")] = None,
-    topspeed: Annotated[bool, typer.Option("--topspeed", help="As fast as possible.")] = False,
-    loop: Annotated[int, typer.Option(min=1, help="Times to play the file.")] = 1,
-    lab: LabOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-):
-    """Replay a capture into a running lab on an absolute timeline; report like tcpreplay."""
-    # the hot path of a whole-command race with tcpreplay: no VethBackend, no Scapy
-    from ..lab.replay import PacketSocket, read_capture
-    from ..lab.replay import replay as play
-    from ..lab.veth.netns import NetnsError, call_in_netns
-
-    if not file.is_file():
-        raise UserError(f"{file}: no such file")
-    state = lab_state(lab)
-    node, _, iface = into.partition(":")
-    rec = state.nodes.get(node)
-    if rec is None or iface not in rec.get("ifaces", []):
-        raise UserError(f"no endpoint {into!r} in lab {state.lab_id}")
-    try:
-        frames = read_capture(file)
-    except OSError as exc:
-        raise UserError(f"{file}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        sock = call_in_netns(rec["ns"], PacketSocket, iface)
-    except NetnsError as exc:
-        show_lab_error(exc)
-        raise typer.Exit(EXIT_INTERNAL) from None
-    except OSError as exc:
-        raise UserError(f"{into}: {exc.strerror or exc}") from None
-    try:
-        report = play(frames, sock, multiplier=multiplier, pps=pps, topspeed=topspeed,
-                      loop=loop)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        sock.close()
-    if as_json:
-        out.print_json(json.dumps(report.as_dict()))
-    else:
-        out.print(report.summary(), highlight=False)
-    if report.failed:
-        raise typer.Exit(EXIT_FAILED)

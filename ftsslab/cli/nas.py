@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from . import UserError, app, out
-from .lab import LabOpt, attach, load
+from .lab import attach, load
+from .running import LabOpt
 
 nas_app = typer.Typer(help="The NAS switch and devices of a running lab.", no_args_is_help=True)
 app.add_typer(nas_app, name="nas", rich_help_panel="Systems")

@@ -20,8 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import UserError, app, out
-from .lab import LabOpt
 from .nodes import LabNodes
+from .running import LabOpt
 
 san_app = typer.Typer(help="perftest-style tools between two sanic nodes of a running lab.",
                       no_args_is_help=True)

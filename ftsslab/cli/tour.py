@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from .. import tour as tour_stops
-from . import EXIT_INTERNAL, UserError, app, out
+from . import EXIT_FAILED, EXIT_INTERNAL, UserError, app, out
 from . import lab as lab_cli
 
 CAPTURES = Path("captures")
@@ -115,7 +115,7 @@ def tour(
     if "lab broke" in verdicts:
         code = EXIT_INTERNAL
     elif "fail" in verdicts:
-        code = lab_cli.EXIT_FAILED
+        code = EXIT_FAILED
     else:
         code = 0
     if as_json:
