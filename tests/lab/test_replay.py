@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgWriter, PcapReader, PcapWriter
@@ -28,6 +30,7 @@ from ftsslab.lab.replay import (
     replay,
     replay_onto,
     run_schedule,
+    shifted,
 )
 from ftsslab.lab.sim import SimBackend
 from ftsslab.lab.veth.netns import call_in_netns
@@ -435,3 +438,12 @@ def test_replay_and_merge_import_neither_scapy_nor_the_lab_backend(tmp_path, arg
         "ftsslab.lab.veth.backend", "ftsslab.cli.packets", "ftsslab.cli.lab", "ftsslab.layers")}
     if args[0] == "merge":  # it succeeded
         assert not {m for m in imported if m.split(".")[0] == "rich"}
+
+
+@given(st.lists(st.integers(0, 2**40)), st.integers(0, 2**48), st.sampled_from(["Q", "I"]))
+def test_shifted_adds_to_every_word_alone(values, by, typecode):
+    """The big-integer addition behind the frames' addresses: no carry leaks between words."""
+    if typecode == "I":
+        values, by = [v % 2**31 for v in values], by % 2**31
+    got = shifted(values, by, typecode)
+    assert got.typecode == typecode and got.tolist() == [v + by for v in values]
