@@ -49,37 +49,24 @@ RECEIVER = ("import socket,sys,time\n"  # argv[1]: where it writes the MB/s it r
 SENDER = ("import socket\n"
           "data=b'x'*({mb}*1000000); s=socket.create_connection(('10.0.0.2', 5001))\n"
           "s.sendall(data); s.close()\n")
-SWITCH = """name: bench-switch
-nodes:
-  s1: {kind: switch}
-  app1: {kind: host}
-  app2: {kind: host}
-links:
-  - endpoints:
-      - {node: app1, interface: eth0, mac: "02:00:00:00:00:01", ipv4: 10.0.0.1/24}
-      - {node: s1, interface: p1}
-  - endpoints:
-      - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
-      - {node: s1, interface: p2}
-"""
+
+
+def chain(name: str, middle: dict[str, str], links: list[str], first: str, last: str) -> str:
+    """A lab of app1 (10.0.0.1) on ``first`` and app2 (10.0.0.2) on ``last`` (each
+    "node:iface"), with the ``middle`` nodes (name: kind) and ``links`` ("a:if b:if")."""
+    kinds = {"app1": "host", **middle, "app2": "host"}
+    ends = [f"""  - endpoints:
+      - {{node: app{i}, interface: eth0, mac: "02:00:00:00:00:0{i}", ipv4: 10.0.0.{i}/24}}
+      - {{node: {at.split(":")[0]}, interface: {at.split(":")[1]}}}
+""" for i, at in ((1, first), (2, last))]
+    return (f"name: {name}\nnodes:\n" + "".join(f"  {n}: {{kind: {k}}}\n" for n, k in kinds.items())
+            + "links:\n" + ends[0] + "".join(f'  - "{ln}"\n' for ln in links) + ends[1])
+
+
+SWITCH = chain("bench-switch", {"s1": "switch"}, [], "s1:p1", "s1:p2")
 # the floor's chain: hosts named as the FTSS topology's processes, so their splits compare
-FLOOR = """name: bench-floor
-nodes:
-  app1: {kind: host}
-  srv1: {kind: host}
-  ftss: {kind: host}
-  srv2: {kind: host}
-  app2: {kind: host}
-links:
-  - endpoints:
-      - {node: app1, interface: eth0, mac: "02:00:00:00:00:01", ipv4: 10.0.0.1/24}
-      - {node: srv1, interface: stack}
-  - "srv1:fa ftss:a1"
-  - "ftss:a2 srv2:fa"
-  - endpoints:
-      - {node: app2, interface: eth0, mac: "02:00:00:00:00:02", ipv4: 10.0.0.2/24}
-      - {node: srv2, interface: stack}
-"""
+FLOOR = chain("bench-floor", {"srv1": "host", "ftss": "host", "srv2": "host"},
+              ["srv1:fa ftss:a1", "ftss:a2 srv2:fa"], "srv1:stack", "srv2:stack")
 RELAYS = {"srv1": ("stack", "fa"), "ftss": ("a1", "a2"), "srv2": ("fa", "stack")}
 RELAY = ("import selectors,sys\n"  # argv[1:3]: the two interfaces it relays between
          "from ftsslab.lab.veth.ring import PacketRing\n"

@@ -215,8 +215,8 @@ def run_schedule(schedule: Schedule, send: Callable[[bytes], Any] | PacketSocket
 
 def shifted(values: Sequence[int], by: int, typecode: str = "Q") -> array:
     """``values`` each plus ``by``, as an array of unsigned words: one big-integer addition
-    over all the words at once, 4x faster than adding one by one (20 ms for a 200k-frame
-    file's addresses). No carry crosses a word while every sum fits in one (addresses do)."""
+    over all the words at once: 5 ms for a 200k-frame file's addresses, where adding one
+    by one took 20. No carry crosses a word while every sum fits in one (addresses do)."""
     words = array(typecode, values)
     size = words.itemsize
     total = (int.from_bytes(words.tobytes(), sys.byteorder)
