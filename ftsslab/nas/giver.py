@@ -445,7 +445,10 @@ def tcp_counts(sock: socket.socket) -> dict[str, int]:
 
 
 def _outq(sock: socket.socket) -> int:
-    """Bytes written but not yet acked by the peer (SIOCOUTQ)."""
+    """Bytes written but not yet acked by the peer (SIOCOUTQ); 0 once the socket is closed
+    (the client left during a drain): ``fcntl`` refuses its descriptor -1 with a ValueError."""
+    if sock.fileno() < 0:
+        return 0
     try:
         return struct.unpack("i", fcntl.ioctl(sock, SIOCOUTQ, b"\0" * 4))[0]
     except OSError:
