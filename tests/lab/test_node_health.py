@@ -38,3 +38,5 @@ def test_a_node_with_a_bug_fails_the_run(kind, says, tmp_path):
     assert not result.passed
     (bad,) = [o for o in result.outcomes if not o.passed]
     assert bad.where == "lab" and says in bad.detail and "n1" in bad.detail
+    if kind == "faulty":  # the traceback's file goes with the lab: its last line is said
+        assert "ZeroDivisionError: a bug in the core" in bad.detail

@@ -742,9 +742,10 @@ class VethBackend(Backend):
             except (OSError, ValueError) as exc:
                 out.append(f"{node}: its process does not answer its control socket ({exc})")
                 continue
-            if reply.get("internal_errors"):
+            if reply.get("internal_errors"):  # the file goes with the lab: say its last line
+                tail = Path(err).read_text(errors="replace").strip().splitlines()[-1:]
                 out.append(f"{node}: {reply['internal_errors']} internal error(s), a bug in "
-                           f"its core: tracebacks in {err}")
+                           f"its core: {tail[0] if tail else 'no traceback'} (see {err})")
         return out
 
     def events(self) -> list[Event]:
