@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -189,3 +190,44 @@ def leaked(before: set[Resource]) -> list[Resource]:
         time.sleep(SETTLE)
         found &= new()
     return sorted(found)
+
+
+def why_failed(result, tail: int = 80) -> str:
+    """A failed run told in full, for a CI log that is all one has of a flake: the failed
+    expectations, the nodes' events (TCH transitions left out: the rest names them) and each
+    TCP connection's data per direction -- who went silent, who kept retransmitting."""
+    lines = [f"{o.what}: {o.detail}" for o in result.outcomes if not o.passed]
+    events = [e for e in result.events if e.kind != "tch"]
+    lines.append(f"-- events ({len(events)}, the last {min(tail, len(events))}):")
+    lines += [f"{e.time:8.3f} {e.node} {e.kind} {e.detail}" for e in events[-tail:]]
+    lines.append("-- TCP data per link and direction: segments, resent, bytes, first..last s, "
+                 "flags seen")
+    lines += [f"{link} {flow}: {n} seg, {again} resent, {size} B, {first:.3f}..{last:.3f}"
+              f"{' ' + ''.join(sorted(flags)) if flags else ''}"
+              for (link, flow), (n, again, size, first, last, flags, _) in _tcp_flows(result)]
+    return "\n".join(lines)
+
+
+def _tcp_flows(result) -> list:
+    flows: dict = {}
+    for f in result.frames:
+        d = f.data
+        if len(d) < 54 or d[12:14] != b"\x08\x00" or d[23] != 6:
+            continue
+        ihl = (d[14] & 0xF) * 4
+        t = 14 + ihl
+        if len(d) < t + 20:
+            continue
+        sport, dport, seq = struct.unpack_from("!HHI", d, t)
+        size = min(len(d), 14 + int.from_bytes(d[16:18])) - t - (d[t + 12] >> 4) * 4
+        flow = (f"{'.'.join(map(str, d[26:30]))}:{sport}>{'.'.join(map(str, d[30:34]))}"
+                f":{dport}")
+        st = flows.setdefault((f.link, flow), [0, 0, 0, f.time, f.time, set(), set()])
+        st[4] = f.time
+        st[5] |= {c for bit, c in ((1, "F"), (2, "S"), (4, "R")) if d[t + 13] & bit}
+        if size > 0:
+            st[0] += 1
+            st[2] += size
+            st[1] += seq in st[6]
+            st[6].add(seq)
+    return sorted(flows.items())

@@ -150,3 +150,31 @@ def test_every_kinds_node_process_is_one_the_leak_check_looks_for():
         module = argv[argv.index("-m") + 1].encode()
         if module.startswith(b"ftsslab."):
             assert module in support.LAB_PROCESSES, f"{spec.name}: {module!r}"
+
+
+def test_why_failed_tells_the_failed_expectation_the_events_and_each_flow_s_data():
+    """What a flaky veth run's CI log shows: a resent segment is counted, and a connection
+    that went silent shows where its data stopped."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from ftsslab.lab.backend import CapturedFrame, Event
+    from ftsslab.lab.runner import Outcome, RunResult
+
+    def seg(t, seq, flags="A", data=b"x" * 100):
+        pkt = Ether() / IP(src="10.0.0.100", dst="10.0.0.1") / TCP(sport=80, dport=4321,
+                                                                  seq=seq, flags=flags) / data
+        return CapturedFrame(t, "c1:eth0 s1:p1", "s1:p1", "c1:eth0", bytes(pkt), "")
+
+    run = RunResult(scenario=None, backend="veth", frames=[
+        seg(0.5, 1000), seg(0.6, 1100), seg(1.5, 1100), seg(2.0, 1200, "FA", b"")],
+        events=[Event(0.4, "s1", "table", "why=xap old=d1 new=d3"),
+                Event(0.4, "d1", "tch", "new=OPEN")],
+        outcomes=[Outcome("expect[1].command", 3, "end", "command second", False,
+                          "status 124; stdout ''"),
+                  Outcome("expect[0].command", 2, "end", "command first", True, "ok")])
+    text = support.why_failed(run)
+    assert "command second: status 124; stdout ''" in text and "command first" not in text
+    assert "   0.400 s1 table why=xap old=d1 new=d3" in text and "new=OPEN" not in text
+    assert ("c1:eth0 s1:p1 10.0.0.100:80>10.0.0.1:4321: 3 seg, 1 resent, 300 B, "
+            "0.500..2.000 F") in text

@@ -11,6 +11,7 @@ import pytest
 from ftsslab.lab.runner import Runner, RunResult
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.sim import SimBackend
+from tests.support import why_failed
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -288,10 +289,6 @@ EXPECTED = {"nas-twins": PLAIN, "nas-twins-delayed": DELAYED, "nas-twins-message
             "nas-twins-switch-handoff": SWITCH_HANDOFF}
 
 
-def _failed(result: RunResult) -> list:
-    return [(o.what, o.detail) for o in result.outcomes if not o.passed]
-
-
 def _run(name: str, backend) -> RunResult:
     return Runner(load_scenario(SCENARIOS / f"{name}.yaml"), backend).run()
 
@@ -310,7 +307,7 @@ def test_the_twin_scenarios_need_no_kernel(name):
 @pytest.mark.parametrize("name", EXPECTED)
 def test_sim_run_passes_and_follows_the_sequence(sim_runs, name):
     run = sim_runs[name]
-    assert run.backend == "sim" and run.passed, _failed(run)
+    assert run.backend == "sim" and run.passed, why_failed(run)
     assert twin_sequence(run) == _expected(name)
 
 
@@ -402,5 +399,5 @@ def test_veth_run_follows_the_same_sequence(name):
     from ftsslab.lab.veth.backend import VethBackend
 
     veth = _run(name, VethBackend())
-    assert veth.backend == "veth" and veth.passed, _failed(veth)
+    assert veth.backend == "veth" and veth.passed, why_failed(veth)
     assert twin_sequence(veth) == _expected(name)

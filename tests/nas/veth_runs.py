@@ -7,6 +7,7 @@ from pathlib import Path
 from ftsslab.lab.model import Scenario
 from ftsslab.lab.runner import Runner, RunResult
 from ftsslab.lab.scenario import load_scenario
+from tests.support import why_failed
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -16,5 +17,5 @@ def passing_run(name: str) -> tuple[Scenario, RunResult]:
 
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
     result = Runner(scenario, VethBackend()).run()
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    assert result.passed, why_failed(result)
     return scenario, result

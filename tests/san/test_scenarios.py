@@ -20,6 +20,7 @@ from ftsslab.lab.runner import Runner, RunResult
 from ftsslab.lab.scenario import load_scenario
 from ftsslab.lab.sim import SimBackend
 from ftsslab.san.memory import PHYS_BASE
+from tests.support import why_failed
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 SAN = sorted(p.stem for p in SCENARIOS.glob("san-*.yaml"))
@@ -65,7 +66,7 @@ def assert_wire_truth(result: RunResult, tmp_path: Path, *, random_data: bool = 
 
 
 def _passes(result: RunResult) -> None:
-    assert result.passed, [(o.what, o.detail) for o in result.outcomes if not o.passed]
+    assert result.passed, why_failed(result)
 
 
 @pytest.mark.tshark
