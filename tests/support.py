@@ -194,18 +194,27 @@ def leaked(before: set[Resource]) -> list[Resource]:
 
 def why_failed(result, tail: int = 80) -> str:
     """A failed run told in full, for a CI log that is all one has of a flake: the failed
-    expectations, the nodes' events (TCH transitions left out: the rest names them) and each
-    TCP connection's data per direction -- who went silent, who kept retransmitting."""
+    expectations, the nodes' events (a TCH session's keepalives left out), when each node
+    last logged, and each TCP connection's data per direction -- who went silent, who kept
+    retransmitting."""
     lines = [f"{o.what}: {o.detail}" for o in result.outcomes if not o.passed]
-    events = [e for e in result.events if e.kind != "tch"]
+    events = [e for e in result.events if not _keepalive(e)]
     lines.append(f"-- events ({len(events)}, the last {min(tail, len(events))}):")
     lines += [f"{e.time:8.3f} {e.node} {e.kind} {e.detail}" for e in events[-tail:]]
+    last = {e.node: e.time for e in result.events}
+    lines.append("-- each node's last event: " +
+                 ", ".join(f"{n} {t:.3f}" for n, t in sorted(last.items())))
     lines.append("-- TCP data per link and direction: segments, resent, bytes, first..last s, "
                  "flags seen")
     lines += [f"{link} {flow}: {n} seg, {again} resent, {size} B, {first:.3f}..{last:.3f}"
               f"{' ' + ''.join(sorted(flags)) if flags else ''}"
               for (link, flow), (n, again, size, first, last, flags, _) in _tcp_flows(result)]
     return "\n".join(lines)
+
+
+def _keepalive(e) -> bool:
+    """A TCH ACTIVE -> ACTIVE on an Update: one an interval, they would crowd the tail."""
+    return e.kind == "tch" and "old=ACTIVE" in e.detail and "new=ACTIVE" in e.detail
 
 
 def _tcp_flows(result) -> list:

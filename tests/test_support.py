@@ -169,12 +169,14 @@ def test_why_failed_tells_the_failed_expectation_the_events_and_each_flow_s_data
     run = RunResult(scenario=None, backend="veth", frames=[
         seg(0.5, 1000), seg(0.6, 1100), seg(1.5, 1100), seg(2.0, 1200, "FA", b"")],
         events=[Event(0.4, "s1", "table", "why=xap old=d1 new=d3"),
-                Event(0.4, "d1", "tch", "new=OPEN")],
+                Event(0.4, "d1", "tch", "new=OPEN old=IDLE"),
+                Event(0.9, "d1", "tch", "new=ACTIVE old=ACTIVE why=Update")],
         outcomes=[Outcome("expect[1].command", 3, "end", "command second", False,
                           "status 124; stdout ''"),
                   Outcome("expect[0].command", 2, "end", "command first", True, "ok")])
     text = support.why_failed(run)
     assert "command second: status 124; stdout ''" in text and "command first" not in text
-    assert "   0.400 s1 table why=xap old=d1 new=d3" in text and "new=OPEN" not in text
+    assert "   0.400 s1 table why=xap old=d1 new=d3" in text and "new=OPEN old=IDLE" in text
+    assert "why=Update" not in text and "last event: d1 0.900, s1 0.400" in text
     assert ("c1:eth0 s1:p1 10.0.0.100:80>10.0.0.1:4321: 3 seg, 1 resent, 300 B, "
             "0.500..2.000 F") in text
