@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
@@ -206,9 +207,7 @@ def why_failed(result, tail: int = 80) -> str:
                  ", ".join(f"{n} {t:.3f}" for n, t in sorted(last.items())))
     lines.append("-- TCP data per link and direction: segments, resent, bytes, first..last s, "
                  "flags seen")
-    lines += [f"{link} {flow}: {n} seg, {again} resent, {size} B, {first:.3f}..{last:.3f}"
-              f"{' ' + ''.join(sorted(flags)) if flags else ''}"
-              for (link, flow), (n, again, size, first, last, flags, _) in _tcp_flows(result)]
+    lines += [f"{link} {flow}: {st}" for (link, flow), st in _tcp_flows(result)]
     return "\n".join(lines)
 
 
@@ -217,26 +216,44 @@ def _keepalive(e) -> bool:
     return e.kind == "tch" and "old=ACTIVE" in e.detail and "new=ACTIVE" in e.detail
 
 
-def _tcp_flows(result) -> list:
-    flows: dict = {}
+@dataclass
+class _Flow:
+    """One direction of one TCP connection on one link, as ``why_failed`` tells it."""
+
+    first: float
+    last: float = 0.0
+    segments: int = 0  # with data
+    resent: int = 0    # with data at a sequence number seen before
+    size: int = 0
+    flags: set = field(default_factory=set)
+    seqs: set = field(default_factory=set)
+
+    def __str__(self) -> str:
+        return (f"{self.segments} seg, {self.resent} resent, {self.size} B, "
+                f"{self.first:.3f}..{self.last:.3f}"
+                f"{' ' + ''.join(sorted(self.flags)) if self.flags else ''}")
+
+
+def _tcp_flows(result) -> list[tuple[tuple[str, str], _Flow]]:
+    """Each IPv4 TCP flow's frames, per link (struct: a failed run can hold 10^5 frames)."""
+    flows: dict[tuple[str, str], _Flow] = {}
     for f in result.frames:
         d = f.data
         if len(d) < 54 or d[12:14] != b"\x08\x00" or d[23] != 6:
             continue
-        ihl = (d[14] & 0xF) * 4
-        t = 14 + ihl
+        t = 14 + (d[14] & 0xF) * 4
         if len(d) < t + 20:
             continue
         sport, dport, seq = struct.unpack_from("!HHI", d, t)
         size = min(len(d), 14 + int.from_bytes(d[16:18])) - t - (d[t + 12] >> 4) * 4
         flow = (f"{'.'.join(map(str, d[26:30]))}:{sport}>{'.'.join(map(str, d[30:34]))}"
                 f":{dport}")
-        st = flows.setdefault((f.link, flow), [0, 0, 0, f.time, f.time, set(), set()])
-        st[4] = f.time
-        st[5] |= {c for bit, c in ((1, "F"), (2, "S"), (4, "R")) if d[t + 13] & bit}
+        st = flows.setdefault((f.link, flow), _Flow(f.time))
+        st.last = f.time
+        st.flags |= {c for bit, c in ((1, "F"), (2, "S"), (4, "R")) if d[t + 13] & bit}
         if size > 0:
-            st[0] += 1
-            st[2] += size
-            st[1] += seq in st[6]
-            st[6].add(seq)
+            st.segments += 1
+            st.size += size
+            st.resent += seq in st.seqs
+            st.seqs.add(seq)
     return sorted(flows.items())
