@@ -11,7 +11,6 @@ import functools
 import importlib.util
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -235,25 +234,22 @@ class _Flow:
 
 
 def _tcp_flows(result) -> list[tuple[tuple[str, str], _Flow]]:
-    """Each IPv4 TCP flow's frames, per link (struct: a failed run can hold 10^5 frames)."""
+    """Each IPv4 TCP flow's frames, per link (the lab's own decoder: a failed run can hold
+    10^5 frames, too many for Scapy)."""
+    from ftsslab.lab.tcp import decode
+
     flows: dict[tuple[str, str], _Flow] = {}
     for f in result.frames:
-        d = f.data
-        if len(d) < 54 or d[12:14] != b"\x08\x00" or d[23] != 6:
+        seg = decode(f.data[14:]) if f.data[12:14] == b"\x08\x00" else None
+        if seg is None:
             continue
-        t = 14 + (d[14] & 0xF) * 4
-        if len(d) < t + 20:
-            continue
-        sport, dport, seq = struct.unpack_from("!HHI", d, t)
-        size = min(len(d), 14 + int.from_bytes(d[16:18])) - t - (d[t + 12] >> 4) * 4
-        flow = (f"{'.'.join(map(str, d[26:30]))}:{sport}>{'.'.join(map(str, d[30:34]))}"
-                f":{dport}")
+        flow = f"{seg.src}:{seg.sport}>{seg.dst}:{seg.dport}"
         st = flows.setdefault((f.link, flow), _Flow(f.time))
         st.last = f.time
-        st.flags |= {c for bit, c in ((1, "F"), (2, "S"), (4, "R")) if d[t + 13] & bit}
-        if size > 0:
+        st.flags |= {c for bit, c in ((1, "F"), (2, "S"), (4, "R")) if seg.flags & bit}
+        if seg.payload:
             st.segments += 1
-            st.size += size
-            st.resent += seq in st.seqs
-            st.seqs.add(seq)
+            st.size += len(seg.payload)
+            st.resent += seg.seq in st.seqs
+            st.seqs.add(seg.seq)
     return sorted(flows.items())
